@@ -1,0 +1,107 @@
+/*
+ * config.h — the gateway's configuration as an immutable snapshot.
+ *
+ * The JSON file (docs/configuration.md) is parsed once with yajl, validated
+ * completely, and turned into a config_t that nothing modifies afterwards. It
+ * is reference counted so that a live reload can swap in a new snapshot while
+ * connections that started under the old one keep theirs.
+ */
+#ifndef SLUICE_CONFIG_H
+#define SLUICE_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "../proto/cred.h"
+
+enum tunnel_kind {
+    TUNNEL_KIND_SFU = 0,
+    TUNNEL_KIND_TURN = 1,
+    TUNNEL_KIND_COUNT
+};
+
+/* "sfu"/"turn" -> kind; returns -1 for anything else. */
+int config_kind_parse(const char *s, size_t len);
+const char *config_kind_name(enum tunnel_kind kind);
+
+typedef struct cfg_addr {
+    struct sockaddr_storage sa;
+    socklen_t len;
+    int builtin_echo; /* 1: the gateway's built-in echo backend ("builtin:echo") */
+} cfg_addr_t;
+
+typedef struct cfg_pool {
+    cfg_addr_t *addrs;
+    size_t n;
+} cfg_pool_t;
+
+typedef struct cfg_region {
+    char *name;
+    cfg_pool_t pools[TUNNEL_KIND_COUNT];
+} cfg_region_t;
+
+typedef struct cfg_tenant {
+    char *id;
+    cred_secret_t *secrets; /* keys owned by the snapshot */
+    size_t nsecrets;
+    enum cred_hash hash;
+    uint64_t max_ttl;       /* seconds */
+    char **regions;         /* regions the tenant is enabled in */
+    size_t nregions;
+    unsigned kinds;         /* bit (1u << tunnel_kind) per allowed kind */
+} cfg_tenant_t;
+
+typedef struct cfg_limits {
+    size_t max_capsule;            /* max capsule value bytes (default 65535) */
+    uint32_t max_streams;          /* concurrent streams per connection (100) */
+    uint32_t max_connections;      /* concurrent connections (10000) */
+    size_t media_queue_bytes;      /* downlink media queue per tunnel (65536) */
+    uint32_t media_queue_age_ms;   /* drop media older than this (200) */
+    size_t signal_queue_bytes;     /* downlink signaling queue per tunnel (65536) */
+    uint32_t tunnel_idle_ms;       /* close a tunnel after this silence (30000) */
+    uint32_t handshake_timeout_ms; /* TLS handshake deadline (10000) */
+    uint32_t header_timeout_ms;    /* first complete request deadline (10000) */
+    uint32_t conn_idle_ms;         /* close a connection with no tunnels (60000) */
+    uint32_t drain_timeout_ms;     /* max time to flush CLOSEs on shutdown (5000) */
+} cfg_limits_t;
+
+typedef struct config {
+    int _refs;
+    cfg_addr_t *listen;   /* listen addresses (port 0 allowed) */
+    size_t nlisten;
+    char *cert_file;      /* absolute or relative to the config file's directory */
+    char *key_file;
+    char *region;         /* this gateway's own region; present in regions */
+    cfg_region_t *regions;
+    size_t nregions;
+    cfg_tenant_t *tenants;
+    size_t ntenants;
+    cfg_limits_t limits;
+    cfg_addr_t echo;      /* where the built-in echo binds ("127.0.0.1:0") */
+    int has_echo;         /* 1 when any pool names builtin:echo */
+} config_t;
+
+/* Parses and validates a JSON document. base_dir resolves relative file paths
+ * (NULL: keep them as written). Returns a snapshot with one reference, or NULL
+ * with err (NUL-terminated) naming the JSON path and what is wrong, e.g.
+ * "$.tenants[1].secrets: expected a non-empty array of strings". */
+config_t *config_parse(const char *json, size_t len, const char *base_dir, char *err,
+                       size_t errlen);
+
+/* Reads a file and calls config_parse with its directory as base_dir. On error
+ * err starts with the file name. */
+config_t *config_load(const char *path, char *err, size_t errlen);
+
+config_t *config_ref(config_t *cfg);
+void config_unref(config_t *cfg); /* frees on the last reference; NULL is a no-op */
+
+/* Lookups by exact, length-delimited name; NULL when absent. */
+const cfg_tenant_t *config_tenant(const config_t *cfg, const char *id, size_t len);
+const cfg_region_t *config_region(const config_t *cfg, const char *name, size_t len);
+int config_tenant_in_region(const cfg_tenant_t *t, const char *region);
+
+/* Formats an address as "1.2.3.4:5" or "[::1]:5" into buf; returns buf. */
+const char *config_addr_str(const struct sockaddr *sa, char *buf, size_t cap);
+
+#endif

@@ -1,0 +1,32 @@
+#!/bin/sh
+# Runs every test binary under BUILD/tests and prints one closing line:
+#   tests: N passed, N failed
+# Exits non-zero when any test fails or any binary exits non-zero (a crash,
+# a sanitizer report, a leak).
+set -u
+BUILD=${1:-build}
+SLUICE_BUILD=$(cd "$BUILD" && pwd)
+export SLUICE_BUILD
+passed=0 failed=0 bad=""
+for t in $(find "$BUILD/tests" -type f -name 'test_*' -perm -u+x | sort); do
+    name=${t#"$BUILD"/tests/}
+    log=$(mktemp)
+    "$t" --jobs=2 --timeout=120 >"$log" 2>&1
+    rc=$?
+    cat "$log"
+    line=$(grep 'Synthesis:' "$log" | tail -n 1)
+    rm -f "$log"
+    n_pass=$(echo "$line" | sed -n 's/.*Passing: \([0-9]*\).*/\1/p')
+    n_fail=$(echo "$line" | sed -n 's/.*Failing: \([0-9]*\).*/\1/p')
+    n_crash=$(echo "$line" | sed -n 's/.*Crashing: \([0-9]*\).*/\1/p')
+    passed=$((passed + ${n_pass:-0}))
+    failed=$((failed + ${n_fail:-0} + ${n_crash:-0}))
+    if [ "$rc" -ne 0 ] || [ -z "$line" ]; then
+        bad="$bad $name(rc=$rc)"
+        [ -n "$line" ] && [ "${n_fail:-0}" -eq 0 ] && [ "${n_crash:-0}" -eq 0 ] && failed=$((failed + 1))
+        [ -z "$line" ] && failed=$((failed + 1))
+    fi
+done
+[ -n "$bad" ] && echo "failing binaries:$bad"
+echo "tests ($BUILD): $passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ -z "$bad" ]
