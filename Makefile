@@ -15,12 +15,12 @@ PKGS    := libssl libcrypto libnghttp2 libev yajl
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wpointer-arith -Wformat=2 -Wno-unused-parameter -Werror
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -fno-strict-aliasing $(WARN) -MMD -MP
+override CFLAGS += -std=c11 -D_GNU_SOURCE -fno-strict-aliasing $(WARN) -MMD -MP
 LDLIBS  := -lssl -lcrypto -lnghttp2 -lev -lyajl -lm
 
 ifeq ($(SAN),1)
-CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
-LDFLAGS += -fsanitize=address,undefined
+override CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+override LDFLAGS += -fsanitize=address,undefined
 endif
 
 PROTO_SRC   := $(wildcard proto/*.c)
@@ -66,11 +66,21 @@ $(SHIM): $(call obj,$(SHIMCLI_SRC)) $(LIB_SHIM) $(LIB_PROTO)
 $(DEMO): $(call obj,$(DEMO_SRC)) $(LIB_SUPPORT) $(LIB_SHIM) $(LIB_PROTO)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-# Every test links every library; a static archive only contributes what the
-# test uses. Tests may #include a .c to reach its static functions.
-$(BUILD)/tests/%: $(call obj,tests/%.c) $(LIB_SUPPORT) $(LIB_GW) $(LIB_SHIM) $(LIB_PROTO)
+# A test links the layer it tests and the layers below it. Tests may #include
+# a .c to reach its static functions.
+TEST_LINK = $(CC) $(LDFLAGS) $^ $(LDLIBS) -lcriterion -o $@
+$(BUILD)/tests/proto/%: $(call obj,tests/proto/%.c) $(LIB_PROTO)
 	@mkdir -p $(@D)
-	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcriterion -o $@
+	$(TEST_LINK)
+$(BUILD)/tests/gateway/%: $(call obj,tests/gateway/%.c) $(LIB_SUPPORT) $(LIB_GW) $(LIB_PROTO)
+	@mkdir -p $(@D)
+	$(TEST_LINK)
+$(BUILD)/tests/shim/%: $(call obj,tests/shim/%.c) $(LIB_SUPPORT) $(LIB_SHIM) $(LIB_PROTO)
+	@mkdir -p $(@D)
+	$(TEST_LINK)
+$(BUILD)/tests/integration/%: $(call obj,tests/integration/%.c) $(LIB_SUPPORT) $(LIB_SHIM) $(LIB_PROTO)
+	@mkdir -p $(@D)
+	$(TEST_LINK)
 
 # Development certificate: self-signed, for localhost, 127.0.0.1 and ::1 only.
 devcert: $(DEVCERT)

@@ -1,0 +1,516 @@
+/* conn.c — see conn.h. */
+#include "conn.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "server.h"
+#include "tls.h"
+#include "tunnel.h"
+#include "util.h"
+
+/* Fairness caps: one busy connection cannot hold the loop for long. */
+#define READS_PER_EVENT 8    /* TLS records read per readiness event */
+#define WRITES_PER_EVENT 8   /* CONN_OUT_CAP-sized writes per readiness event */
+#define READ_CHUNK 16384     /* a whole TLS record's plaintext */
+
+/* HTTP/2 settings and flood limits (RFC 9113 §6.5.2; nghttp2 options). */
+#define H2_STREAM_WINDOW (256 * 1024)
+#define H2_CONN_WINDOW (4 * 1024 * 1024)
+#define H2_MAX_HEADER_LIST 16384
+
+static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static int conn_start_h2(conn_t *c);
+
+static tunnel_t *stream_tunnel(conn_t *c, int32_t stream_id)
+{
+    return nghttp2_session_get_stream_user_data(c->h2, stream_id);
+}
+
+/* ---- nghttp2 callbacks ----------------------------------------------------- */
+
+static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame,
+                            void *user_data)
+{
+    conn_t *c = user_data;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    tunnel_t *t = tunnel_new(c, frame->hd.stream_id);
+    if (!t)
+        return nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
+                                         NGHTTP2_REFUSED_STREAM);
+    nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, t);
+    return 0;
+}
+
+static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *user_data)
+{
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    tunnel_t *t = stream_tunnel(user_data, frame->hd.stream_id);
+    if (t)
+        tunnel_add_header(t, name, namelen, value, valuelen);
+    return 0;
+}
+
+static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    conn_t *c = user_data;
+    if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
+        return 0;
+    tunnel_t *t = stream_tunnel(c, frame->hd.stream_id);
+    if (!t)
+        return 0;
+    if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+        c->got_request = 1;
+        int rv = tunnel_start(t);
+        if (rv < 0)
+            return rv;
+    }
+    if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
+        tunnel_remote_end(t);
+    return 0;
+}
+
+static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id,
+                         const uint8_t *data, size_t len, void *user_data)
+{
+    tunnel_t *t = stream_tunnel(user_data, stream_id);
+    if (t)
+        tunnel_recv_data(t, data, len);
+    return 0;
+}
+
+static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    if (frame->hd.stream_id == 0)
+        return 0;
+    tunnel_t *t = stream_tunnel(user_data, frame->hd.stream_id);
+    if (t)
+        tunnel_frame_sent(t, frame);
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code,
+                           void *user_data)
+{
+    tunnel_t *t = stream_tunnel(user_data, stream_id);
+    if (t) {
+        nghttp2_session_set_stream_user_data(session, stream_id, NULL);
+        tunnel_free(t);
+    }
+    return 0;
+}
+
+int conn_h2_setup(nghttp2_session_callbacks **cbs, nghttp2_option **opt)
+{
+    if (nghttp2_session_callbacks_new(cbs) != 0)
+        return -1;
+    nghttp2_session_callbacks_set_on_begin_headers_callback(*cbs, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(*cbs, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(*cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(*cbs, on_data_chunk);
+    nghttp2_session_callbacks_set_on_frame_send_callback(*cbs, on_frame_send);
+    nghttp2_session_callbacks_set_on_stream_close_callback(*cbs, on_stream_close);
+    if (nghttp2_option_new(opt) != 0) {
+        nghttp2_session_callbacks_del(*cbs);
+        *cbs = NULL;
+        return -1;
+    }
+    /* Flood limits: queued SETTINGS/PING acks, SETTINGS entries, CONTINUATION
+     * frames per header block, and the rapid-reset rate (CVE-2023-44487). */
+    nghttp2_option_set_max_outbound_ack(*opt, 1000);
+    nghttp2_option_set_max_settings(*opt, 32);
+    nghttp2_option_set_max_continuations(*opt, 8);
+    nghttp2_option_set_stream_reset_rate_limit(*opt, 1000, 33);
+    nghttp2_option_set_max_send_header_block_length(*opt, 16384);
+    return 0;
+}
+
+/* ---- connection life ----------------------------------------------------- */
+
+static void conn_set_events(conn_t *c)
+{
+    int want = EV_READ;
+    if (c->out_len || c->pend_len || c->write_blocked ||
+        (c->h2 && nghttp2_session_want_write(c->h2)))
+        want |= EV_WRITE;
+    if (want == (c->io.events & (EV_READ | EV_WRITE)))
+        return;
+    struct ev_loop *loop = c->srv->loop;
+    ev_io_stop(loop, &c->io);
+    ev_io_set(&c->io, c->fd, want);
+    ev_io_start(loop, &c->io);
+}
+
+void conn_want_write(conn_t *c)
+{
+    if (c->fd >= 0 && c->state == CONN_H2 && !(c->io.events & EV_WRITE)) {
+        struct ev_loop *loop = c->srv->loop;
+        ev_io_stop(loop, &c->io);
+        ev_io_set(&c->io, c->fd, c->io.events | EV_WRITE);
+        ev_io_start(loop, &c->io);
+    }
+}
+
+static conn_t *conn_alloc(struct server *srv, int fd)
+{
+    conn_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->srv = srv;
+    c->id = srv->next_conn_id++;
+    c->fd = fd;
+    c->state = CONN_HANDSHAKE;
+    c->_next = srv->conns;
+    if (srv->conns)
+        srv->conns->_prev = c;
+    srv->conns = c;
+    srv->counters.conns_accepted++;
+    srv->counters.conns_active++;
+    c->since = ev_now(srv->loop);
+    ev_init(&c->timer, conn_timer_cb);
+    return c;
+}
+
+conn_t *conn_new(struct server *srv, int fd, const struct sockaddr *peer, socklen_t peerlen)
+{
+    SSL *ssl = SSL_new(srv->ssl_ctx);
+    conn_t *c = ssl ? conn_alloc(srv, fd) : NULL;
+    if (!c || SSL_set_fd(ssl, fd) != 1) {
+        SSL_free(ssl);
+        if (c)
+            conn_free(c);
+        else
+            close(fd);
+        return NULL;
+    }
+    SSL_set_accept_state(ssl);
+    c->ssl = ssl;
+    config_addr_str(peer, c->peer, sizeof c->peer);
+    struct ev_loop *loop = srv->loop;
+    ev_io_init(&c->io, conn_io_cb, fd, EV_READ);
+    ev_io_start(loop, &c->io);
+    ev_timer_set(&c->timer, srv->cfg->limits.handshake_timeout_ms / 1000.0, 0.);
+    ev_timer_start(loop, &c->timer);
+    return c;
+}
+
+conn_t *conn_new_memory(struct server *srv)
+{
+    conn_t *c = conn_alloc(srv, -1);
+    if (!c)
+        return NULL;
+    snprintf(c->peer, sizeof c->peer, "memory:%llu", (unsigned long long)c->id);
+    if (conn_start_h2(c) < 0) {
+        conn_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+int conn_feed(conn_t *c, const uint8_t *data, size_t len)
+{
+    ssize_t rv = nghttp2_session_mem_recv(c->h2, data, len);
+    return rv < 0 ? (int)rv : 0;
+}
+
+ssize_t conn_pull(conn_t *c, const uint8_t **data)
+{
+    return nghttp2_session_mem_send(c->h2, data);
+}
+
+void conn_free(conn_t *c)
+{
+    server_t *srv = c->srv;
+    while (c->tunnels)
+        tunnel_free(c->tunnels);
+    ev_io_stop(srv->loop, &c->io);
+    ev_timer_stop(srv->loop, &c->timer);
+    nghttp2_session_del(c->h2);
+    SSL_free(c->ssl);
+    if (c->fd >= 0)
+        close(c->fd);
+    if (c->_prev)
+        c->_prev->_next = c->_next;
+    else
+        srv->conns = c->_next;
+    if (c->_next)
+        c->_next->_prev = c->_prev;
+    srv->counters.conns_active--;
+    server_conn_gone(srv, c);
+    free(c);
+}
+
+void conn_tunnel_opened(conn_t *c)
+{
+    c->nopen++;
+}
+
+void conn_tunnel_gone(conn_t *c, int was_open)
+{
+    if (was_open && --c->nopen == 0)
+        c->since = ev_now(c->srv->loop); /* the idle clock starts */
+}
+
+void conn_drain(conn_t *c)
+{
+    if (c->state != CONN_H2 || c->draining)
+        return;
+    c->draining = 1;
+    for (tunnel_t *t = c->tunnels; t; t = t->_next)
+        tunnel_close(t, CLOSE_SHUTTING_DOWN, "gateway shutting down", 0);
+    nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE,
+                          nghttp2_session_get_last_proc_stream_id(c->h2), NGHTTP2_NO_ERROR,
+                          (const uint8_t *)"shutting down", 13);
+    conn_want_write(c);
+}
+
+/* ---- I/O ------------------------------------------------------------------- */
+
+/* RFC 8446 §5.1: a TLS connection starts with a handshake record (type 22).
+ * Anything else is a cleartext client: tell it why, in the protocol it most
+ * likely speaks, and hang up. Returns 1 for TLS, 0 to wait, -1 to close. */
+static int conn_check_tls(conn_t *c)
+{
+    uint8_t b;
+    ssize_t r = recv(c->fd, &b, 1, MSG_PEEK);
+    if (r < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
+    if (r == 0)
+        return -1;
+    if (b == 22)
+        return 1;
+    static const char refusal[] = "HTTP/1.1 400 Bad Request\r\n"
+                                  "Content-Type: text/plain\r\n"
+                                  "Content-Length: 52\r\n"
+                                  "Connection: close\r\n\r\n"
+                                  "TLS required: this port speaks HTTP/2 over TLS only\n";
+    ssize_t ignored = send(c->fd, refusal, sizeof refusal - 1, MSG_NOSIGNAL);
+    (void)ignored;
+    log_msg(LOG_INFO, "conn %s: cleartext refused", c->peer);
+    return -1;
+}
+
+static int conn_start_h2(conn_t *c)
+{
+    const unsigned char *alpn = (const unsigned char *)"h2";
+    unsigned alpn_len = 2;
+    if (c->ssl)
+        SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
+    if (alpn_len != 2 || memcmp(alpn, "h2", 2) != 0) {
+        log_msg(LOG_INFO, "conn %s: no ALPN h2", c->peer);
+        return -1;
+    }
+    server_t *srv = c->srv;
+    if (nghttp2_session_server_new2(&c->h2, srv->h2_cbs, c, srv->h2_opt) != 0)
+        return -1;
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, srv->cfg->limits.max_streams},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_STREAM_WINDOW},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, H2_MAX_HEADER_LIST},
+    };
+    if (nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]) != 0 ||
+        nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, H2_CONN_WINDOW) != 0)
+        return -1;
+    c->state = CONN_H2;
+    c->since = ev_now(srv->loop);
+    ev_timer_stop(srv->loop, &c->timer);
+    ev_timer_set(&c->timer, srv->cfg->limits.header_timeout_ms / 1000.0, 0.);
+    ev_timer_start(srv->loop, &c->timer);
+    if (srv->draining)
+        conn_drain(c);
+    return 0;
+}
+
+/* Returns 0 to go on (state may now be CONN_H2), -1 to close. */
+static int conn_handshake(conn_t *c)
+{
+    if (!c->peeked) {
+        int rc = conn_check_tls(c);
+        if (rc <= 0)
+            return rc;
+        c->peeked = 1;
+    }
+    ERR_clear_error();
+    int rc = SSL_do_handshake(c->ssl);
+    if (rc == 1)
+        return conn_start_h2(c);
+    int want;
+    switch (SSL_get_error(c->ssl, rc)) {
+    case SSL_ERROR_WANT_READ:
+        want = EV_READ;
+        break;
+    case SSL_ERROR_WANT_WRITE:
+        want = EV_READ | EV_WRITE;
+        break;
+    default: {
+        char why[256];
+        c->srv->counters.tls_failures++;
+        log_msg(LOG_INFO, "conn %s: TLS handshake failed: %s", c->peer,
+                tls_last_error(why, sizeof why));
+        return -1;
+    }
+    }
+    if ((c->io.events & (EV_READ | EV_WRITE)) != want) {
+        ev_io_stop(c->srv->loop, &c->io);
+        ev_io_set(&c->io, c->fd, want);
+        ev_io_start(c->srv->loop, &c->io);
+    }
+    return 0;
+}
+
+/* Returns 0, or -1 when the connection is finished (peer gone, TLS or HTTP/2
+ * error). nghttp2 queues its own GOAWAY for protocol errors; the caller flushes
+ * what it can before closing. */
+static int conn_read(conn_t *c)
+{
+    uint8_t buf[READ_CHUNK];
+    for (int i = 0; i < READS_PER_EVENT; i++) {
+        ERR_clear_error();
+        int n = SSL_read(c->ssl, buf, sizeof buf);
+        if (n <= 0) {
+            switch (SSL_get_error(c->ssl, n)) {
+            case SSL_ERROR_WANT_READ:
+                return 0;
+            case SSL_ERROR_WANT_WRITE:
+                conn_want_write(c);
+                return 0;
+            default:
+                return -1; /* close_notify, reset, or a TLS error */
+            }
+        }
+        ssize_t rv = nghttp2_session_mem_recv(c->h2, buf, (size_t)n);
+        if (rv < 0) {
+            log_msg(LOG_INFO, "conn %s: HTTP/2 error: %s", c->peer, nghttp2_strerror((int)rv));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Moves frames from nghttp2 into the output buffer and the buffer into TLS.
+ * A write that TLS could not finish is retried with the same bytes before any
+ * new frames are taken. Returns 0, or -1 on a fatal error. */
+static int conn_write(conn_t *c)
+{
+    for (int i = 0; i < WRITES_PER_EVENT; i++) {
+        if (!c->write_blocked) {
+            while (c->out_len < CONN_OUT_CAP) {
+                if (!c->pend_len) {
+                    const uint8_t *data;
+                    ssize_t n = nghttp2_session_mem_send(c->h2, &data);
+                    if (n < 0)
+                        return -1;
+                    if (n == 0)
+                        break;
+                    c->pend = data;
+                    c->pend_len = (size_t)n;
+                }
+                size_t k = CONN_OUT_CAP - c->out_len;
+                if (k > c->pend_len)
+                    k = c->pend_len;
+                memcpy(c->out + c->out_len, c->pend, k);
+                c->out_len += k;
+                c->pend += k;
+                c->pend_len -= k;
+            }
+        }
+        if (c->out_off == c->out_len)
+            return 0;
+        ERR_clear_error();
+        int w = SSL_write(c->ssl, c->out + c->out_off, (int)(c->out_len - c->out_off));
+        if (w <= 0) {
+            switch (SSL_get_error(c->ssl, w)) {
+            case SSL_ERROR_WANT_WRITE:
+            case SSL_ERROR_WANT_READ:
+                c->write_blocked = 1;
+                return 0;
+            default:
+                return -1;
+            }
+        }
+        c->write_blocked = 0;
+        c->out_off += (size_t)w;
+        if (c->out_off == c->out_len)
+            c->out_off = c->out_len = 0;
+    }
+    return 0;
+}
+
+static int conn_finished(conn_t *c)
+{
+    return !nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2) &&
+           !c->out_len && !c->pend_len;
+}
+
+static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    conn_t *c = container_of(w, conn_t, io);
+    if (c->state == CONN_HANDSHAKE) {
+        if (conn_handshake(c) < 0)
+            goto close;
+        if (c->state == CONN_HANDSHAKE)
+            return;
+        revents |= EV_READ | EV_WRITE; /* TLS may hold early data; SETTINGS to send */
+    }
+    if ((revents & EV_READ) && conn_read(c) < 0) {
+        conn_write(c); /* best effort: a GOAWAY nghttp2 queued */
+        goto close;
+    }
+    if (conn_write(c) < 0 || conn_finished(c))
+        goto close;
+    conn_set_events(c);
+    return;
+close:
+    conn_free(c);
+}
+
+/* One timer, three deadlines: the TLS handshake, the first complete request
+ * (slow or silent clients), and idleness once no tunnel is open. */
+static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    conn_t *c = container_of(w, conn_t, timer);
+    const cfg_limits_t *lim = &c->srv->cfg->limits;
+    if (c->state == CONN_HANDSHAKE) {
+        c->srv->counters.tls_failures++;
+        log_msg(LOG_INFO, "conn %s: TLS handshake timeout", c->peer);
+        conn_free(c);
+        return;
+    }
+    ev_tstamp now = ev_now(loop), left;
+    if (c->draining && c->nopen == 0) {
+        conn_free(c); /* GOAWAY had its grace period; the peer is not reading */
+        return;
+    }
+    if (!c->got_request) {
+        left = c->since + lim->header_timeout_ms / 1000.0 - now;
+        if (left <= 0) {
+            log_msg(LOG_INFO, "conn %s: no request within the header timeout", c->peer);
+            conn_free(c);
+            return;
+        }
+    } else if (c->nopen == 0) {
+        left = c->since + lim->conn_idle_ms / 1000.0 - now;
+        if (left <= 0) {
+            /* RFC 9113 §6.8: say goodbye; close once it is written. */
+            c->draining = 1;
+            nghttp2_session_terminate_session(c->h2, NGHTTP2_NO_ERROR);
+            conn_want_write(c);
+            left = 1.0;
+        }
+    } else {
+        left = lim->conn_idle_ms / 1000.0;
+    }
+    w->repeat = left;
+    ev_timer_again(loop, w);
+}

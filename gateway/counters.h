@@ -1,0 +1,50 @@
+/*
+ * counters.h — packet, byte and drop counters, per tunnel and per server.
+ *
+ * Every packet the gateway does not deliver is counted under exactly one
+ * reason. The metrics endpoint (a later issue) exposes server_counters_t; a
+ * tunnel's own counters are logged when it closes.
+ */
+#ifndef SLUICE_COUNTERS_H
+#define SLUICE_COUNTERS_H
+
+#include <stdint.h>
+
+enum drop_reason {
+    DROP_MEDIA_EVICTED = 0, /* downlink media evicted (drop-oldest) for a newer packet */
+    DROP_MEDIA_EXPIRED,     /* downlink media older than the queue's age limit */
+    DROP_SIGNAL_FULL,       /* downlink signaling queue at its byte bound */
+    DROP_OVERSIZE,          /* backend packet too large for one capsule */
+    DROP_CONTEXT_ID,        /* uplink DATAGRAM with a non-zero context id */
+    DROP_UPLINK_SEND,       /* backend socket refused the packet (EAGAIN, ENOBUFS, ...) */
+    DROP_BACKEND_ERROR,     /* ICMP error from the backend (ECONNREFUSED, ...) */
+    DROP_CLOSING,           /* queued media discarded because the tunnel closed */
+    DROP_REASON_COUNT
+};
+
+static inline const char *drop_reason_name(enum drop_reason r)
+{
+    static const char *const names[DROP_REASON_COUNT] = {
+        "media_evicted", "media_expired", "signal_full",  "oversize",
+        "context_id",    "uplink_send",   "backend_error", "closing",
+    };
+    return (unsigned)r < DROP_REASON_COUNT ? names[r] : "unknown";
+}
+
+typedef struct tunnel_counters {
+    uint64_t up_packets, up_bytes;     /* client -> backend, delivered to the socket */
+    uint64_t down_packets, down_bytes; /* backend -> client, written into the stream */
+    uint64_t unknown_capsules;         /* skipped per RFC 9297 §3.2 */
+    uint64_t drops[DROP_REASON_COUNT];
+} tunnel_counters_t;
+
+typedef struct server_counters {
+    uint64_t conns_accepted, conns_refused, conns_active;
+    uint64_t tls_failures;
+    uint64_t tunnels_opened, tunnels_active;
+    uint64_t requests_rejected[6]; /* 400 401 403 404 405 503, see request.h */
+    uint64_t protocol_errors;
+    tunnel_counters_t tunnel;      /* sums over all tunnels, live and closed */
+} server_counters_t;
+
+#endif

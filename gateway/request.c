@@ -1,0 +1,181 @@
+/* request.c — see request.h. */
+#include "request.h"
+
+#include <string.h>
+
+static const struct {
+    const char *name;
+    size_t len;
+    size_t off;
+    size_t cap;
+} fields[REQ_FIELD_COUNT] = {
+    [REQ_METHOD] = {":method", 7, offsetof(req_headers_t, method), REQ_METHOD_MAX},
+    [REQ_PATH] = {":path", 5, offsetof(req_headers_t, path), REQ_PATH_MAX},
+    [REQ_SCHEME] = {":scheme", 7, offsetof(req_headers_t, scheme), 7},
+    [REQ_USERNAME] = {"tunnel-username", 15, offsetof(req_headers_t, username),
+                      REQ_USERNAME_MAX},
+    [REQ_CREDENTIAL] = {"tunnel-credential", 17, offsetof(req_headers_t, credential),
+                        REQ_CREDENTIAL_MAX},
+};
+
+void request_add_header(req_headers_t *h, const uint8_t *name, size_t namelen,
+                        const uint8_t *value, size_t valuelen)
+{
+    for (int i = 0; i < REQ_FIELD_COUNT; i++) {
+        if (namelen != fields[i].len || memcmp(name, fields[i].name, namelen) != 0)
+            continue;
+        unsigned bit = 1u << i;
+        if (h->present & bit)
+            h->repeated |= bit;
+        h->present |= bit;
+        if (valuelen > fields[i].cap) {
+            h->too_long |= bit;
+            return;
+        }
+        char *dst = (char *)h + fields[i].off;
+        memcpy(dst, value, valuelen);
+        dst[valuelen] = '\0';
+        return;
+    }
+}
+
+/* Tenant ids and region names: 1..64 of [A-Za-z0-9._-] (docs/configuration.md). */
+static int is_name(const char *s, size_t len)
+{
+    if (len == 0 || len > 64)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+typedef struct span {
+    const char *p;
+    size_t len;
+} span_t;
+
+/* Splits "/v1/tunnel/{tenant}/{kind}[?query]". Returns 0 when the path has that
+ * shape (segments may still be invalid), -1 otherwise. */
+static int split_path(const char *path, span_t *tenant, span_t *kind, span_t *query)
+{
+    static const char prefix[] = "/v1/tunnel/";
+    if (strncmp(path, prefix, sizeof prefix - 1) != 0)
+        return -1;
+    const char *p = path + sizeof prefix - 1;
+    const char *q = strchr(p, '?');
+    const char *end = q ? q : p + strlen(p);
+    const char *slash = memchr(p, '/', (size_t)(end - p));
+    if (!slash || memchr(slash + 1, '/', (size_t)(end - slash - 1)))
+        return -1;
+    *tenant = (span_t){p, (size_t)(slash - p)};
+    *kind = (span_t){slash + 1, (size_t)(end - slash - 1)};
+    *query = q ? (span_t){q + 1, strlen(q + 1)} : (span_t){NULL, 0};
+    return 0;
+}
+
+/* The only query parameter is region=<name>. Returns 0 (region may stay empty)
+ * or -1 when the query is malformed or names anything else. */
+static int parse_query(span_t query, span_t *region)
+{
+    *region = (span_t){NULL, 0};
+    if (query.len == 0)
+        return 0;
+    static const char key[] = "region=";
+    if (query.len < sizeof key - 1 || memcmp(query.p, key, sizeof key - 1) != 0)
+        return -1;
+    *region = (span_t){query.p + sizeof key - 1, query.len - (sizeof key - 1)};
+    return is_name(region->p, region->len) ? 0 : -1;
+}
+
+#define REJECT(status, text)                                                                   \
+    do {                                                                                       \
+        *reason = (text);                                                                      \
+        return (status);                                                                       \
+    } while (0)
+
+int request_route(const config_t *cfg, const req_headers_t *h, uint64_t now,
+                  req_target_t *target, const char **reason)
+{
+    static const char bad_cred[] = "invalid credentials";
+    span_t tenant_id, kind_name, query, region_name;
+
+    if (!(h->present & (1u << REQ_PATH)) || (h->too_long & (1u << REQ_PATH)))
+        REJECT(400, "missing or over-long :path");
+    if (split_path(h->path, &tenant_id, &kind_name, &query) < 0)
+        REJECT(404, "no such resource; tunnels are at /v1/tunnel/{tenant}/{sfu|turn}");
+    int kind = config_kind_parse(kind_name.p, kind_name.len);
+    if (kind < 0)
+        REJECT(404, "unknown tunnel kind; use sfu or turn");
+    if (strcmp(h->method, "POST") != 0)
+        REJECT(405, "method not allowed; open a tunnel with POST");
+    if (h->repeated)
+        REJECT(400, "request header repeated");
+    if (strcmp(h->scheme, "https") != 0)
+        REJECT(400, ":scheme must be https");
+    if (!is_name(tenant_id.p, tenant_id.len))
+        REJECT(400, "malformed tenant id");
+    if (parse_query(query, &region_name) < 0)
+        REJECT(400, "malformed query; the only parameter is region=<name>");
+
+    unsigned need = (1u << REQ_USERNAME) | (1u << REQ_CREDENTIAL);
+    if ((h->present & need) != need)
+        REJECT(401, "missing tunnel-username or tunnel-credential header");
+    if (h->too_long & need)
+        REJECT(401, bad_cred);
+    uint64_t expiry;
+    const char *user;
+    size_t user_len;
+    size_t ulen = strlen(h->username);
+    if (cred_parse_username(h->username, ulen, &expiry, &user, &user_len) != CRED_OK)
+        REJECT(401, "malformed tunnel-username; expected <expiry-unix-seconds>:<user-id>");
+    /* Expiry is judged before the tenant is looked up, so "expired" says
+     * nothing about whether the tenant exists. */
+    if (expiry <= now)
+        REJECT(401, "credential expired");
+
+    const cfg_tenant_t *t = config_tenant(cfg, tenant_id.p, tenant_id.len);
+    /* An unknown tenant still costs one HMAC, so timing does not tell it apart. */
+    static const uint8_t decoy_key[] = "sluice-decoy-secret";
+    const cred_secret_t decoy = {decoy_key, sizeof decoy_key - 1};
+    int rc = cred_check(t ? t->hash : CRED_SHA1, t ? t->secrets : &decoy, t ? t->nsecrets : 1,
+                        h->username, ulen, h->credential, strlen(h->credential), now,
+                        t ? t->max_ttl : 0);
+    if (!t || rc != CRED_OK)
+        REJECT(401, bad_cred);
+
+    if (!(t->kinds & (1u << kind)))
+        REJECT(403, "tunnel kind not allowed for this tenant");
+    if (!config_tenant_in_region(t, cfg->region))
+        REJECT(403, "tenant not enabled in this gateway's region");
+    const cfg_region_t *region = config_region(cfg, cfg->region, strlen(cfg->region));
+    if (region_name.len) {
+        region = config_region(cfg, region_name.p, region_name.len);
+        if (!region || !config_tenant_in_region(t, region->name))
+            REJECT(403, "tenant not enabled in the requested region");
+    }
+    if (!region || region->pools[kind].n == 0)
+        REJECT(503, "no backend for this tunnel kind in the region");
+
+    target->tenant = t;
+    target->region = region;
+    target->kind = (enum tunnel_kind)kind;
+    *reason = "ok";
+    return 200;
+}
+
+int request_status_index(int status)
+{
+    switch (status) {
+    case 400: return 0;
+    case 401: return 1;
+    case 403: return 2;
+    case 404: return 3;
+    case 405: return 4;
+    case 503: return 5;
+    default: return -1;
+    }
+}

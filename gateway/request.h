@@ -1,0 +1,65 @@
+/*
+ * request.h — decide what to do with a tunnel request, with no I/O.
+ *
+ * The connection collects the few request headers it needs into req_headers_t
+ * (bounded copies; nghttp2 has already validated HTTP/2 framing and header
+ * syntax), then request_route() checks, in this order: path (404), method
+ * (405), request syntax (400), credentials (401), tenant permissions (403) and
+ * backend availability (503). Unknown tenants, wrong secrets and credentials
+ * too far ahead all get the same 401 reason, so responses never reveal which
+ * tenants exist.
+ */
+#ifndef SLUICE_REQUEST_H
+#define SLUICE_REQUEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../proto/cred.h"
+#include "config.h"
+
+#define REQ_PATH_MAX 512u
+#define REQ_METHOD_MAX 16u
+#define REQ_USERNAME_MAX CRED_USERNAME_MAX
+#define REQ_CREDENTIAL_MAX 128u
+
+enum req_field {
+    REQ_METHOD = 0,
+    REQ_PATH,
+    REQ_SCHEME,
+    REQ_USERNAME,
+    REQ_CREDENTIAL,
+    REQ_FIELD_COUNT
+};
+
+typedef struct req_headers {
+    char method[REQ_METHOD_MAX + 1];
+    char path[REQ_PATH_MAX + 1];
+    char scheme[8];
+    char username[REQ_USERNAME_MAX + 1];
+    char credential[REQ_CREDENTIAL_MAX + 1];
+    unsigned present;   /* bit per req_field seen */
+    unsigned too_long;  /* bit per req_field whose value did not fit */
+    unsigned repeated;  /* bit per req_field seen more than once */
+} req_headers_t;
+
+/* Records one header if it is one we use (name/value as nghttp2 gives them).
+ * Values that do not fit are marked too_long, not truncated silently. */
+void request_add_header(req_headers_t *h, const uint8_t *name, size_t namelen,
+                        const uint8_t *value, size_t valuelen);
+
+typedef struct req_target {
+    const cfg_tenant_t *tenant;
+    const cfg_region_t *region; /* backend region: the gateway's own or ?region= */
+    enum tunnel_kind kind;
+} req_target_t;
+
+/* Returns the HTTP status: 200 with *target filled, or an error status with
+ * *reason set to a static, human-readable sentence for the response body. */
+int request_route(const config_t *cfg, const req_headers_t *h, uint64_t now,
+                  req_target_t *target, const char **reason);
+
+/* Index of an error status in server_counters_t.requests_rejected, or -1. */
+int request_status_index(int status);
+
+#endif

@@ -1,0 +1,216 @@
+/* server.c — see server.h. */
+#include "server.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "log.h"
+#include "tls.h"
+#include "util.h"
+
+#define ACCEPTS_PER_EVENT 64
+#define LISTEN_BACKLOG 511
+#define ACCEPT_PAUSE_S 0.1 /* after EMFILE/ENFILE, so the loop does not spin */
+
+static void listeners_set(server_t *s, int on)
+{
+    for (size_t i = 0; i < s->nlisteners; i++) {
+        if (s->listeners[i].fd < 0)
+            continue;
+        if (on)
+            ev_io_start(s->loop, &s->listeners[i].io);
+        else
+            ev_io_stop(s->loop, &s->listeners[i].io);
+    }
+}
+
+static void accept_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    server_t *s = container_of(w, server_t, accept_pause);
+    if (!s->draining)
+        listeners_set(s, 1);
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    listener_t *l = container_of(w, listener_t, io);
+    server_t *s = l->srv;
+    for (int i = 0; i < ACCEPTS_PER_EVENT; i++) {
+        struct sockaddr_storage peer;
+        socklen_t len = sizeof peer;
+        int fd = accept4(l->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                log_msg(LOG_WARN, "accept: %s; pausing accepts", strerror(errno));
+                listeners_set(s, 0);
+                ev_timer_set(&s->accept_pause, ACCEPT_PAUSE_S, 0.);
+                ev_timer_start(loop, &s->accept_pause);
+            }
+            return; /* EAGAIN, or a connection that died in the backlog */
+        }
+        if (s->counters.conns_active >= s->cfg->limits.max_connections) {
+            s->counters.conns_refused++;
+            close(fd);
+            continue;
+        }
+        /* Real time: never hold a small frame back for Nagle. */
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        conn_new(s, fd, (struct sockaddr *)&peer, len);
+    }
+}
+
+static int listener_open(server_t *s, listener_t *l, const cfg_addr_t *a, char *err,
+                         size_t errlen)
+{
+    char name[64];
+    const struct sockaddr *sa = (const struct sockaddr *)&a->sa;
+    config_addr_str(sa, name, sizeof name);
+    l->srv = s;
+    l->fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (l->fd < 0)
+        goto fail;
+    int one = 1;
+    setsockopt(l->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (sa->sa_family == AF_INET6)
+        setsockopt(l->fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    l->addrlen = sizeof l->addr;
+    if (bind(l->fd, sa, a->len) < 0 || listen(l->fd, LISTEN_BACKLOG) < 0 ||
+        getsockname(l->fd, (struct sockaddr *)&l->addr, &l->addrlen) < 0)
+        goto fail;
+    ev_io_init(&l->io, accept_cb, l->fd, EV_READ);
+    return 0;
+fail:
+    snprintf(err, errlen, "listen %s: %s", name, strerror(errno));
+    return -1;
+}
+
+int server_init(server_t *s, struct ev_loop *loop, config_t *cfg, char *err, size_t errlen)
+{
+    memset(s, 0, sizeof *s);
+    s->loop = loop;
+    s->cfg = config_ref(cfg);
+    s->echo.fd = -1;
+    ev_init(&s->accept_pause, accept_resume_cb);
+    s->ssl_ctx = tls_server_ctx(cfg->cert_file, cfg->key_file, err, errlen);
+    if (!s->ssl_ctx)
+        goto fail;
+    if (conn_h2_setup(&s->h2_cbs, &s->h2_opt) < 0 || !(s->udp_buf = malloc(SERVER_UDP_BUF))) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    s->listeners = calloc(cfg->nlisten, sizeof *s->listeners);
+    if (!s->listeners) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < cfg->nlisten; i++)
+        s->listeners[i].fd = -1;
+    s->nlisteners = cfg->nlisten;
+    for (size_t i = 0; i < cfg->nlisten; i++)
+        if (listener_open(s, &s->listeners[i], &cfg->listen[i], err, errlen) < 0)
+            goto fail;
+    if (cfg->has_echo &&
+        echo_start(&s->echo, loop, (const struct sockaddr *)&cfg->echo.sa, cfg->echo.len, err,
+                   errlen) < 0)
+        goto fail;
+    listeners_set(s, 1);
+    return 0;
+fail:
+    server_dispose(s);
+    return -1;
+}
+
+void server_print_ready(const server_t *s, FILE *out)
+{
+    char name[64];
+    fputs("sluiced ready", out);
+    for (size_t i = 0; i < s->nlisteners; i++)
+        fprintf(out, " listen=%s",
+                config_addr_str((const struct sockaddr *)&s->listeners[i].addr, name,
+                                sizeof name));
+    if (s->echo.fd >= 0)
+        fprintf(out, " echo=%s",
+                config_addr_str((const struct sockaddr *)&s->echo.addr, name, sizeof name));
+    fputc('\n', out);
+    fflush(out);
+}
+
+static void drain_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    log_msg(LOG_WARN, "drain timeout: closing the remaining connections");
+    ev_break(loop, EVBREAK_ALL);
+}
+
+void server_drain(server_t *s)
+{
+    if (s->draining) {
+        log_msg(LOG_WARN, "second stop request: stopping now");
+        ev_break(s->loop, EVBREAK_ALL);
+        return;
+    }
+    s->draining = 1;
+    log_msg(LOG_INFO, "draining %llu connections, %llu tunnels",
+            (unsigned long long)s->counters.conns_active,
+            (unsigned long long)s->counters.tunnels_active);
+    listeners_set(s, 0);
+    ev_timer_stop(s->loop, &s->accept_pause);
+    conn_t *next;
+    for (conn_t *c = s->conns; c; c = next) {
+        next = c->_next;
+        if (c->state == CONN_H2)
+            conn_drain(c);
+        else
+            conn_free(c); /* still in the TLS handshake: nothing to say goodbye on */
+    }
+    if (!s->conns) {
+        ev_break(s->loop, EVBREAK_ALL);
+        return;
+    }
+    ev_timer_init(&s->drain_timer, drain_timeout_cb, s->cfg->limits.drain_timeout_ms / 1000.0,
+                  0.);
+    ev_timer_start(s->loop, &s->drain_timer);
+}
+
+void server_conn_gone(server_t *s, struct conn *c)
+{
+    if (s->draining && !s->conns)
+        ev_break(s->loop, EVBREAK_ALL);
+}
+
+void server_dispose(server_t *s)
+{
+    while (s->conns)
+        conn_free(s->conns);
+    if (s->loop) {
+        ev_timer_stop(s->loop, &s->drain_timer);
+        ev_timer_stop(s->loop, &s->accept_pause);
+    }
+    for (size_t i = 0; i < s->nlisteners; i++) {
+        if (s->listeners[i].fd >= 0) {
+            ev_io_stop(s->loop, &s->listeners[i].io);
+            close(s->listeners[i].fd);
+        }
+    }
+    free(s->listeners);
+    s->listeners = NULL;
+    s->nlisteners = 0;
+    echo_stop(&s->echo, s->loop);
+    free(s->udp_buf);
+    s->udp_buf = NULL;
+    if (s->h2_cbs)
+        nghttp2_session_callbacks_del(s->h2_cbs);
+    if (s->h2_opt)
+        nghttp2_option_del(s->h2_opt);
+    s->h2_cbs = NULL;
+    s->h2_opt = NULL;
+    SSL_CTX_free(s->ssl_ctx);
+    s->ssl_ctx = NULL;
+    config_unref(s->cfg);
+    s->cfg = NULL;
+}

@@ -1,0 +1,71 @@
+/*
+ * server.h — one event loop's worth of gateway: listeners, connections,
+ * the built-in echo backend, counters and the shutdown sequence.
+ *
+ * All state lives here or below (no globals), so running one server per core
+ * with SO_REUSEPORT listeners is a matter of creating several.
+ */
+#ifndef SLUICE_SERVER_H
+#define SLUICE_SERVER_H
+
+#include <ev.h>
+#include <nghttp2/nghttp2.h>
+#include <openssl/ssl.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "config.h"
+#include "counters.h"
+#include "echo.h"
+
+struct conn;
+
+typedef struct listener {
+    int fd;
+    ev_io io;
+    struct server *srv;
+    struct sockaddr_storage addr; /* bound address, port filled in */
+    socklen_t addrlen;
+} listener_t;
+
+/* Largest UDP payload we read, plus room to write a capsule header in front. */
+#define SERVER_UDP_BUF (65536u + 32u)
+
+typedef struct server {
+    struct ev_loop *loop;
+    config_t *cfg;
+    SSL_CTX *ssl_ctx;
+    nghttp2_session_callbacks *h2_cbs;
+    nghttp2_option *h2_opt;
+    listener_t *listeners;
+    size_t nlisteners;
+    ev_timer accept_pause;  /* listeners paused after EMFILE/ENFILE */
+    echo_t echo;
+    struct conn *conns;
+    uint64_t next_conn_id;
+    uint64_t rr;            /* round-robin backend choice */
+    server_counters_t counters;
+    uint8_t *udp_buf;       /* SERVER_UDP_BUF bytes, shared by all tunnels of the loop */
+    unsigned draining : 1;
+    ev_timer drain_timer;
+} server_t;
+
+/* Builds the TLS context, binds listeners and the echo backend. Takes a
+ * reference on cfg. Returns 0, or -1 with err filled (nothing left open). */
+int server_init(server_t *s, struct ev_loop *loop, config_t *cfg, char *err, size_t errlen);
+
+/* Writes "sluiced ready listen=ADDR ... [echo=ADDR]\n" and flushes. */
+void server_print_ready(const server_t *s, FILE *out);
+
+/* Starts a graceful shutdown: stop accepting, CLOSE(shutting down) every
+ * tunnel, GOAWAY every connection; the loop stops when the last connection is
+ * gone or the drain timeout passes. A second call stops at once. */
+void server_drain(server_t *s);
+
+/* A connection was freed (called by conn_free). */
+void server_conn_gone(server_t *s, struct conn *c);
+
+/* Releases everything; idempotent. */
+void server_dispose(server_t *s);
+
+#endif

@@ -1,0 +1,68 @@
+/* tls.c — see tls.h. */
+#include "tls.h"
+
+#include <openssl/err.h>
+#include <stdio.h>
+#include <string.h>
+
+const char *tls_last_error(char *buf, size_t cap)
+{
+    unsigned long e = ERR_get_error();
+    if (e == 0)
+        snprintf(buf, cap, "unknown TLS error");
+    else
+        ERR_error_string_n(e, buf, cap);
+    ERR_clear_error();
+    return buf;
+}
+
+/* RFC 9113 §3.2: h2 over TLS is chosen with ALPN. A client that offers no h2
+ * gets a fatal no_application_protocol alert (RFC 7301 §3.2). */
+static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                       const unsigned char *in, unsigned int inlen, void *arg)
+{
+    static const unsigned char h2[] = {2, 'h', '2'};
+    unsigned char *sel;
+    if (SSL_select_next_proto(&sel, outlen, h2, sizeof h2, in, inlen) !=
+        OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    *out = sel;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+SSL_CTX *tls_server_ctx(const char *cert_file, const char *key_file, char *err, size_t errlen)
+{
+    char why[256];
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) {
+        snprintf(err, errlen, "TLS context: %s", tls_last_error(why, sizeof why));
+        return NULL;
+    }
+    /* RFC 9113 §9.2: TLS 1.2 or later, no compression, no renegotiation. */
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+                                 SSL_OP_CIPHER_SERVER_PREFERENCE);
+    /* RFC 9113 §9.2.2 forbids the TLS 1.2 cipher suites of its Appendix A;
+     * allow only AEAD suites with forward secrecy. */
+    SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20");
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
+        snprintf(err, errlen, "certificate %s: %s", cert_file, tls_last_error(why, sizeof why));
+        goto fail;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1) {
+        snprintf(err, errlen, "private key %s: %s", key_file, tls_last_error(why, sizeof why));
+        goto fail;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        snprintf(err, errlen, "private key %s does not match certificate %s", key_file,
+                 cert_file);
+        goto fail;
+    }
+    SSL_CTX_set_alpn_select_cb(ctx, select_alpn, NULL);
+    return ctx;
+fail:
+    SSL_CTX_free(ctx);
+    return NULL;
+}

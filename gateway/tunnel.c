@@ -1,0 +1,572 @@
+/* tunnel.c — see tunnel.h. */
+#include "tunnel.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../proto/classify.h"
+#include "conn.h"
+#include "log.h"
+#include "server.h"
+#include "util.h"
+
+/* Fairness: a busy backend cannot starve other watchers of the loop. */
+#define UDP_READS_PER_EVENT 64
+/* This many ICMP errors in a row, with no reply between, closes the tunnel. */
+#define BACKEND_ERRORS_MAX 8
+
+static server_t *srv_of(const tunnel_t *t)
+{
+    return t->conn->srv;
+}
+
+static const cfg_limits_t *limits_of(const tunnel_t *t)
+{
+    return &srv_of(t)->cfg->limits;
+}
+
+static void count_down(tunnel_t *t, size_t len)
+{
+    server_counters_t *sc = &srv_of(t)->counters;
+    t->counters.down_packets++;
+    t->counters.down_bytes += len;
+    sc->tunnel.down_packets++;
+    sc->tunnel.down_bytes += len;
+}
+
+static void count_drop(tunnel_t *t, enum drop_reason r, uint64_t n)
+{
+    t->counters.drops[r] += n;
+    srv_of(t)->counters.tunnel.drops[r] += n;
+}
+
+tunnel_t *tunnel_new(struct conn *c, int32_t stream_id)
+{
+    tunnel_t *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->req = calloc(1, sizeof *t->req);
+    if (!t->req) {
+        free(t);
+        return NULL;
+    }
+    t->conn = c;
+    t->stream_id = stream_id;
+    t->state = TUNNEL_REQUEST;
+    t->fd = -1;
+    t->_next = c->tunnels;
+    if (c->tunnels)
+        c->tunnels->_prev = t;
+    c->tunnels = t;
+    c->ntunnels++;
+    return t;
+}
+
+void tunnel_add_header(tunnel_t *t, const uint8_t *name, size_t namelen, const uint8_t *value,
+                       size_t valuelen)
+{
+    if (t->state == TUNNEL_REQUEST)
+        request_add_header(t->req, name, namelen, value, valuelen);
+}
+
+/* Wakes the response body after something was queued. */
+static void tunnel_wake(tunnel_t *t)
+{
+    if (t->deferred) {
+        t->deferred = 0;
+        nghttp2_session_resume_data(t->conn->h2, t->stream_id);
+    }
+    conn_want_write(t->conn);
+}
+
+/* ---- response body (downlink) ---------------------------------------------- */
+
+/* Copies one capsule into buf; what does not fit is kept in t->rest and goes
+ * first into the next DATA frame (capsules are a byte stream, RFC 9297 §3.2). */
+static size_t emit(tunnel_t *t, uint8_t *buf, size_t room, const uint8_t *rec, size_t len)
+{
+    if (len <= room) {
+        memcpy(buf, rec, len);
+        return len;
+    }
+    if (!t->rest) {
+        t->rest = malloc(limits_of(t)->max_capsule + CAPSULE_MAX_HEADER);
+        if (!t->rest)
+            return 0; /* try again on the next call; the record stays queued */
+    }
+    memcpy(buf, rec, room);
+    memcpy(t->rest, rec + room, len - room);
+    t->rest_len = len - room;
+    t->rest_off = 0;
+    return room;
+}
+
+/* Moves whole records from q while they fit; returns bytes written. Stops at
+ * the first record split across frames (it is then in t->rest). */
+static size_t drain(tunnel_t *t, pktq_t *q, uint8_t *buf, size_t room)
+{
+    size_t n = 0;
+    const uint8_t *rec;
+    size_t len;
+    while (n < room && !t->rest_len && pktq_peek(q, &rec, &len)) {
+        size_t k = emit(t, buf + n, room - n, rec, len);
+        if (k == 0)
+            break;
+        n += k;
+        count_down(t, len);
+        pktq_pop(q);
+    }
+    return n;
+}
+
+/* Error response body: the reason sentence and a newline. */
+static ssize_t reason_read(tunnel_t *t, uint8_t *buf, size_t length, uint32_t *flags)
+{
+    size_t total = strlen(t->reason) + 1, n = 0;
+    while (n < length && t->reason_off < total) {
+        buf[n++] = t->reason_off + 1 < total ? (uint8_t)t->reason[t->reason_off] : '\n';
+        t->reason_off++;
+    }
+    if (t->reason_off == total)
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+/* nghttp2 data provider of the response body. Order: the rest of a split
+ * capsule, a pending PONG, signaling, then either CLOSE (ending the body) or
+ * media. Media older than the age limit is dropped here, at the last moment. */
+static ssize_t body_read(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
+                         size_t length, uint32_t *flags, nghttp2_data_source *source,
+                         void *user_data)
+{
+    tunnel_t *t = source->ptr;
+    if (t->state == TUNNEL_REJECTED)
+        return reason_read(t, buf, length, flags);
+
+    size_t n = 0;
+    if (t->rest_len) {
+        n = t->rest_len < length ? t->rest_len : length;
+        memcpy(buf, t->rest + t->rest_off, n);
+        t->rest_off += n;
+        t->rest_len -= n;
+    }
+    if (!t->rest_len && t->pong_len && t->pong_len <= length - n) {
+        memcpy(buf + n, t->pong, t->pong_len);
+        n += t->pong_len;
+        t->pong_len = 0;
+    }
+    n += drain(t, &t->signal, buf + n, length - n);
+
+    if (t->close_len) {
+        if (!t->close_written && !t->rest_len && n < length) {
+            size_t k = emit(t, buf + n, length - n, t->close_capsule, t->close_len);
+            if (k) {
+                n += k;
+                t->close_written = 1;
+                count_drop(t, DROP_CLOSING, t->media.count);
+                pktq_dispose(&t->media);
+            }
+        }
+        if (t->close_written && !t->rest_len) {
+            *flags |= NGHTTP2_DATA_FLAG_EOF;
+            if (t->rst_after_close)
+                *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+            return (ssize_t)n;
+        }
+    } else if (n < length && !t->rest_len) {
+        uint64_t now = util_ns(ev_now(srv_of(t)->loop));
+        uint64_t age = (uint64_t)limits_of(t)->media_queue_age_ms * 1000000u;
+        if (now > age) {
+            size_t expired = pktq_expire(&t->media, now - age);
+            if (expired)
+                count_drop(t, DROP_MEDIA_EXPIRED, expired);
+        }
+        n += drain(t, &t->media, buf + n, length - n);
+    }
+    if (n == 0) {
+        t->deferred = 1;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    return (ssize_t)n;
+}
+
+/* ---- backend socket (downlink in, uplink out) ------------------------------ */
+
+static void tunnel_touch(tunnel_t *t)
+{
+    t->last_active = ev_now(srv_of(t)->loop);
+}
+
+static void backend_error(tunnel_t *t, int err)
+{
+    count_drop(t, DROP_BACKEND_ERROR, 1);
+    if (++t->backend_errors >= BACKEND_ERRORS_MAX) {
+        log_msg(LOG_WARN, "tunnel %s/%d: backend %s unreachable: %s", t->conn->peer,
+                t->stream_id, t->backend, strerror(err));
+        tunnel_close(t, CLOSE_BACKEND_UNREACHABLE, "backend unreachable", 0);
+    }
+}
+
+static void enqueue(tunnel_t *t, uint8_t *payload, size_t len, uint64_t now)
+{
+    size_t max = limits_of(t)->max_capsule;
+    if (len + 1 > max) {
+        count_drop(t, DROP_OVERSIZE, 1);
+        return;
+    }
+    int sig = classify_packet(payload, len) == PKT_SIGNAL;
+    uint64_t type = sig ? CAPSULE_SIGNAL : CAPSULE_DATAGRAM;
+    size_t vlen = sig ? len : len + 1;
+    size_t hlen = capsule_header_size(type, vlen);
+    /* The payload was read CAPSULE_MAX_OVERHEAD bytes into the buffer, so the
+     * header (and context id) fit in front of it: no copy to frame it. */
+    uint8_t *rec = payload - (vlen - len) - hlen;
+    capsule_encode_header(rec, hlen, type, vlen);
+    if (!sig)
+        rec[hlen] = 0; /* context id 0 */
+    size_t dropped = 0;
+    int rc = pktq_push(sig ? &t->signal : &t->media, rec, hlen + vlen, now, &dropped);
+    if (dropped)
+        count_drop(t, DROP_MEDIA_EVICTED, dropped);
+    if (rc == PKTQ_ERR_TOO_BIG)
+        count_drop(t, DROP_OVERSIZE, 1); /* larger than the whole queue */
+    else if (rc != PKTQ_OK)
+        count_drop(t, sig ? DROP_SIGNAL_FULL : DROP_MEDIA_EVICTED, 1);
+}
+
+static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    tunnel_t *t = container_of(w, tunnel_t, udp_io);
+    server_t *srv = srv_of(t);
+    uint8_t *payload = srv->udp_buf + CAPSULE_MAX_OVERHEAD;
+    size_t cap = SERVER_UDP_BUF - CAPSULE_MAX_OVERHEAD;
+    uint64_t now = util_ns(ev_now(loop));
+    int got = 0;
+    for (int i = 0; i < UDP_READS_PER_EVENT && t->state == TUNNEL_OPEN; i++) {
+        ssize_t r = recv(t->fd, payload, cap, 0);
+        if (r < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            if (errno == EINTR)
+                continue;
+            backend_error(t, errno);
+            continue;
+        }
+        got = 1;
+        t->backend_errors = 0;
+        enqueue(t, payload, (size_t)r, now);
+    }
+    if (got) {
+        tunnel_touch(t);
+        tunnel_wake(t);
+    }
+}
+
+static void to_backend(tunnel_t *t, const uint8_t *p, size_t len)
+{
+    for (;;) {
+        if (send(t->fd, p, len, 0) >= 0) {
+            server_counters_t *sc = &srv_of(t)->counters;
+            t->counters.up_packets++;
+            t->counters.up_bytes += len;
+            sc->tunnel.up_packets++;
+            sc->tunnel.up_bytes += len;
+            return;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == ECONNREFUSED || errno == EHOSTUNREACH || errno == ENETUNREACH)
+            backend_error(t, errno);
+        else
+            count_drop(t, DROP_UPLINK_SEND, 1); /* EAGAIN, ENOBUFS: a full socket drops */
+        return;
+    }
+}
+
+static void idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    tunnel_t *t = container_of(w, tunnel_t, idle);
+    ev_tstamp left = t->last_active + limits_of(t)->tunnel_idle_ms / 1000.0 - ev_now(loop);
+    if (left > 0) {
+        w->repeat = left;
+        ev_timer_again(loop, w);
+        return;
+    }
+    tunnel_close(t, CLOSE_IDLE_TIMEOUT, "idle timeout", 0);
+}
+
+static void backend_close(tunnel_t *t)
+{
+    struct ev_loop *loop = srv_of(t)->loop;
+    ev_timer_stop(loop, &t->idle);
+    if (t->fd >= 0) {
+        ev_io_stop(loop, &t->udp_io);
+        close(t->fd);
+        t->fd = -1;
+    }
+}
+
+/* Opens a connected UDP socket to one backend of the pool. The choice is
+ * round-robin and fixed for the tunnel's life. Returns 0 or -1 (errno). */
+static int backend_open(tunnel_t *t, const cfg_pool_t *pool)
+{
+    server_t *srv = srv_of(t);
+    const cfg_addr_t *a = &pool->addrs[srv->rr++ % pool->n];
+    const struct sockaddr *sa = (const struct sockaddr *)&a->sa;
+    socklen_t len = a->len;
+    if (a->builtin_echo) {
+        sa = (const struct sockaddr *)&srv->echo.addr;
+        len = srv->echo.addrlen;
+    }
+    int fd = socket(sa->sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (connect(fd, sa, len) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    config_addr_str(sa, t->backend, sizeof t->backend);
+    t->fd = fd;
+    ev_io_init(&t->udp_io, udp_cb, fd, EV_READ);
+    ev_io_start(srv->loop, &t->udp_io);
+    return 0;
+}
+
+/* ---- request and response ------------------------------------------------- */
+
+static int respond(tunnel_t *t, int status)
+{
+    char code[4];
+    snprintf(code, sizeof code, "%03d", status);
+    const char *ctype = status == 200 ? "application/octet-stream" : "text/plain; charset=utf-8";
+#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NO_COPY_NAME}
+    nghttp2_nv nva[] = {
+        NV(":status", code),
+        NV("content-type", ctype),
+        NV("cache-control", "no-store"),
+        NV("allow", "POST"),
+    };
+#undef NV
+    size_t nnv = status == 405 ? 4 : 3;
+    nghttp2_data_provider body = {.source.ptr = t, .read_callback = body_read};
+    return nghttp2_submit_response(t->conn->h2, t->stream_id, nva, nnv, &body);
+}
+
+static int reject(tunnel_t *t, int status, const char *reason)
+{
+    server_t *srv = srv_of(t);
+    int idx = request_status_index(status);
+    if (idx >= 0)
+        srv->counters.requests_rejected[idx]++;
+    log_msg(LOG_INFO, "conn %s stream %d: %d %s", t->conn->peer, t->stream_id, status, reason);
+    t->state = TUNNEL_REJECTED;
+    t->reason = reason;
+    t->reason_off = 0;
+    return respond(t, status);
+}
+
+int tunnel_start(tunnel_t *t)
+{
+    if (t->state != TUNNEL_REQUEST)
+        return 0;
+    server_t *srv = srv_of(t);
+    req_headers_t *req = t->req;
+    t->req = NULL;
+    int status;
+    const char *reason;
+    req_target_t target;
+    if (t->conn->draining || srv->draining) {
+        status = 503;
+        reason = "gateway shutting down";
+    } else {
+        status = request_route(srv->cfg, req, (uint64_t)time(NULL), &target, &reason);
+    }
+    free(req);
+    if (status != 200)
+        return reject(t, status, reason);
+
+    const cfg_limits_t *lim = limits_of(t);
+    t->reader_buf = malloc(lim->max_capsule + CAPSULE_MAX_HEADER);
+    if (!t->reader_buf)
+        return reject(t, 503, "gateway out of memory");
+    if (backend_open(t, &target.region->pools[target.kind]) < 0) {
+        log_msg(LOG_WARN, "conn %s stream %d: backend socket: %s", t->conn->peer, t->stream_id,
+                strerror(errno));
+        return reject(t, 503, "backend unavailable");
+    }
+    capsule_reader_init(&t->reader, t->reader_buf, lim->max_capsule + CAPSULE_MAX_HEADER,
+                        lim->max_capsule);
+    pktq_init(&t->signal, lim->signal_queue_bytes, PKTQ_REJECT_NEW);
+    pktq_init(&t->media, lim->media_queue_bytes, PKTQ_DROP_OLDEST);
+    snprintf(t->tenant, sizeof t->tenant, "%s", target.tenant->id);
+    t->kind = target.kind;
+    t->state = TUNNEL_OPEN;
+    tunnel_touch(t);
+    ev_init(&t->idle, idle_cb);
+    t->idle.repeat = lim->tunnel_idle_ms / 1000.0;
+    ev_timer_again(srv->loop, &t->idle);
+    srv->counters.tunnels_opened++;
+    srv->counters.tunnels_active++;
+    conn_tunnel_opened(t->conn);
+    log_msg(LOG_INFO, "tunnel open: conn %s stream %d tenant %s kind %s region %s backend %s",
+            t->conn->peer, t->stream_id, t->tenant, config_kind_name(t->kind),
+            target.region->name, t->backend);
+    return respond(t, 200);
+}
+
+/* ---- request body (uplink) ------------------------------------------------- */
+
+static void protocol_error(tunnel_t *t, const char *why)
+{
+    srv_of(t)->counters.protocol_errors++;
+    log_msg(LOG_INFO, "tunnel %s/%d: protocol error: %s", t->conn->peer, t->stream_id, why);
+    tunnel_close(t, CLOSE_PROTOCOL_ERROR, why, 1);
+}
+
+/* One uplink capsule. Returns 0 to go on, -1 when the tunnel stopped. */
+static int handle_capsule(tunnel_t *t, const capsule_t *c)
+{
+    const uint8_t *p;
+    size_t len;
+    uint64_t ctx;
+    switch (c->type) {
+    case CAPSULE_DATAGRAM:
+        if (capsule_parse_datagram(c, &ctx, &p, &len) != PROTO_OK) {
+            protocol_error(t, "DATAGRAM without a context id");
+            return -1;
+        }
+        if (ctx != 0)
+            count_drop(t, DROP_CONTEXT_ID, 1);
+        else
+            to_backend(t, p, len);
+        return 0;
+    case CAPSULE_SIGNAL:
+        to_backend(t, c->value, c->len);
+        return 0;
+    case CAPSULE_PING:
+        if (c->len != CAPSULE_PING_LEN) {
+            protocol_error(t, "PING value is not 8 bytes");
+            return -1;
+        }
+        t->pong_len = (size_t)capsule_encode(t->pong, sizeof t->pong, CAPSULE_PONG, c->value,
+                                             c->len);
+        tunnel_wake(t);
+        return 0;
+    case CAPSULE_PONG:
+        return 0;
+    case CAPSULE_CLOSE: {
+        uint64_t code;
+        const char *why;
+        size_t why_len;
+        if (capsule_parse_close(c, &code, &why, &why_len) != PROTO_OK) {
+            protocol_error(t, "malformed CLOSE capsule");
+            return -1;
+        }
+        log_msg(LOG_INFO, "tunnel %s/%d: client CLOSE %s: %.*s", t->conn->peer, t->stream_id,
+                capsule_close_name(code), (int)(why_len > 200 ? 200 : why_len), why);
+        tunnel_close(t, CLOSE_NORMAL, "", 0);
+        return -1;
+    }
+    default:
+        t->counters.unknown_capsules++; /* RFC 9297 §3.2: skip unknown types */
+        srv_of(t)->counters.tunnel.unknown_capsules++;
+        return 0;
+    }
+}
+
+void tunnel_recv_data(tunnel_t *t, const uint8_t *data, size_t len)
+{
+    if (t->state != TUNNEL_OPEN)
+        return; /* rejected or closing: the rest of the body is discarded */
+    tunnel_touch(t);
+    capsule_t c;
+    const char *err = NULL;
+    int rc;
+    while ((rc = capsule_reader_next(&t->reader, &data, &len, &c, &err)) > 0)
+        if (handle_capsule(t, &c) < 0)
+            break;
+    if (rc < 0)
+        protocol_error(t, err ? err : proto_strerror(rc));
+}
+
+void tunnel_remote_end(tunnel_t *t)
+{
+    if (t->state != TUNNEL_OPEN)
+        return;
+    if (capsule_reader_pending(&t->reader))
+        protocol_error(t, "request body ends inside a capsule");
+    else
+        tunnel_close(t, CLOSE_NORMAL, "", 0);
+}
+
+/* ---- closing --------------------------------------------------------------- */
+
+void tunnel_close(tunnel_t *t, uint64_t code, const char *reason, int rst)
+{
+    if (t->state != TUNNEL_OPEN)
+        return;
+    t->state = TUNNEL_CLOSING;
+    size_t rlen = strlen(reason);
+    if (rlen > sizeof t->close_capsule - CAPSULE_MAX_HEADER - 8)
+        rlen = sizeof t->close_capsule - CAPSULE_MAX_HEADER - 8;
+    ssize_t n = capsule_encode_close(t->close_capsule, sizeof t->close_capsule, code, reason,
+                                     rlen);
+    t->close_len = n > 0 ? (size_t)n : 0;
+    t->close_code = code;
+    t->rst_after_close = rst ? 1 : 0;
+    backend_close(t);
+    tunnel_wake(t);
+}
+
+void tunnel_frame_sent(tunnel_t *t, const nghttp2_frame *frame)
+{
+    if (frame->hd.type == NGHTTP2_DATA && t->close_written && t->rst_after_close) {
+        t->rst_after_close = 0;
+        nghttp2_submit_rst_stream(t->conn->h2, NGHTTP2_FLAG_NONE, t->stream_id,
+                                  NGHTTP2_PROTOCOL_ERROR);
+    }
+}
+
+void tunnel_free(tunnel_t *t)
+{
+    conn_t *c = t->conn;
+    int was_open = t->state == TUNNEL_OPEN || t->state == TUNNEL_CLOSING;
+    if (was_open) {
+        server_t *srv = srv_of(t);
+        srv->counters.tunnels_active--;
+        const tunnel_counters_t *k = &t->counters;
+        uint64_t drops = 0;
+        for (int i = 0; i < DROP_REASON_COUNT; i++)
+            drops += k->drops[i];
+        log_msg(LOG_INFO,
+                "tunnel closed: conn %s stream %d tenant %s close %s up %llu/%llu B down "
+                "%llu/%llu B drops %llu",
+                c->peer, t->stream_id, t->tenant,
+                t->close_len ? capsule_close_name(t->close_code) : "reset",
+                (unsigned long long)k->up_packets, (unsigned long long)k->up_bytes,
+                (unsigned long long)k->down_packets, (unsigned long long)k->down_bytes,
+                (unsigned long long)drops);
+        /* Media still queued at the end was never delivered. */
+        count_drop(t, DROP_CLOSING, t->media.count);
+    }
+    backend_close(t);
+    pktq_dispose(&t->signal);
+    pktq_dispose(&t->media);
+    free(t->reader_buf);
+    free(t->rest);
+    free(t->req);
+    if (t->_prev)
+        t->_prev->_next = t->_next;
+    else
+        c->tunnels = t->_next;
+    if (t->_next)
+        t->_next->_prev = t->_prev;
+    c->ntunnels--;
+    conn_tunnel_gone(c, was_open);
+    free(t);
+}

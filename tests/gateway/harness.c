@@ -1,0 +1,298 @@
+/* harness.c — see harness.h. Included by the tests that use it. */
+#include "harness.h"
+
+#include <criterion/criterion.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../../proto/capsule.h"
+#include "../../proto/cred.h"
+
+#define H_SECRET "harness-secret"
+
+static h_stream_t *h_find(harness_t *h, int32_t id)
+{
+    for (int i = 0; i < h->nstreams; i++)
+        if (h->streams[i].id == id)
+            return &h->streams[i];
+    return NULL;
+}
+
+static int h_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
+                       size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                       void *ud)
+{
+    h_stream_t *st = h_find(ud, f->hd.stream_id);
+    if (st && namelen == 7 && memcmp(name, ":status", 7) == 0)
+        st->status = atoi((const char *)value);
+    return 0;
+}
+
+static int h_on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data,
+                     size_t len, void *ud)
+{
+    h_stream_t *st = h_find(ud, id);
+    cr_assert(st, "data on unknown stream %d", id);
+    cr_assert(st->down_len + len <= H_BODY_CAP, "response body over the harness cap");
+    memcpy(st->down + st->down_len, data, len);
+    st->down_len += len;
+    return 0;
+}
+
+static int h_on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
+{
+    harness_t *h = ud;
+    if (f->hd.type == NGHTTP2_GOAWAY)
+        h->got_goaway = 1;
+    h_stream_t *st = h_find(h, f->hd.stream_id);
+    if (!st)
+        return 0;
+    if (f->hd.type == NGHTTP2_RST_STREAM)
+        st->got_rst = 1;
+    if ((f->hd.type == NGHTTP2_DATA || f->hd.type == NGHTTP2_HEADERS) &&
+        (f->hd.flags & NGHTTP2_FLAG_END_STREAM))
+        st->end_stream = 1;
+    return 0;
+}
+
+static int h_on_close(nghttp2_session *s, int32_t id, uint32_t error_code, void *ud)
+{
+    h_stream_t *st = h_find(ud, id);
+    if (st) {
+        st->closed = 1;
+        st->close_error = error_code;
+    }
+    return 0;
+}
+
+static ssize_t h_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length,
+                      uint32_t *flags, nghttp2_data_source *src, void *ud)
+{
+    h_stream_t *st = src->ptr;
+    size_t n = st->up_len - st->up_off;
+    if (n > length)
+        n = length;
+    memcpy(buf, st->up + st->up_off, n);
+    st->up_off += n;
+    if (st->up_off == st->up_len) {
+        st->up_off = st->up_len = 0;
+        if (st->up_eof) {
+            *flags |= NGHTTP2_DATA_FLAG_EOF;
+            return (ssize_t)n;
+        }
+    }
+    if (n == 0) {
+        st->deferred = 1;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    return (ssize_t)n;
+}
+
+void h_init(harness_t *h, const char *limits_json, uint32_t client_window)
+{
+    memset(h, 0, sizeof *h);
+    log_set_level(LOG_WARN); /* tests read counters, not logs */
+    h->loop = ev_loop_new(EVFLAG_AUTO);
+    cr_assert(h->loop);
+
+    h->backend_fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert(bind(h->backend_fd, (struct sockaddr *)&a, sizeof a) == 0);
+    h->backend_len = sizeof h->backend;
+    getsockname(h->backend_fd, (struct sockaddr *)&h->backend, &h->backend_len);
+    int port = ntohs(((struct sockaddr_in *)&h->backend)->sin_port);
+
+    char json[2048], err[256];
+    snprintf(json, sizeof json,
+             "{\"listen\":[\"127.0.0.1:0\"],\"tls\":{\"cert\":\"c.pem\",\"key\":\"k.pem\"},"
+             "\"region\":\"local\",\"limits\":{%s},"
+             "\"regions\":{\"local\":{\"sfu\":[\"127.0.0.1:%d\"],\"turn\":[]}},"
+             "\"tenants\":[{\"id\":\"acme\",\"secrets\":[\"" H_SECRET "\"],"
+             "\"regions\":[\"local\"]}]}",
+             limits_json, port);
+    h->cfg = config_parse(json, strlen(json), NULL, err, sizeof err);
+    cr_assert(h->cfg, "harness config: %s", err);
+
+    server_t *srv = &h->srv;
+    srv->loop = h->loop;
+    srv->cfg = h->cfg;
+    srv->echo.fd = -1;
+    srv->udp_buf = malloc(SERVER_UDP_BUF);
+    cr_assert(conn_h2_setup(&srv->h2_cbs, &srv->h2_opt) == 0);
+    h->conn = conn_new_memory(srv);
+    cr_assert(h->conn);
+
+    nghttp2_session_callbacks *cbs;
+    nghttp2_session_callbacks_new(&cbs);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, h_on_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, h_on_data);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, h_on_frame_recv);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, h_on_close);
+    cr_assert(nghttp2_session_client_new(&h->client, cbs, h) == 0);
+    nghttp2_session_callbacks_del(cbs);
+    nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, client_window}};
+    nghttp2_submit_settings(h->client, NGHTTP2_FLAG_NONE, iv, client_window ? 1 : 0);
+    h_pump(h);
+}
+
+void h_fini(harness_t *h)
+{
+    conn_free(h->conn);
+    nghttp2_session_del(h->client);
+    for (int i = 0; i < h->nstreams; i++)
+        free(h->streams[i].down);
+    nghttp2_session_callbacks_del(h->srv.h2_cbs);
+    nghttp2_option_del(h->srv.h2_opt);
+    free(h->srv.udp_buf);
+    config_unref(h->cfg);
+    close(h->backend_fd);
+    ev_loop_destroy(h->loop);
+}
+
+void h_pump(harness_t *h)
+{
+    for (int round = 0; round < 10000; round++) {
+        int moved = 0;
+        const uint8_t *data;
+        ssize_t n;
+        while ((n = nghttp2_session_mem_send(h->client, &data)) > 0) {
+            cr_assert(conn_feed(h->conn, data, (size_t)n) == 0, "gateway rejected bytes");
+            moved = 1;
+        }
+        while ((n = conn_pull(h->conn, &data)) > 0) {
+            cr_assert(nghttp2_session_mem_recv(h->client, data, (size_t)n) == n);
+            moved = 1;
+        }
+        ev_run(h->loop, EVRUN_NOWAIT);
+        if (!moved)
+            return;
+    }
+    cr_assert_fail("h_pump: still moving after 10000 rounds");
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static void h_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+}
+
+int h_until(harness_t *h, int (*cond)(harness_t *, void *), void *arg, int timeout_ms)
+{
+    double end = now_ms() + timeout_ms;
+    for (;;) {
+        h_pump(h);
+        if (cond(h, arg))
+            return 1;
+        if (now_ms() >= end)
+            return 0;
+        /* Block in the loop until a watcher fires or a short tick passes. */
+        ev_timer tick;
+        ev_timer_init(&tick, h_tick, 0.005, 0.);
+        ev_timer_start(h->loop, &tick);
+        ev_run(h->loop, EVRUN_ONCE);
+        ev_timer_stop(h->loop, &tick);
+    }
+}
+
+int h_open(harness_t *h, const char *path)
+{
+    cr_assert(h->nstreams < H_STREAMS);
+    int idx = h->nstreams++;
+    h_stream_t *st = &h->streams[idx];
+    st->down = malloc(H_BODY_CAP);
+    char user[64], cred[CRED_B64_MAX + 1];
+    snprintf(user, sizeof user, "%lld:harness", (long long)time(NULL) + 600);
+    cr_assert(cred_sign(CRED_SHA1, (const uint8_t *)H_SECRET, strlen(H_SECRET), user,
+                        strlen(user), cred, sizeof cred) > 0);
+#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), strlen(n), strlen(v), NGHTTP2_NV_FLAG_NONE}
+    nghttp2_nv nva[] = {
+        NV(":method", "POST"),         NV(":scheme", "https"),
+        NV(":authority", "harness"),   NV(":path", path),
+        NV("tunnel-username", user),   NV("tunnel-credential", cred),
+    };
+#undef NV
+    nghttp2_data_provider body = {.source.ptr = st, .read_callback = h_body};
+    st->id = nghttp2_submit_request(h->client, NULL, nva, 6, &body, NULL);
+    cr_assert(st->id > 0);
+    h_pump(h);
+    return idx;
+}
+
+void h_send(harness_t *h, int idx, const void *bytes, size_t len)
+{
+    h_stream_t *st = &h->streams[idx];
+    cr_assert(st->up_len + len <= sizeof st->up);
+    memcpy(st->up + st->up_len, bytes, len);
+    st->up_len += len;
+    if (st->deferred) {
+        st->deferred = 0;
+        nghttp2_session_resume_data(h->client, st->id);
+    }
+    h_pump(h);
+}
+
+void h_send_capsule(harness_t *h, int idx, uint64_t type, const void *value, size_t len)
+{
+    uint8_t buf[65536 + CAPSULE_MAX_HEADER];
+    ssize_t n = capsule_encode(buf, sizeof buf, type, value, len);
+    cr_assert(n > 0);
+    h_send(h, idx, buf, (size_t)n);
+}
+
+void h_end(harness_t *h, int idx)
+{
+    h_stream_t *st = &h->streams[idx];
+    st->up_eof = 1;
+    if (st->deferred) {
+        st->deferred = 0;
+        nghttp2_session_resume_data(h->client, st->id);
+    }
+    h_pump(h);
+}
+
+ssize_t h_backend_recv(harness_t *h, uint8_t *buf, size_t cap, struct sockaddr_storage *from,
+                       int timeout_ms)
+{
+    socklen_t len = sizeof *from;
+    double end = now_ms() + timeout_ms;
+    for (;;) {
+        ssize_t n = recvfrom(h->backend_fd, buf, cap, 0, (struct sockaddr *)from, &len);
+        if (n >= 0)
+            return n;
+        int left = (int)(end - now_ms());
+        if (left <= 0)
+            return -1;
+        struct pollfd p = {.fd = h->backend_fd, .events = POLLIN};
+        poll(&p, 1, left);
+    }
+}
+
+void h_backend_send(harness_t *h, const struct sockaddr_storage *to, const void *p, size_t len)
+{
+    cr_assert(sendto(h->backend_fd, p, len, 0, (const struct sockaddr *)to,
+                     sizeof(struct sockaddr_in)) == (ssize_t)len);
+}
+
+int h_next_capsule(h_stream_t *s, size_t *off, uint64_t *type, const uint8_t **value,
+                   size_t *len)
+{
+    capsule_t c;
+    ssize_t n = capsule_decode(s->down + *off, s->down_len - *off, 1u << 20, &c, NULL);
+    if (n <= 0)
+        return 0;
+    *off += (size_t)n;
+    *type = c.type;
+    *value = c.value;
+    *len = c.len;
+    return 1;
+}

@@ -1,0 +1,87 @@
+/*
+ * harness.h — an in-memory HTTP/2 client talking to the gateway's session.
+ *
+ * No TLS and no TCP: the client's nghttp2 session and a memory-mode conn_t
+ * exchange bytes directly (conn_feed / conn_pull). Tunnels are real: the
+ * config's pools name a UDP socket owned by the harness (the "backend"), so a
+ * test sees exactly what the gateway sends to the backend and can answer.
+ */
+#ifndef SLUICE_TEST_HARNESS_H
+#define SLUICE_TEST_HARNESS_H
+
+#include <ev.h>
+#include <nghttp2/nghttp2.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "../../gateway/conn.h"
+#include "../../gateway/log.h"
+#include "../../gateway/server.h"
+
+#define H_STREAMS 8
+#define H_BODY_CAP (1u << 20)
+
+typedef struct h_stream {
+    int32_t id;
+    int status;              /* :status, 0 until the response headers */
+    uint8_t *down;           /* response body bytes received */
+    size_t down_len;
+    uint8_t up[65536 + 64];  /* request body bytes not yet sent */
+    size_t up_len, up_off;
+    int up_eof;              /* end the request body once up is drained */
+    int deferred;
+    int closed;              /* stream closed */
+    uint32_t close_error;    /* RST_STREAM error code (0: closed cleanly) */
+    int got_rst;
+    int end_stream;          /* response body ended with END_STREAM */
+} h_stream_t;
+
+typedef struct harness {
+    struct ev_loop *loop;
+    config_t *cfg;
+    server_t srv;
+    conn_t *conn;
+    nghttp2_session *client;
+    h_stream_t streams[H_STREAMS];
+    int nstreams;
+    int got_goaway;
+    int backend_fd;                   /* the UDP backend the pools name */
+    struct sockaddr_storage backend;  /* its address */
+    socklen_t backend_len;
+} harness_t;
+
+/* Sets up loop, config, server state, connection and client. limits_json is
+ * inserted into "limits" (may be ""). client_window is the client's
+ * SETTINGS_INITIAL_WINDOW_SIZE (0: nghttp2's default). */
+void h_init(harness_t *h, const char *limits_json, uint32_t client_window);
+void h_fini(harness_t *h);
+
+/* Moves bytes both ways and runs the loop once without blocking, until nothing
+ * moves (bounded). */
+void h_pump(harness_t *h);
+
+/* Pumps and runs the loop until cond(h, arg) holds or timeout_ms passes.
+ * Returns 1 when it holds. */
+int h_until(harness_t *h, int (*cond)(harness_t *, void *), void *arg, int timeout_ms);
+
+/* Opens POST path with valid credentials for tenant "acme" (or the given
+ * username/credential when not NULL). Returns the stream index. */
+int h_open(harness_t *h, const char *path);
+
+/* Queues uplink bytes on a stream and pumps. */
+void h_send(harness_t *h, int idx, const void *bytes, size_t len);
+void h_send_capsule(harness_t *h, int idx, uint64_t type, const void *value, size_t len);
+void h_end(harness_t *h, int idx);
+
+/* Backend side: receive one datagram within timeout (returns length or -1)
+ * and reply to the last sender. */
+ssize_t h_backend_recv(harness_t *h, uint8_t *buf, size_t cap, struct sockaddr_storage *from,
+                       int timeout_ms);
+void h_backend_send(harness_t *h, const struct sockaddr_storage *to, const void *p, size_t len);
+
+/* Decodes the next capsule of a stream's response body at *off (advancing it).
+ * Returns 1 with *c set, 0 when no complete capsule is there yet. */
+int h_next_capsule(h_stream_t *s, size_t *off, uint64_t *type, const uint8_t **value,
+                   size_t *len);
+
+#endif

@@ -1,0 +1,343 @@
+/*
+ * test_conn.c — the gateway's HTTP/2 session and tunnels, driven in memory by
+ * an nghttp2 client (harness.c), with a real UDP backend socket.
+ */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "../../gateway/tunnel.h"
+#include "../../proto/capsule.h"
+#include "harness.c"
+
+#define PATH "/v1/tunnel/acme/sfu"
+
+static const uint8_t rtp[] = {0x80, 0x60, 0x00, 0x01, 0x00, 0x00, 0x00, 0xa0,
+                              0x12, 0x34, 0x56, 0x78, 'm',  'e',  'd',  'i', 'a'};
+static const uint8_t stun[20] = {0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42, 1, 2,
+                                 3,    4,    5,    6,    7,    8,    9,    10,   11, 12};
+
+static void send_datagram(harness_t *h, int idx, const uint8_t *p, size_t len)
+{
+    uint8_t v[2048];
+    v[0] = 0; /* context id */
+    memcpy(v + 1, p, len);
+    h_send_capsule(h, idx, CAPSULE_DATAGRAM, v, len + 1);
+}
+
+static int has_capsules(harness_t *h, void *arg)
+{
+    int *want = arg; /* {stream index, count} */
+    h_stream_t *st = &h->streams[want[0]];
+    size_t off = 0;
+    uint64_t type;
+    const uint8_t *v;
+    size_t len;
+    int n = 0;
+    while (h_next_capsule(st, &off, &type, &v, &len))
+        n++;
+    return n >= want[1];
+}
+
+static void wait_capsules(harness_t *h, int idx, int count)
+{
+    int want[2] = {idx, count};
+    cr_assert(h_until(h, has_capsules, want, 2000), "stream %d: fewer than %d capsules", idx,
+              count);
+}
+
+/* Returns the idx-th capsule of a stream's response body. */
+static void nth_capsule(harness_t *h, int idx, int nth, uint64_t *type, const uint8_t **v,
+                        size_t *len)
+{
+    size_t off = 0;
+    for (int i = 0; i <= nth; i++)
+        cr_assert(h_next_capsule(&h->streams[idx], &off, type, v, len), "no capsule %d", nth);
+}
+
+static void assert_close(harness_t *h, int idx, int nth, uint64_t code)
+{
+    uint64_t type;
+    const uint8_t *v;
+    size_t len;
+    nth_capsule(h, idx, nth, &type, &v, &len);
+    cr_assert_eq(type, CAPSULE_CLOSE);
+    capsule_t c = {type, v, len};
+    uint64_t got;
+    const char *reason;
+    size_t rlen;
+    cr_assert_eq(capsule_parse_close(&c, &got, &reason, &rlen), PROTO_OK);
+    cr_assert_eq(got, code, "CLOSE code %llu, want %llu", (unsigned long long)got,
+                 (unsigned long long)code);
+}
+
+/* Relays one datagram up and returns the backend's view of the source. */
+static struct sockaddr_storage relay_up(harness_t *h, int idx, const uint8_t *p, size_t len)
+{
+    send_datagram(h, idx, p, len);
+    uint8_t buf[2048];
+    struct sockaddr_storage from;
+    ssize_t n = h_backend_recv(h, buf, sizeof buf, &from, 2000);
+    cr_assert_eq(n, (ssize_t)len, "backend got %zd bytes, want %zu", n, len);
+    cr_assert_arr_eq(buf, p, len);
+    return from;
+}
+
+Test(conn, tunnel_relays_both_ways_and_classifies_downlink)
+{
+    harness_t h;
+    h_init(&h, "", 0);
+    int s = h_open(&h, PATH);
+    cr_assert_eq(h.streams[s].status, 200, "headers are sent before any body");
+    cr_assert_eq(h.streams[s].down_len, 0u);
+
+    struct sockaddr_storage from = relay_up(&h, s, rtp, sizeof rtp);
+    h_send_capsule(&h, s, CAPSULE_SIGNAL, stun, sizeof stun);
+    uint8_t buf[64];
+    struct sockaddr_storage from2;
+    cr_assert_eq(h_backend_recv(&h, buf, sizeof buf, &from2, 2000), (ssize_t)sizeof stun);
+    cr_assert_arr_eq(buf, stun, sizeof stun);
+
+    h_backend_send(&h, &from, rtp, sizeof rtp);
+    h_backend_send(&h, &from, stun, sizeof stun);
+    wait_capsules(&h, s, 2);
+    uint64_t type;
+    const uint8_t *v;
+    size_t len;
+    /* Signaling goes ahead of media, so the STUN reply may come first; find each. */
+    int seen_media = 0, seen_signal = 0;
+    for (int i = 0; i < 2; i++) {
+        nth_capsule(&h, s, i, &type, &v, &len);
+        if (type == CAPSULE_DATAGRAM) {
+            cr_assert_eq(len, sizeof rtp + 1);
+            cr_assert_eq(v[0], 0, "context id 0");
+            cr_assert_arr_eq(v + 1, rtp, sizeof rtp);
+            seen_media = 1;
+        } else {
+            cr_assert_eq(type, CAPSULE_SIGNAL, "STUN goes down as SIGNAL (RFC 7983)");
+            cr_assert_arr_eq(v, stun, sizeof stun);
+            seen_signal = 1;
+        }
+    }
+    cr_assert(seen_media && seen_signal);
+    cr_assert_eq(h.srv.counters.tunnel.up_packets, 2u);
+    cr_assert_eq(h.srv.counters.tunnel.down_packets, 2u);
+    h_fini(&h);
+}
+
+Test(conn, malformed_capsule_kills_only_its_own_stream)
+{
+    harness_t h;
+    h_init(&h, "", 0);
+    int bad = h_open(&h, PATH);
+    int good = h_open(&h, PATH);
+    cr_assert_eq(h.streams[bad].status, 200);
+    cr_assert_eq(h.streams[good].status, 200);
+    struct sockaddr_storage from = relay_up(&h, good, rtp, sizeof rtp);
+
+    /* A DATAGRAM declaring 70,000 bytes: over the 65,535 maximum. */
+    static const uint8_t oversized[] = {0x00, 0x80, 0x01, 0x11, 0x70, 0x00};
+    h_send(&h, bad, oversized, sizeof oversized);
+    wait_capsules(&h, bad, 1);
+    assert_close(&h, bad, 0, CLOSE_PROTOCOL_ERROR);
+    cr_assert(h.streams[bad].got_rst, "RST_STREAM follows the CLOSE");
+    cr_assert_eq(h.streams[bad].close_error, NGHTTP2_PROTOCOL_ERROR);
+    cr_assert_eq(h.srv.counters.protocol_errors, 1u);
+
+    /* The other stream on the same connection still works both ways. */
+    cr_assert_not(h.streams[good].closed);
+    relay_up(&h, good, rtp, sizeof rtp);
+    h_backend_send(&h, &from, rtp, sizeof rtp);
+    wait_capsules(&h, good, 1);
+    h_fini(&h);
+}
+
+Test(conn, ping_is_answered_with_pong)
+{
+    harness_t h;
+    h_init(&h, "", 0);
+    int s = h_open(&h, PATH);
+    static const uint8_t opaque[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    h_send_capsule(&h, s, CAPSULE_PING, opaque, sizeof opaque);
+    wait_capsules(&h, s, 1);
+    uint64_t type;
+    const uint8_t *v;
+    size_t len;
+    nth_capsule(&h, s, 0, &type, &v, &len);
+    cr_assert_eq(type, CAPSULE_PONG);
+    cr_assert_eq(len, 8u);
+    cr_assert_arr_eq(v, opaque, 8);
+
+    /* A PING of the wrong size is a protocol error. */
+    h_send_capsule(&h, s, CAPSULE_PING, opaque, 7);
+    wait_capsules(&h, s, 2);
+    assert_close(&h, s, 1, CLOSE_PROTOCOL_ERROR);
+    h_fini(&h);
+}
+
+static int stream_closed(harness_t *h, void *arg)
+{
+    return h->streams[*(int *)arg].closed;
+}
+
+Test(conn, client_end_of_body_gets_close_normal_and_end_stream)
+{
+    harness_t h;
+    h_init(&h, "", 0);
+    int s = h_open(&h, PATH);
+    relay_up(&h, s, rtp, sizeof rtp);
+    h_end(&h, s);
+    cr_assert(h_until(&h, stream_closed, &s, 2000));
+    assert_close(&h, s, 0, CLOSE_NORMAL);
+    cr_assert(h.streams[s].end_stream);
+    cr_assert_not(h.streams[s].got_rst);
+    cr_assert_eq(h.srv.counters.tunnels_active, 0u);
+    h_fini(&h);
+}
+
+Test(conn, client_close_capsule_is_answered)
+{
+    harness_t h;
+    h_init(&h, "", 0);
+    int s = h_open(&h, PATH);
+    uint8_t buf[64];
+    ssize_t n = capsule_encode_close(buf, sizeof buf, CLOSE_NORMAL, "bye", 3);
+    h_send(&h, s, buf, (size_t)n);
+    h_end(&h, s);
+    cr_assert(h_until(&h, stream_closed, &s, 2000));
+    assert_close(&h, s, 0, CLOSE_NORMAL);
+    h_fini(&h);
+}
+
+Test(conn, body_ending_inside_a_capsule_is_a_protocol_error)
+{
+    harness_t h;
+    h_init(&h, "", 0);
+    int s = h_open(&h, PATH);
+    static const uint8_t partial[] = {0x00, 0x05, 0x00, 0x80}; /* 2 of 5 value bytes */
+    h_send(&h, s, partial, sizeof partial);
+    h_end(&h, s);
+    cr_assert(h_until(&h, stream_closed, &s, 2000));
+    assert_close(&h, s, 0, CLOSE_PROTOCOL_ERROR);
+    h_fini(&h);
+}
+
+Test(conn, nonzero_context_id_is_dropped_and_counted)
+{
+    harness_t h;
+    h_init(&h, "", 0);
+    int s = h_open(&h, PATH);
+    uint8_t v[1 + sizeof rtp];
+    v[0] = 7; /* context id 7: nothing is registered for it */
+    memcpy(v + 1, rtp, sizeof rtp);
+    h_send_capsule(&h, s, CAPSULE_DATAGRAM, v, sizeof v);
+    cr_assert_eq(h.srv.counters.tunnel.drops[DROP_CONTEXT_ID], 1u);
+    /* The next valid packet is the first the backend sees. */
+    static const uint8_t second[] = {0x80, 0x00, 0x00, 0x02};
+    relay_up(&h, s, second, sizeof second);
+    /* Unknown capsule types are skipped (RFC 9297 §3.2), not fatal. */
+    h_send_capsule(&h, s, 0x17 + 0x29 * 3, "grease", 6);
+    relay_up(&h, s, rtp, sizeof rtp);
+    cr_assert_eq(h.srv.counters.tunnel.unknown_capsules, 1u);
+    h_fini(&h);
+}
+
+/* The client's stream window is closed, so nothing can go down: media piles up
+ * in the bounded queue, which evicts the oldest; signaling waits in its own
+ * queue. When the window opens, signaling comes out first. */
+Test(conn, congestion_drops_oldest_media_never_signaling)
+{
+    harness_t h;
+    h_init(&h, "\"media_queue_bytes\":4096", 1);
+    int s = h_open(&h, PATH);
+    struct sockaddr_storage from = relay_up(&h, s, rtp, sizeof rtp);
+
+    uint8_t pkt[200];
+    memset(pkt, 0, sizeof pkt);
+    pkt[0] = 0x80;
+    const int media = 100;
+    for (int i = 0; i < media; i++) {
+        pkt[2] = (uint8_t)(i >> 8);
+        pkt[3] = (uint8_t)i; /* RTP sequence number */
+        h_backend_send(&h, &from, pkt, sizeof pkt);
+    }
+    h_backend_send(&h, &from, stun, sizeof stun);
+    /* Let the gateway read everything the backend sent. */
+    tunnel_t *t = h.conn->tunnels;
+    for (int i = 0; i < 200 && t->counters.drops[DROP_MEDIA_EVICTED] +
+                                       t->media.count + t->signal.count + 1 <
+                                   (uint64_t)media + 2;
+         i++)
+        ev_run(h.loop, EVRUN_ONCE);
+    uint64_t evicted = t->counters.drops[DROP_MEDIA_EVICTED];
+    cr_assert_gt(evicted, 0u, "a 4 KiB queue cannot hold 100 x 200 B");
+    cr_assert_eq(t->signal.count, 1u, "signaling is never evicted");
+    cr_assert_leq(t->media.bytes, 4096u);
+    cr_assert_eq(evicted + t->media.count, (uint64_t)media + 0 * 1,
+                 "every media packet is either queued or counted as dropped "
+                 "(the 1-byte window took part of one capsule)");
+
+    nghttp2_submit_window_update(h.client, NGHTTP2_FLAG_NONE, h.streams[s].id, 1 << 20);
+    wait_capsules(&h, s, 2);
+    uint64_t type;
+    const uint8_t *v;
+    size_t len;
+    nth_capsule(&h, s, 0, &type, &v, &len);
+    cr_assert_eq(type, CAPSULE_SIGNAL, "signaling overtakes queued media");
+    nth_capsule(&h, s, 1, &type, &v, &len);
+    cr_assert_eq(type, CAPSULE_DATAGRAM);
+    int first_seq = (v[1 + 2] << 8) | v[1 + 3];
+    cr_assert_eq((uint64_t)first_seq, evicted, "the oldest media went first (seq %d)",
+                 first_seq);
+    h_fini(&h);
+}
+
+Test(conn, drain_sends_close_shutting_down_and_goaway)
+{
+    harness_t h;
+    h_init(&h, "", 0);
+    int a = h_open(&h, PATH);
+    int b = h_open(&h, PATH);
+    conn_drain(h.conn);
+    h_pump(&h);
+    cr_assert(h.got_goaway);
+    assert_close(&h, a, 0, CLOSE_SHUTTING_DOWN);
+    assert_close(&h, b, 0, CLOSE_SHUTTING_DOWN);
+    cr_assert(h.streams[a].end_stream && h.streams[b].end_stream);
+    /* New streams after GOAWAY are not served. */
+    int c = h_open(&h, PATH);
+    cr_assert_neq(h.streams[c].status, 200);
+    h_fini(&h);
+}
+
+static int stream_has_close(harness_t *h, void *arg)
+{
+    int want[2] = {*(int *)arg, 1};
+    return has_capsules(h, want);
+}
+
+Test(conn, idle_tunnel_is_closed_with_idle_timeout)
+{
+    harness_t h;
+    h_init(&h, "\"tunnel_idle_ms\":50", 0);
+    int s = h_open(&h, PATH);
+    cr_assert(h_until(&h, stream_has_close, &s, 3000), "no CLOSE within 3 s of a 50 ms idle");
+    assert_close(&h, s, 0, CLOSE_IDLE_TIMEOUT);
+    h_fini(&h);
+}
+
+Test(conn, error_statuses_carry_a_reason)
+{
+    harness_t h;
+    h_init(&h, "", 0);
+    int s404 = h_open(&h, "/v1/nope");
+    int s503 = h_open(&h, "/v1/tunnel/acme/turn");
+    int s403 = h_open(&h, "/v1/tunnel/acme/sfu?region=elsewhere");
+    cr_assert_eq(h.streams[s404].status, 404);
+    cr_assert_eq(h.streams[s503].status, 503);
+    cr_assert_eq(h.streams[s403].status, 403);
+    h_stream_t *st = &h.streams[s503];
+    cr_assert(st->down_len > 1 && st->down[st->down_len - 1] == '\n');
+    cr_assert(memmem(st->down, st->down_len, "no backend", 10));
+    cr_assert_eq(h.srv.counters.requests_rejected[request_status_index(503)], 1u);
+    h_fini(&h);
+}
