@@ -70,12 +70,12 @@ typedef struct config {
     int _refs;
     cfg_addr_t *listen;   /* listen addresses (port 0 allowed) */
     size_t nlisten;
-    char *cert_file;      /* absolute or relative to the config file's directory */
+    char *cert_file;      /* as written, joined to the config file's directory if relative */
     char *key_file;
     char *region;         /* this gateway's own region; present in regions */
-    cfg_region_t *regions;
+    cfg_region_t *regions; /* sorted by name (lookups binary-search) */
     size_t nregions;
-    cfg_tenant_t *tenants;
+    cfg_tenant_t *tenants; /* sorted by id */
     size_t ntenants;
     cfg_limits_t limits;
     cfg_addr_t echo;      /* where the built-in echo binds ("127.0.0.1:0") */

@@ -53,7 +53,8 @@ int pktq_push(pktq_t *q, const uint8_t *p, size_t len, uint64_t now_ns, size_t *
 size_t pktq_expire(pktq_t *q, uint64_t min_ns);
 
 /* Oldest packet without removing it; returns 0 when empty, 1 with *p, *len set
- * (valid until the next push or pop). */
+ * (valid until the next push, pop, expire or dispose; *p may be NULL when
+ * *len is 0). */
 int pktq_peek(const pktq_t *q, const uint8_t **p, size_t *len);
 
 /* Removes the oldest packet (no-op when empty). */

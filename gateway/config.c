@@ -1,0 +1,1281 @@
+/*
+ * config.c — JSON file -> immutable config_t snapshot (see config.h and
+ * docs/configuration.md, which lists every key and every error).
+ *
+ * Two steps. yajl's event parser feeds a small private tree (jv_t) that keeps
+ * string lengths and key order; then the validator walks the tree against the
+ * schema, building the snapshot and stopping at the first problem with its
+ * JSON path ("$.tenants[1].secrets: ..."). yajl_tree is not used because it
+ * NUL-terminates strings without a length (a "\u0000" inside a secret would
+ * silently shorten the HMAC key) and reports syntax errors as a multi-line
+ * excerpt with no position.
+ *
+ * Every allocation belongs to the snapshot as soon as it is made (arrays are
+ * calloc'd and their count set at once), so any error path just calls
+ * config_free on the half-built snapshot.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yajl/yajl_parse.h>
+
+#define CONFIG_FILE_MAX (1024u * 1024u) /* bytes; a real config is a few KiB */
+#define JSON_DEPTH_MAX 32u              /* the schema needs 4 */
+#define NAME_LEN_MAX 64u                /* region names and tenant ids */
+#define LISTEN_MAX 64u
+#define HOST_LEN_MAX 253u               /* RFC 1035 §2.3.4, dotted text form */
+#define QUOTE_MAX 64u                   /* bytes of a value echoed in a message */
+
+/* ------------------------------------------------------------------------ */
+/* JSON tree                                                                 */
+
+enum jv_type { JV_NULL, JV_BOOL, JV_NUMBER, JV_STRING, JV_ARRAY, JV_OBJECT };
+
+typedef struct jv jv_t;
+
+typedef struct jv_member {
+    char *key; /* NUL-terminated copy; klen excludes the NUL */
+    size_t klen;
+    jv_t *val;
+} jv_member_t;
+
+struct jv {
+    enum jv_type type;
+    int boolean;
+    char *str; /* JV_STRING: decoded bytes; JV_NUMBER: the literal; NUL-terminated */
+    size_t len;
+    jv_t **items;         /* JV_ARRAY */
+    jv_member_t *members; /* JV_OBJECT, in document order, duplicates kept */
+    size_t n, cap;
+};
+
+static void jv_free(jv_t *v)
+{
+    if (!v)
+        return;
+    for (size_t i = 0; i < v->n; i++) {
+        if (v->type == JV_ARRAY) {
+            jv_free(v->items[i]);
+        } else {
+            free(v->members[i].key);
+            jv_free(v->members[i].val);
+        }
+    }
+    free(v->items);
+    free(v->members);
+    free(v->str);
+    free(v);
+}
+
+static char *copy_bytes(const void *p, size_t len)
+{
+    char *s = malloc(len + 1);
+    if (s) {
+        if (len)
+            memcpy(s, p, len);
+        s[len] = '\0';
+    }
+    return s;
+}
+
+typedef struct jbuild {
+    jv_t *root;
+    jv_t *stack[JSON_DEPTH_MAX]; /* open arrays and objects */
+    size_t depth;
+    char *key; /* the object key waiting for its value */
+    size_t klen;
+    const char *fail; /* why we cancelled the parse, when it was us */
+} jbuild_t;
+
+static jv_t *jb_new(jbuild_t *b, enum jv_type type)
+{
+    jv_t *v = calloc(1, sizeof *v);
+    if (!v)
+        b->fail = "out of memory";
+    else
+        v->type = type;
+    return v;
+}
+
+/* Attaches v to the open container (or makes it the root). Takes v. */
+static int jb_add(jbuild_t *b, jv_t *v)
+{
+    if (!v)
+        return 0;
+    if (b->depth == 0) {
+        b->root = v; /* yajl allows exactly one top-level value */
+        return 1;
+    }
+    jv_t *top = b->stack[b->depth - 1];
+    if (top->n == top->cap) {
+        size_t cap = top->cap ? top->cap * 2 : 4;
+        void *p = top->type == JV_ARRAY ? realloc(top->items, cap * sizeof *top->items)
+                                        : realloc(top->members, cap * sizeof *top->members);
+        if (!p) {
+            jv_free(v);
+            b->fail = "out of memory";
+            return 0;
+        }
+        if (top->type == JV_ARRAY)
+            top->items = p;
+        else
+            top->members = p;
+        top->cap = cap;
+    }
+    if (top->type == JV_ARRAY) {
+        top->items[top->n++] = v;
+    } else {
+        top->members[top->n++] = (jv_member_t){b->key, b->klen, v};
+        b->key = NULL;
+    }
+    return 1;
+}
+
+static int jb_scalar(jbuild_t *b, enum jv_type type, const void *s, size_t len)
+{
+    jv_t *v = jb_new(b, type);
+    if (v && s) {
+        v->str = copy_bytes(s, len);
+        v->len = len;
+        if (!v->str) {
+            free(v);
+            b->fail = "out of memory";
+            return 0;
+        }
+    }
+    return jb_add(b, v);
+}
+
+static int jb_open(jbuild_t *b, enum jv_type type)
+{
+    if (b->depth == JSON_DEPTH_MAX) {
+        b->fail = "JSON nested deeper than 32 levels";
+        return 0;
+    }
+    jv_t *v = jb_new(b, type);
+    if (!jb_add(b, v))
+        return 0;
+    b->stack[b->depth++] = v;
+    return 1;
+}
+
+static int on_null(void *ctx)
+{
+    return jb_scalar(ctx, JV_NULL, NULL, 0);
+}
+
+static int on_boolean(void *ctx, int val)
+{
+    jbuild_t *b = ctx;
+    jv_t *v = jb_new(b, JV_BOOL);
+    if (v)
+        v->boolean = val;
+    return jb_add(b, v);
+}
+
+static int on_number(void *ctx, const char *s, size_t len)
+{
+    return jb_scalar(ctx, JV_NUMBER, s, len);
+}
+
+static int on_string(void *ctx, const unsigned char *s, size_t len)
+{
+    return jb_scalar(ctx, JV_STRING, s, len);
+}
+
+static int on_start_map(void *ctx)
+{
+    return jb_open(ctx, JV_OBJECT);
+}
+
+static int on_start_array(void *ctx)
+{
+    return jb_open(ctx, JV_ARRAY);
+}
+
+static int on_map_key(void *ctx, const unsigned char *key, size_t len)
+{
+    jbuild_t *b = ctx;
+    free(b->key);
+    b->key = copy_bytes(key, len);
+    b->klen = len;
+    if (!b->key)
+        b->fail = "out of memory";
+    return b->key != NULL;
+}
+
+static int on_end(void *ctx)
+{
+    jbuild_t *b = ctx;
+    b->depth--;
+    return 1;
+}
+
+static const yajl_callbacks jb_callbacks = {
+    .yajl_null = on_null,
+    .yajl_boolean = on_boolean,
+    .yajl_number = on_number,
+    .yajl_string = on_string,
+    .yajl_start_map = on_start_map,
+    .yajl_map_key = on_map_key,
+    .yajl_end_map = on_end,
+    .yajl_start_array = on_start_array,
+    .yajl_end_array = on_end,
+};
+
+/* Parses one JSON document. On failure returns NULL with a one-line reason
+ * (without the "$: " prefix) in msg. */
+static jv_t *json_parse(const char *json, size_t len, char *msg, size_t msglen)
+{
+    jbuild_t b = {0};
+    yajl_handle h = yajl_alloc(&jb_callbacks, NULL, &b);
+    if (!h) {
+        snprintf(msg, msglen, "out of memory");
+        return NULL;
+    }
+    const unsigned char *in = (const unsigned char *)(json ? json : "");
+    yajl_status st = yajl_parse(h, in, len);
+    /* yajl counts the offending byte as consumed; point at it. */
+    size_t at = yajl_get_bytes_consumed(h);
+    at -= at > 0;
+    if (st == yajl_status_ok) {
+        st = yajl_complete_parse(h);
+        at = len;
+    }
+    if (st == yajl_status_ok) {
+        yajl_free(h);
+        return b.root;
+    }
+    if (b.fail) {
+        snprintf(msg, msglen, "%s", b.fail);
+    } else {
+        /* yajl's terse text is "lexical error: ...\n" or "parse error: ...\n". */
+        unsigned char *e = yajl_get_error(h, 0, in, len);
+        size_t elen = e ? strlen((char *)e) : 0;
+        while (elen && (e[elen - 1] == '\n' || e[elen - 1] == ' ' || e[elen - 1] == '.'))
+            elen--;
+        unsigned line = 1, col = 1;
+        for (size_t i = 0; i < at && i < len; i++) {
+            if (in[i] == '\n') {
+                line++;
+                col = 1;
+            } else {
+                col++;
+            }
+        }
+        snprintf(msg, msglen, "invalid JSON: %.*s at line %u, column %u", (int)elen,
+                 e ? (char *)e : "syntax error", line, col);
+        if (e)
+            yajl_free_error(h, e);
+    }
+    yajl_free(h);
+    jv_free(b.root);
+    free(b.key);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Validation context: the JSON path being looked at and the error buffer.   */
+
+typedef struct vctx {
+    char path[256];
+    size_t plen;
+    char *err;
+    size_t errlen;
+    const char *base_dir;
+} vctx_t;
+
+static int fail(vctx_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Writes "<path>: <message>" into the error buffer; returns -1. */
+static int fail(vctx_t *c, const char *fmt, ...)
+{
+    if (c->errlen) {
+        int n = snprintf(c->err, c->errlen, "%s: ", c->path);
+        if (n > 0 && (size_t)n < c->errlen) {
+            va_list ap;
+            va_start(ap, fmt);
+            vsnprintf(c->err + n, c->errlen - (size_t)n, fmt, ap);
+            va_end(ap);
+        }
+    }
+    return -1;
+}
+
+static int is_name_char(unsigned char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           ch == '.' || ch == '_' || ch == '-';
+}
+
+/* Region names and tenant ids: 1..64 characters of [A-Za-z0-9._-]. */
+static int is_name(const char *s, size_t len)
+{
+    if (len == 0 || len > NAME_LEN_MAX)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (!is_name_char((unsigned char)s[i]))
+            return 0;
+    return 1;
+}
+
+/* Writes s as a JSON-ish quoted string, escaping quotes, backslashes and
+ * non-printable bytes, cut at QUOTE_MAX bytes with "...". Returns buf. */
+static const char *quote(const char *s, size_t len, char *buf, size_t cap)
+{
+    size_t o = 0;
+    buf[o++] = '"';
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        char tmp[8];
+        size_t n;
+        if (i == QUOTE_MAX) {
+            memcpy(tmp, "...", 3);
+            n = 3;
+            i = len;
+        } else if (ch == '"' || ch == '\\') {
+            tmp[0] = '\\';
+            tmp[1] = (char)ch;
+            n = 2;
+        } else if (ch < 0x20 || ch == 0x7f) {
+            n = (size_t)snprintf(tmp, sizeof tmp, "\\u%04x", ch);
+        } else {
+            tmp[0] = (char)ch;
+            n = 1;
+        }
+        if (o + n + 2 > cap)
+            break;
+        memcpy(buf + o, tmp, n);
+        o += n;
+    }
+    buf[o++] = '"';
+    buf[o] = '\0';
+    return buf;
+}
+
+#define QBUF (QUOTE_MAX * 6 + 8) /* worst case: every byte escaped as \u00XX */
+
+/* Appends to the path; returns the old length for path_pop. Keys that are
+ * not plain names, or that contain '.', use the bracket form ["a.b"]. */
+static size_t path_push_key(vctx_t *c, const char *key, size_t klen)
+{
+    size_t mark = c->plen;
+    int plain = klen > 0 && klen <= QUOTE_MAX;
+    for (size_t i = 0; plain && i < klen; i++)
+        plain = is_name_char((unsigned char)key[i]) && key[i] != '.';
+    char q[QBUF];
+    int n = plain ? snprintf(c->path + c->plen, sizeof c->path - c->plen, ".%.*s", (int)klen, key)
+                  : snprintf(c->path + c->plen, sizeof c->path - c->plen, "[%s]",
+                             quote(key, klen, q, sizeof q));
+    c->plen += n > 0 ? (size_t)n : 0;
+    if (c->plen >= sizeof c->path)
+        c->plen = sizeof c->path - 1;
+    return mark;
+}
+
+static size_t path_push_index(vctx_t *c, size_t i)
+{
+    size_t mark = c->plen;
+    int n = snprintf(c->path + c->plen, sizeof c->path - c->plen, "[%zu]", i);
+    c->plen += n > 0 ? (size_t)n : 0;
+    if (c->plen >= sizeof c->path)
+        c->plen = sizeof c->path - 1;
+    return mark;
+}
+
+static void path_pop(vctx_t *c, size_t mark)
+{
+    c->plen = mark;
+    c->path[mark] = '\0';
+}
+
+/* "got ..." text for a value of the wrong type or range. */
+static const char *describe(const jv_t *v, char *buf, size_t cap)
+{
+    switch (v->type) {
+    case JV_NULL:
+        return "null";
+    case JV_BOOL:
+        return v->boolean ? "true" : "false";
+    case JV_NUMBER:
+        snprintf(buf, cap, "%.*s", (int)(v->len < QUOTE_MAX ? v->len : QUOTE_MAX), v->str);
+        return buf;
+    case JV_STRING:
+        return quote(v->str, v->len, buf, cap);
+    case JV_ARRAY:
+        return v->n ? "an array" : "an empty array";
+    case JV_OBJECT:
+        return v->n ? "an object" : "an empty object";
+    }
+    return "?";
+}
+
+static int nomem(vctx_t *c)
+{
+    return fail(c, "out of memory");
+}
+
+/* ------------------------------------------------------------------------ */
+/* Typed accessors. Each reports at the current path.                        */
+
+/* A non-empty string without NUL bytes. what: the expectation, for messages. */
+static int get_string(vctx_t *c, const jv_t *v, const char *what, const char **s, size_t *len)
+{
+    char d[QBUF];
+    if (v->type != JV_STRING || v->len == 0)
+        return fail(c, "expected %s, got %s", what, describe(v, d, sizeof d));
+    if (memchr(v->str, '\0', v->len))
+        return fail(c, "%s contains a NUL character", quote(v->str, v->len, d, sizeof d));
+    *s = v->str;
+    *len = v->len;
+    return 0;
+}
+
+/* A JSON integer literal (no fraction or exponent) in [min, max]. */
+static int get_uint(vctx_t *c, const jv_t *v, uint64_t min, uint64_t max, uint64_t *out)
+{
+    uint64_t val = 0;
+    int ok = v->type == JV_NUMBER && v->len > 0 && v->len <= 20;
+    for (size_t i = 0; ok && i < v->len; i++) {
+        unsigned dgt = (unsigned)(v->str[i] - '0');
+        ok = dgt <= 9 && val <= (UINT64_MAX - dgt) / 10;
+        val = val * 10 + dgt;
+    }
+    if (!ok || val < min || val > max) {
+        char d[QBUF];
+        return fail(c, "expected an integer from %llu to %llu, got %s", (unsigned long long)min,
+                    (unsigned long long)max, describe(v, d, sizeof d));
+    }
+    *out = val;
+    return 0;
+}
+
+/* Matches an object's members against the known keys: each found value goes
+ * to vals[i] (NULL when absent). Unknown and repeated keys are errors. */
+static int get_fields(vctx_t *c, const jv_t *obj, const char *what, const char *const *names,
+                      size_t nnames, const jv_t **vals)
+{
+    char d[QBUF];
+    if (obj->type != JV_OBJECT)
+        return fail(c, "expected %s, got %s", what, describe(obj, d, sizeof d));
+    for (size_t k = 0; k < nnames; k++)
+        vals[k] = NULL;
+    for (size_t i = 0; i < obj->n; i++) {
+        const jv_member_t *m = &obj->members[i];
+        size_t k = 0;
+        while (k < nnames && !(strlen(names[k]) == m->klen && !memcmp(names[k], m->key, m->klen)))
+            k++;
+        size_t mark = path_push_key(c, m->key, m->klen);
+        if (k == nnames) {
+            char known[256] = "";
+            for (size_t j = 0; j < nnames; j++)
+                snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s",
+                         j ? ", " : "", names[j]);
+            return fail(c, "unknown key (expected one of: %s)", known);
+        }
+        if (vals[k])
+            return fail(c, "duplicate key");
+        path_pop(c, mark);
+        vals[k] = m->val;
+    }
+    return 0;
+}
+
+static int require(vctx_t *c, const jv_t *v, const char *name)
+{
+    if (v)
+        return 0;
+    path_push_key(c, name, strlen(name));
+    return fail(c, "required key is missing");
+}
+
+/* ------------------------------------------------------------------------ */
+/* Addresses                                                                 */
+
+enum addr_use { ADDR_LISTEN, ADDR_ECHO, ADDR_BACKEND };
+
+static int all_digits_and_dots(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (!(s[i] == '.' || (s[i] >= '0' && s[i] <= '9')))
+            return 0;
+    return 1;
+}
+
+/* "IPv4:port", "[IPv6]:port", "hostname:port" -> out; "builtin:echo" only in
+ * pools. Hostnames are resolved now (getaddrinfo, first result): the snapshot
+ * holds addresses, never names, so no lookup happens while serving. */
+static int addr_parse(vctx_t *c, const char *s, size_t len, enum addr_use use, cfg_addr_t *out)
+{
+    char q[QBUF];
+    quote(s, len, q, sizeof q);
+    memset(out, 0, sizeof *out);
+    if (len == 12 && !memcmp(s, "builtin:echo", 12)) {
+        if (use != ADDR_BACKEND)
+            return fail(c, "\"builtin:echo\" is only allowed in a region's sfu or turn pool");
+        out->builtin_echo = 1;
+        return 0;
+    }
+    const char *colon = NULL;
+    for (size_t i = len; i-- > 0 && !colon;)
+        if (s[i] == ':')
+            colon = s + i;
+    if (!colon)
+        return fail(c, "%s is not host:port", q);
+    const char *host = s, *port = colon + 1;
+    size_t hlen = (size_t)(colon - s), plen = len - hlen - 1;
+    int v6 = hlen > 0 && host[0] == '[';
+    if (v6) {
+        if (hlen < 3 || host[hlen - 1] != ']')
+            return fail(c, "%s is not host:port", q);
+        host++;
+        hlen -= 2;
+    } else if (memchr(host, ':', hlen)) {
+        return fail(c, "%s is not host:port (write an IPv6 address as [address]:port)", q);
+    }
+    if (hlen == 0)
+        return fail(c, "%s is not host:port", q);
+
+    unsigned long pnum = 0;
+    int pok = plen >= 1 && plen <= 5;
+    for (size_t i = 0; pok && i < plen; i++) {
+        pok = port[i] >= '0' && port[i] <= '9';
+        pnum = pnum * 10 + (unsigned long)(port[i] - '0');
+    }
+    if (!pok || pnum > 65535)
+        return fail(c, "%s: the port must be an integer from 0 to 65535", q);
+    if (pnum == 0 && use == ADDR_BACKEND)
+        return fail(c, "%s: port 0 is not allowed for a backend", q);
+
+    char hbuf[HOST_LEN_MAX + 1], pbuf[8];
+    if (hlen > HOST_LEN_MAX)
+        return fail(c, "%s: the host name is longer than %u characters", q, HOST_LEN_MAX);
+    memcpy(hbuf, host, hlen);
+    hbuf[hlen] = '\0';
+    snprintf(pbuf, sizeof pbuf, "%lu", pnum);
+    if (!v6) {
+        for (size_t i = 0; i < hlen; i++)
+            if (!is_name_char((unsigned char)hbuf[i]))
+                return fail(c, "%s: the host is neither an IP address nor a host name", q);
+        /* getaddrinfo would take "10.1" as 10.0.0.1; only dotted quads here. */
+        struct in_addr a4;
+        if (all_digits_and_dots(hbuf, hlen) && inet_pton(AF_INET, hbuf, &a4) != 1)
+            return fail(c, "%s: the host is not a valid IPv4 address", q);
+    }
+
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_family = v6 ? AF_INET6 : AF_UNSPEC;
+    hints.ai_socktype = use == ADDR_LISTEN ? SOCK_STREAM : SOCK_DGRAM;
+    hints.ai_flags = AI_NUMERICSERV | (v6 ? AI_NUMERICHOST : 0);
+    int rc = getaddrinfo(hbuf, pbuf, &hints, &res);
+    if (rc != 0) {
+        if (v6)
+            return fail(c, "%s: the host is not a valid IPv6 address", q);
+        return fail(c, "%s: cannot resolve \"%s\": %s", q, hbuf,
+                    rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
+    }
+    if (res->ai_addrlen > sizeof out->sa) {
+        freeaddrinfo(res);
+        return fail(c, "%s: unsupported address family", q);
+    }
+    memcpy(&out->sa, res->ai_addr, res->ai_addrlen);
+    out->len = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+static int get_addr(vctx_t *c, const jv_t *v, enum addr_use use, cfg_addr_t *out)
+{
+    const char *s;
+    size_t len;
+    if (get_string(c, v, "a \"host:port\" string", &s, &len))
+        return -1;
+    return addr_parse(c, s, len, use, out);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Snapshot                                                                  */
+
+static void config_free(config_t *cfg)
+{
+    free(cfg->listen);
+    free(cfg->cert_file);
+    free(cfg->key_file);
+    free(cfg->region);
+    for (size_t i = 0; cfg->regions && i < cfg->nregions; i++) {
+        free(cfg->regions[i].name);
+        for (int k = 0; k < TUNNEL_KIND_COUNT; k++)
+            free(cfg->regions[i].pools[k].addrs);
+    }
+    free(cfg->regions);
+    for (size_t i = 0; cfg->tenants && i < cfg->ntenants; i++) {
+        cfg_tenant_t *t = &cfg->tenants[i];
+        free(t->id);
+        for (size_t j = 0; t->secrets && j < t->nsecrets; j++)
+            free((void *)t->secrets[j].key);
+        free(t->secrets);
+        for (size_t j = 0; t->regions && j < t->nregions; j++)
+            free(t->regions[j]);
+        free(t->regions);
+    }
+    free(cfg->tenants);
+    free(cfg);
+}
+
+/* Byte order of (name, len) against a NUL-terminated name; agrees with strcmp,
+ * which sorts the arrays, because names contain no NUL. */
+static int name_cmp(const char *name, size_t len, const char *s)
+{
+    size_t slen = strlen(s);
+    int r = memcmp(name, s, len < slen ? len : slen);
+    if (r)
+        return r;
+    return len < slen ? -1 : len > slen;
+}
+
+static int listen_parse(vctx_t *c, const jv_t *v, config_t *cfg)
+{
+    char d[QBUF];
+    if (v->type != JV_ARRAY || v->n == 0)
+        return fail(c, "expected a non-empty array of \"host:port\" strings, got %s",
+                    describe(v, d, sizeof d));
+    if (v->n > LISTEN_MAX)
+        return fail(c, "at most %u listen addresses, got %zu", LISTEN_MAX, v->n);
+    cfg->listen = calloc(v->n, sizeof *cfg->listen);
+    if (!cfg->listen)
+        return nomem(c);
+    cfg->nlisten = v->n;
+    for (size_t i = 0; i < v->n; i++) {
+        size_t mark = path_push_index(c, i);
+        cfg_addr_t *a = &cfg->listen[i];
+        if (get_addr(c, v->items[i], ADDR_LISTEN, a))
+            return -1;
+        for (size_t j = 0; j < i; j++)
+            if (a->len == cfg->listen[j].len && !memcmp(&a->sa, &cfg->listen[j].sa, a->len))
+                return fail(c, "%s is listed twice (also $.listen[%zu])",
+                            describe(v->items[i], d, sizeof d), j);
+        path_pop(c, mark);
+    }
+    return 0;
+}
+
+/* Relative paths are taken from base_dir (the config file's directory). */
+static int file_parse(vctx_t *c, const jv_t *v, char **out)
+{
+    const char *s;
+    size_t len;
+    if (get_string(c, v, "a non-empty file path", &s, &len))
+        return -1;
+    const char *dir = c->base_dir;
+    if (s[0] == '/' || !dir || !dir[0]) {
+        *out = copy_bytes(s, len);
+    } else {
+        size_t dlen = strlen(dir);
+        int slash = dir[dlen - 1] != '/';
+        *out = malloc(dlen + (size_t)slash + len + 1);
+        if (*out) {
+            memcpy(*out, dir, dlen);
+            if (slash)
+                (*out)[dlen] = '/';
+            memcpy(*out + dlen + slash, s, len);
+            (*out)[dlen + slash + len] = '\0';
+        }
+    }
+    return *out ? 0 : nomem(c);
+}
+
+static int tls_parse(vctx_t *c, const jv_t *v, config_t *cfg)
+{
+    static const char *const names[] = {"cert", "key"};
+    const jv_t *f[2];
+    if (get_fields(c, v, "an object with \"cert\" and \"key\"", names, 2, f) ||
+        require(c, f[0], "cert") || require(c, f[1], "key"))
+        return -1;
+    size_t mark = path_push_key(c, "cert", 4);
+    if (file_parse(c, f[0], &cfg->cert_file))
+        return -1;
+    path_pop(c, mark);
+    path_push_key(c, "key", 3);
+    if (file_parse(c, f[1], &cfg->key_file))
+        return -1;
+    path_pop(c, mark);
+    return 0;
+}
+
+enum limit_width { LIMIT_SIZE, LIMIT_U32 };
+
+/* Ranges are documented in docs/configuration.md; keep the two in step. */
+static const struct limit_spec {
+    const char *name;
+    size_t off;
+    enum limit_width width;
+    uint64_t def, min, max;
+} limit_specs[] = {
+#define L(field, w, def, min, max) {#field, offsetof(cfg_limits_t, field), w, def, min, max}
+    L(max_capsule, LIMIT_SIZE, 65535, 1200, 1048576),
+    L(max_streams, LIMIT_U32, 100, 1, 10000),
+    L(max_connections, LIMIT_U32, 10000, 1, 1000000),
+    L(media_queue_bytes, LIMIT_SIZE, 65536, 2048, 67108864),
+    L(media_queue_age_ms, LIMIT_U32, 200, 1, 60000),
+    L(signal_queue_bytes, LIMIT_SIZE, 65536, 2048, 67108864),
+    L(tunnel_idle_ms, LIMIT_U32, 30000, 1, 86400000),
+    L(handshake_timeout_ms, LIMIT_U32, 10000, 1, 600000),
+    L(header_timeout_ms, LIMIT_U32, 10000, 1, 600000),
+    L(conn_idle_ms, LIMIT_U32, 60000, 1, 86400000),
+    L(drain_timeout_ms, LIMIT_U32, 5000, 1, 600000),
+#undef L
+};
+#define NLIMITS (sizeof limit_specs / sizeof limit_specs[0])
+
+static void limit_set(cfg_limits_t *l, const struct limit_spec *spec, uint64_t val)
+{
+    char *p = (char *)l + spec->off;
+    if (spec->width == LIMIT_SIZE)
+        *(size_t *)(void *)p = (size_t)val;
+    else
+        *(uint32_t *)(void *)p = (uint32_t)val;
+}
+
+static int limits_parse(vctx_t *c, const jv_t *v, cfg_limits_t *l)
+{
+    const char *names[NLIMITS];
+    const jv_t *f[NLIMITS];
+    for (size_t i = 0; i < NLIMITS; i++) {
+        names[i] = limit_specs[i].name;
+        limit_set(l, &limit_specs[i], limit_specs[i].def);
+    }
+    if (!v)
+        return 0;
+    if (get_fields(c, v, "an object", names, NLIMITS, f))
+        return -1;
+    for (size_t i = 0; i < NLIMITS; i++) {
+        if (!f[i])
+            continue;
+        uint64_t val;
+        size_t mark = path_push_key(c, names[i], strlen(names[i]));
+        if (get_uint(c, f[i], limit_specs[i].min, limit_specs[i].max, &val))
+            return -1;
+        limit_set(l, &limit_specs[i], val);
+        path_pop(c, mark);
+    }
+    return 0;
+}
+
+static int pool_parse(vctx_t *c, const jv_t *v, cfg_pool_t *pool)
+{
+    char d[QBUF];
+    if (!v)
+        return 0;
+    if (v->type != JV_ARRAY)
+        return fail(c, "expected an array of \"host:port\" strings or \"builtin:echo\", got %s",
+                    describe(v, d, sizeof d));
+    if (v->n == 0)
+        return 0;
+    pool->addrs = calloc(v->n, sizeof *pool->addrs);
+    if (!pool->addrs)
+        return nomem(c);
+    pool->n = v->n;
+    for (size_t i = 0; i < v->n; i++) {
+        size_t mark = path_push_index(c, i);
+        if (get_addr(c, v->items[i], ADDR_BACKEND, &pool->addrs[i]))
+            return -1;
+        path_pop(c, mark);
+    }
+    return 0;
+}
+
+static int region_cmp(const void *a, const void *b)
+{
+    return strcmp(((const cfg_region_t *)a)->name, ((const cfg_region_t *)b)->name);
+}
+
+static int regions_parse(vctx_t *c, const jv_t *v, config_t *cfg)
+{
+    char d[QBUF];
+    if (v->type != JV_OBJECT || v->n == 0)
+        return fail(c, "expected an object with at least one region, got %s",
+                    describe(v, d, sizeof d));
+    cfg->regions = calloc(v->n, sizeof *cfg->regions);
+    if (!cfg->regions)
+        return nomem(c);
+    cfg->nregions = v->n;
+    static const char *const names[TUNNEL_KIND_COUNT] = {"sfu", "turn"};
+    for (size_t i = 0; i < v->n; i++) {
+        const jv_member_t *m = &v->members[i];
+        cfg_region_t *r = &cfg->regions[i];
+        size_t mark = path_push_key(c, m->key, m->klen);
+        if (!is_name(m->key, m->klen))
+            return fail(c, "not a valid region name (1 to 64 characters of A-Z a-z 0-9 . _ -)");
+        r->name = copy_bytes(m->key, m->klen);
+        if (!r->name)
+            return nomem(c);
+        const jv_t *f[TUNNEL_KIND_COUNT];
+        if (get_fields(c, m->val, "an object with \"sfu\" and/or \"turn\" pools", names,
+                       TUNNEL_KIND_COUNT, f))
+            return -1;
+        for (int k = 0; k < TUNNEL_KIND_COUNT; k++) {
+            size_t kmark = path_push_key(c, names[k], strlen(names[k]));
+            if (pool_parse(c, f[k], &r->pools[k]))
+                return -1;
+            path_pop(c, kmark);
+        }
+        path_pop(c, mark);
+    }
+    /* Sorted for binary search; equal neighbours are repeated JSON keys. */
+    qsort(cfg->regions, cfg->nregions, sizeof *cfg->regions, region_cmp);
+    for (size_t i = 1; i < cfg->nregions; i++) {
+        if (!strcmp(cfg->regions[i - 1].name, cfg->regions[i].name)) {
+            path_push_key(c, cfg->regions[i].name, strlen(cfg->regions[i].name));
+            return fail(c, "duplicate key");
+        }
+    }
+    return 0;
+}
+
+static int region_parse(vctx_t *c, const jv_t *v, config_t *cfg)
+{
+    const char *s;
+    size_t len;
+    char q[QBUF];
+    if (get_string(c, v, "a region name", &s, &len))
+        return -1;
+    if (!config_region(cfg, s, len))
+        return fail(c, "%s is not a key of $.regions", quote(s, len, q, sizeof q));
+    cfg->region = copy_bytes(s, len);
+    return cfg->region ? 0 : nomem(c);
+}
+
+static int secrets_parse(vctx_t *c, const jv_t *v, cfg_tenant_t *t)
+{
+    char d[QBUF];
+    if (v->type != JV_ARRAY || v->n == 0)
+        return fail(c, "expected a non-empty array of strings, got %s", describe(v, d, sizeof d));
+    t->secrets = calloc(v->n, sizeof *t->secrets);
+    if (!t->secrets)
+        return nomem(c);
+    t->nsecrets = v->n;
+    for (size_t i = 0; i < v->n; i++) {
+        const char *s;
+        size_t len;
+        size_t mark = path_push_index(c, i);
+        if (get_string(c, v->items[i], "a non-empty string", &s, &len))
+            return -1;
+        uint8_t *key = malloc(len);
+        if (!key)
+            return nomem(c);
+        memcpy(key, s, len);
+        t->secrets[i] = (cred_secret_t){key, len};
+        path_pop(c, mark);
+    }
+    return 0;
+}
+
+static int tenant_regions_parse(vctx_t *c, const jv_t *v, const config_t *cfg, cfg_tenant_t *t)
+{
+    char d[QBUF];
+    if (v->type != JV_ARRAY || v->n == 0)
+        return fail(c, "expected a non-empty array of region names, got %s",
+                    describe(v, d, sizeof d));
+    t->regions = calloc(v->n, sizeof *t->regions);
+    if (!t->regions)
+        return nomem(c);
+    t->nregions = v->n;
+    for (size_t i = 0; i < v->n; i++) {
+        const char *s;
+        size_t len;
+        size_t mark = path_push_index(c, i);
+        if (get_string(c, v->items[i], "a region name", &s, &len))
+            return -1;
+        if (!config_region(cfg, s, len))
+            return fail(c, "%s is not a key of $.regions", quote(s, len, d, sizeof d));
+        t->regions[i] = copy_bytes(s, len);
+        if (!t->regions[i])
+            return nomem(c);
+        path_pop(c, mark);
+    }
+    return 0;
+}
+
+static int kinds_parse(vctx_t *c, const jv_t *v, cfg_tenant_t *t)
+{
+    char d[QBUF];
+    t->kinds = (1u << TUNNEL_KIND_SFU) | (1u << TUNNEL_KIND_TURN);
+    if (!v)
+        return 0;
+    if (v->type != JV_ARRAY || v->n == 0)
+        return fail(c, "expected a non-empty array of \"sfu\" and \"turn\", got %s",
+                    describe(v, d, sizeof d));
+    t->kinds = 0;
+    for (size_t i = 0; i < v->n; i++) {
+        const jv_t *k = v->items[i];
+        int kind = k->type == JV_STRING ? config_kind_parse(k->str, k->len) : -1;
+        if (kind < 0) {
+            path_push_index(c, i);
+            return fail(c, "expected \"sfu\" or \"turn\", got %s", describe(k, d, sizeof d));
+        }
+        t->kinds |= 1u << kind;
+    }
+    return 0;
+}
+
+static int tenant_parse(vctx_t *c, const jv_t *v, const config_t *cfg, cfg_tenant_t *t)
+{
+    static const char *const names[] = {"id", "secrets", "hash", "max_ttl", "regions", "kinds"};
+    enum { F_ID, F_SECRETS, F_HASH, F_TTL, F_REGIONS, F_KINDS, F_COUNT };
+    const jv_t *f[F_COUNT];
+    char d[QBUF];
+    if (get_fields(c, v, "a tenant object", names, F_COUNT, f) || require(c, f[F_ID], "id") ||
+        require(c, f[F_SECRETS], "secrets") || require(c, f[F_REGIONS], "regions"))
+        return -1;
+
+    const char *s;
+    size_t len;
+    size_t mark = path_push_key(c, "id", 2);
+    if (get_string(c, f[F_ID], "a tenant id", &s, &len))
+        return -1;
+    if (!is_name(s, len))
+        return fail(c, "%s is not a valid tenant id (1 to 64 characters of A-Z a-z 0-9 . _ -)",
+                    quote(s, len, d, sizeof d));
+    t->id = copy_bytes(s, len);
+    if (!t->id)
+        return nomem(c);
+    path_pop(c, mark);
+
+    path_push_key(c, "secrets", 7);
+    if (secrets_parse(c, f[F_SECRETS], t))
+        return -1;
+    path_pop(c, mark);
+
+    t->hash = CRED_SHA1;
+    if (f[F_HASH]) {
+        const jv_t *h = f[F_HASH];
+        path_push_key(c, "hash", 4);
+        if (h->type == JV_STRING && h->len == 6 && !memcmp(h->str, "sha256", 6))
+            t->hash = CRED_SHA256;
+        else if (!(h->type == JV_STRING && h->len == 4 && !memcmp(h->str, "sha1", 4)))
+            return fail(c, "expected \"sha1\" or \"sha256\", got %s", describe(h, d, sizeof d));
+        path_pop(c, mark);
+    }
+
+    t->max_ttl = 86400;
+    if (f[F_TTL]) {
+        path_push_key(c, "max_ttl", 7);
+        if (get_uint(c, f[F_TTL], 1, 31536000, &t->max_ttl))
+            return -1;
+        path_pop(c, mark);
+    }
+
+    path_push_key(c, "regions", 7);
+    if (tenant_regions_parse(c, f[F_REGIONS], cfg, t))
+        return -1;
+    path_pop(c, mark);
+
+    path_push_key(c, "kinds", 5);
+    if (kinds_parse(c, f[F_KINDS], t))
+        return -1;
+    path_pop(c, mark);
+    return 0;
+}
+
+typedef struct tenant_order {
+    const char *id;
+    size_t idx; /* position in the document */
+} tenant_order_t;
+
+static int tenant_order_cmp(const void *a, const void *b)
+{
+    const tenant_order_t *x = a, *y = b;
+    int r = strcmp(x->id, y->id);
+    return r ? r : (x->idx > y->idx) - (x->idx < y->idx);
+}
+
+static int tenants_parse(vctx_t *c, const jv_t *v, config_t *cfg)
+{
+    char d[QBUF];
+    if (v->type != JV_ARRAY)
+        return fail(c, "expected an array of tenant objects, got %s", describe(v, d, sizeof d));
+    if (v->n == 0)
+        return 0;
+    cfg->tenants = calloc(v->n, sizeof *cfg->tenants);
+    if (!cfg->tenants)
+        return nomem(c);
+    cfg->ntenants = v->n;
+    for (size_t i = 0; i < v->n; i++) {
+        size_t mark = path_push_index(c, i);
+        if (tenant_parse(c, v->items[i], cfg, &cfg->tenants[i]))
+            return -1;
+        path_pop(c, mark);
+    }
+
+    /* Sort by id for binary search, finding repeated ids on the way. */
+    size_t n = cfg->ntenants;
+    tenant_order_t *order = malloc(n * sizeof *order);
+    cfg_tenant_t *sorted = malloc(n * sizeof *sorted);
+    if (!order || !sorted) {
+        free(order);
+        free(sorted);
+        return nomem(c);
+    }
+    for (size_t i = 0; i < n; i++)
+        order[i] = (tenant_order_t){cfg->tenants[i].id, i};
+    qsort(order, n, sizeof *order, tenant_order_cmp);
+    for (size_t i = 1; i < n; i++) {
+        if (!strcmp(order[i - 1].id, order[i].id)) {
+            path_push_index(c, order[i].idx);
+            path_push_key(c, "id", 2);
+            fail(c, "duplicate tenant id %s (also $.tenants[%zu].id)",
+                 quote(order[i].id, strlen(order[i].id), d, sizeof d), order[i - 1].idx);
+            free(order);
+            free(sorted);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        sorted[i] = cfg->tenants[order[i].idx];
+    free(cfg->tenants);
+    cfg->tenants = sorted;
+    free(order);
+    return 0;
+}
+
+static int has_builtin_echo(const config_t *cfg)
+{
+    for (size_t i = 0; i < cfg->nregions; i++)
+        for (int k = 0; k < TUNNEL_KIND_COUNT; k++)
+            for (size_t j = 0; j < cfg->regions[i].pools[k].n; j++)
+                if (cfg->regions[i].pools[k].addrs[j].builtin_echo)
+                    return 1;
+    return 0;
+}
+
+/* Validates the root object in a fixed order, so regions exist before the
+ * names that refer to them are checked. */
+static int root_parse(vctx_t *c, const jv_t *root, config_t *cfg)
+{
+    static const char *const names[] = {"listen",  "tls",    "region", "echo",
+                                        "limits",  "regions", "tenants"};
+    enum { F_LISTEN, F_TLS, F_REGION, F_ECHO, F_LIMITS, F_REGIONS, F_TENANTS, F_COUNT };
+    const jv_t *f[F_COUNT];
+    if (get_fields(c, root, "an object", names, F_COUNT, f))
+        return -1;
+    if (require(c, f[F_LISTEN], "listen") || require(c, f[F_TLS], "tls") ||
+        require(c, f[F_REGION], "region") || require(c, f[F_REGIONS], "regions") ||
+        require(c, f[F_TENANTS], "tenants"))
+        return -1;
+
+    size_t mark = path_push_key(c, "listen", 6);
+    if (listen_parse(c, f[F_LISTEN], cfg))
+        return -1;
+    path_pop(c, mark);
+
+    path_push_key(c, "tls", 3);
+    if (tls_parse(c, f[F_TLS], cfg))
+        return -1;
+    path_pop(c, mark);
+
+    path_push_key(c, "limits", 6);
+    if (limits_parse(c, f[F_LIMITS], &cfg->limits))
+        return -1;
+    path_pop(c, mark);
+
+    path_push_key(c, "regions", 7);
+    if (regions_parse(c, f[F_REGIONS], cfg))
+        return -1;
+    path_pop(c, mark);
+
+    path_push_key(c, "region", 6);
+    if (region_parse(c, f[F_REGION], cfg))
+        return -1;
+    path_pop(c, mark);
+
+    path_push_key(c, "echo", 4);
+    if (f[F_ECHO] ? get_addr(c, f[F_ECHO], ADDR_ECHO, &cfg->echo)
+                  : addr_parse(c, "127.0.0.1:0", 11, ADDR_ECHO, &cfg->echo))
+        return -1;
+    path_pop(c, mark);
+    cfg->has_echo = has_builtin_echo(cfg);
+
+    path_push_key(c, "tenants", 7);
+    if (tenants_parse(c, f[F_TENANTS], cfg))
+        return -1;
+    path_pop(c, mark);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Public API                                                                */
+
+config_t *config_parse(const char *json, size_t len, const char *base_dir, char *err,
+                       size_t errlen)
+{
+    vctx_t c = {.path = "$", .plen = 1, .err = err, .errlen = err ? errlen : 0,
+                .base_dir = base_dir};
+    if (c.errlen)
+        err[0] = '\0';
+    if (len > CONFIG_FILE_MAX) {
+        fail(&c, "the document is larger than 1 MiB (%zu bytes)", len);
+        return NULL;
+    }
+    char msg[256];
+    jv_t *root = json_parse(json, len, msg, sizeof msg);
+    if (!root) {
+        fail(&c, "%s", msg);
+        return NULL;
+    }
+    config_t *cfg = calloc(1, sizeof *cfg);
+    if (!cfg) {
+        nomem(&c);
+    } else {
+        cfg->_refs = 1;
+        if (root_parse(&c, root, cfg)) {
+            config_free(cfg);
+            cfg = NULL;
+        }
+    }
+    jv_free(root);
+    return cfg;
+}
+
+config_t *config_load(const char *path, char *err, size_t errlen)
+{
+    if (!err)
+        errlen = 0;
+    FILE *f = fopen(path, "rb");
+    char *buf = f ? malloc(CONFIG_FILE_MAX + 1) : NULL;
+    size_t n = 0;
+    int rerr = errno;
+    if (buf) {
+        n = fread(buf, 1, CONFIG_FILE_MAX + 1, f);
+        rerr = ferror(f) ? errno : 0;
+    }
+    if (f)
+        fclose(f);
+    if (!buf || rerr || n > CONFIG_FILE_MAX) {
+        if (errlen && (!buf || rerr))
+            snprintf(err, errlen, "%s: %s", path, strerror(rerr ? rerr : ENOMEM));
+        else if (errlen)
+            snprintf(err, errlen, "%s: larger than 1 MiB; not a sluiced configuration", path);
+        free(buf);
+        return NULL;
+    }
+
+    /* The file's directory, for relative certificate and key paths. */
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? copy_bytes(path, slash == path ? 1 : (size_t)(slash - path))
+                      : copy_bytes(".", 1);
+    if (!dir) {
+        if (errlen)
+            snprintf(err, errlen, "%s: %s", path, strerror(ENOMEM));
+        free(buf);
+        return NULL;
+    }
+    char scratch[1];
+    int pre = errlen ? snprintf(err, errlen, "%s: ", path) : 0;
+    int room = pre >= 0 && (size_t)pre < errlen;
+    config_t *cfg = config_parse(buf, n, dir, room ? err + pre : scratch,
+                                 room ? errlen - (size_t)pre : sizeof scratch);
+    if (cfg && errlen)
+        err[0] = '\0';
+    free(dir);
+    free(buf);
+    return cfg;
+}
+
+config_t *config_ref(config_t *cfg)
+{
+    if (cfg)
+        cfg->_refs++;
+    return cfg;
+}
+
+void config_unref(config_t *cfg)
+{
+    if (cfg && --cfg->_refs == 0)
+        config_free(cfg);
+}
+
+int config_kind_parse(const char *s, size_t len)
+{
+    if (len == 3 && !memcmp(s, "sfu", 3))
+        return TUNNEL_KIND_SFU;
+    if (len == 4 && !memcmp(s, "turn", 4))
+        return TUNNEL_KIND_TURN;
+    return -1;
+}
+
+const char *config_kind_name(enum tunnel_kind kind)
+{
+    switch (kind) {
+    case TUNNEL_KIND_SFU:
+        return "sfu";
+    case TUNNEL_KIND_TURN:
+        return "turn";
+    default:
+        return "?";
+    }
+}
+
+const cfg_tenant_t *config_tenant(const config_t *cfg, const char *id, size_t len)
+{
+    size_t lo = 0, hi = cfg->ntenants;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int r = name_cmp(id, len, cfg->tenants[mid].id);
+        if (r == 0)
+            return &cfg->tenants[mid];
+        if (r < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return NULL;
+}
+
+const cfg_region_t *config_region(const config_t *cfg, const char *name, size_t len)
+{
+    size_t lo = 0, hi = cfg->nregions;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int r = name_cmp(name, len, cfg->regions[mid].name);
+        if (r == 0)
+            return &cfg->regions[mid];
+        if (r < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return NULL;
+}
+
+int config_tenant_in_region(const cfg_tenant_t *t, const char *region)
+{
+    for (size_t i = 0; i < t->nregions; i++)
+        if (!strcmp(t->regions[i], region))
+            return 1;
+    return 0;
+}
+
+const char *config_addr_str(const struct sockaddr *sa, char *buf, size_t cap)
+{
+    if (!buf || cap == 0)
+        return buf;
+    char host[NI_MAXHOST], serv[NI_MAXSERV];
+    socklen_t len = sa && sa->sa_family == AF_INET    ? sizeof(struct sockaddr_in)
+                    : sa && sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                      : 0;
+    if (len == 0 || getnameinfo(sa, len, host, sizeof host, serv, sizeof serv,
+                                NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+        snprintf(buf, cap, "(no address)");
+    else if (sa->sa_family == AF_INET6)
+        snprintf(buf, cap, "[%s]:%s", host, serv);
+    else
+        snprintf(buf, cap, "%s:%s", host, serv);
+    return buf;
+}
