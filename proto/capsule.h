@@ -117,7 +117,7 @@ typedef struct capsule_reader {
 
 void capsule_reader_init(capsule_reader_t *r, uint8_t *buf, size_t cap, size_t max_value);
 
-/* Takes bytes from *src/*len (advancing both). Returns 1 with *out set when a
+/* Takes bytes from *src and *len (advancing both). Returns 1 with *out set when a
  * capsule is complete (valid until the next call), 0 when all input is consumed
  * and more is needed, or a negative proto_err (the stream is then unusable).
  * *err_desc (may be NULL) gets a static description on error. */
