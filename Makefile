@@ -72,7 +72,7 @@ TEST_LINK = $(CC) $(LDFLAGS) $^ $(LDLIBS) -lcriterion -o $@
 $(BUILD)/tests/proto/%: $(call obj,tests/proto/%.c) $(LIB_PROTO)
 	@mkdir -p $(@D)
 	$(TEST_LINK)
-$(BUILD)/tests/gateway/%: $(call obj,tests/gateway/%.c) $(LIB_SUPPORT) $(LIB_GW) $(LIB_PROTO)
+$(BUILD)/tests/gateway/%: $(call obj,tests/gateway/%.c) $(LIB_GW) $(LIB_PROTO)
 	@mkdir -p $(@D)
 	$(TEST_LINK)
 $(BUILD)/tests/shim/%: $(call obj,tests/shim/%.c) $(LIB_SUPPORT) $(LIB_SHIM) $(LIB_PROTO)
