@@ -131,7 +131,7 @@ int request_route(const config_t *cfg, const req_headers_t *h, uint64_t now,
     size_t user_len;
     size_t ulen = strlen(h->username);
     if (cred_parse_username(h->username, ulen, &expiry, &user, &user_len) != CRED_OK)
-        REJECT(401, "malformed tunnel-username; expected <expiry-unix-seconds>:<user-id>");
+        REJECT(401, "malformed tunnel-username; expected <expiry-unix-seconds>[:<user-id>]");
     /* Expiry is judged before the tenant is looked up, so "expired" says
      * nothing about whether the tenant exists. */
     if (expiry <= now)

@@ -1,0 +1,62 @@
+/*
+ * ts_net.h — loopback sockets for integration tests.
+ *
+ * Everything binds or connects to 127.0.0.1 or ::1 only, always on port 0 with
+ * the kernel's choice read back: tests never pick port numbers.
+ */
+#ifndef SLUICE_TS_NET_H
+#define SLUICE_TS_NET_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+typedef struct ts_addr {
+    struct sockaddr_storage sa;
+    socklen_t len;
+} ts_addr_t;
+
+/* The loopback address of family (AF_INET: 127.0.0.1, AF_INET6: ::1) with port. */
+void ts_addr_loopback(ts_addr_t *a, int family, uint16_t port);
+
+/* Parses "127.0.0.1:5000" or "[::1]:5000" (numeric only). Returns 0 or -1. */
+int ts_addr_parse(const char *s, ts_addr_t *a);
+
+/* Formats as "127.0.0.1:5000" / "[::1]:5000" into buf; returns buf. */
+const char *ts_addr_str(const ts_addr_t *a, char *buf, size_t cap);
+
+uint16_t ts_addr_port(const ts_addr_t *a);
+
+/* 1 when both hold the same family, address and port. */
+int ts_addr_eq(const ts_addr_t *a, const ts_addr_t *b);
+
+/* A non-blocking UDP socket bound to the loopback of family on port 0; the
+ * bound address goes to *bound (may be NULL). Returns the fd or -1. */
+int ts_udp_bind(int family, ts_addr_t *bound);
+
+/* Sends one datagram. Returns 0, or -1 when it was not sent whole. */
+int ts_udp_send(int fd, const ts_addr_t *to, const void *buf, size_t len);
+
+/* Receives one datagram, waiting until deadline. Returns its length (0 is a
+ * valid empty datagram), or -1 with errno ETIMEDOUT when none arrived. *from
+ * may be NULL. */
+ssize_t ts_udp_recv(int fd, void *buf, size_t cap, int64_t deadline, ts_addr_t *from);
+
+/* A blocking TCP connection to a (loopback) address, made before deadline.
+ * Returns the fd or -1. */
+int ts_tcp_connect(const ts_addr_t *to, int64_t deadline);
+
+/* Writes all of buf. Returns 0 or -1. */
+int ts_tcp_send_all(int fd, const void *buf, size_t len);
+
+/* Reads until the peer closes, cap bytes are held, or deadline. Returns bytes
+ * read; *closed is set to 1 when EOF (or a reset) was seen. */
+size_t ts_tcp_read_until_close(int fd, void *buf, size_t cap, int64_t deadline, int *closed);
+
+/* Established TCP connections that process pid holds to remote_port (looked
+ * up in /proc/<pid>/fd and /proc/net/tcp{,6}). Returns the count, or -1 when
+ * /proc cannot be read. Lets a test check "N tunnels, one connection". */
+int ts_tcp_count_conns(pid_t pid, uint16_t remote_port);
+
+#endif
