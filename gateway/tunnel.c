@@ -351,8 +351,14 @@ static int respond(tunnel_t *t, int status)
         NV("cache-control", "no-store"),
         NV("allow", "POST"),
     };
+    /* RFC 9110 §15.5.2: a 401 names the scheme the client should use. */
+    nghttp2_nv challenge = NV("www-authenticate", "Sluice-HMAC realm=\"sluice\"");
 #undef NV
-    size_t nnv = status == 405 ? 4 : 3;
+    size_t nnv = 3;
+    if (status == 405)
+        nnv = 4;
+    else if (status == 401)
+        nva[nnv++] = challenge;
     nghttp2_data_provider body = {.source.ptr = t, .read_callback = body_read};
     return nghttp2_submit_response(t->conn->h2, t->stream_id, nva, nnv, &body);
 }
@@ -512,8 +518,11 @@ void tunnel_close(tunnel_t *t, uint64_t code, const char *reason, int rst)
         return;
     t->state = TUNNEL_CLOSING;
     size_t rlen = strlen(reason);
-    if (rlen > sizeof t->close_capsule - CAPSULE_MAX_HEADER - 8)
+    if (rlen > sizeof t->close_capsule - CAPSULE_MAX_HEADER - 8) {
         rlen = sizeof t->close_capsule - CAPSULE_MAX_HEADER - 8;
+        while (rlen && ((uint8_t)reason[rlen] & 0xc0) == 0x80)
+            rlen--; /* cut on a UTF-8 character boundary */
+    }
     ssize_t n = capsule_encode_close(t->close_capsule, sizeof t->close_capsule, code, reason,
                                      rlen);
     t->close_len = n > 0 ? (size_t)n : 0;

@@ -83,7 +83,9 @@ ssize_t capsule_encode(uint8_t *dst, size_t cap, uint64_t type, const uint8_t *v
 /* DATAGRAM with context id 0 around one UDP payload. */
 ssize_t capsule_encode_datagram(uint8_t *dst, size_t cap, const uint8_t *payload, size_t len);
 
-/* CLOSE with a code and a reason (reason may be NULL when reason_len is 0). */
+/* CLOSE with a code and a reason (reason may be NULL when reason_len is 0).
+ * A reason that is not valid UTF-8 is refused with PROTO_ERR_MALFORMED, so we
+ * never send a CLOSE the peer must reject. */
 ssize_t capsule_encode_close(uint8_t *dst, size_t cap, uint64_t code, const char *reason,
                              size_t reason_len);
 

@@ -16,6 +16,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "proto.h"
+
 enum cred_hash {
     CRED_SHA1 = 0,
     CRED_SHA256 = 1,
@@ -47,8 +49,10 @@ const char *cred_strerror(int rc);
 int cred_parse_username(const char *username, size_t len, uint64_t *expiry,
                         const char **user, size_t *user_len);
 
-/* Writes base64(HMAC(secret, username)) into out (cap >= CRED_B64_MAX + 1,
- * NUL-terminated). Returns its length or PROTO_ERR_SPACE. */
+/* Writes base64(HMAC(secret, username)) into out, NUL-terminated (cap must
+ * hold the encoding and the NUL; CRED_B64_MAX + 1 always does). Returns its
+ * length, PROTO_ERR_SPACE when cap is too small, or PROTO_ERR_RANGE for an
+ * unknown hash, a secret over INT_MAX bytes or an HMAC failure. */
 ssize_t cred_sign(enum cred_hash hash, const uint8_t *secret, size_t secret_len,
                   const char *username, size_t username_len, char *out, size_t cap);
 

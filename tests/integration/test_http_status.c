@@ -145,6 +145,9 @@ Test(http_status, unauthorized_401_never_reveals_the_tenant, .fini = teardown)
     const char *path = "/v1/tunnel/acme/sfu";
     cred_t wrong = mint(CRED_SHA1, "not-the-secret", 600, NULL);
     ts_http_resp_t *wrong_r = refused("wrong secret", "POST", path, &wrong, 401);
+    cr_expect(ts_memmem(wrong_r->headers, strlen(wrong_r->headers), "www-authenticate: Sluice-HMAC"),
+              "401 without a www-authenticate challenge (RFC 9110 15.5.2); headers:\n%s",
+              wrong_r->headers);
 
     cred_t ok = mint(CRED_SHA1, TS_FX_SECRET, 600, NULL);
     ts_http_resp_t *unknown_r = refused("unknown tenant", "POST", "/v1/tunnel/nosuch/sfu", &ok, 401);
