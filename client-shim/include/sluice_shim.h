@@ -1,0 +1,232 @@
+/*
+ * sluice_shim.h — client library for sluice tunnels.
+ *
+ * A sluice_client_t is one HTTP/2-over-TLS connection to a sluice gateway. On
+ * it the application opens tunnels (sluice_tunnel_t), each one HTTP/2 stream
+ * `POST /v1/tunnel/{tenant}/{kind}` whose request and response bodies carry
+ * UDP payloads as RFC 9297 capsules. The library runs on the caller's libev
+ * loop and never blocks it, except for name resolution (see
+ * sluice_client_connect).
+ *
+ * Threading: none. Every function must be called from the loop's thread.
+ *
+ * Callbacks: every callback may call any function of this API, including
+ * sluice_client_free() and sluice_tunnel_close(); the library defers its own
+ * clean-up until the callback has returned. Functions never call back into
+ * the application synchronously: events are delivered from the loop.
+ *
+ * Ownership: option strings are copied; the caller keeps its own. A tunnel is
+ * owned by the library and stays valid until its on_close callback returns
+ * (after which the pointer must not be used); a client is owned by the caller
+ * and released with sluice_client_free().
+ */
+#ifndef SLUICE_SHIM_H
+#define SLUICE_SHIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct ev_loop;
+
+#define SLUICE_SHIM_VERSION "0.1.0"
+
+/* Largest UDP payload a tunnel carries: the capsule value limit (65535) less
+ * the DATAGRAM context id. Longer payloads are refused by sluice_tunnel_send. */
+#define SLUICE_MAX_PAYLOAD 65534u
+
+/* Return codes. 0 is success; errors are negative. */
+enum sluice_err {
+    SLUICE_OK = 0,
+    SLUICE_ERR_INVALID = -1, /* a required argument is missing or malformed */
+    SLUICE_ERR_STATE = -2,   /* not allowed in the object's current state */
+    SLUICE_ERR_NOMEM = -3,   /* allocation failed */
+    SLUICE_ERR_TOO_BIG = -4, /* payload longer than SLUICE_MAX_PAYLOAD */
+    SLUICE_ERR_FULL = -5,    /* signaling queue full: this packet was dropped */
+};
+
+/* Static text for a sluice_err ("ok" for >= 0). */
+const char *sluice_strerror(int err);
+
+/* CLOSE capsule codes (the wire values of proto/README.md §CLOSE). */
+enum sluice_close_code {
+    SLUICE_CLOSE_NORMAL = 0x00,
+    SLUICE_CLOSE_IDLE_TIMEOUT = 0x01,
+    SLUICE_CLOSE_PROTOCOL_ERROR = 0x02,
+    SLUICE_CLOSE_CREDENTIAL_EXPIRED = 0x03,
+    SLUICE_CLOSE_TENANT_DISABLED = 0x04,
+    SLUICE_CLOSE_BACKEND_UNREACHABLE = 0x05,
+    SLUICE_CLOSE_OVERLOAD = 0x06,
+    SLUICE_CLOSE_SHUTTING_DOWN = 0x07,
+    SLUICE_CLOSE_RATE_LIMITED = 0x08,
+    SLUICE_CLOSE_INTERNAL_ERROR = 0x09,
+};
+
+/* close_code reported by on_close when the tunnel ended without a CLOSE
+ * capsule: refused, reset, timed out or the connection was lost. The reason
+ * string then says what happened. */
+#define SLUICE_CLOSE_NO_CODE UINT64_MAX
+
+/* ---------------------------------------------------------------- client */
+
+typedef struct st_sluice_client_t sluice_client_t;
+typedef struct st_sluice_tunnel_t sluice_tunnel_t;
+
+typedef enum sluice_state {
+    SLUICE_CONNECTING = 0, /* connect started (detail: "host:port") */
+    SLUICE_CONNECTED = 1,  /* TLS up, ALPN h2, SETTINGS sent (detail: "alpn=h2 TLSv1.3") */
+    SLUICE_FAILED = 2,     /* connection failed or broke; detail says why */
+    SLUICE_CLOSED = 3,     /* orderly end: sluice_client_close(), or the gateway sent
+                            * GOAWAY and finished; detail says which */
+} sluice_state_t;
+
+/* Static name of a state ("connecting", ...). */
+const char *sluice_state_name(sluice_state_t state);
+
+typedef struct sluice_client_opts {
+    const char *host;        /* required: DNS name or IP literal (IPv6 without brackets) */
+    uint16_t port;           /* 0: 443 */
+    const char *server_name; /* name to verify and send as SNI; NULL: host */
+    const char *ca_file;     /* PEM trust anchors; NULL: the system trust store */
+    uint32_t connect_timeout_ms;   /* TCP connect deadline; 0: 10000 */
+    uint32_t handshake_timeout_ms; /* TLS handshake deadline; 0: 10000 */
+    /* HTTP/2 PING after this much silence from the gateway; the connection
+     * fails when a second interval passes without any frame. 0: off. */
+    uint32_t keepalive_ms;
+    /* State changes. FAILED and CLOSED are final and reported once, after the
+     * on_close of every tunnel. Not called from sluice_client_free(). */
+    void (*on_state)(sluice_client_t *client, sluice_state_t state, const char *detail,
+                     void *ud);
+    void *ud;
+} sluice_client_opts_t;
+
+/* Creates an idle client on loop; no I/O happens until sluice_client_connect.
+ * Returns the client, or NULL with a NUL-terminated message in err (may be
+ * NULL) when opts are invalid, the CA file cannot be loaded or memory runs
+ * out. The caller owns the client and frees it with sluice_client_free(). */
+sluice_client_t *sluice_client_new(struct ev_loop *loop, const sluice_client_opts_t *opts,
+                                   char *err, size_t errlen);
+
+/* Starts connecting: name resolution, TCP, TLS (certificate chain and name
+ * verified), ALPN h2, HTTP/2 preface. The outcome arrives through on_state:
+ * CONNECTED, or FAILED with a detail naming the cause (resolution, refused,
+ * certificate error text, ALPN, timeout). Name resolution uses getaddrinfo()
+ * and blocks the loop while it runs; pass an IP literal to avoid that.
+ * Returns 0, or SLUICE_ERR_STATE when already called. */
+int sluice_client_connect(sluice_client_t *client);
+
+/* Orderly close: every tunnel is closed as by sluice_tunnel_close, a GOAWAY
+ * is sent, and once the streams are done the TLS connection is shut down.
+ * on_state reports CLOSED at the end (FAILED if the connection breaks first).
+ * Bound the wait with your own timer and sluice_client_free(). No-op once
+ * closing or finished. */
+void sluice_client_close(sluice_client_t *client);
+
+/* Releases the client and every tunnel on it, at once and without calling
+ * any callback; tunnel pointers become invalid. Safe inside any callback (the
+ * memory is released when the callback returns). NULL is a no-op. */
+void sluice_client_free(sluice_client_t *client);
+
+/* Current state (CONNECTING also before sluice_client_connect). */
+sluice_state_t sluice_client_state(const sluice_client_t *client);
+
+/* ---------------------------------------------------------------- tunnels */
+
+typedef struct sluice_tunnel_opts {
+    const char *tenant;     /* required; [A-Za-z0-9._~-]+ */
+    const char *kind;       /* required: "sfu" or "turn" (any token is sent as given) */
+    const char *region;     /* optional; NULL or "" for the gateway's default */
+    const char *username;   /* required: tunnel-username header */
+    const char *credential; /* required: tunnel-credential header */
+    /* Uplink queue bounds in bytes (0: 65536 each). Media drops its oldest
+     * packets when full; signaling refuses new packets when full. */
+    size_t media_queue_bytes;
+    size_t signal_queue_bytes;
+    /* Queued media older than this is dropped instead of sent (0: 500 ms). */
+    uint32_t media_max_age_ms;
+    /* Deadline for the response headers and for the gateway to end the stream
+     * after sluice_tunnel_close (0: 10000 and 2000). */
+    uint32_t response_timeout_ms;
+    uint32_t close_timeout_ms;
+
+    /* The gateway answered 200: the tunnel carries packets both ways. */
+    void (*on_open)(sluice_tunnel_t *tunnel, void *ud);
+    /* One UDP payload from the gateway (is_signal: it came as a SIGNAL capsule).
+     * p is valid during the call only. */
+    void (*on_packet)(sluice_tunnel_t *tunnel, const uint8_t *p, size_t len, int is_signal,
+                      void *ud);
+    /* The tunnel ended; called exactly once unless the client is freed first.
+     *   http_status  200, the refusing status (reason = its text/plain body, at
+     *                most 512 bytes), or 0 when no response arrived;
+     *   close_code   the gateway's CLOSE code, SLUICE_CLOSE_NORMAL after
+     *                sluice_tunnel_close, or SLUICE_CLOSE_NO_CODE;
+     *   reason       NUL-terminated, never NULL; valid during the call.
+     * The tunnel is released when this returns. */
+    void (*on_close)(sluice_tunnel_t *tunnel, int http_status, uint64_t close_code,
+                     const char *reason, void *ud);
+    void *ud;
+} sluice_tunnel_opts_t;
+
+/* Opens a tunnel. Allowed while the client connects (the request waits until
+ * it is connected) or is connected. Packets given to sluice_tunnel_send are
+ * queued until the gateway answers 200, within the queue bounds. Returns the
+ * tunnel (owned by the library), or NULL when the arguments are invalid, the
+ * client is closing or finished, or memory runs out. */
+sluice_tunnel_t *sluice_tunnel_open(sluice_client_t *client, const sluice_tunnel_opts_t *opts);
+
+/* Queues one UDP payload. RFC 7983 first-byte classification decides its
+ * class: STUN and DTLS go as SIGNAL capsules ahead of media, the rest as
+ * DATAGRAM capsules. The payload is copied. Returns 0 when queued (older
+ * media may have been dropped to make room; see the stats), SLUICE_ERR_FULL
+ * when a signaling packet found its queue full (dropped and counted),
+ * SLUICE_ERR_TOO_BIG, or SLUICE_ERR_STATE after sluice_tunnel_close or once
+ * the tunnel has ended. */
+int sluice_tunnel_send(sluice_tunnel_t *tunnel, const uint8_t *p, size_t len);
+
+/* Ends the tunnel: queued packets are sent, then CLOSE(normal) and the end of
+ * the request body; on_close follows when the gateway has ended the stream or
+ * close_timeout_ms passed. Before the gateway has answered, the request is
+ * cancelled instead. No-op when already closing or ended. */
+void sluice_tunnel_close(sluice_tunnel_t *tunnel);
+
+typedef struct sluice_tunnel_stats {
+    uint64_t tx_packets, tx_bytes;   /* payloads handed to HTTP/2 */
+    uint64_t rx_packets, rx_bytes;   /* payloads delivered to on_packet */
+    uint64_t dropped_media;          /* evicted (full) or expired (too old) */
+    uint64_t dropped_signal;         /* refused because the signaling queue was full */
+    uint64_t queued_bytes;           /* payload bytes waiting now */
+} sluice_tunnel_stats_t;
+
+/* Fills *out with the tunnel's counters. */
+void sluice_tunnel_stats(const sluice_tunnel_t *tunnel, sluice_tunnel_stats_t *out);
+
+/* The HTTP/2 stream id, 0 before the request is sent (for logs). */
+int32_t sluice_tunnel_stream_id(const sluice_tunnel_t *tunnel);
+
+/* ---------------------------------------------------------------- credentials */
+
+typedef enum sluice_hash {
+    SLUICE_HASH_SHA1 = 0,
+    SLUICE_HASH_SHA256 = 1,
+} sluice_hash_t;
+
+/* Mints a TURN-REST-style credential from a tenant secret (development and
+ * tests; production credentials come from the application's backend):
+ *   username   = "<expiry>" or "<expiry>:<user>"
+ *   credential = base64(HMAC(secret, username))
+ * user may be NULL or ""; it must not contain control characters.
+ * Writes NUL-terminated strings; a username_cap of 256 and credential_cap of
+ * 64 always suffice. Returns 0, or SLUICE_ERR_INVALID (bad user, empty
+ * secret, zero expiry, buffers too small). */
+int sluice_cred_mint(sluice_hash_t hash, const char *secret, size_t secret_len,
+                     uint64_t expiry, const char *user, char *username, size_t username_cap,
+                     char *credential, size_t credential_cap);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,246 @@
+/*
+ * cli_opts.c — sluice-shim option parsing (see shim_cli.h).
+ *
+ * Accepts "--name value" and "--name=value". Each option may be given once.
+ */
+#include "shim_cli.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static const char usage[] =
+    "Usage: sluice-shim --gateway https://HOST[:PORT] --tenant ID --kind sfu|turn\n"
+    "                   --listen ADDR:PORT (--username U --credential C | --secret S)\n"
+    "                   [options]\n"
+    "\n"
+    "Relays UDP between local applications and a sluice gateway: each local source\n"
+    "address that sends to --listen gets its own tunnel; replies go back to it.\n"
+    "\n"
+    "  --gateway URL        gateway, https://host[:port]; IPv6: https://[::1]:8443\n"
+    "  --tenant ID          tenant id\n"
+    "  --kind sfu|turn      backend kind\n"
+    "  --region NAME        region (default: the gateway's own)\n"
+    "  --listen ADDR:PORT   local UDP address, e.g. 127.0.0.1:5004 or [::1]:0;\n"
+    "                       port 0 picks a free port (printed on stdout)\n"
+    "  --username U         tunnel-username from your credential service\n"
+    "  --credential C       tunnel-credential from your credential service\n"
+    "  --secret S           mint credentials locally from the tenant secret\n"
+    "                       (development and tests only: the secret is visible in ps)\n"
+    "  --hash sha1|sha256   HMAC for --secret (default sha1)\n"
+    "  --ttl SECONDS        lifetime of minted credentials (default 3600)\n"
+    "  --user ID            user id in minted usernames\n"
+    "  --ca-file FILE       PEM trust anchors (default: the system store)\n"
+    "  --server-name NAME   name to verify in the certificate (default: URL host)\n"
+    "  --max-flows N        concurrent local flows (default 64)\n"
+    "  --flow-idle-ms MS    close a flow after this silence (default 60000)\n"
+    "  -v, --verbose        log tunnel events on stderr\n"
+    "  -h, --help           print this help\n"
+    "  --version            print the version\n";
+
+const char *shim_cli_usage(void)
+{
+    return usage;
+}
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err && errlen) {
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+/* Decimal unsigned in [min, max]. */
+static int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    uint64_t v = 0;
+
+    if (!*s)
+        return -1;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return -1;
+        if (v > (UINT64_MAX - 9) / 10)
+            return -1;
+        v = v * 10 + (uint64_t)(*s - '0');
+    }
+    if (v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+enum opt_id {
+    O_GATEWAY, O_TENANT, O_KIND, O_REGION, O_LISTEN, O_USERNAME, O_CREDENTIAL, O_SECRET,
+    O_HASH, O_TTL, O_USER, O_CA_FILE, O_SERVER_NAME, O_MAX_FLOWS, O_FLOW_IDLE, O_VERBOSE,
+    O_HELP, O_VERSION, O_COUNT
+};
+
+static const struct {
+    const char *name;
+    const char *short_name;
+    int has_arg;
+} opt_table[O_COUNT] = {
+    [O_GATEWAY] = {"--gateway", NULL, 1},     [O_TENANT] = {"--tenant", NULL, 1},
+    [O_KIND] = {"--kind", NULL, 1},           [O_REGION] = {"--region", NULL, 1},
+    [O_LISTEN] = {"--listen", NULL, 1},       [O_USERNAME] = {"--username", NULL, 1},
+    [O_CREDENTIAL] = {"--credential", NULL, 1}, [O_SECRET] = {"--secret", NULL, 1},
+    [O_HASH] = {"--hash", NULL, 1},           [O_TTL] = {"--ttl", NULL, 1},
+    [O_USER] = {"--user", NULL, 1},           [O_CA_FILE] = {"--ca-file", NULL, 1},
+    [O_SERVER_NAME] = {"--server-name", NULL, 1}, [O_MAX_FLOWS] = {"--max-flows", NULL, 1},
+    [O_FLOW_IDLE] = {"--flow-idle-ms", NULL, 1}, [O_VERBOSE] = {"--verbose", "-v", 0},
+    [O_HELP] = {"--help", "-h", 0},           [O_VERSION] = {"--version", NULL, 0},
+};
+
+/* Finds the option named by arg ("--name" or "--name=value"); *inline_val
+ * gets the text after '=' or NULL. Returns its id or -1. */
+static int opt_lookup(const char *arg, const char **inline_val)
+{
+    const char *eq = strchr(arg, '=');
+    size_t n = eq ? (size_t)(eq - arg) : strlen(arg);
+
+    *inline_val = eq ? eq + 1 : NULL;
+    for (int i = 0; i < O_COUNT; i++) {
+        if (strlen(opt_table[i].name) == n && strncmp(arg, opt_table[i].name, n) == 0)
+            return i;
+        if (opt_table[i].short_name && !eq && strcmp(arg, opt_table[i].short_name) == 0)
+            return i;
+    }
+    return -1;
+}
+
+/* Checks the combination of options once all are read. */
+static int validate(shim_cli_opts_t *o, const char *val[O_COUNT], char *err, size_t errlen)
+{
+    static const enum opt_id required[] = {O_GATEWAY, O_TENANT, O_KIND, O_LISTEN};
+    uint64_t v;
+
+    for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++)
+        if (!val[required[i]])
+            return fail(err, errlen, "%s is required (see --help)",
+                        opt_table[required[i]].name);
+
+    o->gateway = val[O_GATEWAY];
+    if (shim_url_parse(o->gateway, o->gw_host, sizeof(o->gw_host), &o->gw_port, err,
+                       errlen) < 0)
+        return -1;
+
+    o->tenant = val[O_TENANT];
+    if (!shim_token_valid(o->tenant, 128))
+        return fail(err, errlen, "--tenant: expected letters, digits, '.', '_', '~' or '-'");
+    o->kind = val[O_KIND];
+    if (strcmp(o->kind, "sfu") != 0 && strcmp(o->kind, "turn") != 0)
+        return fail(err, errlen, "--kind: expected sfu or turn, not '%s'", o->kind);
+    o->region = val[O_REGION];
+    if (o->region && !shim_token_valid(o->region, 128))
+        return fail(err, errlen, "--region: expected letters, digits, '.', '_', '~' or '-'");
+
+    o->listen_str = val[O_LISTEN];
+    if (shim_addr_parse(o->listen_str, &o->listen, &o->listen_len, err, errlen) < 0) {
+        char tmp[256];
+        snprintf(tmp, sizeof(tmp), "--listen: %s", err ? err : "");
+        return fail(err, errlen, "%s", tmp);
+    }
+
+    o->username = val[O_USERNAME];
+    o->credential = val[O_CREDENTIAL];
+    o->secret = val[O_SECRET];
+    if (o->secret) {
+        if (o->username || o->credential)
+            return fail(err, errlen, "--secret cannot be combined with --username/--credential");
+        if (!*o->secret)
+            return fail(err, errlen, "--secret: empty");
+    } else {
+        if (!o->username || !o->credential)
+            return fail(err, errlen,
+                        "give --username and --credential, or --secret to mint them");
+        if (val[O_HASH] || val[O_TTL] || val[O_USER])
+            return fail(err, errlen, "--hash, --ttl and --user only apply with --secret");
+    }
+    o->hash = SLUICE_HASH_SHA1;
+    if (val[O_HASH]) {
+        if (strcmp(val[O_HASH], "sha1") == 0)
+            o->hash = SLUICE_HASH_SHA1;
+        else if (strcmp(val[O_HASH], "sha256") == 0)
+            o->hash = SLUICE_HASH_SHA256;
+        else
+            return fail(err, errlen, "--hash: expected sha1 or sha256, not '%s'", val[O_HASH]);
+    }
+    o->ttl = SHIM_CLI_DEFAULT_TTL;
+    if (val[O_TTL]) {
+        if (parse_uint(val[O_TTL], 1, 10u * 365 * 86400, &v) < 0)
+            return fail(err, errlen, "--ttl: expected seconds between 1 and 315360000");
+        o->ttl = v;
+    }
+    o->user = val[O_USER];
+    if (o->user) {
+        for (const char *c = o->user; *c; c++)
+            if ((unsigned char)*c < 0x20 || *c == 0x7f)
+                return fail(err, errlen, "--user: control characters are not allowed");
+        if (strlen(o->user) > 200)
+            return fail(err, errlen, "--user: longer than 200 bytes");
+    }
+
+    o->ca_file = val[O_CA_FILE];
+    o->server_name = val[O_SERVER_NAME];
+    if (o->server_name && !*o->server_name)
+        return fail(err, errlen, "--server-name: empty");
+
+    o->max_flows = SHIM_CLI_DEFAULT_MAX_FLOWS;
+    if (val[O_MAX_FLOWS]) {
+        if (parse_uint(val[O_MAX_FLOWS], 1, SHIM_CLI_MAX_MAX_FLOWS, &v) < 0)
+            return fail(err, errlen, "--max-flows: expected 1 to %u", SHIM_CLI_MAX_MAX_FLOWS);
+        o->max_flows = (unsigned)v;
+    }
+    o->flow_idle_ms = SHIM_CLI_DEFAULT_FLOW_IDLE_MS;
+    if (val[O_FLOW_IDLE]) {
+        if (parse_uint(val[O_FLOW_IDLE], 100, 86400000u, &v) < 0)
+            return fail(err, errlen, "--flow-idle-ms: expected 100 to 86400000");
+        o->flow_idle_ms = (uint32_t)v;
+    }
+    return 0;
+}
+
+int shim_cli_parse(int argc, char *const argv[], shim_cli_opts_t *o, char *err, size_t errlen)
+{
+    const char *val[O_COUNT] = {0};
+    int seen[O_COUNT] = {0};
+
+    memset(o, 0, sizeof(*o));
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i], *inline_val;
+        int id = opt_lookup(arg, &inline_val);
+
+        if (id < 0)
+            return fail(err, errlen, "unknown option '%s' (see --help)", arg);
+        if (seen[id]++)
+            return fail(err, errlen, "%s given twice", opt_table[id].name);
+        if (!opt_table[id].has_arg) {
+            if (inline_val)
+                return fail(err, errlen, "%s takes no value", opt_table[id].name);
+            val[id] = "";
+            continue;
+        }
+        if (inline_val) {
+            val[id] = inline_val;
+        } else {
+            if (i + 1 >= argc)
+                return fail(err, errlen, "%s needs a value", opt_table[id].name);
+            val[id] = argv[++i];
+        }
+    }
+    o->help = val[O_HELP] != NULL;
+    o->version = val[O_VERSION] != NULL;
+    o->verbose = val[O_VERBOSE] != NULL;
+    if (o->help || o->version)
+        return 0;
+    return validate(o, val, err, errlen);
+}

@@ -1,0 +1,643 @@
+/*
+ * client.c — one connection to a gateway: lifecycle, socket I/O, the pump
+ * between socket, TLS and HTTP/2, and deferred work (see shim_internal.h).
+ *
+ * Data path in:  recv -> _rbio -> SSL_read -> nghttp2_session_mem_recv
+ * Data path out: nghttp2_session_mem_send -> _tx -> SSL_write -> _wbio -> send
+ *
+ * Output is produced only in client_flush, which the ev_prepare watcher runs
+ * before the loop blocks, so everything queued during one loop iteration
+ * (many packets, many tunnels) leaves in as few TLS records and send() calls
+ * as possible. Output stops being pulled from nghttp2 while more than
+ * SHIM_TLS_OUT_HIGH bytes wait for the socket; the tunnels' bounded queues
+ * absorb the rest.
+ */
+#include <errno.h>
+#include <openssl/err.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "shim_addr.h"
+#include "shim_internal.h"
+
+#define DEFAULT_TIMEOUT_MS 10000u
+
+const char *sluice_strerror(int err)
+{
+    switch (err) {
+    case SLUICE_ERR_INVALID: return "invalid argument";
+    case SLUICE_ERR_STATE: return "not allowed in this state";
+    case SLUICE_ERR_NOMEM: return "out of memory";
+    case SLUICE_ERR_TOO_BIG: return "payload too large";
+    case SLUICE_ERR_FULL: return "signaling queue full";
+    default: return err >= 0 ? "ok" : "unknown error";
+    }
+}
+
+const char *sluice_state_name(sluice_state_t state)
+{
+    switch (state) {
+    case SLUICE_CONNECTING: return "connecting";
+    case SLUICE_CONNECTED: return "connected";
+    case SLUICE_FAILED: return "failed";
+    case SLUICE_CLOSED: return "closed";
+    }
+    return "unknown";
+}
+
+uint32_t shim_client__now_ms(const sluice_client_t *c)
+{
+    return (uint32_t)(uint64_t)(ev_now(c->loop) * 1000.0);
+}
+
+int shim_client__usable(const sluice_client_t *c)
+{
+    return !c->_free_requested && !c->_end_pending && c->phase < SHIM_PHASE_CLOSING &&
+           !c->_goaway_recv;
+}
+
+void shim_client__kick(sluice_client_t *c)
+{
+    c->_kicked = 1;
+    if (!ev_is_active(&c->_prep))
+        ev_prepare_start(c->loop, &c->_prep);
+}
+
+static void client_stop_io(sluice_client_t *c)
+{
+    ev_io_stop(c->loop, &c->_rio);
+    ev_io_stop(c->loop, &c->_wio);
+    ev_timer_stop(c->loop, &c->_timer);
+    ev_timer_stop(c->loop, &c->_keepalive);
+    shim_dial_cancel(&c->_dial);
+}
+
+void shim_client__end(sluice_client_t *c, sluice_state_t state, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (c->_end_pending || c->phase == SHIM_PHASE_DONE)
+        return;
+    c->_end_pending = 1;
+    c->_end_state = state;
+    va_start(ap, fmt);
+    vsnprintf(c->_detail, sizeof(c->_detail), fmt, ap);
+    va_end(ap);
+    /* Nothing more is read or timed; the teardown runs from the loop. */
+    ev_io_stop(c->loop, &c->_rio);
+    ev_timer_stop(c->loop, &c->_timer);
+    ev_timer_stop(c->loop, &c->_keepalive);
+    shim_dial_cancel(&c->_dial);
+    shim_client__kick(c);
+}
+
+static void app_state(sluice_client_t *c, sluice_state_t state, const char *detail)
+{
+    if (!c->on_state || c->_free_requested)
+        return;
+    c->_depth++;
+    c->on_state(c, state, detail, c->ud);
+    c->_depth--;
+}
+
+/* ---------------------------------------------------------------- output */
+
+/* Hands the coalesced HTTP/2 bytes to TLS. A memory BIO takes all of it. */
+static int client_tls_write(sluice_client_t *c)
+{
+    int n = SSL_write(c->_ssl, c->_tx, (int)c->_txlen);
+
+    if (n <= 0 || (size_t)n != c->_txlen) {
+        char e[200];
+        ERR_error_string_n(ERR_get_error(), e, sizeof(e));
+        ERR_clear_error();
+        shim_client__end(c, SLUICE_FAILED, "TLS write failed: %s", e);
+        return -1;
+    }
+    c->_txlen = 0;
+    return 0;
+}
+
+/* Sends what TLS has produced. Returns 0 (all sent, or the rest waits for
+ * EV_WRITE) or -1 after ending the client. */
+static int client_sock_write(sluice_client_t *c)
+{
+    for (;;) {
+        char *p = NULL;
+        long pending = BIO_get_mem_data(c->_wbio, &p);
+        ssize_t w;
+
+        if (pending <= 0) {
+            ev_io_stop(c->loop, &c->_wio);
+            return 0;
+        }
+        w = send(c->fd, p, (size_t)pending, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                ev_io_start(c->loop, &c->_wio);
+                return 0;
+            }
+            shim_client__end(c, SLUICE_FAILED, "write to gateway: %s", strerror(errno));
+            return -1;
+        }
+        /* Consume what went out; _buf is free scratch outside client_on_read. */
+        while (w > 0) {
+            int k = BIO_read(c->_wbio, c->_buf, w > (ssize_t)sizeof(c->_buf)
+                                                    ? (int)sizeof(c->_buf) : (int)w);
+            if (k <= 0)
+                break;
+            w -= k;
+        }
+    }
+}
+
+/* The HTTP/2 session has nothing left to read or write: both sides sent or
+ * received GOAWAY and every stream is closed. Close TLS, then the client. */
+static void client_session_done(sluice_client_t *c)
+{
+    SSL_shutdown(c->_ssl); /* queues close_notify; teardown sends it */
+    ERR_clear_error();
+    if (c->phase == SHIM_PHASE_CLOSING)
+        shim_client__end(c, SLUICE_CLOSED, "closed by the application");
+    else if (c->_goaway_recv)
+        shim_client__end(c, c->_goaway_code == NGHTTP2_NO_ERROR ? SLUICE_CLOSED : SLUICE_FAILED,
+                         "%s", c->_goaway);
+    else
+        shim_client__end(c, SLUICE_FAILED, "HTTP/2 session ended");
+}
+
+static void client_flush(sluice_client_t *c)
+{
+    if (c->_end_pending || c->fd < 0 || !c->_ssl)
+        return;
+    if (c->_h2) {
+        while ((size_t)BIO_ctrl_pending(c->_wbio) < SHIM_TLS_OUT_HIGH) {
+            const uint8_t *data;
+            ssize_t n = nghttp2_session_mem_send(c->_h2, &data);
+            if (n < 0) {
+                shim_client__end(c, SLUICE_FAILED, "HTTP/2 error: %s",
+                                 nghttp2_strerror((int)n));
+                return;
+            }
+            if (n == 0)
+                break;
+            while (n > 0) {
+                size_t k = sizeof(c->_tx) - c->_txlen;
+                if (k > (size_t)n)
+                    k = (size_t)n;
+                memcpy(c->_tx + c->_txlen, data, k);
+                c->_txlen += k;
+                data += k;
+                n -= (ssize_t)k;
+                if (c->_txlen == sizeof(c->_tx) && client_tls_write(c) < 0)
+                    return;
+            }
+            if (c->_end_pending)
+                return;
+        }
+        if (c->_txlen && client_tls_write(c) < 0)
+            return;
+    }
+    if (client_sock_write(c) < 0)
+        return;
+    if (c->_h2 && !nghttp2_session_want_read(c->_h2) && !nghttp2_session_want_write(c->_h2))
+        client_session_done(c);
+}
+
+/* ---------------------------------------------------------------- teardown */
+
+static void client_teardown(sluice_client_t *c)
+{
+    const char *what = c->_end_state == SLUICE_CLOSED ? "connection closed" : "connection lost";
+
+    c->_end_pending = 0;
+    /* Best effort: a TLS alert or close_notify still waiting goes out once. */
+    if (c->fd >= 0 && c->_wbio) {
+        char *p = NULL;
+        long pending = BIO_get_mem_data(c->_wbio, &p);
+        if (pending > 0 && send(c->fd, p, (size_t)pending, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+            (void)0; /* nothing more to do: the connection is going */
+    }
+    client_stop_io(c);
+    if (c->fd >= 0) {
+        close(c->fd);
+        c->fd = -1;
+    }
+    if (c->_h2) {
+        nghttp2_session_del(c->_h2);
+        c->_h2 = NULL;
+    }
+    shim_tls__free(c);
+    c->phase = SHIM_PHASE_DONE;
+    for (sluice_tunnel_t *t = c->_head; t; t = t->_next) {
+        t->_stream_gone = 1;
+        ev_timer_stop(c->loop, &t->_timer);
+        if (t->_closing)
+            shim_tunnel__finish(t, t->status, SLUICE_CLOSE_NORMAL, "closed by the application");
+        else
+            shim_tunnel__finish(t, t->status, SLUICE_CLOSE_NO_CODE, "%s: %s", what, c->_detail);
+    }
+    c->_report_end = 1;
+}
+
+static void client_destroy(sluice_client_t *c)
+{
+    client_stop_io(c);
+    ev_prepare_stop(c->loop, &c->_prep);
+    if (c->fd >= 0)
+        close(c->fd);
+    if (c->_h2)
+        nghttp2_session_del(c->_h2);
+    shim_tls__free(c);
+    SSL_CTX_free(c->_ctx);
+    while (c->_head)
+        shim_tunnel__free(c->_head);
+    free(c->_host);
+    free(c->_server_name);
+    free(c);
+}
+
+/* Delivers what happened: state changes, then each finished tunnel's
+ * on_close (freeing it once nghttp2 is done with it), then the final state
+ * once no tunnel is left. */
+static void client_dispatch(sluice_client_t *c)
+{
+    sluice_tunnel_t *t, *next;
+
+    if (c->_report_connecting) {
+        c->_report_connecting = 0;
+        app_state(c, SLUICE_CONNECTING, c->_authority);
+    }
+    if (c->_report_connected && !c->_free_requested) {
+        c->_report_connected = 0;
+        app_state(c, SLUICE_CONNECTED, c->_connected_detail);
+    }
+    for (t = c->_head; t && !c->_free_requested; t = next) {
+        next = t->_next;
+        if (t->_finished && !t->_reported) {
+            t->_reported = 1;
+            if (t->_cb.on_close) {
+                c->_depth++;
+                t->_cb.on_close(t, t->_result_status, t->_result_code, t->_reason, t->_cb.ud);
+                c->_depth--;
+            }
+        }
+        if (t->_reported && t->_stream_gone)
+            shim_tunnel__free(t);
+    }
+    if (c->_report_end && !c->_head && !c->_free_requested) {
+        c->_report_end = 0;
+        app_state(c, c->_end_state, c->_detail);
+    }
+}
+
+/* The deferred work. Work that callbacks create while it runs is done in
+ * further rounds, so it does not wait for the next loop iteration. */
+static void client_run(sluice_client_t *c)
+{
+    for (int round = 0; round < 8; round++) {
+        c->_kicked = 0;
+        if (c->_free_requested) {
+            client_destroy(c);
+            return;
+        }
+        if (c->phase >= SHIM_PHASE_TLS && c->phase < SHIM_PHASE_DONE)
+            client_flush(c);
+        if (c->_end_pending)
+            client_teardown(c);
+        client_dispatch(c);
+        if (c->_free_requested) {
+            client_destroy(c);
+            return;
+        }
+        if (!c->_kicked) {
+            ev_prepare_stop(c->loop, &c->_prep);
+            return;
+        }
+    }
+}
+
+static void client_on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    client_run(SHIM_OWNER(w, sluice_client_t, _prep));
+}
+
+/* ---------------------------------------------------------------- input */
+
+static void client_ready(sluice_client_t *c)
+{
+    char err[SHIM_DETAIL_MAX];
+
+    ev_timer_stop(c->loop, &c->_timer);
+    if (shim_h2__session_new(c, err, sizeof(err)) < 0) {
+        shim_client__end(c, SLUICE_FAILED, "%s", err);
+        return;
+    }
+    c->phase = SHIM_PHASE_READY;
+    snprintf(c->_connected_detail, sizeof(c->_connected_detail), "alpn=h2 %s",
+             SSL_get_version(c->_ssl));
+    c->_report_connected = 1;
+    if (c->_keepalive_ms) {
+        double iv = c->_keepalive_ms / 2000.0;
+        ev_timer_set(&c->_keepalive, iv, iv);
+        ev_timer_start(c->loop, &c->_keepalive);
+    }
+    for (sluice_tunnel_t *t = c->_head; t; t = t->_next)
+        if (!t->_finished && t->stream_id == 0) {
+            int rv = shim_h2__submit(t);
+            if (rv < 0)
+                shim_tunnel__finish(t, 0, SLUICE_CLOSE_NO_CODE, "cannot send the request: %s",
+                                    nghttp2_strerror(rv));
+        }
+    shim_client__kick(c);
+}
+
+/* Runs TLS (and HTTP/2 once up) over what the read BIO holds. Returns 0, or
+ * -1 when the client ended or was freed. */
+static int client_tls_in(sluice_client_t *c)
+{
+    char err[SHIM_DETAIL_MAX];
+
+    if (c->phase == SHIM_PHASE_TLS) {
+        int rc = shim_tls__handshake(c, err, sizeof(err));
+        if (rc < 0) {
+            shim_client__end(c, SLUICE_FAILED, "%s", err);
+            return -1;
+        }
+        if (rc == 0)
+            return 0;
+        client_ready(c);
+        if (c->_end_pending)
+            return -1;
+    }
+    for (;;) {
+        int n = SSL_read(c->_ssl, c->_plain, (int)sizeof(c->_plain));
+        if (n > 0) {
+            ssize_t rv = nghttp2_session_mem_recv(c->_h2, c->_plain, (size_t)n);
+            if (rv < 0) {
+                shim_client__end(c, SLUICE_FAILED, "HTTP/2 error: %s",
+                                 nghttp2_strerror((int)rv));
+                return -1;
+            }
+            if (c->_end_pending || c->_free_requested)
+                return -1;
+            continue;
+        }
+        switch (SSL_get_error(c->_ssl, n)) {
+        case SSL_ERROR_WANT_READ:
+        case SSL_ERROR_WANT_WRITE:
+            ERR_clear_error();
+            return 0;
+        case SSL_ERROR_ZERO_RETURN:
+            c->_peer_close_notify = 1;
+            return 0;
+        default: {
+            unsigned long e = ERR_get_error();
+            ERR_error_string_n(e, err, sizeof(err));
+            ERR_clear_error();
+            shim_client__end(c, SLUICE_FAILED, "TLS error: %s", e ? err : "connection broken");
+            return -1;
+        }
+        }
+    }
+}
+
+static void client_on_eof(sluice_client_t *c)
+{
+    if (c->phase == SHIM_PHASE_TLS)
+        shim_client__end(c, SLUICE_FAILED,
+                         "gateway closed the connection during the TLS handshake");
+    else if (c->phase == SHIM_PHASE_CLOSING)
+        shim_client__end(c, SLUICE_CLOSED, "closed by the application");
+    else if (c->_goaway_recv)
+        shim_client__end(c, c->_goaway_code == NGHTTP2_NO_ERROR ? SLUICE_CLOSED : SLUICE_FAILED,
+                         "%s", c->_goaway);
+    else
+        shim_client__end(c, SLUICE_FAILED, "gateway closed the connection%s",
+                         c->_peer_close_notify ? "" : " (no TLS close_notify)");
+}
+
+static void client_on_read(struct ev_loop *loop, ev_io *w, int revents)
+{
+    sluice_client_t *c = SHIM_OWNER(w, sluice_client_t, _rio);
+
+    for (int i = 0; i < SHIM_READS_PER_EVENT; i++) {
+        ssize_t n = recv(c->fd, c->_buf, sizeof(c->_buf), 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                shim_client__end(c, SLUICE_FAILED, "read from gateway: %s", strerror(errno));
+            break;
+        }
+        if (n == 0) {
+            client_on_eof(c);
+            break;
+        }
+        c->_last_rx = ev_now(loop);
+        if (BIO_write(c->_rbio, c->_buf, (int)n) != (int)n) {
+            shim_client__end(c, SLUICE_FAILED, "out of memory");
+            break;
+        }
+        if (client_tls_in(c) < 0)
+            break;
+        if (c->_peer_close_notify) {
+            client_on_eof(c);
+            break;
+        }
+    }
+    shim_client__kick(c);
+}
+
+static void client_on_write(struct ev_loop *loop, ev_io *w, int revents)
+{
+    shim_client__kick(SHIM_OWNER(w, sluice_client_t, _wio));
+}
+
+static void client_on_handshake_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    sluice_client_t *c = SHIM_OWNER(w, sluice_client_t, _timer);
+
+    shim_client__end(c, SLUICE_FAILED, "TLS handshake with %s timed out after %u ms",
+                     c->_authority, (unsigned)c->_handshake_timeout_ms);
+}
+
+/* HTTP/2 PING (RFC 9113 §6.7) after a quiet interval; fail after two. */
+static void client_on_keepalive(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    sluice_client_t *c = SHIM_OWNER(w, sluice_client_t, _keepalive);
+    ev_tstamp quiet = ev_now(loop) - c->_last_rx;
+    ev_tstamp iv = c->_keepalive_ms / 1000.0;
+
+    if (!c->_h2)
+        return;
+    if (quiet >= 2 * iv) {
+        shim_client__end(c, SLUICE_FAILED, "gateway silent for %.0f ms (keepalive)",
+                         quiet * 1000);
+        return;
+    }
+    if (quiet >= iv) {
+        nghttp2_submit_ping(c->_h2, NGHTTP2_FLAG_NONE, NULL);
+        shim_client__kick(c);
+    }
+}
+
+static void client_on_dialed(shim_dial_t *d, int fd, const char *derr)
+{
+    sluice_client_t *c = d->ud;
+    char err[SHIM_DETAIL_MAX];
+
+    if (fd < 0) {
+        shim_client__end(c, SLUICE_FAILED, "%s", derr);
+        return;
+    }
+    c->fd = fd;
+    c->phase = SHIM_PHASE_TLS;
+    c->_last_rx = ev_now(c->loop);
+    if (shim_tls__begin(c, err, sizeof(err)) < 0) {
+        shim_client__end(c, SLUICE_FAILED, "%s", err);
+        return;
+    }
+    ev_io_set(&c->_rio, fd, EV_READ);
+    ev_io_set(&c->_wio, fd, EV_WRITE);
+    ev_io_start(c->loop, &c->_rio);
+    ev_timer_set(&c->_timer, c->_handshake_timeout_ms / 1000.0, 0.);
+    ev_timer_start(c->loop, &c->_timer);
+    /* Produces the ClientHello; the flush sends it. */
+    if (shim_tls__handshake(c, err, sizeof(err)) < 0)
+        shim_client__end(c, SLUICE_FAILED, "%s", err);
+    shim_client__kick(c);
+}
+
+/* ---------------------------------------------------------------- API */
+
+sluice_client_t *sluice_client_new(struct ev_loop *loop, const sluice_client_opts_t *opts,
+                                   char *err, size_t errlen)
+{
+    char tmp[SHIM_DETAIL_MAX];
+    sluice_client_t *c;
+
+    if (!err) {
+        err = tmp;
+        errlen = sizeof(tmp);
+    }
+    if (!loop || !opts || !opts->host || !*opts->host) {
+        snprintf(err, errlen, "a loop and opts->host are required");
+        return NULL;
+    }
+    if (strlen(opts->host) > SHIM_HOST_MAX ||
+        (opts->server_name && (!*opts->server_name || strlen(opts->server_name) > SHIM_HOST_MAX))) {
+        snprintf(err, errlen, "host or server name empty or too long");
+        return NULL;
+    }
+    c = calloc(1, sizeof(*c));
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    c->loop = loop;
+    c->fd = -1;
+    c->on_state = opts->on_state;
+    c->ud = opts->ud;
+    c->port = opts->port ? opts->port : 443;
+    c->_connect_timeout_ms = opts->connect_timeout_ms ? opts->connect_timeout_ms
+                                                      : DEFAULT_TIMEOUT_MS;
+    c->_handshake_timeout_ms = opts->handshake_timeout_ms ? opts->handshake_timeout_ms
+                                                          : DEFAULT_TIMEOUT_MS;
+    c->_keepalive_ms = opts->keepalive_ms;
+    c->_host = strdup(opts->host);
+    c->_server_name = strdup(opts->server_name ? opts->server_name : opts->host);
+    if (!c->_host || !c->_server_name) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    c->_ctx = shim_tls__ctx_new(opts->ca_file, err, errlen);
+    if (!c->_ctx)
+        goto fail;
+    shim_hostport_format(c->_server_name, c->port, c->_authority, sizeof(c->_authority));
+    shim_dial_init(&c->_dial, loop);
+    ev_init(&c->_rio, client_on_read);
+    ev_init(&c->_wio, client_on_write);
+    ev_init(&c->_timer, client_on_handshake_timeout);
+    ev_init(&c->_keepalive, client_on_keepalive);
+    ev_prepare_init(&c->_prep, client_on_prepare);
+    c->phase = SHIM_PHASE_IDLE;
+    return c;
+
+fail:
+    free(c->_host);
+    free(c->_server_name);
+    free(c);
+    return NULL;
+}
+
+int sluice_client_connect(sluice_client_t *c)
+{
+    char err[SHIM_DETAIL_MAX];
+
+    if (!c)
+        return SLUICE_ERR_INVALID;
+    if (c->phase != SHIM_PHASE_IDLE || c->_end_pending || c->_free_requested)
+        return SLUICE_ERR_STATE;
+    c->phase = SHIM_PHASE_DIALING;
+    c->_report_connecting = 1;
+    c->_dial.ud = c;
+    if (shim_dial_start(&c->_dial, c->_host, c->port, c->_connect_timeout_ms, client_on_dialed, c,
+                        err, sizeof(err)) < 0)
+        shim_client__end(c, SLUICE_FAILED, "%s", err);
+    shim_client__kick(c);
+    return SLUICE_OK;
+}
+
+void sluice_client_close(sluice_client_t *c)
+{
+    if (!c || c->_free_requested || c->_end_pending || c->phase >= SHIM_PHASE_CLOSING)
+        return;
+    if (c->phase != SHIM_PHASE_READY) {
+        for (sluice_tunnel_t *t = c->_head; t; t = t->_next)
+            t->_closing = 1;
+        shim_client__end(c, SLUICE_CLOSED, "closed by the application");
+        return;
+    }
+    for (sluice_tunnel_t *t = c->_head; t; t = t->_next)
+        sluice_tunnel_close(t);
+    c->phase = SHIM_PHASE_CLOSING;
+    /* RFC 9113 §6.8: we accept no server streams, so last-stream-id is 0. */
+    nghttp2_submit_goaway(c->_h2, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL, 0);
+    shim_client__kick(c);
+}
+
+void sluice_client_free(sluice_client_t *c)
+{
+    if (!c || c->_free_requested)
+        return;
+    if (c->_depth > 0) {
+        /* Inside a callback: stop everything now, release from the loop. */
+        c->_free_requested = 1;
+        client_stop_io(c);
+        for (sluice_tunnel_t *t = c->_head; t; t = t->_next)
+            ev_timer_stop(c->loop, &t->_timer);
+        shim_client__kick(c);
+        return;
+    }
+    client_destroy(c);
+}
+
+sluice_state_t sluice_client_state(const sluice_client_t *c)
+{
+    switch (c->phase) {
+    case SHIM_PHASE_READY:
+    case SHIM_PHASE_CLOSING:
+        return SLUICE_CONNECTED;
+    case SHIM_PHASE_DONE:
+        return c->_end_state;
+    default:
+        return SLUICE_CONNECTING;
+    }
+}

@@ -1,0 +1,54 @@
+/*
+ * shim_cli.h — command-line options of the sluice-shim CLI, parsed into one
+ * validated struct. Pure: no I/O, no globals (unlike getopt), so it is unit
+ * tested and the CLI's main stays I/O only.
+ */
+#ifndef SHIM_CLI_H
+#define SHIM_CLI_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "shim_addr.h"
+#include "sluice_shim.h"
+
+#define SHIM_CLI_DEFAULT_MAX_FLOWS 64u
+#define SHIM_CLI_MAX_MAX_FLOWS 4096u
+#define SHIM_CLI_DEFAULT_FLOW_IDLE_MS 60000u
+#define SHIM_CLI_DEFAULT_TTL 3600u
+
+/* Strings point into argv; nothing is allocated. */
+typedef struct shim_cli_opts {
+    const char *gateway;     /* the URL as given */
+    char gw_host[SHIM_HOST_MAX + 1];
+    uint16_t gw_port;
+    const char *tenant;
+    const char *kind;
+    const char *region;      /* NULL: gateway default */
+    const char *username;    /* with credential, or NULL when minting */
+    const char *credential;
+    const char *secret;      /* non-NULL: mint credentials locally */
+    sluice_hash_t hash;
+    uint64_t ttl;            /* seconds */
+    const char *user;        /* NULL: none */
+    const char *ca_file;
+    const char *server_name;
+    const char *listen_str;
+    struct sockaddr_storage listen;
+    socklen_t listen_len;
+    unsigned max_flows;
+    uint32_t flow_idle_ms;
+    int verbose;
+    int help;    /* --help given: print usage, exit 0 (nothing else validated) */
+    int version; /* --version given */
+} shim_cli_opts_t;
+
+/* Parses argv[1..argc). Returns 0 with *o filled, or -1 with a one-line
+ * message in err naming the offending option. */
+int shim_cli_parse(int argc, char *const argv[], shim_cli_opts_t *o, char *err, size_t errlen);
+
+/* The --help text. */
+const char *shim_cli_usage(void);
+
+#endif

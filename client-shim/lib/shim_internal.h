@@ -1,0 +1,163 @@
+/*
+ * shim_internal.h — the client library's objects, shared by client.c (the
+ * connection and its I/O), tls.c, h2.c (the nghttp2 session) and tunnel.c.
+ *
+ * Layers, each using only the one below:
+ *   transport  shim_dial_t yields a connected non-blocking fd (shim_dial.h)
+ *   TLS        SSL over two memory BIOs: the socket is read and written by
+ *              client.c, never by OpenSSL
+ *   HTTP/2     nghttp2 session driven by mem_recv / mem_send only
+ *   tunnels    one stream each, capsules in both bodies (shim_uplink.h,
+ *              shim_downlink.h)
+ *
+ * Lifetime. The application owns the client; the client owns its tunnels.
+ * Nothing is freed while an application callback or an nghttp2 callback is
+ * on the stack: such code only records what happened and "kicks" the client,
+ * and the client's ev_prepare watcher (which runs before the loop next
+ * blocks) flushes output, reports results and frees what is finished. A
+ * tunnel is freed once its on_close has been delivered and nghttp2 no longer
+ * refers to its stream.
+ */
+#ifndef SHIM_INTERNAL_H
+#define SHIM_INTERNAL_H
+
+#include <ev.h>
+#include <nghttp2/nghttp2.h>
+#include <openssl/ssl.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../../proto/capsule.h"
+#include "shim_dial.h"
+#include "shim_uplink.h"
+#include "sluice_shim.h"
+
+#define SHIM_OWNER(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+
+#define SHIM_REASON_MAX 512u     /* refusal body / CLOSE reason kept for on_close */
+#define SHIM_DETAIL_MAX 320u
+#define SHIM_IO_CHUNK 16384u      /* one read(2) / SSL_read / coalesced SSL_write */
+#define SHIM_READS_PER_EVENT 8    /* fairness: other watchers get a turn */
+#define SHIM_TLS_OUT_HIGH 65536u  /* stop pulling HTTP/2 frames above this backlog */
+#define SHIM_STREAM_WINDOW (256u * 1024u)
+#define SHIM_CONN_WINDOW (4u * 1024u * 1024u)
+
+enum shim_client_phase {
+    SHIM_PHASE_IDLE = 0,  /* created, connect not called */
+    SHIM_PHASE_DIALING,   /* transport connecting */
+    SHIM_PHASE_TLS,       /* TLS handshake */
+    SHIM_PHASE_READY,     /* HTTP/2 up */
+    SHIM_PHASE_CLOSING,   /* sluice_client_close: draining, GOAWAY sent */
+    SHIM_PHASE_DONE,      /* torn down (FAILED or CLOSED) */
+};
+
+struct st_sluice_tunnel_t {
+    sluice_client_t *client;
+    sluice_tunnel_t *_prev, *_next;
+    /* Callbacks and user data; the strings in here are not used. */
+    sluice_tunnel_opts_t _cb;
+    char *_path;
+    char *_username;
+    char *_credential;
+    int32_t stream_id;     /* 0 until submitted */
+    int status;            /* final response status, 0 until the headers */
+    int _hdr_status;       /* :status of the HEADERS being received */
+    int _stream_gone;      /* nghttp2 holds no reference to this tunnel */
+    int _closing;          /* sluice_tunnel_close was called */
+    int _finished;         /* outcome decided; on_close pending or done */
+    int _reported;         /* on_close delivered */
+    int _rst_after_eof;    /* reset the stream once the body's end is sent */
+    int _result_status;
+    uint64_t _result_code;
+    char _reason[SHIM_REASON_MAX + 1];
+    size_t _reason_len;    /* refusal body bytes collected */
+    uint32_t _response_timeout_ms;
+    uint32_t _close_timeout_ms;
+    shim_uplink_t up;
+    capsule_reader_t _reader;
+    uint8_t *_rbuf;        /* reassembly buffer of _reader */
+    ev_timer _timer;       /* response deadline, then close deadline */
+    uint64_t rx_packets, rx_bytes;
+};
+
+struct st_sluice_client_t {
+    struct ev_loop *loop;
+    void (*on_state)(sluice_client_t *, sluice_state_t, const char *, void *);
+    void *ud;
+    char *_host;
+    char *_server_name;
+    uint16_t port;
+    uint32_t _connect_timeout_ms;
+    uint32_t _handshake_timeout_ms;
+    uint32_t _keepalive_ms;
+    char _authority[300];
+
+    enum shim_client_phase phase;
+    shim_dial_t _dial;
+    int fd;
+    ev_io _rio, _wio;
+    ev_timer _timer;      /* TLS handshake deadline */
+    ev_timer _keepalive;
+    ev_prepare _prep;     /* deferred work: flush, report, free */
+    ev_tstamp _last_rx;
+
+    SSL_CTX *_ctx;
+    SSL *_ssl;
+    BIO *_rbio;           /* network -> TLS */
+    BIO *_wbio;           /* TLS -> network */
+    int _peer_close_notify;
+    nghttp2_session *_h2;
+
+    sluice_tunnel_t *_head, *_tail;
+
+    /* Deferred work and reports. */
+    int _depth;           /* application callbacks on the stack */
+    int _kicked;
+    int _free_requested;
+    int _report_connecting;
+    int _report_connected;
+    int _end_pending;     /* teardown requested with _end_state/_detail */
+    int _report_end;      /* final state to report after the tunnels */
+    sluice_state_t _end_state;
+    char _detail[SHIM_DETAIL_MAX];
+    int _goaway_recv;
+    uint32_t _goaway_code;
+    char _connected_detail[64];
+    char _goaway[SHIM_DETAIL_MAX];
+
+    uint8_t _buf[SHIM_IO_CHUNK];   /* socket reads; scratch */
+    uint8_t _plain[SHIM_IO_CHUNK]; /* SSL_read output */
+    uint8_t _tx[SHIM_IO_CHUNK];    /* HTTP/2 output coalesced into TLS records */
+    size_t _txlen;
+};
+
+/* client.c */
+void shim_client__kick(sluice_client_t *c);
+void shim_client__end(sluice_client_t *c, sluice_state_t state, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+uint32_t shim_client__now_ms(const sluice_client_t *c);
+int shim_client__usable(const sluice_client_t *c);
+
+/* tls.c */
+SSL_CTX *shim_tls__ctx_new(const char *ca_file, char *err, size_t errlen);
+int shim_tls__begin(sluice_client_t *c, char *err, size_t errlen);
+int shim_tls__handshake(sluice_client_t *c, char *err, size_t errlen);
+void shim_tls__free(sluice_client_t *c);
+
+/* h2.c */
+int shim_h2__session_new(sluice_client_t *c, char *err, size_t errlen);
+int shim_h2__submit(sluice_tunnel_t *t);
+
+/* tunnel.c */
+void shim_tunnel__finish(sluice_tunnel_t *t, int status, uint64_t code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void shim_tunnel__wake(sluice_tunnel_t *t);
+void shim_tunnel__end_uplink(sluice_tunnel_t *t);
+void shim_tunnel__start_timer(sluice_tunnel_t *t, uint32_t ms);
+void shim_tunnel__free(sluice_tunnel_t *t);
+void shim_tunnel__on_open(sluice_tunnel_t *t);
+void shim_tunnel__body(sluice_tunnel_t *t, const uint8_t *data, size_t len);
+void shim_tunnel__remote_end(sluice_tunnel_t *t);
+void shim_tunnel__stream_closed(sluice_tunnel_t *t, uint32_t error_code);
+
+#endif

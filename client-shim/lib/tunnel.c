@@ -1,0 +1,423 @@
+/*
+ * tunnel.c — tunnels: one HTTP/2 stream each, `POST /v1/tunnel/{tenant}/
+ * {kind}[?region=R]`, capsules both ways (see shim_internal.h).
+ *
+ * A tunnel's life: submitted (immediately, or when the client connects) ->
+ * response 200 (on_open; queued uplink starts to flow) or another status
+ * (its text/plain body becomes the reason) -> finished (outcome recorded)
+ * -> on_close delivered by the client's deferred work -> freed once nghttp2
+ * has closed the stream. Every wait is bounded by the tunnel's timer: the
+ * response deadline, then, once finished or closing, the close deadline
+ * after which the stream is reset.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "shim_addr.h"
+#include "shim_downlink.h"
+#include "shim_internal.h"
+
+#define DEFAULT_QUEUE_BYTES 65536u
+#define DEFAULT_MEDIA_AGE_MS 500u
+#define DEFAULT_RESPONSE_TIMEOUT_MS 10000u
+#define DEFAULT_CLOSE_TIMEOUT_MS 2000u
+#define HEADER_VALUE_MAX 1024u
+
+#define SAME_CODE(a, b) ((int)(a) == (int)(b))
+_Static_assert(SAME_CODE(SLUICE_CLOSE_NORMAL, CLOSE_NORMAL) &&
+                   SAME_CODE(SLUICE_CLOSE_IDLE_TIMEOUT, CLOSE_IDLE_TIMEOUT) &&
+                   SAME_CODE(SLUICE_CLOSE_PROTOCOL_ERROR, CLOSE_PROTOCOL_ERROR) &&
+                   SAME_CODE(SLUICE_CLOSE_CREDENTIAL_EXPIRED, CLOSE_CREDENTIAL_EXPIRED) &&
+                   SAME_CODE(SLUICE_CLOSE_TENANT_DISABLED, CLOSE_TENANT_DISABLED) &&
+                   SAME_CODE(SLUICE_CLOSE_BACKEND_UNREACHABLE, CLOSE_BACKEND_UNREACHABLE) &&
+                   SAME_CODE(SLUICE_CLOSE_OVERLOAD, CLOSE_OVERLOAD) &&
+                   SAME_CODE(SLUICE_CLOSE_SHUTTING_DOWN, CLOSE_SHUTTING_DOWN) &&
+                   SAME_CODE(SLUICE_CLOSE_RATE_LIMITED, CLOSE_RATE_LIMITED) &&
+                   SAME_CODE(SLUICE_CLOSE_INTERNAL_ERROR, CLOSE_INTERNAL_ERROR),
+               "public close codes mirror proto/capsule.h");
+_Static_assert(SLUICE_MAX_PAYLOAD + 1 == CAPSULE_DEFAULT_MAX_VALUE,
+               "a DATAGRAM value is the context id plus the payload");
+
+/* ---------------------------------------------------------------- internals */
+
+void shim_tunnel__start_timer(sluice_tunnel_t *t, uint32_t ms)
+{
+    ev_timer_stop(t->client->loop, &t->_timer);
+    ev_timer_set(&t->_timer, ms / 1000.0, 0.);
+    ev_timer_start(t->client->loop, &t->_timer);
+}
+
+void shim_tunnel__finish(sluice_tunnel_t *t, int status, uint64_t code, const char *fmt, ...)
+{
+    char buf[SHIM_REASON_MAX + 1];
+    va_list ap;
+
+    if (t->_finished)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap); /* fmt's arguments may point into _reason */
+    va_end(ap);
+    /* Reasons come from the gateway and end up in logs: no trailing line
+     * break (text/plain bodies often end with one), no control bytes. */
+    for (size_t n = strlen(buf); n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' ||
+                                          buf[n - 1] == ' ' || buf[n - 1] == '\t');)
+        buf[--n] = '\0';
+    for (char *p = buf; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
+    memcpy(t->_reason, buf, strlen(buf) + 1);
+    t->_finished = 1;
+    t->_result_status = status;
+    t->_result_code = code;
+    if (t->_stream_gone)
+        ev_timer_stop(t->client->loop, &t->_timer);
+    else
+        shim_tunnel__start_timer(t, t->_close_timeout_ms);
+    shim_client__kick(t->client);
+}
+
+void shim_tunnel__wake(sluice_tunnel_t *t)
+{
+    sluice_client_t *c = t->client;
+
+    if (t->stream_id > 0 && !t->_stream_gone && c->_h2)
+        nghttp2_session_resume_data(c->_h2, t->stream_id); /* fails harmlessly if not deferred */
+    shim_client__kick(c);
+}
+
+/* Stops the uplink: queued packets are dropped and the body ends. */
+void shim_tunnel__end_uplink(sluice_tunnel_t *t)
+{
+    shim_uplink_discard(&t->up);
+    shim_uplink_finish(&t->up, 0, 0, NULL);
+    shim_tunnel__wake(t);
+}
+
+void shim_tunnel__free(sluice_tunnel_t *t)
+{
+    sluice_client_t *c = t->client;
+
+    if (t->_prev)
+        t->_prev->_next = t->_next;
+    else
+        c->_head = t->_next;
+    if (t->_next)
+        t->_next->_prev = t->_prev;
+    else
+        c->_tail = t->_prev;
+    ev_timer_stop(c->loop, &t->_timer);
+    shim_uplink_dispose(&t->up);
+    free(t->_rbuf);
+    free(t->_path);
+    free(t->_username);
+    free(t->_credential);
+    free(t);
+}
+
+void shim_tunnel__on_open(sluice_tunnel_t *t)
+{
+    sluice_client_t *c = t->client;
+
+    if (t->_finished || c->_free_requested)
+        return;
+    if (t->_cb.on_open) {
+        c->_depth++;
+        t->_cb.on_open(t, t->_cb.ud);
+        c->_depth--;
+    }
+    shim_tunnel__wake(t);
+}
+
+static int dl_packet(void *ud, const uint8_t *p, size_t len, int is_signal)
+{
+    sluice_tunnel_t *t = ud;
+    sluice_client_t *c = t->client;
+
+    if (c->_free_requested || t->_finished || t->_closing)
+        return 1;
+    t->rx_packets++;
+    t->rx_bytes += len;
+    if (t->_cb.on_packet) {
+        c->_depth++;
+        t->_cb.on_packet(t, p, len, is_signal, t->_cb.ud);
+        c->_depth--;
+    }
+    return c->_free_requested || t->_finished || t->_closing;
+}
+
+static void dl_ping(void *ud, const uint8_t *value)
+{
+    sluice_tunnel_t *t = ud;
+
+    shim_uplink_push_pong(&t->up, value);
+    shim_tunnel__wake(t);
+}
+
+static void dl_close(void *ud, uint64_t code, const char *reason, size_t len)
+{
+    sluice_tunnel_t *t = ud;
+
+    if (len > SHIM_REASON_MAX)
+        len = SHIM_REASON_MAX;
+    shim_tunnel__finish(t, 200, code, "%.*s", (int)len, reason);
+    /* The gateway is done with the tunnel: end our side without a CLOSE. */
+    shim_tunnel__end_uplink(t);
+}
+
+static const shim_downlink_ops_t dl_ops = {
+    .on_packet = dl_packet,
+    .on_ping = dl_ping,
+    .on_close = dl_close,
+};
+
+/* A capsule the gateway must not send: CLOSE(protocol error), then reset
+ * (RFC 9297 §3.3: a malformed capsule stream is an error for the stream). */
+static void tunnel_protocol_error(sluice_tunnel_t *t, const char *desc)
+{
+    sluice_client_t *c = t->client;
+
+    shim_tunnel__finish(t, 200, SLUICE_CLOSE_PROTOCOL_ERROR, "protocol error from gateway: %s",
+                        desc ? desc : "malformed capsule");
+    shim_uplink_discard(&t->up);
+    if (shim_uplink_eof(&t->up) || shim_uplink_finishing(&t->up)) {
+        /* Our side has ended or is ending with another CLOSE: just reset. */
+        if (!t->_stream_gone && c->_h2)
+            nghttp2_submit_rst_stream(c->_h2, NGHTTP2_FLAG_NONE, t->stream_id,
+                                      NGHTTP2_PROTOCOL_ERROR);
+        shim_client__kick(c);
+        return;
+    }
+    shim_uplink_finish(&t->up, 1, SLUICE_CLOSE_PROTOCOL_ERROR, desc);
+    t->_rst_after_eof = 1;
+    shim_tunnel__wake(t);
+}
+
+void shim_tunnel__body(sluice_tunnel_t *t, const uint8_t *data, size_t len)
+{
+    const char *err = NULL;
+    int rc;
+
+    if (t->_finished)
+        return;
+    if (t->status != 200) {
+        /* A refusal's text/plain body: keep the first SHIM_REASON_MAX bytes. */
+        size_t room = SHIM_REASON_MAX - t->_reason_len;
+        if (len > room)
+            len = room;
+        memcpy(t->_reason + t->_reason_len, data, len);
+        t->_reason_len += len;
+        t->_reason[t->_reason_len] = '\0';
+        return;
+    }
+    rc = shim_downlink_feed(&t->_reader, data, len, &dl_ops, t, &err);
+    if (rc < 0)
+        tunnel_protocol_error(t, err);
+}
+
+/* The refusal's reason: its body, or a stand-in when it had none. */
+static const char *refusal_reason(sluice_tunnel_t *t)
+{
+    t->_reason[t->_reason_len] = '\0';
+    return t->_reason_len ? t->_reason : "(no reason given)";
+}
+
+void shim_tunnel__remote_end(sluice_tunnel_t *t)
+{
+    if (t->status != 200)
+        shim_tunnel__finish(t, t->status, SLUICE_CLOSE_NO_CODE, "%s", refusal_reason(t));
+    else if (capsule_reader_pending(&t->_reader))
+        shim_tunnel__finish(t, 200, SLUICE_CLOSE_NO_CODE,
+                            "gateway ended the tunnel in the middle of a capsule");
+    else if (t->_closing)
+        shim_tunnel__finish(t, 200, SLUICE_CLOSE_NORMAL, "closed by the application");
+    else
+        shim_tunnel__finish(t, 200, SLUICE_CLOSE_NO_CODE, "gateway ended the tunnel without CLOSE");
+    shim_tunnel__end_uplink(t);
+}
+
+void shim_tunnel__stream_closed(sluice_tunnel_t *t, uint32_t error_code)
+{
+    t->_stream_gone = 1;
+    ev_timer_stop(t->client->loop, &t->_timer);
+    if (t->status == 0) {
+        if (error_code == NGHTTP2_REFUSED_STREAM)
+            shim_tunnel__finish(t, 0, SLUICE_CLOSE_NO_CODE,
+                                "gateway did not accept the stream (REFUSED_STREAM)");
+        else
+            shim_tunnel__finish(t, 0, SLUICE_CLOSE_NO_CODE, "stream reset before a response: %s",
+                                nghttp2_http2_strerror(error_code));
+    } else if (t->status != 200) {
+        shim_tunnel__finish(t, t->status, SLUICE_CLOSE_NO_CODE, "%s", refusal_reason(t));
+    } else if (t->_closing && error_code == NGHTTP2_NO_ERROR) {
+        shim_tunnel__finish(t, 200, SLUICE_CLOSE_NORMAL, "closed by the application");
+    } else {
+        shim_tunnel__finish(t, 200, SLUICE_CLOSE_NO_CODE, "stream reset: %s",
+                            nghttp2_http2_strerror(error_code));
+    }
+    shim_client__kick(t->client);
+}
+
+static void tunnel_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    sluice_tunnel_t *t = SHIM_OWNER(w, sluice_tunnel_t, _timer);
+    sluice_client_t *c = t->client;
+
+    if (t->status == 0)
+        shim_tunnel__finish(t, 0, SLUICE_CLOSE_NO_CODE, "no response from the gateway within %u ms",
+                            (unsigned)t->_response_timeout_ms);
+    else if (t->_closing)
+        shim_tunnel__finish(t, t->status, SLUICE_CLOSE_NORMAL,
+                            "closed by the application (gateway did not confirm within %u ms)",
+                            (unsigned)t->_close_timeout_ms);
+    else
+        shim_tunnel__finish(t, t->status, SLUICE_CLOSE_NO_CODE, "timed out");
+    ev_timer_stop(loop, &t->_timer);
+    if (!t->_stream_gone && c->_h2)
+        nghttp2_submit_rst_stream(c->_h2, NGHTTP2_FLAG_NONE, t->stream_id, NGHTTP2_CANCEL);
+    shim_client__kick(c);
+}
+
+/* ---------------------------------------------------------------- API */
+
+/* Header values go on the wire as given: non-empty, bounded, no control
+ * characters (RFC 9110 §5.5). */
+static int header_value_ok(const char *s)
+{
+    size_t n = 0;
+
+    if (!s || !*s)
+        return 0;
+    for (; *s; s++, n++)
+        if (n >= HEADER_VALUE_MAX || (unsigned char)*s < 0x20 || *s == 0x7f)
+            return 0;
+    return 1;
+}
+
+sluice_tunnel_t *sluice_tunnel_open(sluice_client_t *c, const sluice_tunnel_opts_t *o)
+{
+    const char *region;
+    sluice_tunnel_t *t;
+    size_t plen;
+
+    if (!c || !o || !shim_client__usable(c))
+        return NULL;
+    region = o->region && *o->region ? o->region : NULL;
+    if (!shim_token_valid(o->tenant, 128) || !shim_token_valid(o->kind, 32) ||
+        (region && !shim_token_valid(region, 128)) || !header_value_ok(o->username) ||
+        !header_value_ok(o->credential))
+        return NULL;
+    t = calloc(1, sizeof(*t));
+    if (!t)
+        return NULL;
+    t->client = c;
+    t->_cb = *o;
+    t->_cb.tenant = t->_cb.kind = t->_cb.region = NULL;
+    t->_cb.username = t->_cb.credential = NULL;
+    plen = strlen("/v1/tunnel///?region=") + strlen(o->tenant) + strlen(o->kind) +
+           (region ? strlen(region) : 0) + 1;
+    t->_path = malloc(plen);
+    t->_username = strdup(o->username);
+    t->_credential = strdup(o->credential);
+    t->_rbuf = malloc(CAPSULE_DEFAULT_MAX_VALUE + CAPSULE_MAX_HEADER);
+    if (!t->_path || !t->_username || !t->_credential || !t->_rbuf) {
+        free(t->_path);
+        free(t->_username);
+        free(t->_credential);
+        free(t->_rbuf);
+        free(t);
+        return NULL;
+    }
+    snprintf(t->_path, plen, "/v1/tunnel/%s/%s%s%s", o->tenant, o->kind,
+             region ? "?region=" : "", region ? region : "");
+    capsule_reader_init(&t->_reader, t->_rbuf, CAPSULE_DEFAULT_MAX_VALUE + CAPSULE_MAX_HEADER,
+                        CAPSULE_DEFAULT_MAX_VALUE);
+    shim_uplink_init(&t->up, o->media_queue_bytes ? o->media_queue_bytes : DEFAULT_QUEUE_BYTES,
+                     o->signal_queue_bytes ? o->signal_queue_bytes : DEFAULT_QUEUE_BYTES,
+                     o->media_max_age_ms ? o->media_max_age_ms : DEFAULT_MEDIA_AGE_MS);
+    t->_response_timeout_ms =
+        o->response_timeout_ms ? o->response_timeout_ms : DEFAULT_RESPONSE_TIMEOUT_MS;
+    t->_close_timeout_ms = o->close_timeout_ms ? o->close_timeout_ms : DEFAULT_CLOSE_TIMEOUT_MS;
+    ev_init(&t->_timer, tunnel_on_timer);
+    t->_stream_gone = 1; /* until submitted */
+
+    t->_prev = c->_tail;
+    if (c->_tail)
+        c->_tail->_next = t;
+    else
+        c->_head = t;
+    c->_tail = t;
+
+    if (c->phase == SHIM_PHASE_READY) {
+        int rv = shim_h2__submit(t);
+        if (rv < 0)
+            shim_tunnel__finish(t, 0, SLUICE_CLOSE_NO_CODE, "cannot send the request: %s",
+                                nghttp2_strerror(rv));
+    }
+    shim_client__kick(c);
+    return t;
+}
+
+int sluice_tunnel_send(sluice_tunnel_t *t, const uint8_t *p, size_t len)
+{
+    if (!t || (!p && len))
+        return SLUICE_ERR_INVALID;
+    if (t->_closing || t->_finished || t->client->_free_requested)
+        return SLUICE_ERR_STATE;
+    switch (shim_uplink_push(&t->up, p, len, shim_client__now_ms(t->client))) {
+    case SHIM_UPLINK_OK:
+        if (t->status == 200)
+            shim_tunnel__wake(t);
+        return SLUICE_OK;
+    case SHIM_UPLINK_FULL:
+        return SLUICE_ERR_FULL;
+    case SHIM_UPLINK_TOO_BIG:
+        return SLUICE_ERR_TOO_BIG;
+    case SHIM_UPLINK_NOMEM:
+        return SLUICE_ERR_NOMEM;
+    default:
+        return SLUICE_ERR_STATE;
+    }
+}
+
+void sluice_tunnel_close(sluice_tunnel_t *t)
+{
+    sluice_client_t *c;
+
+    if (!t || t->_closing || t->_finished)
+        return;
+    c = t->client;
+    t->_closing = 1;
+    if (t->stream_id == 0 || t->_stream_gone) {
+        shim_tunnel__finish(t, 0, SLUICE_CLOSE_NORMAL, "closed by the application");
+    } else if (t->status == 0) {
+        /* No answer yet: cancel the request rather than open and close. */
+        if (c->_h2)
+            nghttp2_submit_rst_stream(c->_h2, NGHTTP2_FLAG_NONE, t->stream_id, NGHTTP2_CANCEL);
+        shim_tunnel__finish(t, 0, SLUICE_CLOSE_NORMAL, "closed by the application");
+    } else if (t->status == 200) {
+        /* Queued packets first, then CLOSE(normal) and END_STREAM. */
+        shim_uplink_finish(&t->up, 1, SLUICE_CLOSE_NORMAL, NULL);
+        shim_tunnel__start_timer(t, t->_close_timeout_ms);
+        shim_tunnel__wake(t);
+    }
+    shim_client__kick(c);
+}
+
+void sluice_tunnel_stats(const sluice_tunnel_t *t, sluice_tunnel_stats_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->tx_packets = t->up.tx_packets;
+    out->tx_bytes = t->up.tx_bytes;
+    out->rx_packets = t->rx_packets;
+    out->rx_bytes = t->rx_bytes;
+    out->dropped_media = t->up.dropped_media;
+    out->dropped_signal = t->up.dropped_signal;
+    out->queued_bytes = shim_uplink_queued(&t->up);
+}
+
+int32_t sluice_tunnel_stream_id(const sluice_tunnel_t *t)
+{
+    return t->stream_id;
+}

@@ -1,0 +1,200 @@
+/*
+ * test_downlink.c — client-shim/lib/downlink.c: dispatch of the gateway's
+ * capsule stream, fed whole and split at every byte position.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../../client-shim/lib/shim_downlink.h"
+#include "../../proto/capsule.h"
+#include "../../proto/proto.h"
+#include "../../proto/varint.h"
+
+typedef struct rec {
+    int packets, signals, pings, closes;
+    size_t bytes;
+    uint8_t last_ping[8];
+    uint64_t close_code;
+    char close_reason[64];
+    uint8_t first_packet[16];
+    int stop_after; /* on_packet asks to stop after this many (0: never) */
+} rec_t;
+
+static int on_packet(void *ud, const uint8_t *p, size_t len, int is_signal)
+{
+    rec_t *r = ud;
+    if (r->packets + r->signals == 0)
+        memcpy(r->first_packet, p, len < 16 ? len : 16);
+    if (is_signal)
+        r->signals++;
+    else
+        r->packets++;
+    r->bytes += len;
+    return r->stop_after && r->packets + r->signals >= r->stop_after;
+}
+
+static void on_ping(void *ud, const uint8_t *v)
+{
+    rec_t *r = ud;
+    r->pings++;
+    memcpy(r->last_ping, v, 8);
+}
+
+static void on_close(void *ud, uint64_t code, const char *reason, size_t len)
+{
+    rec_t *r = ud;
+    r->closes++;
+    r->close_code = code;
+    snprintf(r->close_reason, sizeof(r->close_reason), "%.*s", (int)len, reason);
+}
+
+static const shim_downlink_ops_t ops = {on_packet, on_ping, on_close};
+
+static uint8_t rbuf[CAPSULE_DEFAULT_MAX_VALUE + CAPSULE_MAX_HEADER];
+
+/* Feeds wire in two pieces split at `at`; returns the last rc. */
+static int feed_split(const uint8_t *wire, size_t len, size_t at, rec_t *rec)
+{
+    capsule_reader_t r;
+    int rc;
+
+    memset(rec, 0, sizeof(*rec));
+    capsule_reader_init(&r, rbuf, sizeof(rbuf), CAPSULE_DEFAULT_MAX_VALUE);
+    rc = shim_downlink_feed(&r, wire, at, &ops, rec, NULL);
+    if (rc != SHIM_DL_OK)
+        return rc;
+    return shim_downlink_feed(&r, wire + at, len - at, &ops, rec, NULL);
+}
+
+static size_t build_stream(uint8_t *w, size_t cap)
+{
+    static const uint8_t rtp[] = {0x80, 0x60, 0x00, 0x01, 1, 2, 3, 4, 5, 6, 7, 8};
+    static const uint8_t stun[] = {0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42};
+    static const uint8_t ping[8] = {9, 8, 7, 6, 5, 4, 3, 2};
+    uint8_t ctx7[] = {0x07, 0xaa, 0xbb}; /* DATAGRAM with context id 7 */
+    size_t n = 0;
+
+    n += (size_t)capsule_encode_datagram(w + n, cap - n, rtp, sizeof(rtp));
+    n += (size_t)capsule_encode(w + n, cap - n, CAPSULE_SIGNAL, stun, sizeof(stun));
+    n += (size_t)capsule_encode(w + n, cap - n, CAPSULE_PING, ping, sizeof(ping));
+    n += (size_t)capsule_encode(w + n, cap - n, CAPSULE_PONG, ping, sizeof(ping));
+    n += (size_t)capsule_encode(w + n, cap - n, 0x2a2a, (const uint8_t *)"grease", 6);
+    n += (size_t)capsule_encode(w + n, cap - n, CAPSULE_DATAGRAM, ctx7, sizeof(ctx7));
+    n += (size_t)capsule_encode_datagram(w + n, cap - n, NULL, 0);
+    n += (size_t)capsule_encode_close(w + n, cap - n, CLOSE_SHUTTING_DOWN, "bye", 3);
+    n += (size_t)capsule_encode_datagram(w + n, cap - n, rtp, sizeof(rtp)); /* after CLOSE */
+    return n;
+}
+
+Test(downlink, every_split_point_gives_the_same_events)
+{
+    uint8_t w[512];
+    size_t n = build_stream(w, sizeof(w));
+    rec_t rec;
+
+    for (size_t at = 0; at <= n; at++) {
+        int rc = feed_split(w, n, at, &rec);
+        cr_assert_eq(rc, SHIM_DL_CLOSED, "split at %zu: rc %d", at, rc);
+        cr_assert_eq(rec.packets, 2, "split at %zu: %d datagrams (ctx 7 dropped, empty kept)",
+                     at, rec.packets);
+        cr_assert_eq(rec.signals, 1);
+        cr_assert_eq(rec.bytes, 12 + 8 + 0);
+        cr_assert_eq(rec.first_packet[0], 0x80);
+        cr_assert_eq(rec.pings, 1);
+        cr_assert_eq(rec.last_ping[0], 9);
+        cr_assert_eq(rec.closes, 1);
+        cr_assert_eq(rec.close_code, CLOSE_SHUTTING_DOWN);
+        cr_assert_str_eq(rec.close_reason, "bye");
+    }
+}
+
+Test(downlink, byte_at_a_time)
+{
+    uint8_t w[512];
+    size_t n = build_stream(w, sizeof(w));
+    capsule_reader_t r;
+    rec_t rec;
+    int rc = SHIM_DL_OK;
+
+    memset(&rec, 0, sizeof(rec));
+    capsule_reader_init(&r, rbuf, sizeof(rbuf), CAPSULE_DEFAULT_MAX_VALUE);
+    for (size_t i = 0; i < n && rc == SHIM_DL_OK; i++)
+        rc = shim_downlink_feed(&r, w + i, 1, &ops, &rec, NULL);
+    cr_expect_eq(rc, SHIM_DL_CLOSED);
+    cr_expect_eq(rec.packets + rec.signals, 3);
+}
+
+Test(downlink, oversized_capsule_is_an_error_as_soon_as_its_length_is_known)
+{
+    uint8_t w[16];
+    ssize_t h = capsule_encode_header(w, sizeof(w), CAPSULE_DATAGRAM,
+                                      CAPSULE_DEFAULT_MAX_VALUE + 1);
+    capsule_reader_t r;
+    rec_t rec = {0};
+    const char *err = NULL;
+
+    cr_assert_gt(h, 0);
+    capsule_reader_init(&r, rbuf, sizeof(rbuf), CAPSULE_DEFAULT_MAX_VALUE);
+    cr_expect_eq(shim_downlink_feed(&r, w, (size_t)h, &ops, &rec, &err), PROTO_ERR_TOO_LARGE);
+    cr_expect_not_null(err);
+}
+
+Test(downlink, malformed_values_are_protocol_errors)
+{
+    uint8_t w[64];
+    static const uint8_t short_ping[4] = {1, 2, 3, 4};
+    static const uint8_t bad_utf8[] = {0x00, 0xff, 0xfe};
+    struct { uint64_t type; const uint8_t *v; size_t len; } cases[] = {
+        {CAPSULE_DATAGRAM, NULL, 0},         /* no context id */
+        {CAPSULE_PING, short_ping, 4},       /* PING must be 8 bytes */
+        {CAPSULE_CLOSE, NULL, 0},            /* no code */
+        {CAPSULE_CLOSE, bad_utf8, 3},        /* reason not UTF-8 */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        ssize_t n = capsule_encode(w, sizeof(w), cases[i].type, cases[i].v, cases[i].len);
+        capsule_reader_t r;
+        rec_t rec = {0};
+        const char *err = NULL;
+        cr_assert_gt(n, 0);
+        capsule_reader_init(&r, rbuf, sizeof(rbuf), CAPSULE_DEFAULT_MAX_VALUE);
+        cr_expect_eq(shim_downlink_feed(&r, w, (size_t)n, &ops, &rec, &err), PROTO_ERR_MALFORMED,
+                     "case %zu", i);
+        cr_expect_not_null(err, "case %zu has no description", i);
+        cr_expect_eq(rec.closes + rec.pings + rec.packets, 0, "case %zu", i);
+    }
+}
+
+Test(downlink, on_packet_can_stop_the_feed)
+{
+    uint8_t w[512];
+    size_t n = build_stream(w, sizeof(w));
+    capsule_reader_t r;
+    rec_t rec = {0};
+
+    rec.stop_after = 1;
+    capsule_reader_init(&r, rbuf, sizeof(rbuf), CAPSULE_DEFAULT_MAX_VALUE);
+    cr_expect_eq(shim_downlink_feed(&r, w, n, &ops, &rec, NULL), SHIM_DL_STOPPED);
+    cr_expect_eq(rec.packets + rec.signals, 1);
+}
+
+Test(downlink, largest_payload_arrives_whole_across_chunks)
+{
+    static uint8_t payload[CAPSULE_DEFAULT_MAX_VALUE - 1], w[CAPSULE_DEFAULT_MAX_VALUE + 32];
+    ssize_t n;
+    capsule_reader_t r;
+    rec_t rec = {0};
+    int rc = SHIM_DL_OK;
+
+    memset(payload, 0x90, sizeof(payload));
+    n = capsule_encode_datagram(w, sizeof(w), payload, sizeof(payload));
+    cr_assert_gt(n, 0);
+    capsule_reader_init(&r, rbuf, sizeof(rbuf), CAPSULE_DEFAULT_MAX_VALUE);
+    for (size_t off = 0; off < (size_t)n && rc == SHIM_DL_OK; off += 1000) {
+        size_t k = (size_t)n - off < 1000 ? (size_t)n - off : 1000;
+        rc = shim_downlink_feed(&r, w + off, k, &ops, &rec, NULL);
+    }
+    cr_expect_eq(rc, SHIM_DL_OK);
+    cr_expect_eq(rec.packets, 1);
+    cr_expect_eq(rec.bytes, sizeof(payload));
+}
