@@ -18,7 +18,9 @@ enum drop_reason {
     DROP_CONTEXT_ID,        /* uplink DATAGRAM with a non-zero context id */
     DROP_UPLINK_SEND,       /* backend socket refused the packet (EAGAIN, ENOBUFS, ...) */
     DROP_BACKEND_ERROR,     /* ICMP error from the backend (ECONNREFUSED, ...) */
-    DROP_CLOSING,           /* queued media discarded because the tunnel closed */
+    DROP_CLOSING,           /* queued packets discarded because the tunnel closed */
+    DROP_PONG_FULL,         /* more unanswered PINGs than PONG slots */
+    DROP_NOMEM,             /* no memory for a queue ring or staging buffer */
     DROP_REASON_COUNT
 };
 
@@ -27,6 +29,7 @@ static inline const char *drop_reason_name(enum drop_reason r)
     static const char *const names[DROP_REASON_COUNT] = {
         "media_evicted", "media_expired", "signal_full",  "oversize",
         "context_id",    "uplink_send",   "backend_error", "closing",
+        "pong_full",     "nomem",
     };
     return (unsigned)r < DROP_REASON_COUNT ? names[r] : "unknown";
 }

@@ -28,8 +28,8 @@ typedef struct listener {
     socklen_t addrlen;
 } listener_t;
 
-/* Largest UDP payload we read, plus room to write a capsule header in front. */
-#define SERVER_UDP_BUF (65536u + 32u)
+/* Receive buffer for backend datagrams: larger than any UDP payload. */
+#define SERVER_UDP_BUF 65536u
 
 typedef struct server {
     struct ev_loop *loop;

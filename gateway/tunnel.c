@@ -28,19 +28,35 @@ static const cfg_limits_t *limits_of(const tunnel_t *t)
     return &srv_of(t)->cfg->limits;
 }
 
-static void count_down(tunnel_t *t, size_t len)
+static void count_down(tunnel_t *t, uint64_t packets, uint64_t bytes)
 {
     server_counters_t *sc = &srv_of(t)->counters;
-    t->counters.down_packets++;
-    t->counters.down_bytes += len;
-    sc->tunnel.down_packets++;
-    sc->tunnel.down_bytes += len;
+    t->counters.down_packets += packets;
+    t->counters.down_bytes += bytes;
+    sc->tunnel.down_packets += packets;
+    sc->tunnel.down_bytes += bytes;
 }
 
 static void count_drop(tunnel_t *t, enum drop_reason r, uint64_t n)
 {
     t->counters.drops[r] += n;
     srv_of(t)->counters.tunnel.drops[r] += n;
+}
+
+/* sendq's drop hook: every downlink drop lands in the tunnel's and the
+ * server's counters under the gateway's name for it. */
+static void down_dropped(void *ctx, enum sendq_drop why, uint64_t n)
+{
+    static const enum drop_reason map[SENDQ_DROP_COUNT] = {
+        [SENDQ_DROP_MEDIA_EVICTED] = DROP_MEDIA_EVICTED,
+        [SENDQ_DROP_MEDIA_EXPIRED] = DROP_MEDIA_EXPIRED,
+        [SENDQ_DROP_SIGNAL_FULL] = DROP_SIGNAL_FULL,
+        [SENDQ_DROP_PONG_FULL] = DROP_PONG_FULL,
+        [SENDQ_DROP_TOO_BIG] = DROP_OVERSIZE,
+        [SENDQ_DROP_DISCARDED] = DROP_CLOSING,
+        [SENDQ_DROP_NOMEM] = DROP_NOMEM,
+    };
+    count_drop(ctx, map[why], n);
 }
 
 tunnel_t *tunnel_new(struct conn *c, int32_t stream_id)
@@ -84,44 +100,6 @@ static void tunnel_wake(tunnel_t *t)
 
 /* ---- response body (downlink) ---------------------------------------------- */
 
-/* Copies one capsule into buf; what does not fit is kept in t->rest and goes
- * first into the next DATA frame (capsules are a byte stream, RFC 9297 §3.2). */
-static size_t emit(tunnel_t *t, uint8_t *buf, size_t room, const uint8_t *rec, size_t len)
-{
-    if (len <= room) {
-        memcpy(buf, rec, len);
-        return len;
-    }
-    if (!t->rest) {
-        t->rest = malloc(limits_of(t)->max_capsule + CAPSULE_MAX_HEADER);
-        if (!t->rest)
-            return 0; /* try again on the next call; the record stays queued */
-    }
-    memcpy(buf, rec, room);
-    memcpy(t->rest, rec + room, len - room);
-    t->rest_len = len - room;
-    t->rest_off = 0;
-    return room;
-}
-
-/* Moves whole records from q while they fit; returns bytes written. Stops at
- * the first record split across frames (it is then in t->rest). */
-static size_t drain(tunnel_t *t, pktq_t *q, uint8_t *buf, size_t room)
-{
-    size_t n = 0;
-    const uint8_t *rec;
-    size_t len;
-    while (n < room && !t->rest_len && pktq_peek(q, &rec, &len)) {
-        size_t k = emit(t, buf + n, room - n, rec, len);
-        if (k == 0)
-            break;
-        n += k;
-        count_down(t, len);
-        pktq_pop(q);
-    }
-    return n;
-}
-
 /* Error response body: the reason sentence and a newline. */
 static ssize_t reason_read(tunnel_t *t, uint8_t *buf, size_t length, uint32_t *flags)
 {
@@ -135,9 +113,9 @@ static ssize_t reason_read(tunnel_t *t, uint8_t *buf, size_t length, uint32_t *f
     return (ssize_t)n;
 }
 
-/* nghttp2 data provider of the response body. Order: the rest of a split
- * capsule, a pending PONG, signaling, then either CLOSE (ending the body) or
- * media. Media older than the age limit is dropped here, at the last moment. */
+/* nghttp2 data provider of the response body: DATA frames come straight from
+ * the tunnel's sendq (signaling before media, stale media dropped at the last
+ * moment); it defers when there is nothing to send. */
 static ssize_t body_read(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
                          size_t length, uint32_t *flags, nghttp2_data_source *source,
                          void *user_data)
@@ -146,45 +124,16 @@ static ssize_t body_read(nghttp2_session *session, int32_t stream_id, uint8_t *b
     if (t->state == TUNNEL_REJECTED)
         return reason_read(t, buf, length, flags);
 
-    size_t n = 0;
-    if (t->rest_len) {
-        n = t->rest_len < length ? t->rest_len : length;
-        memcpy(buf, t->rest + t->rest_off, n);
-        t->rest_off += n;
-        t->rest_len -= n;
-    }
-    if (!t->rest_len && t->pong_len && t->pong_len <= length - n) {
-        memcpy(buf + n, t->pong, t->pong_len);
-        n += t->pong_len;
-        t->pong_len = 0;
-    }
-    n += drain(t, &t->signal, buf + n, length - n);
-
-    if (t->close_len) {
-        if (!t->close_written && !t->rest_len && n < length) {
-            size_t k = emit(t, buf + n, length - n, t->close_capsule, t->close_len);
-            if (k) {
-                n += k;
-                t->close_written = 1;
-                count_drop(t, DROP_CLOSING, t->media.count);
-                pktq_dispose(&t->media);
-            }
-        }
-        if (t->close_written && !t->rest_len) {
-            *flags |= NGHTTP2_DATA_FLAG_EOF;
-            if (t->rst_after_close)
-                *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-            return (ssize_t)n;
-        }
-    } else if (n < length && !t->rest_len) {
-        uint64_t now = util_ns(ev_now(srv_of(t)->loop));
-        uint64_t age = (uint64_t)limits_of(t)->media_queue_age_ms * 1000000u;
-        if (now > age) {
-            size_t expired = pktq_expire(&t->media, now - age);
-            if (expired)
-                count_drop(t, DROP_MEDIA_EXPIRED, expired);
-        }
-        n += drain(t, &t->media, buf + n, length - n);
+    uint64_t packets = t->down.tx_packets, bytes = t->down.tx_bytes;
+    int eof;
+    size_t n = sendq_fill(&t->down, buf, length, util_ns(ev_now(srv_of(t)->loop)), &eof);
+    count_down(t, t->down.tx_packets - packets, t->down.tx_bytes - bytes);
+    if (eof) {
+        t->body_ended = 1;
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (t->rst_after_close)
+            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        return (ssize_t)n;
     }
     if (n == 0) {
         t->deferred = 1;
@@ -210,43 +159,14 @@ static void backend_error(tunnel_t *t, int err)
     }
 }
 
-static void enqueue(tunnel_t *t, uint8_t *payload, size_t len, uint64_t now)
-{
-    size_t max = limits_of(t)->max_capsule;
-    if (len + 1 > max) {
-        count_drop(t, DROP_OVERSIZE, 1);
-        return;
-    }
-    int sig = classify_packet(payload, len) == PKT_SIGNAL;
-    uint64_t type = sig ? CAPSULE_SIGNAL : CAPSULE_DATAGRAM;
-    size_t vlen = sig ? len : len + 1;
-    size_t hlen = capsule_header_size(type, vlen);
-    /* The payload was read CAPSULE_MAX_OVERHEAD bytes into the buffer, so the
-     * header (and context id) fit in front of it: no copy to frame it. */
-    uint8_t *rec = payload - (vlen - len) - hlen;
-    capsule_encode_header(rec, hlen, type, vlen);
-    if (!sig)
-        rec[hlen] = 0; /* context id 0 */
-    size_t dropped = 0;
-    int rc = pktq_push(sig ? &t->signal : &t->media, rec, hlen + vlen, now, &dropped);
-    if (dropped)
-        count_drop(t, DROP_MEDIA_EVICTED, dropped);
-    if (rc == PKTQ_ERR_TOO_BIG)
-        count_drop(t, DROP_OVERSIZE, 1); /* larger than the whole queue */
-    else if (rc != PKTQ_OK)
-        count_drop(t, sig ? DROP_SIGNAL_FULL : DROP_MEDIA_EVICTED, 1);
-}
-
 static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     tunnel_t *t = container_of(w, tunnel_t, udp_io);
-    server_t *srv = srv_of(t);
-    uint8_t *payload = srv->udp_buf + CAPSULE_MAX_OVERHEAD;
-    size_t cap = SERVER_UDP_BUF - CAPSULE_MAX_OVERHEAD;
+    uint8_t *buf = srv_of(t)->udp_buf;
     uint64_t now = util_ns(ev_now(loop));
     int got = 0;
     for (int i = 0; i < UDP_READS_PER_EVENT && t->state == TUNNEL_OPEN; i++) {
-        ssize_t r = recv(t->fd, payload, cap, 0);
+        ssize_t r = recv(t->fd, buf, SERVER_UDP_BUF, 0);
         if (r < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 break;
@@ -257,7 +177,7 @@ static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
         }
         got = 1;
         t->backend_errors = 0;
-        enqueue(t, payload, (size_t)r, now);
+        sendq_push(&t->down, buf, (size_t)r, now); /* drops are counted by the hook */
     }
     if (got) {
         tunnel_touch(t);
@@ -407,8 +327,9 @@ int tunnel_start(tunnel_t *t)
     }
     capsule_reader_init(&t->reader, t->reader_buf, lim->max_capsule + CAPSULE_MAX_HEADER,
                         lim->max_capsule);
-    pktq_init(&t->signal, lim->signal_queue_bytes, PKTQ_REJECT_NEW);
-    pktq_init(&t->media, lim->media_queue_bytes, PKTQ_DROP_OLDEST);
+    /* A DATAGRAM value is the context id and the payload: max_capsule - 1. */
+    sendq_init(&t->down, lim->media_queue_bytes, lim->signal_queue_bytes, lim->max_capsule - 1,
+               (uint64_t)lim->media_queue_age_ms * 1000000u, down_dropped, t);
     snprintf(t->tenant, sizeof t->tenant, "%s", target.tenant->id);
     t->kind = target.kind;
     t->state = TUNNEL_OPEN;
@@ -459,8 +380,7 @@ static int handle_capsule(tunnel_t *t, const capsule_t *c)
             protocol_error(t, "PING value is not 8 bytes");
             return -1;
         }
-        t->pong_len = (size_t)capsule_encode(t->pong, sizeof t->pong, CAPSULE_PONG, c->value,
-                                             c->len);
+        sendq_push_pong(&t->down, c->value);
         tunnel_wake(t);
         return 0;
     case CAPSULE_PONG:
@@ -517,24 +437,18 @@ void tunnel_close(tunnel_t *t, uint64_t code, const char *reason, int rst)
     if (t->state != TUNNEL_OPEN)
         return;
     t->state = TUNNEL_CLOSING;
-    size_t rlen = strlen(reason);
-    if (rlen > sizeof t->close_capsule - CAPSULE_MAX_HEADER - 8) {
-        rlen = sizeof t->close_capsule - CAPSULE_MAX_HEADER - 8;
-        while (rlen && ((uint8_t)reason[rlen] & 0xc0) == 0x80)
-            rlen--; /* cut on a UTF-8 character boundary */
-    }
-    ssize_t n = capsule_encode_close(t->close_capsule, sizeof t->close_capsule, code, reason,
-                                     rlen);
-    t->close_len = n > 0 ? (size_t)n : 0;
     t->close_code = code;
     t->rst_after_close = rst ? 1 : 0;
+    /* What is still queued would arrive after the CLOSE: late, so dropped. */
+    sendq_discard(&t->down);
+    sendq_finish(&t->down, 1, code, reason);
     backend_close(t);
     tunnel_wake(t);
 }
 
 void tunnel_frame_sent(tunnel_t *t, const nghttp2_frame *frame)
 {
-    if (frame->hd.type == NGHTTP2_DATA && t->close_written && t->rst_after_close) {
+    if (frame->hd.type == NGHTTP2_DATA && t->body_ended && t->rst_after_close) {
         t->rst_after_close = 0;
         nghttp2_submit_rst_stream(t->conn->h2, NGHTTP2_FLAG_NONE, t->stream_id,
                                   NGHTTP2_PROTOCOL_ERROR);
@@ -548,6 +462,7 @@ void tunnel_free(tunnel_t *t)
     if (was_open) {
         server_t *srv = srv_of(t);
         srv->counters.tunnels_active--;
+        sendq_discard(&t->down); /* whatever is still queued was never delivered */
         const tunnel_counters_t *k = &t->counters;
         uint64_t drops = 0;
         for (int i = 0; i < DROP_REASON_COUNT; i++)
@@ -556,18 +471,14 @@ void tunnel_free(tunnel_t *t)
                 "tunnel closed: conn %s stream %d tenant %s close %s up %llu/%llu B down "
                 "%llu/%llu B drops %llu",
                 c->peer, t->stream_id, t->tenant,
-                t->close_len ? capsule_close_name(t->close_code) : "reset",
+                t->state == TUNNEL_CLOSING ? capsule_close_name(t->close_code) : "reset",
                 (unsigned long long)k->up_packets, (unsigned long long)k->up_bytes,
                 (unsigned long long)k->down_packets, (unsigned long long)k->down_bytes,
                 (unsigned long long)drops);
-        /* Media still queued at the end was never delivered. */
-        count_drop(t, DROP_CLOSING, t->media.count);
     }
     backend_close(t);
-    pktq_dispose(&t->signal);
-    pktq_dispose(&t->media);
+    sendq_dispose(&t->down);
     free(t->reader_buf);
-    free(t->rest);
     free(t->req);
     if (t->_prev)
         t->_prev->_next = t->_next;

@@ -10,11 +10,11 @@
  * its connection when the connection goes away.
  *
  * Uplink: capsules from the request body are decoded as they arrive and sent
- * to the backend at once (no queue). Downlink: backend datagrams are encoded as
- * capsules and queued — signaling (STUN, DTLS per RFC 7983) in a bounded queue
- * that never evicts, media in a bounded queue that drops the oldest packet and
- * anything older than the age limit. The response body's data provider drains
- * the signaling queue first, then media, and defers when both are empty.
+ * to the backend at once (no queue). Downlink: backend datagrams wait in the
+ * tunnel's sendq (proto/sendq.h) — signaling (STUN, DTLS per RFC 7983) in a
+ * bounded queue that never evicts, media in a bounded queue that drops the
+ * oldest packet and anything older than the age limit. The response body's
+ * data provider fills DATA frames from it and defers when it is empty.
  *
  * The connection owns its tunnels; a tunnel never frees its connection and
  * never writes to the TLS socket itself (it asks with conn_want_write).
@@ -27,8 +27,8 @@
 #include <stdint.h>
 
 #include "../proto/capsule.h"
+#include "../proto/sendq.h"
 #include "counters.h"
-#include "pktq.h"
 #include "request.h"
 
 struct conn;
@@ -58,16 +58,10 @@ typedef struct tunnel {
 
     capsule_reader_t reader;      /* uplink capsules */
     uint8_t *reader_buf;
-    pktq_t signal, media;         /* downlink, records are encoded capsules */
-    uint8_t *rest;                /* tail of a capsule split across DATA frames */
-    size_t rest_len, rest_off;
-    uint8_t pong[CAPSULE_MAX_HEADER + CAPSULE_PING_LEN];
-    size_t pong_len;              /* 0: no PONG pending (answers the latest PING) */
-    uint8_t close_capsule[CAPSULE_MAX_HEADER + 96];
-    size_t close_len;             /* 0: no CLOSE pending */
-    uint64_t close_code;
+    sendq_t down;                 /* downlink: queues, PONGs, CLOSE, capsule packer */
+    uint64_t close_code;          /* valid once TUNNEL_CLOSING */
     unsigned deferred : 1;        /* data provider returned NGHTTP2_ERR_DEFERRED */
-    unsigned close_written : 1;   /* CLOSE handed to nghttp2; the body ends there */
+    unsigned body_ended : 1;      /* the response body is complete (CLOSE sent) */
     unsigned rst_after_close : 1; /* protocol error: RST_STREAM once CLOSE is sent */
 
     char tenant[65];

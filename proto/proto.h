@@ -7,7 +7,9 @@
  * into the caller's input. An encoder writes into a caller-owned buffer and
  * returns the number of bytes written or a negative proto_err.
  *
- * Nothing in proto/ touches a socket, an event loop or global state.
+ * Nothing in proto/ touches a socket, an event loop or global state. The two
+ * send-side queues (pktq.h, sendq.h) are the only allocators: each allocates
+ * its storage once, on first use, and never per packet.
  */
 #ifndef SLUICE_PROTO_H
 #define SLUICE_PROTO_H

@@ -49,9 +49,9 @@ const char *sluice_state_name(sluice_state_t state)
     return "unknown";
 }
 
-uint32_t shim_client__now_ms(const sluice_client_t *c)
+uint64_t shim_client__now_ns(const sluice_client_t *c)
 {
-    return (uint32_t)(uint64_t)(ev_now(c->loop) * 1000.0);
+    return (uint64_t)(ev_now(c->loop) * 1e9);
 }
 
 int shim_client__usable(const sluice_client_t *c)

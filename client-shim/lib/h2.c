@@ -148,9 +148,9 @@ static ssize_t h2_read_body(nghttp2_session *s, int32_t stream_id, uint8_t *buf,
     size_t n;
     int eof;
 
-    if (t->status != 200 && !shim_uplink_finishing(&t->up))
+    if (t->status != 200 && !sendq_finishing(&t->up))
         return NGHTTP2_ERR_DEFERRED;
-    n = shim_uplink_fill(&t->up, buf, length, shim_client__now_ms(t->client), &eof);
+    n = sendq_fill(&t->up, buf, length, shim_client__now_ns(t->client), &eof);
     if (eof) {
         *data_flags |= NGHTTP2_DATA_FLAG_EOF;
         return (ssize_t)n;

@@ -7,7 +7,7 @@
  *   TLS        SSL over two memory BIOs: the socket is read and written by
  *              client.c, never by OpenSSL
  *   HTTP/2     nghttp2 session driven by mem_recv / mem_send only
- *   tunnels    one stream each, capsules in both bodies (shim_uplink.h,
+ *   tunnels    one stream each, capsules in both bodies (proto/sendq.h,
  *              shim_downlink.h)
  *
  * Lifetime. The application owns the client; the client owns its tunnels.
@@ -29,7 +29,7 @@
 
 #include "../../proto/capsule.h"
 #include "shim_dial.h"
-#include "shim_uplink.h"
+#include "../../proto/sendq.h"
 #include "sluice_shim.h"
 
 #define SHIM_OWNER(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
@@ -73,7 +73,7 @@ struct st_sluice_tunnel_t {
     size_t _reason_len;    /* refusal body bytes collected */
     uint32_t _response_timeout_ms;
     uint32_t _close_timeout_ms;
-    shim_uplink_t up;
+    sendq_t up;
     capsule_reader_t _reader;
     uint8_t *_rbuf;        /* reassembly buffer of _reader */
     ev_timer _timer;       /* response deadline, then close deadline */
@@ -135,7 +135,7 @@ struct st_sluice_client_t {
 void shim_client__kick(sluice_client_t *c);
 void shim_client__end(sluice_client_t *c, sluice_state_t state, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-uint32_t shim_client__now_ms(const sluice_client_t *c);
+uint64_t shim_client__now_ns(const sluice_client_t *c);
 int shim_client__usable(const sluice_client_t *c);
 
 /* tls.c */

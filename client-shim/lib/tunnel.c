@@ -21,6 +21,16 @@
 
 #define DEFAULT_QUEUE_BYTES 65536u
 #define DEFAULT_MEDIA_AGE_MS 500u
+
+/* A queue holds at least one largest packet, whatever bound the app asked
+ * for; 0 means the default. */
+static size_t queue_cap(size_t bytes)
+{
+    size_t min = PKTQ_RECORD_SIZE(SLUICE_MAX_PAYLOAD);
+    if (!bytes)
+        bytes = DEFAULT_QUEUE_BYTES;
+    return bytes < min ? min : bytes;
+}
 #define DEFAULT_RESPONSE_TIMEOUT_MS 10000u
 #define DEFAULT_CLOSE_TIMEOUT_MS 2000u
 #define HEADER_VALUE_MAX 1024u
@@ -90,8 +100,8 @@ void shim_tunnel__wake(sluice_tunnel_t *t)
 /* Stops the uplink: queued packets are dropped and the body ends. */
 void shim_tunnel__end_uplink(sluice_tunnel_t *t)
 {
-    shim_uplink_discard(&t->up);
-    shim_uplink_finish(&t->up, 0, 0, NULL);
+    sendq_discard(&t->up);
+    sendq_finish(&t->up, 0, 0, NULL);
     shim_tunnel__wake(t);
 }
 
@@ -108,7 +118,7 @@ void shim_tunnel__free(sluice_tunnel_t *t)
     else
         c->_tail = t->_prev;
     ev_timer_stop(c->loop, &t->_timer);
-    shim_uplink_dispose(&t->up);
+    sendq_dispose(&t->up);
     free(t->_rbuf);
     free(t->_path);
     free(t->_username);
@@ -151,7 +161,7 @@ static void dl_ping(void *ud, const uint8_t *value)
 {
     sluice_tunnel_t *t = ud;
 
-    shim_uplink_push_pong(&t->up, value);
+    sendq_push_pong(&t->up, value);
     shim_tunnel__wake(t);
 }
 
@@ -180,8 +190,8 @@ static void tunnel_protocol_error(sluice_tunnel_t *t, const char *desc)
 
     shim_tunnel__finish(t, 200, SLUICE_CLOSE_PROTOCOL_ERROR, "protocol error from gateway: %s",
                         desc ? desc : "malformed capsule");
-    shim_uplink_discard(&t->up);
-    if (shim_uplink_eof(&t->up) || shim_uplink_finishing(&t->up)) {
+    sendq_discard(&t->up);
+    if (sendq_eof(&t->up) || sendq_finishing(&t->up)) {
         /* Our side has ended or is ending with another CLOSE: just reset. */
         if (!t->_stream_gone && c->_h2)
             nghttp2_submit_rst_stream(c->_h2, NGHTTP2_FLAG_NONE, t->stream_id,
@@ -189,7 +199,7 @@ static void tunnel_protocol_error(sluice_tunnel_t *t, const char *desc)
         shim_client__kick(c);
         return;
     }
-    shim_uplink_finish(&t->up, 1, SLUICE_CLOSE_PROTOCOL_ERROR, desc);
+    sendq_finish(&t->up, 1, SLUICE_CLOSE_PROTOCOL_ERROR, desc);
     t->_rst_after_eof = 1;
     shim_tunnel__wake(t);
 }
@@ -333,9 +343,11 @@ sluice_tunnel_t *sluice_tunnel_open(sluice_client_t *c, const sluice_tunnel_opts
              region ? "?region=" : "", region ? region : "");
     capsule_reader_init(&t->_reader, t->_rbuf, CAPSULE_DEFAULT_MAX_VALUE + CAPSULE_MAX_HEADER,
                         CAPSULE_DEFAULT_MAX_VALUE);
-    shim_uplink_init(&t->up, o->media_queue_bytes ? o->media_queue_bytes : DEFAULT_QUEUE_BYTES,
-                     o->signal_queue_bytes ? o->signal_queue_bytes : DEFAULT_QUEUE_BYTES,
-                     o->media_max_age_ms ? o->media_max_age_ms : DEFAULT_MEDIA_AGE_MS);
+    sendq_init(&t->up, queue_cap(o->media_queue_bytes), queue_cap(o->signal_queue_bytes),
+               SLUICE_MAX_PAYLOAD,
+               (uint64_t)(o->media_max_age_ms ? o->media_max_age_ms : DEFAULT_MEDIA_AGE_MS) *
+                   1000000u,
+               NULL, NULL);
     t->_response_timeout_ms =
         o->response_timeout_ms ? o->response_timeout_ms : DEFAULT_RESPONSE_TIMEOUT_MS;
     t->_close_timeout_ms = o->close_timeout_ms ? o->close_timeout_ms : DEFAULT_CLOSE_TIMEOUT_MS;
@@ -365,16 +377,16 @@ int sluice_tunnel_send(sluice_tunnel_t *t, const uint8_t *p, size_t len)
         return SLUICE_ERR_INVALID;
     if (t->_closing || t->_finished || t->client->_free_requested)
         return SLUICE_ERR_STATE;
-    switch (shim_uplink_push(&t->up, p, len, shim_client__now_ms(t->client))) {
-    case SHIM_UPLINK_OK:
+    switch (sendq_push(&t->up, p, len, shim_client__now_ns(t->client))) {
+    case SENDQ_OK:
         if (t->status == 200)
             shim_tunnel__wake(t);
         return SLUICE_OK;
-    case SHIM_UPLINK_FULL:
+    case SENDQ_FULL:
         return SLUICE_ERR_FULL;
-    case SHIM_UPLINK_TOO_BIG:
+    case SENDQ_TOO_BIG:
         return SLUICE_ERR_TOO_BIG;
-    case SHIM_UPLINK_NOMEM:
+    case SENDQ_NOMEM:
         return SLUICE_ERR_NOMEM;
     default:
         return SLUICE_ERR_STATE;
@@ -398,7 +410,7 @@ void sluice_tunnel_close(sluice_tunnel_t *t)
         shim_tunnel__finish(t, 0, SLUICE_CLOSE_NORMAL, "closed by the application");
     } else if (t->status == 200) {
         /* Queued packets first, then CLOSE(normal) and END_STREAM. */
-        shim_uplink_finish(&t->up, 1, SLUICE_CLOSE_NORMAL, NULL);
+        sendq_finish(&t->up, 1, SLUICE_CLOSE_NORMAL, NULL);
         shim_tunnel__start_timer(t, t->_close_timeout_ms);
         shim_tunnel__wake(t);
     }
@@ -412,9 +424,9 @@ void sluice_tunnel_stats(const sluice_tunnel_t *t, sluice_tunnel_stats_t *out)
     out->tx_bytes = t->up.tx_bytes;
     out->rx_packets = t->rx_packets;
     out->rx_bytes = t->rx_bytes;
-    out->dropped_media = t->up.dropped_media;
-    out->dropped_signal = t->up.dropped_signal;
-    out->queued_bytes = shim_uplink_queued(&t->up);
+    out->dropped_media = t->up.drops[SENDQ_DROP_MEDIA_EVICTED] + t->up.drops[SENDQ_DROP_MEDIA_EXPIRED];
+    out->dropped_signal = t->up.drops[SENDQ_DROP_SIGNAL_FULL];
+    out->queued_bytes = sendq_queued(&t->up);
 }
 
 int32_t sluice_tunnel_stream_id(const sluice_tunnel_t *t)

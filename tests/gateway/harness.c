@@ -186,22 +186,39 @@ static void h_tick(struct ev_loop *loop, ev_timer *w, int revents)
 {
 }
 
-int h_until(harness_t *h, int (*cond)(harness_t *, void *), void *arg, int timeout_ms)
+/* Blocks in the loop until a watcher fires or a short tick passes. */
+static void h_block(harness_t *h)
+{
+    ev_timer tick;
+    ev_timer_init(&tick, h_tick, 0.005, 0.);
+    ev_timer_start(h->loop, &tick);
+    ev_run(h->loop, EVRUN_ONCE);
+    ev_timer_stop(h->loop, &tick);
+}
+
+static int h_wait(harness_t *h, int pump, int (*cond)(harness_t *, void *), void *arg,
+                  int timeout_ms)
 {
     double end = now_ms() + timeout_ms;
     for (;;) {
-        h_pump(h);
+        if (pump)
+            h_pump(h);
         if (cond(h, arg))
             return 1;
         if (now_ms() >= end)
             return 0;
-        /* Block in the loop until a watcher fires or a short tick passes. */
-        ev_timer tick;
-        ev_timer_init(&tick, h_tick, 0.005, 0.);
-        ev_timer_start(h->loop, &tick);
-        ev_run(h->loop, EVRUN_ONCE);
-        ev_timer_stop(h->loop, &tick);
+        h_block(h);
     }
+}
+
+int h_until(harness_t *h, int (*cond)(harness_t *, void *), void *arg, int timeout_ms)
+{
+    return h_wait(h, 1, cond, arg, timeout_ms);
+}
+
+int h_loop_until(harness_t *h, int (*cond)(harness_t *, void *), void *arg, int timeout_ms)
+{
+    return h_wait(h, 0, cond, arg, timeout_ms);
 }
 
 int h_open(harness_t *h, const char *path)

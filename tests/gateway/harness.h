@@ -64,6 +64,10 @@ void h_pump(harness_t *h);
  * Returns 1 when it holds. */
 int h_until(harness_t *h, int (*cond)(harness_t *, void *), void *arg, int timeout_ms);
 
+/* Runs only the gateway's loop (no bytes move between the peers) until
+ * cond(h, arg) holds or timeout_ms passes. Returns 1 when it holds. */
+int h_loop_until(harness_t *h, int (*cond)(harness_t *, void *), void *arg, int timeout_ms);
+
 /* Opens POST path with valid credentials for tenant "acme" (or the given
  * username/credential when not NULL). Returns the stream index. */
 int h_open(harness_t *h, const char *path);

@@ -1,19 +1,33 @@
 /*
- * test_uplink.c — client-shim/lib/uplink.c: queue classes, order on the
- * wire, capsules split across DATA frames of every size, the end of the
- * body, and the bounds (queue, PONGs, payload size, media age).
+ * test_sendq.c — proto/sendq.c: queue classes, order on the wire, capsules
+ * split across DATA frames of every size, the end of the body, and the bounds
+ * (queue, PONGs, payload size, media age), with every drop counted by reason.
  *
- * The packer's output is decoded with proto's capsule_reader, the same code
- * the gateway uses, so these tests check wire format, not our own opinion.
+ * The packer's output is decoded with capsule_reader, the code both peers use
+ * to read it, so these tests check the wire format, not our own opinion.
  */
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../client-shim/lib/shim_uplink.h"
 #include "../../proto/capsule.h"
 #include "../../proto/proto.h"
-#include "sluice_shim.h"
+#include "../../proto/sendq.h"
+
+/* The shim's payload bound: a DATAGRAM value of at most 65,535 bytes. */
+#define MAXP 65534u
+#define MS(x) ((uint64_t)(x) * 1000000u)
+
+/* Queues of at least one largest record, as the shim sizes them. */
+static size_t qcap(size_t bytes)
+{
+    return bytes < PKTQ_RECORD_SIZE(MAXP) ? PKTQ_RECORD_SIZE(MAXP) : bytes;
+}
+
+static void q_init(sendq_t *q, size_t media, size_t signal, uint32_t age_ms)
+{
+    sendq_init(q, qcap(media), qcap(signal), MAXP, MS(age_ms), NULL, NULL);
+}
 
 /* RFC 7983 first bytes: 0x00 STUN (signal), 0x80 RTP (media), 0x17 DTLS
  * application data (signal). */
@@ -42,7 +56,7 @@ static void decoded_free(decoded_t *d)
 
 /* Drains the uplink in chunks of `chunk` bytes (the DATA frame room) and
  * decodes the stream. Returns the eof flag of the last fill. */
-static int drain(shim_uplink_t *u, size_t chunk, uint32_t now, decoded_t *d)
+static int drain(sendq_t *u, size_t chunk, uint64_t now, decoded_t *d)
 {
     static uint8_t rbuf[CAPSULE_DEFAULT_MAX_VALUE + CAPSULE_MAX_HEADER];
     uint8_t *frame = malloc(chunk);
@@ -52,7 +66,7 @@ static int drain(shim_uplink_t *u, size_t chunk, uint32_t now, decoded_t *d)
     capsule_reader_init(&r, rbuf, sizeof(rbuf), CAPSULE_DEFAULT_MAX_VALUE);
     memset(d, 0, sizeof(*d));
     for (int guard = 0; guard < 1000000; guard++) {
-        size_t n = shim_uplink_fill(u, frame, chunk, now, &eof);
+        size_t n = sendq_fill(u, frame, chunk, now, &eof);
         const uint8_t *src = frame;
         size_t len = n;
         capsule_t c;
@@ -91,18 +105,18 @@ static void expect_packet(const decoded_t *d, size_t i, uint64_t type, const uin
     }
 }
 
-Test(uplink, signaling_goes_ahead_of_media)
+Test(sendq, signaling_goes_ahead_of_media)
 {
-    shim_uplink_t u;
+    sendq_t u;
     uint8_t m1[100], s1[20], m2[50], s2[30];
     decoded_t d;
 
-    shim_uplink_init(&u, 65536, 65536, 0);
-    cr_assert_eq(shim_uplink_push(&u, m1, mk(m1, sizeof(m1), 0x80, 1), 0), SHIM_UPLINK_OK);
-    cr_assert_eq(shim_uplink_push(&u, s1, mk(s1, sizeof(s1), 0x00, 2), 0), SHIM_UPLINK_OK);
-    cr_assert_eq(shim_uplink_push(&u, m2, mk(m2, sizeof(m2), 0x90, 3), 0), SHIM_UPLINK_OK);
-    cr_assert_eq(shim_uplink_push(&u, s2, mk(s2, sizeof(s2), 0x17, 4), 0), SHIM_UPLINK_OK);
-    cr_expect_eq(shim_uplink_queued(&u), 200);
+    q_init(&u, 65536, 65536, 0);
+    cr_assert_eq(sendq_push(&u, m1, mk(m1, sizeof(m1), 0x80, 1), 0), SENDQ_OK);
+    cr_assert_eq(sendq_push(&u, s1, mk(s1, sizeof(s1), 0x00, 2), 0), SENDQ_OK);
+    cr_assert_eq(sendq_push(&u, m2, mk(m2, sizeof(m2), 0x90, 3), 0), SENDQ_OK);
+    cr_assert_eq(sendq_push(&u, s2, mk(s2, sizeof(s2), 0x17, 4), 0), SENDQ_OK);
+    cr_expect_eq(sendq_queued(&u), 200);
     cr_expect_eq(drain(&u, 16384, 0, &d), 0, "no end of body without finish");
     cr_assert_eq(d.n, 4);
     expect_packet(&d, 0, CAPSULE_SIGNAL, s1, sizeof(s1));
@@ -111,60 +125,60 @@ Test(uplink, signaling_goes_ahead_of_media)
     expect_packet(&d, 3, CAPSULE_DATAGRAM, m2, sizeof(m2));
     cr_expect_eq(u.tx_packets, 4);
     cr_expect_eq(u.tx_bytes, 200);
-    cr_expect_eq(shim_uplink_queued(&u), 0);
+    cr_expect_eq(sendq_queued(&u), 0);
     decoded_free(&d);
-    shim_uplink_dispose(&u);
+    sendq_dispose(&u);
 }
 
-Test(uplink, pong_goes_first_and_echoes_the_ping_value)
+Test(sendq, pong_goes_first_and_echoes_the_ping_value)
 {
-    shim_uplink_t u;
+    sendq_t u;
     uint8_t s1[20], v[8] = {1, 2, 3, 4, 5, 6, 7, 8};
     decoded_t d;
 
-    shim_uplink_init(&u, 65536, 65536, 0);
-    shim_uplink_push(&u, s1, mk(s1, sizeof(s1), 0x01, 1), 0);
-    cr_assert_eq(shim_uplink_push_pong(&u, v), SHIM_UPLINK_OK);
-    cr_expect(shim_uplink_ready(&u, 0));
+    q_init(&u, 65536, 65536, 0);
+    sendq_push(&u, s1, mk(s1, sizeof(s1), 0x01, 1), 0);
+    cr_assert_eq(sendq_push_pong(&u, v), SENDQ_OK);
+    cr_expect(sendq_ready(&u, 0));
     drain(&u, 1000, 0, &d);
     cr_assert_eq(d.n, 2);
     expect_packet(&d, 0, CAPSULE_PONG, v, 8);
     expect_packet(&d, 1, CAPSULE_SIGNAL, s1, sizeof(s1));
     decoded_free(&d);
-    shim_uplink_dispose(&u);
+    sendq_dispose(&u);
 }
 
-Test(uplink, pongs_are_bounded)
+Test(sendq, pongs_are_bounded)
 {
-    shim_uplink_t u;
+    sendq_t u;
     uint8_t v[8] = {0};
 
-    shim_uplink_init(&u, 0, 0, 0);
-    for (unsigned i = 0; i < SHIM_UPLINK_MAX_PONGS; i++)
-        cr_assert_eq(shim_uplink_push_pong(&u, v), SHIM_UPLINK_OK);
-    cr_expect_eq(shim_uplink_push_pong(&u, v), SHIM_UPLINK_FULL);
-    cr_expect_eq(u.dropped_pongs, 1);
-    shim_uplink_dispose(&u);
+    q_init(&u, 0, 0, 0);
+    for (unsigned i = 0; i < SENDQ_MAX_PONGS; i++)
+        cr_assert_eq(sendq_push_pong(&u, v), SENDQ_OK);
+    cr_expect_eq(sendq_push_pong(&u, v), SENDQ_FULL);
+    cr_expect_eq(u.drops[SENDQ_DROP_PONG_FULL], 1);
+    sendq_dispose(&u);
 }
 
 /* Every frame size from 1 byte up: capsules (one of them the largest legal
  * payload) cross frame boundaries and come out whole and in order. */
-Test(uplink, capsules_split_across_frames_of_every_small_size)
+Test(sendq, capsules_split_across_frames_of_every_small_size)
 {
-    static uint8_t big[SLUICE_MAX_PAYLOAD];
+    static uint8_t big[MAXP];
     uint8_t a[300], b[5], c[70];
 
     mk(big, sizeof(big), 0x80, 9);
     for (size_t chunk = 1; chunk <= 40; chunk++) {
-        shim_uplink_t u;
+        sendq_t u;
         decoded_t d;
-        shim_uplink_init(&u, 200000, 0, 0); /* room for all: this is not about drops */
-        cr_assert_eq(shim_uplink_push(&u, a, mk(a, sizeof(a), 0x80, 1), 0), SHIM_UPLINK_OK);
-        cr_assert_eq(shim_uplink_push(&u, b, mk(b, sizeof(b), 0x14, 2), 0), SHIM_UPLINK_OK);
-        cr_assert_eq(shim_uplink_push(&u, big, sizeof(big), 0), SHIM_UPLINK_OK);
-        cr_assert_eq(shim_uplink_push(&u, c, mk(c, sizeof(c), 0x81, 3), 0), SHIM_UPLINK_OK);
-        cr_assert_eq(shim_uplink_push(&u, NULL, 0, 0), SHIM_UPLINK_OK); /* empty: media */
-        shim_uplink_finish(&u, 1, SLUICE_CLOSE_NORMAL, "bye");
+        q_init(&u, 200000, 0, 0); /* room for all: this is not about drops */
+        cr_assert_eq(sendq_push(&u, a, mk(a, sizeof(a), 0x80, 1), 0), SENDQ_OK);
+        cr_assert_eq(sendq_push(&u, b, mk(b, sizeof(b), 0x14, 2), 0), SENDQ_OK);
+        cr_assert_eq(sendq_push(&u, big, sizeof(big), 0), SENDQ_OK);
+        cr_assert_eq(sendq_push(&u, c, mk(c, sizeof(c), 0x81, 3), 0), SENDQ_OK);
+        cr_assert_eq(sendq_push(&u, NULL, 0, 0), SENDQ_OK); /* empty: media */
+        sendq_finish(&u, 1, CLOSE_NORMAL, "bye");
         cr_expect_eq(drain(&u, chunk, 0, &d), 1, "chunk %zu: no end of body", chunk);
         cr_assert_eq(d.n, 6, "chunk %zu: %zu capsules", chunk, d.n);
         expect_packet(&d, 0, CAPSULE_SIGNAL, b, sizeof(b));
@@ -174,27 +188,27 @@ Test(uplink, capsules_split_across_frames_of_every_small_size)
         expect_packet(&d, 4, CAPSULE_DATAGRAM, NULL, 0);
         cr_assert_eq(d.type[5], CAPSULE_CLOSE);
         decoded_free(&d);
-        shim_uplink_dispose(&u);
+        sendq_dispose(&u);
     }
 }
 
 /* A media capsule half written when the queue evicts must still be finished
  * intact: it lives in the staging buffer, not the ring. */
-Test(uplink, eviction_never_tears_a_capsule_in_flight)
+Test(sendq, eviction_never_tears_a_capsule_in_flight)
 {
-    shim_uplink_t u;
+    sendq_t u;
     uint8_t p[1000], frame[100], rbuf[70000];
     capsule_reader_t r;
     capsule_t c;
     int eof, rc;
     size_t got = 0;
 
-    shim_uplink_init(&u, 4096, 0, 0); /* ring_cap raises it to one max packet */
+    q_init(&u, 4096, 0, 0); /* qcap raises it to one max packet */
     capsule_reader_init(&r, rbuf, sizeof(rbuf), CAPSULE_DEFAULT_MAX_VALUE);
     for (unsigned i = 0; i < 70; i++)
-        shim_uplink_push(&u, p, mk(p, sizeof(p), 0x80, i), 0);
+        sendq_push(&u, p, mk(p, sizeof(p), 0x80, i), 0);
     for (int round = 0; round < 2000; round++) {
-        size_t n = shim_uplink_fill(&u, frame, sizeof(frame), 0, &eof);
+        size_t n = sendq_fill(&u, frame, sizeof(frame), 0, &eof);
         const uint8_t *src = frame;
         size_t len = n;
         while ((rc = capsule_reader_next(&r, &src, &len, &c, NULL)) > 0) {
@@ -205,130 +219,130 @@ Test(uplink, eviction_never_tears_a_capsule_in_flight)
         }
         cr_assert_geq(rc, 0);
         /* Keep the ring full so every push evicts. */
-        shim_uplink_push(&u, p, mk(p, sizeof(p), 0x80, (unsigned)round), 0);
+        sendq_push(&u, p, mk(p, sizeof(p), 0x80, (unsigned)round), 0);
     }
     cr_expect_gt(got, 100);
-    cr_expect_gt(u.dropped_media, 0, "the test should have caused evictions");
-    shim_uplink_dispose(&u);
+    cr_expect_gt(u.drops[SENDQ_DROP_MEDIA_EVICTED], 0, "the test should have caused evictions");
+    sendq_dispose(&u);
 }
 
-Test(uplink, media_is_dropped_oldest_first_and_counted)
+Test(sendq, media_is_dropped_oldest_first_and_counted)
 {
-    shim_uplink_t u;
+    sendq_t u;
     uint8_t p[1000];
     decoded_t d;
 
-    shim_uplink_init(&u, 1, 0, 0); /* the minimum: one largest packet */
+    q_init(&u, 1, 0, 0); /* the minimum: one largest packet */
     for (unsigned i = 0; i < 100; i++)
-        cr_assert_eq(shim_uplink_push(&u, p, mk(p, sizeof(p), 0x80, i), 0), SHIM_UPLINK_OK);
-    cr_expect_gt(u.dropped_media, 0);
-    cr_expect_eq(u.dropped_media + u.media.count, 100);
+        cr_assert_eq(sendq_push(&u, p, mk(p, sizeof(p), 0x80, i), 0), SENDQ_OK);
+    cr_expect_gt(u.drops[SENDQ_DROP_MEDIA_EVICTED], 0);
+    cr_expect_eq(u.drops[SENDQ_DROP_MEDIA_EVICTED] + u.media.count, 100);
     drain(&u, 16384, 0, &d);
     /* The newest packet survives. */
     mk(p, sizeof(p), 0x80, 99);
     expect_packet(&d, d.n - 1, CAPSULE_DATAGRAM, p, sizeof(p));
     decoded_free(&d);
-    shim_uplink_dispose(&u);
+    sendq_dispose(&u);
 }
 
-Test(uplink, signaling_is_refused_not_evicted_when_full)
+Test(sendq, signaling_is_refused_not_evicted_when_full)
 {
-    shim_uplink_t u;
+    sendq_t u;
     uint8_t p[1000];
     unsigned ok = 0, full = 0;
 
-    shim_uplink_init(&u, 0, 1, 0);
+    q_init(&u, 0, 1, 0);
     for (unsigned i = 0; i < 100; i++) {
-        int rc = shim_uplink_push(&u, p, mk(p, sizeof(p), 0x00, i), 0);
-        ok += rc == SHIM_UPLINK_OK;
-        full += rc == SHIM_UPLINK_FULL;
+        int rc = sendq_push(&u, p, mk(p, sizeof(p), 0x00, i), 0);
+        ok += rc == SENDQ_OK;
+        full += rc == SENDQ_FULL;
     }
     cr_expect_eq(ok + full, 100);
     cr_expect_gt(full, 0);
-    cr_expect_eq(u.dropped_signal, full);
+    cr_expect_eq(u.drops[SENDQ_DROP_SIGNAL_FULL], full);
     cr_expect_eq(u.signal.count, ok, "nothing queued was evicted");
-    shim_uplink_dispose(&u);
+    sendq_dispose(&u);
 }
 
-Test(uplink, payload_size_limit)
+Test(sendq, payload_size_limit)
 {
-    shim_uplink_t u;
-    static uint8_t p[SLUICE_MAX_PAYLOAD + 1];
+    sendq_t u;
+    static uint8_t p[MAXP + 1];
 
-    shim_uplink_init(&u, 0, 0, 0);
-    cr_expect_eq(shim_uplink_push(&u, p, sizeof(p), 0), SHIM_UPLINK_TOO_BIG);
-    cr_expect_eq(shim_uplink_push(&u, p, SLUICE_MAX_PAYLOAD, 0), SHIM_UPLINK_OK);
-    shim_uplink_dispose(&u);
+    q_init(&u, 0, 0, 0);
+    cr_expect_eq(sendq_push(&u, p, sizeof(p), 0), SENDQ_TOO_BIG);
+    cr_expect_eq(sendq_push(&u, p, MAXP, 0), SENDQ_OK);
+    sendq_dispose(&u);
 }
 
-Test(uplink, old_media_expires_but_signaling_does_not)
+Test(sendq, old_media_expires_but_signaling_does_not)
 {
-    shim_uplink_t u;
+    sendq_t u;
     uint8_t m[10], s[10];
     decoded_t d;
 
-    shim_uplink_init(&u, 0, 0, 500);
-    shim_uplink_push(&u, m, mk(m, sizeof(m), 0x80, 1), 1000);
-    shim_uplink_push(&u, s, mk(s, sizeof(s), 0x00, 2), 1000);
-    drain(&u, 16384, 1600, &d);
+    q_init(&u, 0, 0, 500);
+    sendq_push(&u, m, mk(m, sizeof(m), 0x80, 1), MS(1000));
+    sendq_push(&u, s, mk(s, sizeof(s), 0x00, 2), MS(1000));
+    drain(&u, 16384, MS(1600), &d);
     cr_assert_eq(d.n, 1);
     expect_packet(&d, 0, CAPSULE_SIGNAL, s, sizeof(s));
-    cr_expect_eq(u.dropped_media, 1);
+    cr_expect_eq(u.drops[SENDQ_DROP_MEDIA_EXPIRED], 1);
     decoded_free(&d);
-    shim_uplink_dispose(&u);
+    sendq_dispose(&u);
 }
 
-Test(uplink, finish_without_close_ends_the_body_after_the_queue)
+Test(sendq, finish_without_close_ends_the_body_after_the_queue)
 {
-    shim_uplink_t u;
+    sendq_t u;
     uint8_t m[10];
     decoded_t d;
     int eof = 0;
 
-    shim_uplink_init(&u, 0, 0, 0);
-    shim_uplink_push(&u, m, mk(m, sizeof(m), 0x80, 1), 0);
-    shim_uplink_finish(&u, 0, 0, NULL);
-    cr_expect(shim_uplink_finishing(&u));
-    cr_expect_eq(shim_uplink_push(&u, m, sizeof(m), 0), SHIM_UPLINK_ENDED);
+    q_init(&u, 0, 0, 0);
+    sendq_push(&u, m, mk(m, sizeof(m), 0x80, 1), 0);
+    sendq_finish(&u, 0, 0, NULL);
+    cr_expect(sendq_finishing(&u));
+    cr_expect_eq(sendq_push(&u, m, sizeof(m), 0), SENDQ_ENDED);
     cr_expect_eq(drain(&u, 16384, 0, &d), 1);
     cr_assert_eq(d.n, 1);
     expect_packet(&d, 0, CAPSULE_DATAGRAM, m, sizeof(m));
-    cr_expect_eq(shim_uplink_fill(&u, m, sizeof(m), 0, &eof), 0);
+    cr_expect_eq(sendq_fill(&u, m, sizeof(m), 0, &eof), 0);
     cr_expect_eq(eof, 1, "the end is reported again, with no bytes");
-    cr_expect(shim_uplink_eof(&u));
-    cr_expect_not(shim_uplink_ready(&u, 0));
+    cr_expect(sendq_eof(&u));
+    cr_expect_not(sendq_ready(&u, 0));
     decoded_free(&d);
-    shim_uplink_dispose(&u);
+    sendq_dispose(&u);
 }
 
-Test(uplink, close_capsule_carries_code_and_reason_and_first_finish_wins)
+Test(sendq, close_capsule_carries_code_and_reason_and_first_finish_wins)
 {
-    shim_uplink_t u;
+    sendq_t u;
     decoded_t d;
     capsule_t c;
     uint64_t code;
     const char *reason;
     size_t rlen;
 
-    shim_uplink_init(&u, 0, 0, 0);
-    shim_uplink_finish(&u, 1, SLUICE_CLOSE_PROTOCOL_ERROR, "bad capsule");
-    shim_uplink_finish(&u, 1, SLUICE_CLOSE_NORMAL, "ignored");
+    q_init(&u, 0, 0, 0);
+    sendq_finish(&u, 1, CLOSE_PROTOCOL_ERROR, "bad capsule");
+    sendq_finish(&u, 1, CLOSE_NORMAL, "ignored");
     cr_expect_eq(drain(&u, 7, 0, &d), 1);
     cr_assert_eq(d.n, 1);
     c.type = d.type[0];
     c.value = d.val[0];
     c.len = d.len[0];
     cr_assert_eq(capsule_parse_close(&c, &code, &reason, &rlen), PROTO_OK);
-    cr_expect_eq(code, SLUICE_CLOSE_PROTOCOL_ERROR);
+    cr_expect_eq(code, CLOSE_PROTOCOL_ERROR);
     cr_expect_eq(rlen, strlen("bad capsule"));
     cr_expect_eq(memcmp(reason, "bad capsule", rlen), 0);
     decoded_free(&d);
-    shim_uplink_dispose(&u);
+    sendq_dispose(&u);
 }
 
-Test(uplink, long_close_reason_is_cut_on_a_utf8_boundary)
+Test(sendq, long_close_reason_is_cut_on_a_utf8_boundary)
 {
-    shim_uplink_t u;
+    sendq_t u;
     char reason[400];
     decoded_t d;
     capsule_t c;
@@ -343,8 +357,8 @@ Test(uplink, long_close_reason_is_cut_on_a_utf8_boundary)
         reason[i++] = (char)0xa9;
     }
     reason[i] = '\0';
-    shim_uplink_init(&u, 0, 0, 0);
-    shim_uplink_finish(&u, 1, SLUICE_CLOSE_NORMAL, reason);
+    q_init(&u, 0, 0, 0);
+    sendq_finish(&u, 1, CLOSE_NORMAL, reason);
     drain(&u, 16384, 0, &d);
     cr_assert_eq(d.n, 1);
     c.type = d.type[0];
@@ -352,14 +366,14 @@ Test(uplink, long_close_reason_is_cut_on_a_utf8_boundary)
     c.len = d.len[0];
     cr_assert_eq(capsule_parse_close(&c, &code, &r, &rlen), PROTO_OK,
                  "the reason must still be valid UTF-8");
-    cr_expect_leq(rlen, SHIM_UPLINK_REASON_MAX);
+    cr_expect_leq(rlen, SENDQ_REASON_MAX);
     decoded_free(&d);
-    shim_uplink_dispose(&u);
+    sendq_dispose(&u);
 }
 
-Test(uplink, discard_keeps_a_partly_written_capsule_whole)
+Test(sendq, discard_keeps_a_partly_written_capsule_whole)
 {
-    shim_uplink_t u;
+    sendq_t u;
     uint8_t p[500], frame[100], rbuf[70000];
     capsule_reader_t r;
     capsule_t c;
@@ -367,18 +381,18 @@ Test(uplink, discard_keeps_a_partly_written_capsule_whole)
     size_t len, n;
     int eof = 0, rc, closes = 0, datagrams = 0;
 
-    shim_uplink_init(&u, 0, 0, 0);
+    q_init(&u, 0, 0, 0);
     capsule_reader_init(&r, rbuf, sizeof(rbuf), CAPSULE_DEFAULT_MAX_VALUE);
-    shim_uplink_push(&u, p, mk(p, sizeof(p), 0x80, 1), 0);
-    shim_uplink_push(&u, p, mk(p, sizeof(p), 0x80, 2), 0);
-    n = shim_uplink_fill(&u, frame, sizeof(frame), 0, &eof); /* first capsule started */
+    sendq_push(&u, p, mk(p, sizeof(p), 0x80, 1), 0);
+    sendq_push(&u, p, mk(p, sizeof(p), 0x80, 2), 0);
+    n = sendq_fill(&u, frame, sizeof(frame), 0, &eof); /* first capsule started */
     src = frame;
     len = n;
     cr_assert_eq(capsule_reader_next(&r, &src, &len, &c, NULL), 0);
-    shim_uplink_discard(&u);
-    shim_uplink_finish(&u, 1, SLUICE_CLOSE_PROTOCOL_ERROR, "x");
+    sendq_discard(&u);
+    sendq_finish(&u, 1, CLOSE_PROTOCOL_ERROR, "x");
     while (!eof) {
-        n = shim_uplink_fill(&u, frame, sizeof(frame), 0, &eof);
+        n = sendq_fill(&u, frame, sizeof(frame), 0, &eof);
         src = frame;
         len = n;
         while ((rc = capsule_reader_next(&r, &src, &len, &c, NULL)) > 0) {
@@ -389,6 +403,43 @@ Test(uplink, discard_keeps_a_partly_written_capsule_whole)
     }
     cr_expect_eq(datagrams, 1, "the started capsule is finished, the queued one dropped");
     cr_expect_eq(closes, 1);
-    cr_expect_eq(u.dropped_media, 1);
-    shim_uplink_dispose(&u);
+    cr_expect_eq(u.drops[SENDQ_DROP_DISCARDED], 1);
+    sendq_dispose(&u);
+}
+
+static uint64_t hook_counts[SENDQ_DROP_COUNT];
+
+static void hook(void *ctx, enum sendq_drop why, uint64_t n)
+{
+    cr_assert_eq(ctx, (void *)hook_counts);
+    hook_counts[why] += n;
+}
+
+/* The gateway keeps server-wide totals through the hook: it must see every
+ * drop the queue counts, by the same reason. */
+Test(sendq, drop_hook_sees_every_drop)
+{
+    sendq_t u;
+    uint8_t p[600], v[8] = {0};
+    memset(hook_counts, 0, sizeof hook_counts);
+    sendq_init(&u, 2048, 2048, 1000, MS(100), hook, hook_counts);
+    for (unsigned i = 0; i < 10; i++) {
+        sendq_push(&u, p, mk(p, sizeof p, 0x80, i), MS(1)); /* media: evicts */
+        sendq_push(&u, p, mk(p, sizeof p, 0x00, i), MS(1)); /* signaling: refused */
+    }
+    sendq_push(&u, p, 1001, MS(1)); /* over max_payload */
+    for (unsigned i = 0; i <= SENDQ_MAX_PONGS; i++)
+        sendq_push_pong(&u, v);
+    cr_assert(sendq_ready(&u, MS(500))); /* expires the queued media */
+    sendq_discard(&u);
+    for (int r = 0; r < SENDQ_DROP_COUNT; r++)
+        cr_expect_eq(hook_counts[r], u.drops[r], "reason %d: hook %llu, queue %llu", r,
+                     (unsigned long long)hook_counts[r], (unsigned long long)u.drops[r]);
+    cr_expect_gt(u.drops[SENDQ_DROP_MEDIA_EVICTED], 0);
+    cr_expect_gt(u.drops[SENDQ_DROP_MEDIA_EXPIRED], 0);
+    cr_expect_gt(u.drops[SENDQ_DROP_SIGNAL_FULL], 0);
+    cr_expect_eq(u.drops[SENDQ_DROP_TOO_BIG], 1);
+    cr_expect_eq(u.drops[SENDQ_DROP_PONG_FULL], 1);
+    cr_expect_gt(u.drops[SENDQ_DROP_DISCARDED], 0, "signaling and PONGs were discarded");
+    sendq_dispose(&u);
 }

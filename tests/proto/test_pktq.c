@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../gateway/pktq.h"
+#include "../../proto/pktq.h"
 
 #define HDR 16u /* the record header, as documented in pktq.c */
 

@@ -26,6 +26,7 @@ typedef struct pktq_hdr {
 } pktq_hdr_t;
 
 #define HDR sizeof(pktq_hdr_t)
+_Static_assert(PKTQ_RECORD_SIZE(0) == HDR, "PKTQ_RECORD_SIZE must match the record header");
 
 /* Offset just past a record of len payload bytes placed at off. */
 static size_t rec_end(const pktq_t *q, size_t off, size_t len)

@@ -9,6 +9,9 @@
  * lost one); PKTQ_REJECT_NEW refuses the new packet and leaves the queue as it
  * is (signaling: never evict what is already queued). Every drop is reported to
  * the caller through the return value / out counts so it can be counted.
+ *
+ * Pure data structure shared by the gateway and the shim (through sendq.h):
+ * no I/O and no clock of its own; its one allocation is the ring.
  */
 #ifndef SLUICE_PKTQ_H
 #define SLUICE_PKTQ_H
@@ -27,6 +30,9 @@ enum pktq_rc {
     PKTQ_ERR_FULL = -2,    /* PKTQ_REJECT_NEW and no room */
     PKTQ_ERR_NOMEM = -3,   /* the ring could not be allocated */
 };
+
+/* Ring bytes one record of len payload bytes takes (header and padding). */
+#define PKTQ_RECORD_SIZE(len) ((16u + (size_t)(len) + 7u) & ~(size_t)7u)
 
 typedef struct pktq {
     uint8_t *_ring;
