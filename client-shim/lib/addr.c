@@ -12,10 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
+int shim__errf(char *err, size_t errlen, const char *fmt, ...)
 {
     va_list ap;
 
@@ -91,7 +88,7 @@ int shim_url_parse(const char *url, char *host, size_t hostcap, uint16_t *port, 
     size_t hlen;
 
     if (!url || strncasecmp(url, scheme, sizeof(scheme) - 1) != 0)
-        return fail(err, errlen, "gateway URL must start with https://");
+        return shim__errf(err, errlen, "gateway URL must start with https://");
     p = url + sizeof(scheme) - 1;
     end = p + strlen(p);
     /* An optional single trailing slash is the only path we accept. */
@@ -99,21 +96,21 @@ int shim_url_parse(const char *url, char *host, size_t hostcap, uint16_t *port, 
         end--;
     for (const char *q = p; q < end; q++) {
         if (*q == '/' || *q == '?' || *q == '#')
-            return fail(err, errlen, "gateway URL must not have a path, query or fragment");
+            return shim__errf(err, errlen, "gateway URL must not have a path, query or fragment");
         if (*q == '@')
-            return fail(err, errlen, "gateway URL must not contain user information");
+            return shim__errf(err, errlen, "gateway URL must not contain user information");
     }
     if (p == end)
-        return fail(err, errlen, "gateway URL has no host");
+        return shim__errf(err, errlen, "gateway URL has no host");
 
     if (*p == '[') {
         h = p + 1;
         hend = memchr(h, ']', (size_t)(end - h));
         if (!hend)
-            return fail(err, errlen, "gateway URL: missing ']' after IPv6 address");
+            return shim__errf(err, errlen, "gateway URL: missing ']' after IPv6 address");
         if (hend + 1 < end) {
             if (hend[1] != ':')
-                return fail(err, errlen, "gateway URL: expected ':' after ']'");
+                return shim__errf(err, errlen, "gateway URL: expected ':' after ']'");
             colon = hend + 1;
         }
     } else {
@@ -123,23 +120,23 @@ int shim_url_parse(const char *url, char *host, size_t hostcap, uint16_t *port, 
     }
     hlen = (size_t)(hend - h);
     if (hlen == 0)
-        return fail(err, errlen, "gateway URL has no host");
+        return shim__errf(err, errlen, "gateway URL has no host");
     if (hlen >= hostcap || hlen > SHIM_HOST_MAX)
-        return fail(err, errlen, "gateway host is too long");
+        return shim__errf(err, errlen, "gateway host is too long");
     memcpy(host, h, hlen);
     host[hlen] = '\0';
 
     if (*p == '[') {
         if (shim_host_ip_family(host) != 6)
-            return fail(err, errlen, "gateway URL: '%s' is not an IPv6 address", host);
+            return shim__errf(err, errlen, "gateway URL: '%s' is not an IPv6 address", host);
     } else if (shim_host_ip_family(host) != 4 && !dns_name_valid(host, hlen)) {
-        return fail(err, errlen, "gateway URL: '%s' is not a valid host name", host);
+        return shim__errf(err, errlen, "gateway URL: '%s' is not a valid host name", host);
     }
 
     *port = 443;
     if (colon) {
         if (parse_port(colon + 1, (size_t)(end - colon - 1), port) < 0 || *port == 0)
-            return fail(err, errlen, "gateway URL: bad port '%.*s'", (int)(end - colon - 1),
+            return shim__errf(err, errlen, "gateway URL: bad port '%.*s'", (int)(end - colon - 1),
                         colon + 1);
     }
     return 0;
@@ -156,33 +153,33 @@ int shim_addr_parse(const char *s, struct sockaddr_storage *ss, socklen_t *len, 
     int rc;
 
     if (!s || !*s)
-        return fail(err, errlen, "empty address");
+        return shim__errf(err, errlen, "empty address");
     if (*s == '[') {
         const char *rb = strchr(s, ']');
         if (!rb || rb[1] != ':')
-            return fail(err, errlen, "'%s': expected [IPv6]:port", s);
+            return shim__errf(err, errlen, "'%s': expected [IPv6]:port", s);
         h = s + 1;
         hlen = (size_t)(rb - h);
         colon = rb + 1;
     } else {
         colon = strrchr(s, ':');
         if (!colon)
-            return fail(err, errlen, "'%s': expected address:port", s);
+            return shim__errf(err, errlen, "'%s': expected address:port", s);
         h = s;
         hlen = (size_t)(colon - s);
         if (memchr(h, ':', hlen))
-            return fail(err, errlen, "'%s': put an IPv6 address in brackets", s);
+            return shim__errf(err, errlen, "'%s': put an IPv6 address in brackets", s);
     }
     if (hlen == 0 || hlen >= sizeof(host))
-        return fail(err, errlen, "'%s': bad address", s);
+        return shim__errf(err, errlen, "'%s': bad address", s);
     memcpy(host, h, hlen);
     host[hlen] = '\0';
     if (parse_port(colon + 1, strlen(colon + 1), &port) < 0)
-        return fail(err, errlen, "'%s': bad port", s);
+        return shim__errf(err, errlen, "'%s': bad port", s);
 
     /* getaddrinfo also takes inet_aton() shorthands ("1.2.3"); be strict. */
     if (*s != '[' && shim_host_ip_family(host) != 4)
-        return fail(err, errlen, "'%s': not a numeric IPv4 address", s);
+        return shim__errf(err, errlen, "'%s': not a numeric IPv4 address", s);
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = *s == '[' ? AF_INET6 : AF_INET;
     hints.ai_socktype = SOCK_DGRAM;
@@ -191,7 +188,7 @@ int shim_addr_parse(const char *s, struct sockaddr_storage *ss, socklen_t *len, 
     if (rc != 0 || !res || res->ai_addrlen > sizeof(*ss)) {
         if (res)
             freeaddrinfo(res);
-        return fail(err, errlen, "'%s': not a numeric %s address", s,
+        return shim__errf(err, errlen, "'%s': not a numeric %s address", s,
                     *s == '[' ? "IPv6" : "IPv4");
     }
     memset(ss, 0, sizeof(*ss));

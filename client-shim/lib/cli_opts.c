@@ -5,7 +5,6 @@
  */
 #include "shim_cli.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -41,21 +40,6 @@ static const char usage[] =
 const char *shim_cli_usage(void)
 {
     return usage;
-}
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err && errlen) {
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
 }
 
 /* Decimal unsigned in [min, max]. */
@@ -125,7 +109,7 @@ static int validate(shim_cli_opts_t *o, const char *val[O_COUNT], char *err, siz
 
     for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++)
         if (!val[required[i]])
-            return fail(err, errlen, "%s is required (see --help)",
+            return shim__errf(err, errlen, "%s is required (see --help)",
                         opt_table[required[i]].name);
 
     o->gateway = val[O_GATEWAY];
@@ -135,19 +119,19 @@ static int validate(shim_cli_opts_t *o, const char *val[O_COUNT], char *err, siz
 
     o->tenant = val[O_TENANT];
     if (!shim_token_valid(o->tenant, 128))
-        return fail(err, errlen, "--tenant: expected letters, digits, '.', '_', '~' or '-'");
+        return shim__errf(err, errlen, "--tenant: expected letters, digits, '.', '_', '~' or '-'");
     o->kind = val[O_KIND];
     if (strcmp(o->kind, "sfu") != 0 && strcmp(o->kind, "turn") != 0)
-        return fail(err, errlen, "--kind: expected sfu or turn, not '%s'", o->kind);
+        return shim__errf(err, errlen, "--kind: expected sfu or turn, not '%s'", o->kind);
     o->region = val[O_REGION];
     if (o->region && !shim_token_valid(o->region, 128))
-        return fail(err, errlen, "--region: expected letters, digits, '.', '_', '~' or '-'");
+        return shim__errf(err, errlen, "--region: expected letters, digits, '.', '_', '~' or '-'");
 
     o->listen_str = val[O_LISTEN];
     if (shim_addr_parse(o->listen_str, &o->listen, &o->listen_len, err, errlen) < 0) {
         char tmp[256];
         snprintf(tmp, sizeof(tmp), "--listen: %s", err ? err : "");
-        return fail(err, errlen, "%s", tmp);
+        return shim__errf(err, errlen, "%s", tmp);
     }
 
     o->username = val[O_USERNAME];
@@ -155,15 +139,15 @@ static int validate(shim_cli_opts_t *o, const char *val[O_COUNT], char *err, siz
     o->secret = val[O_SECRET];
     if (o->secret) {
         if (o->username || o->credential)
-            return fail(err, errlen, "--secret cannot be combined with --username/--credential");
+            return shim__errf(err, errlen, "--secret cannot be combined with --username/--credential");
         if (!*o->secret)
-            return fail(err, errlen, "--secret: empty");
+            return shim__errf(err, errlen, "--secret: empty");
     } else {
         if (!o->username || !o->credential)
-            return fail(err, errlen,
+            return shim__errf(err, errlen,
                         "give --username and --credential, or --secret to mint them");
         if (val[O_HASH] || val[O_TTL] || val[O_USER])
-            return fail(err, errlen, "--hash, --ttl and --user only apply with --secret");
+            return shim__errf(err, errlen, "--hash, --ttl and --user only apply with --secret");
     }
     o->hash = SLUICE_HASH_SHA1;
     if (val[O_HASH]) {
@@ -172,38 +156,38 @@ static int validate(shim_cli_opts_t *o, const char *val[O_COUNT], char *err, siz
         else if (strcmp(val[O_HASH], "sha256") == 0)
             o->hash = SLUICE_HASH_SHA256;
         else
-            return fail(err, errlen, "--hash: expected sha1 or sha256, not '%s'", val[O_HASH]);
+            return shim__errf(err, errlen, "--hash: expected sha1 or sha256, not '%s'", val[O_HASH]);
     }
     o->ttl = SHIM_CLI_DEFAULT_TTL;
     if (val[O_TTL]) {
         if (parse_uint(val[O_TTL], 1, 10u * 365 * 86400, &v) < 0)
-            return fail(err, errlen, "--ttl: expected seconds between 1 and 315360000");
+            return shim__errf(err, errlen, "--ttl: expected seconds between 1 and 315360000");
         o->ttl = v;
     }
     o->user = val[O_USER];
     if (o->user) {
         for (const char *c = o->user; *c; c++)
             if ((unsigned char)*c < 0x20 || *c == 0x7f)
-                return fail(err, errlen, "--user: control characters are not allowed");
+                return shim__errf(err, errlen, "--user: control characters are not allowed");
         if (strlen(o->user) > 200)
-            return fail(err, errlen, "--user: longer than 200 bytes");
+            return shim__errf(err, errlen, "--user: longer than 200 bytes");
     }
 
     o->ca_file = val[O_CA_FILE];
     o->server_name = val[O_SERVER_NAME];
     if (o->server_name && !*o->server_name)
-        return fail(err, errlen, "--server-name: empty");
+        return shim__errf(err, errlen, "--server-name: empty");
 
     o->max_flows = SHIM_CLI_DEFAULT_MAX_FLOWS;
     if (val[O_MAX_FLOWS]) {
         if (parse_uint(val[O_MAX_FLOWS], 1, SHIM_CLI_MAX_MAX_FLOWS, &v) < 0)
-            return fail(err, errlen, "--max-flows: expected 1 to %u", SHIM_CLI_MAX_MAX_FLOWS);
+            return shim__errf(err, errlen, "--max-flows: expected 1 to %u", SHIM_CLI_MAX_MAX_FLOWS);
         o->max_flows = (unsigned)v;
     }
     o->flow_idle_ms = SHIM_CLI_DEFAULT_FLOW_IDLE_MS;
     if (val[O_FLOW_IDLE]) {
         if (parse_uint(val[O_FLOW_IDLE], 100, 86400000u, &v) < 0)
-            return fail(err, errlen, "--flow-idle-ms: expected 100 to 86400000");
+            return shim__errf(err, errlen, "--flow-idle-ms: expected 100 to 86400000");
         o->flow_idle_ms = (uint32_t)v;
     }
     return 0;
@@ -220,12 +204,12 @@ int shim_cli_parse(int argc, char *const argv[], shim_cli_opts_t *o, char *err, 
         int id = opt_lookup(arg, &inline_val);
 
         if (id < 0)
-            return fail(err, errlen, "unknown option '%s' (see --help)", arg);
+            return shim__errf(err, errlen, "unknown option '%s' (see --help)", arg);
         if (seen[id]++)
-            return fail(err, errlen, "%s given twice", opt_table[id].name);
+            return shim__errf(err, errlen, "%s given twice", opt_table[id].name);
         if (!opt_table[id].has_arg) {
             if (inline_val)
-                return fail(err, errlen, "%s takes no value", opt_table[id].name);
+                return shim__errf(err, errlen, "%s takes no value", opt_table[id].name);
             val[id] = "";
             continue;
         }
@@ -233,7 +217,7 @@ int shim_cli_parse(int argc, char *const argv[], shim_cli_opts_t *o, char *err, 
             val[id] = inline_val;
         } else {
             if (i + 1 >= argc)
-                return fail(err, errlen, "%s needs a value", opt_table[id].name);
+                return shim__errf(err, errlen, "%s needs a value", opt_table[id].name);
             val[id] = argv[++i];
         }
     }

@@ -10,6 +10,10 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+/* Formats an error into err (when err is not NULL and errlen > 0) and
+ * returns -1: the failure path of every parser in the shim. */
+int shim__errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* Longest host name we accept (RFC 1035 §2.3.4 limit on a name). */
 #define SHIM_HOST_MAX 253u
 /* Enough for "[" IPv6 "%" scope "]:" port and NUL. */
