@@ -1,6 +1,6 @@
 /*
- * test_lifecycle.c — shutdown with live tunnels, --check-config, and the
- * refusal of cleartext connections.
+ * test_lifecycle.c — shutdown with live tunnels, --check-config, connection
+ * deadlines (silent, stalled, request-less clients) and cleartext refusal.
  */
 #include <criterion/criterion.h>
 #include <limits.h>
@@ -227,6 +227,55 @@ Test(lifecycle, cleartext_is_refused, .fini = teardown)
     cr_assert_geq(fd, 0);
     cr_expect_eq(ts_flow_prime(fd, &shim->listen, 250, ts_deadline(ts_ms(10000))), 0,
                  "no echo through the shim after the cleartext probes");
+    const char *what;
+    int code;
+    cr_assert_eq(ts_fixture_stop(&fx, &what, &code), 0, "%s exited with code %d", what, code);
+}
+
+/* Every wait has a timer: a client that connects and says nothing, one that
+ * stalls inside the TLS handshake, and one that completes TLS but never sends
+ * a request are all disconnected by the gateway. The deadlines here are
+ * generous liveness bounds (the configured timeouts are 300 ms). */
+Test(lifecycle, silent_and_stalled_clients_are_disconnected, .fini = teardown, .timeout = 60)
+{
+    cr_assert_not_null(ts_build_dir(), "SLUICE_BUILD is not set (tests/run.sh sets it)");
+    cr_assert_eq(ts_fixture_start(&fx, AF_INET,
+                                  "{\"handshake_timeout_ms\":300,\"header_timeout_ms\":300}"),
+                 0, "sluiced did not print its ready line (its output is above)");
+    const ts_addr_t *gw = &fx.gw.listen[0];
+
+    /* Silent after connect, then stalled after the first bytes of a TLS
+     * record header (handshake timeout). */
+    static const uint8_t partial_hello[] = {0x16, 0x03, 0x01};
+    for (int stalled = 0; stalled < 2; stalled++) {
+        int s = ts_tcp_connect(gw, ts_deadline(ts_ms(5000)));
+        cr_assert_geq(s, 0);
+        if (stalled)
+            cr_assert_eq(ts_tcp_send_all(s, partial_hello, sizeof partial_hello), 0);
+        char buf[256];
+        int closed = 0;
+        size_t got = ts_tcp_read_until_close(s, buf, sizeof buf, ts_deadline(ts_ms(10000)),
+                                             &closed);
+        close(s);
+        cr_expect(closed, "%s client still connected after 10 s",
+                  stalled ? "a stalled TLS" : "a silent");
+        cr_expect_eq(got, 0u, "the gateway sent %zu bytes to a client that sent no TLS", got);
+    }
+
+    /* TLS and ALPN h2 complete, but no HTTP/2 request ever comes (header
+     * timeout): s_client keeps its side open (-ign_eof) until the gateway
+     * hangs up. */
+    char connect[64];
+    snprintf(connect, sizeof connect, "%s", fx.gw.listen_str[0]);
+    char ca[PATH_MAX];
+    snprintf(ca, sizeof ca, "%s/dev/cert.pem", ts_build_dir());
+    char *argv[] = {"openssl", "s_client", "-connect", connect, "-alpn", "h2", "-CAfile", ca,
+                    "-verify_return_error", "-ign_eof", NULL};
+    cr_assert_eq(ts_run(argv, NULL, ts_deadline(ts_ms(10000)), &run), 0, "cannot run openssl");
+    cr_expect_not(run.timed_out, "a TLS client that sends no request was not disconnected");
+    cr_expect(ts_memmem(run.out, run.out_len, "ALPN protocol: h2"),
+              "the handshake did not complete with h2:\n%s\n%s", run.out, run.err);
+
     const char *what;
     int code;
     cr_assert_eq(ts_fixture_stop(&fx, &what, &code), 0, "%s exited with code %d", what, code);
