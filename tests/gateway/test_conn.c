@@ -348,3 +348,89 @@ Test(conn, error_statuses_carry_a_reason)
     cr_assert_eq(h.srv.counters.requests_rejected[request_status_index(503)], 1u);
     h_fini(&h);
 }
+
+/* A raw client for the stream-limit test: records statuses and resets. */
+typedef struct raw_client {
+    int status[8];   /* by (stream id - 1) / 2 */
+    uint32_t rst[8]; /* RST_STREAM error code + 1, 0 when none */
+} raw_client_t;
+
+static int raw_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
+                         size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                         void *ud)
+{
+    raw_client_t *rc = ud;
+    if (namelen == 7 && !memcmp(name, ":status", 7) && f->hd.stream_id <= 15)
+        rc->status[(f->hd.stream_id - 1) / 2] = atoi((const char *)value);
+    return 0;
+}
+
+static int raw_on_frame(nghttp2_session *s, const nghttp2_frame *f, void *ud)
+{
+    raw_client_t *rc = ud;
+    if (f->hd.type == NGHTTP2_RST_STREAM && f->hd.stream_id <= 15)
+        rc->rst[(f->hd.stream_id - 1) / 2] = f->rst_stream.error_code + 1;
+    return 0;
+}
+
+/* SETTINGS_MAX_CONCURRENT_STREAMS comes from limits.max_streams, and the
+ * gateway enforces it: a client that opens a third stream before it has read
+ * the gateway's SETTINGS gets that stream refused (RFC 9113 §5.1.2) while the
+ * first two are served. */
+Test(conn, streams_beyond_the_limit_are_refused)
+{
+    harness_t h;
+    h_init(&h, "\"max_streams\":2", 0);
+    cr_assert_eq(nghttp2_session_get_remote_settings(h.client,
+                                                     NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS),
+                 2u, "the limit is announced");
+
+    conn_t *c = conn_new_memory(&h.srv);
+    cr_assert(c);
+    raw_client_t rc = {{0}, {0}};
+    nghttp2_session_callbacks *cbs;
+    nghttp2_session *raw;
+    nghttp2_session_callbacks_new(&cbs);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, raw_on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, raw_on_frame);
+    cr_assert_eq(nghttp2_session_client_new(&raw, cbs, &rc), 0);
+    nghttp2_session_callbacks_del(cbs);
+    nghttp2_submit_settings(raw, NGHTTP2_FLAG_NONE, NULL, 0);
+
+    char user[64], cred[CRED_B64_MAX + 1];
+    snprintf(user, sizeof user, "%lld:raw", (long long)time(NULL) + 600);
+    cred_sign(CRED_SHA1, (const uint8_t *)H_SECRET, strlen(H_SECRET), user, strlen(user), cred,
+              sizeof cred);
+#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), strlen(n), strlen(v), NGHTTP2_NV_FLAG_NONE}
+    nghttp2_nv nva[] = {
+        NV(":method", "POST"), NV(":scheme", "https"),        NV(":authority", "raw"),
+        NV(":path", PATH),     NV("tunnel-username", user),   NV("tunnel-credential", cred),
+    };
+#undef NV
+    for (int i = 0; i < 3; i++)
+        cr_assert_gt(nghttp2_submit_headers(raw, NGHTTP2_FLAG_NONE, -1, NULL, nva, 6, NULL), 0);
+    const uint8_t *data;
+    ssize_t n;
+    for (int round = 0; round < 100; round++) {
+        int moved = 0;
+        while ((n = nghttp2_session_mem_send(raw, &data)) > 0) {
+            cr_assert_eq(conn_feed(c, data, (size_t)n), 0);
+            moved = 1;
+        }
+        while ((n = conn_pull(c, &data)) > 0) {
+            cr_assert_eq(nghttp2_session_mem_recv(raw, data, (size_t)n), n);
+            moved = 1;
+        }
+        if (!moved)
+            break;
+    }
+    cr_expect_eq(rc.status[0], 200);
+    cr_expect_eq(rc.status[1], 200);
+    cr_expect_eq(rc.status[2], 0, "the third stream got a response");
+    cr_expect_eq(rc.rst[2], NGHTTP2_REFUSED_STREAM + 1, "the third stream was not refused");
+    cr_expect_eq(c->nopen, 2u);
+
+    nghttp2_session_del(raw);
+    conn_free(c);
+    h_fini(&h);
+}
