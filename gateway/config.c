@@ -2,7 +2,7 @@
  * config.c — JSON file -> immutable config_t snapshot (see config.h and
  * docs/configuration.md, which lists every key and every error).
  *
- * Two steps. yajl's event parser feeds a small private tree (jv_t) that keeps
+ * Two steps. yajl's event parser feeds a small private tree (json_t) that keeps
  * string lengths and key order; then the validator walks the tree against the
  * schema, building the snapshot and stopping at the first problem with its
  * JSON path ("$.tenants[1].secrets: ..."). yajl_tree is not used because it
@@ -24,262 +24,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <yajl/yajl_parse.h>
+
+#include "json.h"
 
 #define CONFIG_FILE_MAX (1024u * 1024u) /* bytes; a real config is a few KiB */
-#define JSON_DEPTH_MAX 32u              /* the schema needs 4 */
 #define NAME_LEN_MAX 64u                /* region names and tenant ids */
 #define LISTEN_MAX 64u
 #define HOST_LEN_MAX 253u               /* RFC 1035 §2.3.4, dotted text form */
 #define QUOTE_MAX 64u                   /* bytes of a value echoed in a message */
-
-/* ------------------------------------------------------------------------ */
-/* JSON tree                                                                 */
-
-enum jv_type { JV_NULL, JV_BOOL, JV_NUMBER, JV_STRING, JV_ARRAY, JV_OBJECT };
-
-typedef struct jv jv_t;
-
-typedef struct jv_member {
-    char *key; /* NUL-terminated copy; klen excludes the NUL */
-    size_t klen;
-    jv_t *val;
-} jv_member_t;
-
-struct jv {
-    enum jv_type type;
-    int boolean;
-    char *str; /* JV_STRING: decoded bytes; JV_NUMBER: the literal; NUL-terminated */
-    size_t len;
-    jv_t **items;         /* JV_ARRAY */
-    jv_member_t *members; /* JV_OBJECT, in document order, duplicates kept */
-    size_t n, cap;
-};
-
-static void jv_free(jv_t *v)
-{
-    if (!v)
-        return;
-    for (size_t i = 0; i < v->n; i++) {
-        if (v->type == JV_ARRAY) {
-            jv_free(v->items[i]);
-        } else {
-            free(v->members[i].key);
-            jv_free(v->members[i].val);
-        }
-    }
-    free(v->items);
-    free(v->members);
-    free(v->str);
-    free(v);
-}
-
-static char *copy_bytes(const void *p, size_t len)
-{
-    char *s = malloc(len + 1);
-    if (s) {
-        if (len)
-            memcpy(s, p, len);
-        s[len] = '\0';
-    }
-    return s;
-}
-
-typedef struct jbuild {
-    jv_t *root;
-    jv_t *stack[JSON_DEPTH_MAX]; /* open arrays and objects */
-    size_t depth;
-    char *key; /* the object key waiting for its value */
-    size_t klen;
-    const char *fail; /* why we cancelled the parse, when it was us */
-} jbuild_t;
-
-static jv_t *jb_new(jbuild_t *b, enum jv_type type)
-{
-    jv_t *v = calloc(1, sizeof *v);
-    if (!v)
-        b->fail = "out of memory";
-    else
-        v->type = type;
-    return v;
-}
-
-/* Attaches v to the open container (or makes it the root). Takes v. */
-static int jb_add(jbuild_t *b, jv_t *v)
-{
-    if (!v)
-        return 0;
-    if (b->depth == 0) {
-        b->root = v; /* yajl allows exactly one top-level value */
-        return 1;
-    }
-    jv_t *top = b->stack[b->depth - 1];
-    if (top->n == top->cap) {
-        size_t cap = top->cap ? top->cap * 2 : 4;
-        void *p = top->type == JV_ARRAY ? realloc(top->items, cap * sizeof *top->items)
-                                        : realloc(top->members, cap * sizeof *top->members);
-        if (!p) {
-            jv_free(v);
-            b->fail = "out of memory";
-            return 0;
-        }
-        if (top->type == JV_ARRAY)
-            top->items = p;
-        else
-            top->members = p;
-        top->cap = cap;
-    }
-    if (top->type == JV_ARRAY) {
-        top->items[top->n++] = v;
-    } else {
-        top->members[top->n++] = (jv_member_t){b->key, b->klen, v};
-        b->key = NULL;
-    }
-    return 1;
-}
-
-static int jb_scalar(jbuild_t *b, enum jv_type type, const void *s, size_t len)
-{
-    jv_t *v = jb_new(b, type);
-    if (v && s) {
-        v->str = copy_bytes(s, len);
-        v->len = len;
-        if (!v->str) {
-            free(v);
-            b->fail = "out of memory";
-            return 0;
-        }
-    }
-    return jb_add(b, v);
-}
-
-static int jb_open(jbuild_t *b, enum jv_type type)
-{
-    if (b->depth == JSON_DEPTH_MAX) {
-        b->fail = "JSON nested deeper than 32 levels";
-        return 0;
-    }
-    jv_t *v = jb_new(b, type);
-    if (!jb_add(b, v))
-        return 0;
-    b->stack[b->depth++] = v;
-    return 1;
-}
-
-static int on_null(void *ctx)
-{
-    return jb_scalar(ctx, JV_NULL, NULL, 0);
-}
-
-static int on_boolean(void *ctx, int val)
-{
-    jbuild_t *b = ctx;
-    jv_t *v = jb_new(b, JV_BOOL);
-    if (v)
-        v->boolean = val;
-    return jb_add(b, v);
-}
-
-static int on_number(void *ctx, const char *s, size_t len)
-{
-    return jb_scalar(ctx, JV_NUMBER, s, len);
-}
-
-static int on_string(void *ctx, const unsigned char *s, size_t len)
-{
-    return jb_scalar(ctx, JV_STRING, s, len);
-}
-
-static int on_start_map(void *ctx)
-{
-    return jb_open(ctx, JV_OBJECT);
-}
-
-static int on_start_array(void *ctx)
-{
-    return jb_open(ctx, JV_ARRAY);
-}
-
-static int on_map_key(void *ctx, const unsigned char *key, size_t len)
-{
-    jbuild_t *b = ctx;
-    free(b->key);
-    b->key = copy_bytes(key, len);
-    b->klen = len;
-    if (!b->key)
-        b->fail = "out of memory";
-    return b->key != NULL;
-}
-
-static int on_end(void *ctx)
-{
-    jbuild_t *b = ctx;
-    b->depth--;
-    return 1;
-}
-
-static const yajl_callbacks jb_callbacks = {
-    .yajl_null = on_null,
-    .yajl_boolean = on_boolean,
-    .yajl_number = on_number,
-    .yajl_string = on_string,
-    .yajl_start_map = on_start_map,
-    .yajl_map_key = on_map_key,
-    .yajl_end_map = on_end,
-    .yajl_start_array = on_start_array,
-    .yajl_end_array = on_end,
-};
-
-/* Parses one JSON document. On failure returns NULL with a one-line reason
- * (without the "$: " prefix) in msg. */
-static jv_t *json_parse(const char *json, size_t len, char *msg, size_t msglen)
-{
-    jbuild_t b = {0};
-    yajl_handle h = yajl_alloc(&jb_callbacks, NULL, &b);
-    if (!h) {
-        snprintf(msg, msglen, "out of memory");
-        return NULL;
-    }
-    const unsigned char *in = (const unsigned char *)(json ? json : "");
-    yajl_status st = yajl_parse(h, in, len);
-    /* yajl counts the offending byte as consumed; point at it. */
-    size_t at = yajl_get_bytes_consumed(h);
-    at -= at > 0;
-    if (st == yajl_status_ok) {
-        st = yajl_complete_parse(h);
-        at = len;
-    }
-    if (st == yajl_status_ok) {
-        yajl_free(h);
-        return b.root;
-    }
-    if (b.fail) {
-        snprintf(msg, msglen, "%s", b.fail);
-    } else {
-        /* yajl's terse text is "lexical error: ...\n" or "parse error: ...\n". */
-        unsigned char *e = yajl_get_error(h, 0, in, len);
-        size_t elen = e ? strlen((char *)e) : 0;
-        while (elen && (e[elen - 1] == '\n' || e[elen - 1] == ' ' || e[elen - 1] == '.'))
-            elen--;
-        unsigned line = 1, col = 1;
-        for (size_t i = 0; i < at && i < len; i++) {
-            if (in[i] == '\n') {
-                line++;
-                col = 1;
-            } else {
-                col++;
-            }
-        }
-        snprintf(msg, msglen, "invalid JSON: %.*s at line %u, column %u", (int)elen,
-                 e ? (char *)e : "syntax error", line, col);
-        if (e)
-            yajl_free_error(h, e);
-    }
-    yajl_free(h);
-    jv_free(b.root);
-    free(b.key);
-    return NULL;
-}
 
 /* ------------------------------------------------------------------------ */
 /* Validation context: the JSON path being looked at and the error buffer.   */
@@ -397,21 +149,21 @@ static void path_pop(vctx_t *c, size_t mark)
 }
 
 /* "got ..." text for a value of the wrong type or range. */
-static const char *describe(const jv_t *v, char *buf, size_t cap)
+static const char *describe(const json_t *v, char *buf, size_t cap)
 {
     switch (v->type) {
-    case JV_NULL:
+    case JSON_NULL:
         return "null";
-    case JV_BOOL:
+    case JSON_BOOL:
         return v->boolean ? "true" : "false";
-    case JV_NUMBER:
+    case JSON_NUMBER:
         snprintf(buf, cap, "%.*s", (int)(v->len < QUOTE_MAX ? v->len : QUOTE_MAX), v->str);
         return buf;
-    case JV_STRING:
+    case JSON_STRING:
         return quote(v->str, v->len, buf, cap);
-    case JV_ARRAY:
+    case JSON_ARRAY:
         return v->n ? "an array" : "an empty array";
-    case JV_OBJECT:
+    case JSON_OBJECT:
         return v->n ? "an object" : "an empty object";
     }
     return "?";
@@ -426,10 +178,10 @@ static int nomem(vctx_t *c)
 /* Typed accessors. Each reports at the current path.                        */
 
 /* A non-empty string without NUL bytes. what: the expectation, for messages. */
-static int get_string(vctx_t *c, const jv_t *v, const char *what, const char **s, size_t *len)
+static int get_string(vctx_t *c, const json_t *v, const char *what, const char **s, size_t *len)
 {
     char d[QBUF];
-    if (v->type != JV_STRING || v->len == 0)
+    if (v->type != JSON_STRING || v->len == 0)
         return fail(c, "expected %s, got %s", what, describe(v, d, sizeof d));
     if (memchr(v->str, '\0', v->len))
         return fail(c, "%s contains a NUL character", quote(v->str, v->len, d, sizeof d));
@@ -439,10 +191,10 @@ static int get_string(vctx_t *c, const jv_t *v, const char *what, const char **s
 }
 
 /* A JSON integer literal (no fraction or exponent) in [min, max]. */
-static int get_uint(vctx_t *c, const jv_t *v, uint64_t min, uint64_t max, uint64_t *out)
+static int get_uint(vctx_t *c, const json_t *v, uint64_t min, uint64_t max, uint64_t *out)
 {
     uint64_t val = 0;
-    int ok = v->type == JV_NUMBER && v->len > 0 && v->len <= 20;
+    int ok = v->type == JSON_NUMBER && v->len > 0 && v->len <= 20;
     for (size_t i = 0; ok && i < v->len; i++) {
         unsigned dgt = (unsigned)(v->str[i] - '0');
         ok = dgt <= 9 && val <= (UINT64_MAX - dgt) / 10;
@@ -459,16 +211,16 @@ static int get_uint(vctx_t *c, const jv_t *v, uint64_t min, uint64_t max, uint64
 
 /* Matches an object's members against the known keys: each found value goes
  * to vals[i] (NULL when absent). Unknown and repeated keys are errors. */
-static int get_fields(vctx_t *c, const jv_t *obj, const char *what, const char *const *names,
-                      size_t nnames, const jv_t **vals)
+static int get_fields(vctx_t *c, const json_t *obj, const char *what, const char *const *names,
+                      size_t nnames, const json_t **vals)
 {
     char d[QBUF];
-    if (obj->type != JV_OBJECT)
+    if (obj->type != JSON_OBJECT)
         return fail(c, "expected %s, got %s", what, describe(obj, d, sizeof d));
     for (size_t k = 0; k < nnames; k++)
         vals[k] = NULL;
     for (size_t i = 0; i < obj->n; i++) {
-        const jv_member_t *m = &obj->members[i];
+        const json_member_t *m = &obj->members[i];
         size_t k = 0;
         while (k < nnames && !(strlen(names[k]) == m->klen && !memcmp(names[k], m->key, m->klen)))
             k++;
@@ -488,7 +240,7 @@ static int get_fields(vctx_t *c, const jv_t *obj, const char *what, const char *
     return 0;
 }
 
-static int require(vctx_t *c, const jv_t *v, const char *name)
+static int require(vctx_t *c, const json_t *v, const char *name)
 {
     if (v)
         return 0;
@@ -591,7 +343,7 @@ static int addr_parse(vctx_t *c, const char *s, size_t len, enum addr_use use, c
     return 0;
 }
 
-static int get_addr(vctx_t *c, const jv_t *v, enum addr_use use, cfg_addr_t *out)
+static int get_addr(vctx_t *c, const json_t *v, enum addr_use use, cfg_addr_t *out)
 {
     const char *s;
     size_t len;
@@ -640,10 +392,10 @@ static int name_cmp(const char *name, size_t len, const char *s)
     return len < slen ? -1 : len > slen;
 }
 
-static int listen_parse(vctx_t *c, const jv_t *v, config_t *cfg)
+static int listen_parse(vctx_t *c, const json_t *v, config_t *cfg)
 {
     char d[QBUF];
-    if (v->type != JV_ARRAY || v->n == 0)
+    if (v->type != JSON_ARRAY || v->n == 0)
         return fail(c, "expected a non-empty array of \"host:port\" strings, got %s",
                     describe(v, d, sizeof d));
     if (v->n > LISTEN_MAX)
@@ -667,7 +419,7 @@ static int listen_parse(vctx_t *c, const jv_t *v, config_t *cfg)
 }
 
 /* Relative paths are taken from base_dir (the config file's directory). */
-static int file_parse(vctx_t *c, const jv_t *v, char **out)
+static int file_parse(vctx_t *c, const json_t *v, char **out)
 {
     const char *s;
     size_t len;
@@ -675,7 +427,7 @@ static int file_parse(vctx_t *c, const jv_t *v, char **out)
         return -1;
     const char *dir = c->base_dir;
     if (s[0] == '/' || !dir || !dir[0]) {
-        *out = copy_bytes(s, len);
+        *out = json_strdup(s, len);
     } else {
         size_t dlen = strlen(dir);
         int slash = dir[dlen - 1] != '/';
@@ -691,10 +443,10 @@ static int file_parse(vctx_t *c, const jv_t *v, char **out)
     return *out ? 0 : nomem(c);
 }
 
-static int tls_parse(vctx_t *c, const jv_t *v, config_t *cfg)
+static int tls_parse(vctx_t *c, const json_t *v, config_t *cfg)
 {
     static const char *const names[] = {"cert", "key"};
-    const jv_t *f[2];
+    const json_t *f[2];
     if (get_fields(c, v, "an object with \"cert\" and \"key\"", names, 2, f) ||
         require(c, f[0], "cert") || require(c, f[1], "key"))
         return -1;
@@ -743,10 +495,10 @@ static void limit_set(cfg_limits_t *l, const struct limit_spec *spec, uint64_t v
         *(uint32_t *)(void *)p = (uint32_t)val;
 }
 
-static int limits_parse(vctx_t *c, const jv_t *v, cfg_limits_t *l)
+static int limits_parse(vctx_t *c, const json_t *v, cfg_limits_t *l)
 {
     const char *names[NLIMITS];
-    const jv_t *f[NLIMITS];
+    const json_t *f[NLIMITS];
     for (size_t i = 0; i < NLIMITS; i++) {
         names[i] = limit_specs[i].name;
         limit_set(l, &limit_specs[i], limit_specs[i].def);
@@ -768,12 +520,12 @@ static int limits_parse(vctx_t *c, const jv_t *v, cfg_limits_t *l)
     return 0;
 }
 
-static int pool_parse(vctx_t *c, const jv_t *v, cfg_pool_t *pool)
+static int pool_parse(vctx_t *c, const json_t *v, cfg_pool_t *pool)
 {
     char d[QBUF];
     if (!v)
         return 0;
-    if (v->type != JV_ARRAY)
+    if (v->type != JSON_ARRAY)
         return fail(c, "expected an array of \"host:port\" strings or \"builtin:echo\", got %s",
                     describe(v, d, sizeof d));
     if (v->n == 0)
@@ -796,10 +548,10 @@ static int region_cmp(const void *a, const void *b)
     return strcmp(((const cfg_region_t *)a)->name, ((const cfg_region_t *)b)->name);
 }
 
-static int regions_parse(vctx_t *c, const jv_t *v, config_t *cfg)
+static int regions_parse(vctx_t *c, const json_t *v, config_t *cfg)
 {
     char d[QBUF];
-    if (v->type != JV_OBJECT || v->n == 0)
+    if (v->type != JSON_OBJECT || v->n == 0)
         return fail(c, "expected an object with at least one region, got %s",
                     describe(v, d, sizeof d));
     cfg->regions = calloc(v->n, sizeof *cfg->regions);
@@ -808,15 +560,15 @@ static int regions_parse(vctx_t *c, const jv_t *v, config_t *cfg)
     cfg->nregions = v->n;
     static const char *const names[TUNNEL_KIND_COUNT] = {"sfu", "turn"};
     for (size_t i = 0; i < v->n; i++) {
-        const jv_member_t *m = &v->members[i];
+        const json_member_t *m = &v->members[i];
         cfg_region_t *r = &cfg->regions[i];
         size_t mark = path_push_key(c, m->key, m->klen);
         if (!is_name(m->key, m->klen))
             return fail(c, "not a valid region name (1 to 64 characters of A-Z a-z 0-9 . _ -)");
-        r->name = copy_bytes(m->key, m->klen);
+        r->name = json_strdup(m->key, m->klen);
         if (!r->name)
             return nomem(c);
-        const jv_t *f[TUNNEL_KIND_COUNT];
+        const json_t *f[TUNNEL_KIND_COUNT];
         if (get_fields(c, m->val, "an object with \"sfu\" and/or \"turn\" pools", names,
                        TUNNEL_KIND_COUNT, f))
             return -1;
@@ -839,7 +591,7 @@ static int regions_parse(vctx_t *c, const jv_t *v, config_t *cfg)
     return 0;
 }
 
-static int region_parse(vctx_t *c, const jv_t *v, config_t *cfg)
+static int region_parse(vctx_t *c, const json_t *v, config_t *cfg)
 {
     const char *s;
     size_t len;
@@ -848,14 +600,14 @@ static int region_parse(vctx_t *c, const jv_t *v, config_t *cfg)
         return -1;
     if (!config_region(cfg, s, len))
         return fail(c, "%s is not a key of $.regions", quote(s, len, q, sizeof q));
-    cfg->region = copy_bytes(s, len);
+    cfg->region = json_strdup(s, len);
     return cfg->region ? 0 : nomem(c);
 }
 
-static int secrets_parse(vctx_t *c, const jv_t *v, cfg_tenant_t *t)
+static int secrets_parse(vctx_t *c, const json_t *v, cfg_tenant_t *t)
 {
     char d[QBUF];
-    if (v->type != JV_ARRAY || v->n == 0)
+    if (v->type != JSON_ARRAY || v->n == 0)
         return fail(c, "expected a non-empty array of strings, got %s", describe(v, d, sizeof d));
     t->secrets = calloc(v->n, sizeof *t->secrets);
     if (!t->secrets)
@@ -877,10 +629,10 @@ static int secrets_parse(vctx_t *c, const jv_t *v, cfg_tenant_t *t)
     return 0;
 }
 
-static int tenant_regions_parse(vctx_t *c, const jv_t *v, const config_t *cfg, cfg_tenant_t *t)
+static int tenant_regions_parse(vctx_t *c, const json_t *v, const config_t *cfg, cfg_tenant_t *t)
 {
     char d[QBUF];
-    if (v->type != JV_ARRAY || v->n == 0)
+    if (v->type != JSON_ARRAY || v->n == 0)
         return fail(c, "expected a non-empty array of region names, got %s",
                     describe(v, d, sizeof d));
     t->regions = calloc(v->n, sizeof *t->regions);
@@ -895,7 +647,7 @@ static int tenant_regions_parse(vctx_t *c, const jv_t *v, const config_t *cfg, c
             return -1;
         if (!config_region(cfg, s, len))
             return fail(c, "%s is not a key of $.regions", quote(s, len, d, sizeof d));
-        t->regions[i] = copy_bytes(s, len);
+        t->regions[i] = json_strdup(s, len);
         if (!t->regions[i])
             return nomem(c);
         path_pop(c, mark);
@@ -903,19 +655,19 @@ static int tenant_regions_parse(vctx_t *c, const jv_t *v, const config_t *cfg, c
     return 0;
 }
 
-static int kinds_parse(vctx_t *c, const jv_t *v, cfg_tenant_t *t)
+static int kinds_parse(vctx_t *c, const json_t *v, cfg_tenant_t *t)
 {
     char d[QBUF];
     t->kinds = (1u << TUNNEL_KIND_SFU) | (1u << TUNNEL_KIND_TURN);
     if (!v)
         return 0;
-    if (v->type != JV_ARRAY || v->n == 0)
+    if (v->type != JSON_ARRAY || v->n == 0)
         return fail(c, "expected a non-empty array of \"sfu\" and \"turn\", got %s",
                     describe(v, d, sizeof d));
     t->kinds = 0;
     for (size_t i = 0; i < v->n; i++) {
-        const jv_t *k = v->items[i];
-        int kind = k->type == JV_STRING ? config_kind_parse(k->str, k->len) : -1;
+        const json_t *k = v->items[i];
+        int kind = k->type == JSON_STRING ? config_kind_parse(k->str, k->len) : -1;
         if (kind < 0) {
             path_push_index(c, i);
             return fail(c, "expected \"sfu\" or \"turn\", got %s", describe(k, d, sizeof d));
@@ -925,11 +677,11 @@ static int kinds_parse(vctx_t *c, const jv_t *v, cfg_tenant_t *t)
     return 0;
 }
 
-static int tenant_parse(vctx_t *c, const jv_t *v, const config_t *cfg, cfg_tenant_t *t)
+static int tenant_parse(vctx_t *c, const json_t *v, const config_t *cfg, cfg_tenant_t *t)
 {
     static const char *const names[] = {"id", "secrets", "hash", "max_ttl", "regions", "kinds"};
     enum { F_ID, F_SECRETS, F_HASH, F_TTL, F_REGIONS, F_KINDS, F_COUNT };
-    const jv_t *f[F_COUNT];
+    const json_t *f[F_COUNT];
     char d[QBUF];
     if (get_fields(c, v, "a tenant object", names, F_COUNT, f) || require(c, f[F_ID], "id") ||
         require(c, f[F_SECRETS], "secrets") || require(c, f[F_REGIONS], "regions"))
@@ -943,7 +695,7 @@ static int tenant_parse(vctx_t *c, const jv_t *v, const config_t *cfg, cfg_tenan
     if (!is_name(s, len))
         return fail(c, "%s is not a valid tenant id (1 to 64 characters of A-Z a-z 0-9 . _ -)",
                     quote(s, len, d, sizeof d));
-    t->id = copy_bytes(s, len);
+    t->id = json_strdup(s, len);
     if (!t->id)
         return nomem(c);
     path_pop(c, mark);
@@ -955,11 +707,11 @@ static int tenant_parse(vctx_t *c, const jv_t *v, const config_t *cfg, cfg_tenan
 
     t->hash = CRED_SHA1;
     if (f[F_HASH]) {
-        const jv_t *h = f[F_HASH];
+        const json_t *h = f[F_HASH];
         path_push_key(c, "hash", 4);
-        if (h->type == JV_STRING && h->len == 6 && !memcmp(h->str, "sha256", 6))
+        if (h->type == JSON_STRING && h->len == 6 && !memcmp(h->str, "sha256", 6))
             t->hash = CRED_SHA256;
-        else if (!(h->type == JV_STRING && h->len == 4 && !memcmp(h->str, "sha1", 4)))
+        else if (!(h->type == JSON_STRING && h->len == 4 && !memcmp(h->str, "sha1", 4)))
             return fail(c, "expected \"sha1\" or \"sha256\", got %s", describe(h, d, sizeof d));
         path_pop(c, mark);
     }
@@ -996,10 +748,10 @@ static int tenant_order_cmp(const void *a, const void *b)
     return r ? r : (x->idx > y->idx) - (x->idx < y->idx);
 }
 
-static int tenants_parse(vctx_t *c, const jv_t *v, config_t *cfg)
+static int tenants_parse(vctx_t *c, const json_t *v, config_t *cfg)
 {
     char d[QBUF];
-    if (v->type != JV_ARRAY)
+    if (v->type != JSON_ARRAY)
         return fail(c, "expected an array of tenant objects, got %s", describe(v, d, sizeof d));
     if (v->n == 0)
         return 0;
@@ -1057,12 +809,12 @@ static int has_builtin_echo(const config_t *cfg)
 
 /* Validates the root object in a fixed order, so regions exist before the
  * names that refer to them are checked. */
-static int root_parse(vctx_t *c, const jv_t *root, config_t *cfg)
+static int root_parse(vctx_t *c, const json_t *root, config_t *cfg)
 {
     static const char *const names[] = {"listen",  "tls",    "region", "echo",
                                         "limits",  "regions", "tenants"};
     enum { F_LISTEN, F_TLS, F_REGION, F_ECHO, F_LIMITS, F_REGIONS, F_TENANTS, F_COUNT };
-    const jv_t *f[F_COUNT];
+    const json_t *f[F_COUNT];
     if (get_fields(c, root, "an object", names, F_COUNT, f))
         return -1;
     if (require(c, f[F_LISTEN], "listen") || require(c, f[F_TLS], "tls") ||
@@ -1124,7 +876,7 @@ config_t *config_parse(const char *json, size_t len, const char *base_dir, char 
         return NULL;
     }
     char msg[256];
-    jv_t *root = json_parse(json, len, msg, sizeof msg);
+    json_t *root = json_parse(json, len, msg, sizeof msg);
     if (!root) {
         fail(&c, "%s", msg);
         return NULL;
@@ -1139,7 +891,7 @@ config_t *config_parse(const char *json, size_t len, const char *base_dir, char 
             cfg = NULL;
         }
     }
-    jv_free(root);
+    json_free(root);
     return cfg;
 }
 
@@ -1168,8 +920,8 @@ config_t *config_load(const char *path, char *err, size_t errlen)
 
     /* The file's directory, for relative certificate and key paths. */
     const char *slash = strrchr(path, '/');
-    char *dir = slash ? copy_bytes(path, slash == path ? 1 : (size_t)(slash - path))
-                      : copy_bytes(".", 1);
+    char *dir = slash ? json_strdup(path, slash == path ? 1 : (size_t)(slash - path))
+                      : json_strdup(".", 1);
     if (!dir) {
         if (errlen)
             snprintf(err, errlen, "%s: %s", path, strerror(ENOMEM));
