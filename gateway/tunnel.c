@@ -7,7 +7,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../proto/classify.h"
 #include "conn.h"
 #include "log.h"
 #include "server.h"
