@@ -344,12 +344,11 @@ static void setup(void)
 
     memset(&S, 0, sizeof(S));
     S.fd = -1;
-    if (!b)
-        cr_skip_test("SLUICE_BUILD is not set (tests/run.sh sets it)");
+    cr_assert_not_null(b, "SLUICE_BUILD is not set (tests/run.sh sets it)");
     snprintf(S.cert, sizeof(S.cert), "%s/dev/cert.pem", b);
     snprintf(S.key, sizeof(S.key), "%s/dev/key.pem", b);
-    if (access(S.cert, R_OK) != 0)
-        cr_skip_test("no development certificate at %s", S.cert);
+    cr_assert_eq(access(S.cert, R_OK), 0, "no development certificate at %s (make devcert)",
+                 S.cert);
     S.loop = ev_loop_new(EVFLAG_AUTO);
     S.ctx = SSL_CTX_new(TLS_server_method());
     cr_assert_eq(SSL_CTX_use_certificate_chain_file(S.ctx, S.cert), 1);
