@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../proto/dispatch.h"
 #include "conn.h"
 #include "log.h"
 #include "server.h"
@@ -354,67 +355,55 @@ static void protocol_error(tunnel_t *t, const char *why)
     tunnel_close(t, CLOSE_PROTOCOL_ERROR, why, 1);
 }
 
-/* One uplink capsule. Returns 0 to go on, -1 when the tunnel stopped. */
-static int handle_capsule(tunnel_t *t, const capsule_t *c)
+/* ---- dispatch of uplink capsules (proto/dispatch.h) ---- */
+
+static int up_packet(void *ud, const uint8_t *p, size_t len, int is_signal)
 {
-    const uint8_t *p;
-    size_t len;
-    uint64_t ctx;
-    switch (c->type) {
-    case CAPSULE_DATAGRAM:
-        if (capsule_parse_datagram(c, &ctx, &p, &len) != PROTO_OK) {
-            protocol_error(t, "DATAGRAM without a context id");
-            return -1;
-        }
-        if (ctx != 0)
-            count_drop(t, DROP_CONTEXT_ID, 1);
-        else
-            to_backend(t, p, len);
-        return 0;
-    case CAPSULE_SIGNAL:
-        to_backend(t, c->value, c->len);
-        return 0;
-    case CAPSULE_PING:
-        if (c->len != CAPSULE_PING_LEN) {
-            protocol_error(t, "PING value is not 8 bytes");
-            return -1;
-        }
-        sendq_push_pong(&t->down, c->value);
-        tunnel_wake(t);
-        return 0;
-    case CAPSULE_PONG:
-        return 0;
-    case CAPSULE_CLOSE: {
-        uint64_t code;
-        const char *why;
-        size_t why_len;
-        if (capsule_parse_close(c, &code, &why, &why_len) != PROTO_OK) {
-            protocol_error(t, "malformed CLOSE capsule");
-            return -1;
-        }
-        log_msg(LOG_INFO, "tunnel %s/%d: client CLOSE %s: %.*s", t->conn->peer, t->stream_id,
-                capsule_close_name(code), (int)(why_len > 200 ? 200 : why_len), why);
-        tunnel_close(t, CLOSE_NORMAL, "", 0);
-        return -1;
-    }
-    default:
-        t->counters.unknown_capsules++; /* RFC 9297 §3.2: skip unknown types */
+    tunnel_t *t = ud;
+    to_backend(t, p, len);
+    return t->state != TUNNEL_OPEN; /* the backend may have been declared unreachable */
+}
+
+static void up_ping(void *ud, const uint8_t *value)
+{
+    tunnel_t *t = ud;
+    sendq_push_pong(&t->down, value); /* a PONG over the bound is counted by the hook */
+    tunnel_wake(t);
+}
+
+static void up_close(void *ud, uint64_t code, const char *reason, size_t len)
+{
+    tunnel_t *t = ud;
+    log_msg(LOG_INFO, "tunnel %s/%d: client CLOSE %s: %.*s", t->conn->peer, t->stream_id,
+            capsule_close_name(code), (int)(len > 200 ? 200 : len), reason);
+    tunnel_close(t, CLOSE_NORMAL, "", 0);
+}
+
+static void up_skip(void *ud, enum dispatch_skip why)
+{
+    tunnel_t *t = ud;
+    if (why == DISPATCH_SKIP_CONTEXT_ID) {
+        count_drop(t, DROP_CONTEXT_ID, 1);
+    } else {
+        t->counters.unknown_capsules++;
         srv_of(t)->counters.tunnel.unknown_capsules++;
-        return 0;
     }
 }
+
+static const dispatch_ops_t up_ops = {
+    .on_packet = up_packet,
+    .on_ping = up_ping,
+    .on_close = up_close,
+    .on_skip = up_skip,
+};
 
 void tunnel_recv_data(tunnel_t *t, const uint8_t *data, size_t len)
 {
     if (t->state != TUNNEL_OPEN)
         return; /* rejected or closing: the rest of the body is discarded */
     tunnel_touch(t);
-    capsule_t c;
     const char *err = NULL;
-    int rc;
-    while ((rc = capsule_reader_next(&t->reader, &data, &len, &c, &err)) > 0)
-        if (handle_capsule(t, &c) < 0)
-            break;
+    int rc = dispatch_feed(&t->reader, data, len, &up_ops, t, &err);
     if (rc < 0)
         protocol_error(t, err ? err : proto_strerror(rc));
 }

@@ -195,6 +195,7 @@ void sluice_tunnel_close(sluice_tunnel_t *tunnel);
 typedef struct sluice_tunnel_stats {
     uint64_t tx_packets, tx_bytes;   /* payloads handed to HTTP/2 */
     uint64_t rx_packets, rx_bytes;   /* payloads delivered to on_packet */
+    uint64_t rx_dropped;             /* DATAGRAMs from the gateway with a context id other than 0 */
     uint64_t dropped_media;          /* evicted (full) or expired (too old) */
     uint64_t dropped_signal;         /* refused because the signaling queue was full */
     uint64_t queued_bytes;           /* payload bytes waiting now */

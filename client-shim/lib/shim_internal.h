@@ -8,7 +8,7 @@
  *              client.c, never by OpenSSL
  *   HTTP/2     nghttp2 session driven by mem_recv / mem_send only
  *   tunnels    one stream each, capsules in both bodies (proto/sendq.h,
- *              shim_downlink.h)
+ *              proto/dispatch.h)
  *
  * Lifetime. The application owns the client; the client owns its tunnels.
  * Nothing is freed while an application callback or an nghttp2 callback is
@@ -77,7 +77,7 @@ struct st_sluice_tunnel_t {
     capsule_reader_t _reader;
     uint8_t *_rbuf;        /* reassembly buffer of _reader */
     ev_timer _timer;       /* response deadline, then close deadline */
-    uint64_t rx_packets, rx_bytes;
+    uint64_t rx_packets, rx_bytes, rx_dropped;
 };
 
 struct st_sluice_client_t {

@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "shim_addr.h"
-#include "shim_downlink.h"
+#include "../../proto/dispatch.h"
 #include "shim_internal.h"
 
 #define DEFAULT_QUEUE_BYTES 65536u
@@ -176,10 +176,21 @@ static void dl_close(void *ud, uint64_t code, const char *reason, size_t len)
     shim_tunnel__end_uplink(t);
 }
 
-static const shim_downlink_ops_t dl_ops = {
+/* Unknown capsule types are skipped silently; a DATAGRAM for a context we
+ * never registered is a dropped packet, and counted. */
+static void dl_skip(void *ud, enum dispatch_skip why)
+{
+    sluice_tunnel_t *t = ud;
+
+    if (why == DISPATCH_SKIP_CONTEXT_ID)
+        t->rx_dropped++;
+}
+
+static const dispatch_ops_t dl_ops = {
     .on_packet = dl_packet,
     .on_ping = dl_ping,
     .on_close = dl_close,
+    .on_skip = dl_skip,
 };
 
 /* A capsule the gateway must not send: CLOSE(protocol error), then reset
@@ -221,7 +232,7 @@ void shim_tunnel__body(sluice_tunnel_t *t, const uint8_t *data, size_t len)
         t->_reason[t->_reason_len] = '\0';
         return;
     }
-    rc = shim_downlink_feed(&t->_reader, data, len, &dl_ops, t, &err);
+    rc = dispatch_feed(&t->_reader, data, len, &dl_ops, t, &err);
     if (rc < 0)
         tunnel_protocol_error(t, err);
 }
@@ -424,6 +435,7 @@ void sluice_tunnel_stats(const sluice_tunnel_t *t, sluice_tunnel_stats_t *out)
     out->tx_bytes = t->up.tx_bytes;
     out->rx_packets = t->rx_packets;
     out->rx_bytes = t->rx_bytes;
+    out->rx_dropped = t->rx_dropped;
     out->dropped_media = t->up.drops[SENDQ_DROP_MEDIA_EVICTED] + t->up.drops[SENDQ_DROP_MEDIA_EXPIRED];
     out->dropped_signal = t->up.drops[SENDQ_DROP_SIGNAL_FULL];
     out->queued_bytes = sendq_queued(&t->up);

@@ -1,12 +1,16 @@
-/*
- * downlink.c — capsule dispatch for a tunnel's response body.
- */
-#include "shim_downlink.h"
+/* dispatch.c — see dispatch.h. */
+#include "dispatch.h"
 
-#include "../../proto/proto.h"
+#include "proto.h"
 
-int shim_downlink_feed(capsule_reader_t *r, const uint8_t *data, size_t len,
-                       const shim_downlink_ops_t *ops, void *ud, const char **err_desc)
+static void skip(const dispatch_ops_t *ops, void *ud, enum dispatch_skip why)
+{
+    if (ops->on_skip)
+        ops->on_skip(ud, why);
+}
+
+int dispatch_feed(capsule_reader_t *r, const uint8_t *data, size_t len, const dispatch_ops_t *ops,
+                  void *ud, const char **err_desc)
 {
     capsule_t c;
     int rc;
@@ -22,13 +26,15 @@ int shim_downlink_feed(capsule_reader_t *r, const uint8_t *data, size_t len,
                     *err_desc = "malformed DATAGRAM capsule";
                 return PROTO_ERR_MALFORMED;
             }
-            if (ctx == 0 && ops->on_packet(ud, p, n, 0))
-                return SHIM_DL_STOPPED;
+            if (ctx != 0)
+                skip(ops, ud, DISPATCH_SKIP_CONTEXT_ID);
+            else if (ops->on_packet(ud, p, n, 0))
+                return DISPATCH_STOPPED;
             break;
         }
         case CAPSULE_SIGNAL:
             if (ops->on_packet(ud, c.value, c.len, 1))
-                return SHIM_DL_STOPPED;
+                return DISPATCH_STOPPED;
             break;
         case CAPSULE_PING:
             if (c.len != CAPSULE_PING_LEN) {
@@ -48,11 +54,14 @@ int shim_downlink_feed(capsule_reader_t *r, const uint8_t *data, size_t len,
                 return PROTO_ERR_MALFORMED;
             }
             ops->on_close(ud, code, reason, rlen);
-            return SHIM_DL_CLOSED;
+            return DISPATCH_CLOSED;
         }
-        default: /* PONG, and unknown types: skipped (RFC 9297 §3.2) */
+        case CAPSULE_PONG:
+            break;
+        default: /* RFC 9297 §3.2: unknown types are skipped */
+            skip(ops, ud, DISPATCH_SKIP_UNKNOWN);
             break;
         }
     }
-    return rc < 0 ? rc : SHIM_DL_OK;
+    return rc < 0 ? rc : DISPATCH_OK;
 }

@@ -1,13 +1,13 @@
 /*
- * test_downlink.c — client-shim/lib/downlink.c: dispatch of the gateway's
- * capsule stream, fed whole and split at every byte position.
+ * test_dispatch.c — proto/dispatch.c: dispatch of a tunnel body's capsule
+ * stream, fed whole and split at every byte position.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "../../client-shim/lib/shim_downlink.h"
 #include "../../proto/capsule.h"
+#include "../../proto/dispatch.h"
 #include "../../proto/proto.h"
 #include "../../proto/varint.h"
 
@@ -19,6 +19,7 @@ typedef struct rec {
     char close_reason[64];
     uint8_t first_packet[16];
     int stop_after; /* on_packet asks to stop after this many (0: never) */
+    int skipped_context_id, skipped_unknown;
 } rec_t;
 
 static int on_packet(void *ud, const uint8_t *p, size_t len, int is_signal)
@@ -49,7 +50,16 @@ static void on_close(void *ud, uint64_t code, const char *reason, size_t len)
     snprintf(r->close_reason, sizeof(r->close_reason), "%.*s", (int)len, reason);
 }
 
-static const shim_downlink_ops_t ops = {on_packet, on_ping, on_close};
+static void on_skip(void *ud, enum dispatch_skip why)
+{
+    rec_t *r = ud;
+    if (why == DISPATCH_SKIP_CONTEXT_ID)
+        r->skipped_context_id++;
+    else
+        r->skipped_unknown++;
+}
+
+static const dispatch_ops_t ops = {on_packet, on_ping, on_close, on_skip};
 
 static uint8_t rbuf[CAPSULE_DEFAULT_MAX_VALUE + CAPSULE_MAX_HEADER];
 
@@ -61,10 +71,10 @@ static int feed_split(const uint8_t *wire, size_t len, size_t at, rec_t *rec)
 
     memset(rec, 0, sizeof(*rec));
     capsule_reader_init(&r, rbuf, sizeof(rbuf), CAPSULE_DEFAULT_MAX_VALUE);
-    rc = shim_downlink_feed(&r, wire, at, &ops, rec, NULL);
-    if (rc != SHIM_DL_OK)
+    rc = dispatch_feed(&r, wire, at, &ops, rec, NULL);
+    if (rc != DISPATCH_OK)
         return rc;
-    return shim_downlink_feed(&r, wire + at, len - at, &ops, rec, NULL);
+    return dispatch_feed(&r, wire + at, len - at, &ops, rec, NULL);
 }
 
 static size_t build_stream(uint8_t *w, size_t cap)
@@ -87,7 +97,7 @@ static size_t build_stream(uint8_t *w, size_t cap)
     return n;
 }
 
-Test(downlink, every_split_point_gives_the_same_events)
+Test(dispatch, every_split_point_gives_the_same_events)
 {
     uint8_t w[512];
     size_t n = build_stream(w, sizeof(w));
@@ -95,7 +105,7 @@ Test(downlink, every_split_point_gives_the_same_events)
 
     for (size_t at = 0; at <= n; at++) {
         int rc = feed_split(w, n, at, &rec);
-        cr_assert_eq(rc, SHIM_DL_CLOSED, "split at %zu: rc %d", at, rc);
+        cr_assert_eq(rc, DISPATCH_CLOSED, "split at %zu: rc %d", at, rc);
         cr_assert_eq(rec.packets, 2, "split at %zu: %d datagrams (ctx 7 dropped, empty kept)",
                      at, rec.packets);
         cr_assert_eq(rec.signals, 1);
@@ -106,26 +116,28 @@ Test(downlink, every_split_point_gives_the_same_events)
         cr_assert_eq(rec.closes, 1);
         cr_assert_eq(rec.close_code, CLOSE_SHUTTING_DOWN);
         cr_assert_str_eq(rec.close_reason, "bye");
+        cr_assert_eq(rec.skipped_context_id, 1, "the context-id drop is reported");
+        cr_assert_eq(rec.skipped_unknown, 1, "the grease capsule is reported");
     }
 }
 
-Test(downlink, byte_at_a_time)
+Test(dispatch, byte_at_a_time)
 {
     uint8_t w[512];
     size_t n = build_stream(w, sizeof(w));
     capsule_reader_t r;
     rec_t rec;
-    int rc = SHIM_DL_OK;
+    int rc = DISPATCH_OK;
 
     memset(&rec, 0, sizeof(rec));
     capsule_reader_init(&r, rbuf, sizeof(rbuf), CAPSULE_DEFAULT_MAX_VALUE);
-    for (size_t i = 0; i < n && rc == SHIM_DL_OK; i++)
-        rc = shim_downlink_feed(&r, w + i, 1, &ops, &rec, NULL);
-    cr_expect_eq(rc, SHIM_DL_CLOSED);
+    for (size_t i = 0; i < n && rc == DISPATCH_OK; i++)
+        rc = dispatch_feed(&r, w + i, 1, &ops, &rec, NULL);
+    cr_expect_eq(rc, DISPATCH_CLOSED);
     cr_expect_eq(rec.packets + rec.signals, 3);
 }
 
-Test(downlink, oversized_capsule_is_an_error_as_soon_as_its_length_is_known)
+Test(dispatch, oversized_capsule_is_an_error_as_soon_as_its_length_is_known)
 {
     uint8_t w[16];
     ssize_t h = capsule_encode_header(w, sizeof(w), CAPSULE_DATAGRAM,
@@ -136,11 +148,11 @@ Test(downlink, oversized_capsule_is_an_error_as_soon_as_its_length_is_known)
 
     cr_assert_gt(h, 0);
     capsule_reader_init(&r, rbuf, sizeof(rbuf), CAPSULE_DEFAULT_MAX_VALUE);
-    cr_expect_eq(shim_downlink_feed(&r, w, (size_t)h, &ops, &rec, &err), PROTO_ERR_TOO_LARGE);
+    cr_expect_eq(dispatch_feed(&r, w, (size_t)h, &ops, &rec, &err), PROTO_ERR_TOO_LARGE);
     cr_expect_not_null(err);
 }
 
-Test(downlink, malformed_values_are_protocol_errors)
+Test(dispatch, malformed_values_are_protocol_errors)
 {
     uint8_t w[64];
     static const uint8_t short_ping[4] = {1, 2, 3, 4};
@@ -158,14 +170,14 @@ Test(downlink, malformed_values_are_protocol_errors)
         const char *err = NULL;
         cr_assert_gt(n, 0);
         capsule_reader_init(&r, rbuf, sizeof(rbuf), CAPSULE_DEFAULT_MAX_VALUE);
-        cr_expect_eq(shim_downlink_feed(&r, w, (size_t)n, &ops, &rec, &err), PROTO_ERR_MALFORMED,
+        cr_expect_eq(dispatch_feed(&r, w, (size_t)n, &ops, &rec, &err), PROTO_ERR_MALFORMED,
                      "case %zu", i);
         cr_expect_not_null(err, "case %zu has no description", i);
         cr_expect_eq(rec.closes + rec.pings + rec.packets, 0, "case %zu", i);
     }
 }
 
-Test(downlink, on_packet_can_stop_the_feed)
+Test(dispatch, on_packet_can_stop_the_feed)
 {
     uint8_t w[512];
     size_t n = build_stream(w, sizeof(w));
@@ -174,27 +186,27 @@ Test(downlink, on_packet_can_stop_the_feed)
 
     rec.stop_after = 1;
     capsule_reader_init(&r, rbuf, sizeof(rbuf), CAPSULE_DEFAULT_MAX_VALUE);
-    cr_expect_eq(shim_downlink_feed(&r, w, n, &ops, &rec, NULL), SHIM_DL_STOPPED);
+    cr_expect_eq(dispatch_feed(&r, w, n, &ops, &rec, NULL), DISPATCH_STOPPED);
     cr_expect_eq(rec.packets + rec.signals, 1);
 }
 
-Test(downlink, largest_payload_arrives_whole_across_chunks)
+Test(dispatch, largest_payload_arrives_whole_across_chunks)
 {
     static uint8_t payload[CAPSULE_DEFAULT_MAX_VALUE - 1], w[CAPSULE_DEFAULT_MAX_VALUE + 32];
     ssize_t n;
     capsule_reader_t r;
     rec_t rec = {0};
-    int rc = SHIM_DL_OK;
+    int rc = DISPATCH_OK;
 
     memset(payload, 0x90, sizeof(payload));
     n = capsule_encode_datagram(w, sizeof(w), payload, sizeof(payload));
     cr_assert_gt(n, 0);
     capsule_reader_init(&r, rbuf, sizeof(rbuf), CAPSULE_DEFAULT_MAX_VALUE);
-    for (size_t off = 0; off < (size_t)n && rc == SHIM_DL_OK; off += 1000) {
+    for (size_t off = 0; off < (size_t)n && rc == DISPATCH_OK; off += 1000) {
         size_t k = (size_t)n - off < 1000 ? (size_t)n - off : 1000;
-        rc = shim_downlink_feed(&r, w + off, k, &ops, &rec, NULL);
+        rc = dispatch_feed(&r, w + off, k, &ops, &rec, NULL);
     }
-    cr_expect_eq(rc, SHIM_DL_OK);
+    cr_expect_eq(rc, DISPATCH_OK);
     cr_expect_eq(rec.packets, 1);
     cr_expect_eq(rec.bytes, sizeof(payload));
 }

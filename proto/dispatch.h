@@ -1,0 +1,49 @@
+/*
+ * dispatch.h — reading a tunnel body's capsule stream (RFC 9297 §3.2) in
+ * chunks of any size and handing each capsule's meaning to handlers. Both
+ * peers use it: the gateway on request bodies (uplink), the shim on response
+ * bodies (downlink). Pure: no I/O; bytes go through the caller's
+ * capsule_reader_t.
+ */
+#ifndef SLUICE_DISPATCH_H
+#define SLUICE_DISPATCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "capsule.h"
+
+/* Capsules read but not delivered, reported to on_skip so they can be counted. */
+enum dispatch_skip {
+    DISPATCH_SKIP_CONTEXT_ID = 0, /* DATAGRAM with a context id other than 0 (dropped) */
+    DISPATCH_SKIP_UNKNOWN = 1,    /* unknown type, skipped as RFC 9297 §3.2 requires */
+};
+
+typedef struct dispatch_ops {
+    /* A DATAGRAM (context id 0) or SIGNAL payload. Return 0 to go on, non-zero
+     * to stop reading (dispatch_feed then returns DISPATCH_STOPPED). */
+    int (*on_packet)(void *ud, const uint8_t *p, size_t len, int is_signal);
+    /* A PING: answer with a PONG carrying these 8 bytes. */
+    void (*on_ping)(void *ud, const uint8_t *value);
+    /* A CLOSE; nothing after it is read. reason is not NUL-terminated. */
+    void (*on_close)(void *ud, uint64_t code, const char *reason, size_t reason_len);
+    /* A capsule not delivered (may be NULL). PONGs are neither delivered nor
+     * reported: neither peer pings today, so they carry nothing to act on. */
+    void (*on_skip)(void *ud, enum dispatch_skip why);
+} dispatch_ops_t;
+
+enum dispatch_rc {
+    DISPATCH_OK = 0,      /* all input consumed; more may follow */
+    DISPATCH_CLOSED = 1,  /* a CLOSE was delivered; the rest of the input is ignored */
+    DISPATCH_STOPPED = 2, /* on_packet asked to stop */
+    /* Negative: a proto_err (PROTO_ERR_TOO_LARGE, PROTO_ERR_MALFORMED); the
+     * stream is unusable and *err_desc says why. */
+};
+
+/* Feeds data[0..len) to reader r and calls ops for each whole capsule. A
+ * malformed DATAGRAM, PING or CLOSE value is a protocol error. Returns a
+ * dispatch_rc or a negative proto_err. */
+int dispatch_feed(capsule_reader_t *r, const uint8_t *data, size_t len, const dispatch_ops_t *ops,
+                  void *ud, const char **err_desc);
+
+#endif
