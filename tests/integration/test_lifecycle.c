@@ -46,11 +46,8 @@ Test(lifecycle, sigterm_closes_tunnels_and_everything_exits_0, .fini = teardown,
 {
     start_gateway();
     ts_shim_t *s;
-    cr_assert_eq(ts_fixture_add_shim(&fx, &s), 0, "sluice-shim did not connect (output above)");
-    fd = ts_udp_bind(AF_INET, NULL);
-    cr_assert_geq(fd, 0);
-    cr_assert_eq(ts_flow_prime(fd, &s->listen, 250, ts_deadline(ts_ms(10000))), 0,
-                 "the shim tunnel never echoed a primer");
+    const char *why = NULL;
+    cr_assert_eq(ts_fixture_add_live_shim(&fx, &s, &fd, &why), 0, "%s", why);
 
     /* A second, raw tunnel from curl, proven live by one echoed datagram, so
      * the CLOSE the gateway sends on shutdown can be read byte for byte. */
@@ -222,11 +219,9 @@ Test(lifecycle, cleartext_is_refused, .fini = teardown)
 
     /* The gateway is unharmed: a TLS shim still connects and echoes. */
     ts_shim_t *shim;
-    cr_assert_eq(ts_fixture_add_shim(&fx, &shim), 0, "sluice-shim did not connect (output above)");
-    fd = ts_udp_bind(AF_INET, NULL);
-    cr_assert_geq(fd, 0);
-    cr_expect_eq(ts_flow_prime(fd, &shim->listen, 250, ts_deadline(ts_ms(10000))), 0,
-                 "no echo through the shim after the cleartext probes");
+    const char *why = NULL;
+    cr_assert_eq(ts_fixture_add_live_shim(&fx, &shim, &fd, &why), 0,
+                 "after the cleartext probes: %s", why);
     const char *what;
     int code;
     cr_assert_eq(ts_fixture_stop(&fx, &what, &code), 0, "%s exited with code %d", what, code);

@@ -55,11 +55,8 @@ static void bad_stream(const char *label, const uint8_t *bytes, size_t len)
     cr_assert_not_null(ts_build_dir(), "SLUICE_BUILD is not set (tests/run.sh sets it)");
     cr_assert_eq(ts_fixture_start(&fx, AF_INET, NULL), 0, "sluiced did not start (output above)");
     ts_shim_t *s;
-    cr_assert_eq(ts_fixture_add_shim(&fx, &s), 0, "sluice-shim did not connect (output above)");
-    fd = ts_udp_bind(AF_INET, NULL);
-    cr_assert_geq(fd, 0);
-    cr_assert_eq(ts_flow_prime(fd, &s->listen, 250, ts_deadline(ts_ms(10000))), 0,
-                 "the shim tunnel never echoed a primer");
+    const char *why = NULL;
+    cr_assert_eq(ts_fixture_add_live_shim(&fx, &s, &fd, &why), 0, "%s", why);
     shim_still_echoes(s, 1, "before");
 
     char file[PATH_MAX], url[256], uh[CRED_USERNAME_MAX + 32], ch[CRED_B64_MAX + 64];

@@ -6,7 +6,10 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
+#include "ts_flow.h"
+#include "ts_net.h"
 #include "ts_util.h"
 
 #define START_MS 15000
@@ -82,6 +85,27 @@ int ts_fixture_add_shim(ts_fixture_t *fx, ts_shim_t **out)
     if (out)
         *out = s;
     return ts_shim_start(s, &o, ts_deadline(ts_ms(START_MS)));
+}
+
+int ts_fixture_add_live_shim(ts_fixture_t *fx, ts_shim_t **shim, int *fd, const char **why)
+{
+    *fd = -1;
+    if (ts_fixture_add_shim(fx, shim) < 0) {
+        *why = "sluice-shim did not connect (output above)";
+        return -1;
+    }
+    *fd = ts_udp_bind(fx->family, NULL);
+    if (*fd < 0) {
+        *why = "cannot bind a loopback UDP socket";
+        return -1;
+    }
+    if (ts_flow_prime(*fd, &(*shim)->listen, 250, ts_deadline(ts_ms(10000))) < 0) {
+        close(*fd);
+        *fd = -1;
+        *why = "the shim tunnel never echoed a primer";
+        return -1;
+    }
+    return 0;
 }
 
 int ts_fixture_stop(ts_fixture_t *fx, const char **what, int *code)

@@ -55,6 +55,12 @@ int ts_fixture_start(ts_fixture_t *fx, int family, const char *limits_json);
  * it. Returns 0 or -1. */
 int ts_fixture_add_shim(ts_fixture_t *fx, ts_shim_t **out);
 
+/* ts_fixture_add_shim, then an app-side UDP socket on the loopback of
+ * fx->family, proven to reach the backend and back through the tunnel (a
+ * primer echoed, ts_flow_prime). Returns 0 with *shim and *fd set (the caller
+ * closes fd), or -1 with *why naming the step that failed. */
+int ts_fixture_add_live_shim(ts_fixture_t *fx, ts_shim_t **shim, int *fd, const char **why);
+
 /* Stops every shim, then the gateway (SIGTERM, deadline). Returns 0 when every
  * one exited with code 0; otherwise -1 and *what names the first that did not
  * (static string) and *code its exit code. */
