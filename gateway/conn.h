@@ -45,7 +45,6 @@ typedef struct conn {
     unsigned peeked : 1;        /* first byte checked for a TLS record */
     unsigned write_blocked : 1; /* SSL_write wants to be retried as it was */
     struct tunnel *tunnels;
-    uint32_t ntunnels;          /* all streams */
     uint32_t nopen;             /* tunnels open or closing */
     const uint8_t *pend;        /* part of nghttp2's last mem_send not yet buffered */
     size_t pend_len;

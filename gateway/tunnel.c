@@ -77,7 +77,6 @@ tunnel_t *tunnel_new(struct conn *c, int32_t stream_id)
     if (c->tunnels)
         c->tunnels->_prev = t;
     c->tunnels = t;
-    c->ntunnels++;
     return t;
 }
 
@@ -474,7 +473,6 @@ void tunnel_free(tunnel_t *t)
         c->tunnels = t->_next;
     if (t->_next)
         t->_next->_prev = t->_prev;
-    c->ntunnels--;
     conn_tunnel_gone(c, was_open);
     free(t);
 }
