@@ -473,7 +473,7 @@ static const struct limit_spec {
 #define L(field, w, def, min, max) {#field, offsetof(cfg_limits_t, field), w, def, min, max}
     L(max_capsule, LIMIT_SIZE, 65535, 1200, 1048576),
     L(max_streams, LIMIT_U32, 100, 1, 10000),
-    L(max_connections, LIMIT_U32, 10000, 1, 1000000),
+    L(max_connections, LIMIT_U32, 8192, 1, 1000000),
     L(media_queue_bytes, LIMIT_SIZE, 65536, 2048, 67108864),
     L(media_queue_age_ms, LIMIT_U32, 200, 1, 60000),
     L(signal_queue_bytes, LIMIT_SIZE, 65536, 2048, 67108864),
@@ -482,6 +482,15 @@ static const struct limit_spec {
     L(header_timeout_ms, LIMIT_U32, 10000, 1, 600000),
     L(conn_idle_ms, LIMIT_U32, 60000, 1, 86400000),
     L(drain_timeout_ms, LIMIT_U32, 5000, 1, 600000),
+    L(max_tunnels, LIMIT_U32, 8192, 1, 1000000),
+    L(close_linger_ms, LIMIT_U32, 5000, 1, 600000),
+    L(write_stall_ms, LIMIT_U32, 10000, 1, 600000),
+    L(ping_interval_ms, LIMIT_U32, 5000, 1, 600000),
+    L(ping_timeout_ms, LIMIT_U32, 10000, 1, 600000),
+    L(max_auth_failures, LIMIT_U32, 5, 1, 1000),
+    L(max_pending_per_source, LIMIT_U32, 64, 1, 1000000),
+    L(handshakes_per_source_s, LIMIT_U32, 20, 1, 1000000),
+    L(max_control_frames_s, LIMIT_U32, 1000, 10, 1000000),
 #undef L
 };
 #define NLIMITS (sizeof limit_specs / sizeof limit_specs[0])

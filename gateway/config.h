@@ -55,7 +55,7 @@ typedef struct cfg_tenant {
 typedef struct cfg_limits {
     size_t max_capsule;            /* max capsule value bytes (default 65535) */
     uint32_t max_streams;          /* concurrent streams per connection (100) */
-    uint32_t max_connections;      /* concurrent connections (10000) */
+    uint32_t max_connections;      /* concurrent connections (8192) */
     size_t media_queue_bytes;      /* downlink media queue per tunnel (65536) */
     uint32_t media_queue_age_ms;   /* drop media older than this (200) */
     size_t signal_queue_bytes;     /* downlink signaling queue per tunnel (65536) */
@@ -64,6 +64,15 @@ typedef struct cfg_limits {
     uint32_t header_timeout_ms;    /* first complete request deadline (10000) */
     uint32_t conn_idle_ms;         /* close a connection with no tunnels (60000) */
     uint32_t drain_timeout_ms;     /* max time to flush CLOSEs on shutdown (5000) */
+    uint32_t max_tunnels;          /* concurrent tunnels, all connections (8192) */
+    uint32_t close_linger_ms;      /* CLOSE sent: wait this long for END_STREAM, then RST (5000) */
+    uint32_t write_stall_ms;       /* output stuck this long: GOAWAY and close (10000) */
+    uint32_t ping_interval_ms;     /* nothing received this long: send an HTTP/2 PING (5000) */
+    uint32_t ping_timeout_ms;      /* PING sent and nothing received this long: close (10000) */
+    uint32_t max_auth_failures;    /* 401s on one connection before GOAWAY (5) */
+    uint32_t max_pending_per_source; /* tunnel-less connections per source address (64) */
+    uint32_t handshakes_per_source_s; /* new connections per second per source address (20) */
+    uint32_t max_control_frames_s; /* frames with no tunnel data, per connection per second (1000) */
 } cfg_limits_t;
 
 typedef struct config {

@@ -249,7 +249,7 @@ Test(config, defaults)
     const cfg_limits_t *l = &cfg->limits;
     cr_assert_eq(l->max_capsule, 65535);
     cr_assert_eq(l->max_streams, 100);
-    cr_assert_eq(l->max_connections, 10000);
+    cr_assert_eq(l->max_connections, 8192);
     cr_assert_eq(l->media_queue_bytes, 65536);
     cr_assert_eq(l->media_queue_age_ms, 200);
     cr_assert_eq(l->signal_queue_bytes, 65536);
@@ -271,6 +271,15 @@ Test(config, defaults)
 
     cfg = parse_ok((doc_t){.extra = "'limits':{}"});
     cr_assert_eq(cfg->limits.max_streams, 100);
+    cr_assert_eq(cfg->limits.max_tunnels, 8192);
+    cr_assert_eq(cfg->limits.close_linger_ms, 5000);
+    cr_assert_eq(cfg->limits.write_stall_ms, 10000);
+    cr_assert_eq(cfg->limits.ping_interval_ms, 5000);
+    cr_assert_eq(cfg->limits.ping_timeout_ms, 10000);
+    cr_assert_eq(cfg->limits.max_auth_failures, 5);
+    cr_assert_eq(cfg->limits.max_pending_per_source, 64);
+    cr_assert_eq(cfg->limits.handshakes_per_source_s, 20);
+    cr_assert_eq(cfg->limits.max_control_frames_s, 1000);
     cr_assert_eq(cfg->has_echo, 1);
     config_unref(cfg);
 }
@@ -281,7 +290,12 @@ Test(config, limits_accept_their_bounds)
         .extra = "'limits':{'max_capsule':1200,'max_streams':10000,'max_connections':1,"
                  "'media_queue_bytes':67108864,'media_queue_age_ms':1,'signal_queue_bytes':2048,"
                  "'tunnel_idle_ms':86400000,'handshake_timeout_ms':1,'header_timeout_ms':600000,"
-                 "'conn_idle_ms':1,'drain_timeout_ms':600000}"});
+                 "'conn_idle_ms':1,'drain_timeout_ms':600000,'max_tunnels':1,"
+                 "'close_linger_ms':1,'write_stall_ms':600000,'ping_interval_ms':1,"
+                 "'ping_timeout_ms':600000,'max_auth_failures':1000,'max_pending_per_source':1,"
+                 "'handshakes_per_source_s':1000000,'max_control_frames_s':10}"});
+    cr_assert_eq(cfg->limits.max_auth_failures, 1000);
+    cr_assert_eq(cfg->limits.max_control_frames_s, 10);
     cr_assert_eq(cfg->limits.max_capsule, 1200);
     cr_assert_eq(cfg->limits.max_streams, 10000);
     cr_assert_eq(cfg->limits.media_queue_bytes, 67108864);
@@ -495,7 +509,11 @@ Test(config, error_every_limit_bound)
         {"media_queue_age_ms", 1, 60000},     {"signal_queue_bytes", 2048, 67108864},
         {"tunnel_idle_ms", 1, 86400000},      {"handshake_timeout_ms", 1, 600000},
         {"header_timeout_ms", 1, 600000},     {"conn_idle_ms", 1, 86400000},
-        {"drain_timeout_ms", 1, 600000},
+        {"drain_timeout_ms", 1, 600000},      {"max_tunnels", 1, 1000000},
+        {"close_linger_ms", 1, 600000},       {"write_stall_ms", 1, 600000},
+        {"ping_interval_ms", 1, 600000},      {"ping_timeout_ms", 1, 600000},
+        {"max_auth_failures", 1, 1000},       {"max_pending_per_source", 1, 1000000},
+        {"handshakes_per_source_s", 1, 1000000}, {"max_control_frames_s", 10, 1000000},
     };
     for (size_t i = 0; i < sizeof L / sizeof L[0]; i++) {
         unsigned long bad[2] = {L[i].min - 1, L[i].max + 1};
