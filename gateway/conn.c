@@ -34,6 +34,109 @@ static tunnel_t *stream_tunnel(conn_t *c, int32_t stream_id)
     return nghttp2_session_get_stream_user_data(c->h2, stream_id);
 }
 
+static conn_t *conn_of(const tunnel_t *t)
+{
+    return container_of(t->host, conn_t, host);
+}
+
+/* ---- host operations for tunnels (tunnel.h) -------------------------------- */
+
+/* Per-stream transport flags kept in tunnel_t._xport. */
+#define XPORT_DEFERRED 1u  /* the data provider returned NGHTTP2_ERR_DEFERRED */
+#define XPORT_RST_NEXT 2u  /* the last DATA went out without END_STREAM: reset next */
+
+/* nghttp2 data provider of a tunnel's response body. */
+static ssize_t body_read(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
+                         size_t length, uint32_t *flags, nghttp2_data_source *source,
+                         void *user_data)
+{
+    tunnel_t *t = source->ptr;
+    enum tunnel_body_end end;
+    size_t n = tunnel_body_read(t, buf, length, &end);
+    if (end != TUNNEL_BODY_MORE) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (end == TUNNEL_BODY_END_RESET) {
+            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+            t->_xport |= XPORT_RST_NEXT;
+        }
+        return (ssize_t)n;
+    }
+    if (n == 0) {
+        t->_xport |= XPORT_DEFERRED;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    return (ssize_t)n;
+}
+
+static int host_respond(tunnel_t *t, int status)
+{
+    char code[4];
+    snprintf(code, sizeof code, "%03d", status);
+    const char *ctype = status == 200 ? "application/octet-stream" : "text/plain; charset=utf-8";
+#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NO_COPY_NAME}
+    nghttp2_nv nva[] = {
+        NV(":status", code),
+        NV("content-type", ctype),
+        NV("cache-control", "no-store"),
+        NV("allow", "POST"),
+    };
+    /* RFC 9110 §15.5.2: a 401 names the scheme the client should use. */
+    nghttp2_nv challenge = NV("www-authenticate", "Sluice-HMAC realm=\"sluice\"");
+#undef NV
+    size_t nnv = 3;
+    if (status == 405)
+        nnv = 4;
+    else if (status == 401)
+        nva[nnv++] = challenge;
+    nghttp2_data_provider body = {.source.ptr = t, .read_callback = body_read};
+    return nghttp2_submit_response(conn_of(t)->h2, t->stream_id, nva, nnv, &body);
+}
+
+static void host_wake(tunnel_t *t)
+{
+    conn_t *c = conn_of(t);
+    if (t->_xport & XPORT_DEFERRED) {
+        t->_xport &= ~XPORT_DEFERRED;
+        nghttp2_session_resume_data(c->h2, t->stream_id);
+    }
+    conn_want_write(c);
+}
+
+static void host_reset(tunnel_t *t, int clean)
+{
+    conn_t *c = conn_of(t);
+    nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, t->stream_id,
+                              clean ? NGHTTP2_NO_ERROR : NGHTTP2_CANCEL);
+    conn_want_write(c);
+}
+
+static void host_opened(tunnel_t *t)
+{
+    conn_t *c = conn_of(t);
+    c->nopen++;
+    c->ever_opened = 1;
+}
+
+static void host_gone(tunnel_t *t, int was_open)
+{
+    conn_t *c = conn_of(t);
+    if (was_open && --c->nopen == 0)
+        c->since = util_mono_ns(); /* the idle clock starts */
+}
+
+static void host_refused(tunnel_t *t, int status)
+{
+}
+
+static const tunnel_host_ops_t h2_host_ops = {
+    .respond = host_respond,
+    .wake = host_wake,
+    .reset = host_reset,
+    .opened = host_opened,
+    .gone = host_gone,
+    .refused = host_refused,
+};
+
 /* ---- nghttp2 callbacks ----------------------------------------------------- */
 
 static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame,
@@ -42,7 +145,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     conn_t *c = user_data;
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
-    tunnel_t *t = tunnel_new(c, frame->hd.stream_id);
+    tunnel_t *t = tunnel_new(&c->host, frame->hd.stream_id);
     if (!t)
         return nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
                                          NGHTTP2_REFUSED_STREAM);
@@ -71,7 +174,6 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     if (!t)
         return 0;
     if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
-        c->got_request = 1;
         int rv = tunnel_start(t);
         if (rv < 0)
             return rv;
@@ -92,11 +194,16 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
 
 static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
-    if (frame->hd.stream_id == 0)
+    if (frame->hd.type != NGHTTP2_DATA)
         return 0;
     tunnel_t *t = stream_tunnel(user_data, frame->hd.stream_id);
-    if (t)
-        tunnel_frame_sent(t, frame);
+    /* The body's last DATA went out without END_STREAM: a protocol error
+     * ends in RST_STREAM, after the CLOSE capsule that says why. */
+    if (t && (t->_xport & XPORT_RST_NEXT) && t->body_ended) {
+        t->_xport &= ~XPORT_RST_NEXT;
+        nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, t->stream_id,
+                                  NGHTTP2_PROTOCOL_ERROR);
+    }
     return 0;
 }
 
@@ -106,7 +213,7 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
     tunnel_t *t = stream_tunnel(user_data, stream_id);
     if (t) {
         nghttp2_session_set_stream_user_data(session, stream_id, NULL);
-        tunnel_free(t);
+        tunnel_free(t); /* never inside tunnel code: streams close in mem_recv/mem_send */
     }
     return 0;
 }
@@ -138,13 +245,9 @@ int conn_h2_setup(nghttp2_session_callbacks **cbs, nghttp2_option **opt)
 
 /* ---- connection life ----------------------------------------------------- */
 
-static void conn_set_events(conn_t *c)
+static void conn_set_events(conn_t *c, int want)
 {
-    int want = EV_READ;
-    if (c->out_len || c->pend_len || c->write_blocked ||
-        (c->h2 && nghttp2_session_want_write(c->h2)))
-        want |= EV_WRITE;
-    if (want == (c->io.events & (EV_READ | EV_WRITE)))
+    if (c->fd < 0 || c->closing || want == (c->io.events & (EV_READ | EV_WRITE)))
         return;
     struct ev_loop *loop = c->srv->loop;
     ev_io_stop(loop, &c->io);
@@ -154,12 +257,23 @@ static void conn_set_events(conn_t *c)
 
 void conn_want_write(conn_t *c)
 {
-    if (c->fd >= 0 && c->state == CONN_H2 && !(c->io.events & EV_WRITE)) {
-        struct ev_loop *loop = c->srv->loop;
-        ev_io_stop(loop, &c->io);
-        ev_io_set(&c->io, c->fd, c->io.events | EV_WRITE);
-        ev_io_start(loop, &c->io);
-    }
+    if (c->fd < 0 || c->closing || c->in_flush || c->state != CONN_H2)
+        return;
+    c->in_flush = 1;
+    c->_flush_next = c->srv->flush;
+    c->srv->flush = c;
+}
+
+void conn_close(conn_t *c)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    struct ev_loop *loop = c->srv->loop;
+    ev_io_stop(loop, &c->io);
+    ev_timer_stop(loop, &c->timer);
+    c->_dead_next = c->srv->dead;
+    c->srv->dead = c;
 }
 
 static conn_t *conn_alloc(struct server *srv, int fd)
@@ -168,6 +282,9 @@ static conn_t *conn_alloc(struct server *srv, int fd)
     if (!c)
         return NULL;
     c->srv = srv;
+    c->cfg = config_ref(srv->cfg);
+    c->host = (tunnel_host_t){.ops = &h2_host_ops, .env = &srv->env, .cfg = c->cfg,
+                              .peer = c->peer};
     c->id = srv->next_conn_id++;
     c->fd = fd;
     c->state = CONN_HANDSHAKE;
@@ -177,7 +294,7 @@ static conn_t *conn_alloc(struct server *srv, int fd)
     srv->conns = c;
     srv->counters.conns_accepted++;
     srv->counters.conns_active++;
-    c->since = ev_now(srv->loop);
+    c->since = util_mono_ns();
     ev_init(&c->timer, conn_timer_cb);
     return c;
 }
@@ -200,7 +317,7 @@ conn_t *conn_new(struct server *srv, int fd, const struct sockaddr *peer, sockle
     struct ev_loop *loop = srv->loop;
     ev_io_init(&c->io, conn_io_cb, fd, EV_READ);
     ev_io_start(loop, &c->io);
-    ev_timer_set(&c->timer, srv->cfg->limits.handshake_timeout_ms / 1000.0, 0.);
+    ev_timer_set(&c->timer, c->cfg->limits.handshake_timeout_ms / 1000.0, 0.);
     ev_timer_start(loop, &c->timer);
     return c;
 }
@@ -232,14 +349,15 @@ ssize_t conn_pull(conn_t *c, const uint8_t **data)
 void conn_free(conn_t *c)
 {
     server_t *srv = c->srv;
-    while (c->tunnels)
-        tunnel_free(c->tunnels);
+    while (c->host.tunnels)
+        tunnel_free(c->host.tunnels);
     ev_io_stop(srv->loop, &c->io);
     ev_timer_stop(srv->loop, &c->timer);
     nghttp2_session_del(c->h2);
     SSL_free(c->ssl);
     if (c->fd >= 0)
         close(c->fd);
+    free(c->out);
     if (c->_prev)
         c->_prev->_next = c->_next;
     else
@@ -247,19 +365,9 @@ void conn_free(conn_t *c)
     if (c->_next)
         c->_next->_prev = c->_prev;
     srv->counters.conns_active--;
+    config_unref(c->cfg);
     server_conn_gone(srv, c);
     free(c);
-}
-
-void conn_tunnel_opened(conn_t *c)
-{
-    c->nopen++;
-}
-
-void conn_tunnel_gone(conn_t *c, int was_open)
-{
-    if (was_open && --c->nopen == 0)
-        c->since = ev_now(c->srv->loop); /* the idle clock starts */
 }
 
 void conn_drain(conn_t *c)
@@ -267,7 +375,8 @@ void conn_drain(conn_t *c)
     if (c->state != CONN_H2 || c->draining)
         return;
     c->draining = 1;
-    for (tunnel_t *t = c->tunnels; t; t = t->_next)
+    c->host.refusing = 1;
+    for (tunnel_t *t = c->host.tunnels; t; t = t->_next)
         tunnel_close(t, CLOSE_SHUTTING_DOWN, "gateway shutting down", 0);
     nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE,
                           nghttp2_session_get_last_proc_stream_id(c->h2), NGHTTP2_NO_ERROR,
@@ -315,7 +424,7 @@ static int conn_start_h2(conn_t *c)
     if (nghttp2_session_server_new2(&c->h2, srv->h2_cbs, c, srv->h2_opt) != 0)
         return -1;
     nghttp2_settings_entry iv[] = {
-        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, srv->cfg->limits.max_streams},
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, c->cfg->limits.max_streams},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_STREAM_WINDOW},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, H2_MAX_HEADER_LIST},
     };
@@ -323,9 +432,9 @@ static int conn_start_h2(conn_t *c)
         nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, H2_CONN_WINDOW) != 0)
         return -1;
     c->state = CONN_H2;
-    c->since = ev_now(srv->loop);
+    c->since = util_mono_ns();
     ev_timer_stop(srv->loop, &c->timer);
-    ev_timer_set(&c->timer, srv->cfg->limits.header_timeout_ms / 1000.0, 0.);
+    ev_timer_set(&c->timer, c->cfg->limits.header_timeout_ms / 1000.0, 0.);
     ev_timer_start(srv->loop, &c->timer);
     if (srv->draining)
         conn_drain(c);
@@ -400,7 +509,8 @@ static int conn_read(conn_t *c)
 
 /* Moves frames from nghttp2 into the output buffer and the buffer into TLS.
  * A write that TLS could not finish is retried with the same bytes before any
- * new frames are taken. Returns 0, or -1 on a fatal error. */
+ * new frames are taken. The buffer exists only while there is output, so an
+ * idle connection holds none. Returns 0, or -1 on a fatal error. */
 static int conn_write(conn_t *c)
 {
     for (int i = 0; i < WRITES_PER_EVENT; i++) {
@@ -416,6 +526,8 @@ static int conn_write(conn_t *c)
                     c->pend = data;
                     c->pend_len = (size_t)n;
                 }
+                if (!c->out && !(c->out = malloc(CONN_OUT_CAP)))
+                    return -1;
                 size_t k = CONN_OUT_CAP - c->out_len;
                 if (k > c->pend_len)
                     k = c->pend_len;
@@ -426,7 +538,7 @@ static int conn_write(conn_t *c)
             }
         }
         if (c->out_off == c->out_len)
-            return 0;
+            break;
         ERR_clear_error();
         int w = SSL_write(c->ssl, c->out + c->out_off, (int)(c->out_len - c->out_off));
         if (w <= 0) {
@@ -444,6 +556,10 @@ static int conn_write(conn_t *c)
         if (c->out_off == c->out_len)
             c->out_off = c->out_len = 0;
     }
+    if (!c->out_len && c->nopen == 0) {
+        free(c->out);
+        c->out = NULL;
+    }
     return 0;
 }
 
@@ -453,64 +569,84 @@ static int conn_finished(conn_t *c)
            !c->out_len && !c->pend_len;
 }
 
+/* Writes what is pending and decides which events to wait for: EV_WRITE only
+ * while TLS holds back output (or nghttp2 still has frames after this
+ * event's share). */
+void conn_flush(conn_t *c)
+{
+    if (c->closing)
+        return;
+    if (conn_write(c) < 0 || conn_finished(c)) {
+        conn_close(c);
+        return;
+    }
+    int want = EV_READ;
+    if (c->out_len || c->pend_len || c->write_blocked || nghttp2_session_want_write(c->h2))
+        want |= EV_WRITE;
+    conn_set_events(c, want);
+}
+
 static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     conn_t *c = container_of(w, conn_t, io);
     if (c->state == CONN_HANDSHAKE) {
-        if (conn_handshake(c) < 0)
-            goto close;
+        if (conn_handshake(c) < 0) {
+            conn_close(c);
+            return;
+        }
         if (c->state == CONN_HANDSHAKE)
             return;
-        revents |= EV_READ | EV_WRITE; /* TLS may hold early data; SETTINGS to send */
+        revents |= EV_READ; /* TLS may hold early data; SETTINGS to send */
+        conn_want_write(c);
     }
     if ((revents & EV_READ) && conn_read(c) < 0) {
         conn_write(c); /* best effort: a GOAWAY nghttp2 queued */
-        goto close;
+        conn_close(c);
+        return;
     }
-    if (conn_write(c) < 0 || conn_finished(c))
-        goto close;
-    conn_set_events(c);
-    return;
-close:
-    conn_free(c);
+    if (revents & EV_WRITE)
+        conn_flush(c); /* the socket took more: go on now */
+    else
+        conn_want_write(c); /* whatever reading produced goes out once, before the loop blocks */
 }
 
-/* One timer, three deadlines: the TLS handshake, the first complete request
- * (slow or silent clients), and idleness once no tunnel is open. */
+/* One timer, three deadlines: the TLS handshake, the first tunnel (slow,
+ * silent or request-only clients), and idleness once no tunnel is open. */
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     conn_t *c = container_of(w, conn_t, timer);
-    const cfg_limits_t *lim = &c->srv->cfg->limits;
+    const cfg_limits_t *lim = &c->cfg->limits;
     if (c->state == CONN_HANDSHAKE) {
         c->srv->counters.tls_failures++;
         log_msg(LOG_INFO, "conn %s: TLS handshake timeout", c->peer);
-        conn_free(c);
+        conn_close(c);
         return;
     }
-    ev_tstamp now = ev_now(loop), left;
+    uint64_t now = util_mono_ns(), deadline;
     if (c->draining && c->nopen == 0) {
-        conn_free(c); /* GOAWAY had its grace period; the peer is not reading */
+        conn_close(c); /* GOAWAY had its grace period; the peer is not reading */
         return;
     }
-    if (!c->got_request) {
-        left = c->since + lim->header_timeout_ms / 1000.0 - now;
-        if (left <= 0) {
-            log_msg(LOG_INFO, "conn %s: no request within the header timeout", c->peer);
-            conn_free(c);
+    if (!c->ever_opened) {
+        deadline = c->since + (uint64_t)lim->header_timeout_ms * UTIL_MS_NS;
+        if (now >= deadline) {
+            log_msg(LOG_INFO, "conn %s: no tunnel within the header timeout", c->peer);
+            conn_close(c);
             return;
         }
     } else if (c->nopen == 0) {
-        left = c->since + lim->conn_idle_ms / 1000.0 - now;
-        if (left <= 0) {
+        deadline = c->since + (uint64_t)lim->conn_idle_ms * UTIL_MS_NS;
+        if (now >= deadline) {
             /* RFC 9113 §6.8: say goodbye; close once it is written. */
             c->draining = 1;
+            c->host.refusing = 1;
             nghttp2_session_terminate_session(c->h2, NGHTTP2_NO_ERROR);
             conn_want_write(c);
-            left = 1.0;
+            deadline = now + 1000 * UTIL_MS_NS;
         }
     } else {
-        left = lim->conn_idle_ms / 1000.0;
+        deadline = now + (uint64_t)lim->conn_idle_ms * UTIL_MS_NS;
     }
-    w->repeat = left;
+    w->repeat = (double)(deadline - now) / 1e9;
     ev_timer_again(loop, w);
 }

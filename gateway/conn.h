@@ -2,12 +2,20 @@
  * conn.h — one client connection: TCP socket, TLS, HTTP/2 session, tunnels.
  *
  * The connection is the single owner of everything it holds: the socket, the
- * SSL object, the nghttp2 session, its output buffer, its timer and the list of
- * tunnels (one per stream). nghttp2 does no I/O: bytes read from TLS go to
- * nghttp2_session_mem_recv, frames come out of nghttp2_session_mem_send into a
- * bounded output buffer and are written to TLS when the socket is writable.
- * Tunnels and callbacks never free the connection; only the connection's own
- * event callback (or the server, outside any callback) does.
+ * SSL object, the nghttp2 session, its output buffer, its timer, a reference
+ * to the config snapshot it started with, and its tunnels (one per stream).
+ * It is the tunnels' host (tunnel.h): tunnels reach the HTTP/2 session only
+ * through the host operations conn.c provides.
+ *
+ * nghttp2 does no I/O: bytes read from TLS go to nghttp2_session_mem_recv;
+ * frames come out of nghttp2_session_mem_send into a bounded output buffer.
+ * Output is flushed once per loop iteration (the server's prepare watcher
+ * calls conn_flush for every connection that asked with conn_want_write);
+ * the write watcher is armed only when TLS could not take everything.
+ *
+ * Closing is deferred: conn_close may be called from any callback; it stops
+ * the connection's watchers at once and the server frees it at the end of
+ * the loop iteration.
  */
 #ifndef SLUICE_CONN_H
 #define SLUICE_CONN_H
@@ -18,8 +26,10 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "config.h"
+#include "tunnel.h"
+
 struct server;
-struct tunnel;
 
 #define CONN_OUT_CAP 32768u  /* TLS output buffer: one write's worth of frames */
 
@@ -30,7 +40,11 @@ enum conn_state {
 
 typedef struct conn {
     struct server *srv;
-    struct conn *_prev, *_next; /* the server's list */
+    struct conn *_prev, *_next; /* the server's list of live connections */
+    struct conn *_flush_next;   /* the server's flush list */
+    struct conn *_dead_next;    /* the server's list of connections to free */
+    config_t *cfg;              /* the snapshot this connection started with (a reference) */
+    tunnel_host_t host;         /* what its tunnels see; host.tunnels is the list */
     uint64_t id;
     char peer[64];
     int fd;
@@ -39,17 +53,18 @@ typedef struct conn {
     enum conn_state state;
     ev_io io;
     ev_timer timer;             /* handshake, first-request and idle deadlines */
-    ev_tstamp since;            /* accept (handshake) or last moment with no tunnels */
-    unsigned got_request : 1;   /* a request has completed its headers */
+    uint64_t since;             /* monotonic ns: accept, or last moment with no tunnels */
+    unsigned ever_opened : 1;   /* a tunnel has opened on this connection */
     unsigned draining : 1;      /* GOAWAY sent; refuse new streams */
     unsigned peeked : 1;        /* first byte checked for a TLS record */
     unsigned write_blocked : 1; /* SSL_write wants to be retried as it was */
-    struct tunnel *tunnels;
+    unsigned in_flush : 1;      /* on the server's flush list */
+    unsigned closing : 1;       /* conn_close called: on the dead list, watchers stopped */
     uint32_t nopen;             /* tunnels open or closing */
     const uint8_t *pend;        /* part of nghttp2's last mem_send not yet buffered */
     size_t pend_len;
     size_t out_off, out_len;
-    uint8_t out[CONN_OUT_CAP];
+    uint8_t *out;               /* CONN_OUT_CAP bytes while there is output; NULL otherwise */
 } conn_t;
 
 /* Session callbacks and options shared by every connection of a server. */
@@ -71,18 +86,21 @@ int conn_feed(conn_t *c, const uint8_t *data, size_t len);
  * returns their length, 0 when there is nothing, or a negative nghttp2 error. */
 ssize_t conn_pull(conn_t *c, const uint8_t **data);
 
-/* Asks for the output to be flushed when the socket is writable. */
+/* Asks for the output to be flushed at the end of this loop iteration. */
 void conn_want_write(conn_t *c);
+
+/* Writes what is pending (called by the server once per loop iteration). */
+void conn_flush(conn_t *c);
+
+/* Finishes the connection: stops its watchers now; the server frees it at the
+ * end of the loop iteration. Safe from any callback; idempotent. */
+void conn_close(conn_t *c);
 
 /* Graceful shutdown: CLOSE(shutting down) on every tunnel, then GOAWAY. */
 void conn_drain(conn_t *c);
 
-/* A tunnel opened or finished closing (keeps nopen and the idle clock). */
-void conn_tunnel_opened(conn_t *c);
-void conn_tunnel_gone(conn_t *c, int was_open);
-
-/* Frees the connection and its tunnels. Never call it from an nghttp2 or
- * tunnel callback; call it from the connection's own watcher or the server. */
+/* Frees the connection and its tunnels at once. Only the server calls it,
+ * outside every callback of the connection; everyone else uses conn_close. */
 void conn_free(conn_t *c);
 
 #endif

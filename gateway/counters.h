@@ -21,6 +21,7 @@ enum drop_reason {
     DROP_CLOSING,           /* queued packets discarded because the tunnel closed */
     DROP_PONG_FULL,         /* more unanswered PINGs than PONG slots */
     DROP_NOMEM,             /* no memory for a queue ring or staging buffer */
+    DROP_BACKEND_RXQ,       /* backend socket's kernel receive queue overflowed (SO_RXQ_OVFL) */
     DROP_REASON_COUNT
 };
 
@@ -29,7 +30,7 @@ static inline const char *drop_reason_name(enum drop_reason r)
     static const char *const names[DROP_REASON_COUNT] = {
         "media_evicted", "media_expired", "signal_full",  "oversize",
         "context_id",    "uplink_send",   "backend_error", "closing",
-        "pong_full",     "nomem",
+        "pong_full",     "nomem",         "backend_rxq",
     };
     return (unsigned)r < DROP_REASON_COUNT ? names[r] : "unknown";
 }

@@ -163,6 +163,7 @@ int request_route(const config_t *cfg, const req_headers_t *h, uint64_t now,
     target->tenant = t;
     target->region = region;
     target->kind = (enum tunnel_kind)kind;
+    target->expiry = expiry;
     *reason = "ok";
     return 200;
 }

@@ -52,6 +52,7 @@ typedef struct req_target {
     const cfg_tenant_t *tenant;
     const cfg_region_t *region; /* backend region: the gateway's own or ?region= */
     enum tunnel_kind kind;
+    uint64_t expiry;            /* the credential's expiry, unix seconds */
 } req_target_t;
 
 /* Returns the HTTP status: 200 with *target filled, or an error status with

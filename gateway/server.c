@@ -36,6 +36,25 @@ static void accept_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
         listeners_set(s, 1);
 }
 
+/* Once per iteration, before the loop blocks: write what every connection
+ * produced (one write per connection however many packets it queued), then
+ * free what was closed. */
+static void prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    server_t *s = container_of(w, server_t, prepare);
+    while (s->flush) {
+        conn_t *c = s->flush;
+        s->flush = c->_flush_next;
+        c->in_flush = 0;
+        conn_flush(c);
+    }
+    while (s->dead) {
+        conn_t *c = s->dead;
+        s->dead = c->_dead_next;
+        conn_free(c);
+    }
+}
+
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     listener_t *l = container_of(w, listener_t, io);
@@ -97,10 +116,14 @@ int server_init(server_t *s, struct ev_loop *loop, config_t *cfg, char *err, siz
     s->cfg = config_ref(cfg);
     s->echo.fd = -1;
     ev_init(&s->accept_pause, accept_resume_cb);
+    ev_prepare_init(&s->prepare, prepare_cb);
+    ev_prepare_start(loop, &s->prepare);
+    s->env = (tunnel_env_t){.loop = loop, .counters = &s->counters};
     s->ssl_ctx = tls_server_ctx(cfg->cert_file, cfg->key_file, err, errlen);
     if (!s->ssl_ctx)
         goto fail;
-    if (conn_h2_setup(&s->h2_cbs, &s->h2_opt) < 0 || !(s->udp_buf = malloc(SERVER_UDP_BUF))) {
+    if (conn_h2_setup(&s->h2_cbs, &s->h2_opt) < 0 ||
+        !(s->env.udp_buf = malloc(TUNNEL_UDP_BUF))) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -119,6 +142,10 @@ int server_init(server_t *s, struct ev_loop *loop, config_t *cfg, char *err, siz
         echo_start(&s->echo, loop, (const struct sockaddr *)&cfg->echo.sa, cfg->echo.len, err,
                    errlen) < 0)
         goto fail;
+    if (s->echo.fd >= 0) {
+        s->env.echo = (const struct sockaddr *)&s->echo.addr;
+        s->env.echo_len = s->echo.addrlen;
+    }
     listeners_set(s, 1);
     return 0;
 fail:
@@ -166,7 +193,7 @@ void server_drain(server_t *s)
         if (c->state == CONN_H2)
             conn_drain(c);
         else
-            conn_free(c); /* still in the TLS handshake: nothing to say goodbye on */
+            conn_close(c); /* still in the TLS handshake: nothing to say goodbye on */
     }
     if (!s->conns) {
         ev_break(s->loop, EVBREAK_ALL);
@@ -185,9 +212,11 @@ void server_conn_gone(server_t *s, struct conn *c)
 
 void server_dispose(server_t *s)
 {
+    s->flush = s->dead = NULL; /* every connection is freed below */
     while (s->conns)
         conn_free(s->conns);
     if (s->loop) {
+        ev_prepare_stop(s->loop, &s->prepare);
         ev_timer_stop(s->loop, &s->drain_timer);
         ev_timer_stop(s->loop, &s->accept_pause);
     }
@@ -201,8 +230,8 @@ void server_dispose(server_t *s)
     s->listeners = NULL;
     s->nlisteners = 0;
     echo_stop(&s->echo, s->loop);
-    free(s->udp_buf);
-    s->udp_buf = NULL;
+    free(s->env.udp_buf);
+    s->env.udp_buf = NULL;
     if (s->h2_cbs)
         nghttp2_session_callbacks_del(s->h2_cbs);
     if (s->h2_opt)

@@ -2,8 +2,14 @@
  * server.h — one event loop's worth of gateway: listeners, connections,
  * the built-in echo backend, counters and the shutdown sequence.
  *
- * All state lives here or below (no globals), so running one server per core
- * with SO_REUSEPORT listeners is a matter of creating several.
+ * All state lives here or below (no globals). The server lends its tunnels a
+ * tunnel_env_t (loop, counters, receive buffer, backend choice) and nothing
+ * else; connections hold their own reference to the config snapshot they
+ * started with, so swapping s->cfg affects only new connections.
+ *
+ * Once per loop iteration, just before the loop blocks, the server's prepare
+ * watcher flushes every connection that asked to write and frees every
+ * connection that was closed during the iteration.
  */
 #ifndef SLUICE_SERVER_H
 #define SLUICE_SERVER_H
@@ -17,6 +23,7 @@
 #include "config.h"
 #include "counters.h"
 #include "echo.h"
+#include "tunnel.h"
 
 struct conn;
 
@@ -28,9 +35,6 @@ typedef struct listener {
     socklen_t addrlen;
 } listener_t;
 
-/* Receive buffer for backend datagrams: larger than any UDP payload. */
-#define SERVER_UDP_BUF 65536u
-
 typedef struct server {
     struct ev_loop *loop;
     config_t *cfg;
@@ -41,11 +45,13 @@ typedef struct server {
     size_t nlisteners;
     ev_timer accept_pause;  /* listeners paused after EMFILE/ENFILE */
     echo_t echo;
-    struct conn *conns;
+    struct conn *conns;     /* live connections */
+    struct conn *flush;     /* connections with output to write this iteration */
+    struct conn *dead;      /* connections closed this iteration, to free */
+    ev_prepare prepare;     /* flush, then free, once per loop iteration */
     uint64_t next_conn_id;
-    uint64_t rr;            /* round-robin backend choice */
     server_counters_t counters;
-    uint8_t *udp_buf;       /* SERVER_UDP_BUF bytes, shared by all tunnels of the loop */
+    tunnel_env_t env;       /* what tunnels see of the server */
     unsigned draining : 1;
     ev_timer drain_timer;
 } server_t;

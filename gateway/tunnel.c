@@ -2,15 +2,15 @@
 #include "tunnel.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "../proto/dispatch.h"
-#include "conn.h"
 #include "log.h"
-#include "server.h"
 #include "util.h"
 
 /* Fairness: a busy backend cannot starve other watchers of the loop. */
@@ -18,19 +18,19 @@
 /* This many ICMP errors in a row, with no reply between, closes the tunnel. */
 #define BACKEND_ERRORS_MAX 8
 
-static server_t *srv_of(const tunnel_t *t)
+static tunnel_env_t *env_of(const tunnel_t *t)
 {
-    return t->conn->srv;
+    return t->host->env;
 }
 
 static const cfg_limits_t *limits_of(const tunnel_t *t)
 {
-    return &srv_of(t)->cfg->limits;
+    return &t->host->cfg->limits;
 }
 
 static void count_down(tunnel_t *t, uint64_t packets, uint64_t bytes)
 {
-    server_counters_t *sc = &srv_of(t)->counters;
+    server_counters_t *sc = env_of(t)->counters;
     t->counters.down_packets += packets;
     t->counters.down_bytes += bytes;
     sc->tunnel.down_packets += packets;
@@ -40,7 +40,7 @@ static void count_down(tunnel_t *t, uint64_t packets, uint64_t bytes)
 static void count_drop(tunnel_t *t, enum drop_reason r, uint64_t n)
 {
     t->counters.drops[r] += n;
-    srv_of(t)->counters.tunnel.drops[r] += n;
+    env_of(t)->counters->tunnel.drops[r] += n;
 }
 
 /* sendq's drop hook: every downlink drop lands in the tunnel's and the
@@ -59,7 +59,7 @@ static void down_dropped(void *ctx, enum sendq_drop why, uint64_t n)
     count_drop(ctx, map[why], n);
 }
 
-tunnel_t *tunnel_new(struct conn *c, int32_t stream_id)
+tunnel_t *tunnel_new(tunnel_host_t *host, int32_t stream_id)
 {
     tunnel_t *t = calloc(1, sizeof *t);
     if (!t)
@@ -69,14 +69,14 @@ tunnel_t *tunnel_new(struct conn *c, int32_t stream_id)
         free(t);
         return NULL;
     }
-    t->conn = c;
+    t->host = host;
     t->stream_id = stream_id;
     t->state = TUNNEL_REQUEST;
     t->fd = -1;
-    t->_next = c->tunnels;
-    if (c->tunnels)
-        c->tunnels->_prev = t;
-    c->tunnels = t;
+    t->_next = host->tunnels;
+    if (host->tunnels)
+        host->tunnels->_prev = t;
+    host->tunnels = t;
     return t;
 }
 
@@ -87,85 +87,145 @@ void tunnel_add_header(tunnel_t *t, const uint8_t *name, size_t namelen, const u
         request_add_header(t->req, name, namelen, value, valuelen);
 }
 
-/* Wakes the response body after something was queued. */
 static void tunnel_wake(tunnel_t *t)
 {
-    if (t->deferred) {
-        t->deferred = 0;
-        nghttp2_session_resume_data(t->conn->h2, t->stream_id);
-    }
-    conn_want_write(t->conn);
+    t->host->ops->wake(t);
 }
 
 /* ---- response body (downlink) ---------------------------------------------- */
 
 /* Error response body: the reason sentence and a newline. */
-static ssize_t reason_read(tunnel_t *t, uint8_t *buf, size_t length, uint32_t *flags)
+static size_t reason_read(tunnel_t *t, uint8_t *buf, size_t cap, enum tunnel_body_end *end)
 {
     size_t total = strlen(t->reason) + 1, n = 0;
-    while (n < length && t->reason_off < total) {
+    while (n < cap && t->reason_off < total) {
         buf[n++] = t->reason_off + 1 < total ? (uint8_t)t->reason[t->reason_off] : '\n';
         t->reason_off++;
     }
-    if (t->reason_off == total)
-        *flags |= NGHTTP2_DATA_FLAG_EOF;
-    return (ssize_t)n;
+    *end = t->reason_off == total ? TUNNEL_BODY_END : TUNNEL_BODY_MORE;
+    return n;
 }
 
-/* nghttp2 data provider of the response body: DATA frames come straight from
- * the tunnel's sendq (signaling before media, stale media dropped at the last
- * moment); it defers when there is nothing to send. */
-static ssize_t body_read(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
-                         size_t length, uint32_t *flags, nghttp2_data_source *source,
-                         void *user_data)
+/* The body comes straight from the tunnel's sendq: signaling before media,
+ * stale media dropped at the last moment. */
+size_t tunnel_body_read(tunnel_t *t, uint8_t *buf, size_t cap, enum tunnel_body_end *end)
 {
-    tunnel_t *t = source->ptr;
+    *end = TUNNEL_BODY_MORE;
     if (t->state == TUNNEL_REJECTED)
-        return reason_read(t, buf, length, flags);
-
+        return reason_read(t, buf, cap, end);
+    if (t->state == TUNNEL_REQUEST || t->body_ended)
+        return 0;
     uint64_t packets = t->down.tx_packets, bytes = t->down.tx_bytes;
     int eof;
-    size_t n = sendq_fill(&t->down, buf, length, util_ns(ev_now(srv_of(t)->loop)), &eof);
+    size_t n = sendq_fill(&t->down, buf, cap, util_mono_ns(), &eof);
     count_down(t, t->down.tx_packets - packets, t->down.tx_bytes - bytes);
     if (eof) {
         t->body_ended = 1;
-        *flags |= NGHTTP2_DATA_FLAG_EOF;
-        if (t->rst_after_close)
-            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-        return (ssize_t)n;
+        *end = t->rst_after_close ? TUNNEL_BODY_END_RESET : TUNNEL_BODY_END;
     }
-    if (n == 0) {
-        t->deferred = 1;
-        return NGHTTP2_ERR_DEFERRED;
+    return n;
+}
+
+int tunnel_has_backlog(tunnel_t *t, uint64_t now)
+{
+    switch (t->state) {
+    case TUNNEL_OPEN:
+        return sendq_ready(&t->down, now);
+    case TUNNEL_CLOSING:
+    case TUNNEL_REJECTED:
+        return !t->body_ended;
+    default:
+        return 0;
     }
-    return (ssize_t)n;
+}
+
+/* ---- timers: idle and credential expiry while open, linger while closing --- */
+
+static void timer_arm(tunnel_t *t, uint64_t at_ns)
+{
+    uint64_t now = util_mono_ns();
+    t->timer.repeat = at_ns > now ? (double)(at_ns - now) / 1e9 : 0.0001;
+    ev_timer_again(env_of(t)->loop, &t->timer);
+}
+
+/* While open: the earlier of the idle deadline and the credential's expiry. */
+static void timer_arm_open(tunnel_t *t)
+{
+    uint64_t idle_at = t->last_active + (uint64_t)limits_of(t)->tunnel_idle_ms * UTIL_MS_NS;
+    timer_arm(t, idle_at < t->expires ? idle_at : t->expires);
+}
+
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    tunnel_t *t = container_of(w, tunnel_t, timer);
+    uint64_t now = util_mono_ns();
+    if (t->state == TUNNEL_CLOSING) {
+        /* RFC 9113 §8.1: once the response is complete the client may be
+         * told to stop without error; otherwise it is not reading: cancel. */
+        log_msg(LOG_INFO, "tunnel %s/%d: client did not finish within the close linger; reset",
+                t->host->peer, t->stream_id);
+        ev_timer_stop(loop, w);
+        t->host->ops->reset(t, t->body_ended);
+        return;
+    }
+    if (t->state != TUNNEL_OPEN)
+        return;
+    if (now >= t->expires)
+        tunnel_close(t, CLOSE_CREDENTIAL_EXPIRED, "credential expired", 0);
+    else if (now >= t->last_active + (uint64_t)limits_of(t)->tunnel_idle_ms * UTIL_MS_NS)
+        tunnel_close(t, CLOSE_IDLE_TIMEOUT, "idle timeout", 0);
+    else
+        timer_arm_open(t);
 }
 
 /* ---- backend socket (downlink in, uplink out) ------------------------------ */
 
-static void tunnel_touch(tunnel_t *t)
+static void tunnel_touch(tunnel_t *t, uint64_t now)
 {
-    t->last_active = ev_now(srv_of(t)->loop);
+    t->last_active = now;
 }
 
 static void backend_error(tunnel_t *t, int err)
 {
     count_drop(t, DROP_BACKEND_ERROR, 1);
     if (++t->backend_errors >= BACKEND_ERRORS_MAX) {
-        log_msg(LOG_WARN, "tunnel %s/%d: backend %s unreachable: %s", t->conn->peer,
+        log_msg(LOG_WARN, "tunnel %s/%d: backend %s unreachable: %s", t->host->peer,
                 t->stream_id, t->backend, strerror(err));
         tunnel_close(t, CLOSE_BACKEND_UNREACHABLE, "backend unreachable", 0);
+    }
+}
+
+/* SO_RXQ_OVFL: the kernel reports, with each datagram, how many it has
+ * dropped on this socket so far because the receive buffer was full. */
+static void count_rxq_overflow(tunnel_t *t, struct msghdr *mh)
+{
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
+        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SO_RXQ_OVFL)
+            continue;
+        uint32_t total;
+        memcpy(&total, CMSG_DATA(cm), sizeof total);
+        if (total != t->rxq_dropped) {
+            count_drop(t, DROP_BACKEND_RXQ, (uint32_t)(total - t->rxq_dropped));
+            t->rxq_dropped = total;
+        }
     }
 }
 
 static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     tunnel_t *t = container_of(w, tunnel_t, udp_io);
-    uint8_t *buf = srv_of(t)->udp_buf;
-    uint64_t now = util_ns(ev_now(loop));
+    uint8_t *buf = env_of(t)->udp_buf;
+    uint64_t now = util_mono_ns();
     int got = 0;
     for (int i = 0; i < UDP_READS_PER_EVENT && t->state == TUNNEL_OPEN; i++) {
-        ssize_t r = recv(t->fd, buf, SERVER_UDP_BUF, 0);
+        union {
+            struct cmsghdr align;
+            char buf[CMSG_SPACE(sizeof(uint32_t))];
+        } ctl;
+        struct iovec iov = {buf, TUNNEL_UDP_BUF};
+        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+                            .msg_controllen = sizeof ctl.buf};
+        ssize_t r = recvmsg(t->fd, &mh, 0);
         if (r < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 break;
@@ -174,12 +234,13 @@ static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
             backend_error(t, errno);
             continue;
         }
+        count_rxq_overflow(t, &mh);
         got = 1;
         t->backend_errors = 0;
         sendq_push(&t->down, buf, (size_t)r, now); /* drops are counted by the hook */
     }
     if (got) {
-        tunnel_touch(t);
+        tunnel_touch(t, now);
         tunnel_wake(t);
     }
 }
@@ -188,7 +249,7 @@ static void to_backend(tunnel_t *t, const uint8_t *p, size_t len)
 {
     for (;;) {
         if (send(t->fd, p, len, 0) >= 0) {
-            server_counters_t *sc = &srv_of(t)->counters;
+            server_counters_t *sc = env_of(t)->counters;
             t->counters.up_packets++;
             t->counters.up_bytes += len;
             sc->tunnel.up_packets++;
@@ -205,44 +266,49 @@ static void to_backend(tunnel_t *t, const uint8_t *p, size_t len)
     }
 }
 
-static void idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    tunnel_t *t = container_of(w, tunnel_t, idle);
-    ev_tstamp left = t->last_active + limits_of(t)->tunnel_idle_ms / 1000.0 - ev_now(loop);
-    if (left > 0) {
-        w->repeat = left;
-        ev_timer_again(loop, w);
-        return;
-    }
-    tunnel_close(t, CLOSE_IDLE_TIMEOUT, "idle timeout", 0);
-}
-
 static void backend_close(tunnel_t *t)
 {
-    struct ev_loop *loop = srv_of(t)->loop;
-    ev_timer_stop(loop, &t->idle);
     if (t->fd >= 0) {
-        ev_io_stop(loop, &t->udp_io);
+        ev_io_stop(env_of(t)->loop, &t->udp_io);
         close(t->fd);
         t->fd = -1;
     }
 }
 
-/* Opens a connected UDP socket to one backend of the pool. The choice is
- * round-robin and fixed for the tunnel's life. Returns 0 or -1 (errno). */
+/* The backend's address for one pick from the pool: round-robin, fixed for
+ * the tunnel's life; "builtin:echo" maps to where the echo is bound. */
+static const struct sockaddr *backend_pick(tunnel_env_t *env, const cfg_pool_t *pool,
+                                           socklen_t *len)
+{
+    const cfg_addr_t *a = &pool->addrs[env->rr++ % pool->n];
+    if (a->builtin_echo) {
+        *len = env->echo_len;
+        return env->echo;
+    }
+    *len = a->len;
+    return (const struct sockaddr *)&a->sa;
+}
+
+/* Opens a connected UDP socket to one backend of the pool, its receive buffer
+ * sized to hold what the downlink queues can, and kernel drops reported.
+ * Returns 0 or -1 (errno). */
 static int backend_open(tunnel_t *t, const cfg_pool_t *pool)
 {
-    server_t *srv = srv_of(t);
-    const cfg_addr_t *a = &pool->addrs[srv->rr++ % pool->n];
-    const struct sockaddr *sa = (const struct sockaddr *)&a->sa;
-    socklen_t len = a->len;
-    if (a->builtin_echo) {
-        sa = (const struct sockaddr *)&srv->echo.addr;
-        len = srv->echo.addrlen;
+    tunnel_env_t *env = env_of(t);
+    socklen_t len;
+    const struct sockaddr *sa = backend_pick(env, pool, &len);
+    if (!sa) {
+        errno = EADDRNOTAVAIL;
+        return -1;
     }
     int fd = socket(sa->sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
+    const cfg_limits_t *lim = limits_of(t);
+    int one = 1;
+    int rcvbuf = (int)(lim->media_queue_bytes + lim->signal_queue_bytes);
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    setsockopt(fd, SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof one);
     if (connect(fd, sa, len) < 0) {
         int e = errno;
         close(fd);
@@ -252,75 +318,63 @@ static int backend_open(tunnel_t *t, const cfg_pool_t *pool)
     config_addr_str(sa, t->backend, sizeof t->backend);
     t->fd = fd;
     ev_io_init(&t->udp_io, udp_cb, fd, EV_READ);
-    ev_io_start(srv->loop, &t->udp_io);
+    ev_io_start(env->loop, &t->udp_io);
     return 0;
 }
 
 /* ---- request and response ------------------------------------------------- */
 
-static int respond(tunnel_t *t, int status)
-{
-    char code[4];
-    snprintf(code, sizeof code, "%03d", status);
-    const char *ctype = status == 200 ? "application/octet-stream" : "text/plain; charset=utf-8";
-#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NO_COPY_NAME}
-    nghttp2_nv nva[] = {
-        NV(":status", code),
-        NV("content-type", ctype),
-        NV("cache-control", "no-store"),
-        NV("allow", "POST"),
-    };
-    /* RFC 9110 §15.5.2: a 401 names the scheme the client should use. */
-    nghttp2_nv challenge = NV("www-authenticate", "Sluice-HMAC realm=\"sluice\"");
-#undef NV
-    size_t nnv = 3;
-    if (status == 405)
-        nnv = 4;
-    else if (status == 401)
-        nva[nnv++] = challenge;
-    nghttp2_data_provider body = {.source.ptr = t, .read_callback = body_read};
-    return nghttp2_submit_response(t->conn->h2, t->stream_id, nva, nnv, &body);
-}
-
 static int reject(tunnel_t *t, int status, const char *reason)
 {
-    server_t *srv = srv_of(t);
     int idx = request_status_index(status);
     if (idx >= 0)
-        srv->counters.requests_rejected[idx]++;
-    log_msg(LOG_INFO, "conn %s stream %d: %d %s", t->conn->peer, t->stream_id, status, reason);
+        env_of(t)->counters->requests_rejected[idx]++;
+    log_msg(LOG_INFO, "conn %s stream %d: %d %s", t->host->peer, t->stream_id, status, reason);
     t->state = TUNNEL_REJECTED;
     t->reason = reason;
     t->reason_off = 0;
-    return respond(t, status);
+    t->host->ops->refused(t, status);
+    return t->host->ops->respond(t, status);
+}
+
+/* Monotonic deadline for a wall-clock expiry (unix seconds). */
+static uint64_t expiry_deadline(uint64_t expiry, uint64_t wall_now, uint64_t mono_now)
+{
+    uint64_t left = expiry > wall_now ? expiry - wall_now : 0;
+    if (left > UINT64_MAX / 1000000000u - mono_now / 1000000000u - 1)
+        return UINT64_MAX;
+    return mono_now + left * 1000000000u;
 }
 
 int tunnel_start(tunnel_t *t)
 {
     if (t->state != TUNNEL_REQUEST)
         return 0;
-    server_t *srv = srv_of(t);
+    tunnel_env_t *env = env_of(t);
     req_headers_t *req = t->req;
     t->req = NULL;
     int status;
     const char *reason;
     req_target_t target;
-    if (t->conn->draining || srv->draining) {
+    uint64_t wall_now = (uint64_t)time(NULL);
+    if (t->host->refusing) {
         status = 503;
         reason = "gateway shutting down";
     } else {
-        status = request_route(srv->cfg, req, (uint64_t)time(NULL), &target, &reason);
+        status = request_route(t->host->cfg, req, wall_now, &target, &reason);
     }
     free(req);
     if (status != 200)
         return reject(t, status, reason);
 
     const cfg_limits_t *lim = limits_of(t);
+    if (env->counters->tunnels_active >= lim->max_tunnels)
+        return reject(t, 503, "gateway at its tunnel capacity; try another");
     t->reader_buf = malloc(lim->max_capsule + CAPSULE_MAX_HEADER);
     if (!t->reader_buf)
         return reject(t, 503, "gateway out of memory");
     if (backend_open(t, &target.region->pools[target.kind]) < 0) {
-        log_msg(LOG_WARN, "conn %s stream %d: backend socket: %s", t->conn->peer, t->stream_id,
+        log_msg(LOG_WARN, "conn %s stream %d: backend socket: %s", t->host->peer, t->stream_id,
                 strerror(errno));
         return reject(t, 503, "backend unavailable");
     }
@@ -328,29 +382,30 @@ int tunnel_start(tunnel_t *t)
                         lim->max_capsule);
     /* A DATAGRAM value is the context id and the payload: max_capsule - 1. */
     sendq_init(&t->down, lim->media_queue_bytes, lim->signal_queue_bytes, lim->max_capsule - 1,
-               (uint64_t)lim->media_queue_age_ms * 1000000u, down_dropped, t);
+               (uint64_t)lim->media_queue_age_ms * UTIL_MS_NS, down_dropped, t);
     snprintf(t->tenant, sizeof t->tenant, "%s", target.tenant->id);
     t->kind = target.kind;
     t->state = TUNNEL_OPEN;
-    tunnel_touch(t);
-    ev_init(&t->idle, idle_cb);
-    t->idle.repeat = lim->tunnel_idle_ms / 1000.0;
-    ev_timer_again(srv->loop, &t->idle);
-    srv->counters.tunnels_opened++;
-    srv->counters.tunnels_active++;
-    conn_tunnel_opened(t->conn);
+    uint64_t now = util_mono_ns();
+    tunnel_touch(t, now);
+    t->expires = expiry_deadline(target.expiry, wall_now, now);
+    ev_init(&t->timer, timer_cb);
+    timer_arm_open(t);
+    env->counters->tunnels_opened++;
+    env->counters->tunnels_active++;
+    t->host->ops->opened(t);
     log_msg(LOG_INFO, "tunnel open: conn %s stream %d tenant %s kind %s region %s backend %s",
-            t->conn->peer, t->stream_id, t->tenant, config_kind_name(t->kind),
+            t->host->peer, t->stream_id, t->tenant, config_kind_name(t->kind),
             target.region->name, t->backend);
-    return respond(t, 200);
+    return t->host->ops->respond(t, 200);
 }
 
 /* ---- request body (uplink) ------------------------------------------------- */
 
 static void protocol_error(tunnel_t *t, const char *why)
 {
-    srv_of(t)->counters.protocol_errors++;
-    log_msg(LOG_INFO, "tunnel %s/%d: protocol error: %s", t->conn->peer, t->stream_id, why);
+    env_of(t)->counters->protocol_errors++;
+    log_msg(LOG_INFO, "tunnel %s/%d: protocol error: %s", t->host->peer, t->stream_id, why);
     tunnel_close(t, CLOSE_PROTOCOL_ERROR, why, 1);
 }
 
@@ -373,7 +428,7 @@ static void up_ping(void *ud, const uint8_t *value)
 static void up_close(void *ud, uint64_t code, const char *reason, size_t len)
 {
     tunnel_t *t = ud;
-    log_msg(LOG_INFO, "tunnel %s/%d: client CLOSE %s: %.*s", t->conn->peer, t->stream_id,
+    log_msg(LOG_INFO, "tunnel %s/%d: client CLOSE %s: %.*s", t->host->peer, t->stream_id,
             capsule_close_name(code), (int)(len > 200 ? 200 : len), reason);
     tunnel_close(t, CLOSE_NORMAL, "", 0);
 }
@@ -385,7 +440,7 @@ static void up_skip(void *ud, enum dispatch_skip why)
         count_drop(t, DROP_CONTEXT_ID, 1);
     } else {
         t->counters.unknown_capsules++;
-        srv_of(t)->counters.tunnel.unknown_capsules++;
+        env_of(t)->counters->tunnel.unknown_capsules++;
     }
 }
 
@@ -400,7 +455,7 @@ void tunnel_recv_data(tunnel_t *t, const uint8_t *data, size_t len)
 {
     if (t->state != TUNNEL_OPEN)
         return; /* rejected or closing: the rest of the body is discarded */
-    tunnel_touch(t);
+    tunnel_touch(t, util_mono_ns());
     const char *err = NULL;
     int rc = dispatch_feed(&t->reader, data, len, &up_ops, t, &err);
     if (rc < 0)
@@ -430,25 +485,18 @@ void tunnel_close(tunnel_t *t, uint64_t code, const char *reason, int rst)
     sendq_discard(&t->down);
     sendq_finish(&t->down, 1, code, reason);
     backend_close(t);
+    /* The client has close_linger_ms to take the CLOSE and end its side. */
+    timer_arm(t, util_mono_ns() + (uint64_t)limits_of(t)->close_linger_ms * UTIL_MS_NS);
     tunnel_wake(t);
-}
-
-void tunnel_frame_sent(tunnel_t *t, const nghttp2_frame *frame)
-{
-    if (frame->hd.type == NGHTTP2_DATA && t->body_ended && t->rst_after_close) {
-        t->rst_after_close = 0;
-        nghttp2_submit_rst_stream(t->conn->h2, NGHTTP2_FLAG_NONE, t->stream_id,
-                                  NGHTTP2_PROTOCOL_ERROR);
-    }
 }
 
 void tunnel_free(tunnel_t *t)
 {
-    conn_t *c = t->conn;
+    tunnel_host_t *host = t->host;
+    tunnel_env_t *env = host->env;
     int was_open = t->state == TUNNEL_OPEN || t->state == TUNNEL_CLOSING;
     if (was_open) {
-        server_t *srv = srv_of(t);
-        srv->counters.tunnels_active--;
+        env->counters->tunnels_active--;
         sendq_discard(&t->down); /* whatever is still queued was never delivered */
         const tunnel_counters_t *k = &t->counters;
         uint64_t drops = 0;
@@ -457,11 +505,12 @@ void tunnel_free(tunnel_t *t)
         log_msg(LOG_INFO,
                 "tunnel closed: conn %s stream %d tenant %s close %s up %llu/%llu B down "
                 "%llu/%llu B drops %llu",
-                c->peer, t->stream_id, t->tenant,
+                host->peer, t->stream_id, t->tenant,
                 t->state == TUNNEL_CLOSING ? capsule_close_name(t->close_code) : "reset",
                 (unsigned long long)k->up_packets, (unsigned long long)k->up_bytes,
                 (unsigned long long)k->down_packets, (unsigned long long)k->down_bytes,
                 (unsigned long long)drops);
+        ev_timer_stop(env->loop, &t->timer);
     }
     backend_close(t);
     sendq_dispose(&t->down);
@@ -470,9 +519,9 @@ void tunnel_free(tunnel_t *t)
     if (t->_prev)
         t->_prev->_next = t->_next;
     else
-        c->tunnels = t->_next;
+        host->tunnels = t->_next;
     if (t->_next)
         t->_next->_prev = t->_prev;
-    conn_tunnel_gone(c, was_open);
+    host->ops->gone(t, was_open);
     free(t);
 }

@@ -1,50 +1,107 @@
 /*
- * tunnel.h — one HTTP/2 request stream relayed to one backend UDP flow.
+ * tunnel.h — one request stream relayed to one backend UDP flow.
  *
  * Every request stream gets a tunnel_t at its first HEADERS frame. It collects
  * the request headers (TUNNEL_REQUEST), then either answers with an error
  * status and a reason (TUNNEL_REJECTED) or opens a connected UDP socket to a
  * backend and answers 200 (TUNNEL_OPEN). Closing queues a CLOSE capsule, ends
  * the response body and, for protocol errors, resets the stream
- * (TUNNEL_CLOSING). The tunnel is freed when nghttp2 closes the stream, or by
- * its connection when the connection goes away.
+ * (TUNNEL_CLOSING). A closing tunnel whose client neither reads the CLOSE nor
+ * ends its side within limits.close_linger_ms is reset. The tunnel is freed
+ * when its stream closes, or by its connection when the connection goes away.
  *
  * Uplink: capsules from the request body are decoded as they arrive and sent
  * to the backend at once (no queue). Downlink: backend datagrams wait in the
  * tunnel's sendq (proto/sendq.h) — signaling (STUN, DTLS per RFC 7983) in a
  * bounded queue that never evicts, media in a bounded queue that drops the
- * oldest packet and anything older than the age limit. The response body's
- * data provider fills DATA frames from it and defers when it is empty.
+ * oldest packet and anything older than the age limit. The transport pulls the
+ * response body with tunnel_body_read.
  *
- * The connection owns its tunnels; a tunnel never frees its connection and
- * never writes to the TLS socket itself (it asks with conn_want_write).
+ * A tunnel sees two narrow things and nothing else:
+ *  - its host (tunnel_host_t): the stream operations of the transport that
+ *    carries it (HTTP/2 today; an HTTP/1.1 transport or a resumed session
+ *    plugs in here), the config snapshot its connection holds, and a name
+ *    for logs;
+ *  - its environment (tunnel_env_t): the loop, the counters, the shared
+ *    receive buffer and the backend choice, owned by the server.
+ * It never writes to the client socket and never frees its host.
  */
 #ifndef SLUICE_TUNNEL_H
 #define SLUICE_TUNNEL_H
 
 #include <ev.h>
-#include <nghttp2/nghttp2.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "../proto/capsule.h"
 #include "../proto/sendq.h"
+#include "config.h"
 #include "counters.h"
 #include "request.h"
 
-struct conn;
+/* Receive buffer for backend datagrams: larger than any UDP payload. */
+#define TUNNEL_UDP_BUF 65536u
+
+typedef struct tunnel tunnel_t;
+
+/* What the server lends every tunnel of its loop. */
+typedef struct tunnel_env {
+    struct ev_loop *loop;
+    server_counters_t *counters;   /* sums over all tunnels, live and closed */
+    uint8_t *udp_buf;              /* TUNNEL_UDP_BUF bytes, shared by the loop */
+    const struct sockaddr *echo;   /* where "builtin:echo" is bound, or NULL */
+    socklen_t echo_len;
+    uint64_t rr;                   /* round-robin backend choice */
+} tunnel_env_t;
+
+/* Operations a transport provides to the tunnels it carries. */
+typedef struct tunnel_host_ops {
+    /* Submits the response headers for status; the body is then pulled with
+     * tunnel_body_read. Returns 0 or a negative error fatal to the host. */
+    int (*respond)(tunnel_t *t, int status);
+    /* tunnel_body_read has something new to return. */
+    void (*wake)(tunnel_t *t);
+    /* Aborts the stream: the tunnel is freed when the transport closes it.
+     * clean: the response is complete and the client may simply stop
+     * (RFC 9113 §8.1, NO_ERROR); otherwise it is cancelled. */
+    void (*reset)(tunnel_t *t, int clean);
+    /* A tunnel opened (200 sent), or an open tunnel was freed. */
+    void (*opened)(tunnel_t *t);
+    void (*gone)(tunnel_t *t, int was_open);
+    /* A request was refused with this status (401s count toward the
+     * connection's authentication failures). */
+    void (*refused)(tunnel_t *t, int status);
+} tunnel_host_ops_t;
+
+typedef struct tunnel_host {
+    const tunnel_host_ops_t *ops;
+    tunnel_env_t *env;
+    const config_t *cfg;   /* the snapshot the connection started with */
+    const char *peer;      /* for logs */
+    tunnel_t *tunnels;     /* every tunnel of this host */
+    unsigned refusing : 1; /* shutting down: new requests get 503 */
+} tunnel_host_t;
 
 enum tunnel_state {
     TUNNEL_REQUEST = 0, /* collecting request headers */
     TUNNEL_REJECTED,    /* error response (status + reason body) in progress */
     TUNNEL_OPEN,        /* relaying */
-    TUNNEL_CLOSING,     /* CLOSE queued; ends with END_STREAM or RST_STREAM */
+    TUNNEL_CLOSING,     /* CLOSE queued; ends with END_STREAM or a reset */
 };
 
-typedef struct tunnel {
-    struct conn *conn;
+/* What tunnel_body_read says about the end of the body. */
+enum tunnel_body_end {
+    TUNNEL_BODY_MORE = 0,  /* more later (nothing now when it returned 0) */
+    TUNNEL_BODY_END,       /* this is the last of it: end the stream */
+    TUNNEL_BODY_END_RESET, /* the last of it, then reset (protocol error) */
+};
+
+struct tunnel {
+    tunnel_host_t *host;
     int32_t stream_id;
     enum tunnel_state state;
-    struct tunnel *_prev, *_next; /* the connection's list */
+    struct tunnel *_prev, *_next; /* host->tunnels */
+    unsigned _xport;              /* reserved for the transport's per-stream flags */
 
     req_headers_t *req;           /* TUNNEL_REQUEST only */
     const char *reason;           /* TUNNEL_REJECTED: response body */
@@ -52,35 +109,35 @@ typedef struct tunnel {
 
     int fd;                       /* connected UDP socket to the backend, or -1 */
     ev_io udp_io;
-    ev_timer idle;
-    ev_tstamp last_active;
+    ev_timer timer;               /* idle and expiry while open; linger while closing */
+    uint64_t last_active;         /* monotonic ns */
+    uint64_t expires;             /* monotonic ns at which the credential runs out */
     unsigned backend_errors;      /* consecutive ICMP errors without a reply */
+    uint32_t rxq_dropped;         /* kernel receive-queue drops seen so far (SO_RXQ_OVFL) */
 
     capsule_reader_t reader;      /* uplink capsules */
     uint8_t *reader_buf;
     sendq_t down;                 /* downlink: queues, PONGs, CLOSE, capsule packer */
     uint64_t close_code;          /* valid once TUNNEL_CLOSING */
-    unsigned deferred : 1;        /* data provider returned NGHTTP2_ERR_DEFERRED */
     unsigned body_ended : 1;      /* the response body is complete (CLOSE sent) */
-    unsigned rst_after_close : 1; /* protocol error: RST_STREAM once CLOSE is sent */
+    unsigned rst_after_close : 1; /* protocol error: reset once CLOSE is sent */
 
     char tenant[65];
     enum tunnel_kind kind;
     char backend[64];             /* for logs */
     tunnel_counters_t counters;
-} tunnel_t;
+};
 
-/* A tunnel for a new request stream, linked into the connection. Returns NULL
+/* A tunnel for a new request stream, linked into host->tunnels. Returns NULL
  * when out of memory (the caller refuses the stream). */
-tunnel_t *tunnel_new(struct conn *c, int32_t stream_id);
+tunnel_t *tunnel_new(tunnel_host_t *host, int32_t stream_id);
 
 /* Records a request header (TUNNEL_REQUEST only). */
 void tunnel_add_header(tunnel_t *t, const uint8_t *name, size_t namelen, const uint8_t *value,
                        size_t valuelen);
 
 /* The request headers are complete: route the request, open the backend flow
- * and submit the response. Returns 0, or a negative nghttp2 error that is fatal
- * for the connection. */
+ * and respond. Returns 0, or the negative error of host->ops->respond. */
 int tunnel_start(tunnel_t *t);
 
 /* A chunk of the request body. */
@@ -89,14 +146,19 @@ void tunnel_recv_data(tunnel_t *t, const uint8_t *data, size_t len);
 /* The client ended its side (END_STREAM). */
 void tunnel_remote_end(tunnel_t *t);
 
+/* Fills buf[0..cap) with response body bytes (the error reason, or whole
+ * capsules from the downlink queues). Returns the byte count and sets *end. */
+size_t tunnel_body_read(tunnel_t *t, uint8_t *buf, size_t cap, enum tunnel_body_end *end);
+
 /* Queues CLOSE(code, reason) and ends the stream; with rst, the stream is then
- * reset with PROTOCOL_ERROR. No-op unless the tunnel is open. */
+ * reset. No-op unless the tunnel is open. */
 void tunnel_close(tunnel_t *t, uint64_t code, const char *reason, int rst);
 
-/* nghttp2 sent a frame on this tunnel's stream. */
-void tunnel_frame_sent(tunnel_t *t, const nghttp2_frame *frame);
+/* Something is queued that the client has not taken yet (a write backlog);
+ * media past its age limit is dropped first and does not count. */
+int tunnel_has_backlog(tunnel_t *t, uint64_t now_ns);
 
-/* Releases everything and unlinks from the connection. */
+/* Releases everything and unlinks from the host (calls ops->gone). */
 void tunnel_free(tunnel_t *t);
 
 #endif

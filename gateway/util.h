@@ -4,14 +4,20 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 /* Recovers the owner of an embedded member (a libev watcher, usually). */
 #define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
-/* Loop time in nanoseconds, as queue timestamps use it. */
-static inline uint64_t util_ns(double ev_seconds)
+/* Monotonic time in nanoseconds: ages and deadlines never follow the wall
+ * clock (libev's ev_now() does). */
+static inline uint64_t util_mono_ns(void)
 {
-    return (uint64_t)(ev_seconds * 1e9);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
+
+#define UTIL_MS_NS 1000000u
 
 #endif

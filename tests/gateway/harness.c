@@ -122,7 +122,8 @@ void h_init(harness_t *h, const char *limits_json, uint32_t client_window)
     srv->loop = h->loop;
     srv->cfg = h->cfg;
     srv->echo.fd = -1;
-    srv->udp_buf = malloc(SERVER_UDP_BUF);
+    srv->env = (tunnel_env_t){.loop = h->loop, .counters = &srv->counters,
+                              .udp_buf = malloc(TUNNEL_UDP_BUF)};
     cr_assert(conn_h2_setup(&srv->h2_cbs, &srv->h2_opt) == 0);
     h->conn = conn_new_memory(srv);
     cr_assert(h->conn);
@@ -148,7 +149,7 @@ void h_fini(harness_t *h)
         free(h->streams[i].down);
     nghttp2_session_callbacks_del(h->srv.h2_cbs);
     nghttp2_option_del(h->srv.h2_opt);
-    free(h->srv.udp_buf);
+    free(h->srv.env.udp_buf);
     config_unref(h->cfg);
     close(h->backend_fd);
     ev_loop_destroy(h->loop);
@@ -223,12 +224,17 @@ int h_loop_until(harness_t *h, int (*cond)(harness_t *, void *), void *arg, int 
 
 int h_open(harness_t *h, const char *path)
 {
+    return h_open_ttl(h, path, 600);
+}
+
+int h_open_ttl(harness_t *h, const char *path, int ttl_s)
+{
     cr_assert(h->nstreams < H_STREAMS);
     int idx = h->nstreams++;
     h_stream_t *st = &h->streams[idx];
     st->down = malloc(H_BODY_CAP);
     char user[64], cred[CRED_B64_MAX + 1];
-    snprintf(user, sizeof user, "%lld:harness", (long long)time(NULL) + 600);
+    snprintf(user, sizeof user, "%lld:harness", (long long)time(NULL) + ttl_s);
     cr_assert(cred_sign(CRED_SHA1, (const uint8_t *)H_SECRET, strlen(H_SECRET), user,
                         strlen(user), cred, sizeof cred) > 0);
 #define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), strlen(n), strlen(v), NGHTTP2_NV_FLAG_NONE}

@@ -71,6 +71,8 @@ int h_loop_until(harness_t *h, int (*cond)(harness_t *, void *), void *arg, int 
 /* Opens POST path with valid credentials for tenant "acme" (or the given
  * username/credential when not NULL). Returns the stream index. */
 int h_open(harness_t *h, const char *path);
+/* The same with a credential that expires ttl_s seconds from now. */
+int h_open_ttl(harness_t *h, const char *path, int ttl_s);
 
 /* Queues uplink bytes on a stream and pumps. */
 void h_send(harness_t *h, int idx, const void *bytes, size_t len);

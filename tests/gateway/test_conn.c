@@ -271,7 +271,7 @@ Test(conn, congestion_drops_oldest_media_never_signaling)
     }
     h_backend_send(&h, &from, stun, sizeof stun);
     /* Let the gateway read everything the backend sent. */
-    tunnel_t *t = h.conn->tunnels;
+    tunnel_t *t = h.conn->host.tunnels;
     const pktq_t *mq = &t->down.media, *sq = &t->down.signal;
     cr_assert(h_loop_until(&h, all_read, t, 2000), "the gateway did not read all %d replies",
               media + 1);
@@ -316,6 +316,11 @@ Test(conn, drain_sends_close_shutting_down_and_goaway)
     h_fini(&h);
 }
 
+static int conn_is_closing(harness_t *h, void *arg)
+{
+    return h->conn->closing;
+}
+
 static int stream_has_close(harness_t *h, void *arg)
 {
     int want[2] = {*(int *)arg, 1};
@@ -329,6 +334,108 @@ Test(conn, idle_tunnel_is_closed_with_idle_timeout)
     int s = h_open(&h, PATH);
     cr_assert(h_until(&h, stream_has_close, &s, 3000), "no CLOSE within 3 s of a 50 ms idle");
     assert_close(&h, s, 0, CLOSE_IDLE_TIMEOUT);
+    h_fini(&h);
+}
+
+static int stream_is_closed(harness_t *h, void *arg)
+{
+    return h->streams[*(int *)arg].closed;
+}
+
+/* A client that cannot take the CLOSE (zero window) is not waited for beyond
+ * close_linger_ms: its stream is cancelled and the tunnel freed. */
+Test(conn, closing_tunnel_of_a_client_not_reading_is_reset_after_the_linger)
+{
+    harness_t h;
+    h_init(&h, "\"tunnel_idle_ms\":20,\"close_linger_ms\":50", 0);
+    nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 0}};
+    nghttp2_submit_settings(h.client, NGHTTP2_FLAG_NONE, iv, 1);
+    h_pump(&h);
+    int s = h_open(&h, PATH);
+    cr_assert_eq(h.streams[s].status, 200);
+    cr_assert(h_until(&h, stream_is_closed, &s, 3000), "the stream was never reset");
+    cr_assert(h.streams[s].got_rst);
+    cr_assert_eq(h.streams[s].close_error, NGHTTP2_CANCEL);
+    cr_assert_eq(h.streams[s].down_len, 0u, "no window, so no CLOSE could be sent");
+    cr_assert_null(h.conn->host.tunnels, "the tunnel is freed");
+    cr_assert_eq(h.srv.counters.tunnels_active, 0u);
+    h_fini(&h);
+}
+
+/* A client that took the CLOSE but never ends its side is told to stop
+ * without error (RFC 9113 §8.1) once close_linger_ms has passed. */
+Test(conn, closing_tunnel_whose_client_never_ends_is_reset_cleanly)
+{
+    harness_t h;
+    h_init(&h, "\"tunnel_idle_ms\":20,\"close_linger_ms\":50", 0);
+    int s = h_open(&h, PATH);
+    cr_assert(h_until(&h, stream_is_closed, &s, 3000), "the stream was never reset");
+    assert_close(&h, s, 0, CLOSE_IDLE_TIMEOUT);
+    cr_assert(h.streams[s].end_stream);
+    cr_assert(h.streams[s].got_rst);
+    cr_assert_eq(h.streams[s].close_error, NGHTTP2_NO_ERROR);
+    cr_assert_null(h.conn->host.tunnels);
+    h_fini(&h);
+}
+
+Test(conn, tunnel_is_closed_when_its_credential_expires)
+{
+    harness_t h;
+    h_init(&h, "", 0);
+    int s = h_open_ttl(&h, PATH, 1);
+    cr_assert_eq(h.streams[s].status, 200);
+    cr_assert(h_until(&h, stream_has_close, &s, 5000), "no CLOSE within 5 s of a 1 s credential");
+    assert_close(&h, s, 0, CLOSE_CREDENTIAL_EXPIRED);
+    h_fini(&h);
+}
+
+Test(conn, tunnels_beyond_max_tunnels_get_503)
+{
+    harness_t h;
+    h_init(&h, "\"max_tunnels\":1", 0);
+    int a = h_open(&h, PATH);
+    int b = h_open(&h, PATH);
+    cr_assert_eq(h.streams[a].status, 200);
+    cr_assert_eq(h.streams[b].status, 503);
+    cr_assert(memmem(h.streams[b].down, h.streams[b].down_len, "tunnel capacity", 15));
+    h_end(&h, a);
+    cr_assert(h_until(&h, stream_is_closed, &a, 3000));
+    int c = h_open(&h, PATH);
+    cr_assert_eq(h.streams[c].status, 200, "a slot freed by a closed tunnel is usable again");
+    h_fini(&h);
+}
+
+/* A 404 or a 401 does not move a connection to the long idle deadline: until
+ * a tunnel opens it has header_timeout_ms. */
+Test(conn, refused_requests_keep_the_connection_on_the_header_deadline)
+{
+    harness_t h;
+    h_init(&h, "\"header_timeout_ms\":100,\"conn_idle_ms\":600000", 0);
+    int s = h_open(&h, "/v1/nope");
+    cr_assert_eq(h.streams[s].status, 404);
+    cr_assert(h_loop_until(&h, conn_is_closing, NULL, 3000),
+              "the connection outlived its header deadline after a 404");
+    h_fini(&h);
+}
+
+/* The backend socket's receive buffer is sized from the downlink queues, and
+ * what the kernel drops when it overflows is counted (SO_RXQ_OVFL). */
+Test(conn, kernel_receive_queue_overflow_is_counted)
+{
+    harness_t h;
+    h_init(&h, "\"media_queue_bytes\":2048,\"signal_queue_bytes\":2048", 0);
+    int s = h_open(&h, PATH);
+    struct sockaddr_storage from = relay_up(&h, s, rtp, sizeof rtp);
+    uint8_t pkt[1200] = {0x80};
+    for (int i = 0; i < 200; i++) /* the gateway's loop does not run meanwhile */
+        h_backend_send(&h, &from, pkt, sizeof pkt);
+    h_pump(&h);
+    /* The kernel reports the drops with the next datagram it queues. */
+    h_backend_send(&h, &from, pkt, sizeof pkt);
+    h_pump(&h);
+    tunnel_t *t = h.conn->host.tunnels;
+    cr_assert_gt(t->counters.drops[DROP_BACKEND_RXQ], 0u, "200 x 1200 B overflow a ~8 KiB buffer");
+    cr_assert_eq(h.srv.counters.tunnel.drops[DROP_BACKEND_RXQ], t->counters.drops[DROP_BACKEND_RXQ]);
     h_fini(&h);
 }
 
