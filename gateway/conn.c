@@ -23,10 +23,19 @@
 /* HTTP/2 settings and flood limits (RFC 9113 §6.5.2; nghttp2 options). */
 #define H2_STREAM_WINDOW (256 * 1024)
 #define H2_CONN_WINDOW (4 * 1024 * 1024)
-#define H2_MAX_HEADER_LIST 16384
+#define H2_MAX_HEADER_LIST 16384  /* advertised, and enforced by on_header */
+#define H2_MAX_HEADERS 64         /* header fields per block */
+#define H2_MAX_HEADER_OFFENCES 3  /* header blocks over the limits before GOAWAY */
+/* Opaque data of the PING that follows a shutdown notice (RFC 9113 §6.8). */
+static const uint8_t drain_ping[8] = {'s', 'l', 'u', 'i', 'c', 'e', 'd', 'r'};
+
+static void conn_calm(conn_t *c, const char *why);
+static void conn_final_goaway(conn_t *c);
 
 static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void conn_health_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static int conn_write(conn_t *c);
 static int conn_start_h2(conn_t *c);
 
 static tunnel_t *stream_tunnel(conn_t *c, int32_t stream_id)
@@ -124,8 +133,21 @@ static void host_gone(tunnel_t *t, int was_open)
         c->since = util_mono_ns(); /* the idle clock starts */
 }
 
+/* After max_auth_failures 401s a connection gets GOAWAY: guessing costs a
+ * TLS handshake per few guesses. */
 static void host_refused(tunnel_t *t, int status)
 {
+    conn_t *c = conn_of(t);
+    if (status != 401 || ++c->auth_failures != c->cfg->limits.max_auth_failures)
+        return;
+    c->srv->counters.auth_goaways++;
+    log_msg(LOG_INFO, "conn %s: %u failed authentications; GOAWAY", c->peer, c->auth_failures);
+    c->draining = 1;
+    c->host.refusing = 1;
+    nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->h2),
+                          NGHTTP2_NO_ERROR, (const uint8_t *)"too many failed authentications",
+                          31);
+    conn_want_write(c);
 }
 
 static const tunnel_host_ops_t h2_host_ops = {
@@ -143,6 +165,8 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
                             void *user_data)
 {
     conn_t *c = user_data;
+    c->hdr_count = 0; /* header blocks are never interleaved (RFC 9113 §4.3) */
+    c->hdr_bytes = 0;
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
     tunnel_t *t = tunnel_new(&c->host, frame->hd.stream_id);
@@ -157,17 +181,70 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
                      size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                      void *user_data)
 {
+    conn_t *c = user_data;
+    /* We advertise SETTINGS_MAX_HEADER_LIST_SIZE; nghttp2 does not enforce it
+     * on receive. Count every block (trailers too) and reset the stream as
+     * soon as it is passed, before nghttp2 validates (and we look at) more
+     * fields of an HPACK-amplified block. */
+    c->hdr_bytes += namelen + valuelen + 32;
+    if (++c->hdr_count > H2_MAX_HEADERS || c->hdr_bytes > H2_MAX_HEADER_LIST) {
+        c->srv->counters.header_overflows++;
+        log_msg(LOG_INFO, "conn %s stream %d: header list over %u bytes or %u fields; reset",
+                c->peer, frame->hd.stream_id, H2_MAX_HEADER_LIST, H2_MAX_HEADERS);
+        nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
+                                  NGHTTP2_ENHANCE_YOUR_CALM);
+        if (++c->header_offences >= H2_MAX_HEADER_OFFENCES)
+            conn_calm(c, "repeated oversized header lists");
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
-    tunnel_t *t = stream_tunnel(user_data, frame->hd.stream_id);
+    tunnel_t *t = stream_tunnel(c, frame->hd.stream_id);
     if (t)
         tunnel_add_header(t, name, namelen, value, valuelen);
+    return 0;
+}
+
+/* Frames that carry no tunnel data (everything but non-empty DATA) spend a
+ * per-connection budget of max_control_frames_s a second: WINDOW_UPDATE,
+ * PING, SETTINGS, PRIORITY, RST_STREAM and empty-DATA floods, none of which
+ * nghttp2 cuts, end in GOAWAY(ENHANCE_YOUR_CALM). */
+static int frame_budget_take(conn_t *c)
+{
+    uint32_t rate = c->cfg->limits.max_control_frames_s;
+    uint64_t now = util_mono_ns();
+    uint64_t earned = (now - c->frame_refill) * rate / 1000000000u;
+    if (earned) {
+        c->frame_tokens = earned >= rate - c->frame_tokens ? rate : c->frame_tokens + (uint32_t)earned;
+        c->frame_refill = now;
+    }
+    if (c->frame_tokens == 0)
+        return -1;
+    c->frame_tokens--;
+    return 0;
+}
+
+static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, void *user_data)
+{
+    conn_t *c = user_data;
+    if (hd->type == NGHTTP2_DATA && hd->length > 0)
+        return 0;
+    if (frame_budget_take(c) < 0) {
+        conn_calm(c, "too many control frames");
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
     return 0;
 }
 
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
     conn_t *c = user_data;
+    if (frame->hd.type == NGHTTP2_PING && (frame->hd.flags & NGHTTP2_FLAG_ACK)) {
+        c->ping_sent = 0;
+        if (c->notice_sent && !memcmp(frame->ping.opaque_data, drain_ping, 8))
+            conn_final_goaway(c);
+        return 0;
+    }
     if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
         return 0;
     tunnel_t *t = stream_tunnel(c, frame->hd.stream_id);
@@ -194,9 +271,14 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
 
 static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
+    conn_t *c = user_data;
+    /* A stream nghttp2 resets for the client's fault bypasses its rapid-reset
+     * limiter: our resets spend the client's frame budget too. */
+    if (frame->hd.type == NGHTTP2_RST_STREAM && frame_budget_take(c) < 0 && !c->draining)
+        conn_calm(c, "too many reset streams");
     if (frame->hd.type != NGHTTP2_DATA)
         return 0;
-    tunnel_t *t = stream_tunnel(user_data, frame->hd.stream_id);
+    tunnel_t *t = stream_tunnel(c, frame->hd.stream_id);
     /* The body's last DATA went out without END_STREAM: a protocol error
      * ends in RST_STREAM, after the CLOSE capsule that says why. */
     if (t && (t->_xport & XPORT_RST_NEXT) && t->body_ended) {
@@ -222,6 +304,7 @@ int conn_h2_setup(nghttp2_session_callbacks **cbs, nghttp2_option **opt)
 {
     if (nghttp2_session_callbacks_new(cbs) != 0)
         return -1;
+    nghttp2_session_callbacks_set_on_begin_frame_callback(*cbs, on_begin_frame);
     nghttp2_session_callbacks_set_on_begin_headers_callback(*cbs, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(*cbs, on_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(*cbs, on_frame_recv);
@@ -272,6 +355,7 @@ void conn_close(conn_t *c)
     struct ev_loop *loop = c->srv->loop;
     ev_io_stop(loop, &c->io);
     ev_timer_stop(loop, &c->timer);
+    ev_timer_stop(loop, &c->health);
     c->_dead_next = c->srv->dead;
     c->srv->dead = c;
 }
@@ -296,6 +380,7 @@ static conn_t *conn_alloc(struct server *srv, int fd)
     srv->counters.conns_active++;
     c->since = util_mono_ns();
     ev_init(&c->timer, conn_timer_cb);
+    ev_init(&c->health, conn_health_cb);
     return c;
 }
 
@@ -353,6 +438,7 @@ void conn_free(conn_t *c)
         tunnel_free(c->host.tunnels);
     ev_io_stop(srv->loop, &c->io);
     ev_timer_stop(srv->loop, &c->timer);
+    ev_timer_stop(srv->loop, &c->health);
     nghttp2_session_del(c->h2);
     SSL_free(c->ssl);
     if (c->fd >= 0)
@@ -370,6 +456,10 @@ void conn_free(conn_t *c)
     free(c);
 }
 
+/* RFC 9113 §6.8: a GOAWAY with 2^31-1 first, so that requests already in
+ * flight reach us and get a 503 with a reason instead of vanishing; the final
+ * GOAWAY, naming the last stream we processed, follows once the client has
+ * answered the PING sent with the notice (one round trip). */
 void conn_drain(conn_t *c)
 {
     if (c->state != CONN_H2 || c->draining)
@@ -378,9 +468,36 @@ void conn_drain(conn_t *c)
     c->host.refusing = 1;
     for (tunnel_t *t = c->host.tunnels; t; t = t->_next)
         tunnel_close(t, CLOSE_SHUTTING_DOWN, "gateway shutting down", 0);
-    nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE,
-                          nghttp2_session_get_last_proc_stream_id(c->h2), NGHTTP2_NO_ERROR,
-                          (const uint8_t *)"shutting down", 13);
+    if (nghttp2_submit_shutdown_notice(c->h2) == 0 &&
+        nghttp2_submit_ping(c->h2, NGHTTP2_FLAG_NONE, drain_ping) == 0)
+        c->notice_sent = 1;
+    else
+        conn_final_goaway(c);
+    conn_want_write(c);
+}
+
+static void conn_final_goaway(conn_t *c)
+{
+    c->notice_sent = 0;
+    nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->h2),
+                          NGHTTP2_NO_ERROR, (const uint8_t *)"shutting down", 13);
+    conn_want_write(c);
+}
+
+/* The client is abusing the connection: GOAWAY(ENHANCE_YOUR_CALM) with the
+ * reason, nothing more is read, and the connection closes once that is
+ * written (RFC 9113 §5.4.1: the GOAWAY goes out before the close). */
+static void conn_calm(conn_t *c, const char *why)
+{
+    if (c->closing || (c->draining && nghttp2_session_want_read(c->h2) == 0))
+        return;
+    c->srv->counters.conns_calmed++;
+    log_msg(LOG_INFO, "conn %s: %s; GOAWAY(ENHANCE_YOUR_CALM)", c->peer, why);
+    c->draining = 1;
+    c->host.refusing = 1;
+    nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->h2),
+                          NGHTTP2_ENHANCE_YOUR_CALM, (const uint8_t *)why, strlen(why));
+    nghttp2_session_terminate_session(c->h2, NGHTTP2_ENHANCE_YOUR_CALM);
     conn_want_write(c);
 }
 
@@ -432,10 +549,15 @@ static int conn_start_h2(conn_t *c)
         nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, H2_CONN_WINDOW) != 0)
         return -1;
     c->state = CONN_H2;
-    c->since = util_mono_ns();
+    c->since = c->last_rx = c->last_drain = c->frame_refill = util_mono_ns();
+    c->frame_tokens = c->cfg->limits.max_control_frames_s;
     ev_timer_stop(srv->loop, &c->timer);
     ev_timer_set(&c->timer, c->cfg->limits.header_timeout_ms / 1000.0, 0.);
     ev_timer_start(srv->loop, &c->timer);
+    const cfg_limits_t *lim = &c->cfg->limits;
+    uint32_t first = lim->write_stall_ms / 4 + 1;
+    c->health.repeat = (first < lim->ping_interval_ms ? first : lim->ping_interval_ms) / 1000.0;
+    ev_timer_again(srv->loop, &c->health);
     if (srv->draining)
         conn_drain(c);
     return 0;
@@ -484,7 +606,8 @@ static int conn_handshake(conn_t *c)
 static int conn_read(conn_t *c)
 {
     uint8_t buf[READ_CHUNK];
-    for (int i = 0; i < READS_PER_EVENT; i++) {
+    uint64_t now = util_mono_ns();
+    for (int i = 0; i < READS_PER_EVENT && !c->closing; i++) {
         ERR_clear_error();
         int n = SSL_read(c->ssl, buf, sizeof buf);
         if (n <= 0) {
@@ -498,6 +621,7 @@ static int conn_read(conn_t *c)
                 return -1; /* close_notify, reset, or a TLS error */
             }
         }
+        c->last_rx = now;
         ssize_t rv = nghttp2_session_mem_recv(c->h2, buf, (size_t)n);
         if (rv < 0) {
             log_msg(LOG_INFO, "conn %s: HTTP/2 error: %s", c->peer, nghttp2_strerror((int)rv));
@@ -552,6 +676,7 @@ static int conn_write(conn_t *c)
             }
         }
         c->write_blocked = 0;
+        c->last_drain = util_mono_ns();
         c->out_off += (size_t)w;
         if (c->out_off == c->out_len)
             c->out_off = c->out_len = 0;
@@ -648,5 +773,65 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         deadline = now + (uint64_t)lim->conn_idle_ms * UTIL_MS_NS;
     }
     w->repeat = (double)(deadline - now) / 1e9;
+    ev_timer_again(loop, w);
+}
+
+/* Keepalive and progress, every HTTP/2 connection:
+ *  - write stall: output TLS will not take, or tunnel bytes the client leaves
+ *    in our queues (zero flow-control window), for write_stall_ms: GOAWAY and
+ *    close (media was being dropped meanwhile, as always);
+ *  - dead peer: nothing received for ping_interval_ms sends a PING; still
+ *    nothing ping_timeout_ms later closes. */
+static void conn_health_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    conn_t *c = container_of(w, conn_t, health);
+    const cfg_limits_t *lim = &c->cfg->limits;
+    uint64_t now = util_mono_ns();
+    uint64_t stall = (uint64_t)lim->write_stall_ms * UTIL_MS_NS;
+    uint64_t interval = (uint64_t)lim->ping_interval_ms * UTIL_MS_NS;
+    uint64_t timeout = (uint64_t)lim->ping_timeout_ms * UTIL_MS_NS;
+
+    uint64_t since = (c->out_len || c->write_blocked) ? c->last_drain : 0;
+    for (tunnel_t *t = c->host.tunnels; t; t = t->_next) {
+        uint64_t ws = tunnel_waiting_since(t, now);
+        if (ws && (!since || ws < since))
+            since = ws;
+    }
+    if (since && now - since >= stall) {
+        c->srv->counters.write_stalls++;
+        log_msg(LOG_INFO, "conn %s: no write progress for %u ms; GOAWAY and close", c->peer,
+                lim->write_stall_ms);
+        nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE,
+                              nghttp2_session_get_last_proc_stream_id(c->h2), NGHTTP2_NO_ERROR,
+                              (const uint8_t *)"write stalled", 13);
+        if (c->fd >= 0)
+            conn_write(c); /* best effort: the client may still read this */
+        conn_close(c);
+        return;
+    }
+    if (c->ping_sent && c->last_rx > c->ping_sent)
+        c->ping_sent = 0; /* anything received proves the peer alive */
+    if (c->ping_sent && now - c->ping_sent >= timeout) {
+        c->srv->counters.ping_timeouts++;
+        log_msg(LOG_INFO, "conn %s: nothing received for %u ms after a PING; closing", c->peer,
+                lim->ping_timeout_ms);
+        conn_close(c);
+        return;
+    }
+    if (!c->ping_sent && now - c->last_rx >= interval) {
+        static const uint8_t keepalive[8] = {'s', 'l', 'u', 'i', 'c', 'e', 'k', 'a'};
+        if (nghttp2_submit_ping(c->h2, NGHTTP2_FLAG_NONE, keepalive) == 0) {
+            c->ping_sent = now;
+            conn_want_write(c);
+        }
+    }
+    uint64_t next = c->ping_sent ? c->ping_sent + timeout : c->last_rx + interval;
+    if (since && since + stall < next)
+        next = since + stall;
+    /* Tunnel bytes may start waiting at any moment: look again within a
+     * quarter of the stall limit. */
+    if (next > now + stall / 4)
+        next = now + stall / 4;
+    w->repeat = next > now ? (double)(next - now) / 1e9 : 0.001;
     ev_timer_again(loop, w);
 }

@@ -52,7 +52,17 @@ typedef struct conn {
     nghttp2_session *h2;
     enum conn_state state;
     ev_io io;
-    ev_timer timer;             /* handshake, first-request and idle deadlines */
+    ev_timer timer;             /* handshake, first-tunnel and idle deadlines */
+    ev_timer health;            /* HTTP/2 only: keepalive PINGs and the write-stall check */
+    uint64_t last_rx;           /* monotonic ns: bytes last read from the client */
+    uint64_t last_drain;        /* monotonic ns: TLS last took output (or there was none) */
+    uint64_t ping_sent;         /* monotonic ns of our unanswered PING; 0 when none */
+    uint64_t frame_refill;      /* monotonic ns of the last budget refill */
+    uint32_t frame_tokens;      /* control frames the client may still send (max_control_frames_s) */
+    uint32_t auth_failures;     /* 401s on this connection */
+    uint32_t header_offences;   /* header blocks over the advertised limits */
+    uint32_t hdr_count;         /* the header block being received: fields ... */
+    size_t hdr_bytes;           /* ... and RFC 7541 §4.1 size (name + value + 32 each) */
     uint64_t since;             /* monotonic ns: accept, or last moment with no tunnels */
     unsigned ever_opened : 1;   /* a tunnel has opened on this connection */
     unsigned draining : 1;      /* GOAWAY sent; refuse new streams */
@@ -60,6 +70,7 @@ typedef struct conn {
     unsigned write_blocked : 1; /* SSL_write wants to be retried as it was */
     unsigned in_flush : 1;      /* on the server's flush list */
     unsigned closing : 1;       /* conn_close called: on the dead list, watchers stopped */
+    unsigned notice_sent : 1;   /* draining: GOAWAY(2^31-1) sent, final GOAWAY after the PING ack */
     uint32_t nopen;             /* tunnels open or closing */
     const uint8_t *pend;        /* part of nghttp2's last mem_send not yet buffered */
     size_t pend_len;

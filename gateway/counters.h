@@ -48,6 +48,11 @@ typedef struct server_counters {
     uint64_t tunnels_opened, tunnels_active;
     uint64_t requests_rejected[6]; /* 400 401 403 404 405 503, see request.h */
     uint64_t protocol_errors;
+    uint64_t header_overflows;     /* header blocks over the advertised list size or field count */
+    uint64_t conns_calmed;         /* GOAWAY(ENHANCE_YOUR_CALM): frame budget or header abuse */
+    uint64_t auth_goaways;         /* GOAWAY after limits.max_auth_failures 401s */
+    uint64_t write_stalls;         /* closed after limits.write_stall_ms without progress */
+    uint64_t ping_timeouts;        /* closed: no answer to a keepalive PING */
     tunnel_counters_t tunnel;      /* sums over all tunnels, live and closed */
 } server_counters_t;
 

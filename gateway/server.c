@@ -80,6 +80,10 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         /* Real time: never hold a small frame back for Nagle. */
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        /* Unacknowledged data older than this ends the connection in the
+         * kernel too (RFC 5482): a vanished peer does not pin buffers. */
+        unsigned int uto = s->cfg->limits.write_stall_ms;
+        setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto, sizeof uto);
         conn_new(s, fd, (struct sockaddr *)&peer, len);
     }
 }

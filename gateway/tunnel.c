@@ -92,6 +92,13 @@ static void tunnel_wake(tunnel_t *t)
     t->host->ops->wake(t);
 }
 
+/* Downlink bytes were queued (start the wait) or taken (restart it). */
+static void down_waiting(tunnel_t *t, uint64_t now, int progress)
+{
+    if (progress || !t->down_wait)
+        t->down_wait = now;
+}
+
 /* ---- response body (downlink) ---------------------------------------------- */
 
 /* Error response body: the reason sentence and a newline. */
@@ -117,27 +124,26 @@ size_t tunnel_body_read(tunnel_t *t, uint8_t *buf, size_t cap, enum tunnel_body_
         return 0;
     uint64_t packets = t->down.tx_packets, bytes = t->down.tx_bytes;
     int eof;
-    size_t n = sendq_fill(&t->down, buf, cap, util_mono_ns(), &eof);
+    uint64_t now = util_mono_ns();
+    size_t n = sendq_fill(&t->down, buf, cap, now, &eof);
     count_down(t, t->down.tx_packets - packets, t->down.tx_bytes - bytes);
     if (eof) {
         t->body_ended = 1;
+        t->down_wait = 0;
         *end = t->rst_after_close ? TUNNEL_BODY_END_RESET : TUNNEL_BODY_END;
+    } else if (n) {
+        down_waiting(t, now, 1);
     }
     return n;
 }
 
-int tunnel_has_backlog(tunnel_t *t, uint64_t now)
+uint64_t tunnel_waiting_since(tunnel_t *t, uint64_t now)
 {
-    switch (t->state) {
-    case TUNNEL_OPEN:
-        return sendq_ready(&t->down, now);
-    case TUNNEL_CLOSING:
-    case TUNNEL_REJECTED:
-        return !t->body_ended;
-    default:
-        return 0;
-    }
+    if (t->state == TUNNEL_OPEN && !sendq_ready(&t->down, now))
+        t->down_wait = 0;
+    return t->down_wait;
 }
+
 
 /* ---- timers: idle and credential expiry while open, linger while closing --- */
 
@@ -241,6 +247,7 @@ static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
     }
     if (got) {
         tunnel_touch(t, now);
+        down_waiting(t, now, 0);
         tunnel_wake(t);
     }
 }
@@ -422,6 +429,7 @@ static void up_ping(void *ud, const uint8_t *value)
 {
     tunnel_t *t = ud;
     sendq_push_pong(&t->down, value); /* a PONG over the bound is counted by the hook */
+    down_waiting(t, util_mono_ns(), 0);
     tunnel_wake(t);
 }
 

@@ -112,6 +112,7 @@ struct tunnel {
     ev_timer timer;               /* idle and expiry while open; linger while closing */
     uint64_t last_active;         /* monotonic ns */
     uint64_t expires;             /* monotonic ns at which the credential runs out */
+    uint64_t down_wait;           /* see tunnel_waiting_since; 0: nothing waiting */
     unsigned backend_errors;      /* consecutive ICMP errors without a reply */
     uint32_t rxq_dropped;         /* kernel receive-queue drops seen so far (SO_RXQ_OVFL) */
 
@@ -154,9 +155,10 @@ size_t tunnel_body_read(tunnel_t *t, uint8_t *buf, size_t cap, enum tunnel_body_
  * reset. No-op unless the tunnel is open. */
 void tunnel_close(tunnel_t *t, uint64_t code, const char *reason, int rst);
 
-/* Something is queued that the client has not taken yet (a write backlog);
- * media past its age limit is dropped first and does not count. */
-int tunnel_has_backlog(tunnel_t *t, uint64_t now_ns);
+/* Since when (monotonic ns) the client has left downlink bytes untaken: the
+ * time they were queued, or the last time the body moved. 0 when nothing is
+ * waiting (media past its age limit is dropped first and does not count). */
+uint64_t tunnel_waiting_since(tunnel_t *t, uint64_t now_ns);
 
 /* Releases everything and unlinks from the host (calls ops->gone). */
 void tunnel_free(tunnel_t *t);

@@ -47,8 +47,12 @@ static int h_on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_
 static int h_on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 {
     harness_t *h = ud;
-    if (f->hd.type == NGHTTP2_GOAWAY)
+    if (f->hd.type == NGHTTP2_GOAWAY) {
         h->got_goaway = 1;
+        h->goaway_error = f->goaway.error_code;
+    }
+    if (f->hd.type == NGHTTP2_PING && !(f->hd.flags & NGHTTP2_FLAG_ACK))
+        h->pings++;
     h_stream_t *st = h_find(h, f->hd.stream_id);
     if (!st)
         return 0;

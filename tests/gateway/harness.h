@@ -45,6 +45,8 @@ typedef struct harness {
     h_stream_t streams[H_STREAMS];
     int nstreams;
     int got_goaway;
+    uint32_t goaway_error;            /* error code of the last GOAWAY */
+    int pings;                        /* PINGs received (not ACKs) */
     int backend_fd;                   /* the UDP backend the pools name */
     struct sockaddr_storage backend;  /* its address */
     socklen_t backend_len;

@@ -439,6 +439,213 @@ Test(conn, kernel_receive_queue_overflow_is_counted)
     h_fini(&h);
 }
 
+/* A client with a zero window leaves downlink media in our queues: after
+ * write_stall_ms without progress it gets GOAWAY and the connection closes. */
+Test(conn, client_that_takes_nothing_is_closed_after_the_write_stall_limit)
+{
+    harness_t h;
+    h_init(&h, "\"write_stall_ms\":100,\"tunnel_idle_ms\":600000,\"close_linger_ms\":600000",
+           0);
+    nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 0}};
+    nghttp2_submit_settings(h.client, NGHTTP2_FLAG_NONE, iv, 1);
+    h_pump(&h);
+    int s = h_open(&h, PATH);
+    struct sockaddr_storage from = relay_up(&h, s, rtp, sizeof rtp);
+    h_backend_send(&h, &from, rtp, sizeof rtp);
+    cr_assert(h_until(&h, conn_is_closing, NULL, 5000),
+              "a client that takes nothing was kept beyond write_stall_ms");
+    cr_assert(h.got_goaway, "the client was not told why");
+    cr_assert_eq(h.srv.counters.write_stalls, 1u);
+    h_fini(&h);
+}
+
+/* A client that reads what it is sent is not stalled, however long it runs. */
+Test(conn, client_that_reads_is_not_a_write_stall)
+{
+    harness_t h;
+    h_init(&h, "\"write_stall_ms\":50", 0);
+    int s = h_open(&h, PATH);
+    struct sockaddr_storage from = relay_up(&h, s, rtp, sizeof rtp);
+    for (int i = 0; i < 20; i++) {
+        h_backend_send(&h, &from, rtp, sizeof rtp);
+        wait_capsules(&h, s, i + 1);
+        int never = 0;
+        h_until(&h, stream_is_closed, &never, 10); /* let time pass, pumping */
+    }
+    cr_assert_not(h.conn->closing);
+    cr_assert_eq(h.srv.counters.write_stalls, 0u);
+    h_fini(&h);
+}
+
+static int got_ping(harness_t *h, void *arg)
+{
+    return h->pings > 0;
+}
+
+/* Silence from the client brings a PING; a client that answers stays. */
+Test(conn, silent_client_is_pinged_and_an_answer_keeps_it)
+{
+    harness_t h;
+    h_init(&h, "\"ping_interval_ms\":30,\"ping_timeout_ms\":5000", 0);
+    cr_assert(h_until(&h, got_ping, NULL, 3000), "no PING after 30 ms of silence");
+    h_pump(&h); /* the client's nghttp2 answers with PING ACK */
+    cr_assert_eq(h.conn->ping_sent, 0u, "the ACK did not count as an answer");
+    cr_assert_not(h.conn->closing);
+    h_fini(&h);
+}
+
+/* A peer that answers nothing (not even the PING) is taken for dead. */
+Test(conn, dead_peer_is_closed_after_the_ping_timeout)
+{
+    harness_t h;
+    h_init(&h, "\"ping_interval_ms\":20,\"ping_timeout_ms\":50", 0);
+    cr_assert(h_loop_until(&h, conn_is_closing, NULL, 5000), "a dead peer was kept");
+    cr_assert_eq(h.srv.counters.ping_timeouts, 1u);
+    h_fini(&h);
+}
+
+Test(conn, repeated_failed_authentication_gets_goaway)
+{
+    harness_t h;
+    h_init(&h, "\"max_auth_failures\":2", 0);
+    int a = h_open(&h, "/v1/tunnel/nobody/sfu");
+    cr_assert_eq(h.streams[a].status, 401);
+    cr_assert_not(h.got_goaway, "one failure is not enough");
+    int b = h_open(&h, "/v1/tunnel/nobody/sfu");
+    cr_assert_eq(h.streams[b].status, 401);
+    cr_assert(h.got_goaway, "no GOAWAY after max_auth_failures 401s");
+    cr_assert_eq(h.goaway_error, NGHTTP2_NO_ERROR);
+    cr_assert_eq(h.srv.counters.auth_goaways, 1u);
+    h_fini(&h);
+}
+
+/* Sends a request with extra headers on the harness client; returns its index. */
+static int open_with_headers(harness_t *h, const nghttp2_nv *extra, size_t nextra)
+{
+    int idx = h->nstreams++;
+    h_stream_t *st = &h->streams[idx];
+    st->down = malloc(H_BODY_CAP);
+    nghttp2_nv nva[80];
+    size_t n = 0;
+#define NV(nm, v) (nghttp2_nv){(uint8_t *)(nm), (uint8_t *)(v), strlen(nm), strlen(v), 0}
+    nva[n++] = NV(":method", "POST");
+    nva[n++] = NV(":scheme", "https");
+    nva[n++] = NV(":authority", "harness");
+    nva[n++] = NV(":path", PATH);
+#undef NV
+    for (size_t i = 0; i < nextra && n < 80; i++)
+        nva[n++] = extra[i];
+    st->id = nghttp2_submit_request(h->client, NULL, nva, n, NULL, NULL);
+    cr_assert_gt(st->id, 0);
+    h_pump(h);
+    return idx;
+}
+
+/* The advertised SETTINGS_MAX_HEADER_LIST_SIZE (16 KiB, RFC 7541 §4.1 sizes)
+ * and 64 fields per block are enforced: the stream is reset with
+ * ENHANCE_YOUR_CALM; the third offence ends the connection. */
+Test(conn, header_lists_over_the_advertised_limits_are_reset)
+{
+    harness_t h;
+    h_init(&h, "", 0);
+    static char big[17000];
+    memset(big, 'a', sizeof big - 1);
+    nghttp2_nv one_big = {(uint8_t *)"x-big", (uint8_t *)big, 5, sizeof big - 1, 0};
+    int a = open_with_headers(&h, &one_big, 1);
+    cr_assert(h.streams[a].closed && h.streams[a].got_rst);
+    cr_assert_eq(h.streams[a].close_error, NGHTTP2_ENHANCE_YOUR_CALM);
+    cr_assert_eq(h.streams[a].status, 0);
+
+    nghttp2_nv many[70];
+    char names[70][16];
+    for (int i = 0; i < 70; i++) {
+        snprintf(names[i], sizeof names[i], "x-%d", i);
+        many[i] = (nghttp2_nv){(uint8_t *)names[i], (uint8_t *)"v", strlen(names[i]), 1, 0};
+    }
+    int b = open_with_headers(&h, many, 70);
+    cr_assert_eq(h.streams[b].close_error, NGHTTP2_ENHANCE_YOUR_CALM);
+    cr_assert_eq(h.srv.counters.header_overflows, 2u);
+    cr_assert_not(h.got_goaway, "two offences do not end the connection");
+
+    int ok = h_open(&h, PATH);
+    cr_assert_eq(h.streams[ok].status, 200, "a normal request on the same connection works");
+
+    open_with_headers(&h, &one_big, 1);
+    cr_assert(h.got_goaway, "the third offence did not end the connection");
+    cr_assert_eq(h.goaway_error, NGHTTP2_ENHANCE_YOUR_CALM);
+    h_fini(&h);
+}
+
+/* Control frames beyond max_control_frames_s a second end the connection
+ * with GOAWAY(ENHANCE_YOUR_CALM), which reaches the client before the close. */
+Test(conn, control_frame_flood_gets_enhance_your_calm)
+{
+    harness_t h;
+    h_init(&h, "\"max_control_frames_s\":10", 0);
+    uint8_t opaque[8] = {0};
+    for (int i = 0; i < 200; i++)
+        nghttp2_submit_ping(h.client, NGHTTP2_FLAG_NONE, opaque);
+    const uint8_t *data;
+    ssize_t n;
+    int rejected = 0;
+    while (!rejected && (n = nghttp2_session_mem_send(h.client, &data)) > 0)
+        rejected = conn_feed(h.conn, data, (size_t)n) != 0;
+    cr_assert(rejected, "200 PINGs against a budget of 10 a second were all accepted");
+    while ((n = conn_pull(h.conn, &data)) > 0)
+        nghttp2_session_mem_recv(h.client, data, (size_t)n);
+    cr_assert(h.got_goaway);
+    cr_assert_eq(h.goaway_error, NGHTTP2_ENHANCE_YOUR_CALM);
+    cr_assert_eq(h.srv.counters.conns_calmed, 1u);
+    h_fini(&h);
+}
+
+/* Draining first sends GOAWAY(2^31-1): a request already in flight is
+ * answered 503 with the reason, not silently dropped (RFC 9113 §6.8). */
+Test(conn, request_in_flight_during_drain_gets_503)
+{
+    harness_t h;
+    h_init(&h, "", 0);
+    conn_drain(h.conn);
+    /* The gateway's notice is on the wire but not yet read by the client. */
+    uint8_t held[4096];
+    size_t held_len = 0;
+    const uint8_t *data;
+    ssize_t n;
+    while ((n = conn_pull(h.conn, &data)) > 0) {
+        cr_assert(held_len + (size_t)n <= sizeof held);
+        memcpy(held + held_len, data, (size_t)n);
+        held_len += (size_t)n;
+    }
+    int idx = h.nstreams;
+    char user[64], cred[CRED_B64_MAX + 1];
+    snprintf(user, sizeof user, "%lld:h", (long long)time(NULL) + 600);
+    cred_sign(CRED_SHA1, (const uint8_t *)H_SECRET, strlen(H_SECRET), user, strlen(user), cred,
+              sizeof cred);
+    nghttp2_nv creds[] = {
+        {(uint8_t *)"tunnel-username", (uint8_t *)user, 15, strlen(user), 0},
+        {(uint8_t *)"tunnel-credential", (uint8_t *)cred, 17, strlen(cred), 0},
+    };
+    h.nstreams++;
+    h.streams[idx].down = malloc(H_BODY_CAP);
+    nghttp2_nv nva[6] = {
+        {(uint8_t *)":method", (uint8_t *)"POST", 7, 4, 0},
+        {(uint8_t *)":scheme", (uint8_t *)"https", 7, 5, 0},
+        {(uint8_t *)":authority", (uint8_t *)"h", 10, 1, 0},
+        {(uint8_t *)":path", (uint8_t *)PATH, 5, strlen(PATH), 0},
+        creds[0], creds[1],
+    };
+    h.streams[idx].id = nghttp2_submit_request(h.client, NULL, nva, 6, NULL, NULL);
+    while ((n = nghttp2_session_mem_send(h.client, &data)) > 0)
+        cr_assert_eq(conn_feed(h.conn, data, (size_t)n), 0);
+    cr_assert_eq(nghttp2_session_mem_recv(h.client, held, held_len), (ssize_t)held_len);
+    h_pump(&h);
+    cr_assert_eq(h.streams[idx].status, 503, "the in-flight request got %d",
+                 h.streams[idx].status);
+    cr_assert(memmem(h.streams[idx].down, h.streams[idx].down_len, "shutting down", 13));
+    cr_assert(h.got_goaway);
+    h_fini(&h);
+}
+
 Test(conn, error_statuses_carry_a_reason)
 {
     harness_t h;
