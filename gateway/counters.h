@@ -38,6 +38,8 @@ static inline const char *drop_reason_name(enum drop_reason r)
 typedef struct tunnel_counters {
     uint64_t up_packets, up_bytes;     /* client -> backend, delivered to the socket */
     uint64_t down_packets, down_bytes; /* backend -> client, written into the stream */
+    uint64_t up_signal_packets;        /* of up_packets: SIGNAL capsules (STUN, DTLS, TURN indications) */
+    uint64_t down_signal_packets;      /* backend packets of the signaling class (RFC 7983), as received */
     uint64_t unknown_capsules;         /* skipped per RFC 9297 §3.2 */
     uint64_t drops[DROP_REASON_COUNT];
 } tunnel_counters_t;

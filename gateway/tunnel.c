@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../proto/classify.h"
 #include "../proto/dispatch.h"
 #include "log.h"
 #include "util.h"
@@ -243,6 +244,10 @@ static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
         count_rxq_overflow(t, &mh);
         got = 1;
         t->backend_errors = 0;
+        if (classify_packet(buf, (size_t)r) == PKT_SIGNAL) {
+            t->counters.down_signal_packets++;
+            env_of(t)->counters->tunnel.down_signal_packets++;
+        }
         sendq_push(&t->down, buf, (size_t)r, now); /* drops are counted by the hook */
     }
     if (got) {
@@ -252,15 +257,17 @@ static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
     }
 }
 
-static void to_backend(tunnel_t *t, const uint8_t *p, size_t len)
+static void to_backend(tunnel_t *t, const uint8_t *p, size_t len, int is_signal)
 {
     for (;;) {
         if (send(t->fd, p, len, 0) >= 0) {
             server_counters_t *sc = env_of(t)->counters;
             t->counters.up_packets++;
             t->counters.up_bytes += len;
+            t->counters.up_signal_packets += (unsigned)is_signal;
             sc->tunnel.up_packets++;
             sc->tunnel.up_bytes += len;
+            sc->tunnel.up_signal_packets += (unsigned)is_signal;
             return;
         }
         if (errno == EINTR)
@@ -421,7 +428,7 @@ static void protocol_error(tunnel_t *t, const char *why)
 static int up_packet(void *ud, const uint8_t *p, size_t len, int is_signal)
 {
     tunnel_t *t = ud;
-    to_backend(t, p, len);
+    to_backend(t, p, len, is_signal);
     return t->state != TUNNEL_OPEN; /* the backend may have been declared unreachable */
 }
 

@@ -646,6 +646,42 @@ Test(conn, request_in_flight_during_drain_gets_503)
     h_fini(&h);
 }
 
+/* A TURN Send/Data indication (RFC 8656 §11) is a STUN message: it travels
+ * as signaling, and the gateway counts signaling-class packets apart. */
+Test(conn, turn_indications_travel_and_count_as_signaling)
+{
+    harness_t h;
+    h_init(&h, "", 0);
+    int s = h_open(&h, PATH);
+    /* Send indication: type 0x0016, length 0, magic cookie, transaction id. */
+    const uint8_t send_ind[20] = {0x00, 0x16, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42, 9, 9, 9, 9,
+                                  9, 9, 9, 9, 9, 9, 9, 9};
+    const uint8_t data_ind[20] = {0x00, 0x17, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42, 8, 8, 8, 8,
+                                  8, 8, 8, 8, 8, 8, 8, 8};
+    const uint8_t chandata[8] = {0x40, 0x00, 0x00, 0x04, 'r', 't', 'p', '!'};
+    h_send_capsule(&h, s, CAPSULE_SIGNAL, send_ind, sizeof send_ind);
+    uint8_t buf[64];
+    struct sockaddr_storage from;
+    cr_assert_eq(h_backend_recv(&h, buf, sizeof buf, &from, 2000), (ssize_t)sizeof send_ind);
+    relay_up(&h, s, chandata, sizeof chandata);
+    h_backend_send(&h, &from, data_ind, sizeof data_ind);
+    h_backend_send(&h, &from, chandata, sizeof chandata);
+    wait_capsules(&h, s, 2);
+    uint64_t type;
+    const uint8_t *v;
+    size_t len;
+    nth_capsule(&h, s, 0, &type, &v, &len);
+    cr_assert_eq(type, CAPSULE_SIGNAL, "a Data indication is sent as SIGNAL");
+    nth_capsule(&h, s, 1, &type, &v, &len);
+    cr_assert_eq(type, CAPSULE_DATAGRAM, "ChannelData is sent as DATAGRAM");
+    const tunnel_counters_t *k = &h.conn->host.tunnels->counters;
+    cr_assert_eq(k->up_packets, 2u);
+    cr_assert_eq(k->up_signal_packets, 1u);
+    cr_assert_eq(k->down_signal_packets, 1u);
+    cr_assert_eq(h.srv.counters.tunnel.down_signal_packets, 1u);
+    h_fini(&h);
+}
+
 Test(conn, error_statuses_carry_a_reason)
 {
     harness_t h;
