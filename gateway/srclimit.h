@@ -8,9 +8,10 @@
  * as a GCRA "theoretical arrival time"). An IPv4-mapped IPv6 address
  * (::ffff:a.b.c.d, RFC 4291 §2.5.5.2) is the IPv4 source a.b.c.d.
  *
- * Memory is fixed at init: a pool of max_entries entries and a bucket array,
- * SRCLIMIT_ENTRY_BYTES + 4 bytes per entry (srclimit_bytes reports the exact
- * total). No allocation after init; every call is O(1) expected. An entry
+ * Memory is fixed at init: max_entries entries of SRCLIMIT_ENTRY_BYTES and
+ * 4 bytes per hash bucket (as many buckets as the next power of two >=
+ * max_entries); srclimit_bytes reports the total. No allocation after init;
+ * every call is O(1) expected. An entry
  * exists while its source has pending connections or its bucket has not
  * refilled (at most burst/rate = about 1 s after its last admitted
  * connection). Idle entries are reclaimed lazily: those met on the new
