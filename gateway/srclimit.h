@@ -23,8 +23,9 @@
  * Sources are hashed with SipHash-2-4 under a key drawn from getrandom(2) at
  * init, so a client cannot pick addresses that share a chain.
  *
- * Pure data structure: no I/O, no clock (time is an argument), no globals.
- * Limits are arguments too, so a reload that changes them needs no rebuild.
+ * Pure data structure: no I/O, no clock (time is an argument), no globals,
+ * no locking (one table per server, used from its loop). Limits are
+ * arguments too, so a reload that changes them needs no rebuild.
  */
 #ifndef SLUICE_SRCLIMIT_H
 #define SLUICE_SRCLIMIT_H
