@@ -417,17 +417,23 @@ Test(srclimit, an_idle_entry_that_has_not_refilled_blocks_eviction)
 {
     srclimit_t s;
     srclimit_key_t a[4], b;
-    cr_assert_eq(srclimit_init(&s, 2), 0);
+    char newip[32];
+    /* 3 entries, 4 buckets: the two idle entries leave a chain free of them. */
+    cr_assert_eq(srclimit_init(&s, 3), 0);
     for (int i = 0; i < 4; i++)
         cr_assert_eq(adm(&s, "192.0.2.1", BIG, 4, T0, &a[i]), SRCLIMIT_OK); /* tat T0 + 1 s */
     cr_assert_eq(adm(&s, "192.0.2.2", BIG, 4, T0, &b), SRCLIMIT_OK);           /* tat + 250 ms */
+    cr_assert_eq(adm(&s, "192.0.2.9", BIG, 4, T0, NULL), SRCLIMIT_OK);         /* stays pending */
     for (int i = 0; i < 4; i++)
         srclimit_release(&s, &a[i]);
     srclimit_release(&s, &b);
-    /* The longest idle (192.0.2.1) has not refilled: FULL, even though .2 has. */
-    cr_assert_eq(adm(&s, "192.0.2.3", BIG, 4, T0 + 500 * MS, NULL), SRCLIMIT_FULL);
+    /* The longest idle (192.0.2.1) has not refilled: FULL, even though .2 has
+     * (documented: only the longest-idle entry is considered for eviction). */
+    source_off_idle_chains(&s, newip, sizeof newip);
+    cr_assert_eq(adm(&s, newip, BIG, 4, T0 + 500 * MS, NULL), SRCLIMIT_FULL);
     cr_assert_not_null(entry_of(&s, "192.0.2.1"));
-    cr_assert_eq(adm(&s, "192.0.2.3", BIG, 4, T0 + 1000 * MS, NULL), SRCLIMIT_OK);
+    cr_assert_not_null(entry_of(&s, "192.0.2.2"));
+    cr_assert_eq(adm(&s, newip, BIG, 4, T0 + 1000 * MS, NULL), SRCLIMIT_OK);
     cr_assert_null(entry_of(&s, "192.0.2.1"));
     check_invariants(&s);
     srclimit_dispose(&s);
