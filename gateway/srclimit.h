@@ -84,7 +84,8 @@ int srclimit_init(srclimit_t *s, size_t max_entries);
 void srclimit_dispose(srclimit_t *s);
 
 /* A new connection from sa (salen bytes, as accept returned it) at now_ns
- * (monotonic). Returns:
+ * (CLOCK_MONOTONIC; not ev_now(), which follows the wall clock: a step back
+ * would hold a source's bucket empty for as long as the step). Returns:
  *   SRCLIMIT_OK       admitted: one token taken, the source's pending count
  *                     raised, and *key set — release it with srclimit_release;
  *   SRCLIMIT_RATE     no token left (rate_per_s 0: never admits);
