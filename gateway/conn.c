@@ -124,6 +124,7 @@ static void host_opened(tunnel_t *t)
     conn_t *c = conn_of(t);
     c->nopen++;
     c->ever_opened = 1;
+    srclimit_release(&c->srv->sources, &c->source); /* no longer pending */
 }
 
 static void host_gone(tunnel_t *t, int was_open)
@@ -384,16 +385,21 @@ static conn_t *conn_alloc(struct server *srv, int fd)
     return c;
 }
 
-conn_t *conn_new(struct server *srv, int fd, const struct sockaddr *peer, socklen_t peerlen)
+conn_t *conn_new(struct server *srv, int fd, const struct sockaddr *peer, socklen_t peerlen,
+                 srclimit_key_t source)
 {
     SSL *ssl = SSL_new(srv->ssl_ctx);
     conn_t *c = ssl ? conn_alloc(srv, fd) : NULL;
+    if (c)
+        c->source = source;
     if (!c || SSL_set_fd(ssl, fd) != 1) {
         SSL_free(ssl);
-        if (c)
+        if (c) {
             conn_free(c);
-        else
+        } else {
+            srclimit_release(&srv->sources, &source);
             close(fd);
+        }
         return NULL;
     }
     SSL_set_accept_state(ssl);
@@ -444,6 +450,7 @@ void conn_free(conn_t *c)
     if (c->fd >= 0)
         close(c->fd);
     free(c->out);
+    srclimit_release(&srv->sources, &c->source);
     if (c->_prev)
         c->_prev->_next = c->_next;
     else

@@ -27,6 +27,7 @@
 #include <sys/socket.h>
 
 #include "config.h"
+#include "srclimit.h"
 #include "tunnel.h"
 
 struct server;
@@ -44,6 +45,7 @@ typedef struct conn {
     struct conn *_flush_next;   /* the server's flush list */
     struct conn *_dead_next;    /* the server's list of connections to free */
     config_t *cfg;              /* the snapshot this connection started with (a reference) */
+    srclimit_key_t source;      /* counts toward its source's pending connections until a tunnel opens */
     tunnel_host_t host;         /* what its tunnels see; host.tunnels is the list */
     uint64_t id;
     char peer[64];
@@ -81,9 +83,11 @@ typedef struct conn {
 /* Session callbacks and options shared by every connection of a server. */
 int conn_h2_setup(nghttp2_session_callbacks **cbs, nghttp2_option **opt);
 
-/* Takes ownership of an accepted, non-blocking socket and starts the TLS
- * handshake. Returns NULL (socket closed) when out of memory. */
-conn_t *conn_new(struct server *srv, int fd, const struct sockaddr *peer, socklen_t peerlen);
+/* Takes ownership of an accepted, non-blocking socket, and of the source key
+ * admitted for it, and starts the TLS handshake. Returns NULL (socket closed,
+ * key released) when out of memory. */
+conn_t *conn_new(struct server *srv, int fd, const struct sockaddr *peer, socklen_t peerlen,
+                 srclimit_key_t source);
 
 /* A connection with no socket and no TLS, already speaking HTTP/2: the
  * in-memory test harness drives it with conn_feed and conn_pull. */

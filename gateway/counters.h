@@ -46,6 +46,7 @@ typedef struct tunnel_counters {
 
 typedef struct server_counters {
     uint64_t conns_accepted, conns_refused, conns_active;
+    uint64_t conns_refused_source[3]; /* by one source: over its rate, too many pending, table full */
     uint64_t tls_failures;
     uint64_t tunnels_opened, tunnels_active;
     uint64_t requests_rejected[6]; /* 400 401 403 404 405 503, see request.h */

@@ -72,8 +72,22 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             }
             return; /* EAGAIN, or a connection that died in the backlog */
         }
-        if (s->counters.conns_active >= s->cfg->limits.max_connections) {
+        const cfg_limits_t *lim = &s->cfg->limits;
+        if (s->counters.conns_active >= lim->max_connections) {
             s->counters.conns_refused++;
+            close(fd);
+            continue;
+        }
+        /* One source cannot take everyone's slots: a cap on its connections
+         * that have no tunnel yet, and on its rate of new ones. */
+        srclimit_key_t key;
+        int rc = srclimit_admit(&s->sources, (struct sockaddr *)&peer, len,
+                                lim->max_pending_per_source, lim->handshakes_per_source_s,
+                                util_mono_ns(), &key);
+        if (rc != SRCLIMIT_OK) {
+            s->counters.conns_refused++;
+            if (rc == SRCLIMIT_RATE || rc == SRCLIMIT_PENDING || rc == SRCLIMIT_FULL)
+                s->counters.conns_refused_source[-rc - 1]++;
             close(fd);
             continue;
         }
@@ -84,7 +98,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
          * kernel too (RFC 5482): a vanished peer does not pin buffers. */
         unsigned int uto = s->cfg->limits.write_stall_ms;
         setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto, sizeof uto);
-        conn_new(s, fd, (struct sockaddr *)&peer, len);
+        conn_new(s, fd, (struct sockaddr *)&peer, len, key);
     }
 }
 
@@ -123,6 +137,10 @@ int server_init(server_t *s, struct ev_loop *loop, config_t *cfg, char *err, siz
     ev_prepare_init(&s->prepare, prepare_cb);
     ev_prepare_start(loop, &s->prepare);
     s->env = (tunnel_env_t){.loop = loop, .counters = &s->counters};
+    if (srclimit_init(&s->sources, SRCLIMIT_DEFAULT_ENTRIES) < 0) {
+        snprintf(err, errlen, "per-source table: %s", strerror(errno));
+        goto fail;
+    }
     s->ssl_ctx = tls_server_ctx(cfg->cert_file, cfg->key_file, err, errlen);
     if (!s->ssl_ctx)
         goto fail;
@@ -244,6 +262,7 @@ void server_dispose(server_t *s)
     s->h2_opt = NULL;
     SSL_CTX_free(s->ssl_ctx);
     s->ssl_ctx = NULL;
+    srclimit_dispose(&s->sources);
     config_unref(s->cfg);
     s->cfg = NULL;
 }

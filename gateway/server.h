@@ -23,6 +23,7 @@
 #include "config.h"
 #include "counters.h"
 #include "echo.h"
+#include "srclimit.h"
 #include "tunnel.h"
 
 struct conn;
@@ -52,6 +53,7 @@ typedef struct server {
     uint64_t next_conn_id;
     server_counters_t counters;
     tunnel_env_t env;       /* what tunnels see of the server */
+    srclimit_t sources;     /* per-source pending connections and handshake rate */
     unsigned draining : 1;
     ev_timer drain_timer;
 } server_t;
