@@ -67,7 +67,10 @@ $(DEMO): $(call obj,$(DEMO_SRC)) $(LIB_SUPPORT) $(LIB_SHIM) $(LIB_PROTO)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 # A test links the layer it tests and the layers below it. Tests may #include
-# a .c to reach its static functions.
+# a .c to reach its static functions. A test's object is made by a pattern
+# rule, so make would delete it as an intermediate and rebuild it every time:
+# keep it.
+.SECONDARY: $(call obj,$(TEST_SRC))
 TEST_LINK = $(CC) $(LDFLAGS) $^ $(LDLIBS) -lcriterion -o $@
 $(BUILD)/tests/proto/%: $(call obj,tests/proto/%.c) $(LIB_PROTO)
 	@mkdir -p $(@D)
