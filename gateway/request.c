@@ -3,6 +3,8 @@
 
 #include <string.h>
 
+#include "../proto/name.h"
+
 static const struct {
     const char *name;
     size_t len;
@@ -37,20 +39,6 @@ void request_add_header(req_headers_t *h, const uint8_t *name, size_t namelen,
         dst[valuelen] = '\0';
         return;
     }
-}
-
-/* Tenant ids and region names: 1..64 of [A-Za-z0-9._-] (docs/configuration.md). */
-static int is_name(const char *s, size_t len)
-{
-    if (len == 0 || len > 64)
-        return 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return 0;
-    }
-    return 1;
 }
 
 typedef struct span {
@@ -88,7 +76,7 @@ static int parse_query(span_t query, span_t *region)
     if (query.len < sizeof key - 1 || memcmp(query.p, key, sizeof key - 1) != 0)
         return -1;
     *region = (span_t){query.p + sizeof key - 1, query.len - (sizeof key - 1)};
-    return is_name(region->p, region->len) ? 0 : -1;
+    return name_valid(region->p, region->len) ? 0 : -1;
 }
 
 #define REJECT(status, text)                                                                   \
@@ -116,7 +104,7 @@ int request_route(const config_t *cfg, const req_headers_t *h, uint64_t now,
         REJECT(400, "request header repeated");
     if (strcmp(h->scheme, "https") != 0)
         REJECT(400, ":scheme must be https");
-    if (!is_name(tenant_id.p, tenant_id.len))
+    if (!name_valid(tenant_id.p, tenant_id.len))
         REJECT(400, "malformed tenant id");
     if (parse_query(query, &region_name) < 0)
         REJECT(400, "malformed query; the only parameter is region=<name>");
