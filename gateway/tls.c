@@ -5,15 +5,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../common/tlserr.h"
+
 const char *tls_last_error(char *buf, size_t cap)
 {
-    unsigned long e = ERR_get_error();
-    if (e == 0)
-        snprintf(buf, cap, "unknown TLS error");
-    else
-        ERR_error_string_n(e, buf, cap);
-    ERR_clear_error();
-    return buf;
+    return tlserr_take(buf, cap, "unknown TLS error");
 }
 
 /* RFC 9113 §3.2: h2 over TLS is chosen with ALPN. A client that offers no h2

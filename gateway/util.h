@@ -5,8 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Recovers the owner of an embedded member (a libev watcher, usually). */
-#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+/* container_of and compat_mono_ns, shared with the shim. */
+#include "../common/compat.h"
 
 /* Loop time in nanoseconds, as queue timestamps use it. */
 static inline uint64_t util_ns(double ev_seconds)
