@@ -774,6 +774,21 @@ static int tenants_parse(vctx_t *c, const json_t *v, config_t *cfg)
     return 0;
 }
 
+/* What an unknown tenant's credential check must cost to look like a known
+ * one's: as many HMACs as the tenant with the most secrets, with the hash
+ * most tenants use. */
+static void credential_work(config_t *cfg)
+{
+    size_t sha256 = 0;
+    cfg->max_secrets = 1;
+    for (size_t i = 0; i < cfg->ntenants; i++) {
+        if (cfg->tenants[i].nsecrets > cfg->max_secrets)
+            cfg->max_secrets = cfg->tenants[i].nsecrets;
+        sha256 += cfg->tenants[i].hash == CRED_SHA256;
+    }
+    cfg->decoy_hash = 2 * sha256 >= cfg->ntenants && sha256 ? CRED_SHA256 : CRED_SHA1;
+}
+
 static int has_builtin_echo(const config_t *cfg)
 {
     for (size_t i = 0; i < cfg->nregions; i++)
@@ -835,6 +850,7 @@ static int root_parse(vctx_t *c, const json_t *root, config_t *cfg)
     if (tenants_parse(c, f[F_TENANTS], cfg))
         return -1;
     path_pop(c, mark);
+    credential_work(cfg);
     return 0;
 }
 
