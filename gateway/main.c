@@ -35,12 +35,13 @@ static void usage(FILE *out)
           "When ready, prints one line on stdout:\n"
           "  sluiced ready listen=ADDR:PORT ... [echo=ADDR:PORT]\n"
           "SIGINT/SIGTERM drain gracefully (CLOSE to every tunnel, GOAWAY); a second\n"
-          "signal stops at once. Exit status: 0 ok, 1 runtime error, 2 bad usage/config.\n",
+          "signal stops at once. SIGHUP is logged and ignored (no reload yet).\n"
+          "Exit status: 0 ok, 1 runtime error, 2 bad usage/config.\n",
           out);
 }
 
 typedef struct signals {
-    ev_signal term, intr;
+    ev_signal term, intr, hup;
     server_t *srv;
 } signals_t;
 
@@ -49,6 +50,14 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
     signals_t *sig = w->data;
     log_msg(LOG_INFO, "signal %d: shutting down", w->signum);
     server_drain(sig->srv);
+}
+
+/* SIGHUP's default action would kill the gateway on the signal an operator
+ * sends to ask for a reload; until reload exists it is refused out loud. */
+static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    log_msg(LOG_WARN, "SIGHUP ignored: reload is not implemented yet; restart to apply a "
+                      "new config");
 }
 
 static int check_config(const char *path)
@@ -115,6 +124,7 @@ int main(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGHUP, SIG_IGN); /* until the loop's watcher takes over (on_hup) */
     struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
     server_t srv;
     int rc = server_init(&srv, loop, cfg, err, sizeof err);
@@ -127,9 +137,11 @@ int main(int argc, char **argv)
     signals_t sig = {.srv = &srv};
     ev_signal_init(&sig.term, on_signal, SIGTERM);
     ev_signal_init(&sig.intr, on_signal, SIGINT);
-    sig.term.data = sig.intr.data = &sig;
+    ev_signal_init(&sig.hup, on_hup, SIGHUP);
+    sig.term.data = sig.intr.data = sig.hup.data = &sig;
     ev_signal_start(loop, &sig.term);
     ev_signal_start(loop, &sig.intr);
+    ev_signal_start(loop, &sig.hup);
 
     log_msg(LOG_INFO, "sluiced %s started, region %s", SLUICE_VERSION, srv.cfg->region);
     server_print_ready(&srv, stdout);
@@ -140,6 +152,7 @@ int main(int argc, char **argv)
             (unsigned long long)k->conns_accepted, (unsigned long long)k->tunnels_opened);
     ev_signal_stop(loop, &sig.term);
     ev_signal_stop(loop, &sig.intr);
+    ev_signal_stop(loop, &sig.hup);
     server_dispose(&srv);
     ev_loop_destroy(loop);
     return 0;
