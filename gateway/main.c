@@ -12,6 +12,7 @@
 #include "config.h"
 #include "log.h"
 #include "server.h"
+#include "tls.h"
 #include "util.h"
 
 #define SLUICE_VERSION "0.1.0"
@@ -36,7 +37,8 @@ static void usage(FILE *out)
           "  sluiced ready listen=ADDR:PORT ... [echo=ADDR:PORT]\n"
           "SIGINT/SIGTERM drain gracefully (CLOSE to every tunnel, GOAWAY); a second\n"
           "signal stops at once. SIGHUP is logged and ignored (no reload yet).\n"
-          "Exit status: 0 ok, 1 runtime error, 2 bad usage/config.\n",
+          "Exit status: 0 ok, 1 runtime error, 2 bad usage/config (the config file\n"
+          "or its TLS files).\n",
           out);
 }
 
@@ -60,15 +62,32 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
                       "new config");
 }
 
+/* What start-up checks beyond the config file itself, shared with
+ * --check-config so that "config ok" means the gateway would start: the TLS
+ * files load and match (the very function server_init uses). */
+static int preflight(const config_t *cfg, char *err, size_t errlen)
+{
+    SSL_CTX *ctx = tls_server_ctx(cfg->cert_file, cfg->key_file, err, errlen);
+    if (!ctx)
+        return -1;
+    SSL_CTX_free(ctx);
+    return 0;
+}
+
 static int check_config(const char *path)
 {
-    char err[512];
+    char err[1024];
     config_t *cfg = config_load(path, err, sizeof err);
     if (!cfg) {
         fprintf(stderr, "%s\n", err);
         return 2;
     }
+    int rc = preflight(cfg, err, sizeof err);
     config_unref(cfg);
+    if (rc < 0) {
+        fprintf(stderr, "%s: %s\n", path, err);
+        return 2;
+    }
     puts("config ok");
     return 0;
 }
@@ -117,10 +136,15 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    char err[512];
+    char err[1024];
     config_t *cfg = config_load(config_path, err, sizeof err);
     if (!cfg) {
         fprintf(stderr, "sluiced: %s\n", err);
+        return 2;
+    }
+    if (preflight(cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "sluiced: %s: %s\n", config_path, err);
+        config_unref(cfg);
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);

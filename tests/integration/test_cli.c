@@ -1,5 +1,6 @@
 /*
- * test_cli.c — sluiced as an operator meets it: SIGHUP. Runs the real binary.
+ * test_cli.c — sluiced as an operator meets it: SIGHUP and --check-config on
+ * the TLS files. Runs the real binary.
  */
 #include <criterion/criterion.h>
 #include <limits.h>
@@ -18,10 +19,12 @@
 #include "../support/ts_util.h"
 
 static ts_fixture_t fx;
+static ts_run_t run;
 static ts_http_resp_t resp;
 
 static void teardown(void)
 {
+    ts_run_free(&run);
     ts_http_resp_free(&resp);
     ts_fixture_teardown(&fx);
 }
@@ -71,4 +74,95 @@ Test(cli, sighup_is_logged_and_ignored, .fini = teardown, .timeout = 60)
     const char *what;
     int code;
     cr_assert_eq(ts_fixture_stop(&fx, &what, &code), 0, "%s exited with code %d", what, code);
+}
+
+/* ---- --check-config and the TLS files ----------------------------------- */
+
+/* Runs sluiced with args (and prlimit with its option wrap in front, when
+ * wrap is not NULL) to completion into run. */
+static void run_sluiced(const char *wrap, const char *mode, const char *config)
+{
+    char bin[PATH_MAX];
+    cr_assert_eq(ts_build_path(NULL, "sluiced", bin, sizeof bin), 0);
+    char *argv[6];
+    size_t n = 0;
+    if (wrap) {
+        argv[n++] = "prlimit";
+        argv[n++] = (char *)wrap;
+    }
+    argv[n++] = bin;
+    argv[n++] = (char *)mode;
+    argv[n++] = (char *)config;
+    argv[n] = NULL;
+    ts_run_free(&run);
+    cr_assert_eq(ts_run(argv, NULL, ts_deadline(ts_ms(15000)), &run), 0, "cannot run %s",
+                 argv[0]);
+}
+
+/* sluiced <mode> config must exit with want_code, saying every one of want[]. */
+static void expect_run(const char *wrap, const char *mode, const char *config, int want_code,
+                       const char *const *want)
+{
+    run_sluiced(wrap, mode, config);
+    cr_expect_eq(run.code, want_code, "sluiced %s %s: exit %d, expected %d\nstdout: %s\nstderr: %s",
+                 mode, config, run.code, want_code, run.out, run.err);
+    for (size_t i = 0; want[i]; i++)
+        cr_expect(ts_memmem(run.out, run.out_len, want[i]) ||
+                      ts_memmem(run.err, run.err_len, want[i]),
+                  "sluiced %s %s: output does not mention \"%s\"\nstdout: %s\nstderr: %s", mode,
+                  config, want[i], run.out, run.err);
+}
+
+#define WANT(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+static void std_config(ts_config_t *c, const char *cert, const char *key, char *path, size_t cap)
+{
+    ts_fixture_std_config(c, AF_INET, "127.0.0.1:9");
+    c->cert = cert;
+    c->key = key;
+    cr_assert_eq(ts_config_write(c, path, cap), 0);
+}
+
+Test(cli, check_config_loads_the_tls_files, .fini = teardown, .timeout = 120)
+{
+    need_build();
+    char cert[PATH_MAX], key[PATH_MAX], missing[PATH_MAX], other_key[PATH_MAX];
+    cr_assert_eq(ts_build_path(NULL, "dev/cert.pem", cert, sizeof cert), 0);
+    cr_assert_eq(ts_build_path(NULL, "dev/key.pem", key, sizeof key), 0);
+    snprintf(missing, sizeof missing, "%s/no-such.pem", ts_tmpdir());
+    cr_assert_eq(ts_tmppath("other-key.pem", other_key, sizeof other_key), 0);
+    char *gen[] = {"openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
+                   "ec_paramgen_curve:prime256v1", "-out", other_key, NULL};
+    cr_assert_eq(ts_run(gen, NULL, ts_deadline(ts_ms(15000)), &run), 0);
+    cr_assert_eq(run.code, 0, "openssl genpkey: %s", run.err);
+
+    char path[PATH_MAX];
+    ts_config_t c;
+
+    std_config(&c, cert, key, path, sizeof path);
+    expect_run(NULL, "--check-config", path, 0, WANT("config ok"));
+
+    std_config(&c, missing, key, path, sizeof path);
+    expect_run(NULL, "--check-config", path, 2,
+               WANT("certificate", missing, "No such file or directory"));
+
+    std_config(&c, cert, missing, path, sizeof path);
+    expect_run(NULL, "--check-config", path, 2,
+               WANT("private key", missing, "No such file or directory"));
+
+    std_config(&c, ts_tmpdir(), key, path, sizeof path);
+    expect_run(NULL, "--check-config", path, 2,
+               WANT("certificate", ts_tmpdir(), "is a directory"));
+
+    std_config(&c, cert, ts_tmpdir(), path, sizeof path);
+    expect_run(NULL, "--check-config", path, 2,
+               WANT("private key", ts_tmpdir(), "is a directory"));
+
+    std_config(&c, key, key, path, sizeof path); /* a key where the certificate goes */
+    expect_run(NULL, "--check-config", path, 2, WANT("certificate", key, "PEM"));
+
+    std_config(&c, cert, other_key, path, sizeof path);
+    expect_run(NULL, "--check-config", path, 2, WANT(other_key, "does not match", cert));
+    /* Start-up judges it the same way, before binding anything. */
+    expect_run(NULL, "--config", path, 2, WANT(other_key, "does not match", cert));
 }
