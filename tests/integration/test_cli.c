@@ -1,6 +1,8 @@
 /*
- * test_cli.c — sluiced as an operator meets it: SIGHUP and --check-config on
- * the TLS files. Runs the real binary.
+ * test_cli.c — sluiced as an operator meets it: SIGHUP, --check-config on the
+ * TLS files, and the open file limit (raised at start, and refused when the
+ * config's connection and tunnel limits cannot fit under it). Runs the real
+ * binary; the limits are set on the child with prlimit(1).
  */
 #include <criterion/criterion.h>
 #include <limits.h>
@@ -20,11 +22,13 @@
 
 static ts_fixture_t fx;
 static ts_run_t run;
+static ts_proc_t proc;
 static ts_http_resp_t resp;
 
 static void teardown(void)
 {
     ts_run_free(&run);
+    ts_proc_dispose(&proc);
     ts_http_resp_free(&resp);
     ts_fixture_teardown(&fx);
 }
@@ -78,8 +82,8 @@ Test(cli, sighup_is_logged_and_ignored, .fini = teardown, .timeout = 60)
 
 /* ---- --check-config and the TLS files ----------------------------------- */
 
-/* Runs sluiced with args (and prlimit with its option wrap in front, when
- * wrap is not NULL) to completion into run. */
+/* Runs sluiced with args (and a wrapper in front, e.g. prlimit, when wrap is
+ * not NULL) to completion into run. */
 static void run_sluiced(const char *wrap, const char *mode, const char *config)
 {
     char bin[PATH_MAX];
@@ -165,4 +169,88 @@ Test(cli, check_config_loads_the_tls_files, .fini = teardown, .timeout = 120)
     expect_run(NULL, "--check-config", path, 2, WANT(other_key, "does not match", cert));
     /* Start-up judges it the same way, before binding anything. */
     expect_run(NULL, "--config", path, 2, WANT(other_key, "does not match", cert));
+}
+
+/* ---- the open file limit ------------------------------------------------ */
+
+/* The "= N file descriptors" figure of a refusal, or 0. */
+static unsigned long fds_needed(const char *text)
+{
+    const char *p = strstr(text, "= ");
+    while (p && !strstr(p, " file descriptors"))
+        p = strstr(p + 1, "= ");
+    unsigned long n = 0;
+    return p && sscanf(p, "= %lu file descriptors", &n) == 1 ? n : 0;
+}
+
+Test(cli, config_that_cannot_fit_the_fd_limit_is_refused, .fini = teardown, .timeout = 120)
+{
+    need_build();
+    char path[PATH_MAX];
+    ts_config_t c;
+    ts_fixture_std_config(&c, AF_INET, "127.0.0.1:9");
+    cr_assert_eq(ts_config_write(&c, path, sizeof path), 0);
+
+    /* The defaults (8192 + 8192) under a hard limit of 256. */
+    static const char *const want[] = {"$.limits.max_connections (8192)",
+                                       "$.limits.max_tunnels (8192)", "RLIMIT_NOFILE) is 256",
+                                       "hard limit 256", NULL};
+    expect_run("--nofile=256:256", "--check-config", path, 2, want);
+    unsigned long need = fds_needed(run.err);
+    cr_expect_gt(need, 8192ul + 8192ul, "\"= N file descriptors\" missing or too small: %s",
+                 run.err);
+    expect_run("--nofile=256:256", "--config", path, 2, want);
+    cr_expect_null(strstr(run.out, "sluiced ready"), "it started anyway: %s", run.out);
+
+    /* Small limits: the figure it asks for is exactly the figure that fits. */
+    c.limits_json = "{\"max_connections\":100,\"max_tunnels\":50}";
+    cr_assert_eq(ts_config_write(&c, path, sizeof path), 0);
+    expect_run("--nofile=64:64", "--check-config", path, 2,
+               WANT("$.limits.max_connections (100)", "$.limits.max_tunnels (50)"));
+    need = fds_needed(run.err);
+    cr_assert_geq(need, 150, "%s", run.err);
+    char exact[64], short_by_one[64];
+    snprintf(exact, sizeof exact, "--nofile=%lu:%lu", need, need);
+    snprintf(short_by_one, sizeof short_by_one, "--nofile=%lu:%lu", need - 1, need - 1);
+    expect_run(exact, "--check-config", path, 0, WANT("config ok"));
+    expect_run(short_by_one, "--check-config", path, 2, WANT("max_tunnels (50)"));
+    /* The soft limit is raised to the hard one before judging. */
+    snprintf(exact, sizeof exact, "--nofile=64:%lu", need);
+    expect_run(exact, "--check-config", path, 0, WANT("config ok"));
+}
+
+Test(cli, soft_fd_limit_is_raised_to_the_hard_limit, .fini = teardown, .timeout = 60)
+{
+    need_build();
+    char path[PATH_MAX], bin[PATH_MAX];
+    ts_config_t c;
+    ts_fixture_std_config(&c, AF_INET, "127.0.0.1:9");
+    c.limits_json = "{\"max_connections\":1000,\"max_tunnels\":1000}"; /* > 256, < 4096 */
+    cr_assert_eq(ts_config_write(&c, path, sizeof path), 0);
+    cr_assert_eq(ts_build_path(NULL, "sluiced", bin, sizeof bin), 0);
+
+    /* prlimit execs the command, so the pid is sluiced's. */
+    char *argv[] = {"prlimit", "--nofile=256:4096", bin, "--config", path, NULL};
+    cr_assert_eq(ts_proc_spawn(&proc, "sluiced", argv, 0), 0);
+    cr_assert_eq(ts_proc_wait_line(&proc, "sluiced ready ", ts_deadline(ts_ms(15000)), NULL, 0),
+                 0, "sluiced did not start under a soft limit of 256 (hard 4096)");
+
+    char limits_path[64];
+    snprintf(limits_path, sizeof limits_path, "/proc/%d/limits", (int)proc.pid);
+    char *limits = ts_read_file(limits_path, 65536, NULL);
+    cr_assert_not_null(limits, "cannot read %s", limits_path);
+    const char *line = strstr(limits, "Max open files");
+    unsigned long soft = 0, hard = 0;
+    int n = line ? sscanf(line, "Max open files %lu %lu", &soft, &hard) : 0;
+    char copy[128] = "";
+    if (line)
+        snprintf(copy, sizeof copy, "%.*s", (int)strcspn(line, "\n"), line);
+    free(limits);
+    cr_assert_eq(n, 2, "no open file limit in %s", limits_path);
+    cr_expect_eq(hard, 4096, "%s", copy);
+    cr_expect_eq(soft, 4096, "the soft limit was not raised to the hard one: %s", copy);
+    cr_expect_eq(file_wait_text(proc.err_path, "open file limit 4096 (was 256)",
+                                ts_deadline(ts_ms(5000))),
+                 0, "the start-up line does not report the raised limit");
+    cr_expect_eq(ts_proc_stop(&proc, ts_deadline(ts_ms(10000))), 0);
 }
