@@ -24,8 +24,11 @@ override LDFLAGS += -fsanitize=address,undefined
 endif
 
 PROTO_SRC   := $(wildcard proto/*.c)
-GW_SRC      := $(filter-out gateway/main.c,$(wildcard gateway/*.c))
-SHIM_SRC    := $(wildcard client-shim/lib/*.c)
+# common/: I/O-edge helpers both sides use; linked into both libraries, so a
+# user of libsluice-shim.a links nothing new.
+COMMON_SRC  := $(wildcard common/*.c)
+GW_SRC      := $(filter-out gateway/main.c,$(wildcard gateway/*.c)) $(COMMON_SRC)
+SHIM_SRC    := $(wildcard client-shim/lib/*.c) $(COMMON_SRC)
 SHIMCLI_SRC := $(wildcard client-shim/cli/*.c)
 SUPPORT_SRC := $(wildcard tests/support/*.c)
 TEST_SRC    := $(wildcard tests/*/test_*.c)
@@ -67,9 +70,15 @@ $(DEMO): $(call obj,$(DEMO_SRC)) $(LIB_SUPPORT) $(LIB_SHIM) $(LIB_PROTO)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 # A test links the layer it tests and the layers below it. Tests may #include
-# a .c to reach its static functions.
+# a .c to reach its static functions. A test's object is made by a pattern
+# rule, so make would delete it as an intermediate and rebuild it every time:
+# keep it.
+.SECONDARY: $(call obj,$(TEST_SRC))
 TEST_LINK = $(CC) $(LDFLAGS) $^ $(LDLIBS) -lcriterion -o $@
 $(BUILD)/tests/proto/%: $(call obj,tests/proto/%.c) $(LIB_PROTO)
+	@mkdir -p $(@D)
+	$(TEST_LINK)
+$(BUILD)/tests/common/%: $(call obj,tests/common/%.c $(COMMON_SRC)) $(LIB_PROTO)
 	@mkdir -p $(@D)
 	$(TEST_LINK)
 $(BUILD)/tests/gateway/%: $(call obj,tests/gateway/%.c) $(LIB_GW) $(LIB_PROTO)

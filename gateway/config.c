@@ -25,10 +25,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../proto/hostport.h"
+#include "../proto/name.h"
 #include "json.h"
 
 #define CONFIG_FILE_MAX (1024u * 1024u) /* bytes; a real config is a few KiB */
-#define NAME_LEN_MAX 64u                /* region names and tenant ids */
 #define LISTEN_MAX 64u
 #define HOST_LEN_MAX 253u               /* RFC 1035 §2.3.4, dotted text form */
 #define QUOTE_MAX 64u                   /* bytes of a value echoed in a message */
@@ -59,23 +60,6 @@ static int fail(vctx_t *c, const char *fmt, ...)
         }
     }
     return -1;
-}
-
-static int is_name_char(unsigned char ch)
-{
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-           ch == '.' || ch == '_' || ch == '-';
-}
-
-/* Region names and tenant ids: 1..64 characters of [A-Za-z0-9._-]. */
-static int is_name(const char *s, size_t len)
-{
-    if (len == 0 || len > NAME_LEN_MAX)
-        return 0;
-    for (size_t i = 0; i < len; i++)
-        if (!is_name_char((unsigned char)s[i]))
-            return 0;
-    return 1;
 }
 
 /* Writes s as a JSON-ish quoted string, escaping quotes, backslashes and
@@ -121,7 +105,7 @@ static size_t path_push_key(vctx_t *c, const char *key, size_t klen)
     size_t mark = c->plen;
     int plain = klen > 0 && klen <= QUOTE_MAX;
     for (size_t i = 0; plain && i < klen; i++)
-        plain = is_name_char((unsigned char)key[i]) && key[i] != '.';
+        plain = name_char_valid((unsigned char)key[i]) && key[i] != '.';
     char q[QBUF];
     int n = plain ? snprintf(c->path + c->plen, sizeof c->path - c->plen, ".%.*s", (int)klen, key)
                   : snprintf(c->path + c->plen, sizeof c->path - c->plen, "[%s]",
@@ -261,7 +245,8 @@ static int all_digits_and_dots(const char *s, size_t len)
     return 1;
 }
 
-/* "IPv4:port", "[IPv6]:port", "hostname:port" -> out; "builtin:echo" only in
+/* "IPv4:port", "[IPv6]:port", "hostname:port" -> out (split by
+ * proto/hostport, as the shim splits its addresses); "builtin:echo" only in
  * pools. Hostnames are resolved now (getaddrinfo, first result): the snapshot
  * holds addresses, never names, so no lookup happens while serving. */
 static int addr_parse(vctx_t *c, const char *s, size_t len, enum addr_use use, cfg_addr_t *out)
@@ -275,35 +260,18 @@ static int addr_parse(vctx_t *c, const char *s, size_t len, enum addr_use use, c
         out->builtin_echo = 1;
         return 0;
     }
-    const char *colon = NULL;
-    for (size_t i = len; i-- > 0 && !colon;)
-        if (s[i] == ':')
-            colon = s + i;
-    if (!colon)
-        return fail(c, "%s is not host:port", q);
-    const char *host = s, *port = colon + 1;
-    size_t hlen = (size_t)(colon - s), plen = len - hlen - 1;
-    int v6 = hlen > 0 && host[0] == '[';
-    if (v6) {
-        if (hlen < 3 || host[hlen - 1] != ']')
-            return fail(c, "%s is not host:port", q);
-        host++;
-        hlen -= 2;
-    } else if (memchr(host, ':', hlen)) {
+    hostport_t hp;
+    int rc = hostport_split(s, len, 0, &hp);
+    if (rc == HOSTPORT_ERR_UNBRACKETED)
         return fail(c, "%s is not host:port (write an IPv6 address as [address]:port)", q);
-    }
-    if (hlen == 0)
-        return fail(c, "%s is not host:port", q);
-
-    unsigned long pnum = 0;
-    int pok = plen >= 1 && plen <= 5;
-    for (size_t i = 0; pok && i < plen; i++) {
-        pok = port[i] >= '0' && port[i] <= '9';
-        pnum = pnum * 10 + (unsigned long)(port[i] - '0');
-    }
-    if (!pok || pnum > 65535)
+    if (rc == HOSTPORT_ERR_PORT)
         return fail(c, "%s: the port must be an integer from 0 to 65535", q);
-    if (pnum == 0 && use == ADDR_BACKEND)
+    if (rc != HOSTPORT_OK)
+        return fail(c, "%s is not host:port", q);
+    const char *host = hp.host;
+    size_t hlen = hp.host_len;
+    int v6 = hp.bracketed;
+    if (hp.port == 0 && use == ADDR_BACKEND)
         return fail(c, "%s: port 0 is not allowed for a backend", q);
 
     char hbuf[HOST_LEN_MAX + 1], pbuf[8];
@@ -311,10 +279,10 @@ static int addr_parse(vctx_t *c, const char *s, size_t len, enum addr_use use, c
         return fail(c, "%s: the host name is longer than %u characters", q, HOST_LEN_MAX);
     memcpy(hbuf, host, hlen);
     hbuf[hlen] = '\0';
-    snprintf(pbuf, sizeof pbuf, "%lu", pnum);
+    snprintf(pbuf, sizeof pbuf, "%u", (unsigned)hp.port);
     if (!v6) {
         for (size_t i = 0; i < hlen; i++)
-            if (!is_name_char((unsigned char)hbuf[i]))
+            if (!name_char_valid((unsigned char)hbuf[i]))
                 return fail(c, "%s: the host is neither an IP address nor a host name", q);
         /* getaddrinfo would take "10.1" as 10.0.0.1; only dotted quads here. */
         struct in_addr a4;
@@ -326,7 +294,7 @@ static int addr_parse(vctx_t *c, const char *s, size_t len, enum addr_use use, c
     hints.ai_family = v6 ? AF_INET6 : AF_UNSPEC;
     hints.ai_socktype = use == ADDR_LISTEN ? SOCK_STREAM : SOCK_DGRAM;
     hints.ai_flags = AI_NUMERICSERV | (v6 ? AI_NUMERICHOST : 0);
-    int rc = getaddrinfo(hbuf, pbuf, &hints, &res);
+    rc = getaddrinfo(hbuf, pbuf, &hints, &res);
     if (rc != 0) {
         if (v6)
             return fail(c, "%s: the host is not a valid IPv6 address", q);
@@ -572,7 +540,7 @@ static int regions_parse(vctx_t *c, const json_t *v, config_t *cfg)
         const json_member_t *m = &v->members[i];
         cfg_region_t *r = &cfg->regions[i];
         size_t mark = path_push_key(c, m->key, m->klen);
-        if (!is_name(m->key, m->klen))
+        if (!name_valid(m->key, m->klen))
             return fail(c, "not a valid region name (1 to 64 characters of A-Z a-z 0-9 . _ -)");
         r->name = json_strdup(m->key, m->klen);
         if (!r->name)
@@ -701,7 +669,7 @@ static int tenant_parse(vctx_t *c, const json_t *v, const config_t *cfg, cfg_ten
     size_t mark = path_push_key(c, "id", 2);
     if (get_string(c, f[F_ID], "a tenant id", &s, &len))
         return -1;
-    if (!is_name(s, len))
+    if (!name_valid(s, len))
         return fail(c, "%s is not a valid tenant id (1 to 64 characters of A-Z a-z 0-9 . _ -)",
                     quote(s, len, d, sizeof d));
     t->id = json_strdup(s, len);
@@ -806,6 +774,21 @@ static int tenants_parse(vctx_t *c, const json_t *v, config_t *cfg)
     return 0;
 }
 
+/* What an unknown tenant's credential check must cost to look like a known
+ * one's: as many HMACs as the tenant with the most secrets, with the hash
+ * most tenants use. */
+static void credential_work(config_t *cfg)
+{
+    size_t sha256 = 0;
+    cfg->max_secrets = 1;
+    for (size_t i = 0; i < cfg->ntenants; i++) {
+        if (cfg->tenants[i].nsecrets > cfg->max_secrets)
+            cfg->max_secrets = cfg->tenants[i].nsecrets;
+        sha256 += cfg->tenants[i].hash == CRED_SHA256;
+    }
+    cfg->decoy_hash = 2 * sha256 >= cfg->ntenants && sha256 ? CRED_SHA256 : CRED_SHA1;
+}
+
 static int has_builtin_echo(const config_t *cfg)
 {
     for (size_t i = 0; i < cfg->nregions; i++)
@@ -867,6 +850,7 @@ static int root_parse(vctx_t *c, const json_t *root, config_t *cfg)
     if (tenants_parse(c, f[F_TENANTS], cfg))
         return -1;
     path_pop(c, mark);
+    credential_work(cfg);
     return 0;
 }
 

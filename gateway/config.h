@@ -86,6 +86,10 @@ typedef struct config {
     size_t nregions;
     cfg_tenant_t *tenants; /* sorted by id */
     size_t ntenants;
+    /* Credential work is padded to the same for every request, so timing does
+     * not reveal which tenants exist (request.c, cred_check_padded): */
+    size_t max_secrets;          /* the most secrets any tenant has (1 with no tenants) */
+    enum cred_hash decoy_hash;   /* the hash most tenants use (ties: SHA-256); for unknown tenants */
     cfg_limits_t limits;
     cfg_addr_t echo;      /* where the built-in echo binds ("127.0.0.1:0") */
     int has_echo;         /* 1 when any pool names builtin:echo */

@@ -1,11 +1,21 @@
 /*
- * log.h — one-line structured logs on stderr.
+ * log.h — one-line structured logs on stderr, and a rate limiter for events
+ * a peer can repeat at will.
  *
  * Logs are for operators: one line per connection or tunnel event, never one
  * per packet. Counters (counters.h) carry the per-packet story.
+ *
+ * Peer text is data, not log format: pass anything a client or backend sent
+ * through text_escape() (proto/text.h) before it reaches a format argument.
+ * As a last line of defence log_msg() replaces any C0 control or DEL left in
+ * the formatted line with '?', so a forgotten escape can never split a line
+ * or forge another; it is not a substitute for text_escape().
  */
 #ifndef SLUICE_LOG_H
 #define SLUICE_LOG_H
+
+#include <stdarg.h>
+#include <stdint.h>
 
 enum log_level {
     LOG_ERROR = 0,
@@ -14,9 +24,89 @@ enum log_level {
     LOG_DEBUG = 3,
 };
 
-/* Messages above this level are discarded (default LOG_INFO). */
+/* Messages above this level are discarded (default LOG_INFO). Set once at
+ * start-up, before the loop runs. */
 void log_set_level(enum log_level level);
 
+/* Writes "<UTC time> sluiced <level>: <message>" and a newline to stderr in
+ * one write. Lines longer than 1 KiB are cut. */
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void log_vmsg(enum log_level level, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+
+/*
+ * Rate limiting repeated events.
+ *
+ * A client can make the gateway log at will (a bad credential, a malformed
+ * request, a protocol error): one line each would let it flood the log and
+ * the disk. A log_limit_t, one per kind of event, lets at most `burst` lines
+ * through per `interval`; the rest are only counted. The first time the kind
+ * is logged after its interval has ended, one summary line goes first:
+ *
+ *   ... sluiced info: auth failure: 1234 similar lines suppressed in 10000 ms
+ *
+ * Windows are fixed: a window starts with the first event after the previous
+ * one ended, and allows `burst` lines.
+ *
+ * Embed the struct where the events are counted (the server, for events of
+ * all connections; a connection, for per-connection events) and initialise it
+ * with LOG_LIMIT_INIT:
+ *
+ *     s->auth_log = (log_limit_t)LOG_LIMIT_INIT("auth failure", 10, 10000);
+ *     ...
+ *     log_limited(&s->auth_log, compat_mono_ns(), LOG_INFO, "conn %s: %d %s", ...);
+ *
+ * or, when making the arguments costs something (escaping peer text), ask
+ * first and format only what will be written:
+ *
+ *     if (log_limit_take(&s->close_log, compat_mono_ns(), LOG_INFO)) {
+ *         char reason[TEXT_ESCAPE_CAP(64)];
+ *         text_escape(reason, sizeof reason, p, n);
+ *         log_msg(LOG_INFO, "tunnel %s: client CLOSE: %s", id, reason);
+ *     }
+ *
+ * Time: `now` is CLOCK_MONOTONIC in nanoseconds, compat_mono_ns()
+ * (common/compat.h). Not ev_now(): libev's loop time follows the wall clock,
+ * which can jump. A `now` earlier than the window's start (it cannot happen
+ * with a monotonic clock) starts a new window rather than muting the kind.
+ *
+ * Cost: an event that is suppressed costs a level compare, a subtraction and
+ * compare, and an increment; nothing is formatted. No allocation ever.
+ *
+ * A burst followed by silence is reported only when the kind is next logged.
+ * Call log_limit_flush() from a periodic timer to report it as soon as the
+ * window ends, and with now = UINT64_MAX at shutdown to report what is left.
+ *
+ * Not thread-safe: one log_limit_t belongs to one event loop.
+ */
+typedef struct log_limit {
+    const char *what;     /* the kind of event, named in the summary line (static) */
+    uint32_t burst;       /* lines allowed per window (0 mutes the kind, still counting) */
+    uint64_t interval_ns; /* window length */
+    uint64_t _start;      /* start of the current window */
+    uint32_t _lines;      /* lines let through in the current window */
+    uint64_t _suppressed; /* events counted but not logged in the current window */
+    enum log_level _level; /* level of the events counted (for the summary line) */
+} log_limit_t;
+
+#define LOG_LIMIT_INIT(what_, burst_, interval_ms_)                                            \
+    {                                                                                          \
+        .what = (what_), .burst = (burst_), .interval_ns = (uint64_t)(interval_ms_)*1000000u  \
+    }
+
+/* Decides one event of this kind at time now. Returns 1 when its line should
+ * be written (the caller then writes it with log_msg), after first writing
+ * the summary of the previous window if lines were suppressed there. Returns
+ * 0 when the line is to be dropped: counted when the level is enabled, not
+ * even counted when it is above the log level. */
+int log_limit_take(log_limit_t *lim, uint64_t now, enum log_level level);
+
+/* log_limit_take, then log_msg when it allows. */
+void log_limited(log_limit_t *lim, uint64_t now, enum log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Writes the summary of a window that has ended with lines suppressed, and
+ * starts a fresh window. now = UINT64_MAX ends any window (shutdown). */
+void log_limit_flush(log_limit_t *lim, uint64_t now);
 
 #endif

@@ -2,16 +2,19 @@
  * sluiced — the sluice gateway: HTTP/2 over TLS in, UDP to configured
  * backends out. See docs/architecture.md and proto/README.md.
  */
+#include <errno.h>
 #include <ev.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "config.h"
 #include "log.h"
 #include "server.h"
+#include "tls.h"
 #include "util.h"
 
 #define SLUICE_VERSION "0.1.0"
@@ -35,12 +38,14 @@ static void usage(FILE *out)
           "When ready, prints one line on stdout:\n"
           "  sluiced ready listen=ADDR:PORT ... [echo=ADDR:PORT]\n"
           "SIGINT/SIGTERM drain gracefully (CLOSE to every tunnel, GOAWAY); a second\n"
-          "signal stops at once. Exit status: 0 ok, 1 runtime error, 2 bad usage/config.\n",
+          "signal stops at once. SIGHUP is logged and ignored (no reload yet).\n"
+          "Exit status: 0 ok, 1 runtime error, 2 bad usage/config (the config file,\n"
+          "its TLS files, or a file descriptor limit too low for its limits).\n",
           out);
 }
 
 typedef struct signals {
-    ev_signal term, intr;
+    ev_signal term, intr, hup;
     server_t *srv;
 } signals_t;
 
@@ -51,15 +56,98 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
     server_drain(sig->srv);
 }
 
+/* SIGHUP's default action would kill the gateway on the signal an operator
+ * sends to ask for a reload; until reload exists it is refused out loud. */
+static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    log_msg(LOG_WARN, "SIGHUP ignored: reload is not implemented yet; restart to apply a "
+                      "new config");
+}
+
+/* File descriptors besides connections and tunnels: stdio, libev's epoll and
+ * signal descriptors, OpenSSL's random source, and slack; plus one per
+ * listener and one for the built-in echo (counted in fd_limit_check). */
+#define FD_RESERVE 32u
+
+/* Raises the soft RLIMIT_NOFILE to the hard limit: every connection holds a
+ * socket and every tunnel a UDP socket, and the usual soft default (1024) is
+ * far below the default limits. A hard limit of "unlimited" cannot be the soft
+ * limit on Linux (it is capped by fs.nr_open): 2^20, the default cap, is
+ * tried instead. Failure leaves the soft limit as it was; fd_limit_check then
+ * judges it. Returns the limit before the change (0 when unknown). */
+static rlim_t fd_limit_raise(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return 0;
+    rlim_t before = rl.rlim_cur;
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= rl.rlim_max)
+        return before;
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY ? (rlim_t)1 << 20 : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        log_msg(LOG_WARN, "cannot raise the open file limit from %llu to %llu: %s",
+                (unsigned long long)before, (unsigned long long)rl.rlim_cur, strerror(errno));
+    return before;
+}
+
+/* Refuses a config whose connections and tunnels cannot all have their
+ * descriptor under the current soft limit: accept() or socket() would fail
+ * under load instead. Returns 0, or -1 with err naming the limits. */
+static int fd_limit_check(const config_t *cfg, char *err, size_t errlen)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        snprintf(err, errlen, "cannot read the open file limit (RLIMIT_NOFILE): %s",
+                 strerror(errno));
+        return -1;
+    }
+    uint64_t reserve = FD_RESERVE + cfg->nlisten + (cfg->has_echo ? 1u : 0u);
+    uint64_t need = (uint64_t)cfg->limits.max_connections + cfg->limits.max_tunnels + reserve;
+    if (rl.rlim_cur == RLIM_INFINITY || need <= (uint64_t)rl.rlim_cur)
+        return 0;
+    char hard[32];
+    if (rl.rlim_max == RLIM_INFINITY)
+        snprintf(hard, sizeof hard, "unlimited");
+    else
+        snprintf(hard, sizeof hard, "%llu", (unsigned long long)rl.rlim_max);
+    snprintf(err, errlen,
+             "$.limits.max_connections (%u) + $.limits.max_tunnels (%u) + %llu reserved "
+             "(listeners, echo, stdio, event loop) = %llu file descriptors, but the open "
+             "file limit (RLIMIT_NOFILE) is %llu (hard limit %s): lower those limits or raise "
+             "the hard limit (ulimit -Hn, systemd LimitNOFILE=)",
+             cfg->limits.max_connections, cfg->limits.max_tunnels, (unsigned long long)reserve,
+             (unsigned long long)need, (unsigned long long)rl.rlim_cur, hard);
+    return -1;
+}
+
+/* What start-up checks beyond the config file itself, shared with
+ * --check-config so that "config ok" means the gateway would start: the TLS
+ * files load and match (the very function server_init uses), and the
+ * descriptor limit fits. Call fd_limit_raise first. */
+static int preflight(const config_t *cfg, char *err, size_t errlen)
+{
+    SSL_CTX *ctx = tls_server_ctx(cfg->cert_file, cfg->key_file, err, errlen);
+    if (!ctx)
+        return -1;
+    SSL_CTX_free(ctx);
+    return fd_limit_check(cfg, err, errlen);
+}
+
 static int check_config(const char *path)
 {
-    char err[512];
+    char err[1024];
     config_t *cfg = config_load(path, err, sizeof err);
     if (!cfg) {
         fprintf(stderr, "%s\n", err);
         return 2;
     }
+    fd_limit_raise();
+    int rc = preflight(cfg, err, sizeof err);
     config_unref(cfg);
+    if (rc < 0) {
+        fprintf(stderr, "%s: %s\n", path, err);
+        return 2;
+    }
     puts("config ok");
     return 0;
 }
@@ -108,13 +196,20 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    char err[512];
+    char err[1024];
     config_t *cfg = config_load(config_path, err, sizeof err);
     if (!cfg) {
         fprintf(stderr, "sluiced: %s\n", err);
         return 2;
     }
+    rlim_t fd_before = fd_limit_raise();
+    if (preflight(cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "sluiced: %s: %s\n", config_path, err);
+        config_unref(cfg);
+        return 2;
+    }
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGHUP, SIG_IGN); /* until the loop's watcher takes over (on_hup) */
     struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
     server_t srv;
     int rc = server_init(&srv, loop, cfg, err, sizeof err);
@@ -127,11 +222,17 @@ int main(int argc, char **argv)
     signals_t sig = {.srv = &srv};
     ev_signal_init(&sig.term, on_signal, SIGTERM);
     ev_signal_init(&sig.intr, on_signal, SIGINT);
-    sig.term.data = sig.intr.data = &sig;
+    ev_signal_init(&sig.hup, on_hup, SIGHUP);
+    sig.term.data = sig.intr.data = sig.hup.data = &sig;
     ev_signal_start(loop, &sig.term);
     ev_signal_start(loop, &sig.intr);
+    ev_signal_start(loop, &sig.hup);
 
-    log_msg(LOG_INFO, "sluiced %s started, region %s", SLUICE_VERSION, srv.cfg->region);
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    log_msg(LOG_INFO, "sluiced %s started, region %s, open file limit %llu (was %llu)",
+            SLUICE_VERSION, srv.cfg->region, (unsigned long long)rl.rlim_cur,
+            (unsigned long long)fd_before);
     server_print_ready(&srv, stdout);
     ev_run(loop, 0);
 
@@ -140,6 +241,7 @@ int main(int argc, char **argv)
             (unsigned long long)k->conns_accepted, (unsigned long long)k->tunnels_opened);
     ev_signal_stop(loop, &sig.term);
     ev_signal_stop(loop, &sig.intr);
+    ev_signal_stop(loop, &sig.hup);
     server_dispose(&srv);
     ev_loop_destroy(loop);
     return 0;

@@ -3,6 +3,8 @@
 
 #include <string.h>
 
+#include "../proto/name.h"
+
 static const struct {
     const char *name;
     size_t len;
@@ -37,20 +39,6 @@ void request_add_header(req_headers_t *h, const uint8_t *name, size_t namelen,
         dst[valuelen] = '\0';
         return;
     }
-}
-
-/* Tenant ids and region names: 1..64 of [A-Za-z0-9._-] (docs/configuration.md). */
-static int is_name(const char *s, size_t len)
-{
-    if (len == 0 || len > 64)
-        return 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return 0;
-    }
-    return 1;
 }
 
 typedef struct span {
@@ -88,7 +76,7 @@ static int parse_query(span_t query, span_t *region)
     if (query.len < sizeof key - 1 || memcmp(query.p, key, sizeof key - 1) != 0)
         return -1;
     *region = (span_t){query.p + sizeof key - 1, query.len - (sizeof key - 1)};
-    return is_name(region->p, region->len) ? 0 : -1;
+    return name_valid(region->p, region->len) ? 0 : -1;
 }
 
 #define REJECT(status, text)                                                                   \
@@ -116,7 +104,7 @@ int request_route(const config_t *cfg, const req_headers_t *h, uint64_t now,
         REJECT(400, "request header repeated");
     if (strcmp(h->scheme, "https") != 0)
         REJECT(400, ":scheme must be https");
-    if (!is_name(tenant_id.p, tenant_id.len))
+    if (!name_valid(tenant_id.p, tenant_id.len))
         REJECT(400, "malformed tenant id");
     if (parse_query(query, &region_name) < 0)
         REJECT(400, "malformed query; the only parameter is region=<name>");
@@ -137,13 +125,14 @@ int request_route(const config_t *cfg, const req_headers_t *h, uint64_t now,
     if (expiry <= now)
         REJECT(401, "credential expired");
 
+    /* The same work whether the tenant exists or not, however many secrets it
+     * has and however far ahead the expiry is: cfg->max_secrets HMACs, all
+     * before expiry and max_ttl are judged. An unknown tenant gets no
+     * secrets (a built-in decoy key does the work) and the most common hash. */
     const cfg_tenant_t *t = config_tenant(cfg, tenant_id.p, tenant_id.len);
-    /* An unknown tenant still costs one HMAC, so timing does not tell it apart. */
-    static const uint8_t decoy_key[] = "sluice-decoy-secret";
-    const cred_secret_t decoy = {decoy_key, sizeof decoy_key - 1};
-    int rc = cred_check(t ? t->hash : CRED_SHA1, t ? t->secrets : &decoy, t ? t->nsecrets : 1,
-                        h->username, ulen, h->credential, strlen(h->credential), now,
-                        t ? t->max_ttl : 0);
+    int rc = cred_check_padded(t ? t->hash : cfg->decoy_hash, t ? t->secrets : NULL,
+                               t ? t->nsecrets : 0, h->username, ulen, h->credential,
+                               strlen(h->credential), now, t ? t->max_ttl : 0, cfg->max_secrets);
     if (!t || rc != CRED_OK)
         REJECT(401, bad_cred);
 

@@ -6,8 +6,9 @@
  * syntax), then request_route() checks, in this order: path (404), method
  * (405), request syntax (400), credentials (401), tenant permissions (403) and
  * backend availability (503). Unknown tenants, wrong secrets and credentials
- * too far ahead all get the same 401 reason, so responses never reveal which
- * tenants exist.
+ * too far ahead all get the same 401 reason, and the same credential work
+ * (config_t.max_secrets HMACs, see cred_check_padded), so neither the response
+ * nor its timing reveals which tenants exist or how many secrets they have.
  */
 #ifndef SLUICE_REQUEST_H
 #define SLUICE_REQUEST_H

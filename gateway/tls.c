@@ -1,19 +1,35 @@
 /* tls.c — see tls.h. */
 #include "tls.h"
 
+#include <errno.h>
 #include <openssl/err.h>
+#include <openssl/x509.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+
+#include "../common/tlserr.h"
 
 const char *tls_last_error(char *buf, size_t cap)
 {
-    unsigned long e = ERR_get_error();
-    if (e == 0)
-        snprintf(buf, cap, "unknown TLS error");
-    else
-        ERR_error_string_n(e, buf, cap);
-    ERR_clear_error();
-    return buf;
+    return tlserr_take(buf, cap, "unknown TLS error");
+}
+
+/* A missing file or a directory gets a plain message; OpenSSL's for a
+ * directory ("no start line", "unsupported") does not say what is wrong.
+ * Whatever else is wrong with the file, OpenSSL says as it reads it. */
+static int pem_file_check(const char *what, const char *path, char *err, size_t errlen)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        snprintf(err, errlen, "%s %s: %s", what, path, strerror(errno));
+        return -1;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "%s %s: is a directory, not a PEM file", what, path);
+        return -1;
+    }
+    return 0;
 }
 
 /* RFC 9113 §3.2: h2 over TLS is chosen with ALPN. A client that offers no h2
@@ -47,15 +63,29 @@ SSL_CTX *tls_server_ctx(const char *cert_file, const char *key_file, char *err, 
     SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20");
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    if (pem_file_check("certificate", cert_file, err, errlen) < 0 ||
+        pem_file_check("private key", key_file, err, errlen) < 0)
+        goto fail;
     if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
         snprintf(err, errlen, "certificate %s: %s", cert_file, tls_last_error(why, sizeof why));
         goto fail;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1) {
-        snprintf(err, errlen, "private key %s: %s", key_file, tls_last_error(why, sizeof why));
+        /* OpenSSL checks the key against the certificate as it loads it. */
+        unsigned long e = ERR_peek_error();
+        int mismatch = ERR_GET_LIB(e) == ERR_LIB_X509 &&
+                       (ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH ||
+                        ERR_GET_REASON(e) == X509_R_KEY_TYPE_MISMATCH);
+        tls_last_error(why, sizeof why);
+        if (mismatch)
+            snprintf(err, errlen, "private key %s does not match certificate %s (%s)", key_file,
+                     cert_file, why);
+        else
+            snprintf(err, errlen, "private key %s: %s", key_file, why);
         goto fail;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
+        tls_last_error(why, sizeof why);
         snprintf(err, errlen, "private key %s does not match certificate %s", key_file,
                  cert_file);
         goto fail;

@@ -7,11 +7,16 @@
 #include <openssl/ssl.h>
 #include <stddef.h>
 
-/* Builds a server SSL_CTX from PEM files. Returns NULL with err filled
- * (including OpenSSL's reason) on failure. */
+/* Builds a server SSL_CTX from PEM files: the certificate chain (leaf first)
+ * and its private key, which must match. Returns NULL with err filled on
+ * failure, naming the file and what is wrong with it ("certificate F: No such
+ * file or directory", "... is a directory, not a PEM file", OpenSSL's reason
+ * for a file it cannot parse, "private key K does not match certificate C").
+ * Used at start-up and by --check-config, so both judge the files alike. */
 SSL_CTX *tls_server_ctx(const char *cert_file, const char *key_file, char *err, size_t errlen);
 
-/* The first error on OpenSSL's queue as text (clears the queue). */
+/* The first error on OpenSSL's queue as text (clears the queue); the
+ * gateway's name for tlserr_take (common/tlserr.h). */
 const char *tls_last_error(char *buf, size_t cap);
 
 #endif

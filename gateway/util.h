@@ -6,8 +6,8 @@
 #include <stdint.h>
 #include <time.h>
 
-/* Recovers the owner of an embedded member (a libev watcher, usually). */
-#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+/* container_of and compat_mono_ns, shared with the shim. */
+#include "../common/compat.h"
 
 /* Monotonic time in nanoseconds: ages and deadlines never follow the wall
  * clock (libev's ev_now() does). */

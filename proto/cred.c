@@ -145,30 +145,44 @@ int cred_check(enum cred_hash hash, const cred_secret_t *secrets, size_t nsecret
                const char *username, size_t username_len, const char *credential,
                size_t credential_len, uint64_t now, uint64_t max_ttl)
 {
+    return cred_check_padded(hash, secrets, nsecrets, username, username_len, credential,
+                             credential_len, now, max_ttl, 0);
+}
+
+int cred_check_padded(enum cred_hash hash, const cred_secret_t *secrets, size_t nsecrets,
+                      const char *username, size_t username_len, const char *credential,
+                      size_t credential_len, uint64_t now, uint64_t max_ttl, size_t min_hmacs)
+{
+    static const uint8_t decoy_key[] = "sluice-decoy-secret";
+    static const cred_secret_t decoy = {decoy_key, sizeof decoy_key - 1};
     uint64_t expiry;
     const char *user;
     size_t user_len;
     if (cred_parse_username(username, username_len, &expiry, &user, &user_len) != CRED_OK ||
         !b64_syntax_ok(credential, credential_len))
         return CRED_ERR_MALFORMED;
+
+    /* Every secret is tried and compared in constant time, and the results
+     * are OR-ed together, so the time taken does not say which secret
+     * matched. Padding HMACs (i >= nsecrets) redo the work with the first
+     * secret and never count. All of it happens before the expiry is judged,
+     * so "too far ahead" costs what "wrong secret" costs. Only the credential
+     * length (public: it follows from the hash) may short-cut a comparison. */
+    size_t rounds = nsecrets > min_hmacs ? nsecrets : min_hmacs;
+    char expected[CRED_B64_MAX + 1];
+    unsigned match = 0;
+    for (size_t i = 0; i < rounds; i++) {
+        const cred_secret_t *s = i < nsecrets ? &secrets[i] : nsecrets ? &secrets[0] : &decoy;
+        ssize_t n = cred_sign(hash, s->key, s->len, username, username_len, expected,
+                              sizeof(expected));
+        unsigned eq = n > 0 && (size_t)n == credential_len &&
+                      CRYPTO_memcmp(expected, credential, credential_len) == 0;
+        match |= eq & (i < nsecrets);
+    }
+    OPENSSL_cleanse(expected, sizeof(expected));
     if (expiry <= now)
         return CRED_ERR_EXPIRED;
     if (expiry - now > max_ttl) /* not now + max_ttl: that may wrap */
         return CRED_ERR_TOO_FAR;
-
-    /* Every secret is tried and compared in constant time, and the results
-     * are OR-ed together, so the time taken does not say which secret
-     * matched. Only the credential length (public: it follows from the hash)
-     * may short-cut a comparison. */
-    char expected[CRED_B64_MAX + 1];
-    unsigned match = 0;
-    for (size_t i = 0; i < nsecrets; i++) {
-        ssize_t n = cred_sign(hash, secrets[i].key, secrets[i].len, username, username_len,
-                              expected, sizeof(expected));
-        unsigned eq = n > 0 && (size_t)n == credential_len &&
-                      CRYPTO_memcmp(expected, credential, credential_len) == 0;
-        match |= eq;
-    }
-    OPENSSL_cleanse(expected, sizeof(expected));
     return match ? CRED_OK : CRED_ERR_MISMATCH;
 }

@@ -58,9 +58,24 @@ ssize_t cred_sign(enum cred_hash hash, const uint8_t *secret, size_t secret_len,
 
 /* Checks a username/credential pair at time now against every secret (rotation:
  * any one may match). Timing does not depend on which secret matched or on
- * where the credential differs. Returns CRED_OK or a negative cred_result. */
+ * where the credential differs. Returns CRED_OK or a negative cred_result,
+ * judged in this order: malformed, expired, too far ahead, mismatch.
+ * Same as cred_check_padded with min_hmacs 0. */
 int cred_check(enum cred_hash hash, const cred_secret_t *secrets, size_t nsecrets,
                const char *username, size_t username_len, const char *credential,
                size_t credential_len, uint64_t now, uint64_t max_ttl);
+
+/* cred_check, computing at least min_hmacs HMACs (the extra ones with the
+ * first secret, results discarded) and computing them before the expiry and
+ * max_ttl are judged. Once the username and credential parse, the time taken
+ * therefore depends only on max(nsecrets, min_hmacs), the hash and the
+ * lengths: a caller that passes the same min_hmacs for every tenant (the most
+ * secrets any tenant has), and a decoy secret for an unknown tenant, answers
+ * in the same time whether the tenant exists, how many secrets it has, and
+ * whether the expiry is too far ahead. nsecrets may be 0 (nothing matches; a
+ * built-in decoy key does the work). Results as cred_check. */
+int cred_check_padded(enum cred_hash hash, const cred_secret_t *secrets, size_t nsecrets,
+                      const char *username, size_t username_len, const char *credential,
+                      size_t credential_len, uint64_t now, uint64_t max_ttl, size_t min_hmacs);
 
 #endif

@@ -12,6 +12,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "../../proto/hostport.h"
+
 int shim__errf(char *err, size_t errlen, const char *fmt, ...)
 {
     va_list ap;
@@ -22,24 +24,6 @@ int shim__errf(char *err, size_t errlen, const char *fmt, ...)
         va_end(ap);
     }
     return -1;
-}
-
-/* Decimal port in s[0..len): 1 to 5 digits, at most 65535. */
-static int parse_port(const char *s, size_t len, uint16_t *port)
-{
-    unsigned long v = 0;
-
-    if (len == 0 || len > 5)
-        return -1;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        v = v * 10 + (unsigned long)(s[i] - '0');
-    }
-    if (v > 65535)
-        return -1;
-    *port = (uint16_t)v;
-    return 0;
 }
 
 int shim_host_ip_family(const char *host)
@@ -84,8 +68,10 @@ int shim_url_parse(const char *url, char *host, size_t hostcap, uint16_t *port, 
                    size_t errlen)
 {
     static const char scheme[] = "https://";
-    const char *p, *end, *h, *hend, *colon = NULL;
+    const char *p, *end, *h;
     size_t hlen;
+    hostport_t hp;
+    int rc;
 
     if (!url || strncasecmp(url, scheme, sizeof(scheme) - 1) != 0)
         return shim__errf(err, errlen, "gateway URL must start with https://");
@@ -103,24 +89,18 @@ int shim_url_parse(const char *url, char *host, size_t hostcap, uint16_t *port, 
     if (p == end)
         return shim__errf(err, errlen, "gateway URL has no host");
 
-    if (*p == '[') {
-        h = p + 1;
-        hend = memchr(h, ']', (size_t)(end - h));
-        if (!hend)
-            return shim__errf(err, errlen, "gateway URL: missing ']' after IPv6 address");
-        if (hend + 1 < end) {
-            if (hend[1] != ':')
-                return shim__errf(err, errlen, "gateway URL: expected ':' after ']'");
-            colon = hend + 1;
-        }
-    } else {
-        h = p;
-        colon = memchr(p, ':', (size_t)(end - p));
-        hend = colon ? colon : end;
-    }
-    hlen = (size_t)(hend - h);
-    if (hlen == 0)
+    rc = hostport_split(p, (size_t)(end - p), HOSTPORT_PORT_OPTIONAL, &hp);
+    if (rc == HOSTPORT_ERR_EMPTY_HOST)
         return shim__errf(err, errlen, "gateway URL has no host");
+    if (rc == HOSTPORT_ERR_PORT) {
+        const char *colon = memrchr(p, ':', (size_t)(end - p));
+        return shim__errf(err, errlen, "gateway URL: bad port '%.*s'", (int)(end - colon - 1),
+                          colon + 1);
+    }
+    if (rc != HOSTPORT_OK)
+        return shim__errf(err, errlen, "gateway URL: %s", hostport_strerror(rc));
+    h = hp.host;
+    hlen = hp.host_len;
     if (hlen >= hostcap || hlen > SHIM_HOST_MAX)
         return shim__errf(err, errlen, "gateway host is too long");
     memcpy(host, h, hlen);
@@ -133,12 +113,9 @@ int shim_url_parse(const char *url, char *host, size_t hostcap, uint16_t *port, 
         return shim__errf(err, errlen, "gateway URL: '%s' is not a valid host name", host);
     }
 
-    *port = 443;
-    if (colon) {
-        if (parse_port(colon + 1, (size_t)(end - colon - 1), port) < 0 || *port == 0)
-            return shim__errf(err, errlen, "gateway URL: bad port '%.*s'", (int)(end - colon - 1),
-                        colon + 1);
-    }
+    *port = hp.has_port ? hp.port : 443;
+    if (*port == 0)
+        return shim__errf(err, errlen, "gateway URL: port 0 is not allowed");
     return 0;
 }
 
@@ -146,36 +123,23 @@ int shim_addr_parse(const char *s, struct sockaddr_storage *ss, socklen_t *len, 
                     size_t errlen)
 {
     char host[SHIM_ADDRSTR_MAX];
-    const char *colon, *h;
-    size_t hlen;
+    hostport_t hp;
     uint16_t port;
     struct addrinfo hints, *res = NULL;
     int rc;
 
     if (!s || !*s)
         return shim__errf(err, errlen, "empty address");
-    if (*s == '[') {
-        const char *rb = strchr(s, ']');
-        if (!rb || rb[1] != ':')
-            return shim__errf(err, errlen, "'%s': expected [IPv6]:port", s);
-        h = s + 1;
-        hlen = (size_t)(rb - h);
-        colon = rb + 1;
-    } else {
-        colon = strrchr(s, ':');
-        if (!colon)
-            return shim__errf(err, errlen, "'%s': expected address:port", s);
-        h = s;
-        hlen = (size_t)(colon - s);
-        if (memchr(h, ':', hlen))
-            return shim__errf(err, errlen, "'%s': put an IPv6 address in brackets", s);
-    }
-    if (hlen == 0 || hlen >= sizeof(host))
-        return shim__errf(err, errlen, "'%s': bad address", s);
-    memcpy(host, h, hlen);
-    host[hlen] = '\0';
-    if (parse_port(colon + 1, strlen(colon + 1), &port) < 0)
+    rc = hostport_split(s, strlen(s), 0, &hp);
+    if (rc == HOSTPORT_ERR_PORT)
         return shim__errf(err, errlen, "'%s': bad port", s);
+    if (rc != HOSTPORT_OK)
+        return shim__errf(err, errlen, "'%s': %s", s, hostport_strerror(rc));
+    if (hp.host_len >= sizeof(host))
+        return shim__errf(err, errlen, "'%s': bad address", s);
+    memcpy(host, hp.host, hp.host_len);
+    host[hp.host_len] = '\0';
+    port = hp.port;
 
     /* getaddrinfo also takes inet_aton() shorthands ("1.2.3"); be strict. */
     if (*s != '[' && shim_host_ip_family(host) != 4)

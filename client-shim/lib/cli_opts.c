@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../../proto/name.h"
+
 static const char usage[] =
     "Usage: sluice-shim --gateway https://HOST[:PORT] --tenant ID --kind sfu|turn\n"
     "                   --listen ADDR:PORT (--username U --credential C | --secret S)\n"
@@ -118,14 +120,16 @@ static int validate(shim_cli_opts_t *o, const char *val[O_COUNT], char *err, siz
         return -1;
 
     o->tenant = val[O_TENANT];
-    if (!shim_token_valid(o->tenant, 128))
-        return shim__errf(err, errlen, "--tenant: expected letters, digits, '.', '_', '~' or '-'");
+    if (!name_valid(o->tenant, strlen(o->tenant)))
+        return shim__errf(err, errlen,
+                          "--tenant: expected 1 to 64 letters, digits, '.', '_' or '-'");
     o->kind = val[O_KIND];
     if (strcmp(o->kind, "sfu") != 0 && strcmp(o->kind, "turn") != 0)
         return shim__errf(err, errlen, "--kind: expected sfu or turn, not '%s'", o->kind);
     o->region = val[O_REGION];
-    if (o->region && !shim_token_valid(o->region, 128))
-        return shim__errf(err, errlen, "--region: expected letters, digits, '.', '_', '~' or '-'");
+    if (o->region && !name_valid(o->region, strlen(o->region)))
+        return shim__errf(err, errlen,
+                          "--region: expected 1 to 64 letters, digits, '.', '_' or '-'");
 
     o->listen_str = val[O_LISTEN];
     if (shim_addr_parse(o->listen_str, &o->listen, &o->listen_len, err, errlen) < 0) {

@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "../../common/tlserr.h"
 #include "shim_addr.h"
 #include "shim_internal.h"
 
@@ -113,8 +114,7 @@ static int client_tls_write(sluice_client_t *c)
 
     if (n <= 0 || (size_t)n != c->_txlen) {
         char e[200];
-        ERR_error_string_n(ERR_get_error(), e, sizeof(e));
-        ERR_clear_error();
+        tlserr_take(e, sizeof(e), "unknown error");
         shim_client__end(c, SLUICE_FAILED, "TLS write failed: %s", e);
         return -1;
     }
@@ -398,10 +398,8 @@ static int client_tls_in(sluice_client_t *c)
             c->_peer_close_notify = 1;
             return 0;
         default: {
-            unsigned long e = ERR_get_error();
-            ERR_error_string_n(e, err, sizeof(err));
-            ERR_clear_error();
-            shim_client__end(c, SLUICE_FAILED, "TLS error: %s", e ? err : "connection broken");
+            tlserr_take(err, sizeof(err), "connection broken");
+            shim_client__end(c, SLUICE_FAILED, "TLS error: %s", err);
             return -1;
         }
         }

@@ -13,19 +13,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../../common/tlserr.h"
 #include "shim_addr.h"
 #include "shim_internal.h"
-
-static void tls_err_text(char *buf, size_t cap)
-{
-    unsigned long e = ERR_get_error();
-
-    if (e)
-        ERR_error_string_n(e, buf, cap);
-    else
-        snprintf(buf, cap, "unknown error");
-    ERR_clear_error();
-}
 
 SSL_CTX *shim_tls__ctx_new(const char *ca_file, char *err, size_t errlen)
 {
@@ -34,7 +24,7 @@ SSL_CTX *shim_tls__ctx_new(const char *ca_file, char *err, size_t errlen)
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
 
     if (!ctx) {
-        tls_err_text(e, sizeof(e));
+        tlserr_take(e, sizeof(e), "unknown error");
         snprintf(err, errlen, "cannot create TLS context: %s", e);
         return NULL;
     }
@@ -49,13 +39,13 @@ SSL_CTX *shim_tls__ctx_new(const char *ca_file, char *err, size_t errlen)
     }
     if (ca_file) {
         if (SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
-            tls_err_text(e, sizeof(e));
+            tlserr_take(e, sizeof(e), "unknown error");
             snprintf(err, errlen, "cannot load CA file '%s': %s", ca_file, e);
             SSL_CTX_free(ctx);
             return NULL;
         }
     } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
-        tls_err_text(e, sizeof(e));
+        tlserr_take(e, sizeof(e), "unknown error");
         snprintf(err, errlen, "cannot load the system trust store: %s", e);
         SSL_CTX_free(ctx);
         return NULL;
@@ -126,10 +116,10 @@ int shim_tls__handshake(sluice_client_t *c, char *err, size_t errlen)
             ERR_clear_error();
         } else if (se == SSL_ERROR_SSL &&
                    ERR_GET_REASON(ERR_peek_error()) == SSL_R_TLSV1_ALERT_NO_APPLICATION_PROTOCOL) {
-            tls_err_text(e, sizeof(e));
+            tlserr_take(e, sizeof(e), "unknown error");
             snprintf(err, errlen, "gateway did not negotiate HTTP/2 (ALPN h2): %s", e);
         } else if (se == SSL_ERROR_SSL) {
-            tls_err_text(e, sizeof(e));
+            tlserr_take(e, sizeof(e), "unknown error");
             snprintf(err, errlen, "TLS handshake failed: %s", e);
         } else {
             ERR_clear_error();

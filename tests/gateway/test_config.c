@@ -315,6 +315,33 @@ Test(config, empty_tenants_and_ipv6_listen_only)
     config_unref(cfg);
 }
 
+/* The credential work every request is padded to (request.c). */
+Test(config, credential_work_is_the_largest_tenant)
+{
+    static const struct {
+        const char *tenants;
+        size_t max_secrets;
+        enum cred_hash hash;
+    } cases[] = {
+        {"[]", 1, CRED_SHA1},
+        {"[{'id':'a','secrets':['1'],'regions':['local']}]", 1, CRED_SHA1},
+        {"[{'id':'a','secrets':['1','2'],'regions':['local']},"
+         "{'id':'b','secrets':['1','2','3','4','5'],'hash':'sha256','regions':['local']},"
+         "{'id':'c','secrets':['1'],'regions':['local']}]",
+         5, CRED_SHA1},
+        {"[{'id':'a','secrets':['1'],'hash':'sha256','regions':['local']},"
+         "{'id':'b','secrets':['1','2','3'],'regions':['local']}]",
+         3, CRED_SHA256},
+        {"[{'id':'a','secrets':['1'],'hash':'sha256','regions':['local']}]", 1, CRED_SHA256},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        config_t *cfg = parse_ok((doc_t){.tenants = cases[i].tenants});
+        cr_expect_eq(cfg->max_secrets, cases[i].max_secrets, "case %zu", i);
+        cr_expect_eq(cfg->decoy_hash, cases[i].hash, "case %zu", i);
+        config_unref(cfg);
+    }
+}
+
 Test(config, hostname_backend_and_echo_resolve)
 {
     config_t *cfg = parse_ok((doc_t){.regions = "{'local':{'turn':['localhost:3479']}}",

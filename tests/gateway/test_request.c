@@ -1,8 +1,10 @@
 /* test_request.c — request_route: statuses, their order, and no tenant enumeration. */
 #include <criterion/criterion.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "../../common/compat.h"
 #include "../../gateway/request.h"
 
 #define NOW 1700000000ull
@@ -216,4 +218,86 @@ Test(request, repeated_or_oversized_headers)
     h.scheme[0] = '\0';
     strcpy(h.scheme, "http");
     cr_assert_eq(route(&h, &why, &t), 400, ":scheme http is refused");
+}
+
+/* ---- timing: no tenant enumeration by response time ---------------------- */
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The credential check must cost the same for an unknown tenant, a tenant
+ * with one secret and one with several, with the expiry in range or too far
+ * ahead: cred_check_padded does cfg->max_secrets HMACs before judging the
+ * expiry. Median times of request_route over interleaved rounds (so load on
+ * the machine hits every case alike) must agree within 1.5x; before the fix
+ * an unknown tenant answered several times faster than a known one. */
+Test(request, credential_check_time_does_not_reveal_the_tenant, .timeout = 120)
+{
+    static const char json[] =
+        "{\"listen\":[\"127.0.0.1:0\"],\"tls\":{\"cert\":\"c\",\"key\":\"k\"},"
+        "\"region\":\"eu\",\"regions\":{\"eu\":{\"sfu\":[\"127.0.0.1:5000\"]}},"
+        "\"tenants\":["
+        "{\"id\":\"big\",\"secrets\":[\"s1\",\"s2\",\"s3\",\"s4\"],\"max_ttl\":3600,"
+        "\"regions\":[\"eu\"]},"
+        "{\"id\":\"one\",\"secrets\":[\"s\"],\"max_ttl\":3600,\"regions\":[\"eu\"]},"
+        "{\"id\":\"mid\",\"secrets\":[\"a\",\"b\"],\"regions\":[\"eu\"]},"
+        "{\"id\":\"strong\",\"secrets\":[\"k\"],\"hash\":\"sha256\",\"regions\":[\"eu\"]}]}";
+    char err[256];
+    config_t *tc = config_parse(json, sizeof json - 1, NULL, err, sizeof err);
+    cr_assert(tc, "%s", err);
+    cr_assert_eq(tc->max_secrets, 4);
+    cr_assert_eq(tc->decoy_hash, CRED_SHA1);
+
+    enum { NCASES = 7, ROUNDS = 1500, BATCH = 4 };
+    static const struct {
+        const char *name, *path;
+        uint64_t ahead;
+    } cases[NCASES] = {
+        {"unknown tenant", "/v1/tunnel/nosuchtenant/sfu", 60},
+        {"known, 4 secrets", "/v1/tunnel/big/sfu", 60},
+        {"known, 1 secret", "/v1/tunnel/one/sfu", 60},
+        {"unknown tenant, expiry too far ahead", "/v1/tunnel/nosuchtenant/sfu", 999999},
+        {"known, 4 secrets, expiry too far ahead", "/v1/tunnel/big/sfu", 999999},
+        {"known, 1 secret, expiry too far ahead", "/v1/tunnel/one/sfu", 999999},
+        {"known, 1 secret, SHA-256", "/v1/tunnel/strong/sfu", 60},
+    };
+    req_headers_t h[NCASES];
+    for (int c = 0; c < NCASES; c++) /* a well-formed credential from a wrong secret */
+        make(&h[c], "POST", cases[c].path, "not-the-secret",
+             strstr(cases[c].path, "strong") ? CRED_SHA256 : CRED_SHA1, NOW + cases[c].ahead);
+
+    uint64_t *samples = calloc((size_t)NCASES * ROUNDS, sizeof *samples);
+    cr_assert_not_null(samples);
+    for (int r = 0; r < ROUNDS; r++) {
+        for (int c = 0; c < NCASES; c++) {
+            req_target_t t;
+            const char *why;
+            int status = 0;
+            uint64_t t0 = compat_mono_ns();
+            for (int b = 0; b < BATCH; b++)
+                status |= request_route(tc, &h[c], NOW, &t, &why);
+            samples[c * ROUNDS + r] = compat_mono_ns() - t0;
+            cr_assert_eq(status, 401, "%s: %d", cases[c].name, status);
+        }
+    }
+    double median[NCASES], lo = 0, hi = 0;
+    for (int c = 0; c < NCASES; c++) {
+        qsort(samples + c * ROUNDS, ROUNDS, sizeof *samples, cmp_u64);
+        median[c] = (double)samples[c * ROUNDS + ROUNDS / 2] / BATCH;
+        lo = c == 0 || median[c] < lo ? median[c] : lo;
+        hi = c == 0 || median[c] > hi ? median[c] : hi;
+    }
+    free(samples);
+    for (int c = 0; c < NCASES; c++)
+        fprintf(stderr, "credential check timing: %-40s median %7.0f ns, %.3fx the unknown tenant\n",
+                cases[c].name, median[c], median[c] / median[0]);
+    fprintf(stderr, "credential check timing: slowest/fastest median = %.3f (limit 1.5)\n",
+            hi / lo);
+    config_unref(tc);
+    cr_expect_leq(hi / lo, 1.5,
+                  "median credential-check times differ by %.2fx: response time tells tenants "
+                  "apart", hi / lo);
 }

@@ -237,7 +237,7 @@ Test(cred, check_expired)
     cr_assert_eq(check(CRED_SHA1, ONE, 1, USER, SHA1_ALICE, EXPIRY, TTL), CRED_ERR_EXPIRED);
     cr_assert_eq(check(CRED_SHA1, ONE, 1, USER, SHA1_ALICE, EXPIRY + 1, TTL), CRED_ERR_EXPIRED);
     cr_assert_eq(check(CRED_SHA1, ONE, 1, USER, SHA1_ALICE, UINT64_MAX, TTL), CRED_ERR_EXPIRED);
-    /* Expiry is checked before the HMAC: a wrong credential still says expired. */
+    /* Expiry is judged before the match: a wrong credential still says expired. */
     cr_assert_eq(check(CRED_SHA1, ONE, 1, USER, SHA256_ALICE, EXPIRY, TTL), CRED_ERR_EXPIRED);
 }
 
@@ -251,7 +251,7 @@ Test(cred, check_too_far)
     cr_assert_eq(check(CRED_SHA1, ONE, 1, USER, SHA1_ALICE, 1, UINT64_MAX), CRED_OK);
     cr_assert_eq(check(CRED_SHA1, ONE, 1, USER, SHA1_ALICE, EXPIRY - 1, UINT64_MAX - 5),
                  CRED_OK);
-    /* Before the HMAC, too. */
+    /* Judged before the match, too. */
     cr_assert_eq(check(CRED_SHA1, ONE, 1, USER, SHA256_ALICE, 0, TTL), CRED_ERR_TOO_FAR);
 }
 
@@ -306,6 +306,49 @@ Test(cred, check_rotation)
     cr_assert_eq(check(CRED_SHA256, ROTATION, 3, USER,
                        "THzlORTlvzTRW5FBbUCgQyZxknKG5ruv7N1bNcjlMKI=", EXPIRY - 1, TTL),
                  CRED_OK);
+}
+
+/* Padding changes the work, never the result. */
+Test(cred, check_padded_same_results)
+{
+    static const struct {
+        const cred_secret_t *s;
+        size_t ns;
+        const char *user, *cred;
+        uint64_t now, ttl;
+    } cases[] = {
+        {ONE, 1, USER, SHA1_ALICE, EXPIRY - 1, TTL},                   /* ok */
+        {ONE, 1, USER, SHA1_ALICE, EXPIRY, TTL},                       /* expired */
+        {ONE, 1, USER, SHA1_ALICE, 0, TTL},                            /* too far */
+        {ONE, 1, USER, SHA256_ALICE, EXPIRY - 1, TTL},                 /* mismatch */
+        {ONE, 1, "x", SHA1_ALICE, EXPIRY - 1, TTL},                    /* malformed */
+        {ROTATION, 3, USER, "YRFDawKHq5/Sxmvimw4IsB4rFIo=", EXPIRY - 1, TTL}, /* 2nd of 3 */
+        {ROTATION, 3, USER, SHA1_ALICE, EXPIRY - 1, TTL},              /* none of 3 */
+        {NULL, 0, USER, SHA1_ALICE, EXPIRY - 1, TTL},                  /* no secrets */
+        {NULL, 0, USER, SHA1_ALICE, 0, 0},                             /* unknown tenant, far */
+    };
+    for (size_t i = 0; i < NELEM(cases); i++) {
+        int want = check(CRED_SHA1, cases[i].s, cases[i].ns, cases[i].user, cases[i].cred,
+                         cases[i].now, cases[i].ttl);
+        for (size_t pad = 0; pad <= 6; pad++) {
+            int got = cred_check_padded(CRED_SHA1, cases[i].s, cases[i].ns, cases[i].user,
+                                        strlen(cases[i].user), cases[i].cred,
+                                        strlen(cases[i].cred), cases[i].now, cases[i].ttl, pad);
+            cr_assert_eq(got, want, "case %zu, min_hmacs %zu: %s, want %s", i, pad,
+                         cred_strerror(got), cred_strerror(want));
+        }
+    }
+    /* With no secrets the padding runs on cred.c's built-in decoy key: even a
+     * credential made with that key matches nothing. */
+    static const char decoy[] = "sluice-decoy-secret";
+    char forged[CRED_B64_MAX + 1];
+    cr_assert_gt(cred_sign(CRED_SHA1, (const uint8_t *)decoy, sizeof decoy - 1, USER,
+                           strlen(USER), forged, sizeof forged),
+                 0);
+    for (size_t pad = 0; pad <= 3; pad++)
+        cr_assert_eq(cred_check_padded(CRED_SHA1, NULL, 0, USER, strlen(USER), forged,
+                                       strlen(forged), EXPIRY - 1, TTL, pad),
+                     CRED_ERR_MISMATCH, "min_hmacs %zu", pad);
 }
 
 Test(cred, check_sha256_tenant)
