@@ -131,7 +131,7 @@ static void host_gone(tunnel_t *t, int was_open)
 {
     conn_t *c = conn_of(t);
     if (was_open && --c->nopen == 0)
-        c->since = util_mono_ns(); /* the idle clock starts */
+        c->since = compat_mono_ns(); /* the idle clock starts */
 }
 
 /* After max_auth_failures 401s a connection gets GOAWAY: guessing costs a
@@ -142,7 +142,7 @@ static void host_refused(tunnel_t *t, int status)
     if (status != 401 || ++c->auth_failures != c->cfg->limits.max_auth_failures)
         return;
     c->srv->counters.auth_goaways++;
-    log_msg(LOG_INFO, "conn %s: %u failed authentications; GOAWAY", c->peer, c->auth_failures);
+    log_limited(&c->srv->logs.conn, compat_mono_ns(), LOG_INFO, "conn %s: %u failed authentications; GOAWAY", c->peer, c->auth_failures);
     c->draining = 1;
     c->host.refusing = 1;
     nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->h2),
@@ -190,7 +190,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     c->hdr_bytes += namelen + valuelen + 32;
     if (++c->hdr_count > H2_MAX_HEADERS || c->hdr_bytes > H2_MAX_HEADER_LIST) {
         c->srv->counters.header_overflows++;
-        log_msg(LOG_INFO, "conn %s stream %d: header list over %u bytes or %u fields; reset",
+        log_limited(&c->srv->logs.conn, compat_mono_ns(), LOG_INFO, "conn %s stream %d: header list over %u bytes or %u fields; reset",
                 c->peer, frame->hd.stream_id, H2_MAX_HEADER_LIST, H2_MAX_HEADERS);
         nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
                                   NGHTTP2_ENHANCE_YOUR_CALM);
@@ -213,7 +213,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
 static int frame_budget_take(conn_t *c)
 {
     uint32_t rate = c->cfg->limits.max_control_frames_s;
-    uint64_t now = util_mono_ns();
+    uint64_t now = compat_mono_ns();
     uint64_t earned = (now - c->frame_refill) * rate / 1000000000u;
     if (earned) {
         c->frame_tokens = earned >= rate - c->frame_tokens ? rate : c->frame_tokens + (uint32_t)earned;
@@ -379,7 +379,7 @@ static conn_t *conn_alloc(struct server *srv, int fd)
     srv->conns = c;
     srv->counters.conns_accepted++;
     srv->counters.conns_active++;
-    c->since = util_mono_ns();
+    c->since = compat_mono_ns();
     ev_init(&c->timer, conn_timer_cb);
     ev_init(&c->health, conn_health_cb);
     return c;
@@ -499,7 +499,7 @@ static void conn_calm(conn_t *c, const char *why)
     if (c->closing || (c->draining && nghttp2_session_want_read(c->h2) == 0))
         return;
     c->srv->counters.conns_calmed++;
-    log_msg(LOG_INFO, "conn %s: %s; GOAWAY(ENHANCE_YOUR_CALM)", c->peer, why);
+    log_limited(&c->srv->logs.conn, compat_mono_ns(), LOG_INFO, "conn %s: %s; GOAWAY(ENHANCE_YOUR_CALM)", c->peer, why);
     c->draining = 1;
     c->host.refusing = 1;
     nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->h2),
@@ -530,7 +530,7 @@ static int conn_check_tls(conn_t *c)
                                   "TLS required: this port speaks HTTP/2 over TLS only\n";
     ssize_t ignored = send(c->fd, refusal, sizeof refusal - 1, MSG_NOSIGNAL);
     (void)ignored;
-    log_msg(LOG_INFO, "conn %s: cleartext refused", c->peer);
+    log_limited(&c->srv->logs.conn, compat_mono_ns(), LOG_INFO, "conn %s: cleartext refused", c->peer);
     return -1;
 }
 
@@ -541,7 +541,7 @@ static int conn_start_h2(conn_t *c)
     if (c->ssl)
         SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
     if (alpn_len != 2 || memcmp(alpn, "h2", 2) != 0) {
-        log_msg(LOG_INFO, "conn %s: no ALPN h2", c->peer);
+        log_limited(&c->srv->logs.conn, compat_mono_ns(), LOG_INFO, "conn %s: no ALPN h2", c->peer);
         return -1;
     }
     server_t *srv = c->srv;
@@ -556,7 +556,7 @@ static int conn_start_h2(conn_t *c)
         nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, H2_CONN_WINDOW) != 0)
         return -1;
     c->state = CONN_H2;
-    c->since = c->last_rx = c->last_drain = c->frame_refill = util_mono_ns();
+    c->since = c->last_rx = c->last_drain = c->frame_refill = compat_mono_ns();
     c->frame_tokens = c->cfg->limits.max_control_frames_s;
     ev_timer_stop(srv->loop, &c->timer);
     ev_timer_set(&c->timer, c->cfg->limits.header_timeout_ms / 1000.0, 0.);
@@ -594,7 +594,7 @@ static int conn_handshake(conn_t *c)
     default: {
         char why[256];
         c->srv->counters.tls_failures++;
-        log_msg(LOG_INFO, "conn %s: TLS handshake failed: %s", c->peer,
+        log_limited(&c->srv->logs.conn, compat_mono_ns(), LOG_INFO, "conn %s: TLS handshake failed: %s", c->peer,
                 tls_last_error(why, sizeof why));
         return -1;
     }
@@ -613,7 +613,7 @@ static int conn_handshake(conn_t *c)
 static int conn_read(conn_t *c)
 {
     uint8_t buf[READ_CHUNK];
-    uint64_t now = util_mono_ns();
+    uint64_t now = compat_mono_ns();
     for (int i = 0; i < READS_PER_EVENT && !c->closing; i++) {
         ERR_clear_error();
         int n = SSL_read(c->ssl, buf, sizeof buf);
@@ -631,7 +631,7 @@ static int conn_read(conn_t *c)
         c->last_rx = now;
         ssize_t rv = nghttp2_session_mem_recv(c->h2, buf, (size_t)n);
         if (rv < 0) {
-            log_msg(LOG_INFO, "conn %s: HTTP/2 error: %s", c->peer, nghttp2_strerror((int)rv));
+            log_limited(&c->srv->logs.conn, compat_mono_ns(), LOG_INFO, "conn %s: HTTP/2 error: %s", c->peer, nghttp2_strerror((int)rv));
             return -1;
         }
     }
@@ -683,7 +683,7 @@ static int conn_write(conn_t *c)
             }
         }
         c->write_blocked = 0;
-        c->last_drain = util_mono_ns();
+        c->last_drain = compat_mono_ns();
         c->out_off += (size_t)w;
         if (c->out_off == c->out_len)
             c->out_off = c->out_len = 0;
@@ -750,11 +750,11 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     const cfg_limits_t *lim = &c->cfg->limits;
     if (c->state == CONN_HANDSHAKE) {
         c->srv->counters.tls_failures++;
-        log_msg(LOG_INFO, "conn %s: TLS handshake timeout", c->peer);
+        log_limited(&c->srv->logs.conn, compat_mono_ns(), LOG_INFO, "conn %s: TLS handshake timeout", c->peer);
         conn_close(c);
         return;
     }
-    uint64_t now = util_mono_ns(), deadline;
+    uint64_t now = compat_mono_ns(), deadline;
     if (c->draining && c->nopen == 0) {
         conn_close(c); /* GOAWAY had its grace period; the peer is not reading */
         return;
@@ -762,7 +762,7 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     if (!c->ever_opened) {
         deadline = c->since + (uint64_t)lim->header_timeout_ms * UTIL_MS_NS;
         if (now >= deadline) {
-            log_msg(LOG_INFO, "conn %s: no tunnel within the header timeout", c->peer);
+            log_limited(&c->srv->logs.conn, compat_mono_ns(), LOG_INFO, "conn %s: no tunnel within the header timeout", c->peer);
             conn_close(c);
             return;
         }
@@ -793,7 +793,7 @@ static void conn_health_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     conn_t *c = container_of(w, conn_t, health);
     const cfg_limits_t *lim = &c->cfg->limits;
-    uint64_t now = util_mono_ns();
+    uint64_t now = compat_mono_ns();
     uint64_t stall = (uint64_t)lim->write_stall_ms * UTIL_MS_NS;
     uint64_t interval = (uint64_t)lim->ping_interval_ms * UTIL_MS_NS;
     uint64_t timeout = (uint64_t)lim->ping_timeout_ms * UTIL_MS_NS;
@@ -806,7 +806,7 @@ static void conn_health_cb(struct ev_loop *loop, ev_timer *w, int revents)
     }
     if (since && now - since >= stall) {
         c->srv->counters.write_stalls++;
-        log_msg(LOG_INFO, "conn %s: no write progress for %u ms; GOAWAY and close", c->peer,
+        log_limited(&c->srv->logs.conn, compat_mono_ns(), LOG_INFO, "conn %s: no write progress for %u ms; GOAWAY and close", c->peer,
                 lim->write_stall_ms);
         nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE,
                               nghttp2_session_get_last_proc_stream_id(c->h2), NGHTTP2_NO_ERROR,
@@ -820,7 +820,7 @@ static void conn_health_cb(struct ev_loop *loop, ev_timer *w, int revents)
         c->ping_sent = 0; /* anything received proves the peer alive */
     if (c->ping_sent && now - c->ping_sent >= timeout) {
         c->srv->counters.ping_timeouts++;
-        log_msg(LOG_INFO, "conn %s: nothing received for %u ms after a PING; closing", c->peer,
+        log_limited(&c->srv->logs.conn, compat_mono_ns(), LOG_INFO, "conn %s: nothing received for %u ms after a PING; closing", c->peer,
                 lim->ping_timeout_ms);
         conn_close(c);
         return;

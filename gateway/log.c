@@ -89,3 +89,10 @@ void log_limit_flush(log_limit_t *lim, uint64_t now)
     if (lim->_suppressed && now - lim->_start >= lim->interval_ns)
         limit_roll(lim, now);
 }
+
+void log_limits_flush(log_limits_t *l, uint64_t now)
+{
+    log_limit_flush(&l->refused, now);
+    log_limit_flush(&l->tunnel, now);
+    log_limit_flush(&l->conn, now);
+}

@@ -109,4 +109,21 @@ void log_limited(log_limit_t *lim, uint64_t now, enum log_level level, const cha
  * starts a fresh window. now = UINT64_MAX ends any window (shutdown). */
 void log_limit_flush(log_limit_t *lim, uint64_t now);
 
+/* The gateway's limiters for events a peer causes at will, one set per loop:
+ * 10 lines per 10 s of each kind, then a summary. */
+typedef struct log_limits {
+    log_limit_t refused; /* requests answered 4xx/503 */
+    log_limit_t tunnel;  /* protocol errors, client CLOSEs, linger resets */
+    log_limit_t conn;    /* TLS failures, cleartext, deadlines, GOAWAYs, resets */
+} log_limits_t;
+
+#define LOG_LIMITS_INIT                                                                        \
+    {                                                                                          \
+        .refused = LOG_LIMIT_INIT("refused request", 10, 10000),                               \
+        .tunnel = LOG_LIMIT_INIT("tunnel event", 10, 10000),                                   \
+        .conn = LOG_LIMIT_INIT("connection event", 10, 10000),                                 \
+    }
+
+void log_limits_flush(log_limits_t *l, uint64_t now);
+
 #endif

@@ -83,7 +83,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         srclimit_key_t key;
         int rc = srclimit_admit(&s->sources, (struct sockaddr *)&peer, len,
                                 lim->max_pending_per_source, lim->handshakes_per_source_s,
-                                util_mono_ns(), &key);
+                                compat_mono_ns(), &key);
         if (rc != SRCLIMIT_OK) {
             s->counters.conns_refused++;
             if (rc == SRCLIMIT_RATE || rc == SRCLIMIT_PENDING || rc == SRCLIMIT_FULL)
@@ -136,7 +136,8 @@ int server_init(server_t *s, struct ev_loop *loop, config_t *cfg, char *err, siz
     ev_init(&s->accept_pause, accept_resume_cb);
     ev_prepare_init(&s->prepare, prepare_cb);
     ev_prepare_start(loop, &s->prepare);
-    s->env = (tunnel_env_t){.loop = loop, .counters = &s->counters};
+    s->logs = (log_limits_t)LOG_LIMITS_INIT;
+    s->env = (tunnel_env_t){.loop = loop, .counters = &s->counters, .logs = &s->logs};
     if (srclimit_init(&s->sources, SRCLIMIT_DEFAULT_ENTRIES) < 0) {
         snprintf(err, errlen, "per-source table: %s", strerror(errno));
         goto fail;
@@ -234,6 +235,7 @@ void server_conn_gone(server_t *s, struct conn *c)
 
 void server_dispose(server_t *s)
 {
+    log_limits_flush(&s->logs, UINT64_MAX); /* what was suppressed is still told */
     s->flush = s->dead = NULL; /* every connection is freed below */
     while (s->conns)
         conn_free(s->conns);

@@ -54,6 +54,7 @@ typedef struct server {
     server_counters_t counters;
     tunnel_env_t env;       /* what tunnels see of the server */
     srclimit_t sources;     /* per-source pending connections and handshake rate */
+    log_limits_t logs;      /* rate limits for lines peers can cause */
     unsigned draining : 1;
     ev_timer drain_timer;
 } server_t;

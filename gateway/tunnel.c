@@ -11,6 +11,7 @@
 
 #include "../proto/classify.h"
 #include "../proto/dispatch.h"
+#include "../proto/text.h"
 #include "log.h"
 #include "util.h"
 
@@ -18,6 +19,8 @@
 #define UDP_READS_PER_EVENT 64
 /* This many ICMP errors in a row, with no reply between, closes the tunnel. */
 #define BACKEND_ERRORS_MAX 8
+/* Bytes of a client's CLOSE reason that reach the log (escaped). */
+#define CLOSE_REASON_LOGGED 200
 
 static tunnel_env_t *env_of(const tunnel_t *t)
 {
@@ -125,7 +128,7 @@ size_t tunnel_body_read(tunnel_t *t, uint8_t *buf, size_t cap, enum tunnel_body_
         return 0;
     uint64_t packets = t->down.tx_packets, bytes = t->down.tx_bytes;
     int eof;
-    uint64_t now = util_mono_ns();
+    uint64_t now = compat_mono_ns();
     size_t n = sendq_fill(&t->down, buf, cap, now, &eof);
     count_down(t, t->down.tx_packets - packets, t->down.tx_bytes - bytes);
     if (eof) {
@@ -150,7 +153,7 @@ uint64_t tunnel_waiting_since(tunnel_t *t, uint64_t now)
 
 static void timer_arm(tunnel_t *t, uint64_t at_ns)
 {
-    uint64_t now = util_mono_ns();
+    uint64_t now = compat_mono_ns();
     t->timer.repeat = at_ns > now ? (double)(at_ns - now) / 1e9 : 0.0001;
     ev_timer_again(env_of(t)->loop, &t->timer);
 }
@@ -165,11 +168,12 @@ static void timer_arm_open(tunnel_t *t)
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     tunnel_t *t = container_of(w, tunnel_t, timer);
-    uint64_t now = util_mono_ns();
+    uint64_t now = compat_mono_ns();
     if (t->state == TUNNEL_CLOSING) {
         /* RFC 9113 §8.1: once the response is complete the client may be
          * told to stop without error; otherwise it is not reading: cancel. */
-        log_msg(LOG_INFO, "tunnel %s/%d: client did not finish within the close linger; reset",
+        log_limited(&env_of(t)->logs->tunnel, now, LOG_INFO,
+                    "tunnel %s/%d: client did not finish within the close linger; reset",
                 t->host->peer, t->stream_id);
         ev_timer_stop(loop, w);
         t->host->ops->reset(t, t->body_ended);
@@ -222,7 +226,7 @@ static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     tunnel_t *t = container_of(w, tunnel_t, udp_io);
     uint8_t *buf = env_of(t)->udp_buf;
-    uint64_t now = util_mono_ns();
+    uint64_t now = compat_mono_ns();
     int got = 0;
     for (int i = 0; i < UDP_READS_PER_EVENT && t->state == TUNNEL_OPEN; i++) {
         union {
@@ -343,7 +347,8 @@ static int reject(tunnel_t *t, int status, const char *reason)
     int idx = request_status_index(status);
     if (idx >= 0)
         env_of(t)->counters->requests_rejected[idx]++;
-    log_msg(LOG_INFO, "conn %s stream %d: %d %s", t->host->peer, t->stream_id, status, reason);
+    log_limited(&env_of(t)->logs->refused, compat_mono_ns(), LOG_INFO, "conn %s stream %d: %d %s",
+                t->host->peer, t->stream_id, status, reason);
     t->state = TUNNEL_REJECTED;
     t->reason = reason;
     t->reason_off = 0;
@@ -400,7 +405,7 @@ int tunnel_start(tunnel_t *t)
     snprintf(t->tenant, sizeof t->tenant, "%s", target.tenant->id);
     t->kind = target.kind;
     t->state = TUNNEL_OPEN;
-    uint64_t now = util_mono_ns();
+    uint64_t now = compat_mono_ns();
     tunnel_touch(t, now);
     t->expires = expiry_deadline(target.expiry, wall_now, now);
     ev_init(&t->timer, timer_cb);
@@ -419,7 +424,8 @@ int tunnel_start(tunnel_t *t)
 static void protocol_error(tunnel_t *t, const char *why)
 {
     env_of(t)->counters->protocol_errors++;
-    log_msg(LOG_INFO, "tunnel %s/%d: protocol error: %s", t->host->peer, t->stream_id, why);
+    log_limited(&env_of(t)->logs->tunnel, compat_mono_ns(), LOG_INFO,
+                "tunnel %s/%d: protocol error: %s", t->host->peer, t->stream_id, why);
     tunnel_close(t, CLOSE_PROTOCOL_ERROR, why, 1);
 }
 
@@ -436,15 +442,19 @@ static void up_ping(void *ud, const uint8_t *value)
 {
     tunnel_t *t = ud;
     sendq_push_pong(&t->down, value); /* a PONG over the bound is counted by the hook */
-    down_waiting(t, util_mono_ns(), 0);
+    down_waiting(t, compat_mono_ns(), 0);
     tunnel_wake(t);
 }
 
 static void up_close(void *ud, uint64_t code, const char *reason, size_t len)
 {
     tunnel_t *t = ud;
-    log_msg(LOG_INFO, "tunnel %s/%d: client CLOSE %s: %.*s", t->host->peer, t->stream_id,
-            capsule_close_name(code), (int)(len > 200 ? 200 : len), reason);
+    if (log_limit_take(&env_of(t)->logs->tunnel, compat_mono_ns(), LOG_INFO)) {
+        char text[TEXT_ESCAPE_CAP(CLOSE_REASON_LOGGED)];
+        text_escape(text, sizeof text, reason, len);
+        log_msg(LOG_INFO, "tunnel %s/%d: client CLOSE %s: %s", t->host->peer, t->stream_id,
+                capsule_close_name(code), text);
+    }
     tunnel_close(t, CLOSE_NORMAL, "", 0);
 }
 
@@ -470,7 +480,7 @@ void tunnel_recv_data(tunnel_t *t, const uint8_t *data, size_t len)
 {
     if (t->state != TUNNEL_OPEN)
         return; /* rejected or closing: the rest of the body is discarded */
-    tunnel_touch(t, util_mono_ns());
+    tunnel_touch(t, compat_mono_ns());
     const char *err = NULL;
     int rc = dispatch_feed(&t->reader, data, len, &up_ops, t, &err);
     if (rc < 0)
@@ -501,7 +511,7 @@ void tunnel_close(tunnel_t *t, uint64_t code, const char *reason, int rst)
     sendq_finish(&t->down, 1, code, reason);
     backend_close(t);
     /* The client has close_linger_ms to take the CLOSE and end its side. */
-    timer_arm(t, util_mono_ns() + (uint64_t)limits_of(t)->close_linger_ms * UTIL_MS_NS);
+    timer_arm(t, compat_mono_ns() + (uint64_t)limits_of(t)->close_linger_ms * UTIL_MS_NS);
     tunnel_wake(t);
 }
 

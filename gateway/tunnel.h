@@ -37,6 +37,7 @@
 #include "../proto/sendq.h"
 #include "config.h"
 #include "counters.h"
+#include "log.h"
 #include "request.h"
 
 /* Receive buffer for backend datagrams: larger than any UDP payload. */
@@ -48,6 +49,7 @@ typedef struct tunnel tunnel_t;
 typedef struct tunnel_env {
     struct ev_loop *loop;
     server_counters_t *counters;   /* sums over all tunnels, live and closed */
+    log_limits_t *logs;            /* rate limits for lines a client can repeat */
     uint8_t *udp_buf;              /* TUNNEL_UDP_BUF bytes, shared by the loop */
     const struct sockaddr *echo;   /* where "builtin:echo" is bound, or NULL */
     socklen_t echo_len;

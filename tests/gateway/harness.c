@@ -126,7 +126,7 @@ void h_init(harness_t *h, const char *limits_json, uint32_t client_window)
     srv->loop = h->loop;
     srv->cfg = h->cfg;
     srv->echo.fd = -1;
-    srv->env = (tunnel_env_t){.loop = h->loop, .counters = &srv->counters,
+    srv->env = (tunnel_env_t){.loop = h->loop, .counters = &srv->counters, .logs = &srv->logs,
                               .udp_buf = malloc(TUNNEL_UDP_BUF)};
     cr_assert(conn_h2_setup(&srv->h2_cbs, &srv->h2_opt) == 0);
     h->conn = conn_new_memory(srv);

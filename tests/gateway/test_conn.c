@@ -682,6 +682,80 @@ Test(conn, turn_indications_travel_and_count_as_signaling)
     h_fini(&h);
 }
 
+/* Captures what the gateway logs (stderr) into a temporary file; criterion
+ * runs each test in its own process, so fd 2 is ours to move. */
+static FILE *capture_log(harness_t *h)
+{
+    FILE *f = tmpfile();
+    cr_assert(f);
+    fflush(stderr);
+    cr_assert(dup2(fileno(f), 2) == 2);
+    log_set_level(LOG_INFO);
+    h->srv.logs = (log_limits_t)LOG_LIMITS_INIT;
+    return f;
+}
+
+static char *captured(FILE *f)
+{
+    static char buf[1 << 16];
+    fflush(stderr);
+    rewind(f);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = '\0';
+    return buf;
+}
+
+static int count_lines_with(const char *text, const char *needle)
+{
+    int n = 0;
+    for (const char *p = text; (p = strstr(p, needle)); p++)
+        n++;
+    return n;
+}
+
+/* A client can make the gateway refuse requests at will: only a burst of
+ * lines reaches the log, then one "suppressed" summary. */
+Test(conn, refused_requests_do_not_flood_the_log)
+{
+    harness_t h;
+    h_init(&h, "\"max_auth_failures\":1000", 0);
+    FILE *f = capture_log(&h);
+    for (int i = 0; i < 30; i++) {
+        int s = h_open(&h, "/v1/nope");
+        cr_assert_eq(h.streams[s].status, 404);
+        h.nstreams = 0; /* reuse the slot */
+        free(h.streams[s].down);
+        memset(&h.streams[s], 0, sizeof h.streams[s]);
+    }
+    log_limits_flush(&h.srv.logs, UINT64_MAX);
+    const char *text = captured(f);
+    int lines = count_lines_with(text, ": 404 ");
+    cr_assert_eq(lines, 10, "%d lines for 30 refused requests:\n%s", lines, text);
+    cr_assert(strstr(text, "refused request: 20 similar lines suppressed"), "%s", text);
+    h_fini(&h);
+}
+
+/* Client text is data: a CLOSE reason cannot forge a log line. */
+Test(conn, client_close_reason_is_escaped_in_the_log)
+{
+    harness_t h;
+    h_init(&h, "", 0);
+    FILE *f = capture_log(&h);
+    int s = h_open(&h, PATH);
+    static const char evil[] = "bye\n2026-01-01T00:00:00.000Z sluiced error: forged\x1b[2J";
+    uint8_t v[128];
+    v[0] = 0x00; /* code normal */
+    memcpy(v + 1, evil, sizeof evil - 1);
+    h_send_capsule(&h, s, CAPSULE_CLOSE, v, sizeof evil);
+    wait_capsules(&h, s, 1);
+    const char *text = captured(f);
+    cr_assert(strstr(text, "client CLOSE normal: bye\\x0a2026"), "%s", text);
+    cr_assert(strstr(text, "forged\\x1b[2J"), "%s", text);
+    cr_assert_null(strstr(text, "\nsluiced error: forged"));
+    cr_assert_null(strstr(text, "\n2026-01-01T"), "a forged line reached the log:\n%s", text);
+    h_fini(&h);
+}
+
 Test(conn, error_statuses_carry_a_reason)
 {
     harness_t h;
