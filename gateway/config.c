@@ -249,6 +249,14 @@ static int all_digits_and_dots(const char *s, size_t len)
  * proto/hostport, as the shim splits its addresses); "builtin:echo" only in
  * pools. Hostnames are resolved now (getaddrinfo, first result): the snapshot
  * holds addresses, never names, so no lookup happens while serving. */
+static int addr_is_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)(const void *)sa)->sin_addr.s_addr) >> 24) == 127;
+    return sa->sa_family == AF_INET6 &&
+           IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr);
+}
+
 static int addr_parse(vctx_t *c, const char *s, size_t len, enum addr_use use, cfg_addr_t *out)
 {
     char q[QBUF];
@@ -308,6 +316,10 @@ static int addr_parse(vctx_t *c, const char *s, size_t len, enum addr_use use, c
     memcpy(&out->sa, res->ai_addr, res->ai_addrlen);
     out->len = res->ai_addrlen;
     freeaddrinfo(res);
+    /* The built-in echo reflects whatever reaches it: on any other address it
+     * would be a reflector for anyone who can reach the host. */
+    if (use == ADDR_ECHO && !addr_is_loopback((const struct sockaddr *)&out->sa))
+        return fail(c, "%s: the built-in echo binds loopback only (127.0.0.0/8 or [::1])", q);
     return 0;
 }
 

@@ -750,6 +750,13 @@ Test(config, error_addresses)
     expect_error((doc_t){.extra = "'echo':'builtin:echo'"},
                  "$.echo: \"builtin:echo\" is only allowed in a region's sfu or turn pool");
     expect_error((doc_t){.extra = "'echo':'127.0.0.1'"}, "$.echo: \"127.0.0.1\" is not host:port");
+    /* The echo reflects anything that reaches it: loopback only. */
+    expect_error((doc_t){.extra = "'echo':'0.0.0.0:7000'"},
+                 "$.echo: \"0.0.0.0:7000\": the built-in echo binds loopback only (127.0.0.0/8 or [::1])");
+    expect_error((doc_t){.extra = "'echo':'[::]:0'"},
+                 "$.echo: \"[::]:0\": the built-in echo binds loopback only (127.0.0.0/8 or [::1])");
+    config_unref(parse_ok((doc_t){.extra = "'echo':'127.0.0.9:0'"}));
+    config_unref(parse_ok((doc_t){.extra = "'echo':'[::1]:0'"}));
     expect_error((doc_t){.listen = "['127.0.0.1:99999']"},
                  "$.listen[0]: \"127.0.0.1:99999\": the port must be an integer from 0 to 65535");
 #undef POOL
