@@ -61,7 +61,9 @@ SSL_CTX *tls_server_ctx(const char *cert_file, const char *key_file, char *err, 
     /* RFC 9113 §9.2.2 forbids the TLS 1.2 cipher suites of its Appendix A;
      * allow only AEAD suites with forward secrecy. */
     SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20");
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_RELEASE_BUFFERS);
+    /* No SSL_MODE_RELEASE_BUFFERS: it frees and re-allocates a 16 KiB record
+     * buffer around every write, thousands of times a second under media. */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
     if (pem_file_check("certificate", cert_file, err, errlen) < 0 ||
         pem_file_check("private key", key_file, err, errlen) < 0)
