@@ -1,7 +1,7 @@
 # sluice — build, run and test. Everything is built out of tree under $(BUILD).
 #
 #   make            build the gateway, the shim, the libraries and the tests
-#   make run        run sluiced on conf/sluiced.json with a development certificate
+#   make run        run sluiced on conf/sluiced.json with $(BUILD)/dev's certificate
 #   make test       run every test, then again under ASan + UBSan
 #   make demo       shim -> gateway -> echo round trip with RTT and loss
 #
@@ -100,21 +100,43 @@ $(DEVCERT):
 	  -addext subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1 \
 	  -keyout $(BUILD)/dev/key.pem -out $@ 2>/dev/null
 
-run: all $(DEVCERT)
+# conf/sluiced.json names the certificate as ../build/dev/*.pem (relative to
+# conf/). The run target serves $(BUILD)/dev's certificate, the one its hint
+# prints, through a copy of that config in $(BUILD)/dev with the paths made
+# relative to there.
+RUNCONF     := $(BUILD)/dev/sluiced.json
+$(RUNCONF): conf/sluiced.json
+	@mkdir -p $(@D)
+	sed -e 's#"\.\./build/dev/cert\.pem"#"cert.pem"#' \
+	    -e 's#"\.\./build/dev/key\.pem"#"key.pem"#' conf/sluiced.json >$@.tmp
+	@if grep -q 'build/dev' $@.tmp; then \
+	    echo "$@: conf/sluiced.json no longer names ../build/dev/{cert,key}.pem" >&2; \
+	    rm -f $@.tmp; exit 1; fi
+	mv $@.tmp $@
+
+run: all $(DEVCERT) $(RUNCONF)
 	@echo "sluiced: dev certificate $(DEVCERT); built-in echo backend; Ctrl-C stops."
 	@echo "Point a shim at it (tenant 'demo', dev secret from conf/sluiced.json):"
 	@echo "  $(SHIM) --gateway https://localhost:8443 --ca-file $(DEVCERT) \\"
 	@echo "      --tenant demo --kind sfu --secret dev-only-secret --listen 127.0.0.1:5004"
-	exec $(SLUICED) --config conf/sluiced.json
+	exec $(SLUICED) --config $(RUNCONF)
 
 demo: all $(DEVCERT)
 	$(DEMO) --build $(BUILD)
 
 # The suite runs twice: a plain -O2 build, then an ASan + UBSan build in which
-# any error or leak fails the run.
+# any error or leak fails the run (skipped when the plain run fails). Each run
+# ends with its own "tests (BUILD): N passed, N failed"; the last line is the
+# sum of both, "tests: N passed, N failed" (.ci/test-total).
 test:
-	$(MAKE) --no-print-directory test-plain
-	$(MAKE) --no-print-directory test-asan
+	@mkdir -p $(BUILD) && rm -f $(BUILD)/test-plain.rc $(BUILD)/test-asan.rc; \
+	( $(MAKE) --no-print-directory test-plain; echo $$? >$(BUILD)/test-plain.rc ) 2>&1 \
+	    | tee $(BUILD)/test-plain.log; \
+	if [ "$$(cat $(BUILD)/test-plain.rc)" = 0 ]; then \
+	    ( $(MAKE) --no-print-directory test-asan; echo $$? >$(BUILD)/test-asan.rc ) 2>&1 \
+	        | tee $(BUILD)/test-asan.log; \
+	fi; \
+	sh .ci/test-total $(BUILD)/test-plain $(BUILD)/test-asan
 
 test-plain: tests $(DEVCERT)
 	sh tests/run.sh $(BUILD)

@@ -1,5 +1,7 @@
 /* test_request.c — request_route: statuses, their order, and no tenant enumeration. */
 #include <criterion/criterion.h>
+#include <dlfcn.h>
+#include <openssl/hmac.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -222,6 +224,92 @@ Test(request, repeated_or_oversized_headers)
 
 /* ---- timing: no tenant enumeration by response time ---------------------- */
 
+/* Counts libcrypto's one-shot HMAC() calls: this definition in the test
+ * executable takes the place of the shared library's for cred.c (linked
+ * statically into the test), and forwards to the real one. */
+static unsigned long hmac_calls;
+
+unsigned char *HMAC(const EVP_MD *evp_md, const void *key, int key_len,
+                    const unsigned char *data, size_t data_len, unsigned char *md,
+                    unsigned int *md_len)
+{
+    typedef unsigned char *(*hmac_fn)(const EVP_MD *, const void *, int, const unsigned char *,
+                                      size_t, unsigned char *, unsigned int *);
+    static hmac_fn real;
+    if (!real)
+        *(void **)&real = dlsym(RTLD_NEXT, "HMAC");
+    cr_assert_not_null(real, "dlsym(RTLD_NEXT, \"HMAC\"): %s", dlerror());
+    hmac_calls++;
+    return real(evp_md, key, key_len, data, data_len, md, md_len);
+}
+
+static const char timing_json[] =
+    "{\"listen\":[\"127.0.0.1:0\"],\"tls\":{\"cert\":\"c\",\"key\":\"k\"},"
+    "\"region\":\"eu\",\"regions\":{\"eu\":{\"sfu\":[\"127.0.0.1:5000\"]}},"
+    "\"tenants\":["
+    "{\"id\":\"big\",\"secrets\":[\"s1\",\"s2\",\"s3\",\"s4\"],\"max_ttl\":3600,"
+    "\"regions\":[\"eu\"]},"
+    "{\"id\":\"one\",\"secrets\":[\"s\"],\"max_ttl\":3600,\"regions\":[\"eu\"]},"
+    "{\"id\":\"mid\",\"secrets\":[\"a\",\"b\"],\"regions\":[\"eu\"]},"
+    "{\"id\":\"strong\",\"secrets\":[\"k\"],\"hash\":\"sha256\",\"regions\":[\"eu\"]}]}";
+
+enum { NCASES = 7 };
+static const struct {
+    const char *name, *path;
+    uint64_t ahead;
+} timing_cases[NCASES] = {
+    {"unknown tenant", "/v1/tunnel/nosuchtenant/sfu", 60},
+    {"known, 4 secrets", "/v1/tunnel/big/sfu", 60},
+    {"known, 1 secret", "/v1/tunnel/one/sfu", 60},
+    {"unknown tenant, expiry too far ahead", "/v1/tunnel/nosuchtenant/sfu", 999999},
+    {"known, 4 secrets, expiry too far ahead", "/v1/tunnel/big/sfu", 999999},
+    {"known, 1 secret, expiry too far ahead", "/v1/tunnel/one/sfu", 999999},
+    {"known, 1 secret, SHA-256", "/v1/tunnel/strong/sfu", 60},
+};
+
+/* The requests of timing_cases: each a well-formed credential from a wrong
+ * secret, so every one ends in 401 after the credential check. */
+static config_t *timing_setup(req_headers_t h[NCASES])
+{
+    char err[256];
+    config_t *tc = config_parse(timing_json, sizeof timing_json - 1, NULL, err, sizeof err);
+    cr_assert(tc, "%s", err);
+    cr_assert_eq(tc->max_secrets, 4);
+    cr_assert_eq(tc->decoy_hash, CRED_SHA1);
+    for (int c = 0; c < NCASES; c++)
+        make(&h[c], "POST", timing_cases[c].path, "not-the-secret",
+             strstr(timing_cases[c].path, "strong") ? CRED_SHA256 : CRED_SHA1,
+             NOW + timing_cases[c].ahead);
+    return tc;
+}
+
+/* The work, counted: every request that reaches the credential check costs
+ * max_secrets HMACs, whatever the tenant and the expiry. Deterministic, so
+ * it holds under the sanitizers too, where timing is not judged. */
+Test(request, credential_check_work_does_not_depend_on_the_tenant)
+{
+    req_headers_t h[NCASES];
+    config_t *tc = timing_setup(h);
+    for (int c = 0; c < NCASES; c++) {
+        req_target_t t;
+        const char *why;
+        hmac_calls = 0;
+        cr_assert_eq(request_route(tc, &h[c], NOW, &t, &why), 401, "%s", timing_cases[c].name);
+        cr_expect_eq(hmac_calls, 4, "%s: %lu HMACs, expected max_secrets = 4",
+                     timing_cases[c].name, hmac_calls);
+    }
+    /* Failures judged before the tenant is looked up do no HMAC at all. */
+    req_headers_t e;
+    make(&e, "POST", "/v1/tunnel/big/sfu", "s1", CRED_SHA1, NOW);
+    hmac_calls = 0;
+    req_target_t t;
+    const char *why;
+    cr_assert_eq(request_route(tc, &e, NOW, &t, &why), 401);
+    cr_assert_str_eq(why, "credential expired");
+    cr_expect_eq(hmac_calls, 0);
+    config_unref(tc);
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -232,46 +320,25 @@ static int cmp_u64(const void *a, const void *b)
  * with one secret and one with several, with the expiry in range or too far
  * ahead: cred_check_padded does cfg->max_secrets HMACs before judging the
  * expiry. Median times of request_route over interleaved rounds (so load on
- * the machine hits every case alike) must agree within 1.5x; before the fix
- * an unknown tenant answered several times faster than a known one. */
+ * the machine hits every case alike) must agree within 1.5x in the plain
+ * build; before the fix an unknown tenant answered ~50x faster than a known
+ * tenant with four secrets. */
 Test(request, credential_check_time_does_not_reveal_the_tenant, .timeout = 120)
 {
-    static const char json[] =
-        "{\"listen\":[\"127.0.0.1:0\"],\"tls\":{\"cert\":\"c\",\"key\":\"k\"},"
-        "\"region\":\"eu\",\"regions\":{\"eu\":{\"sfu\":[\"127.0.0.1:5000\"]}},"
-        "\"tenants\":["
-        "{\"id\":\"big\",\"secrets\":[\"s1\",\"s2\",\"s3\",\"s4\"],\"max_ttl\":3600,"
-        "\"regions\":[\"eu\"]},"
-        "{\"id\":\"one\",\"secrets\":[\"s\"],\"max_ttl\":3600,\"regions\":[\"eu\"]},"
-        "{\"id\":\"mid\",\"secrets\":[\"a\",\"b\"],\"regions\":[\"eu\"]},"
-        "{\"id\":\"strong\",\"secrets\":[\"k\"],\"hash\":\"sha256\",\"regions\":[\"eu\"]}]}";
-    char err[256];
-    config_t *tc = config_parse(json, sizeof json - 1, NULL, err, sizeof err);
-    cr_assert(tc, "%s", err);
-    cr_assert_eq(tc->max_secrets, 4);
-    cr_assert_eq(tc->decoy_hash, CRED_SHA1);
-
-    enum { NCASES = 7, ROUNDS = 1500, BATCH = 4 };
-    static const struct {
-        const char *name, *path;
-        uint64_t ahead;
-    } cases[NCASES] = {
-        {"unknown tenant", "/v1/tunnel/nosuchtenant/sfu", 60},
-        {"known, 4 secrets", "/v1/tunnel/big/sfu", 60},
-        {"known, 1 secret", "/v1/tunnel/one/sfu", 60},
-        {"unknown tenant, expiry too far ahead", "/v1/tunnel/nosuchtenant/sfu", 999999},
-        {"known, 4 secrets, expiry too far ahead", "/v1/tunnel/big/sfu", 999999},
-        {"known, 1 secret, expiry too far ahead", "/v1/tunnel/one/sfu", 999999},
-        {"known, 1 secret, SHA-256", "/v1/tunnel/strong/sfu", 60},
-    };
     req_headers_t h[NCASES];
-    for (int c = 0; c < NCASES; c++) /* a well-formed credential from a wrong secret */
-        make(&h[c], "POST", cases[c].path, "not-the-secret",
-             strstr(cases[c].path, "strong") ? CRED_SHA256 : CRED_SHA1, NOW + cases[c].ahead);
+    config_t *tc = timing_setup(h);
+    /* At most ROUNDS rounds, and no more than BUDGET_NS of them once
+     * MIN_ROUNDS are done (see the sanitizer note below). */
+    enum { ROUNDS = 1500, MIN_ROUNDS = 101, BATCH = 4 };
+    const uint64_t BUDGET_NS = 5000000000u;
 
     uint64_t *samples = calloc((size_t)NCASES * ROUNDS, sizeof *samples);
     cr_assert_not_null(samples);
-    for (int r = 0; r < ROUNDS; r++) {
+    int rounds = 0;
+    uint64_t start = compat_mono_ns();
+    for (int r = 0; r < ROUNDS; r++, rounds++) {
+        if (r >= MIN_ROUNDS && compat_mono_ns() - start > BUDGET_NS)
+            break;
         for (int c = 0; c < NCASES; c++) {
             req_target_t t;
             const char *why;
@@ -280,24 +347,33 @@ Test(request, credential_check_time_does_not_reveal_the_tenant, .timeout = 120)
             for (int b = 0; b < BATCH; b++)
                 status |= request_route(tc, &h[c], NOW, &t, &why);
             samples[c * ROUNDS + r] = compat_mono_ns() - t0;
-            cr_assert_eq(status, 401, "%s: %d", cases[c].name, status);
+            cr_assert_eq(status, 401, "%s: %d", timing_cases[c].name, status);
         }
     }
     double median[NCASES], lo = 0, hi = 0;
     for (int c = 0; c < NCASES; c++) {
-        qsort(samples + c * ROUNDS, ROUNDS, sizeof *samples, cmp_u64);
-        median[c] = (double)samples[c * ROUNDS + ROUNDS / 2] / BATCH;
+        qsort(samples + c * ROUNDS, (size_t)rounds, sizeof *samples, cmp_u64);
+        median[c] = (double)samples[c * ROUNDS + rounds / 2] / BATCH;
         lo = c == 0 || median[c] < lo ? median[c] : lo;
         hi = c == 0 || median[c] > hi ? median[c] : hi;
     }
     free(samples);
     for (int c = 0; c < NCASES; c++)
         fprintf(stderr, "credential check timing: %-40s median %7.0f ns, %.3fx the unknown tenant\n",
-                cases[c].name, median[c], median[c] / median[0]);
-    fprintf(stderr, "credential check timing: slowest/fastest median = %.3f (limit 1.5)\n",
-            hi / lo);
+                timing_cases[c].name, median[c], median[c] / median[0]);
+    fprintf(stderr, "credential check timing: slowest/fastest median = %.3f (limit 1.5), "
+                    "%d rounds of %d checks per case\n",
+            hi / lo, rounds, BATCH);
     config_unref(tc);
+#if defined(__SANITIZE_ADDRESS__)
+    /* Under ASan a check costs ~100x more, nearly all of it the sanitizer's
+     * bookkeeping of libcrypto's allocations (with full stack unwinding), and
+     * its noise swamps the signal: the figure is printed, not judged. The
+     * HMAC count above holds in this build too. */
+    fprintf(stderr, "credential check timing: not judged under AddressSanitizer\n");
+#else
     cr_expect_leq(hi / lo, 1.5,
                   "median credential-check times differ by %.2fx: response time tells tenants "
                   "apart", hi / lo);
+#endif
 }
