@@ -979,14 +979,18 @@ const char *config_kind_name(enum tunnel_kind kind)
     }
 }
 
-const cfg_tenant_t *config_tenant(const config_t *cfg, const char *id, size_t len)
+/* Binary search of n elements of size bytes, sorted by the char * name at
+ * name_off in each: the one lookup behind tenants and regions. */
+static const void *find_by_name(const void *base, size_t n, size_t size, size_t name_off,
+                                const char *key, size_t len)
 {
-    size_t lo = 0, hi = cfg->ntenants;
+    size_t lo = 0, hi = n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int r = name_cmp(id, len, cfg->tenants[mid].id);
+        const char *elem = (const char *)base + mid * size;
+        int r = name_cmp(key, len, *(char *const *)(const void *)(elem + name_off));
         if (r == 0)
-            return &cfg->tenants[mid];
+            return elem;
         if (r < 0)
             hi = mid;
         else
@@ -995,20 +999,16 @@ const cfg_tenant_t *config_tenant(const config_t *cfg, const char *id, size_t le
     return NULL;
 }
 
+const cfg_tenant_t *config_tenant(const config_t *cfg, const char *id, size_t len)
+{
+    return find_by_name(cfg->tenants, cfg->ntenants, sizeof *cfg->tenants,
+                        offsetof(cfg_tenant_t, id), id, len);
+}
+
 const cfg_region_t *config_region(const config_t *cfg, const char *name, size_t len)
 {
-    size_t lo = 0, hi = cfg->nregions;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int r = name_cmp(name, len, cfg->regions[mid].name);
-        if (r == 0)
-            return &cfg->regions[mid];
-        if (r < 0)
-            hi = mid;
-        else
-            lo = mid + 1;
-    }
-    return NULL;
+    return find_by_name(cfg->regions, cfg->nregions, sizeof *cfg->regions,
+                        offsetof(cfg_region_t, name), name, len);
 }
 
 int config_tenant_in_region(const cfg_tenant_t *t, const char *region)
