@@ -373,10 +373,8 @@ static conn_t *conn_alloc(struct server *srv, int fd)
     c->id = srv->next_conn_id++;
     c->fd = fd;
     c->state = CONN_HANDSHAKE;
-    c->_next = srv->conns;
-    if (srv->conns)
-        srv->conns->_prev = c;
-    srv->conns = c;
+    list_init(&c->host.tunnels);
+    list_push(&srv->conns, &c->_link);
     srv->counters.conns_accepted++;
     srv->counters.conns_active++;
     c->since = compat_mono_ns();
@@ -440,8 +438,9 @@ ssize_t conn_pull(conn_t *c, const uint8_t **data)
 void conn_free(conn_t *c)
 {
     server_t *srv = c->srv;
-    while (c->host.tunnels)
-        tunnel_free(c->host.tunnels);
+    tunnel_t *t;
+    while ((t = tunnel_first(&c->host)))
+        tunnel_free(t);
     ev_io_stop(srv->loop, &c->io);
     ev_timer_stop(srv->loop, &c->timer);
     ev_timer_stop(srv->loop, &c->health);
@@ -451,12 +450,7 @@ void conn_free(conn_t *c)
         close(c->fd);
     free(c->out);
     srclimit_release(&srv->sources, &c->source);
-    if (c->_prev)
-        c->_prev->_next = c->_next;
-    else
-        srv->conns = c->_next;
-    if (c->_next)
-        c->_next->_prev = c->_prev;
+    list_remove(&c->_link);
     srv->counters.conns_active--;
     config_unref(c->cfg);
     server_conn_gone(srv, c);
@@ -473,8 +467,10 @@ void conn_drain(conn_t *c)
         return;
     c->draining = 1;
     c->host.refusing = 1;
-    for (tunnel_t *t = c->host.tunnels; t; t = t->_next)
-        tunnel_close(t, CLOSE_SHUTTING_DOWN, "gateway shutting down", 0);
+    list_t *pos, *tmp;
+    list_for_each_safe(pos, tmp, &c->host.tunnels)
+        tunnel_close(LIST_ENTRY(pos, tunnel_t, _link), CLOSE_SHUTTING_DOWN,
+                     "gateway shutting down", 0);
     if (nghttp2_submit_shutdown_notice(c->h2) == 0 &&
         nghttp2_submit_ping(c->h2, NGHTTP2_FLAG_NONE, drain_ping) == 0)
         c->notice_sent = 1;
@@ -799,8 +795,9 @@ static void conn_health_cb(struct ev_loop *loop, ev_timer *w, int revents)
     uint64_t timeout = (uint64_t)lim->ping_timeout_ms * UTIL_MS_NS;
 
     uint64_t since = (c->out_len || c->write_blocked) ? c->last_drain : 0;
-    for (tunnel_t *t = c->host.tunnels; t; t = t->_next) {
-        uint64_t ws = tunnel_waiting_since(t, now);
+    list_t *pos, *tmp;
+    list_for_each_safe(pos, tmp, &c->host.tunnels) {
+        uint64_t ws = tunnel_waiting_since(LIST_ENTRY(pos, tunnel_t, _link), now);
         if (ws && (!since || ws < since))
             since = ws;
     }

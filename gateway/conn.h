@@ -41,7 +41,7 @@ enum conn_state {
 
 typedef struct conn {
     struct server *srv;
-    struct conn *_prev, *_next; /* the server's list of live connections */
+    list_t _link;               /* the server's list of live connections */
     struct conn *_flush_next;   /* the server's flush list */
     struct conn *_dead_next;    /* the server's list of connections to free */
     config_t *cfg;              /* the snapshot this connection started with (a reference) */

@@ -130,6 +130,7 @@ fail:
 int server_init(server_t *s, struct ev_loop *loop, config_t *cfg, char *err, size_t errlen)
 {
     memset(s, 0, sizeof *s);
+    list_init(&s->conns);
     s->loop = loop;
     s->cfg = config_ref(cfg);
     s->echo.fd = -1;
@@ -210,15 +211,15 @@ void server_drain(server_t *s)
             (unsigned long long)s->counters.tunnels_active);
     listeners_set(s, 0);
     ev_timer_stop(s->loop, &s->accept_pause);
-    conn_t *next;
-    for (conn_t *c = s->conns; c; c = next) {
-        next = c->_next;
+    list_t *pos, *tmp;
+    list_for_each_safe(pos, tmp, &s->conns) {
+        conn_t *c = LIST_ENTRY(pos, conn_t, _link);
         if (c->state == CONN_H2)
             conn_drain(c);
         else
             conn_close(c); /* still in the TLS handshake: nothing to say goodbye on */
     }
-    if (!s->conns) {
+    if (list_empty(&s->conns)) {
         ev_break(s->loop, EVBREAK_ALL);
         return;
     }
@@ -229,7 +230,7 @@ void server_drain(server_t *s)
 
 void server_conn_gone(server_t *s, struct conn *c)
 {
-    if (s->draining && !s->conns)
+    if (s->draining && list_empty(&s->conns))
         ev_break(s->loop, EVBREAK_ALL);
 }
 
@@ -237,8 +238,8 @@ void server_dispose(server_t *s)
 {
     log_limits_flush(&s->logs, UINT64_MAX); /* what was suppressed is still told */
     s->flush = s->dead = NULL; /* every connection is freed below */
-    while (s->conns)
-        conn_free(s->conns);
+    while (!list_empty(&s->conns))
+        conn_free(LIST_ENTRY(s->conns.next, conn_t, _link));
     if (s->loop) {
         ev_prepare_stop(s->loop, &s->prepare);
         ev_timer_stop(s->loop, &s->drain_timer);

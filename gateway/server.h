@@ -46,7 +46,7 @@ typedef struct server {
     size_t nlisteners;
     ev_timer accept_pause;  /* listeners paused after EMFILE/ENFILE */
     echo_t echo;
-    struct conn *conns;     /* live connections */
+    list_t conns;           /* live connections (conn_t._link) */
     struct conn *flush;     /* connections with output to write this iteration */
     struct conn *dead;      /* connections closed this iteration, to free */
     ev_prepare prepare;     /* flush, then free, once per loop iteration */

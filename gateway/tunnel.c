@@ -77,10 +77,7 @@ tunnel_t *tunnel_new(tunnel_host_t *host, int32_t stream_id)
     t->stream_id = stream_id;
     t->state = TUNNEL_REQUEST;
     t->fd = -1;
-    t->_next = host->tunnels;
-    if (host->tunnels)
-        host->tunnels->_prev = t;
-    host->tunnels = t;
+    list_push(&host->tunnels, &t->_link);
     return t;
 }
 
@@ -541,12 +538,7 @@ void tunnel_free(tunnel_t *t)
     sendq_dispose(&t->down);
     free(t->reader_buf);
     free(t->req);
-    if (t->_prev)
-        t->_prev->_next = t->_next;
-    else
-        host->tunnels = t->_next;
-    if (t->_next)
-        t->_next->_prev = t->_prev;
+    list_remove(&t->_link);
     host->ops->gone(t, was_open);
     free(t);
 }

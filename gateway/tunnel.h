@@ -33,6 +33,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "../common/list.h"
 #include "../proto/capsule.h"
 #include "../proto/sendq.h"
 #include "config.h"
@@ -80,7 +81,7 @@ typedef struct tunnel_host {
     tunnel_env_t *env;
     const config_t *cfg;   /* the snapshot the connection started with */
     const char *peer;      /* for logs */
-    tunnel_t *tunnels;     /* every tunnel of this host */
+    list_t tunnels;        /* every tunnel of this host (tunnel_t._link) */
     unsigned refusing : 1; /* shutting down: new requests get 503 */
 } tunnel_host_t;
 
@@ -102,7 +103,7 @@ struct tunnel {
     tunnel_host_t *host;
     int32_t stream_id;
     enum tunnel_state state;
-    struct tunnel *_prev, *_next; /* host->tunnels */
+    list_t _link;                 /* host->tunnels */
     unsigned _xport;              /* reserved for the transport's per-stream flags */
 
     req_headers_t *req;           /* TUNNEL_REQUEST only */
@@ -130,6 +131,12 @@ struct tunnel {
     char backend[64];             /* for logs */
     tunnel_counters_t counters;
 };
+
+/* The host's first tunnel, or NULL. */
+static inline tunnel_t *tunnel_first(tunnel_host_t *host)
+{
+    return LIST_FIRST(&host->tunnels, tunnel_t, _link);
+}
 
 /* A tunnel for a new request stream, linked into host->tunnels. Returns NULL
  * when out of memory (the caller refuses the stream). */

@@ -123,6 +123,7 @@ void h_init(harness_t *h, const char *limits_json, uint32_t client_window)
     cr_assert(h->cfg, "harness config: %s", err);
 
     server_t *srv = &h->srv;
+    list_init(&srv->conns);
     srv->loop = h->loop;
     srv->cfg = h->cfg;
     srv->echo.fd = -1;

@@ -271,7 +271,7 @@ Test(conn, congestion_drops_oldest_media_never_signaling)
     }
     h_backend_send(&h, &from, stun, sizeof stun);
     /* Let the gateway read everything the backend sent. */
-    tunnel_t *t = h.conn->host.tunnels;
+    tunnel_t *t = tunnel_first(&h.conn->host);
     const pktq_t *mq = &t->down.media, *sq = &t->down.signal;
     cr_assert(h_loop_until(&h, all_read, t, 2000), "the gateway did not read all %d replies",
               media + 1);
@@ -357,7 +357,7 @@ Test(conn, closing_tunnel_of_a_client_not_reading_is_reset_after_the_linger)
     cr_assert(h.streams[s].got_rst);
     cr_assert_eq(h.streams[s].close_error, NGHTTP2_CANCEL);
     cr_assert_eq(h.streams[s].down_len, 0u, "no window, so no CLOSE could be sent");
-    cr_assert_null(h.conn->host.tunnels, "the tunnel is freed");
+    cr_assert_null(tunnel_first(&h.conn->host), "the tunnel is freed");
     cr_assert_eq(h.srv.counters.tunnels_active, 0u);
     h_fini(&h);
 }
@@ -374,7 +374,7 @@ Test(conn, closing_tunnel_whose_client_never_ends_is_reset_cleanly)
     cr_assert(h.streams[s].end_stream);
     cr_assert(h.streams[s].got_rst);
     cr_assert_eq(h.streams[s].close_error, NGHTTP2_NO_ERROR);
-    cr_assert_null(h.conn->host.tunnels);
+    cr_assert_null(tunnel_first(&h.conn->host));
     h_fini(&h);
 }
 
@@ -433,7 +433,7 @@ Test(conn, kernel_receive_queue_overflow_is_counted)
     /* The kernel reports the drops with the next datagram it queues. */
     h_backend_send(&h, &from, pkt, sizeof pkt);
     h_pump(&h);
-    tunnel_t *t = h.conn->host.tunnels;
+    tunnel_t *t = tunnel_first(&h.conn->host);
     cr_assert_gt(t->counters.drops[DROP_BACKEND_RXQ], 0u, "200 x 1200 B overflow a ~8 KiB buffer");
     cr_assert_eq(h.srv.counters.tunnel.drops[DROP_BACKEND_RXQ], t->counters.drops[DROP_BACKEND_RXQ]);
     h_fini(&h);
@@ -674,7 +674,7 @@ Test(conn, turn_indications_travel_and_count_as_signaling)
     cr_assert_eq(type, CAPSULE_SIGNAL, "a Data indication is sent as SIGNAL");
     nth_capsule(&h, s, 1, &type, &v, &len);
     cr_assert_eq(type, CAPSULE_DATAGRAM, "ChannelData is sent as DATAGRAM");
-    const tunnel_counters_t *k = &h.conn->host.tunnels->counters;
+    const tunnel_counters_t *k = &tunnel_first(&h.conn->host)->counters;
     cr_assert_eq(k->up_packets, 2u);
     cr_assert_eq(k->up_signal_packets, 1u);
     cr_assert_eq(k->down_signal_packets, 1u);
