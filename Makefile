@@ -124,6 +124,18 @@ run: all $(DEVCERT) $(RUNCONF)
 demo: all $(DEVCERT)
 	$(DEMO) --build $(BUILD)
 
+# Benchmarks: numbers in a report, never assertions in the test suite.
+# `make bench` measures sluiced's memory per idle connection and tunnel and
+# writes $(BUILD)/bench/report.txt.
+BENCH_SRC := $(wildcard tests/bench/*.c)
+BENCHES   := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+.PHONY: bench
+$(BUILD)/bench/%: $(call obj,tests/bench/%.c) $(LIB_SUPPORT) $(LIB_SHIM) $(LIB_PROTO)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+bench: all $(BENCHES) $(DEVCERT)
+	$(BUILD)/bench/bench_mem --build $(BUILD) --out $(BUILD)/bench/report.txt
+
 # The suite runs twice: a plain -O2 build, then an ASan + UBSan build in which
 # any error or leak fails the run (skipped when the plain run fails). Each run
 # ends with its own "tests (BUILD): N passed, N failed"; the last line is the
