@@ -4,6 +4,7 @@
 #   make run        run sluiced on conf/sluiced.json with $(BUILD)/dev's certificate
 #   make test       run every test, then again under ASan + UBSan
 #   make demo       shim -> gateway -> echo round trip with RTT and loss
+#   make bench      measure sluiced (memory per idle connection and tunnel); report in $(BUILD)/bench
 #
 # Fresh machine: `sh .ci/bootstrap make test` installs the Debian packages first.
 
@@ -73,7 +74,7 @@ $(DEMO): $(call obj,$(DEMO_SRC)) $(LIB_SUPPORT) $(LIB_SHIM) $(LIB_PROTO)
 # a .c to reach its static functions. A test's object is made by a pattern
 # rule, so make would delete it as an intermediate and rebuild it every time:
 # keep it.
-.SECONDARY: $(call obj,$(TEST_SRC))
+.SECONDARY: $(call obj,$(TEST_SRC) $(wildcard tests/bench/*.c))
 TEST_LINK = $(CC) $(LDFLAGS) $^ $(LDLIBS) -lcriterion -o $@
 $(BUILD)/tests/proto/%: $(call obj,tests/proto/%.c) $(LIB_PROTO)
 	@mkdir -p $(@D)
