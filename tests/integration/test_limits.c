@@ -189,12 +189,13 @@ Test(limits, max_connections_accepts_and_closes_the_extra_one, .fini = teardown,
 }
 
 /* conn_idle_ms: a connection whose last tunnel has closed gets GOAWAY
- * (NO_ERROR, RFC 9113 §6.8) and is then closed. header_timeout_ms (the
- * first time the connection's timer looks) is 2 s, so the GOAWAY is due
- * about 2 s after connecting; the 15 s deadline is a liveness bound. */
+ * (NO_ERROR, RFC 9113 §6.8) and is then closed. The connection's timer first
+ * looks at header_timeout_ms, 3 s here (room for a slow request), so the
+ * GOAWAY is due about 3 s after connecting; the 15 s deadline is a liveness
+ * bound. */
 Test(limits, idle_connection_gets_goaway_then_close, .fini = teardown, .timeout = 90)
 {
-    start_gateway("{\"conn_idle_ms\":100,\"header_timeout_ms\":2000}");
+    start_gateway("{\"conn_idle_ms\":100,\"header_timeout_ms\":3000}");
     ts_h2raw_t *c = &clients[0];
     connect_client(c);
     open_tunnel(c);
