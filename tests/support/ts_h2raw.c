@@ -79,6 +79,8 @@ static void frame_header(uint8_t *p, size_t len, uint8_t type, uint8_t flags, in
 
 static ts_h2raw_stream_t *stream_slot(ts_h2raw_t *c, int32_t id)
 {
+    if (id == 0) /* the connection: no stream record (id 0 marks a free slot) */
+        return NULL;
     for (size_t i = 0; i < TS_H2RAW_STREAMS; i++)
         if (c->streams[i].id == id)
             return &c->streams[i];
@@ -314,7 +316,9 @@ static void header_block_done(ts_h2raw_t *c)
     ts_h2raw_stream_t *s = stream_slot(c, c->_block_stream);
     const uint8_t *in = c->_block;
     size_t left = c->_block_len;
-    for (int i = 0; i < 1024; i++) { /* bounded: one field or more per round */
+    /* Bounded: every field takes at least one byte, and the final call
+     * consumes nothing. */
+    for (size_t i = 0; i <= c->_block_len + 1; i++) {
         nghttp2_nv nv;
         int fl = 0;
         ssize_t r = nghttp2_hd_inflate_hd2(c->_inflater, &nv, &fl, in, left, 1);

@@ -133,8 +133,8 @@ int ts_h2raw_headers(ts_h2raw_t *c, int32_t stream_id, const nghttp2_nv *nva, si
                      unsigned flags);
 
 /* A tunnel request (POST path, :scheme https, :authority "sluice", the
- * tunnel-username and tunnel-credential headers) as ts_h2raw_headers. With
- * queue_only the frames are only queued (for floods: flush in batches).
+ * tunnel-username and tunnel-credential headers) as ts_h2raw_headers.
+ * ts_h2raw_queue_request only queues the frames (floods flush in batches).
  * Returns 0 or -1. */
 int ts_h2raw_request(ts_h2raw_t *c, int32_t stream_id, const char *path, const char *username,
                      const char *credential, unsigned flags);
