@@ -156,7 +156,8 @@ void h_fini(harness_t *h)
     nghttp2_option_del(h->srv.h2_opt);
     free(h->srv.env.udp_buf);
     config_unref(h->cfg);
-    close(h->backend_fd);
+    if (h->backend_fd >= 0)
+        close(h->backend_fd);
     ev_loop_destroy(h->loop);
 }
 
@@ -309,6 +310,13 @@ void h_backend_send(harness_t *h, const struct sockaddr_storage *to, const void 
 {
     cr_assert(sendto(h->backend_fd, p, len, 0, (const struct sockaddr *)to,
                      sizeof(struct sockaddr_in)) == (ssize_t)len);
+}
+
+void h_backend_close(harness_t *h)
+{
+    if (h->backend_fd >= 0)
+        close(h->backend_fd);
+    h->backend_fd = -1;
 }
 
 int h_next_capsule(h_stream_t *s, size_t *off, uint64_t *type, const uint8_t **value,

@@ -87,6 +87,11 @@ ssize_t h_backend_recv(harness_t *h, uint8_t *buf, size_t cap, struct sockaddr_s
                        int timeout_ms);
 void h_backend_send(harness_t *h, const struct sockaddr_storage *to, const void *p, size_t len);
 
+/* Closes the backend socket (backend_fd becomes -1): the pools then name a
+ * loopback UDP port nobody listens on, and what a tunnel sends there draws
+ * ICMP port unreachable (ECONNREFUSED on its connected socket). */
+void h_backend_close(harness_t *h);
+
 /* Decodes the next capsule of a stream's response body at *off (advancing it).
  * Returns 1 with *c set, 0 when no complete capsule is there yet. */
 int h_next_capsule(h_stream_t *s, size_t *off, uint64_t *type, const uint8_t **value,
