@@ -130,8 +130,11 @@ static void host_opened(tunnel_t *t)
 static void host_gone(tunnel_t *t, int was_open)
 {
     conn_t *c = conn_of(t);
-    if (was_open && --c->nopen == 0)
-        c->since = compat_mono_ns(); /* the idle clock starts */
+    if (was_open && --c->nopen == 0 && !c->closing) {
+        c->since = compat_mono_ns(); /* the idle clock starts now, not at the timer's next turn */
+        c->timer.repeat = c->cfg->limits.conn_idle_ms / 1000.0;
+        ev_timer_again(c->srv->loop, &c->timer);
+    }
 }
 
 /* After max_auth_failures 401s a connection gets GOAWAY: guessing costs a
@@ -627,7 +630,16 @@ static int conn_read(conn_t *c)
         c->last_rx = now;
         ssize_t rv = nghttp2_session_mem_recv(c->h2, buf, (size_t)n);
         if (rv < 0) {
-            log_limited(&c->srv->logs.conn, compat_mono_ns(), LOG_INFO, "conn %s: HTTP/2 error: %s", c->peer, nghttp2_strerror((int)rv));
+            log_limited(&c->srv->logs.conn, now, LOG_INFO, "conn %s: HTTP/2 error: %s", c->peer,
+                        nghttp2_strerror((int)rv));
+            /* RFC 9113 §5.4.1: say why before closing. nghttp2 queues no
+             * GOAWAY for its flood errors (CONTINUATION, acks, SETTINGS);
+             * our own callback failures have queued theirs already. */
+            int flood = rv == NGHTTP2_ERR_FLOODED || rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS ||
+                        rv == NGHTTP2_ERR_TOO_MANY_SETTINGS;
+            if (rv != NGHTTP2_ERR_CALLBACK_FAILURE)
+                nghttp2_session_terminate_session(
+                    c->h2, flood ? NGHTTP2_ENHANCE_YOUR_CALM : NGHTTP2_PROTOCOL_ERROR);
             return -1;
         }
     }

@@ -128,9 +128,8 @@ Test(floods, rapid_reset_cuts_the_attacker_not_the_bystander, .fini = teardown, 
 }
 
 /* CONTINUATION flood (CVE-2024-28182): a header block that never ends. The
- * gateway allows 8 CONTINUATIONs per block and then drops the connection
- * (today without a GOAWAY: nghttp2 reports the flood as a fatal error and
- * queues none, so only the close is checked). */
+ * gateway allows 8 CONTINUATIONs per block (and counts each against the
+ * control-frame budget), then says GOAWAY and drops the connection. */
 Test(floods, continuation_flood_cuts_the_attacker_not_the_bystander, .fini = teardown,
      .timeout = 120)
 {
@@ -162,12 +161,130 @@ Test(floods, continuation_flood_cuts_the_attacker_not_the_bystander, .fini = tea
                  "the gateway kept the attacker's connection open for 15 s after %d "
                  "CONTINUATION frames",
                  sent);
-    cr_log_info("CONTINUATION flood: GOAWAY %s (code %u); %s", attacker.goaway ? "seen" : "not seen",
-                attacker.goaway_code, attacker.err);
+    cr_expect(attacker.goaway, "the connection was cut without a GOAWAY saying why");
+    cr_expect_eq(attacker.goaway_code, NGHTTP2_ENHANCE_YOUR_CALM);
     const ts_h2raw_stream_t *s = ts_h2raw_stream(&attacker, 1);
     cr_expect(!s || s->status == 0, "the never-ending request got a %d response",
               s ? s->status : 0);
 
     expect_bystander_echoes(shim, 2);
+    stop_all_cleanly();
+}
+
+/* HPACK bomb: one 4,000-byte header enters the dynamic table, then 1-byte
+ * indexed references to it would expand a small request to megabytes of
+ * header fields. The advertised 16 KiB header-list limit is enforced as the
+ * block decodes: the stream is reset after a few fields, repeated offences
+ * end the connection, and the bystander's call goes on. */
+Test(floods, hpack_bomb_is_cut_at_the_advertised_header_list_size, .fini = teardown,
+     .timeout = 120)
+{
+    enum { REFS = 12000, BOMBS = 3 };
+    ts_shim_t *shim = start_with_bystander();
+    cr_assert_eq(ts_h2raw_connect(&attacker, &fx.gw.listen[0], NULL, ts_deadline(ts_ms(10000))),
+                 0, "%s", attacker.err);
+    static uint8_t block[3 + 4000 + 256 + REFS];
+    for (int b = 0; b < BOMBS; b++) {
+        /* Written by hand (RFC 7541): nghttp2's deflater would never index a
+         * field this large, which is exactly what an attacker does. */
+        size_t n = 0;
+        block[n++] = 0x80 | 3; /* :method POST, static index 3 (§6.1) */
+        block[n++] = 0x80 | 7; /* :scheme https, static index 7 */
+        block[n++] = 0x04;     /* :path, literal without indexing, name index 4 (§6.2.2) */
+        block[n++] = (uint8_t)strlen(TUNNEL_PATH);
+        memcpy(block + n, TUNNEL_PATH, strlen(TUNNEL_PATH));
+        n += strlen(TUNNEL_PATH);
+        if (b == 0) {
+            /* x-bomb: 4,000 bytes, literal with incremental indexing, new
+             * name (§6.2.1): it becomes dynamic index 62 (§2.3.3). */
+            block[n++] = 0x40;
+            block[n++] = 6;
+            memcpy(block + n, "x-bomb", 6);
+            n += 6;
+            block[n++] = 0x7f; /* 4000 = 127 + 3873 (§5.1) */
+            block[n++] = 0x80 | (3873 & 0x7f);
+            block[n++] = 3873 >> 7;
+            memset(block + n, 'x', 4000);
+            n += 4000;
+        }
+        for (int i = 0; i < REFS; i++)
+            block[n++] = 0x80 | 62; /* one byte, 4,038 bytes of header list each */
+        int32_t id = 2 * b + 1;
+        /* HEADERS and CONTINUATIONs of at most 16 KiB, END_HEADERS on the last. */
+        size_t off = 0;
+        int first = 1;
+        while (off < n) {
+            size_t k = n - off > 16384 ? 16384 : n - off;
+            uint8_t flags = off + k == n ? NGHTTP2_FLAG_END_HEADERS : 0;
+            if (ts_h2raw_queue_frame(&attacker, first ? NGHTTP2_HEADERS : NGHTTP2_CONTINUATION,
+                                     flags, id, block + off, k) < 0)
+                break;
+            first = 0;
+            off += k;
+        }
+        if (ts_h2raw_flush(&attacker) < 0)
+            break;
+    }
+    uint32_t code = 0;
+    cr_expect_eq(ts_h2raw_wait_goaway(&attacker, ts_deadline(ts_ms(15000)), &code), 0,
+                 "no GOAWAY after %d HPACK bombs (%s)", BOMBS, attacker.err);
+    cr_expect_eq(code, NGHTTP2_ENHANCE_YOUR_CALM);
+    const ts_h2raw_stream_t *s1 = ts_h2raw_stream(&attacker, 1);
+    cr_expect(s1 && s1->reset && s1->rst_code == NGHTTP2_ENHANCE_YOUR_CALM,
+              "the first bomb's stream was not reset with ENHANCE_YOUR_CALM");
+    cr_expect(!s1 || s1->status == 0, "a bomb got a %d response", s1 ? s1->status : 0);
+    cr_expect_eq(ts_h2raw_wait_closed(&attacker, ts_deadline(ts_ms(15000))), 0,
+                 "the attacker's connection stayed open");
+    expect_bystander_echoes(shim, 3);
+    stop_all_cleanly();
+}
+
+/* Frames nghttp2 itself never cuts — WINDOW_UPDATE, and DATA with no payload
+ * — spend the connection's control-frame budget: GOAWAY(ENHANCE_YOUR_CALM),
+ * then close, while the bystander carries on. */
+static void control_flood(uint8_t type, int32_t stream, const void *payload, size_t len)
+{
+    enum { FRAMES = 20000 };
+    int sent = 0;
+    for (int i = 0; i < FRAMES; i++) {
+        if (ts_h2raw_queue_frame(&attacker, type, 0, stream, payload, len) < 0)
+            break;
+        sent++;
+        if (sent % 256 == 0 && ts_h2raw_flush(&attacker) < 0)
+            break;
+    }
+    ts_h2raw_flush(&attacker);
+    uint32_t code = 0;
+    cr_expect_eq(ts_h2raw_wait_goaway(&attacker, ts_deadline(ts_ms(15000)), &code), 0,
+                 "no GOAWAY after %d frames of type %u (%s)", sent, type, attacker.err);
+    cr_expect_eq(code, NGHTTP2_ENHANCE_YOUR_CALM);
+    cr_expect_eq(ts_h2raw_wait_closed(&attacker, ts_deadline(ts_ms(15000))), 0,
+                 "the attacker's connection stayed open");
+}
+
+Test(floods, window_update_flood_gets_enhance_your_calm, .fini = teardown, .timeout = 120)
+{
+    ts_shim_t *shim = start_with_bystander();
+    cr_assert_eq(ts_h2raw_connect(&attacker, &fx.gw.listen[0], NULL, ts_deadline(ts_ms(10000))),
+                 0, "%s", attacker.err);
+    static const uint8_t one[4] = {0, 0, 0, 1}; /* a window increment of 1 */
+    control_flood(NGHTTP2_WINDOW_UPDATE, 0, one, sizeof one);
+    expect_bystander_echoes(shim, 4);
+    stop_all_cleanly();
+}
+
+Test(floods, empty_data_flood_gets_enhance_your_calm, .fini = teardown, .timeout = 120)
+{
+    ts_shim_t *shim = start_with_bystander();
+    char username[CRED_USERNAME_MAX], cred[CRED_B64_MAX + 1];
+    mint(username, sizeof username, cred, sizeof cred);
+    cr_assert_eq(ts_h2raw_connect(&attacker, &fx.gw.listen[0], NULL, ts_deadline(ts_ms(10000))),
+                 0, "%s", attacker.err);
+    cr_assert_eq(ts_h2raw_request(&attacker, 1, TUNNEL_PATH, username, cred, 0), 0, "%s",
+                 attacker.err);
+    cr_assert_eq(ts_h2raw_wait_status(&attacker, 1, ts_deadline(ts_ms(10000))), 200, "%s",
+                 attacker.err);
+    control_flood(NGHTTP2_DATA, 1, NULL, 0);
+    expect_bystander_echoes(shim, 5);
     stop_all_cleanly();
 }
