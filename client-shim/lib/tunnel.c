@@ -140,13 +140,25 @@ void shim_tunnel__on_open(sluice_tunnel_t *t)
     shim_tunnel__wake(t);
 }
 
+/* A closing tunnel (sluice_tunnel_close) delivers nothing more but keeps
+ * reading the gateway's body to its CLOSE or end: skipping any of it would
+ * make the reader parse the rest as garbage (dispatch.h). Once the outcome
+ * is decided or the client freed, the body is no longer fed at all. */
+static int dl_verdict(const sluice_tunnel_t *t)
+{
+    if (t->client->_free_requested || t->_finished)
+        return DISPATCH_ABANDON;
+    return t->_closing ? DISPATCH_MUTE : DISPATCH_CONTINUE;
+}
+
 static int dl_packet(void *ud, const uint8_t *p, size_t len, int is_signal)
 {
     sluice_tunnel_t *t = ud;
     sluice_client_t *c = t->client;
+    int v = dl_verdict(t);
 
-    if (c->_free_requested || t->_finished || t->_closing)
-        return 1;
+    if (v != DISPATCH_CONTINUE)
+        return v;
     t->rx_packets++;
     t->rx_bytes += len;
     if (t->_cb.on_packet) {
@@ -154,7 +166,7 @@ static int dl_packet(void *ud, const uint8_t *p, size_t len, int is_signal)
         t->_cb.on_packet(t, p, len, is_signal, t->_cb.ud);
         c->_depth--;
     }
-    return c->_free_requested || t->_finished || t->_closing;
+    return dl_verdict(t);
 }
 
 static void dl_ping(void *ud, const uint8_t *value)
