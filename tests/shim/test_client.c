@@ -490,6 +490,7 @@ static void run_ready(void)
 }
 
 static uint32_t keepalive_ms; /* for the next client() */
+static sluice_tls_t *shared_tls; /* for the next client(): instead of the CA file */
 
 static sluice_client_t *client(app_t *a, const char *server_name, uint16_t port)
 {
@@ -498,7 +499,8 @@ static sluice_client_t *client(app_t *a, const char *server_name, uint16_t port)
         .host = "127.0.0.1",
         .port = port ? port : srv_port(),
         .server_name = server_name,
-        .ca_file = S.cert,
+        .tls = shared_tls,
+        .ca_file = shared_tls ? NULL : S.cert,
         .keepalive_ms = keepalive_ms,
         .on_state = on_state,
         .ud = a,
@@ -730,7 +732,18 @@ Test(client, bad_arguments)
     sluice_client_opts_t o = {.host = "127.0.0.1", .ca_file = "/nonexistent/ca.pem"};
 
     cr_expect_null(sluice_client_new(S.loop, &o, err, sizeof(err)));
-    cr_expect_not_null(strstr(err, "CA file"), "%s", err);
+    cr_expect_not_null(strstr(err, "CA file '/nonexistent/ca.pem'"), "%s", err);
+    cr_expect_not_null(strstr(err, "No such file"), "%s", err);
+    cr_expect_null(sluice_tls_new("/nonexistent/ca.pem", err, sizeof(err)));
+    cr_expect_not_null(strstr(err, "/nonexistent/ca.pem"), "%s", err);
+    cr_expect_null(sluice_tls_new(S.key, err, sizeof(err)), "a key is not a certificate");
+    cr_expect_not_null(strstr(err, "no PEM certificate"), "%s", err);
+    o.tls = sluice_tls_new(S.cert, err, sizeof(err));
+    cr_assert_not_null(o.tls, "%s", err);
+    cr_expect_null(sluice_client_new(S.loop, &o, err, sizeof(err)), "tls and ca_file together");
+    cr_expect_not_null(strstr(err, "sluice_tls_new"), "%s", err);
+    sluice_tls_free(o.tls);
+    o.tls = NULL;
     o.host = NULL;
     cr_expect_null(sluice_client_new(S.loop, &o, NULL, 0));
     client(&a, "localhost", 0);
@@ -799,4 +812,38 @@ Test(client, close_while_split_capsules_stream_in_ends_normally)
     cr_expect_eq(S.stream_close_code, NGHTTP2_NO_ERROR);
     cr_expect_eq(a.states[SLUICE_FAILED], 0);
     sluice_client_free(a.c);
+}
+
+/* Clients made with one sluice_tls_t, one after the other, as a reconnect
+ * does: the first makes a full handshake, each later one resumes the session
+ * from the ticket the previous connection received (one use per ticket, so
+ * the third resumes with the second's). */
+Test(client, a_shared_tls_context_resumes_the_session_on_reconnect)
+{
+    static const uint8_t rtp[] = {0x80, 0x60, 0, 1};
+    char err[256] = "";
+
+    shared_tls = sluice_tls_new(S.cert, err, sizeof(err));
+    cr_assert_not_null(shared_tls, "%s", err);
+    S.mode = M_ECHO;
+    for (int round = 0; round < 3; round++) {
+        app_t a = {0};
+        client(&a, "localhost", 0);
+        if (round == 2) {
+            sluice_tls_free(shared_tls); /* the client keeps its own reference */
+            shared_tls = NULL;
+        }
+        sluice_client_connect(a.c);
+        tunnel(&a, NULL);
+        sluice_tunnel_send(a.t, rtp, sizeof(rtp));
+        /* The echo proves the connection up and the gateway's tickets read. */
+        RUN_UNTIL(a.packets || a.closed, 3000);
+        cr_assert_eq(a.packets, 1, "round %d: %s", round, a.reason);
+        cr_expect_eq(sluice_client_tls_resumed(a.c), round > 0, "round %d", round);
+        cr_expect_eq(strstr(a.detail, " resumed") != NULL, round > 0, "round %d: %s", round,
+                     a.detail);
+        sluice_client_free(a.c);
+        RUN_UNTIL(S.fd < 0, 3000); /* the server takes one connection at a time */
+        cr_assert_lt(S.fd, 0, "round %d: the server still holds the connection", round);
+    }
 }
