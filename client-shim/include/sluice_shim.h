@@ -70,6 +70,11 @@ enum sluice_close_code {
  * string then says what happened. */
 #define SLUICE_CLOSE_NO_CODE UINT64_MAX
 
+/* Static name of a close code for logs: "normal", "idle timeout", ...;
+ * "none" for SLUICE_CLOSE_NO_CODE, "unknown" for a code this library does
+ * not know. */
+const char *sluice_close_name(uint64_t code);
+
 /* ---------------------------------------------------------------- TLS */
 
 typedef struct st_sluice_tls_t sluice_tls_t;

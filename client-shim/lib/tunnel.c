@@ -314,6 +314,11 @@ static void tunnel_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* ---------------------------------------------------------------- API */
 
+const char *sluice_close_name(uint64_t code)
+{
+    return code == SLUICE_CLOSE_NO_CODE ? "none" : capsule_close_name(code);
+}
+
 /* Header values go on the wire as given: non-empty, bounded, no control
  * characters (RFC 9110 §5.5). */
 static int header_value_ok(const char *s)
