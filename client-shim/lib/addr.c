@@ -1,5 +1,6 @@
 /*
- * addr.c — gateway URL and numeric address parsing (see shim_addr.h).
+ * addr.c — gateway URL and numeric address parsing, and the text helpers
+ * every parser and log line uses (see shim_addr.h).
  */
 #include "shim_addr.h"
 
@@ -22,6 +23,18 @@ int shim__errf(char *err, size_t errlen, const char *fmt, ...)
         va_end(ap);
     }
     return -1;
+}
+
+char *shim__log_safe(char *s)
+{
+    size_t n = strlen(s);
+
+    while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ' || s[n - 1] == '\t'))
+        s[--n] = '\0';
+    for (char *p = s; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
+    return s;
 }
 
 /* Decimal port in s[0..len): 1 to 5 digits, at most 65535. */

@@ -135,16 +135,25 @@ static int client_push(sluice_client_t *c)
 
 /* The HTTP/2 session has nothing left to read or write: both sides sent or
  * received GOAWAY and every stream is closed. Close TLS, then the client. */
-static void client_session_done(sluice_client_t *c)
+/* Ends the client when the connection's end was asked for: by us
+ * (sluice_client_close) or by the gateway's GOAWAY. Returns 1 when it did. */
+static int client_end_expected(sluice_client_t *c)
 {
-    SSL_shutdown(c->_ssl); /* queues close_notify; teardown sends it */
-    ERR_clear_error();
     if (c->phase == SHIM_PHASE_CLOSING)
         shim_client__end(c, SLUICE_CLOSED, "closed by the application");
     else if (c->_goaway_recv)
         shim_client__end(c, c->_goaway_code == NGHTTP2_NO_ERROR ? SLUICE_CLOSED : SLUICE_FAILED,
                          "%s", c->_goaway);
     else
+        return 0;
+    return 1;
+}
+
+static void client_session_done(sluice_client_t *c)
+{
+    SSL_shutdown(c->_ssl); /* queues close_notify; teardown sends it */
+    ERR_clear_error();
+    if (!client_end_expected(c))
         shim_client__end(c, SLUICE_FAILED, "HTTP/2 session ended");
 }
 
@@ -319,12 +328,8 @@ static void client_ready(sluice_client_t *c)
         ev_timer_start(c->loop, &c->_keepalive);
     }
     for (sluice_tunnel_t *t = c->_head; t; t = t->_next)
-        if (!t->_finished && t->stream_id == 0) {
-            int rv = shim_h2__submit(t);
-            if (rv < 0)
-                shim_tunnel__finish(t, 0, SLUICE_CLOSE_NO_CODE, "cannot send the request: %s",
-                                    nghttp2_strerror(rv));
-        }
+        if (!t->_finished && t->stream_id == 0)
+            shim_tunnel__submit(t);
     shim_client__kick(c);
 }
 
@@ -383,12 +388,7 @@ static void client_on_eof(sluice_client_t *c)
     if (c->phase == SHIM_PHASE_TLS)
         shim_client__end(c, SLUICE_FAILED,
                          "gateway closed the connection during the TLS handshake");
-    else if (c->phase == SHIM_PHASE_CLOSING)
-        shim_client__end(c, SLUICE_CLOSED, "closed by the application");
-    else if (c->_goaway_recv)
-        shim_client__end(c, c->_goaway_code == NGHTTP2_NO_ERROR ? SLUICE_CLOSED : SLUICE_FAILED,
-                         "%s", c->_goaway);
-    else
+    else if (!client_end_expected(c))
         shim_client__end(c, SLUICE_FAILED, "gateway closed the connection%s",
                          c->_peer_close_notify ? "" : " (no TLS close_notify)");
 }

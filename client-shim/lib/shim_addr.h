@@ -14,6 +14,12 @@
  * returns -1: the failure path of every parser in the shim. */
 int shim__errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* Makes text a peer sent (a refusal body, a CLOSE reason, GOAWAY debug data)
+ * fit for one log line, in place: trailing line breaks and blanks are cut
+ * (text/plain bodies often end with one) and every other control byte
+ * becomes '?'. Returns s. The one place the shim escapes peer text. */
+char *shim__log_safe(char *s);
+
 /* Longest host name we accept (RFC 1035 §2.3.4 limit on a name). */
 #define SHIM_HOST_MAX 253u
 /* Enough for "[" IPv6 "%" scope "]:" port and NUL. */

@@ -171,6 +171,8 @@ void shim_tunnel__wake(sluice_tunnel_t *t);
 void shim_tunnel__end_uplink(sluice_tunnel_t *t);
 void shim_tunnel__start_timer(sluice_tunnel_t *t, uint32_t ms);
 void shim_tunnel__free(sluice_tunnel_t *t);
+/* Sends t's request (the client is READY); a failure finishes t. */
+void shim_tunnel__submit(sluice_tunnel_t *t);
 void shim_tunnel__on_open(sluice_tunnel_t *t);
 void shim_tunnel__body(sluice_tunnel_t *t, const uint8_t *data, size_t len);
 void shim_tunnel__remote_end(sluice_tunnel_t *t);

@@ -69,14 +69,8 @@ void shim_tunnel__finish(sluice_tunnel_t *t, int status, uint64_t code, const ch
     va_start(ap, fmt);
     vsnprintf(buf, sizeof(buf), fmt, ap); /* fmt's arguments may point into _reason */
     va_end(ap);
-    /* Reasons come from the gateway and end up in logs: no trailing line
-     * break (text/plain bodies often end with one), no control bytes. */
-    for (size_t n = strlen(buf); n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' ||
-                                          buf[n - 1] == ' ' || buf[n - 1] == '\t');)
-        buf[--n] = '\0';
-    for (char *p = buf; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
-            *p = '?';
+    /* Reasons come from the gateway and end up in logs. */
+    shim__log_safe(buf);
     memcpy(t->_reason, buf, strlen(buf) + 1);
     t->_finished = 1;
     t->_result_status = status;
@@ -105,6 +99,16 @@ void shim_tunnel__end_uplink(sluice_tunnel_t *t)
     shim_tunnel__wake(t);
 }
 
+/* Frees what sluice_tunnel_open allocated, and t. */
+static void tunnel_release(sluice_tunnel_t *t)
+{
+    free(t->_rbuf);
+    free(t->_path);
+    free(t->_username);
+    free(t->_credential);
+    free(t);
+}
+
 void shim_tunnel__free(sluice_tunnel_t *t)
 {
     sluice_client_t *c = t->client;
@@ -119,11 +123,16 @@ void shim_tunnel__free(sluice_tunnel_t *t)
         c->_tail = t->_prev;
     ev_timer_stop(c->loop, &t->_timer);
     sendq_dispose(&t->up);
-    free(t->_rbuf);
-    free(t->_path);
-    free(t->_username);
-    free(t->_credential);
-    free(t);
+    tunnel_release(t);
+}
+
+void shim_tunnel__submit(sluice_tunnel_t *t)
+{
+    int rv = shim_h2__submit(t);
+
+    if (rv < 0)
+        shim_tunnel__finish(t, 0, SLUICE_CLOSE_NO_CODE, "cannot send the request: %s",
+                            nghttp2_strerror(rv));
 }
 
 void shim_tunnel__on_open(sluice_tunnel_t *t)
@@ -360,11 +369,7 @@ sluice_tunnel_t *sluice_tunnel_open(sluice_client_t *c, const sluice_tunnel_opts
     t->_credential = strdup(o->credential);
     t->_rbuf = malloc(CAPSULE_DEFAULT_MAX_VALUE + CAPSULE_MAX_HEADER);
     if (!t->_path || !t->_username || !t->_credential || !t->_rbuf) {
-        free(t->_path);
-        free(t->_username);
-        free(t->_credential);
-        free(t->_rbuf);
-        free(t);
+        tunnel_release(t);
         return NULL;
     }
     snprintf(t->_path, plen, "/v1/tunnel/%s/%s%s%s", o->tenant, o->kind,
@@ -389,12 +394,8 @@ sluice_tunnel_t *sluice_tunnel_open(sluice_client_t *c, const sluice_tunnel_opts
         c->_head = t;
     c->_tail = t;
 
-    if (c->phase == SHIM_PHASE_READY) {
-        int rv = shim_h2__submit(t);
-        if (rv < 0)
-            shim_tunnel__finish(t, 0, SLUICE_CLOSE_NO_CODE, "cannot send the request: %s",
-                                nghttp2_strerror(rv));
-    }
+    if (c->phase == SHIM_PHASE_READY)
+        shim_tunnel__submit(t);
     shim_client__kick(c);
     return t;
 }

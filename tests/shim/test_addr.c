@@ -118,3 +118,14 @@ Test(addr, tokens)
     cr_expect_not(shim_token_valid("abcd", 3));
     cr_expect(shim_token_valid("abc", 3));
 }
+
+Test(addr, peer_text_is_made_safe_for_one_log_line)
+{
+    char a[] = "invalid credentials\r\n \t";
+    char b[] = "two\nlines\x1b[31m and a DEL\x7f, caf\xc3\xa9 kept";
+    char c[] = "\n\n";
+
+    cr_expect_str_eq(shim__log_safe(a), "invalid credentials");
+    cr_expect_str_eq(shim__log_safe(b), "two?lines?[31m and a DEL?, caf\xc3\xa9 kept");
+    cr_expect_str_eq(shim__log_safe(c), "");
+}
