@@ -117,10 +117,6 @@ typedef struct sluice_client_opts {
     const char *host;        /* required: DNS name or IP literal (IPv6 without brackets) */
     uint16_t port;           /* 0: 443 */
     const char *server_name; /* name to verify and send as SNI; NULL: host */
-    /* TLS context shared with other clients (sluice_tls_new), so that
-     * reconnects resume their session. NULL: the client makes its own from
-     * ca_file, and shares no session. */
-    sluice_tls_t *tls;
     const char *ca_file;     /* PEM trust anchors; NULL: the system trust store.
                               * Must be NULL with tls (give it to sluice_tls_new). */
     uint32_t connect_timeout_ms;   /* TCP connect deadline; 0: 10000 */
@@ -133,6 +129,11 @@ typedef struct sluice_client_opts {
     void (*on_state)(sluice_client_t *client, sluice_state_t state, const char *detail,
                      void *ud);
     void *ud;
+    /* TLS context shared with other clients (sluice_tls_new), so that
+     * reconnects resume their session. NULL: the client makes its own from
+     * ca_file, and shares no session. (Last, so that older initialisers keep
+     * their meaning.) */
+    sluice_tls_t *tls;
 } sluice_client_opts_t;
 
 /* Creates an idle client on loop; no I/O happens until sluice_client_connect.
