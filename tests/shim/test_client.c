@@ -530,6 +530,15 @@ static sluice_tunnel_t *tunnel(app_t *a, const char *region)
     return a->t;
 }
 
+/* The common start: the server in mode m, a client connecting, one tunnel. */
+static void connect_and_open(app_t *a, enum mode m)
+{
+    S.mode = m;
+    client(a, "localhost", 0);
+    sluice_client_connect(a->c);
+    tunnel(a, NULL);
+}
+
 /* ---------------------------------------------------------------- tests */
 
 TestSuite(client, .init = setup, .fini = teardown, .timeout = 30);
@@ -579,10 +588,7 @@ Test(client, refusal_reports_status_and_body)
 {
     app_t a = {0};
 
-    S.mode = M_REFUSE;
-    client(&a, "localhost", 0);
-    sluice_client_connect(a.c);
-    tunnel(&a, NULL);
+    connect_and_open(&a, M_REFUSE);
     RUN_UNTIL(a.closed, WAIT_MS);
     cr_expect_eq(a.closed, 1);
     cr_expect_eq(a.opened, 0);
@@ -597,10 +603,7 @@ Test(client, close_from_the_gateway_reaches_on_close)
 {
     app_t a = {0};
 
-    S.mode = M_CLOSE;
-    client(&a, "localhost", 0);
-    sluice_client_connect(a.c);
-    tunnel(&a, NULL);
+    connect_and_open(&a, M_CLOSE);
     RUN_UNTIL(a.closed, WAIT_MS);
     cr_expect_eq(a.closed, 1);
     cr_expect_eq(a.status, 200);
@@ -617,10 +620,7 @@ Test(client, ping_is_answered_with_the_same_bytes)
     app_t a = {0};
     static const uint8_t v[8] = {1, 2, 3, 4, 5, 6, 7, 8};
 
-    S.mode = M_PING;
-    client(&a, "localhost", 0);
-    sluice_client_connect(a.c);
-    tunnel(&a, NULL);
+    connect_and_open(&a, M_PING);
     RUN_UNTIL(S.pongs, WAIT_MS);
     cr_expect_eq(S.pongs, 1);
     cr_expect_eq(memcmp(S.pong, v, 8), 0);
@@ -631,10 +631,7 @@ Test(client, oversized_capsule_gets_close_protocol_error_and_reset)
 {
     app_t a = {0};
 
-    S.mode = M_OVERSIZE;
-    client(&a, "localhost", 0);
-    sluice_client_connect(a.c);
-    tunnel(&a, NULL);
+    connect_and_open(&a, M_OVERSIZE);
     RUN_UNTIL(a.closed, WAIT_MS);
     cr_expect_eq(a.closed, 1);
     cr_expect_eq(a.code, SLUICE_CLOSE_PROTOCOL_ERROR, "reason: %s", a.reason);
@@ -668,11 +665,8 @@ Test(client, free_inside_on_packet_is_safe)
     app_t a = {0};
     static const uint8_t rtp[] = {0x80, 1, 2, 3};
 
-    S.mode = M_ECHO;
     a.free_in_packet = 1;
-    client(&a, "localhost", 0);
-    sluice_client_connect(a.c);
-    tunnel(&a, NULL);
+    connect_and_open(&a, M_ECHO);
     for (int i = 0; i < 5; i++)
         sluice_tunnel_send(a.t, rtp, sizeof(rtp));
     RUN_UNTIL(!a.c, WAIT_MS);
@@ -686,11 +680,8 @@ Test(client, close_inside_on_open_and_orderly_client_close)
 {
     app_t a = {0};
 
-    S.mode = M_ECHO;
     a.close_in_open = 1;
-    client(&a, "localhost", 0);
-    sluice_client_connect(a.c);
-    tunnel(&a, NULL);
+    connect_and_open(&a, M_ECHO);
     RUN_UNTIL(a.closed, WAIT_MS);
     cr_expect_eq(a.closed, 1);
     cr_expect_eq(a.code, SLUICE_CLOSE_NORMAL);
@@ -803,11 +794,8 @@ Test(client, close_while_split_capsules_stream_in_ends_normally)
 {
     app_t a = {0};
 
-    S.mode = M_STREAM;
     a.close_in_packet = 1;
-    client(&a, "localhost", 0);
-    sluice_client_connect(a.c);
-    tunnel(&a, NULL);
+    connect_and_open(&a, M_STREAM);
     RUN_UNTIL(a.closed, WAIT_MS);
     cr_assert_eq(a.closed, 1);
     cr_expect_eq(a.packets, 1, "nothing is delivered after sluice_tunnel_close");
