@@ -9,10 +9,26 @@ static void skip(const dispatch_ops_t *ops, void *ud, enum dispatch_skip why)
         ops->on_skip(ud, why);
 }
 
+/* Hands one packet to on_packet unless muted. Returns 1 when the stream is
+ * abandoned (see enum dispatch_verdict). */
+static int deliver(const dispatch_ops_t *ops, void *ud, const uint8_t *p, size_t len,
+                   int is_signal, int *muted)
+{
+    int v;
+
+    if (*muted)
+        return 0;
+    v = ops->on_packet(ud, p, len, is_signal);
+    if (v == DISPATCH_MUTE)
+        *muted = 1;
+    return v != DISPATCH_CONTINUE && v != DISPATCH_MUTE;
+}
+
 int dispatch_feed(capsule_reader_t *r, const uint8_t *data, size_t len, const dispatch_ops_t *ops,
                   void *ud, const char **err_desc)
 {
     capsule_t c;
+    int muted = 0;
     int rc;
 
     while ((rc = capsule_reader_next(r, &data, &len, &c, err_desc)) > 0) {
@@ -28,12 +44,12 @@ int dispatch_feed(capsule_reader_t *r, const uint8_t *data, size_t len, const di
             }
             if (ctx != 0)
                 skip(ops, ud, DISPATCH_SKIP_CONTEXT_ID);
-            else if (ops->on_packet(ud, p, n, 0))
+            else if (deliver(ops, ud, p, n, 0, &muted))
                 return DISPATCH_STOPPED;
             break;
         }
         case CAPSULE_SIGNAL:
-            if (ops->on_packet(ud, c.value, c.len, 1))
+            if (deliver(ops, ud, c.value, c.len, 1, &muted))
                 return DISPATCH_STOPPED;
             break;
         case CAPSULE_PING:

@@ -19,30 +19,53 @@ enum dispatch_skip {
     DISPATCH_SKIP_UNKNOWN = 1,    /* unknown type, skipped as RFC 9297 §3.2 requires */
 };
 
+/* What on_packet tells dispatch_feed to do next. A capsule stream can only be
+ * read from its start: a reader that skips any bytes parses the rest as
+ * garbage. So a handler that no longer wants packets chooses between muting
+ * (the stream is still read, to its end or its CLOSE) and abandoning it (the
+ * caller feeds this reader nothing more, ever). */
+enum dispatch_verdict {
+    DISPATCH_CONTINUE = 0, /* go on delivering */
+    /* Abandon the stream: dispatch_feed returns DISPATCH_STOPPED at once and
+     * the rest of the input is not read. The reader is left in the middle of
+     * the stream; the caller must not feed it again (its body is discarded or
+     * its stream reset). Any non-zero value other than DISPATCH_MUTE means
+     * this, so a handler may return a boolean "stop". */
+    DISPATCH_ABANDON = 1,
+    /* Deliver no more packets from this input but keep reading it, so the
+     * reader stays in step with the stream: on_packet is not called again
+     * during this dispatch_feed call; PING, CLOSE and skips are still
+     * reported, and the return value is as if every packet had been
+     * delivered. Later calls deliver again: a handler that stays muted (say,
+     * until the peer answers its CLOSE) returns DISPATCH_MUTE again. */
+    DISPATCH_MUTE = 2,
+};
+
 typedef struct dispatch_ops {
-    /* A DATAGRAM (context id 0) or SIGNAL payload. Return 0 to go on, non-zero
-     * to stop reading (dispatch_feed then returns DISPATCH_STOPPED). */
+    /* A DATAGRAM (context id 0) or SIGNAL payload. Returns a dispatch_verdict. */
     int (*on_packet)(void *ud, const uint8_t *p, size_t len, int is_signal);
     /* A PING: answer with a PONG carrying these 8 bytes. */
     void (*on_ping)(void *ud, const uint8_t *value);
     /* A CLOSE; nothing after it is read. reason is not NUL-terminated. */
     void (*on_close)(void *ud, uint64_t code, const char *reason, size_t reason_len);
     /* A capsule not delivered (may be NULL). PONGs are neither delivered nor
-     * reported: neither peer pings today, so they carry nothing to act on. */
+     * reported: neither peer pings today, so they carry nothing to act on.
+     * Packets muted by DISPATCH_MUTE are not reported either. */
     void (*on_skip)(void *ud, enum dispatch_skip why);
 } dispatch_ops_t;
 
 enum dispatch_rc {
     DISPATCH_OK = 0,      /* all input consumed; more may follow */
     DISPATCH_CLOSED = 1,  /* a CLOSE was delivered; the rest of the input is ignored */
-    DISPATCH_STOPPED = 2, /* on_packet asked to stop */
+    DISPATCH_STOPPED = 2, /* on_packet returned DISPATCH_ABANDON: see there */
     /* Negative: a proto_err (PROTO_ERR_TOO_LARGE, PROTO_ERR_MALFORMED); the
      * stream is unusable and *err_desc says why. */
 };
 
 /* Feeds data[0..len) to reader r and calls ops for each whole capsule. A
- * malformed DATAGRAM, PING or CLOSE value is a protocol error. Returns a
- * dispatch_rc or a negative proto_err. */
+ * malformed DATAGRAM, PING or CLOSE value is a protocol error (also while
+ * muted: the stream is read in full). Returns a dispatch_rc or a negative
+ * proto_err. */
 int dispatch_feed(capsule_reader_t *r, const uint8_t *data, size_t len, const dispatch_ops_t *ops,
                   void *ud, const char **err_desc);
 

@@ -9,12 +9,15 @@
  *   sluice-shim disconnected: <reason>
  * Everything else goes to stderr. Exit codes: 0 after SIGINT/SIGTERM or when
  * the gateway shut down; 1 when the connection failed or broke; 2 for bad
- * usage.
+ * usage, a CA file that cannot be loaded included (checked before anything
+ * is bound or printed).
  *
  * A connection the gateway ends while no tunnel is open (it closes idle
  * connections) is not a disconnect: the shim goes dormant and connects again
- * when the next packet arrives. Losing a connection that carried tunnels ends
- * the process (reconnecting those is a later feature).
+ * when the next packet arrives, resuming its TLS session: the process keeps
+ * one TLS context (sluice_tls_t) for all its connections. Losing a connection
+ * that carried tunnels ends the process (reconnecting those is a later
+ * feature).
  */
 #include <errno.h>
 #include <ev.h>
@@ -38,6 +41,7 @@
 #define RETRY_AFTER_REFUSAL_MS 2000  /* a refused flow waits this long to retry */
 #define KEEPALIVE_MS 15000
 #define SOCKBUF_BYTES (1 << 20)
+#define OUTCOME_MAX 640              /* an outcome: status and a 512-byte reason */
 
 typedef struct cli {
     struct ev_loop *loop;
@@ -47,6 +51,7 @@ typedef struct cli {
     ev_signal sigint_w, sigterm_w;
     ev_timer sweep_w;
     ev_timer stop_w;
+    sluice_tls_t *tls;         /* one per process: trust anchors, session cache */
     sluice_client_t *client;
     shim_flowtab_t flows;
     char gw[SHIM_HOST_MAX + 16];
@@ -115,36 +120,53 @@ static void tun_on_packet(sluice_tunnel_t *t, const uint8_t *p, size_t len, int 
         cli->udp_send_drops++;
 }
 
+/* What ended a tunnel, for its one log line: a refusal names its HTTP
+ * status, a CLOSE its code, anything else what happened. */
+static void tun_outcome(int status, uint64_t code, const char *reason, char *buf, size_t cap)
+{
+    if (status != 200 && status != 0)
+        snprintf(buf, cap, "refused: %d %s", status, reason);
+    else if (code == SLUICE_CLOSE_NO_CODE)
+        snprintf(buf, cap, "ended: %s", reason);
+    else if (*reason)
+        snprintf(buf, cap, "closed: CLOSE(%s) %s", sluice_close_name(code), reason);
+    else
+        snprintf(buf, cap, "closed: CLOSE(%s)", sluice_close_name(code));
+}
+
 static void tun_on_close(sluice_tunnel_t *t, int status, uint64_t code, const char *reason,
                          void *ud)
 {
     shim_flow_t *f = ud;
     cli_t *cli = f->owner;
-    char a[SHIM_ADDRSTR_MAX];
+    char a[SHIM_ADDRSTR_MAX], what[OUTCOME_MAX];
     sluice_tunnel_stats_t st;
+    int refused = status != 200 && status != 0;
+    int lost = sluice_client_state(cli->client) >= SLUICE_FAILED;
+    /* Worth a line without -v: refusals, and tunnels that ended on their own
+     * for a reason other than idleness (a lost connection is told by
+     * on_state, and ends we asked for are no news). */
+    int notable = refused || (!lost && !cli->stopping && f->state == SHIM_FLOW_ACTIVE &&
+                              code != SLUICE_CLOSE_NORMAL && code != SLUICE_CLOSE_IDLE_TIMEOUT);
 
     flow_name(f, a, sizeof(a));
-    sluice_tunnel_stats(t, &st);
-    if (cli->o->verbose)
-        fprintf(stderr,
-                "sluice-shim: tunnel for %s closed: status %d, close code %" PRId64
-                ", \"%s\"; tx %" PRIu64 " rx %" PRIu64 " dropped %" PRIu64 "\n",
-                a, status, code == SLUICE_CLOSE_NO_CODE ? (int64_t)-1 : (int64_t)code, reason,
-                st.tx_packets, st.rx_packets, st.dropped_media + st.dropped_signal);
+    tun_outcome(status, code, reason, what, sizeof(what));
+    if (cli->o->verbose) {
+        sluice_tunnel_stats(t, &st);
+        fprintf(stderr, "sluice-shim: tunnel for %s %s; tx %" PRIu64 " rx %" PRIu64
+                        " dropped %" PRIu64 "\n",
+                a, what, st.tx_packets, st.rx_packets, st.dropped_media + st.dropped_signal);
+    } else if (notable) {
+        fprintf(stderr, "sluice-shim: tunnel for %s %s\n", a, what);
+    }
     f->tunnel = NULL;
     if (code == SLUICE_CLOSE_SHUTTING_DOWN)
         cli->shutdown_seen = 1;
-    if (sluice_client_state(cli->client) >= SLUICE_FAILED) {
+    if (lost) {
         /* The connection ended under this tunnel; on_state follows. */
         cli->tunnels_lost++;
         shim_flowtab_remove(&cli->flows, f);
         return;
-    }
-    if (status != 200 && status != 0) {
-        fprintf(stderr, "sluice-shim: tunnel for %s refused: %d %s\n", a, status, reason);
-    } else if (!cli->stopping && f->state == SHIM_FLOW_ACTIVE && code != SLUICE_CLOSE_NORMAL &&
-               code != SLUICE_CLOSE_IDLE_TIMEOUT) {
-        fprintf(stderr, "sluice-shim: tunnel for %s ended: %s\n", a, reason);
     }
     /* A refused or failed flow waits before trying again, so a source that
      * keeps sending does not turn into a stream of doomed requests. */
@@ -365,7 +387,7 @@ static int cli_connect(cli_t *cli)
         .host = o->gw_host,
         .port = o->gw_port,
         .server_name = o->server_name,
-        .ca_file = o->ca_file,
+        .tls = cli->tls,
         .keepalive_ms = KEEPALIVE_MS,
         .on_state = cli_on_state,
         .ud = cli,
@@ -388,7 +410,16 @@ static int cli_run(cli_t *cli)
     const shim_cli_opts_t *o = cli->o;
     double sweep_s = o->flow_idle_ms < 4000 ? o->flow_idle_ms / 4000.0 : 1.0;
 
+    char err[512];
+
     shim_hostport_format(o->gw_host, o->gw_port, cli->gw, sizeof(cli->gw));
+    /* The trust anchors are part of the command line: check them before
+     * anything is bound or printed. */
+    cli->tls = sluice_tls_new(o->ca_file, err, sizeof(err));
+    if (!cli->tls) {
+        fprintf(stderr, "sluice-shim: %s\n", err);
+        return 2;
+    }
     if (cli_bind(cli) < 0)
         return 1;
     if (shim_flowtab_init(&cli->flows, o->max_flows, cli) < 0) {
@@ -449,6 +480,7 @@ int main(int argc, char **argv)
     ev_timer_stop(cli.loop, &cli.sweep_w);
     ev_timer_stop(cli.loop, &cli.stop_w);
     sluice_client_free(cli.client);
+    sluice_tls_free(cli.tls);
     shim_flowtab_dispose(&cli.flows);
     if (cli.udp >= 0)
         close(cli.udp);

@@ -70,6 +70,32 @@ enum sluice_close_code {
  * string then says what happened. */
 #define SLUICE_CLOSE_NO_CODE UINT64_MAX
 
+/* Static name of a close code for logs: "normal", "idle timeout", ...;
+ * "none" for SLUICE_CLOSE_NO_CODE, "unknown" for a code this library does
+ * not know. */
+const char *sluice_close_name(uint64_t code);
+
+/* ---------------------------------------------------------------- TLS */
+
+typedef struct st_sluice_tls_t sluice_tls_t;
+
+/* A TLS client context to share between clients: trust anchors, TLS 1.2 or
+ * later, ALPN h2, and a cache of the last session ticket of up to 8 gateways
+ * (by server name and port). A client made with it resumes the session of an
+ * earlier client to the same gateway (RFC 8446 §2.2): a reconnect costs one
+ * round trip and no certificate check. Each ticket is used once (RFC 8446
+ * Appendix C.4); the new connection brings fresh ones.
+ *   ca_file  PEM trust anchors; NULL: the system trust store.
+ * Returns the context, or NULL with a NUL-terminated message in err (may be
+ * NULL) naming the CA file and the cause when it cannot be loaded, or when
+ * memory runs out. Reference counted: every client made with it holds a
+ * reference, so the caller may sluice_tls_free() its own at any time. */
+sluice_tls_t *sluice_tls_new(const char *ca_file, char *err, size_t errlen);
+
+/* Drops the caller's reference; the context is released with the last client
+ * that uses it. NULL is a no-op. */
+void sluice_tls_free(sluice_tls_t *tls);
+
 /* ---------------------------------------------------------------- client */
 
 typedef struct st_sluice_client_t sluice_client_t;
@@ -77,7 +103,8 @@ typedef struct st_sluice_tunnel_t sluice_tunnel_t;
 
 typedef enum sluice_state {
     SLUICE_CONNECTING = 0, /* connect started (detail: "host:port") */
-    SLUICE_CONNECTED = 1,  /* TLS up, ALPN h2, SETTINGS sent (detail: "alpn=h2 TLSv1.3") */
+    SLUICE_CONNECTED = 1,  /* TLS up, ALPN h2, SETTINGS sent (detail: "alpn=h2 TLSv1.3",
+                            * then " resumed" when an earlier session was resumed) */
     SLUICE_FAILED = 2,     /* connection failed or broke; detail says why */
     SLUICE_CLOSED = 3,     /* orderly end: sluice_client_close(), or the gateway sent
                             * GOAWAY and finished; detail says which */
@@ -90,7 +117,8 @@ typedef struct sluice_client_opts {
     const char *host;        /* required: DNS name or IP literal (IPv6 without brackets) */
     uint16_t port;           /* 0: 443 */
     const char *server_name; /* name to verify and send as SNI; NULL: host */
-    const char *ca_file;     /* PEM trust anchors; NULL: the system trust store */
+    const char *ca_file;     /* PEM trust anchors; NULL: the system trust store.
+                              * Must be NULL with tls (give it to sluice_tls_new). */
     uint32_t connect_timeout_ms;   /* TCP connect deadline; 0: 10000 */
     uint32_t handshake_timeout_ms; /* TLS handshake deadline; 0: 10000 */
     /* HTTP/2 PING after this much silence from the gateway; the connection
@@ -101,12 +129,18 @@ typedef struct sluice_client_opts {
     void (*on_state)(sluice_client_t *client, sluice_state_t state, const char *detail,
                      void *ud);
     void *ud;
+    /* TLS context shared with other clients (sluice_tls_new), so that
+     * reconnects resume their session. NULL: the client makes its own from
+     * ca_file, and shares no session. (Last, so that older initialisers keep
+     * their meaning.) */
+    sluice_tls_t *tls;
 } sluice_client_opts_t;
 
 /* Creates an idle client on loop; no I/O happens until sluice_client_connect.
  * Returns the client, or NULL with a NUL-terminated message in err (may be
- * NULL) when opts are invalid, the CA file cannot be loaded or memory runs
- * out. The caller owns the client and frees it with sluice_client_free(). */
+ * NULL) when opts are invalid (tls and ca_file both given, among others), the
+ * CA file cannot be loaded or memory runs out. The caller owns the client and
+ * frees it with sluice_client_free(). */
 sluice_client_t *sluice_client_new(struct ev_loop *loop, const sluice_client_opts_t *opts,
                                    char *err, size_t errlen);
 
@@ -132,6 +166,10 @@ void sluice_client_free(sluice_client_t *client);
 
 /* Current state (CONNECTING also before sluice_client_connect). */
 sluice_state_t sluice_client_state(const sluice_client_t *client);
+
+/* 1 when the client's TLS connection resumed an earlier session (see
+ * sluice_tls_new), 0 when it made a new one or is not connected yet. */
+int sluice_client_tls_resumed(const sluice_client_t *client);
 
 /* ---------------------------------------------------------------- tunnels */
 
@@ -188,8 +226,10 @@ int sluice_tunnel_send(sluice_tunnel_t *tunnel, const uint8_t *p, size_t len);
 
 /* Ends the tunnel: queued packets are sent, then CLOSE(normal) and the end of
  * the request body; on_close follows when the gateway has ended the stream or
- * close_timeout_ms passed. Before the gateway has answered, the request is
- * cancelled instead. No-op when already closing or ended. */
+ * close_timeout_ms passed. on_packet is not called after this: what the
+ * gateway still sends is read (to keep the capsule stream in step) and
+ * discarded. Before the gateway has answered, the request is cancelled
+ * instead. No-op when already closing or ended. */
 void sluice_tunnel_close(sluice_tunnel_t *tunnel);
 
 typedef struct sluice_tunnel_stats {

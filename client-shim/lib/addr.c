@@ -13,6 +13,7 @@
 #include <strings.h>
 
 #include "../../proto/hostport.h"
+#include "../../proto/text.h"
 
 int shim__errf(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -24,6 +25,15 @@ int shim__errf(char *err, size_t errlen, const char *fmt, ...)
         va_end(ap);
     }
     return -1;
+}
+
+char *shim__log_safe(char *dst, size_t cap, const char *src, size_t len)
+{
+    while (len > 0 && (src[len - 1] == '\n' || src[len - 1] == '\r' || src[len - 1] == ' ' ||
+                       src[len - 1] == '\t'))
+        len--;
+    text_escape(dst, cap, src, len);
+    return dst;
 }
 
 int shim_host_ip_family(const char *host)

@@ -37,7 +37,7 @@ static const char usage[] =
     "  --flow-idle-ms MS    close a flow after this silence (default 60000)\n"
     "  -v, --verbose        log tunnel events on stderr\n"
     "  -h, --help           print this help\n"
-    "  --version            print the version\n";
+    "  -V, --version        print the version\n";
 
 const char *shim_cli_usage(void)
 {
@@ -83,7 +83,7 @@ static const struct {
     [O_USER] = {"--user", NULL, 1},           [O_CA_FILE] = {"--ca-file", NULL, 1},
     [O_SERVER_NAME] = {"--server-name", NULL, 1}, [O_MAX_FLOWS] = {"--max-flows", NULL, 1},
     [O_FLOW_IDLE] = {"--flow-idle-ms", NULL, 1}, [O_VERBOSE] = {"--verbose", "-v", 0},
-    [O_HELP] = {"--help", "-h", 0},           [O_VERSION] = {"--version", NULL, 0},
+    [O_HELP] = {"--help", "-h", 0},           [O_VERSION] = {"--version", "-V", 0},
 };
 
 /* Finds the option named by arg ("--name" or "--name=value"); *inline_val

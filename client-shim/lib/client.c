@@ -1,25 +1,22 @@
 /*
- * client.c — one connection to a gateway: lifecycle, socket I/O, the pump
- * between socket, TLS and HTTP/2, and deferred work (see shim_internal.h).
+ * client.c — one connection to a gateway: lifecycle, the pump between the
+ * byte pipe, TLS and HTTP/2, and deferred work (see shim_internal.h).
  *
- * Data path in:  recv -> _rbio -> SSL_read -> nghttp2_session_mem_recv
- * Data path out: nghttp2_session_mem_send -> _tx -> SSL_write -> _wbio -> send
+ * Data path in:  pipe -> _rbio -> SSL_read -> nghttp2_session_mem_recv
+ * Data path out: nghttp2_session_mem_send -> _tx -> SSL_write -> _wbio -> pipe
  *
  * Output is produced only in client_flush, which the ev_prepare watcher runs
  * before the loop blocks, so everything queued during one loop iteration
- * (many packets, many tunnels) leaves in as few TLS records and send() calls
+ * (many packets, many tunnels) leaves in as few TLS records and pipe writes
  * as possible. Output stops being pulled from nghttp2 while more than
- * SHIM_TLS_OUT_HIGH bytes wait for the socket; the tunnels' bounded queues
+ * SHIM_TLS_OUT_HIGH bytes wait for the pipe; the tunnels' bounded queues
  * absorb the rest.
  */
-#include <errno.h>
 #include <openssl/err.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include "../../common/tlserr.h"
 #include "shim_addr.h"
@@ -70,8 +67,8 @@ void shim_client__kick(sluice_client_t *c)
 
 static void client_stop_io(sluice_client_t *c)
 {
-    ev_io_stop(c->loop, &c->_rio);
-    ev_io_stop(c->loop, &c->_wio);
+    if (c->_pipe)
+        shim_pipe_want(c->_pipe, 0);
     ev_timer_stop(c->loop, &c->_timer);
     ev_timer_stop(c->loop, &c->_keepalive);
     shim_dial_cancel(&c->_dial);
@@ -89,10 +86,7 @@ void shim_client__end(sluice_client_t *c, sluice_state_t state, const char *fmt,
     vsnprintf(c->_detail, sizeof(c->_detail), fmt, ap);
     va_end(ap);
     /* Nothing more is read or timed; the teardown runs from the loop. */
-    ev_io_stop(c->loop, &c->_rio);
-    ev_timer_stop(c->loop, &c->_timer);
-    ev_timer_stop(c->loop, &c->_keepalive);
-    shim_dial_cancel(&c->_dial);
+    client_stop_io(c);
     shim_client__kick(c);
 }
 
@@ -122,59 +116,50 @@ static int client_tls_write(sluice_client_t *c)
     return 0;
 }
 
-/* Sends what TLS has produced. Returns 0 (all sent, or the rest waits for
- * EV_WRITE) or -1 after ending the client. */
-static int client_sock_write(sluice_client_t *c)
+/* Sends what TLS has produced; what the pipe does not take now waits for
+ * it to be writable. Returns 0, or -1 after ending the client. */
+static int client_push(sluice_client_t *c)
 {
-    for (;;) {
-        char *p = NULL;
-        long pending = BIO_get_mem_data(c->_wbio, &p);
-        ssize_t w;
+    int rc = shim_tls__push(c);
 
-        if (pending <= 0) {
-            ev_io_stop(c->loop, &c->_wio);
-            return 0;
-        }
-        w = send(c->fd, p, (size_t)pending, MSG_NOSIGNAL);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                ev_io_start(c->loop, &c->_wio);
-                return 0;
-            }
-            shim_client__end(c, SLUICE_FAILED, "write to gateway: %s", strerror(errno));
-            return -1;
-        }
-        /* Consume what went out; _buf is free scratch outside client_on_read. */
-        while (w > 0) {
-            int k = BIO_read(c->_wbio, c->_buf, w > (ssize_t)sizeof(c->_buf)
-                                                    ? (int)sizeof(c->_buf) : (int)w);
-            if (k <= 0)
-                break;
-            w -= k;
-        }
+    if (rc < 0) {
+        shim_client__end(c, SLUICE_FAILED, "write to gateway: %s", c->_pipe->err);
+        return -1;
     }
+    if (rc != c->_want_write) {
+        c->_want_write = rc;
+        shim_pipe_want(c->_pipe, SHIM_PIPE_READ | (rc ? SHIM_PIPE_WRITE : 0));
+    }
+    return 0;
 }
 
 /* The HTTP/2 session has nothing left to read or write: both sides sent or
  * received GOAWAY and every stream is closed. Close TLS, then the client. */
-static void client_session_done(sluice_client_t *c)
+/* Ends the client when the connection's end was asked for: by us
+ * (sluice_client_close) or by the gateway's GOAWAY. Returns 1 when it did. */
+static int client_end_expected(sluice_client_t *c)
 {
-    SSL_shutdown(c->_ssl); /* queues close_notify; teardown sends it */
-    ERR_clear_error();
     if (c->phase == SHIM_PHASE_CLOSING)
         shim_client__end(c, SLUICE_CLOSED, "closed by the application");
     else if (c->_goaway_recv)
         shim_client__end(c, c->_goaway_code == NGHTTP2_NO_ERROR ? SLUICE_CLOSED : SLUICE_FAILED,
                          "%s", c->_goaway);
     else
+        return 0;
+    return 1;
+}
+
+static void client_session_done(sluice_client_t *c)
+{
+    SSL_shutdown(c->_ssl); /* queues close_notify; teardown sends it */
+    ERR_clear_error();
+    if (!client_end_expected(c))
         shim_client__end(c, SLUICE_FAILED, "HTTP/2 session ended");
 }
 
 static void client_flush(sluice_client_t *c)
 {
-    if (c->_end_pending || c->fd < 0 || !c->_ssl)
+    if (c->_end_pending || !c->_pipe || !c->_ssl)
         return;
     if (c->_h2) {
         while ((size_t)BIO_ctrl_pending(c->_wbio) < SHIM_TLS_OUT_HIGH) {
@@ -204,7 +189,7 @@ static void client_flush(sluice_client_t *c)
         if (c->_txlen && client_tls_write(c) < 0)
             return;
     }
-    if (client_sock_write(c) < 0)
+    if (client_push(c) < 0)
         return;
     if (c->_h2 && !nghttp2_session_want_read(c->_h2) && !nghttp2_session_want_write(c->_h2))
         client_session_done(c);
@@ -217,18 +202,12 @@ static void client_teardown(sluice_client_t *c)
     const char *what = c->_end_state == SLUICE_CLOSED ? "connection closed" : "connection lost";
 
     c->_end_pending = 0;
-    /* Best effort: a TLS alert or close_notify still waiting goes out once. */
-    if (c->fd >= 0 && c->_wbio) {
-        char *p = NULL;
-        long pending = BIO_get_mem_data(c->_wbio, &p);
-        if (pending > 0 && send(c->fd, p, (size_t)pending, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
-            (void)0; /* nothing more to do: the connection is going */
-    }
+    /* Best effort: a TLS alert or close_notify still waiting goes out once;
+     * whatever the pipe does not take is dropped with the connection. */
+    if (c->_pipe && c->_wbio)
+        (void)shim_tls__push(c);
     client_stop_io(c);
-    if (c->fd >= 0) {
-        close(c->fd);
-        c->fd = -1;
-    }
+    shim_pipe_close(&c->_pipe);
     if (c->_h2) {
         nghttp2_session_del(c->_h2);
         c->_h2 = NULL;
@@ -250,12 +229,11 @@ static void client_destroy(sluice_client_t *c)
 {
     client_stop_io(c);
     ev_prepare_stop(c->loop, &c->_prep);
-    if (c->fd >= 0)
-        close(c->fd);
+    shim_pipe_close(&c->_pipe);
     if (c->_h2)
         nghttp2_session_del(c->_h2);
     shim_tls__free(c);
-    SSL_CTX_free(c->_ctx);
+    sluice_tls_free(c->_tls);
     while (c->_head)
         shim_tunnel__free(c->_head);
     free(c->_host);
@@ -340,8 +318,9 @@ static void client_ready(sluice_client_t *c)
         return;
     }
     c->phase = SHIM_PHASE_READY;
-    snprintf(c->_connected_detail, sizeof(c->_connected_detail), "alpn=h2 %s",
-             SSL_get_version(c->_ssl));
+    c->_resumed = shim_tls__resumed(c);
+    snprintf(c->_connected_detail, sizeof(c->_connected_detail), "alpn=h2 %s%s",
+             SSL_get_version(c->_ssl), c->_resumed ? " resumed" : "");
     c->_report_connected = 1;
     if (c->_keepalive_ms) {
         double iv = c->_keepalive_ms / 2000.0;
@@ -349,12 +328,8 @@ static void client_ready(sluice_client_t *c)
         ev_timer_start(c->loop, &c->_keepalive);
     }
     for (sluice_tunnel_t *t = c->_head; t; t = t->_next)
-        if (!t->_finished && t->stream_id == 0) {
-            int rv = shim_h2__submit(t);
-            if (rv < 0)
-                shim_tunnel__finish(t, 0, SLUICE_CLOSE_NO_CODE, "cannot send the request: %s",
-                                    nghttp2_strerror(rv));
-        }
+        if (!t->_finished && t->stream_id == 0)
+            shim_tunnel__submit(t);
     shim_client__kick(c);
 }
 
@@ -411,38 +386,26 @@ static void client_on_eof(sluice_client_t *c)
     if (c->phase == SHIM_PHASE_TLS)
         shim_client__end(c, SLUICE_FAILED,
                          "gateway closed the connection during the TLS handshake");
-    else if (c->phase == SHIM_PHASE_CLOSING)
-        shim_client__end(c, SLUICE_CLOSED, "closed by the application");
-    else if (c->_goaway_recv)
-        shim_client__end(c, c->_goaway_code == NGHTTP2_NO_ERROR ? SLUICE_CLOSED : SLUICE_FAILED,
-                         "%s", c->_goaway);
-    else
+    else if (!client_end_expected(c))
         shim_client__end(c, SLUICE_FAILED, "gateway closed the connection%s",
                          c->_peer_close_notify ? "" : " (no TLS close_notify)");
 }
 
-static void client_on_read(struct ev_loop *loop, ev_io *w, int revents)
+static void client_on_readable(sluice_client_t *c)
 {
-    sluice_client_t *c = SHIM_OWNER(w, sluice_client_t, _rio);
-
     for (int i = 0; i < SHIM_READS_PER_EVENT; i++) {
-        ssize_t n = recv(c->fd, c->_buf, sizeof(c->_buf), 0);
+        ssize_t n = shim_tls__pull(c);
+        if (n == SHIM_PIPE_AGAIN)
+            break;
         if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                shim_client__end(c, SLUICE_FAILED, "read from gateway: %s", strerror(errno));
+            shim_client__end(c, SLUICE_FAILED, "read from gateway: %s", c->_pipe->err);
             break;
         }
         if (n == 0) {
             client_on_eof(c);
             break;
         }
-        c->_last_rx = ev_now(loop);
-        if (BIO_write(c->_rbio, c->_buf, (int)n) != (int)n) {
-            shim_client__end(c, SLUICE_FAILED, "out of memory");
-            break;
-        }
+        c->_last_rx = ev_now(c->loop);
         if (client_tls_in(c) < 0)
             break;
         if (c->_peer_close_notify) {
@@ -453,9 +416,16 @@ static void client_on_read(struct ev_loop *loop, ev_io *w, int revents)
     shim_client__kick(c);
 }
 
-static void client_on_write(struct ev_loop *loop, ev_io *w, int revents)
+/* The pipe is readable or, after a short write, writable again (the flush
+ * in the deferred work sends the rest). */
+static void client_on_pipe(shim_pipe_t *p, int events)
 {
-    shim_client__kick(SHIM_OWNER(w, sluice_client_t, _wio));
+    sluice_client_t *c = p->ud;
+
+    if (events & SHIM_PIPE_READ)
+        client_on_readable(c);
+    if (events & SHIM_PIPE_WRITE)
+        shim_client__kick(c);
 }
 
 static void client_on_handshake_timeout(struct ev_loop *loop, ev_timer *w, int revents)
@@ -486,25 +456,25 @@ static void client_on_keepalive(struct ev_loop *loop, ev_timer *w, int revents)
     }
 }
 
-static void client_on_dialed(shim_dial_t *d, int fd, const char *derr)
+static void client_on_dialed(shim_dial_t *d, shim_pipe_t *pipe, const char *derr)
 {
     sluice_client_t *c = d->ud;
     char err[SHIM_DETAIL_MAX];
 
-    if (fd < 0) {
+    if (!pipe) {
         shim_client__end(c, SLUICE_FAILED, "%s", derr);
         return;
     }
-    c->fd = fd;
+    c->_pipe = pipe;
+    pipe->on_ready = client_on_pipe;
+    pipe->ud = c;
     c->phase = SHIM_PHASE_TLS;
     c->_last_rx = ev_now(c->loop);
     if (shim_tls__begin(c, err, sizeof(err)) < 0) {
         shim_client__end(c, SLUICE_FAILED, "%s", err);
         return;
     }
-    ev_io_set(&c->_rio, fd, EV_READ);
-    ev_io_set(&c->_wio, fd, EV_WRITE);
-    ev_io_start(c->loop, &c->_rio);
+    shim_pipe_want(pipe, SHIM_PIPE_READ);
     ev_timer_set(&c->_timer, c->_handshake_timeout_ms / 1000.0, 0.);
     ev_timer_start(c->loop, &c->_timer);
     /* Produces the ClientHello; the flush sends it. */
@@ -529,6 +499,10 @@ sluice_client_t *sluice_client_new(struct ev_loop *loop, const sluice_client_opt
         snprintf(err, errlen, "a loop and opts->host are required");
         return NULL;
     }
+    if (opts->tls && opts->ca_file) {
+        snprintf(err, errlen, "give the CA file to sluice_tls_new, not with opts->tls");
+        return NULL;
+    }
     if (strlen(opts->host) > SHIM_HOST_MAX ||
         (opts->server_name && (!*opts->server_name || strlen(opts->server_name) > SHIM_HOST_MAX))) {
         snprintf(err, errlen, "host or server name empty or too long");
@@ -540,7 +514,6 @@ sluice_client_t *sluice_client_new(struct ev_loop *loop, const sluice_client_opt
         return NULL;
     }
     c->loop = loop;
-    c->fd = -1;
     c->on_state = opts->on_state;
     c->ud = opts->ud;
     c->port = opts->port ? opts->port : 443;
@@ -555,13 +528,11 @@ sluice_client_t *sluice_client_new(struct ev_loop *loop, const sluice_client_opt
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    c->_ctx = shim_tls__ctx_new(opts->ca_file, err, errlen);
-    if (!c->_ctx)
+    c->_tls = opts->tls ? shim_tls__ref(opts->tls) : sluice_tls_new(opts->ca_file, err, errlen);
+    if (!c->_tls)
         goto fail;
     shim_hostport_format(c->_server_name, c->port, c->_authority, sizeof(c->_authority));
     shim_dial_init(&c->_dial, loop);
-    ev_init(&c->_rio, client_on_read);
-    ev_init(&c->_wio, client_on_write);
     ev_init(&c->_timer, client_on_handshake_timeout);
     ev_init(&c->_keepalive, client_on_keepalive);
     ev_prepare_init(&c->_prep, client_on_prepare);
@@ -625,6 +596,11 @@ void sluice_client_free(sluice_client_t *c)
         return;
     }
     client_destroy(c);
+}
+
+int sluice_client_tls_resumed(const sluice_client_t *c)
+{
+    return c->_resumed;
 }
 
 sluice_state_t sluice_client_state(const sluice_client_t *c)

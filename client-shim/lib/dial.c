@@ -1,5 +1,6 @@
 /*
- * dial.c — direct TCP transport (see shim_dial.h).
+ * dial.c — direct TCP transport (see shim_dial.h): resolves, connects, and
+ * hands the connection over as a TCP pipe (pipe_tcp.c).
  */
 #include "shim_dial.h"
 
@@ -80,13 +81,20 @@ static int dial_next(shim_dial_t *d)
 static void dial_finish(shim_dial_t *d, int fd, const char *err)
 {
     char msg[sizeof(d->_err)];
+    shim_pipe_t *pipe = NULL;
 
     if (err)
         snprintf(msg, sizeof(msg), "%s", err);
-    if (fd >= 0)
-        d->_fd = -1; /* handed over, not closed by cancel */
+    if (fd >= 0) {
+        d->_fd = -1; /* handed over to the pipe, not closed by cancel */
+        pipe = shim_pipe_tcp_new(d->loop, fd);
+        if (!pipe) {
+            snprintf(msg, sizeof(msg), "connect to %s: out of memory", d->_host);
+            err = msg;
+        }
+    }
     shim_dial_cancel(d);
-    d->cb(d, fd, err ? msg : NULL);
+    d->cb(d, pipe, err ? msg : NULL);
 }
 
 static void dial_on_writable(struct ev_loop *loop, ev_io *w, int revents)

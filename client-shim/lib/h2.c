@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "shim_addr.h"
 #include "shim_internal.h"
 
 static sluice_tunnel_t *stream_tunnel(nghttp2_session *s, int32_t id)
@@ -29,16 +30,6 @@ static int h2_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_
     if (t && namelen == 7 && memcmp(name, ":status", 7) == 0 && valuelen == 3)
         t->_hdr_status = (value[0] - '0') * 100 + (value[1] - '0') * 10 + (value[2] - '0');
     return 0;
-}
-
-/* Printable ASCII copy of GOAWAY debug data for messages. */
-static void printable(char *dst, size_t cap, const uint8_t *src, size_t len)
-{
-    size_t n = 0;
-
-    for (size_t i = 0; i < len && n + 1 < cap; i++)
-        dst[n++] = (src[i] >= 0x20 && src[i] < 0x7f) ? (char)src[i] : '?';
-    dst[n] = '\0';
 }
 
 static int h2_on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
@@ -67,7 +58,8 @@ static int h2_on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud
         break;
     case NGHTTP2_GOAWAY: {
         char dbg[128];
-        printable(dbg, sizeof(dbg), f->goaway.opaque_data, f->goaway.opaque_data_len);
+        shim__log_safe(dbg, sizeof(dbg), (const char *)f->goaway.opaque_data,
+                       f->goaway.opaque_data_len);
         c->_goaway_recv = 1;
         c->_goaway_code = f->goaway.error_code;
         snprintf(c->_goaway, sizeof(c->_goaway), "gateway sent GOAWAY (%s)%s%s",

@@ -14,6 +14,13 @@
  * returns -1: the failure path of every parser in the shim. */
 int shim__errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* Makes text a peer sent (a refusal body, a CLOSE reason, GOAWAY debug data)
+ * fit for one log line: trailing line breaks and blanks are cut (text/plain
+ * bodies often end with one), then the rest is escaped into dst by
+ * text_escape (proto/text.h), the one escaper gateway and shim share.
+ * Returns dst. */
+char *shim__log_safe(char *dst, size_t cap, const char *src, size_t len);
+
 /* Longest host name we accept (RFC 1035 §2.3.4 limit on a name). */
 #define SHIM_HOST_MAX 253u
 /* Enough for "[" IPv6 "%" scope "]:" port and NUL. */

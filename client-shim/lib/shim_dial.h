@@ -1,11 +1,11 @@
 /*
- * shim_dial.h — the transport layer: yields a connected, non-blocking byte
- * pipe (today a direct TCP socket) to the TLS layer above it.
+ * shim_dial.h — the transport layer: yields a connected byte pipe
+ * (shim_pipe.h; today a direct TCP connection) to the TLS layer above it.
  *
  * The layers above never see how the pipe was made, so an HTTP CONNECT proxy
- * dialer can later produce the same result (a connected fd) after its own
- * exchange. The dialer owns its socket until it hands it over in the
- * callback; cancelling closes whatever it still holds.
+ * dialer can later produce the same result (a shim_pipe_t with its own ops)
+ * after its own exchange. The dialer owns its socket until it hands the pipe
+ * over in the callback; cancelling closes whatever it still holds.
  */
 #ifndef SHIM_DIAL_H
 #define SHIM_DIAL_H
@@ -13,12 +13,14 @@
 #include <ev.h>
 #include <stdint.h>
 
+#include "shim_pipe.h"
+
 typedef struct shim_dial shim_dial_t;
 
-/* Success: fd >= 0 is connected and non-blocking, now owned by the callee,
- * err is NULL. Failure: fd is -1 and err names the address and cause. Called
- * from the loop, never from shim_dial_start. */
-typedef void (*shim_dial_cb)(shim_dial_t *d, int fd, const char *err);
+/* Success: pipe is connected and now owned by the callee, err is NULL.
+ * Failure: pipe is NULL and err names the address and cause. Called from the
+ * loop, never from shim_dial_start. */
+typedef void (*shim_dial_cb)(shim_dial_t *d, shim_pipe_t *pipe, const char *err);
 
 struct shim_dial {
     struct ev_loop *loop;

@@ -3,9 +3,11 @@
  * connection and its I/O), tls.c, h2.c (the nghttp2 session) and tunnel.c.
  *
  * Layers, each using only the one below:
- *   transport  shim_dial_t yields a connected non-blocking fd (shim_dial.h)
- *   TLS        SSL over two memory BIOs: the socket is read and written by
- *              client.c, never by OpenSSL
+ *   transport  shim_dial_t yields a connected byte pipe (shim_dial.h,
+ *              shim_pipe.h); nothing above it knows what carries the bytes
+ *   TLS        SSL over two memory BIOs (tls.c): ciphertext moves between
+ *              the BIOs and the pipe, never through OpenSSL's own I/O; one
+ *              sluice_tls_t (SSL_CTX and session cache) per process
  *   HTTP/2     nghttp2 session driven by mem_recv / mem_send only
  *   tunnels    one stream each, capsules in both bodies (proto/sendq.h,
  *              proto/dispatch.h)
@@ -28,14 +30,16 @@
 #include <stdint.h>
 
 #include "../../proto/capsule.h"
-#include "shim_dial.h"
 #include "../../proto/sendq.h"
+#include "shim_dial.h"
+#include "shim_pipe.h"
 #include "sluice_shim.h"
 
 #define SHIM_OWNER(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
 
 #define SHIM_REASON_MAX 512u     /* refusal body / CLOSE reason kept for on_close */
 #define SHIM_DETAIL_MAX 320u
+#define SHIM_AUTHORITY_MAX 300u  /* "server-name:port", bracketed IPv6 */
 #define SHIM_IO_CHUNK 16384u      /* one read(2) / SSL_read / coalesced SSL_write */
 #define SHIM_READS_PER_EVENT 8    /* fairness: other watchers get a turn */
 #define SHIM_TLS_OUT_HIGH 65536u  /* stop pulling HTTP/2 frames above this backlog */
@@ -90,22 +94,23 @@ struct st_sluice_client_t {
     uint32_t _connect_timeout_ms;
     uint32_t _handshake_timeout_ms;
     uint32_t _keepalive_ms;
-    char _authority[300];
+    char _authority[SHIM_AUTHORITY_MAX];
 
     enum shim_client_phase phase;
     shim_dial_t _dial;
-    int fd;
-    ev_io _rio, _wio;
+    shim_pipe_t *_pipe;   /* the transport, once dialed */
+    int _want_write;      /* TLS output waits for the pipe */
     ev_timer _timer;      /* TLS handshake deadline */
     ev_timer _keepalive;
     ev_prepare _prep;     /* deferred work: flush, report, free */
     ev_tstamp _last_rx;
 
-    SSL_CTX *_ctx;
+    sluice_tls_t *_tls;   /* a reference */
     SSL *_ssl;
-    BIO *_rbio;           /* network -> TLS */
-    BIO *_wbio;           /* TLS -> network */
+    BIO *_rbio;           /* pipe -> TLS */
+    BIO *_wbio;           /* TLS -> pipe */
     int _peer_close_notify;
+    int _resumed;         /* the handshake resumed a session */
     nghttp2_session *_h2;
 
     sluice_tunnel_t *_head, *_tail;
@@ -125,7 +130,7 @@ struct st_sluice_client_t {
     char _connected_detail[64];
     char _goaway[SHIM_DETAIL_MAX];
 
-    uint8_t _buf[SHIM_IO_CHUNK];   /* socket reads; scratch */
+    uint8_t _buf[SHIM_IO_CHUNK];   /* pipe reads; scratch */
     uint8_t _plain[SHIM_IO_CHUNK]; /* SSL_read output */
     uint8_t _tx[SHIM_IO_CHUNK];    /* HTTP/2 output coalesced into TLS records */
     size_t _txlen;
@@ -139,9 +144,20 @@ uint64_t shim_client__now_ns(const sluice_client_t *c);
 int shim_client__usable(const sluice_client_t *c);
 
 /* tls.c */
-SSL_CTX *shim_tls__ctx_new(const char *ca_file, char *err, size_t errlen);
+sluice_tls_t *shim_tls__ref(sluice_tls_t *tls); /* another reference; returns tls */
+/* A new SSL for c over fresh BIOs, with c's cached session if any. 0 or -1
+ * with err. */
 int shim_tls__begin(sluice_client_t *c, char *err, size_t errlen);
+/* 1 when the handshake is done and the peer acceptable, 0 when it needs more
+ * input, -1 with err. */
 int shim_tls__handshake(sluice_client_t *c, char *err, size_t errlen);
+/* One read from the pipe into the read BIO: bytes moved (> 0), 0 at end of
+ * stream, SHIM_PIPE_AGAIN, or SHIM_PIPE_ERROR (c->_pipe->err says why). */
+ssize_t shim_tls__pull(sluice_client_t *c);
+/* Writes the write BIO's bytes to the pipe: 0 when all are out, 1 when the
+ * rest waits for the pipe to be writable, -1 on error (c->_pipe->err). */
+int shim_tls__push(sluice_client_t *c);
+int shim_tls__resumed(const sluice_client_t *c);
 void shim_tls__free(sluice_client_t *c);
 
 /* h2.c */
@@ -155,6 +171,8 @@ void shim_tunnel__wake(sluice_tunnel_t *t);
 void shim_tunnel__end_uplink(sluice_tunnel_t *t);
 void shim_tunnel__start_timer(sluice_tunnel_t *t, uint32_t ms);
 void shim_tunnel__free(sluice_tunnel_t *t);
+/* Sends t's request (the client is READY); a failure finishes t. */
+void shim_tunnel__submit(sluice_tunnel_t *t);
 void shim_tunnel__on_open(sluice_tunnel_t *t);
 void shim_tunnel__body(sluice_tunnel_t *t, const uint8_t *data, size_t len);
 void shim_tunnel__remote_end(sluice_tunnel_t *t);

@@ -69,15 +69,8 @@ void shim_tunnel__finish(sluice_tunnel_t *t, int status, uint64_t code, const ch
     va_start(ap, fmt);
     vsnprintf(buf, sizeof(buf), fmt, ap); /* fmt's arguments may point into _reason */
     va_end(ap);
-    /* Reasons come from the gateway and end up in logs: no trailing line
-     * break (text/plain bodies often end with one), no control bytes. */
-    for (size_t n = strlen(buf); n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' ||
-                                          buf[n - 1] == ' ' || buf[n - 1] == '\t');)
-        buf[--n] = '\0';
-    for (char *p = buf; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
-            *p = '?';
-    memcpy(t->_reason, buf, strlen(buf) + 1);
+    /* Reasons come from the gateway and end up in logs. */
+    shim__log_safe(t->_reason, sizeof(t->_reason), buf, strlen(buf));
     t->_finished = 1;
     t->_result_status = status;
     t->_result_code = code;
@@ -105,6 +98,16 @@ void shim_tunnel__end_uplink(sluice_tunnel_t *t)
     shim_tunnel__wake(t);
 }
 
+/* Frees what sluice_tunnel_open allocated, and t. */
+static void tunnel_release(sluice_tunnel_t *t)
+{
+    free(t->_rbuf);
+    free(t->_path);
+    free(t->_username);
+    free(t->_credential);
+    free(t);
+}
+
 void shim_tunnel__free(sluice_tunnel_t *t)
 {
     sluice_client_t *c = t->client;
@@ -119,11 +122,16 @@ void shim_tunnel__free(sluice_tunnel_t *t)
         c->_tail = t->_prev;
     ev_timer_stop(c->loop, &t->_timer);
     sendq_dispose(&t->up);
-    free(t->_rbuf);
-    free(t->_path);
-    free(t->_username);
-    free(t->_credential);
-    free(t);
+    tunnel_release(t);
+}
+
+void shim_tunnel__submit(sluice_tunnel_t *t)
+{
+    int rv = shim_h2__submit(t);
+
+    if (rv < 0)
+        shim_tunnel__finish(t, 0, SLUICE_CLOSE_NO_CODE, "cannot send the request: %s",
+                            nghttp2_strerror(rv));
 }
 
 void shim_tunnel__on_open(sluice_tunnel_t *t)
@@ -140,13 +148,25 @@ void shim_tunnel__on_open(sluice_tunnel_t *t)
     shim_tunnel__wake(t);
 }
 
+/* A closing tunnel (sluice_tunnel_close) delivers nothing more but keeps
+ * reading the gateway's body to its CLOSE or end: skipping any of it would
+ * make the reader parse the rest as garbage (dispatch.h). Once the outcome
+ * is decided or the client freed, the body is no longer fed at all. */
+static int dl_verdict(const sluice_tunnel_t *t)
+{
+    if (t->client->_free_requested || t->_finished)
+        return DISPATCH_ABANDON;
+    return t->_closing ? DISPATCH_MUTE : DISPATCH_CONTINUE;
+}
+
 static int dl_packet(void *ud, const uint8_t *p, size_t len, int is_signal)
 {
     sluice_tunnel_t *t = ud;
     sluice_client_t *c = t->client;
+    int v = dl_verdict(t);
 
-    if (c->_free_requested || t->_finished || t->_closing)
-        return 1;
+    if (v != DISPATCH_CONTINUE)
+        return v;
     t->rx_packets++;
     t->rx_bytes += len;
     if (t->_cb.on_packet) {
@@ -154,7 +174,7 @@ static int dl_packet(void *ud, const uint8_t *p, size_t len, int is_signal)
         t->_cb.on_packet(t, p, len, is_signal, t->_cb.ud);
         c->_depth--;
     }
-    return c->_free_requested || t->_finished || t->_closing;
+    return dl_verdict(t);
 }
 
 static void dl_ping(void *ud, const uint8_t *value)
@@ -302,6 +322,11 @@ static void tunnel_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* ---------------------------------------------------------------- API */
 
+const char *sluice_close_name(uint64_t code)
+{
+    return code == SLUICE_CLOSE_NO_CODE ? "none" : capsule_close_name(code);
+}
+
 /* Header values go on the wire as given: non-empty, bounded, no control
  * characters (RFC 9110 §5.5). */
 static int header_value_ok(const char *s)
@@ -343,11 +368,7 @@ sluice_tunnel_t *sluice_tunnel_open(sluice_client_t *c, const sluice_tunnel_opts
     t->_credential = strdup(o->credential);
     t->_rbuf = malloc(CAPSULE_DEFAULT_MAX_VALUE + CAPSULE_MAX_HEADER);
     if (!t->_path || !t->_username || !t->_credential || !t->_rbuf) {
-        free(t->_path);
-        free(t->_username);
-        free(t->_credential);
-        free(t->_rbuf);
-        free(t);
+        tunnel_release(t);
         return NULL;
     }
     snprintf(t->_path, plen, "/v1/tunnel/%s/%s%s%s", o->tenant, o->kind,
@@ -372,12 +393,8 @@ sluice_tunnel_t *sluice_tunnel_open(sluice_client_t *c, const sluice_tunnel_opts
         c->_head = t;
     c->_tail = t;
 
-    if (c->phase == SHIM_PHASE_READY) {
-        int rv = shim_h2__submit(t);
-        if (rv < 0)
-            shim_tunnel__finish(t, 0, SLUICE_CLOSE_NO_CODE, "cannot send the request: %s",
-                                nghttp2_strerror(rv));
-    }
+    if (c->phase == SHIM_PHASE_READY)
+        shim_tunnel__submit(t);
     shim_client__kick(c);
     return t;
 }

@@ -18,13 +18,20 @@ typedef struct rec {
     uint64_t close_code;
     char close_reason[64];
     uint8_t first_packet[16];
-    int stop_after; /* on_packet asks to stop after this many (0: never) */
+    int stop_after; /* on_packet abandons the stream after this many (0: never) */
+    int mute_after; /* on_packet mutes after this many (0: never) */
+    int muting;     /* set once mute_after is reached: every later call mutes */
+    int muted_calls; /* calls made while muting (at most one per dispatch_feed) */
     int skipped_context_id, skipped_unknown;
 } rec_t;
 
 static int on_packet(void *ud, const uint8_t *p, size_t len, int is_signal)
 {
     rec_t *r = ud;
+    if (r->muting) {
+        r->muted_calls++;
+        return DISPATCH_MUTE;
+    }
     if (r->packets + r->signals == 0)
         memcpy(r->first_packet, p, len < 16 ? len : 16);
     if (is_signal)
@@ -32,6 +39,10 @@ static int on_packet(void *ud, const uint8_t *p, size_t len, int is_signal)
     else
         r->packets++;
     r->bytes += len;
+    if (r->mute_after && r->packets + r->signals >= r->mute_after) {
+        r->muting = 1;
+        return DISPATCH_MUTE;
+    }
     return r->stop_after && r->packets + r->signals >= r->stop_after;
 }
 
@@ -177,17 +188,84 @@ Test(dispatch, malformed_values_are_protocol_errors)
     }
 }
 
-Test(dispatch, on_packet_can_stop_the_feed)
+Test(dispatch, on_packet_can_abandon_the_stream)
 {
     uint8_t w[512];
     size_t n = build_stream(w, sizeof(w));
     capsule_reader_t r;
     rec_t rec = {0};
 
-    rec.stop_after = 1;
+    rec.stop_after = 1; /* on_packet returns 1, a boolean "stop": DISPATCH_ABANDON */
+    cr_assert_eq(DISPATCH_ABANDON, 1);
     capsule_reader_init(&r, rbuf, sizeof(rbuf), CAPSULE_DEFAULT_MAX_VALUE);
     cr_expect_eq(dispatch_feed(&r, w, n, &ops, &rec, NULL), DISPATCH_STOPPED);
     cr_expect_eq(rec.packets + rec.signals, 1);
+    cr_expect_eq(rec.pings + rec.closes, 0, "nothing after the abandoning packet is read");
+}
+
+/* Many DATAGRAMs, a PING among them, then CLOSE: the stream a tunnel that is
+ * closing keeps receiving until the peer's CLOSE. */
+static size_t build_long_stream(uint8_t *w, size_t cap)
+{
+    static const uint8_t ping[8] = {1, 1, 2, 3, 5, 8, 13, 21};
+    uint8_t payload[300];
+    size_t n = 0;
+
+    /* A payload of 0xff bytes read as a capsule header is an oversized
+     * capsule, so a reader that loses its place fails loudly. */
+    memset(payload, 0xff, sizeof(payload));
+    payload[0] = 0x80;
+    for (int i = 0; i < 12; i++) {
+        n += (size_t)capsule_encode_datagram(w + n, cap - n, payload, sizeof(payload));
+        if (i == 6)
+            n += (size_t)capsule_encode(w + n, cap - n, CAPSULE_PING, ping, sizeof(ping));
+    }
+    n += (size_t)capsule_encode_close(w + n, cap - n, CLOSE_NORMAL, "done", 4);
+    return n;
+}
+
+/* DISPATCH_MUTE: the handler stops taking packets (its tunnel is closing) but
+ * the stream is read on, in chunks of every size, to the peer's CLOSE. */
+Test(dispatch, mute_keeps_the_reader_in_step_to_the_close)
+{
+    static uint8_t w[8192];
+    size_t n = build_long_stream(w, sizeof(w));
+
+    for (size_t chunk = 1; chunk <= 701; chunk += (chunk < 16 ? 1 : 97)) {
+        capsule_reader_t r;
+        rec_t rec = {0};
+        const char *err = NULL;
+        int rc = DISPATCH_OK;
+        size_t calls = 0;
+
+        rec.mute_after = 2;
+        capsule_reader_init(&r, rbuf, sizeof(rbuf), CAPSULE_DEFAULT_MAX_VALUE);
+        for (size_t off = 0; off < n && rc == DISPATCH_OK; off += chunk, calls++)
+            rc = dispatch_feed(&r, w + off, n - off < chunk ? n - off : chunk, &ops, &rec, &err);
+        cr_assert_eq(rc, DISPATCH_CLOSED, "chunks of %zu: rc %d (%s)", chunk, rc,
+                     err ? err : "-");
+        cr_expect_eq(rec.packets, 2, "chunks of %zu: delivered until muted", chunk);
+        cr_expect_eq(rec.pings, 1, "chunks of %zu: PING still reported", chunk);
+        cr_expect_eq(rec.closes, 1, "chunks of %zu", chunk);
+        cr_expect_str_eq(rec.close_reason, "done");
+        cr_expect_leq((size_t)rec.muted_calls, calls,
+                      "chunks of %zu: at most one muted call per feed", chunk);
+    }
+}
+
+Test(dispatch, mute_applies_to_the_rest_of_one_feed_only)
+{
+    static uint8_t w[8192];
+    size_t n = build_long_stream(w, sizeof(w));
+    capsule_reader_t r;
+    rec_t rec = {0};
+
+    rec.mute_after = 1;
+    capsule_reader_init(&r, rbuf, sizeof(rbuf), CAPSULE_DEFAULT_MAX_VALUE);
+    cr_expect_eq(dispatch_feed(&r, w, n, &ops, &rec, NULL), DISPATCH_CLOSED);
+    cr_expect_eq(rec.packets, 1);
+    cr_expect_eq(rec.muted_calls, 0, "no packet is offered again in the same feed");
+    cr_expect_eq(rec.closes, 1);
 }
 
 Test(dispatch, largest_payload_arrives_whole_across_chunks)

@@ -4,6 +4,9 @@
  */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <string.h>
+
+#include "../../proto/text.h"
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -117,4 +120,19 @@ Test(addr, tokens)
     cr_expect_not(shim_token_valid("%2f", 128));
     cr_expect_not(shim_token_valid("abcd", 3));
     cr_expect(shim_token_valid("abc", 3));
+}
+
+Test(addr, peer_text_is_made_safe_for_one_log_line)
+{
+    static const char a[] = "invalid credentials\r\n \t";
+    static const char b[] = "two\nlines\x1b[31m and a DEL\x7f, caf\xc3\xa9 kept";
+    static const char c[] = "\n\n";
+    char out[128];
+
+    cr_expect_str_eq(shim__log_safe(out, sizeof(out), a, strlen(a)), "invalid credentials");
+    cr_expect_str_eq(shim__log_safe(out, sizeof(out), b, strlen(b)),
+                     "two\\x0alines\\x1b[31m and a DEL\\x7f, caf\xc3\xa9 kept");
+    cr_expect_str_eq(shim__log_safe(out, sizeof(out), c, strlen(c)), "");
+    cr_expect_str_eq(shim__log_safe(out, 8, b, strlen(b)), "two" TEXT_TRUNCATED,
+                     "a long reason is cut with the marker");
 }

@@ -75,6 +75,9 @@ Test(cli_opts, help_and_version_need_nothing_else)
     cr_expect(o.help);
     cr_expect_eq(PARSE(&o, err, "--version"), 0);
     cr_expect(o.version);
+    cr_expect_eq(PARSE(&o, err, "-V"), 0);
+    cr_expect(o.version);
+    cr_expect_not_null(strstr(shim_cli_usage(), "-V, --version"));
     cr_expect_eq(shim_cli_parse(1, ARGV(NULL), &o, err, sizeof(err)), -1,
                  "no arguments: --gateway is required");
     cr_expect_not_null(strstr(shim_cli_usage(), "--gateway"));

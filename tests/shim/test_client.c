@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "../../proto/capsule.h"
+#include "../support/ts_util.h"
 #include "sluice_shim.h"
 
 /* ---------------------------------------------------------------- server */
@@ -32,7 +33,14 @@ enum mode {
     M_PING,      /* 200, then PING */
     M_OVERSIZE,  /* 200, then a capsule header declaring 70000 bytes */
     M_SILENT,    /* never answer */
+    M_STREAM,    /* 200, then STREAM_CAPSULES DATAGRAMs in DATA frames of at most
+                  * STREAM_FRAME bytes, so capsules straddle frames; the body
+                  * ends once the client's has */
 };
+
+#define STREAM_CAPSULES 20
+#define STREAM_PAYLOAD 300
+#define STREAM_FRAME 700
 
 typedef struct srv_stream {
     int32_t id;
@@ -55,7 +63,9 @@ static struct {
     char cert[512], key[512];
     /* What the server saw. */
     char path[256], username[128], credential[128], content_type[64];
-    int requests, datagrams, signals, pongs, closes, up_ended, rsts;
+    int requests, datagrams, signals, pongs, closes, up_ended, rsts, pings;
+    int stream_closes;        /* streams nghttp2 closed on the server */
+    uint32_t stream_close_code; /* the last one's error code */
     uint64_t close_code;
     uint32_t rst_code;
     uint8_t pong[8];
@@ -83,6 +93,8 @@ static ssize_t srv_read(nghttp2_session *h, int32_t id, uint8_t *buf, size_t len
     srv_stream_t *s = src->ptr;
     size_t n = s->out_len < len ? s->out_len : len;
 
+    if (S.mode == M_STREAM && n > STREAM_FRAME)
+        n = STREAM_FRAME;
     memcpy(buf, s->out, n);
     memmove(s->out, s->out + n, s->out_len - n);
     s->out_len -= n;
@@ -158,6 +170,18 @@ static void srv_respond(srv_stream_t *s)
         n = capsule_encode_header(cap, sizeof(cap), CAPSULE_DATAGRAM, 70000);
         srv_append(s, cap, (size_t)n);
         break;
+    case M_STREAM: {
+        uint8_t payload[STREAM_PAYLOAD], big[STREAM_PAYLOAD + 8];
+        /* 0xff bytes read as a capsule header are an oversized capsule: a
+         * reader that loses its place fails at once. */
+        memset(payload, 0xff, sizeof(payload));
+        payload[0] = 0x80;
+        for (int i = 0; i < STREAM_CAPSULES; i++) {
+            n = capsule_encode_datagram(big, sizeof(big), payload, sizeof(payload));
+            srv_append(s, big, (size_t)n);
+        }
+        break;
+    }
     case M_ECHO:
         break;
     }
@@ -173,11 +197,13 @@ static int srv_frame_recv(nghttp2_session *h, const nghttp2_frame *f, void *ud)
     if ((f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) &&
         (f->hd.flags & NGHTTP2_FLAG_END_STREAM) && s) {
         S.up_ended++;
-        if (S.mode == M_ECHO) { /* the client is done: so are we */
+        if (S.mode == M_ECHO || S.mode == M_STREAM) { /* the client is done: so are we */
             s->end_after = 1;
             nghttp2_session_resume_data(h, s->id);
         }
     }
+    if (f->hd.type == NGHTTP2_PING && !(f->hd.flags & NGHTTP2_FLAG_ACK))
+        S.pings++;
     if (f->hd.type == NGHTTP2_RST_STREAM) {
         S.rsts++;
         S.rst_code = f->rst_stream.error_code;
@@ -227,6 +253,8 @@ static void srv_stream_free(srv_stream_t *s)
 static int srv_stream_close(nghttp2_session *h, int32_t id, uint32_t code, void *ud)
 {
     srv_stream_t *s = nghttp2_session_get_stream_user_data(h, id);
+    S.stream_closes++;
+    S.stream_close_code = code;
     if (s)
         srv_stream_free(s);
     return 0;
@@ -383,23 +411,16 @@ typedef struct app {
     int status;
     uint64_t code;
     char reason[600];
-    int free_in_packet; /* free the client inside on_packet */
-    int close_in_open;  /* close the tunnel inside on_open */
-    int done;           /* stop the loop when set */
+    int free_in_packet;  /* free the client inside on_packet */
+    int close_in_packet; /* close the tunnel inside on_packet */
+    int close_in_open;   /* close the tunnel inside on_open */
 } app_t;
-
-static void stop_soon(struct ev_loop *loop)
-{
-    ev_break(loop, EVBREAK_ALL);
-}
 
 static void on_state(sluice_client_t *c, sluice_state_t st, const char *detail, void *ud)
 {
     app_t *a = ud;
     a->states[st]++;
     snprintf(a->detail, sizeof(a->detail), "%s", detail);
-    if (st == SLUICE_FAILED || st == SLUICE_CLOSED)
-        stop_soon(S.loop);
 }
 
 static void on_open(sluice_tunnel_t *t, void *ud)
@@ -417,10 +438,11 @@ static void on_packet(sluice_tunnel_t *t, const uint8_t *p, size_t len, int sig,
         a->signals++;
     else
         a->packets++;
+    if (a->close_in_packet)
+        sluice_tunnel_close(t);
     if (a->free_in_packet) {
         sluice_client_free(a->c);
         a->c = NULL;
-        stop_soon(S.loop);
     }
 }
 
@@ -433,7 +455,6 @@ static void on_close(sluice_tunnel_t *t, int status, uint64_t code, const char *
     a->code = code;
     snprintf(a->reason, sizeof(a->reason), "%s", reason);
     a->t = NULL;
-    stop_soon(S.loop);
 }
 
 static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
@@ -441,17 +462,40 @@ static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
     ev_break(loop, EVBREAK_ALL);
 }
 
-/* Runs the loop until a callback stops it or ms pass. */
-static void run_for(double ms)
+/* Upper bound of every wait: a liveness bound, not a measurement (a wait ends
+ * as soon as its condition holds), generous for a loaded machine and ASan. */
+#define WAIT_MS 10000
+
+/* One loop iteration, blocking at most until deadline. */
+static void run_once(int64_t deadline)
 {
     ev_timer t;
-    ev_timer_init(&t, on_timeout, ms / 1000.0, 0.);
+    ev_timer_init(&t, on_timeout, ts_remaining_ms(deadline) / 1000.0, 0.);
     ev_timer_start(S.loop, &t);
-    ev_run(S.loop, 0);
+    ev_run(S.loop, EVRUN_ONCE);
     ev_timer_stop(S.loop, &t);
 }
 
+/* Runs the loop until cond holds or ms (scaled by TS_TIMEOUT_SCALE) pass;
+ * the caller asserts cond afterwards. */
+#define RUN_UNTIL(cond, ms)                                                   \
+    do {                                                                      \
+        int64_t dl_ = ts_deadline(ts_ms(ms));                                 \
+        while (!(cond) && ts_now_ms() < dl_)                                  \
+            run_once(dl_);                                                    \
+    } while (0)
+
+/* Runs what is ready now, deferred work included (libev runs prepare
+ * watchers on every iteration), without blocking. */
+static void run_ready(void)
+{
+    for (int i = 0; i < 4; i++)
+        ev_run(S.loop, EVRUN_NOWAIT);
+}
+
 static uint32_t keepalive_ms; /* for the next client() */
+static uint32_t response_timeout_ms; /* for the next tunnel(); 0: WAIT_MS */
+static sluice_tls_t *shared_tls; /* for the next client(): instead of the CA file */
 
 static sluice_client_t *client(app_t *a, const char *server_name, uint16_t port)
 {
@@ -460,7 +504,8 @@ static sluice_client_t *client(app_t *a, const char *server_name, uint16_t port)
         .host = "127.0.0.1",
         .port = port ? port : srv_port(),
         .server_name = server_name,
-        .ca_file = S.cert,
+        .tls = shared_tls,
+        .ca_file = shared_tls ? NULL : S.cert,
         .keepalive_ms = keepalive_ms,
         .on_state = on_state,
         .ud = a,
@@ -475,11 +520,23 @@ static sluice_tunnel_t *tunnel(app_t *a, const char *region)
     sluice_tunnel_opts_t o = {
         .tenant = "demo", .kind = "sfu", .region = region,
         .username = "1700000000:alice", .credential = "c3VwZXI=",
-        .response_timeout_ms = 300, .close_timeout_ms = 300,
+        /* Deadlines no slow run reaches unless the test wants it to, and
+         * queued media that does not expire while TLS is set up. */
+        .response_timeout_ms = response_timeout_ms ? response_timeout_ms : WAIT_MS,
+        .close_timeout_ms = WAIT_MS, .media_max_age_ms = WAIT_MS,
         .on_open = on_open, .on_packet = on_packet, .on_close = on_close, .ud = a,
     };
     a->t = sluice_tunnel_open(a->c, &o);
     return a->t;
+}
+
+/* The common start: the server in mode m, a client connecting, one tunnel. */
+static void connect_and_open(app_t *a, enum mode m)
+{
+    S.mode = m;
+    client(a, "localhost", 0);
+    sluice_client_connect(a->c);
+    tunnel(a, NULL);
 }
 
 /* ---------------------------------------------------------------- tests */
@@ -500,8 +557,7 @@ Test(client, tunnel_opened_before_connect_echoes_and_closes_normally)
     cr_expect_eq(sluice_tunnel_send(a.t, stun, sizeof(stun)), SLUICE_OK);
     cr_assert_eq(sluice_client_connect(a.c), SLUICE_OK);
     cr_expect_eq(sluice_client_connect(a.c), SLUICE_ERR_STATE);
-    while (a.packets + a.signals < 2 && !a.closed)
-        run_for(3000);
+    RUN_UNTIL(a.packets + a.signals >= 2 || a.closed, WAIT_MS);
     cr_expect_eq(a.states[SLUICE_CONNECTING], 1);
     cr_expect_eq(a.states[SLUICE_CONNECTED], 1);
     cr_expect_eq(a.opened, 1);
@@ -518,7 +574,7 @@ Test(client, tunnel_opened_before_connect_echoes_and_closes_normally)
 
     sluice_tunnel_close(a.t);
     cr_expect_eq(sluice_tunnel_send(a.t, rtp, sizeof(rtp)), SLUICE_ERR_STATE);
-    run_for(3000);
+    RUN_UNTIL(a.closed, WAIT_MS);
     cr_expect_eq(a.closed, 1);
     cr_expect_eq(a.status, 200);
     cr_expect_eq(a.code, SLUICE_CLOSE_NORMAL, "reason: %s", a.reason);
@@ -532,11 +588,8 @@ Test(client, refusal_reports_status_and_body)
 {
     app_t a = {0};
 
-    S.mode = M_REFUSE;
-    client(&a, "localhost", 0);
-    sluice_client_connect(a.c);
-    tunnel(&a, NULL);
-    run_for(3000);
+    connect_and_open(&a, M_REFUSE);
+    RUN_UNTIL(a.closed, WAIT_MS);
     cr_expect_eq(a.closed, 1);
     cr_expect_eq(a.opened, 0);
     cr_expect_eq(a.status, 403);
@@ -550,18 +603,15 @@ Test(client, close_from_the_gateway_reaches_on_close)
 {
     app_t a = {0};
 
-    S.mode = M_CLOSE;
-    client(&a, "localhost", 0);
-    sluice_client_connect(a.c);
-    tunnel(&a, NULL);
-    run_for(3000);
+    connect_and_open(&a, M_CLOSE);
+    RUN_UNTIL(a.closed, WAIT_MS);
     cr_expect_eq(a.closed, 1);
     cr_expect_eq(a.status, 200);
     cr_expect_eq(a.code, SLUICE_CLOSE_SHUTTING_DOWN);
     cr_expect_str_eq(a.reason, "bye");
-    run_for(200);
-    cr_expect_eq(S.closes, 0, "no CLOSE is sent back");
-    cr_expect_eq(S.up_ended, 1, "but the request body ends");
+    RUN_UNTIL(S.up_ended, WAIT_MS);
+    cr_expect_eq(S.up_ended, 1, "the request body ends");
+    cr_expect_eq(S.closes, 0, "without a CLOSE (it would have come before the end)");
     sluice_client_free(a.c);
 }
 
@@ -570,12 +620,8 @@ Test(client, ping_is_answered_with_the_same_bytes)
     app_t a = {0};
     static const uint8_t v[8] = {1, 2, 3, 4, 5, 6, 7, 8};
 
-    S.mode = M_PING;
-    client(&a, "localhost", 0);
-    sluice_client_connect(a.c);
-    tunnel(&a, NULL);
-    for (int i = 0; i < 20 && !S.pongs; i++)
-        run_for(100);
+    connect_and_open(&a, M_PING);
+    RUN_UNTIL(S.pongs, WAIT_MS);
     cr_expect_eq(S.pongs, 1);
     cr_expect_eq(memcmp(S.pong, v, 8), 0);
     sluice_client_free(a.c);
@@ -585,15 +631,11 @@ Test(client, oversized_capsule_gets_close_protocol_error_and_reset)
 {
     app_t a = {0};
 
-    S.mode = M_OVERSIZE;
-    client(&a, "localhost", 0);
-    sluice_client_connect(a.c);
-    tunnel(&a, NULL);
-    run_for(3000);
+    connect_and_open(&a, M_OVERSIZE);
+    RUN_UNTIL(a.closed, WAIT_MS);
     cr_expect_eq(a.closed, 1);
     cr_expect_eq(a.code, SLUICE_CLOSE_PROTOCOL_ERROR, "reason: %s", a.reason);
-    for (int i = 0; i < 20 && !S.rsts; i++)
-        run_for(50);
+    RUN_UNTIL(S.rsts, WAIT_MS);
     cr_expect_eq(S.closes, 1, "CLOSE(protocol error) was sent");
     cr_expect_eq(S.close_code, CLOSE_PROTOCOL_ERROR);
     cr_expect_eq(S.rsts, 1, "then the stream was reset");
@@ -608,8 +650,10 @@ Test(client, silent_gateway_hits_the_response_deadline)
     S.mode = M_SILENT;
     client(&a, "localhost", 0);
     sluice_client_connect(a.c);
+    response_timeout_ms = 300;
     tunnel(&a, NULL);
-    run_for(3000);
+    response_timeout_ms = 0;
+    RUN_UNTIL(a.closed, WAIT_MS);
     cr_expect_eq(a.closed, 1);
     cr_expect_eq(a.status, 0);
     cr_expect_not_null(strstr(a.reason, "no response"), "%s", a.reason);
@@ -621,33 +665,28 @@ Test(client, free_inside_on_packet_is_safe)
     app_t a = {0};
     static const uint8_t rtp[] = {0x80, 1, 2, 3};
 
-    S.mode = M_ECHO;
     a.free_in_packet = 1;
-    client(&a, "localhost", 0);
-    sluice_client_connect(a.c);
-    tunnel(&a, NULL);
+    connect_and_open(&a, M_ECHO);
     for (int i = 0; i < 5; i++)
         sluice_tunnel_send(a.t, rtp, sizeof(rtp));
-    run_for(3000);
+    RUN_UNTIL(!a.c, WAIT_MS);
+    cr_assert_null(a.c, "no packet came back");
+    run_ready(); /* the deferred free runs; ASan checks the rest */
     cr_expect_eq(a.packets, 1, "no callback after sluice_client_free");
     cr_expect_eq(a.closed, 0);
-    run_for(50); /* the deferred free runs; ASan checks the rest */
 }
 
 Test(client, close_inside_on_open_and_orderly_client_close)
 {
     app_t a = {0};
 
-    S.mode = M_ECHO;
     a.close_in_open = 1;
-    client(&a, "localhost", 0);
-    sluice_client_connect(a.c);
-    tunnel(&a, NULL);
-    run_for(3000);
+    connect_and_open(&a, M_ECHO);
+    RUN_UNTIL(a.closed, WAIT_MS);
     cr_expect_eq(a.closed, 1);
     cr_expect_eq(a.code, SLUICE_CLOSE_NORMAL);
     sluice_client_close(a.c);
-    run_for(3000);
+    RUN_UNTIL(a.states[SLUICE_CLOSED] || a.states[SLUICE_FAILED], WAIT_MS);
     cr_expect_eq(a.states[SLUICE_CLOSED], 1, "detail: %s", a.detail);
     cr_expect_eq(sluice_client_state(a.c), SLUICE_CLOSED);
     cr_expect_null(tunnel(&a, NULL), "no tunnels on a closed client");
@@ -661,7 +700,7 @@ Test(client, wrong_name_fails_verification)
     client(&a, "not-the-gateway.example", 0);
     sluice_client_connect(a.c);
     tunnel(&a, NULL);
-    run_for(3000);
+    RUN_UNTIL(a.states[SLUICE_FAILED], WAIT_MS);
     cr_expect_eq(a.states[SLUICE_FAILED], 1);
     cr_expect_not_null(strstr(a.detail, "certificate verification failed"), "%s", a.detail);
     cr_expect_eq(a.closed, 1, "the waiting tunnel is closed too");
@@ -680,7 +719,7 @@ Test(client, refused_connection_fails_with_the_reason)
     getsockname(fd, (struct sockaddr *)&sa, &l);
     client(&a, NULL, ntohs(sa.sin_port));
     sluice_client_connect(a.c);
-    run_for(3000);
+    RUN_UNTIL(a.states[SLUICE_FAILED], WAIT_MS);
     close(fd);
     cr_expect_eq(a.states[SLUICE_FAILED], 1);
     cr_expect_not_null(strstr(a.detail, "refused"), "%s", a.detail);
@@ -694,7 +733,18 @@ Test(client, bad_arguments)
     sluice_client_opts_t o = {.host = "127.0.0.1", .ca_file = "/nonexistent/ca.pem"};
 
     cr_expect_null(sluice_client_new(S.loop, &o, err, sizeof(err)));
-    cr_expect_not_null(strstr(err, "CA file"), "%s", err);
+    cr_expect_not_null(strstr(err, "CA file '/nonexistent/ca.pem'"), "%s", err);
+    cr_expect_not_null(strstr(err, "No such file"), "%s", err);
+    cr_expect_null(sluice_tls_new("/nonexistent/ca.pem", err, sizeof(err)));
+    cr_expect_not_null(strstr(err, "/nonexistent/ca.pem"), "%s", err);
+    cr_expect_null(sluice_tls_new(S.key, err, sizeof(err)), "a key is not a certificate");
+    cr_expect_not_null(strstr(err, "no PEM certificate"), "%s", err);
+    o.tls = sluice_tls_new(S.cert, err, sizeof(err));
+    cr_assert_not_null(o.tls, "%s", err);
+    cr_expect_null(sluice_client_new(S.loop, &o, err, sizeof(err)), "tls and ca_file together");
+    cr_expect_not_null(strstr(err, "sluice_tls_new"), "%s", err);
+    sluice_tls_free(o.tls);
+    o.tls = NULL;
     o.host = NULL;
     cr_expect_null(sluice_client_new(S.loop, &o, NULL, 0));
     client(&a, "localhost", 0);
@@ -718,16 +768,80 @@ Test(client, keepalive_pings_a_quiet_gateway_and_gives_up_on_a_dead_one)
     app_t a = {0};
 
     S.mode = M_SILENT;
-    keepalive_ms = 100;
+    keepalive_ms = 250;
     client(&a, "localhost", 0);
     keepalive_ms = 0;
     sluice_client_connect(a.c);
-    run_for(600); /* nghttp2 on the server side answers our PINGs */
+    /* nghttp2 on the server side answers our PINGs. Were the answers not
+     * taken as life, the client would give up after two intervals, that is
+     * after two PINGs at the most: four show that they are. */
+    RUN_UNTIL(S.pings >= 4 || a.states[SLUICE_FAILED], WAIT_MS);
     cr_expect_eq(a.states[SLUICE_CONNECTED], 1);
     cr_expect_eq(a.states[SLUICE_FAILED], 0, "a quiet but live gateway is fine: %s", a.detail);
+    cr_expect_geq(S.pings, 4);
     ev_io_stop(S.loop, &S.io_w); /* the gateway stops reading and answering */
-    run_for(2000);
+    RUN_UNTIL(a.states[SLUICE_FAILED], WAIT_MS);
     cr_expect_eq(a.states[SLUICE_FAILED], 1);
     cr_expect_not_null(strstr(a.detail, "keepalive"), "%s", a.detail);
     sluice_client_free(a.c);
+}
+
+/* The application closes its tunnel while the gateway's capsules are still
+ * streaming in, cut across DATA frames: the shim delivers nothing more but
+ * keeps reading the body in step, so the close ends normally, without a
+ * protocol error on either side. */
+Test(client, close_while_split_capsules_stream_in_ends_normally)
+{
+    app_t a = {0};
+
+    a.close_in_packet = 1;
+    connect_and_open(&a, M_STREAM);
+    RUN_UNTIL(a.closed, WAIT_MS);
+    cr_assert_eq(a.closed, 1);
+    cr_expect_eq(a.packets, 1, "nothing is delivered after sluice_tunnel_close");
+    cr_expect_eq(a.status, 200);
+    cr_expect_eq(a.code, SLUICE_CLOSE_NORMAL, "close code %llu: %s", (unsigned long long)a.code,
+                 a.reason);
+    RUN_UNTIL(S.stream_closes, WAIT_MS);
+    cr_expect_eq(S.closes, 1);
+    cr_expect_eq(S.close_code, CLOSE_NORMAL, "the gateway got CLOSE(%llu)",
+                 (unsigned long long)S.close_code);
+    cr_expect_eq(S.rsts, 0, "the stream was reset (code %u)", S.rst_code);
+    cr_expect_eq(S.stream_close_code, NGHTTP2_NO_ERROR);
+    cr_expect_eq(a.states[SLUICE_FAILED], 0);
+    sluice_client_free(a.c);
+}
+
+/* Clients made with one sluice_tls_t, one after the other, as a reconnect
+ * does: the first makes a full handshake, each later one resumes the session
+ * from the ticket the previous connection received (one use per ticket, so
+ * the third resumes with the second's). */
+Test(client, a_shared_tls_context_resumes_the_session_on_reconnect)
+{
+    static const uint8_t rtp[] = {0x80, 0x60, 0, 1};
+    char err[256] = "";
+
+    shared_tls = sluice_tls_new(S.cert, err, sizeof(err));
+    cr_assert_not_null(shared_tls, "%s", err);
+    S.mode = M_ECHO;
+    for (int round = 0; round < 3; round++) {
+        app_t a = {0};
+        client(&a, "localhost", 0);
+        if (round == 2) {
+            sluice_tls_free(shared_tls); /* the client keeps its own reference */
+            shared_tls = NULL;
+        }
+        sluice_client_connect(a.c);
+        tunnel(&a, NULL);
+        sluice_tunnel_send(a.t, rtp, sizeof(rtp));
+        /* The echo proves the connection up and the gateway's tickets read. */
+        RUN_UNTIL(a.packets || a.closed, WAIT_MS);
+        cr_assert_eq(a.packets, 1, "round %d: %s", round, a.reason);
+        cr_expect_eq(sluice_client_tls_resumed(a.c), round > 0, "round %d", round);
+        cr_expect_eq(strstr(a.detail, " resumed") != NULL, round > 0, "round %d: %s", round,
+                     a.detail);
+        sluice_client_free(a.c);
+        RUN_UNTIL(S.fd < 0, WAIT_MS); /* the server takes one connection at a time */
+        cr_assert_lt(S.fd, 0, "round %d: the server still holds the connection", round);
+    }
 }
