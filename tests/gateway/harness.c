@@ -332,3 +332,96 @@ int h_next_capsule(h_stream_t *s, size_t *off, uint64_t *type, const uint8_t **v
     *len = c.len;
     return 1;
 }
+
+void h_send_datagram(harness_t *h, int idx, const uint8_t *p, size_t len)
+{
+    uint8_t v[2048];
+    cr_assert_leq(len + 1, sizeof v);
+    v[0] = 0; /* context id */
+    memcpy(v + 1, p, len);
+    h_send_capsule(h, idx, CAPSULE_DATAGRAM, v, len + 1);
+}
+
+struct sockaddr_storage h_relay_up(harness_t *h, int idx, const uint8_t *p, size_t len)
+{
+    h_send_datagram(h, idx, p, len);
+    uint8_t buf[2048];
+    struct sockaddr_storage from;
+    ssize_t n = h_backend_recv(h, buf, sizeof buf, &from, 2000);
+    cr_assert_eq(n, (ssize_t)len, "backend got %zd bytes, want %zu", n, len);
+    cr_assert_arr_eq(buf, p, len);
+    return from;
+}
+
+int h_count_capsules(harness_t *h, int idx, uint64_t type)
+{
+    size_t off = 0, len;
+    uint64_t t;
+    const uint8_t *v;
+    int n = 0;
+    while (h_next_capsule(&h->streams[idx], &off, &t, &v, &len))
+        n += t == type;
+    return n;
+}
+
+uint64_t h_close_code(harness_t *h, int idx)
+{
+    size_t off = 0, len;
+    uint64_t t;
+    const uint8_t *v;
+    while (h_next_capsule(&h->streams[idx], &off, &t, &v, &len)) {
+        if (t != CAPSULE_CLOSE)
+            continue;
+        capsule_t c = {CAPSULE_CLOSE, v, len};
+        uint64_t code;
+        const char *reason;
+        size_t rlen;
+        cr_assert_eq(capsule_parse_close(&c, &code, &reason, &rlen), PROTO_OK);
+        return code;
+    }
+    cr_assert_fail("stream %d has no CLOSE capsule", idx);
+    return UINT64_MAX;
+}
+
+int h_has_capsules(harness_t *h, void *arg)
+{
+    int *want = arg; /* {stream index, count} */
+    size_t off = 0, len;
+    uint64_t type;
+    const uint8_t *v;
+    int n = 0;
+    while (h_next_capsule(&h->streams[want[0]], &off, &type, &v, &len))
+        n++;
+    return n >= want[1];
+}
+
+void h_wait_capsules(harness_t *h, int idx, int count)
+{
+    int want[2] = {idx, count};
+    cr_assert(h_until(h, h_has_capsules, want, 2000), "stream %d: fewer than %d capsules", idx,
+              count);
+}
+
+void h_nth_capsule(harness_t *h, int idx, int nth, uint64_t *type, const uint8_t **v,
+                   size_t *len)
+{
+    size_t off = 0;
+    for (int i = 0; i <= nth; i++)
+        cr_assert(h_next_capsule(&h->streams[idx], &off, type, v, len), "no capsule %d", nth);
+}
+
+void h_assert_close(harness_t *h, int idx, int nth, uint64_t code)
+{
+    uint64_t type;
+    const uint8_t *v;
+    size_t len;
+    h_nth_capsule(h, idx, nth, &type, &v, &len);
+    cr_assert_eq(type, CAPSULE_CLOSE);
+    capsule_t cap = {type, v, len};
+    uint64_t got;
+    const char *reason;
+    size_t rlen;
+    cr_assert_eq(capsule_parse_close(&cap, &got, &reason, &rlen), PROTO_OK);
+    cr_assert_eq(got, code, "CLOSE code %llu, want %llu", (unsigned long long)got,
+                 (unsigned long long)code);
+}

@@ -92,6 +92,34 @@ void h_backend_send(harness_t *h, const struct sockaddr_storage *to, const void 
  * ICMP port unreachable (ECONNREFUSED on its connected socket). */
 void h_backend_close(harness_t *h);
 
+/* A DATAGRAM capsule (context id 0) around one UDP payload, sent and pumped. */
+void h_send_datagram(harness_t *h, int idx, const uint8_t *p, size_t len);
+
+/* Sends one datagram up, asserts the backend receives exactly it, and returns
+ * the backend's view of the tunnel's source address (to reply to). */
+struct sockaddr_storage h_relay_up(harness_t *h, int idx, const uint8_t *p, size_t len);
+
+/* An h_until condition: arg is int[2] {stream index, count}; true once the
+ * stream's body holds at least count capsules. */
+int h_has_capsules(harness_t *h, void *arg);
+
+/* Waits (pumping) until a stream's body holds at least count capsules;
+ * asserts they come within 2 s. */
+void h_wait_capsules(harness_t *h, int idx, int count);
+
+/* The nth (from 0) capsule of a stream's response body; asserts it exists. */
+void h_nth_capsule(harness_t *h, int idx, int nth, uint64_t *type, const uint8_t **v,
+                   size_t *len);
+
+/* Asserts the nth capsule of a stream's body is CLOSE with this code. */
+void h_assert_close(harness_t *h, int idx, int nth, uint64_t code);
+
+/* Capsules of type in a stream's response body so far. */
+int h_count_capsules(harness_t *h, int idx, uint64_t type);
+
+/* The code of the stream's CLOSE capsule (asserts there is one). */
+uint64_t h_close_code(harness_t *h, int idx);
+
 /* Decodes the next capsule of a stream's response body at *off (advancing it).
  * Returns 1 with *c set, 0 when no complete capsule is there yet. */
 int h_next_capsule(h_stream_t *s, size_t *off, uint64_t *type, const uint8_t **value,

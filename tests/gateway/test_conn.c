@@ -16,72 +16,6 @@ static const uint8_t rtp[] = {0x80, 0x60, 0x00, 0x01, 0x00, 0x00, 0x00, 0xa0,
 static const uint8_t stun[20] = {0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42, 1, 2,
                                  3,    4,    5,    6,    7,    8,    9,    10,   11, 12};
 
-static void send_datagram(harness_t *h, int idx, const uint8_t *p, size_t len)
-{
-    uint8_t v[2048];
-    v[0] = 0; /* context id */
-    memcpy(v + 1, p, len);
-    h_send_capsule(h, idx, CAPSULE_DATAGRAM, v, len + 1);
-}
-
-static int has_capsules(harness_t *h, void *arg)
-{
-    int *want = arg; /* {stream index, count} */
-    h_stream_t *st = &h->streams[want[0]];
-    size_t off = 0;
-    uint64_t type;
-    const uint8_t *v;
-    size_t len;
-    int n = 0;
-    while (h_next_capsule(st, &off, &type, &v, &len))
-        n++;
-    return n >= want[1];
-}
-
-static void wait_capsules(harness_t *h, int idx, int count)
-{
-    int want[2] = {idx, count};
-    cr_assert(h_until(h, has_capsules, want, 2000), "stream %d: fewer than %d capsules", idx,
-              count);
-}
-
-/* Returns the idx-th capsule of a stream's response body. */
-static void nth_capsule(harness_t *h, int idx, int nth, uint64_t *type, const uint8_t **v,
-                        size_t *len)
-{
-    size_t off = 0;
-    for (int i = 0; i <= nth; i++)
-        cr_assert(h_next_capsule(&h->streams[idx], &off, type, v, len), "no capsule %d", nth);
-}
-
-static void assert_close(harness_t *h, int idx, int nth, uint64_t code)
-{
-    uint64_t type;
-    const uint8_t *v;
-    size_t len;
-    nth_capsule(h, idx, nth, &type, &v, &len);
-    cr_assert_eq(type, CAPSULE_CLOSE);
-    capsule_t c = {type, v, len};
-    uint64_t got;
-    const char *reason;
-    size_t rlen;
-    cr_assert_eq(capsule_parse_close(&c, &got, &reason, &rlen), PROTO_OK);
-    cr_assert_eq(got, code, "CLOSE code %llu, want %llu", (unsigned long long)got,
-                 (unsigned long long)code);
-}
-
-/* Relays one datagram up and returns the backend's view of the source. */
-static struct sockaddr_storage relay_up(harness_t *h, int idx, const uint8_t *p, size_t len)
-{
-    send_datagram(h, idx, p, len);
-    uint8_t buf[2048];
-    struct sockaddr_storage from;
-    ssize_t n = h_backend_recv(h, buf, sizeof buf, &from, 2000);
-    cr_assert_eq(n, (ssize_t)len, "backend got %zd bytes, want %zu", n, len);
-    cr_assert_arr_eq(buf, p, len);
-    return from;
-}
-
 Test(conn, tunnel_relays_both_ways_and_classifies_downlink)
 {
     harness_t h;
@@ -90,7 +24,7 @@ Test(conn, tunnel_relays_both_ways_and_classifies_downlink)
     cr_assert_eq(h.streams[s].status, 200, "headers are sent before any body");
     cr_assert_eq(h.streams[s].down_len, 0u);
 
-    struct sockaddr_storage from = relay_up(&h, s, rtp, sizeof rtp);
+    struct sockaddr_storage from = h_relay_up(&h, s, rtp, sizeof rtp);
     h_send_capsule(&h, s, CAPSULE_SIGNAL, stun, sizeof stun);
     uint8_t buf[64];
     struct sockaddr_storage from2;
@@ -99,14 +33,14 @@ Test(conn, tunnel_relays_both_ways_and_classifies_downlink)
 
     h_backend_send(&h, &from, rtp, sizeof rtp);
     h_backend_send(&h, &from, stun, sizeof stun);
-    wait_capsules(&h, s, 2);
+    h_wait_capsules(&h, s, 2);
     uint64_t type;
     const uint8_t *v;
     size_t len;
     /* Signaling goes ahead of media, so the STUN reply may come first; find each. */
     int seen_media = 0, seen_signal = 0;
     for (int i = 0; i < 2; i++) {
-        nth_capsule(&h, s, i, &type, &v, &len);
+        h_nth_capsule(&h, s, i, &type, &v, &len);
         if (type == CAPSULE_DATAGRAM) {
             cr_assert_eq(len, sizeof rtp + 1);
             cr_assert_eq(v[0], 0, "context id 0");
@@ -132,22 +66,22 @@ Test(conn, malformed_capsule_kills_only_its_own_stream)
     int good = h_open(&h, PATH);
     cr_assert_eq(h.streams[bad].status, 200);
     cr_assert_eq(h.streams[good].status, 200);
-    struct sockaddr_storage from = relay_up(&h, good, rtp, sizeof rtp);
+    struct sockaddr_storage from = h_relay_up(&h, good, rtp, sizeof rtp);
 
     /* A DATAGRAM declaring 70,000 bytes: over the 65,535 maximum. */
     static const uint8_t oversized[] = {0x00, 0x80, 0x01, 0x11, 0x70, 0x00};
     h_send(&h, bad, oversized, sizeof oversized);
-    wait_capsules(&h, bad, 1);
-    assert_close(&h, bad, 0, CLOSE_PROTOCOL_ERROR);
+    h_wait_capsules(&h, bad, 1);
+    h_assert_close(&h, bad, 0, CLOSE_PROTOCOL_ERROR);
     cr_assert(h.streams[bad].got_rst, "RST_STREAM follows the CLOSE");
     cr_assert_eq(h.streams[bad].close_error, NGHTTP2_PROTOCOL_ERROR);
     cr_assert_eq(h.srv.counters.protocol_errors, 1u);
 
     /* The other stream on the same connection still works both ways. */
     cr_assert_not(h.streams[good].closed);
-    relay_up(&h, good, rtp, sizeof rtp);
+    h_relay_up(&h, good, rtp, sizeof rtp);
     h_backend_send(&h, &from, rtp, sizeof rtp);
-    wait_capsules(&h, good, 1);
+    h_wait_capsules(&h, good, 1);
     h_fini(&h);
 }
 
@@ -158,19 +92,19 @@ Test(conn, ping_is_answered_with_pong)
     int s = h_open(&h, PATH);
     static const uint8_t opaque[8] = {1, 2, 3, 4, 5, 6, 7, 8};
     h_send_capsule(&h, s, CAPSULE_PING, opaque, sizeof opaque);
-    wait_capsules(&h, s, 1);
+    h_wait_capsules(&h, s, 1);
     uint64_t type;
     const uint8_t *v;
     size_t len;
-    nth_capsule(&h, s, 0, &type, &v, &len);
+    h_nth_capsule(&h, s, 0, &type, &v, &len);
     cr_assert_eq(type, CAPSULE_PONG);
     cr_assert_eq(len, 8u);
     cr_assert_arr_eq(v, opaque, 8);
 
     /* A PING of the wrong size is a protocol error. */
     h_send_capsule(&h, s, CAPSULE_PING, opaque, 7);
-    wait_capsules(&h, s, 2);
-    assert_close(&h, s, 1, CLOSE_PROTOCOL_ERROR);
+    h_wait_capsules(&h, s, 2);
+    h_assert_close(&h, s, 1, CLOSE_PROTOCOL_ERROR);
     h_fini(&h);
 }
 
@@ -184,10 +118,10 @@ Test(conn, client_end_of_body_gets_close_normal_and_end_stream)
     harness_t h;
     h_init(&h, "", 0);
     int s = h_open(&h, PATH);
-    relay_up(&h, s, rtp, sizeof rtp);
+    h_relay_up(&h, s, rtp, sizeof rtp);
     h_end(&h, s);
     cr_assert(h_until(&h, stream_closed, &s, 2000));
-    assert_close(&h, s, 0, CLOSE_NORMAL);
+    h_assert_close(&h, s, 0, CLOSE_NORMAL);
     cr_assert(h.streams[s].end_stream);
     cr_assert_not(h.streams[s].got_rst);
     cr_assert_eq(h.srv.counters.tunnels_active, 0u);
@@ -204,7 +138,7 @@ Test(conn, client_close_capsule_is_answered)
     h_send(&h, s, buf, (size_t)n);
     h_end(&h, s);
     cr_assert(h_until(&h, stream_closed, &s, 2000));
-    assert_close(&h, s, 0, CLOSE_NORMAL);
+    h_assert_close(&h, s, 0, CLOSE_NORMAL);
     h_fini(&h);
 }
 
@@ -217,7 +151,7 @@ Test(conn, body_ending_inside_a_capsule_is_a_protocol_error)
     h_send(&h, s, partial, sizeof partial);
     h_end(&h, s);
     cr_assert(h_until(&h, stream_closed, &s, 2000));
-    assert_close(&h, s, 0, CLOSE_PROTOCOL_ERROR);
+    h_assert_close(&h, s, 0, CLOSE_PROTOCOL_ERROR);
     h_fini(&h);
 }
 
@@ -233,10 +167,10 @@ Test(conn, nonzero_context_id_is_dropped_and_counted)
     cr_assert_eq(h.srv.counters.tunnel.drops[DROP_CONTEXT_ID], 1u);
     /* The next valid packet is the first the backend sees. */
     static const uint8_t second[] = {0x80, 0x00, 0x00, 0x02};
-    relay_up(&h, s, second, sizeof second);
+    h_relay_up(&h, s, second, sizeof second);
     /* Unknown capsule types are skipped (RFC 9297 §3.2), not fatal. */
     h_send_capsule(&h, s, 0x17 + 0x29 * 3, "grease", 6);
-    relay_up(&h, s, rtp, sizeof rtp);
+    h_relay_up(&h, s, rtp, sizeof rtp);
     cr_assert_eq(h.srv.counters.tunnel.unknown_capsules, 1u);
     h_fini(&h);
 }
@@ -258,7 +192,7 @@ Test(conn, congestion_drops_oldest_media_never_signaling)
     harness_t h;
     h_init(&h, "\"media_queue_bytes\":4096", 1);
     int s = h_open(&h, PATH);
-    struct sockaddr_storage from = relay_up(&h, s, rtp, sizeof rtp);
+    struct sockaddr_storage from = h_relay_up(&h, s, rtp, sizeof rtp);
 
     uint8_t pkt[200];
     memset(pkt, 0, sizeof pkt);
@@ -284,13 +218,13 @@ Test(conn, congestion_drops_oldest_media_never_signaling)
     cr_assert_eq(evicted + mq->count, (uint64_t)media);
 
     nghttp2_submit_window_update(h.client, NGHTTP2_FLAG_NONE, h.streams[s].id, 1 << 20);
-    wait_capsules(&h, s, 2);
+    h_wait_capsules(&h, s, 2);
     uint64_t type;
     const uint8_t *v;
     size_t len;
-    nth_capsule(&h, s, 0, &type, &v, &len);
+    h_nth_capsule(&h, s, 0, &type, &v, &len);
     cr_assert_eq(type, CAPSULE_SIGNAL, "signaling overtakes queued media");
-    nth_capsule(&h, s, 1, &type, &v, &len);
+    h_nth_capsule(&h, s, 1, &type, &v, &len);
     cr_assert_eq(type, CAPSULE_DATAGRAM);
     uint64_t seq = (uint64_t)((v[1 + 2] << 8) | v[1 + 3]);
     cr_assert_eq(seq, evicted, "the oldest surviving media comes next (seq %llu)",
@@ -307,8 +241,8 @@ Test(conn, drain_sends_close_shutting_down_and_goaway)
     conn_drain(h.conn);
     h_pump(&h);
     cr_assert(h.got_goaway);
-    assert_close(&h, a, 0, CLOSE_SHUTTING_DOWN);
-    assert_close(&h, b, 0, CLOSE_SHUTTING_DOWN);
+    h_assert_close(&h, a, 0, CLOSE_SHUTTING_DOWN);
+    h_assert_close(&h, b, 0, CLOSE_SHUTTING_DOWN);
     cr_assert(h.streams[a].end_stream && h.streams[b].end_stream);
     /* New streams after GOAWAY are not served. */
     int c = h_open(&h, PATH);
@@ -324,7 +258,7 @@ static int conn_is_closing(harness_t *h, void *arg)
 static int stream_has_close(harness_t *h, void *arg)
 {
     int want[2] = {*(int *)arg, 1};
-    return has_capsules(h, want);
+    return h_has_capsules(h, want);
 }
 
 Test(conn, idle_tunnel_is_closed_with_idle_timeout)
@@ -333,76 +267,13 @@ Test(conn, idle_tunnel_is_closed_with_idle_timeout)
     h_init(&h, "\"tunnel_idle_ms\":50", 0);
     int s = h_open(&h, PATH);
     cr_assert(h_until(&h, stream_has_close, &s, 3000), "no CLOSE within 3 s of a 50 ms idle");
-    assert_close(&h, s, 0, CLOSE_IDLE_TIMEOUT);
+    h_assert_close(&h, s, 0, CLOSE_IDLE_TIMEOUT);
     h_fini(&h);
 }
 
 static int stream_is_closed(harness_t *h, void *arg)
 {
     return h->streams[*(int *)arg].closed;
-}
-
-/* A client that cannot take the CLOSE (zero window) is not waited for beyond
- * close_linger_ms: its stream is cancelled and the tunnel freed. */
-Test(conn, closing_tunnel_of_a_client_not_reading_is_reset_after_the_linger)
-{
-    harness_t h;
-    h_init(&h, "\"tunnel_idle_ms\":20,\"close_linger_ms\":50", 0);
-    nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 0}};
-    nghttp2_submit_settings(h.client, NGHTTP2_FLAG_NONE, iv, 1);
-    h_pump(&h);
-    int s = h_open(&h, PATH);
-    cr_assert_eq(h.streams[s].status, 200);
-    cr_assert(h_until(&h, stream_is_closed, &s, 3000), "the stream was never reset");
-    cr_assert(h.streams[s].got_rst);
-    cr_assert_eq(h.streams[s].close_error, NGHTTP2_CANCEL);
-    cr_assert_eq(h.streams[s].down_len, 0u, "no window, so no CLOSE could be sent");
-    cr_assert_null(tunnel_first(&h.conn->host), "the tunnel is freed");
-    cr_assert_eq(h.srv.counters.tunnels_active, 0u);
-    h_fini(&h);
-}
-
-/* A client that took the CLOSE but never ends its side is told to stop
- * without error (RFC 9113 §8.1) once close_linger_ms has passed. */
-Test(conn, closing_tunnel_whose_client_never_ends_is_reset_cleanly)
-{
-    harness_t h;
-    h_init(&h, "\"tunnel_idle_ms\":20,\"close_linger_ms\":50", 0);
-    int s = h_open(&h, PATH);
-    cr_assert(h_until(&h, stream_is_closed, &s, 3000), "the stream was never reset");
-    assert_close(&h, s, 0, CLOSE_IDLE_TIMEOUT);
-    cr_assert(h.streams[s].end_stream);
-    cr_assert(h.streams[s].got_rst);
-    cr_assert_eq(h.streams[s].close_error, NGHTTP2_NO_ERROR);
-    cr_assert_null(tunnel_first(&h.conn->host));
-    h_fini(&h);
-}
-
-Test(conn, tunnel_is_closed_when_its_credential_expires)
-{
-    harness_t h;
-    h_init(&h, "", 0);
-    int s = h_open_ttl(&h, PATH, 1);
-    cr_assert_eq(h.streams[s].status, 200);
-    cr_assert(h_until(&h, stream_has_close, &s, 5000), "no CLOSE within 5 s of a 1 s credential");
-    assert_close(&h, s, 0, CLOSE_CREDENTIAL_EXPIRED);
-    h_fini(&h);
-}
-
-Test(conn, tunnels_beyond_max_tunnels_get_503)
-{
-    harness_t h;
-    h_init(&h, "\"max_tunnels\":1", 0);
-    int a = h_open(&h, PATH);
-    int b = h_open(&h, PATH);
-    cr_assert_eq(h.streams[a].status, 200);
-    cr_assert_eq(h.streams[b].status, 503);
-    cr_assert(memmem(h.streams[b].down, h.streams[b].down_len, "tunnel capacity", 15));
-    h_end(&h, a);
-    cr_assert(h_until(&h, stream_is_closed, &a, 3000));
-    int c = h_open(&h, PATH);
-    cr_assert_eq(h.streams[c].status, 200, "a slot freed by a closed tunnel is usable again");
-    h_fini(&h);
 }
 
 /* A 404 or a 401 does not move a connection to the long idle deadline: until
@@ -418,27 +289,6 @@ Test(conn, refused_requests_keep_the_connection_on_the_header_deadline)
     h_fini(&h);
 }
 
-/* The backend socket's receive buffer is sized from the downlink queues, and
- * what the kernel drops when it overflows is counted (SO_RXQ_OVFL). */
-Test(conn, kernel_receive_queue_overflow_is_counted)
-{
-    harness_t h;
-    h_init(&h, "\"media_queue_bytes\":2048,\"signal_queue_bytes\":2048", 0);
-    int s = h_open(&h, PATH);
-    struct sockaddr_storage from = relay_up(&h, s, rtp, sizeof rtp);
-    uint8_t pkt[1200] = {0x80};
-    for (int i = 0; i < 200; i++) /* the gateway's loop does not run meanwhile */
-        h_backend_send(&h, &from, pkt, sizeof pkt);
-    h_pump(&h);
-    /* The kernel reports the drops with the next datagram it queues. */
-    h_backend_send(&h, &from, pkt, sizeof pkt);
-    h_pump(&h);
-    tunnel_t *t = tunnel_first(&h.conn->host);
-    cr_assert_gt(t->counters.drops[DROP_BACKEND_RXQ], 0u, "200 x 1200 B overflow a ~8 KiB buffer");
-    cr_assert_eq(h.srv.counters.tunnel.drops[DROP_BACKEND_RXQ], t->counters.drops[DROP_BACKEND_RXQ]);
-    h_fini(&h);
-}
-
 /* A client with a zero window leaves downlink media in our queues: after
  * write_stall_ms without progress it gets GOAWAY and the connection closes. */
 Test(conn, client_that_takes_nothing_is_closed_after_the_write_stall_limit)
@@ -450,7 +300,7 @@ Test(conn, client_that_takes_nothing_is_closed_after_the_write_stall_limit)
     nghttp2_submit_settings(h.client, NGHTTP2_FLAG_NONE, iv, 1);
     h_pump(&h);
     int s = h_open(&h, PATH);
-    struct sockaddr_storage from = relay_up(&h, s, rtp, sizeof rtp);
+    struct sockaddr_storage from = h_relay_up(&h, s, rtp, sizeof rtp);
     h_backend_send(&h, &from, rtp, sizeof rtp);
     cr_assert(h_until(&h, conn_is_closing, NULL, 5000),
               "a client that takes nothing was kept beyond write_stall_ms");
@@ -465,10 +315,10 @@ Test(conn, client_that_reads_is_not_a_write_stall)
     harness_t h;
     h_init(&h, "\"write_stall_ms\":50", 0);
     int s = h_open(&h, PATH);
-    struct sockaddr_storage from = relay_up(&h, s, rtp, sizeof rtp);
+    struct sockaddr_storage from = h_relay_up(&h, s, rtp, sizeof rtp);
     for (int i = 0; i < 20; i++) {
         h_backend_send(&h, &from, rtp, sizeof rtp);
-        wait_capsules(&h, s, i + 1);
+        h_wait_capsules(&h, s, i + 1);
         int never = 0;
         h_until(&h, stream_is_closed, &never, 10); /* let time pass, pumping */
     }
@@ -663,96 +513,22 @@ Test(conn, turn_indications_travel_and_count_as_signaling)
     uint8_t buf[64];
     struct sockaddr_storage from;
     cr_assert_eq(h_backend_recv(&h, buf, sizeof buf, &from, 2000), (ssize_t)sizeof send_ind);
-    relay_up(&h, s, chandata, sizeof chandata);
+    h_relay_up(&h, s, chandata, sizeof chandata);
     h_backend_send(&h, &from, data_ind, sizeof data_ind);
     h_backend_send(&h, &from, chandata, sizeof chandata);
-    wait_capsules(&h, s, 2);
+    h_wait_capsules(&h, s, 2);
     uint64_t type;
     const uint8_t *v;
     size_t len;
-    nth_capsule(&h, s, 0, &type, &v, &len);
+    h_nth_capsule(&h, s, 0, &type, &v, &len);
     cr_assert_eq(type, CAPSULE_SIGNAL, "a Data indication is sent as SIGNAL");
-    nth_capsule(&h, s, 1, &type, &v, &len);
+    h_nth_capsule(&h, s, 1, &type, &v, &len);
     cr_assert_eq(type, CAPSULE_DATAGRAM, "ChannelData is sent as DATAGRAM");
     const tunnel_counters_t *k = &tunnel_first(&h.conn->host)->counters;
     cr_assert_eq(k->up_packets, 2u);
     cr_assert_eq(k->up_signal_packets, 1u);
     cr_assert_eq(k->down_signal_packets, 1u);
     cr_assert_eq(h.srv.counters.tunnel.down_signal_packets, 1u);
-    h_fini(&h);
-}
-
-/* Captures what the gateway logs (stderr) into a temporary file; criterion
- * runs each test in its own process, so fd 2 is ours to move. */
-static FILE *capture_log(harness_t *h)
-{
-    FILE *f = tmpfile();
-    cr_assert(f);
-    fflush(stderr);
-    cr_assert(dup2(fileno(f), 2) == 2);
-    log_set_level(LOG_INFO);
-    h->srv.logs = (log_limits_t)LOG_LIMITS_INIT;
-    return f;
-}
-
-static char *captured(FILE *f)
-{
-    static char buf[1 << 16];
-    fflush(stderr);
-    rewind(f);
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    buf[n] = '\0';
-    return buf;
-}
-
-static int count_lines_with(const char *text, const char *needle)
-{
-    int n = 0;
-    for (const char *p = text; (p = strstr(p, needle)); p++)
-        n++;
-    return n;
-}
-
-/* A client can make the gateway refuse requests at will: only a burst of
- * lines reaches the log, then one "suppressed" summary. */
-Test(conn, refused_requests_do_not_flood_the_log)
-{
-    harness_t h;
-    h_init(&h, "\"max_auth_failures\":1000", 0);
-    FILE *f = capture_log(&h);
-    for (int i = 0; i < 30; i++) {
-        int s = h_open(&h, "/v1/nope");
-        cr_assert_eq(h.streams[s].status, 404);
-        h.nstreams = 0; /* reuse the slot */
-        free(h.streams[s].down);
-        memset(&h.streams[s], 0, sizeof h.streams[s]);
-    }
-    log_limits_flush(&h.srv.logs, UINT64_MAX);
-    const char *text = captured(f);
-    int lines = count_lines_with(text, ": 404 ");
-    cr_assert_eq(lines, 10, "%d lines for 30 refused requests:\n%s", lines, text);
-    cr_assert(strstr(text, "refused request: 20 similar lines suppressed"), "%s", text);
-    h_fini(&h);
-}
-
-/* Client text is data: a CLOSE reason cannot forge a log line. */
-Test(conn, client_close_reason_is_escaped_in_the_log)
-{
-    harness_t h;
-    h_init(&h, "", 0);
-    FILE *f = capture_log(&h);
-    int s = h_open(&h, PATH);
-    static const char evil[] = "bye\n2026-01-01T00:00:00.000Z sluiced error: forged\x1b[2J";
-    uint8_t v[128];
-    v[0] = 0x00; /* code normal */
-    memcpy(v + 1, evil, sizeof evil - 1);
-    h_send_capsule(&h, s, CAPSULE_CLOSE, v, sizeof evil);
-    wait_capsules(&h, s, 1);
-    const char *text = captured(f);
-    cr_assert(strstr(text, "client CLOSE normal: bye\\x0a2026"), "%s", text);
-    cr_assert(strstr(text, "forged\\x1b[2J"), "%s", text);
-    cr_assert_null(strstr(text, "\nsluiced error: forged"));
-    cr_assert_null(strstr(text, "\n2026-01-01T"), "a forged line reached the log:\n%s", text);
     h_fini(&h);
 }
 

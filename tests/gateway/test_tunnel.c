@@ -1,7 +1,8 @@
 /*
- * test_tunnel.c — a tunnel's promises about its backend and its downlink
- * queue (docs/architecture.md "Life of a packet", docs/configuration.md
- * limits), driven in memory by the harness against a real UDP backend.
+ * test_tunnel.c — a tunnel's promises about its backend, its downlink queue,
+ * its waits (close linger, credential expiry) and its logs
+ * (docs/architecture.md "Life of a packet", docs/configuration.md limits),
+ * driven in memory by the harness against a real UDP backend.
  */
 #include <criterion/criterion.h>
 #include <string.h>
@@ -14,66 +15,9 @@
 static const uint8_t rtp[] = {0x80, 0x60, 0x00, 0x01, 0x00, 0x00, 0x00, 0xa0,
                               0x12, 0x34, 0x56, 0x78, 'm',  'e',  'd',  'i', 'a'};
 
-static void send_datagram(harness_t *h, int idx, const uint8_t *p, size_t len)
-{
-    uint8_t v[2048];
-    cr_assert_leq(len + 1, sizeof v);
-    v[0] = 0; /* context id */
-    memcpy(v + 1, p, len);
-    h_send_capsule(h, idx, CAPSULE_DATAGRAM, v, len + 1);
-}
-
-/* Relays one datagram up and returns the backend's view of the source. */
-static struct sockaddr_storage relay_up(harness_t *h, int idx, const uint8_t *p, size_t len)
-{
-    send_datagram(h, idx, p, len);
-    uint8_t buf[2048];
-    struct sockaddr_storage from;
-    ssize_t n = h_backend_recv(h, buf, sizeof buf, &from, 2000);
-    cr_assert_eq(n, (ssize_t)len, "backend got %zd bytes, want %zu", n, len);
-    cr_assert_arr_eq(buf, p, len);
-    return from;
-}
-
-/* Number of capsules of `type` in a stream's response body so far. */
-static int count_capsules(harness_t *h, int idx, uint64_t type)
-{
-    size_t off = 0, len;
-    uint64_t t;
-    const uint8_t *v;
-    int n = 0;
-    while (h_next_capsule(&h->streams[idx], &off, &t, &v, &len))
-        n += t == type;
-    return n;
-}
-
-/* The first capsule of `type` in a stream's response body; 0 when none. */
-static int find_capsule(harness_t *h, int idx, uint64_t type, const uint8_t **v, size_t *len)
-{
-    size_t off = 0;
-    uint64_t t;
-    while (h_next_capsule(&h->streams[idx], &off, &t, v, len))
-        if (t == type)
-            return 1;
-    return 0;
-}
-
 static int has_close(harness_t *h, void *arg)
 {
-    return count_capsules(h, *(int *)arg, CAPSULE_CLOSE) > 0;
-}
-
-static uint64_t close_code(harness_t *h, int idx)
-{
-    const uint8_t *v;
-    size_t len;
-    cr_assert(find_capsule(h, idx, CAPSULE_CLOSE, &v, &len), "no CLOSE capsule");
-    capsule_t c = {CAPSULE_CLOSE, v, len};
-    uint64_t code;
-    const char *reason;
-    size_t rlen;
-    cr_assert_eq(capsule_parse_close(&c, &code, &reason, &rlen), PROTO_OK);
-    return code;
+    return h_count_capsules(h, *(int *)arg, CAPSULE_CLOSE) > 0;
 }
 
 typedef struct err_wait {
@@ -107,14 +51,14 @@ Test(tunnel, eight_icmp_errors_close_with_backend_unreachable)
         cr_assert_lt(*errors, 8u, "%llu backend errors and the tunnel is still open",
                      (unsigned long long)*errors);
         err_wait_t w = {s, *errors};
-        send_datagram(&h, s, rtp, sizeof rtp);
+        h_send_datagram(&h, s, rtp, sizeof rtp);
         /* The ICMP error comes back at once on loopback; it is counted when
          * the tunnel's socket reports it (a read or the next send). */
         h_until(&h, backend_error_counted, &w, 1000);
     }
     cr_assert(h_until(&h, has_close, &s, 2000), "no CLOSE after %d datagrams, %llu errors",
               sent, (unsigned long long)*errors);
-    uint64_t code = close_code(&h, s);
+    uint64_t code = h_close_code(&h, s);
     cr_assert_eq(code, CLOSE_BACKEND_UNREACHABLE, "CLOSE code %llu (%s), want backend "
                                                   "unreachable",
                  (unsigned long long)code, capsule_close_name(code));
@@ -131,7 +75,7 @@ static int elapsed(harness_t *h, void *arg)
 
 static int has_datagram(harness_t *h, void *arg)
 {
-    return count_capsules(h, *(int *)arg, CAPSULE_DATAGRAM) > 0;
+    return h_count_capsules(h, *(int *)arg, CAPSULE_DATAGRAM) > 0;
 }
 
 /* "queued media older than media_queue_age_ms is dropped; a late packet is
@@ -144,7 +88,7 @@ Test(tunnel, media_older_than_the_age_limit_is_dropped_not_delivered)
     harness_t h;
     h_init(&h, "\"media_queue_age_ms\":50", 0);
     int s = h_open(&h, PATH);
-    struct sockaddr_storage from = relay_up(&h, s, rtp, sizeof rtp);
+    struct sockaddr_storage from = h_relay_up(&h, s, rtp, sizeof rtp);
 
     /* RFC 9113 §6.9.2: SETTINGS_INITIAL_WINDOW_SIZE 0 takes the window of the
      * open stream (nothing sent on it yet) down to 0. */
@@ -161,7 +105,7 @@ Test(tunnel, media_older_than_the_age_limit_is_dropped_not_delivered)
      * loop run (pumping too: nothing can go down) well past the age limit. */
     double until = now_ms() + 400;
     h_until(&h, elapsed, &until, 2000);
-    cr_assert_eq(count_capsules(&h, s, CAPSULE_DATAGRAM), 0, "media went down a zero window");
+    cr_assert_eq(h_count_capsules(&h, s, CAPSULE_DATAGRAM), 0, "media went down a zero window");
     cr_assert_eq(h.srv.counters.tunnel.drops[DROP_MEDIA_EXPIRED], 0u,
                  "expired before anything tried to send it");
 
@@ -169,13 +113,15 @@ Test(tunnel, media_older_than_the_age_limit_is_dropped_not_delivered)
     h_pump(&h);
     cr_assert_eq(h.srv.counters.tunnel.drops[DROP_MEDIA_EXPIRED], 1u,
                  "the stale packet was not counted as expired");
-    cr_assert_eq(count_capsules(&h, s, CAPSULE_DATAGRAM), 0, "the stale packet was delivered");
+    cr_assert_eq(h_count_capsules(&h, s, CAPSULE_DATAGRAM), 0, "the stale packet was delivered");
 
     h_backend_send(&h, &from, fresh, sizeof fresh);
     cr_assert(h_until(&h, has_datagram, &s, 2000), "fresh media was not delivered");
     const uint8_t *v;
-    size_t len;
-    cr_assert(find_capsule(&h, s, CAPSULE_DATAGRAM, &v, &len));
+    size_t len, off = 0;
+    uint64_t type;
+    cr_assert(h_next_capsule(&h.streams[s], &off, &type, &v, &len));
+    cr_assert_eq(type, CAPSULE_DATAGRAM);
     cr_assert_eq(len, 1 + sizeof fresh);
     cr_assert_arr_eq(v + 1, fresh, sizeof fresh, "the delivered datagram is not the fresh one");
     cr_assert_eq(h.srv.counters.tunnel.down_packets, 1u);
@@ -214,10 +160,173 @@ Test(tunnel, uplink_send_failure_is_counted_and_the_tunnel_stays_open)
     cr_assert_eq(h.srv.counters.tunnel.up_packets, 0u);
 
     /* The tunnel is still open: the next datagram reaches the backend. */
-    relay_up(&h, s, rtp, sizeof rtp);
+    h_relay_up(&h, s, rtp, sizeof rtp);
     cr_assert_eq(h.srv.counters.tunnel.up_packets, 1u);
-    cr_assert_eq(count_capsules(&h, s, CAPSULE_CLOSE), 0, "the tunnel was closed");
+    cr_assert_eq(h_count_capsules(&h, s, CAPSULE_CLOSE), 0, "the tunnel was closed");
     cr_assert_not(h.streams[s].closed);
     cr_assert_eq(h.srv.counters.tunnels_active, 1u);
+    h_fini(&h);
+}
+
+static int stream_is_closed(harness_t *h, void *arg)
+{
+    return h->streams[*(int *)arg].closed;
+}
+
+/* A client that cannot take the CLOSE (zero window) is not waited for beyond
+ * close_linger_ms: its stream is cancelled and the tunnel freed. */
+Test(tunnel, closing_tunnel_of_a_client_not_reading_is_reset_after_the_linger)
+{
+    harness_t h;
+    h_init(&h, "\"tunnel_idle_ms\":20,\"close_linger_ms\":50", 0);
+    nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 0}};
+    nghttp2_submit_settings(h.client, NGHTTP2_FLAG_NONE, iv, 1);
+    h_pump(&h);
+    int s = h_open(&h, PATH);
+    cr_assert_eq(h.streams[s].status, 200);
+    cr_assert(h_until(&h, stream_is_closed, &s, 3000), "the stream was never reset");
+    cr_assert(h.streams[s].got_rst);
+    cr_assert_eq(h.streams[s].close_error, NGHTTP2_CANCEL);
+    cr_assert_eq(h.streams[s].down_len, 0u, "no window, so no CLOSE could be sent");
+    cr_assert_null(tunnel_first(&h.conn->host), "the tunnel is freed");
+    cr_assert_eq(h.srv.counters.tunnels_active, 0u);
+    h_fini(&h);
+}
+
+/* A client that took the CLOSE but never ends its side is told to stop
+ * without error (RFC 9113 §8.1) once close_linger_ms has passed. */
+Test(tunnel, closing_tunnel_whose_client_never_ends_is_reset_cleanly)
+{
+    harness_t h;
+    h_init(&h, "\"tunnel_idle_ms\":20,\"close_linger_ms\":50", 0);
+    int s = h_open(&h, PATH);
+    cr_assert(h_until(&h, stream_is_closed, &s, 3000), "the stream was never reset");
+    h_assert_close(&h, s, 0, CLOSE_IDLE_TIMEOUT);
+    cr_assert(h.streams[s].end_stream);
+    cr_assert(h.streams[s].got_rst);
+    cr_assert_eq(h.streams[s].close_error, NGHTTP2_NO_ERROR);
+    cr_assert_null(tunnel_first(&h.conn->host));
+    h_fini(&h);
+}
+
+Test(tunnel, tunnel_is_closed_when_its_credential_expires)
+{
+    harness_t h;
+    h_init(&h, "", 0);
+    int s = h_open_ttl(&h, PATH, 1);
+    cr_assert_eq(h.streams[s].status, 200);
+    cr_assert(h_until(&h, has_close, &s, 5000), "no CLOSE within 5 s of a 1 s credential");
+    h_assert_close(&h, s, 0, CLOSE_CREDENTIAL_EXPIRED);
+    h_fini(&h);
+}
+
+Test(tunnel, tunnels_beyond_max_tunnels_get_503)
+{
+    harness_t h;
+    h_init(&h, "\"max_tunnels\":1", 0);
+    int a = h_open(&h, PATH);
+    int b = h_open(&h, PATH);
+    cr_assert_eq(h.streams[a].status, 200);
+    cr_assert_eq(h.streams[b].status, 503);
+    cr_assert(memmem(h.streams[b].down, h.streams[b].down_len, "tunnel capacity", 15));
+    h_end(&h, a);
+    cr_assert(h_until(&h, stream_is_closed, &a, 3000));
+    int c = h_open(&h, PATH);
+    cr_assert_eq(h.streams[c].status, 200, "a slot freed by a closed tunnel is usable again");
+    h_fini(&h);
+}
+
+/* The backend socket's receive buffer is sized from the downlink queues, and
+ * what the kernel drops when it overflows is counted (SO_RXQ_OVFL). */
+Test(tunnel, kernel_receive_queue_overflow_is_counted)
+{
+    harness_t h;
+    h_init(&h, "\"media_queue_bytes\":2048,\"signal_queue_bytes\":2048", 0);
+    int s = h_open(&h, PATH);
+    struct sockaddr_storage from = h_relay_up(&h, s, rtp, sizeof rtp);
+    uint8_t pkt[1200] = {0x80};
+    for (int i = 0; i < 200; i++) /* the gateway's loop does not run meanwhile */
+        h_backend_send(&h, &from, pkt, sizeof pkt);
+    h_pump(&h);
+    /* The kernel reports the drops with the next datagram it queues. */
+    h_backend_send(&h, &from, pkt, sizeof pkt);
+    h_pump(&h);
+    tunnel_t *t = tunnel_first(&h.conn->host);
+    cr_assert_gt(t->counters.drops[DROP_BACKEND_RXQ], 0u, "200 x 1200 B overflow a ~8 KiB buffer");
+    cr_assert_eq(h.srv.counters.tunnel.drops[DROP_BACKEND_RXQ], t->counters.drops[DROP_BACKEND_RXQ]);
+    h_fini(&h);
+}
+
+/* Captures what the gateway logs (stderr) into a temporary file; criterion
+ * runs each test in its own process, so fd 2 is ours to move. */
+static FILE *capture_log(harness_t *h)
+{
+    FILE *f = tmpfile();
+    cr_assert(f);
+    fflush(stderr);
+    cr_assert(dup2(fileno(f), 2) == 2);
+    log_set_level(LOG_INFO);
+    h->srv.logs = (log_limits_t)LOG_LIMITS_INIT;
+    return f;
+}
+
+static char *captured(FILE *f)
+{
+    static char buf[1 << 16];
+    fflush(stderr);
+    rewind(f);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = '\0';
+    return buf;
+}
+
+static int count_lines_with(const char *text, const char *needle)
+{
+    int n = 0;
+    for (const char *p = text; (p = strstr(p, needle)); p++)
+        n++;
+    return n;
+}
+
+/* A client can make the gateway refuse requests at will: only a burst of
+ * lines reaches the log, then one "suppressed" summary. */
+Test(tunnel, refused_requests_do_not_flood_the_log)
+{
+    harness_t h;
+    h_init(&h, "\"max_auth_failures\":1000", 0);
+    FILE *f = capture_log(&h);
+    for (int i = 0; i < 30; i++) {
+        int s = h_open(&h, "/v1/nope");
+        cr_assert_eq(h.streams[s].status, 404);
+        h.nstreams = 0; /* reuse the slot */
+        free(h.streams[s].down);
+        memset(&h.streams[s], 0, sizeof h.streams[s]);
+    }
+    log_limits_flush(&h.srv.logs, UINT64_MAX);
+    const char *text = captured(f);
+    int lines = count_lines_with(text, ": 404 ");
+    cr_assert_eq(lines, 10, "%d lines for 30 refused requests:\n%s", lines, text);
+    cr_assert(strstr(text, "refused request: 20 similar lines suppressed"), "%s", text);
+    h_fini(&h);
+}
+
+/* Client text is data: a CLOSE reason cannot forge a log line. */
+Test(tunnel, client_close_reason_is_escaped_in_the_log)
+{
+    harness_t h;
+    h_init(&h, "", 0);
+    FILE *f = capture_log(&h);
+    int s = h_open(&h, PATH);
+    static const char evil[] = "bye\n2026-01-01T00:00:00.000Z sluiced error: forged\x1b[2J";
+    uint8_t v[128];
+    v[0] = 0x00; /* code normal */
+    memcpy(v + 1, evil, sizeof evil - 1);
+    h_send_capsule(&h, s, CAPSULE_CLOSE, v, sizeof evil);
+    h_wait_capsules(&h, s, 1);
+    const char *text = captured(f);
+    cr_assert(strstr(text, "client CLOSE normal: bye\\x0a2026"), "%s", text);
+    cr_assert(strstr(text, "forged\\x1b[2J"), "%s", text);
+    cr_assert_null(strstr(text, "\nsluiced error: forged"));
+    cr_assert_null(strstr(text, "\n2026-01-01T"), "a forged line reached the log:\n%s", text);
     h_fini(&h);
 }
