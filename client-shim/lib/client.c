@@ -214,7 +214,9 @@ static void client_teardown(sluice_client_t *c)
     }
     shim_tls__free(c);
     c->phase = SHIM_PHASE_DONE;
-    for (sluice_tunnel_t *t = c->_head; t; t = t->_next) {
+    list_t *pos, *tmp;
+    list_for_each_safe(pos, tmp, &c->_tunnels) {
+        sluice_tunnel_t *t = SHIM_TUNNEL(pos);
         t->_stream_gone = 1;
         ev_timer_stop(c->loop, &t->_timer);
         if (t->_closing)
@@ -234,8 +236,8 @@ static void client_destroy(sluice_client_t *c)
         nghttp2_session_del(c->_h2);
     shim_tls__free(c);
     sluice_tls_free(c->_tls);
-    while (c->_head)
-        shim_tunnel__free(c->_head);
+    while (!list_empty(&c->_tunnels))
+        shim_tunnel__free(SHIM_TUNNEL(c->_tunnels.next));
     free(c->_host);
     free(c->_server_name);
     free(c);
@@ -246,7 +248,7 @@ static void client_destroy(sluice_client_t *c)
  * once no tunnel is left. */
 static void client_dispatch(sluice_client_t *c)
 {
-    sluice_tunnel_t *t, *next;
+    list_t *pos, *tmp;
 
     if (c->_report_connecting) {
         c->_report_connecting = 0;
@@ -256,8 +258,10 @@ static void client_dispatch(sluice_client_t *c)
         c->_report_connected = 0;
         app_state(c, SLUICE_CONNECTED, c->_connected_detail);
     }
-    for (t = c->_head; t && !c->_free_requested; t = next) {
-        next = t->_next;
+    list_for_each_safe(pos, tmp, &c->_tunnels) {
+        sluice_tunnel_t *t = SHIM_TUNNEL(pos);
+        if (c->_free_requested)
+            break;
         if (t->_finished && !t->_reported) {
             t->_reported = 1;
             if (t->_cb.on_close) {
@@ -269,7 +273,7 @@ static void client_dispatch(sluice_client_t *c)
         if (t->_reported && t->_stream_gone)
             shim_tunnel__free(t);
     }
-    if (c->_report_end && !c->_head && !c->_free_requested) {
+    if (c->_report_end && list_empty(&c->_tunnels) && !c->_free_requested) {
         c->_report_end = 0;
         app_state(c, c->_end_state, c->_detail);
     }
@@ -303,7 +307,7 @@ static void client_run(sluice_client_t *c)
 
 static void client_on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
 {
-    client_run(SHIM_OWNER(w, sluice_client_t, _prep));
+    client_run(container_of(w, sluice_client_t, _prep));
 }
 
 /* ---------------------------------------------------------------- input */
@@ -327,9 +331,12 @@ static void client_ready(sluice_client_t *c)
         ev_timer_set(&c->_keepalive, iv, iv);
         ev_timer_start(c->loop, &c->_keepalive);
     }
-    for (sluice_tunnel_t *t = c->_head; t; t = t->_next)
+    list_t *pos, *tmp;
+    list_for_each_safe(pos, tmp, &c->_tunnels) {
+        sluice_tunnel_t *t = SHIM_TUNNEL(pos);
         if (!t->_finished && t->stream_id == 0)
             shim_tunnel__submit(t);
+    }
     shim_client__kick(c);
 }
 
@@ -430,7 +437,7 @@ static void client_on_pipe(shim_pipe_t *p, int events)
 
 static void client_on_handshake_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    sluice_client_t *c = SHIM_OWNER(w, sluice_client_t, _timer);
+    sluice_client_t *c = container_of(w, sluice_client_t, _timer);
 
     shim_client__end(c, SLUICE_FAILED, "TLS handshake with %s timed out after %u ms",
                      c->_authority, (unsigned)c->_handshake_timeout_ms);
@@ -439,7 +446,7 @@ static void client_on_handshake_timeout(struct ev_loop *loop, ev_timer *w, int r
 /* HTTP/2 PING (RFC 9113 §6.7) after a quiet interval; fail after two. */
 static void client_on_keepalive(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    sluice_client_t *c = SHIM_OWNER(w, sluice_client_t, _keepalive);
+    sluice_client_t *c = container_of(w, sluice_client_t, _keepalive);
     ev_tstamp quiet = ev_now(loop) - c->_last_rx;
     ev_tstamp iv = c->_keepalive_ms / 1000.0;
 
@@ -509,6 +516,8 @@ sluice_client_t *sluice_client_new(struct ev_loop *loop, const sluice_client_opt
         return NULL;
     }
     c = calloc(1, sizeof(*c));
+    if (c)
+        list_init(&c->_tunnels);
     if (!c) {
         snprintf(err, errlen, "out of memory");
         return NULL;
@@ -568,14 +577,15 @@ void sluice_client_close(sluice_client_t *c)
 {
     if (!c || c->_free_requested || c->_end_pending || c->phase >= SHIM_PHASE_CLOSING)
         return;
+    list_t *pos, *tmp;
     if (c->phase != SHIM_PHASE_READY) {
-        for (sluice_tunnel_t *t = c->_head; t; t = t->_next)
-            t->_closing = 1;
+        list_for_each_safe(pos, tmp, &c->_tunnels)
+            SHIM_TUNNEL(pos)->_closing = 1;
         shim_client__end(c, SLUICE_CLOSED, "closed by the application");
         return;
     }
-    for (sluice_tunnel_t *t = c->_head; t; t = t->_next)
-        sluice_tunnel_close(t);
+    list_for_each_safe(pos, tmp, &c->_tunnels)
+        sluice_tunnel_close(SHIM_TUNNEL(pos));
     c->phase = SHIM_PHASE_CLOSING;
     /* RFC 9113 §6.8: we accept no server streams, so last-stream-id is 0. */
     nghttp2_submit_goaway(c->_h2, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL, 0);
@@ -590,8 +600,9 @@ void sluice_client_free(sluice_client_t *c)
         /* Inside a callback: stop everything now, release from the loop. */
         c->_free_requested = 1;
         client_stop_io(c);
-        for (sluice_tunnel_t *t = c->_head; t; t = t->_next)
-            ev_timer_stop(c->loop, &t->_timer);
+        list_t *pos, *tmp;
+        list_for_each_safe(pos, tmp, &c->_tunnels)
+            ev_timer_stop(c->loop, &SHIM_TUNNEL(pos)->_timer);
         shim_client__kick(c);
         return;
     }

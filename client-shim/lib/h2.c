@@ -118,9 +118,15 @@ static int h2_on_frame_not_send(nghttp2_session *s, const nghttp2_frame *f, int 
         return 0;
     /* A request refused before its stream was opened (e.g. after GOAWAY) has
      * no stream user data and gets no on_stream_close: find it ourselves. */
-    for (t = ((sluice_client_t *)ud)->_head; t; t = t->_next)
-        if (t->stream_id == f->hd.stream_id)
+    sluice_client_t *c = ud;
+    list_t *pos, *tmp;
+    t = NULL;
+    list_for_each_safe(pos, tmp, &c->_tunnels) {
+        if (SHIM_TUNNEL(pos)->stream_id == f->hd.stream_id) {
+            t = SHIM_TUNNEL(pos);
             break;
+        }
+    }
     if (!t)
         return 0;
     if (!nghttp2_session_find_stream(s, f->hd.stream_id))

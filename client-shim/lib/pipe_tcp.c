@@ -28,7 +28,7 @@ static ssize_t tcp_fail(pipe_tcp_t *t, const char *what, int err)
 
 static ssize_t tcp_read(shim_pipe_t *p, uint8_t *buf, size_t cap)
 {
-    pipe_tcp_t *t = SHIM_OWNER(p, pipe_tcp_t, base);
+    pipe_tcp_t *t = container_of(p, pipe_tcp_t, base);
 
     for (;;) {
         ssize_t n = recv(t->fd, buf, cap, 0);
@@ -44,7 +44,7 @@ static ssize_t tcp_read(shim_pipe_t *p, uint8_t *buf, size_t cap)
 
 static ssize_t tcp_write(shim_pipe_t *p, const uint8_t *buf, size_t len)
 {
-    pipe_tcp_t *t = SHIM_OWNER(p, pipe_tcp_t, base);
+    pipe_tcp_t *t = container_of(p, pipe_tcp_t, base);
 
     for (;;) {
         ssize_t n = send(t->fd, buf, len, MSG_NOSIGNAL);
@@ -60,7 +60,7 @@ static ssize_t tcp_write(shim_pipe_t *p, const uint8_t *buf, size_t len)
 
 static void tcp_want(shim_pipe_t *p, int events)
 {
-    pipe_tcp_t *t = SHIM_OWNER(p, pipe_tcp_t, base);
+    pipe_tcp_t *t = container_of(p, pipe_tcp_t, base);
     int ev = ((events & SHIM_PIPE_READ) ? EV_READ : 0) | ((events & SHIM_PIPE_WRITE) ? EV_WRITE : 0);
 
     if (events == t->events)
@@ -75,7 +75,7 @@ static void tcp_want(shim_pipe_t *p, int events)
 
 static void tcp_close(shim_pipe_t *p)
 {
-    pipe_tcp_t *t = SHIM_OWNER(p, pipe_tcp_t, base);
+    pipe_tcp_t *t = container_of(p, pipe_tcp_t, base);
 
     ev_io_stop(t->loop, &t->io);
     close(t->fd);
@@ -84,7 +84,7 @@ static void tcp_close(shim_pipe_t *p)
 
 static void tcp_on_io(struct ev_loop *loop, ev_io *w, int revents)
 {
-    pipe_tcp_t *t = SHIM_OWNER(w, pipe_tcp_t, io);
+    pipe_tcp_t *t = container_of(w, pipe_tcp_t, io);
     int events = ((revents & EV_READ) ? SHIM_PIPE_READ : 0) |
                  ((revents & EV_WRITE) ? SHIM_PIPE_WRITE : 0);
 

@@ -29,13 +29,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../../common/list.h"
 #include "../../proto/capsule.h"
 #include "../../proto/sendq.h"
 #include "shim_dial.h"
 #include "shim_pipe.h"
 #include "sluice_shim.h"
 
-#define SHIM_OWNER(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+/* The tunnel whose _link is pos (common/list.h). */
+#define SHIM_TUNNEL(pos) LIST_ENTRY(pos, sluice_tunnel_t, _link)
 
 #define SHIM_REASON_MAX 512u     /* refusal body / CLOSE reason kept for on_close */
 #define SHIM_DETAIL_MAX 320u
@@ -57,7 +59,7 @@ enum shim_client_phase {
 
 struct st_sluice_tunnel_t {
     sluice_client_t *client;
-    sluice_tunnel_t *_prev, *_next;
+    list_t _link;          /* the client's _tunnels, in creation order */
     /* Callbacks and user data; the strings in here are not used. */
     sluice_tunnel_opts_t _cb;
     char *_path;
@@ -113,7 +115,7 @@ struct st_sluice_client_t {
     int _resumed;         /* the handshake resumed a session */
     nghttp2_session *_h2;
 
-    sluice_tunnel_t *_head, *_tail;
+    list_t _tunnels;      /* sluice_tunnel_t._link, in creation order */
 
     /* Deferred work and reports. */
     int _depth;           /* application callbacks on the stack */

@@ -112,14 +112,7 @@ void shim_tunnel__free(sluice_tunnel_t *t)
 {
     sluice_client_t *c = t->client;
 
-    if (t->_prev)
-        t->_prev->_next = t->_next;
-    else
-        c->_head = t->_next;
-    if (t->_next)
-        t->_next->_prev = t->_prev;
-    else
-        c->_tail = t->_prev;
+    list_remove(&t->_link);
     ev_timer_stop(c->loop, &t->_timer);
     sendq_dispose(&t->up);
     tunnel_release(t);
@@ -302,7 +295,7 @@ void shim_tunnel__stream_closed(sluice_tunnel_t *t, uint32_t error_code)
 
 static void tunnel_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    sluice_tunnel_t *t = SHIM_OWNER(w, sluice_tunnel_t, _timer);
+    sluice_tunnel_t *t = container_of(w, sluice_tunnel_t, _timer);
     sluice_client_t *c = t->client;
 
     if (t->status == 0)
@@ -386,12 +379,7 @@ sluice_tunnel_t *sluice_tunnel_open(sluice_client_t *c, const sluice_tunnel_opts
     ev_init(&t->_timer, tunnel_on_timer);
     t->_stream_gone = 1; /* until submitted */
 
-    t->_prev = c->_tail;
-    if (c->_tail)
-        c->_tail->_next = t;
-    else
-        c->_head = t;
-    c->_tail = t;
+    list_append(&c->_tunnels, &t->_link);
 
     if (c->phase == SHIM_PHASE_READY)
         shim_tunnel__submit(t);
