@@ -72,7 +72,7 @@ typedef struct cfg_limits {
     uint32_t max_auth_failures;    /* 401s on one connection before GOAWAY (5) */
     uint32_t max_pending_per_source; /* tunnel-less connections per source address (64) */
     uint32_t handshakes_per_source_s; /* new connections per second per source address (20) */
-    uint32_t max_control_frames_s; /* frames with no tunnel data, per connection per second (1000) */
+    uint32_t max_control_frames_s; /* frames with no tunnel data, per connection a second (1000) */
 } cfg_limits_t;
 
 typedef struct config {

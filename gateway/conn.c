@@ -2,6 +2,7 @@
 #include "conn.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <netinet/in.h>
 #include <openssl/err.h>
 #include <stdio.h>
@@ -30,7 +31,9 @@
 static const uint8_t drain_ping[8] = {'s', 'l', 'u', 'i', 'c', 'e', 'd', 'r'};
 
 static void conn_calm(conn_t *c, const char *why);
+static void conn_log(conn_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void conn_final_goaway(conn_t *c);
+static void conn_goaway(conn_t *c, uint32_t code, const char *why);
 
 static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
@@ -145,13 +148,8 @@ static void host_refused(tunnel_t *t, int status)
     if (status != 401 || ++c->auth_failures != c->cfg->limits.max_auth_failures)
         return;
     c->srv->counters.auth_goaways++;
-    log_limited(&c->srv->logs.conn, compat_mono_ns(), LOG_INFO, "conn %s: %u failed authentications; GOAWAY", c->peer, c->auth_failures);
-    c->draining = 1;
-    c->host.refusing = 1;
-    nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->h2),
-                          NGHTTP2_NO_ERROR, (const uint8_t *)"too many failed authentications",
-                          31);
-    conn_want_write(c);
+    conn_log(c, "%u failed authentications; GOAWAY", c->auth_failures);
+    conn_goaway(c, NGHTTP2_NO_ERROR, "too many failed authentications");
 }
 
 static const tunnel_host_ops_t h2_host_ops = {
@@ -193,8 +191,8 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     c->hdr_bytes += namelen + valuelen + 32;
     if (++c->hdr_count > H2_MAX_HEADERS || c->hdr_bytes > H2_MAX_HEADER_LIST) {
         c->srv->counters.header_overflows++;
-        log_limited(&c->srv->logs.conn, compat_mono_ns(), LOG_INFO, "conn %s stream %d: header list over %u bytes or %u fields; reset",
-                c->peer, frame->hd.stream_id, H2_MAX_HEADER_LIST, H2_MAX_HEADERS);
+        conn_log(c, "stream %d: header list over %u bytes or %u fields; reset", frame->hd.stream_id,
+                 H2_MAX_HEADER_LIST, H2_MAX_HEADERS);
         nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
                                   NGHTTP2_ENHANCE_YOUR_CALM);
         if (++c->header_offences >= H2_MAX_HEADER_OFFENCES)
@@ -219,7 +217,8 @@ static int frame_budget_take(conn_t *c)
     uint64_t now = compat_mono_ns();
     uint64_t earned = (now - c->frame_refill) * rate / 1000000000u;
     if (earned) {
-        c->frame_tokens = earned >= rate - c->frame_tokens ? rate : c->frame_tokens + (uint32_t)earned;
+        c->frame_tokens =
+            earned >= rate - c->frame_tokens ? rate : c->frame_tokens + (uint32_t)earned;
         c->frame_refill = now;
     }
     if (c->frame_tokens == 0)
@@ -485,8 +484,31 @@ void conn_drain(conn_t *c)
 static void conn_final_goaway(conn_t *c)
 {
     c->notice_sent = 0;
+    conn_goaway(c, NGHTTP2_NO_ERROR, "shutting down");
+}
+
+/* An INFO line "conn PEER: ..." for an event the client can repeat at will,
+ * through the server's rate limit for connection events. */
+static void conn_log(conn_t *c, const char *fmt, ...)
+{
+    if (!log_limit_take(&c->srv->logs.conn, compat_mono_ns(), LOG_INFO))
+        return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    log_msg(LOG_INFO, "conn %s: %s", c->peer, msg);
+}
+
+/* GOAWAY naming the last stream processed, the reason in its debug data
+ * (RFC 9113 §6.8); the connection takes no new tunnel from then on. */
+static void conn_goaway(conn_t *c, uint32_t code, const char *why)
+{
+    c->draining = 1;
+    c->host.refusing = 1;
     nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->h2),
-                          NGHTTP2_NO_ERROR, (const uint8_t *)"shutting down", 13);
+                          code, (const uint8_t *)why, strlen(why));
     conn_want_write(c);
 }
 
@@ -498,13 +520,11 @@ static void conn_calm(conn_t *c, const char *why)
     if (c->closing || (c->draining && nghttp2_session_want_read(c->h2) == 0))
         return;
     c->srv->counters.conns_calmed++;
-    log_limited(&c->srv->logs.conn, compat_mono_ns(), LOG_INFO, "conn %s: %s; GOAWAY(ENHANCE_YOUR_CALM)", c->peer, why);
-    c->draining = 1;
-    c->host.refusing = 1;
-    nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->h2),
-                          NGHTTP2_ENHANCE_YOUR_CALM, (const uint8_t *)why, strlen(why));
+    conn_log(c, "%s; GOAWAY(ENHANCE_YOUR_CALM)", why);
+    conn_goaway(c, NGHTTP2_ENHANCE_YOUR_CALM, why);
+    /* Read nothing more, even while streams are open; nghttp2 repeats the
+     * GOAWAY (without the reason) and ends the session once it is sent. */
     nghttp2_session_terminate_session(c->h2, NGHTTP2_ENHANCE_YOUR_CALM);
-    conn_want_write(c);
 }
 
 /* ---- I/O ------------------------------------------------------------------- */
@@ -529,7 +549,7 @@ static int conn_check_tls(conn_t *c)
                                   "TLS required: this port speaks HTTP/2 over TLS only\n";
     ssize_t ignored = send(c->fd, refusal, sizeof refusal - 1, MSG_NOSIGNAL);
     (void)ignored;
-    log_limited(&c->srv->logs.conn, compat_mono_ns(), LOG_INFO, "conn %s: cleartext refused", c->peer);
+    conn_log(c, "cleartext refused");
     return -1;
 }
 
@@ -540,7 +560,7 @@ static int conn_start_h2(conn_t *c)
     if (c->ssl)
         SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
     if (alpn_len != 2 || memcmp(alpn, "h2", 2) != 0) {
-        log_limited(&c->srv->logs.conn, compat_mono_ns(), LOG_INFO, "conn %s: no ALPN h2", c->peer);
+        conn_log(c, "no ALPN h2");
         return -1;
     }
     server_t *srv = c->srv;
@@ -593,8 +613,7 @@ static int conn_handshake(conn_t *c)
     default: {
         char why[256];
         c->srv->counters.tls_failures++;
-        log_limited(&c->srv->logs.conn, compat_mono_ns(), LOG_INFO, "conn %s: TLS handshake failed: %s", c->peer,
-                tls_last_error(why, sizeof why));
+        conn_log(c, "TLS handshake failed: %s", tls_last_error(why, sizeof why));
         return -1;
     }
     }
@@ -630,8 +649,7 @@ static int conn_read(conn_t *c)
         c->last_rx = now;
         ssize_t rv = nghttp2_session_mem_recv(c->h2, buf, (size_t)n);
         if (rv < 0) {
-            log_limited(&c->srv->logs.conn, now, LOG_INFO, "conn %s: HTTP/2 error: %s", c->peer,
-                        nghttp2_strerror((int)rv));
+            conn_log(c, "HTTP/2 error: %s", nghttp2_strerror((int)rv));
             /* RFC 9113 §5.4.1: say why before closing. nghttp2 queues no
              * GOAWAY for its flood errors (CONTINUATION, acks, SETTINGS);
              * our own callback failures have queued theirs already. */
@@ -758,7 +776,7 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     const cfg_limits_t *lim = &c->cfg->limits;
     if (c->state == CONN_HANDSHAKE) {
         c->srv->counters.tls_failures++;
-        log_limited(&c->srv->logs.conn, compat_mono_ns(), LOG_INFO, "conn %s: TLS handshake timeout", c->peer);
+        conn_log(c, "TLS handshake timeout");
         conn_close(c);
         return;
     }
@@ -770,18 +788,16 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     if (!c->ever_opened) {
         deadline = c->since + (uint64_t)lim->header_timeout_ms * UTIL_MS_NS;
         if (now >= deadline) {
-            log_limited(&c->srv->logs.conn, compat_mono_ns(), LOG_INFO, "conn %s: no tunnel within the header timeout", c->peer);
+            conn_log(c, "no tunnel within the header timeout");
             conn_close(c);
             return;
         }
     } else if (c->nopen == 0) {
         deadline = c->since + (uint64_t)lim->conn_idle_ms * UTIL_MS_NS;
         if (now >= deadline) {
-            /* RFC 9113 §6.8: say goodbye; close once it is written. */
-            c->draining = 1;
-            c->host.refusing = 1;
-            nghttp2_session_terminate_session(c->h2, NGHTTP2_NO_ERROR);
-            conn_want_write(c);
+            /* RFC 9113 §6.8: say goodbye; with no stream left nghttp2 wants
+             * nothing more once it is written, and the connection closes. */
+            conn_goaway(c, NGHTTP2_NO_ERROR, "idle");
             deadline = now + 1000 * UTIL_MS_NS;
         }
     } else {
@@ -815,11 +831,8 @@ static void conn_health_cb(struct ev_loop *loop, ev_timer *w, int revents)
     }
     if (since && now - since >= stall) {
         c->srv->counters.write_stalls++;
-        log_limited(&c->srv->logs.conn, compat_mono_ns(), LOG_INFO, "conn %s: no write progress for %u ms; GOAWAY and close", c->peer,
-                lim->write_stall_ms);
-        nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE,
-                              nghttp2_session_get_last_proc_stream_id(c->h2), NGHTTP2_NO_ERROR,
-                              (const uint8_t *)"write stalled", 13);
+        conn_log(c, "no write progress for %u ms; GOAWAY and close", lim->write_stall_ms);
+        conn_goaway(c, NGHTTP2_NO_ERROR, "write stalled");
         if (c->fd >= 0)
             conn_write(c); /* best effort: the client may still read this */
         conn_close(c);
@@ -829,8 +842,7 @@ static void conn_health_cb(struct ev_loop *loop, ev_timer *w, int revents)
         c->ping_sent = 0; /* anything received proves the peer alive */
     if (c->ping_sent && now - c->ping_sent >= timeout) {
         c->srv->counters.ping_timeouts++;
-        log_limited(&c->srv->logs.conn, compat_mono_ns(), LOG_INFO, "conn %s: nothing received for %u ms after a PING; closing", c->peer,
-                lim->ping_timeout_ms);
+        conn_log(c, "nothing received for %u ms after a PING; closing", lim->ping_timeout_ms);
         conn_close(c);
         return;
     }

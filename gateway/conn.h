@@ -45,7 +45,7 @@ typedef struct conn {
     struct conn *_flush_next;   /* the server's flush list */
     struct conn *_dead_next;    /* the server's list of connections to free */
     config_t *cfg;              /* the snapshot this connection started with (a reference) */
-    srclimit_key_t source;      /* counts toward its source's pending connections until a tunnel opens */
+    srclimit_key_t source;      /* counts as its source's pending connection until a tunnel opens */
     tunnel_host_t host;         /* what its tunnels see; host.tunnels is the list */
     uint64_t id;
     char peer[64];
@@ -60,7 +60,7 @@ typedef struct conn {
     uint64_t last_drain;        /* monotonic ns: TLS last took output (or there was none) */
     uint64_t ping_sent;         /* monotonic ns of our unanswered PING; 0 when none */
     uint64_t frame_refill;      /* monotonic ns of the last budget refill */
-    uint32_t frame_tokens;      /* control frames the client may still send (max_control_frames_s) */
+    uint32_t frame_tokens;      /* control frames the client may still send this second */
     uint32_t auth_failures;     /* 401s on this connection */
     uint32_t header_offences;   /* header blocks over the advertised limits */
     uint32_t hdr_count;         /* the header block being received: fields ... */

@@ -38,15 +38,15 @@ static inline const char *drop_reason_name(enum drop_reason r)
 typedef struct tunnel_counters {
     uint64_t up_packets, up_bytes;     /* client -> backend, delivered to the socket */
     uint64_t down_packets, down_bytes; /* backend -> client, written into the stream */
-    uint64_t up_signal_packets;        /* of up_packets: SIGNAL capsules (STUN, DTLS, TURN indications) */
-    uint64_t down_signal_packets;      /* backend packets of the signaling class (RFC 7983), as received */
+    uint64_t up_signal_packets;        /* of up_packets: SIGNAL (STUN, DTLS, TURN indications) */
+    uint64_t down_signal_packets;      /* backend packets of the signaling class, as received */
     uint64_t unknown_capsules;         /* skipped per RFC 9297 §3.2 */
     uint64_t drops[DROP_REASON_COUNT];
 } tunnel_counters_t;
 
 typedef struct server_counters {
     uint64_t conns_accepted, conns_refused, conns_active;
-    uint64_t conns_refused_source[3]; /* by one source: over its rate, too many pending, table full */
+    uint64_t conns_refused_source[3]; /* per source: over its rate, too many pending, table full */
     uint64_t tls_failures;
     uint64_t tunnels_opened, tunnels_active;
     uint64_t requests_rejected[6]; /* 400 401 403 404 405 503, see request.h */
