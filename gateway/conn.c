@@ -825,7 +825,7 @@ static void conn_health_cb(struct ev_loop *loop, ev_timer *w, int revents)
     uint64_t since = (c->out_len || c->write_blocked) ? c->last_drain : 0;
     list_t *pos, *tmp;
     list_for_each_safe(pos, tmp, &c->host.tunnels) {
-        uint64_t ws = tunnel_waiting_since(LIST_ENTRY(pos, tunnel_t, _link), now);
+        uint64_t ws = tunnel_waiting_since(LIST_ENTRY(pos, tunnel_t, _link));
         if (ws && (!since || ws < since))
             since = ws;
     }

@@ -93,10 +93,12 @@ static void tunnel_wake(tunnel_t *t)
     t->host->ops->wake(t);
 }
 
-/* Downlink bytes were queued (start the wait) or taken (restart it). */
-static void down_waiting(tunnel_t *t, uint64_t now, int progress)
+/* Downlink bytes were queued: the client is waited for from now, unless it
+ * already was. Only the body moving ends or restarts the wait (media that
+ * expires meanwhile does not: a client that took nothing is still stalled). */
+static void down_queued(tunnel_t *t, uint64_t now)
 {
-    if (progress || !t->down_wait)
+    if (!t->down_wait)
         t->down_wait = now;
 }
 
@@ -133,15 +135,13 @@ size_t tunnel_body_read(tunnel_t *t, uint8_t *buf, size_t cap, enum tunnel_body_
         t->down_wait = 0;
         *end = t->rst_after_close ? TUNNEL_BODY_END_RESET : TUNNEL_BODY_END;
     } else if (n) {
-        down_waiting(t, now, 1);
+        t->down_wait = sendq_ready(&t->down, now) ? now : 0;
     }
     return n;
 }
 
-uint64_t tunnel_waiting_since(tunnel_t *t, uint64_t now)
+uint64_t tunnel_waiting_since(const tunnel_t *t)
 {
-    if (t->state == TUNNEL_OPEN && !sendq_ready(&t->down, now))
-        t->down_wait = 0;
     return t->down_wait;
 }
 
@@ -253,7 +253,7 @@ static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
     }
     if (got) {
         tunnel_touch(t, now);
-        down_waiting(t, now, 0);
+        down_queued(t, now);
         tunnel_wake(t);
     }
 }
@@ -439,7 +439,7 @@ static void up_ping(void *ud, const uint8_t *value)
 {
     tunnel_t *t = ud;
     sendq_push_pong(&t->down, value); /* a PONG over the bound is counted by the hook */
-    down_waiting(t, compat_mono_ns(), 0);
+    down_queued(t, compat_mono_ns());
     tunnel_wake(t);
 }
 

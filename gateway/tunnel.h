@@ -165,9 +165,10 @@ size_t tunnel_body_read(tunnel_t *t, uint8_t *buf, size_t cap, enum tunnel_body_
 void tunnel_close(tunnel_t *t, uint64_t code, const char *reason, int rst);
 
 /* Since when (monotonic ns) the client has left downlink bytes untaken: the
- * time they were queued, or the last time the body moved. 0 when nothing is
- * waiting (media past its age limit is dropped first and does not count). */
-uint64_t tunnel_waiting_since(tunnel_t *t, uint64_t now_ns);
+ * time they were queued, or the last time the body moved with more still
+ * queued. 0 once the client has taken everything. Media that expired in the
+ * queue does not end the wait: it was offered and not taken. */
+uint64_t tunnel_waiting_since(const tunnel_t *t);
 
 /* Releases everything and unlinks from the host (calls ops->gone). */
 void tunnel_free(tunnel_t *t);

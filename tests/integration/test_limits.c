@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../../proto/capsule.h"
@@ -223,4 +224,73 @@ Test(limits, idle_connection_gets_goaway_then_close, .fini = teardown, .timeout 
     const char *what;
     int ecode;
     cr_assert_eq(ts_fixture_stop(&fx, &what, &ecode), 0, "%s exited with code %d", what, ecode);
+}
+
+/* Uplink media on stream 1 of c: one RTP packet of len bytes as a DATAGRAM
+ * capsule. The built-in echo sends each one back down. */
+static int send_media(ts_h2raw_t *c, uint16_t seq, size_t len)
+{
+    static uint8_t pkt[65536], capsule[65536 + 16];
+    size_t n = ts_pkt_rtp(pkt, sizeof pkt, len, seq, seq * 160u, 0x5a11u, seq);
+    ssize_t k = capsule_encode_datagram(capsule, sizeof capsule, pkt, n);
+    cr_assert_gt(k, 0);
+    for (size_t off = 0; off < (size_t)k; off += 16384) { /* SETTINGS_MAX_FRAME_SIZE */
+        size_t part = (size_t)k - off < 16384 ? (size_t)k - off : 16384;
+        if (ts_h2raw_send_frame(c, NGHTTP2_DATA, 0, 1, capsule + off, part) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Issue 5: "five clients with a zero receive window, or that stopped reading,
+ * held their closing tunnels and connections for as long as they liked ...
+ * With default settings such a client is gone within 20 s." Here with the
+ * default limits: a client whose stream window stays shut while its call's
+ * media keeps coming back gets GOAWAY and is closed. */
+Test(limits, zero_window_client_is_gone_within_20_s_by_default, .fini = teardown, .timeout = 90)
+{
+    start_gateway(NULL);
+    ts_h2raw_t *c = &clients[0];
+    connect_client(c);
+    c->auto_window = 0; /* never give the gateway more flow-control credit */
+    open_tunnel(c);
+    int64_t start = ts_now_ms(), deadline = ts_deadline(ts_ms(20000));
+    uint16_t seq = 0;
+    while (!c->closed && ts_remaining_ms(deadline) > 0) {
+        if (send_media(c, seq++, 1200) < 0)
+            break;
+        ts_h2raw_poll(c, ts_deadline(ts_ms(20))); /* a 50 pps call, reading */
+    }
+    ts_h2raw_wait_closed(c, deadline);
+    int64_t took = ts_now_ms() - start;
+    cr_assert(c->closed, "a client with a shut window was still connected after 20 s");
+    cr_assert(c->goaway, "it was closed without a GOAWAY saying why");
+    cr_log_info("zero window: closed %lld ms after its call started", (long long)took);
+    cr_assert(gateway_logged("no write progress"), "the gateway did not log why");
+}
+
+/* The same for a client that stopped reading altogether: the gateway's
+ * writes stop making progress once the socket buffers are full. */
+Test(limits, client_that_stopped_reading_is_gone_within_20_s_by_default, .fini = teardown,
+     .timeout = 90)
+{
+    start_gateway(NULL);
+    ts_h2raw_t *c = &clients[0];
+    connect_client(c);
+    int small = 4096;
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    open_tunnel(c);
+    int64_t start = ts_now_ms(), deadline = ts_deadline(ts_ms(20000));
+    uint16_t seq = 0;
+    /* 32 KB of media every 10 ms comes back down and is never read. */
+    while (!gateway_logged("no write progress") && ts_remaining_ms(deadline) > 0) {
+        if (send_media(c, seq++, 32768) < 0)
+            break;
+        struct timespec pause = {0, 10 * 1000 * 1000};
+        nanosleep(&pause, NULL); /* pacing the load, not synchronisation */
+    }
+    int64_t took = ts_now_ms() - start;
+    cr_assert(gateway_logged("no write progress"),
+              "a client that reads nothing was still served after 20 s");
+    cr_log_info("stopped reading: dropped %lld ms after its call started", (long long)took);
 }
