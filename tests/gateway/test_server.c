@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include "../../gateway/config.h"
+#include "../../gateway/conn.h"
 #include "../../gateway/log.h"
 #include "../../gateway/server.h"
 
@@ -269,4 +271,25 @@ Test(server, emfile_pauses_accepts_without_spinning, .fini = teardown, .timeout 
     cr_assert(run_until(accepted, &want, 10.0),
               "%llu of %d pending connections accepted within 10 s of descriptors returning",
               (unsigned long long)srv.counters.conns_accepted, PENDING);
+}
+
+/* Accepted sockets get TCP_NODELAY (real time: no Nagle) and a
+ * TCP_USER_TIMEOUT of limits.write_stall_ms, so the kernel too gives up on
+ * a peer that stopped acknowledging (RFC 5482). */
+Test(server, accepted_sockets_get_nodelay_and_the_user_timeout, .fini = teardown, .timeout = 60)
+{
+    start_server("\"write_stall_ms\":4321,\"handshake_timeout_ms\":60000");
+    connect_client(0);
+    uint64_t one = 1;
+    cr_assert(run_until(accepted, &one, 10.0), "the connection was not accepted");
+    const conn_t *c = LIST_FIRST(&srv.conns, conn_t, _link);
+    cr_assert_not_null(c);
+    unsigned int uto = 0;
+    int nodelay = 0;
+    socklen_t len = sizeof uto;
+    cr_assert_eq(getsockopt(c->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto, &len), 0);
+    cr_assert_eq(uto, 4321u);
+    len = sizeof nodelay;
+    cr_assert_eq(getsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &nodelay, &len), 0);
+    cr_assert(nodelay);
 }
