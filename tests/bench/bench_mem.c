@@ -104,17 +104,6 @@ static void usage(FILE *f)
                "  --out FILE   report file (DIR/bench/report.txt)\n");
 }
 
-static int parse_long(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return -1;
-    *out = v;
-    return 0;
-}
-
 static int parse_args(int argc, char **argv, bench_opts_t *o)
 {
     static const struct option longopts[] = {
@@ -136,16 +125,16 @@ static int parse_args(int argc, char **argv, bench_opts_t *o)
             o->build = optarg;
             break;
         case 'n':
-            bad = parse_long(optarg, 1, 5000, &o->conns);
+            bad = ts_parse_long(optarg, 1, 5000, &o->conns);
             break;
         case 'm':
-            bad = parse_long(optarg, 1, 10000, &o->tunnels);
+            bad = ts_parse_long(optarg, 1, 10000, &o->tunnels);
             break;
         case 'k':
-            bad = parse_long(optarg, 1, 1000, &o->clients);
+            bad = ts_parse_long(optarg, 1, 1000, &o->clients);
             break;
         case 'c':
-            bad = parse_long(optarg, 1200, 1048576, &o->max_capsule);
+            bad = ts_parse_long(optarg, 1200, 1048576, &o->max_capsule);
             break;
         case 'o':
             o->out = optarg;

@@ -61,17 +61,6 @@ static void usage(FILE *f)
                "  --size BYTES      UDP payload size, 16..1400 (172)\n");
 }
 
-static int parse_long(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return -1;
-    *out = v;
-    return 0;
-}
-
 static int parse_args(int argc, char **argv, demo_opts_t *o)
 {
     static const struct option longopts[] = {
@@ -91,13 +80,13 @@ static int parse_args(int argc, char **argv, demo_opts_t *o)
             o->build = optarg;
             break;
         case 'n':
-            bad = parse_long(optarg, 1, 100000, &o->packets);
+            bad = ts_parse_long(optarg, 1, 100000, &o->packets);
             break;
         case 'i':
-            bad = parse_long(optarg, 0, 1000, &o->interval_ms);
+            bad = ts_parse_long(optarg, 0, 1000, &o->interval_ms);
             break;
         case 's':
-            bad = parse_long(optarg, TS_RTP_HEADER + 4, 1400, &o->size);
+            bad = ts_parse_long(optarg, TS_RTP_HEADER + 4, 1400, &o->size);
             break;
         case 'h':
             usage(stdout);

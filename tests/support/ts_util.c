@@ -210,3 +210,14 @@ int ts_json_str(char *out, size_t cap, size_t *pos, const char *s)
     }
     return ts_appendf(out, cap, pos, "\"");
 }
+
+int ts_parse_long(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}

@@ -61,4 +61,8 @@ int ts_json_str(char *out, size_t cap, size_t *pos, const char *s);
 int ts_appendf(char *out, size_t cap, size_t *pos, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* A whole decimal number from lo to hi (a command-line option). Returns 0
+ * with *out set, or -1 (not a number, trailing text, out of range). */
+int ts_parse_long(const char *s, long lo, long hi, long *out);
+
 #endif
