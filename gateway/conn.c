@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../common/tlserr.h"
 #include "log.h"
 #include "server.h"
 #include "tls.h"
@@ -613,7 +614,7 @@ static int conn_handshake(conn_t *c)
     default: {
         char why[256];
         c->srv->counters.tls_failures++;
-        conn_log(c, "TLS handshake failed: %s", tls_last_error(why, sizeof why));
+        conn_log(c, "TLS handshake failed: %s", tlserr_take(why, sizeof why, "unknown TLS error"));
         return -1;
     }
     }

@@ -10,11 +10,6 @@
 
 #include "../common/tlserr.h"
 
-const char *tls_last_error(char *buf, size_t cap)
-{
-    return tlserr_take(buf, cap, "unknown TLS error");
-}
-
 /* A missing file or a directory gets a plain message; OpenSSL's for a
  * directory ("no start line", "unsupported") does not say what is wrong.
  * Whatever else is wrong with the file, OpenSSL says as it reads it. */
@@ -51,7 +46,7 @@ SSL_CTX *tls_server_ctx(const char *cert_file, const char *key_file, char *err, 
     char why[256];
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx) {
-        snprintf(err, errlen, "TLS context: %s", tls_last_error(why, sizeof why));
+        snprintf(err, errlen, "TLS context: %s", tlserr_take(why, sizeof why, "unknown TLS error"));
         return NULL;
     }
     /* RFC 9113 §9.2: TLS 1.2 or later, no compression, no renegotiation. */
@@ -69,7 +64,8 @@ SSL_CTX *tls_server_ctx(const char *cert_file, const char *key_file, char *err, 
         pem_file_check("private key", key_file, err, errlen) < 0)
         goto fail;
     if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
-        snprintf(err, errlen, "certificate %s: %s", cert_file, tls_last_error(why, sizeof why));
+        snprintf(err, errlen, "certificate %s: %s", cert_file,
+                 tlserr_take(why, sizeof why, "unknown TLS error"));
         goto fail;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1) {
@@ -78,7 +74,7 @@ SSL_CTX *tls_server_ctx(const char *cert_file, const char *key_file, char *err, 
         int mismatch = ERR_GET_LIB(e) == ERR_LIB_X509 &&
                        (ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH ||
                         ERR_GET_REASON(e) == X509_R_KEY_TYPE_MISMATCH);
-        tls_last_error(why, sizeof why);
+        tlserr_take(why, sizeof why, "unknown TLS error");
         if (mismatch)
             snprintf(err, errlen, "private key %s does not match certificate %s (%s)", key_file,
                      cert_file, why);
@@ -87,7 +83,7 @@ SSL_CTX *tls_server_ctx(const char *cert_file, const char *key_file, char *err, 
         goto fail;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
-        tls_last_error(why, sizeof why);
+        tlserr_take(why, sizeof why, "unknown TLS error");
         snprintf(err, errlen, "private key %s does not match certificate %s", key_file,
                  cert_file);
         goto fail;

@@ -15,8 +15,4 @@
  * Used at start-up and by --check-config, so both judge the files alike. */
 SSL_CTX *tls_server_ctx(const char *cert_file, const char *key_file, char *err, size_t errlen);
 
-/* The first error on OpenSSL's queue as text (clears the queue); the
- * gateway's name for tlserr_take (common/tlserr.h). */
-const char *tls_last_error(char *buf, size_t cap);
-
 #endif

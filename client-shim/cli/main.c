@@ -30,6 +30,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../../common/compat.h"
+
 #include "../lib/shim_addr.h"
 #include "../lib/shim_cli.h"
 #include "../lib/shim_flow.h"
@@ -66,9 +68,10 @@ typedef struct cli {
     uint8_t buf[UDP_BUF];
 } cli_t;
 
+/* Flow idleness and retry times: monotonic, never the wall clock. */
 static uint64_t cli_now_ms(const cli_t *cli)
 {
-    return (uint64_t)(ev_now(cli->loop) * 1000.0);
+    return compat_mono_ns() / 1000000u;
 }
 
 static const char *flow_name(const shim_flow_t *f, char *buf, size_t cap)

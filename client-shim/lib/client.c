@@ -47,11 +47,6 @@ const char *sluice_state_name(sluice_state_t state)
     return "unknown";
 }
 
-uint64_t shim_client__now_ns(const sluice_client_t *c)
-{
-    return (uint64_t)(ev_now(c->loop) * 1e9);
-}
-
 int shim_client__usable(const sluice_client_t *c)
 {
     return !c->_free_requested && !c->_end_pending && c->phase < SHIM_PHASE_CLOSING &&
@@ -412,7 +407,7 @@ static void client_on_readable(sluice_client_t *c)
             client_on_eof(c);
             break;
         }
-        c->_last_rx = ev_now(c->loop);
+        c->_last_rx = compat_mono_ns();
         if (client_tls_in(c) < 0)
             break;
         if (c->_peer_close_notify) {
@@ -447,14 +442,14 @@ static void client_on_handshake_timeout(struct ev_loop *loop, ev_timer *w, int r
 static void client_on_keepalive(struct ev_loop *loop, ev_timer *w, int revents)
 {
     sluice_client_t *c = container_of(w, sluice_client_t, _keepalive);
-    ev_tstamp quiet = ev_now(loop) - c->_last_rx;
-    ev_tstamp iv = c->_keepalive_ms / 1000.0;
+    uint64_t quiet = compat_mono_ns() - c->_last_rx;
+    uint64_t iv = (uint64_t)c->_keepalive_ms * 1000000u;
 
     if (!c->_h2)
         return;
     if (quiet >= 2 * iv) {
-        shim_client__end(c, SLUICE_FAILED, "gateway silent for %.0f ms (keepalive)",
-                         quiet * 1000);
+        shim_client__end(c, SLUICE_FAILED, "gateway silent for %llu ms (keepalive)",
+                         (unsigned long long)(quiet / 1000000u));
         return;
     }
     if (quiet >= iv) {
@@ -476,7 +471,7 @@ static void client_on_dialed(shim_dial_t *d, shim_pipe_t *pipe, const char *derr
     pipe->on_ready = client_on_pipe;
     pipe->ud = c;
     c->phase = SHIM_PHASE_TLS;
-    c->_last_rx = ev_now(c->loop);
+    c->_last_rx = compat_mono_ns();
     if (shim_tls__begin(c, err, sizeof(err)) < 0) {
         shim_client__end(c, SLUICE_FAILED, "%s", err);
         return;

@@ -148,7 +148,7 @@ static ssize_t h2_read_body(nghttp2_session *s, int32_t stream_id, uint8_t *buf,
 
     if (t->status != 200 && !sendq_finishing(&t->up))
         return NGHTTP2_ERR_DEFERRED;
-    n = sendq_fill(&t->up, buf, length, shim_client__now_ns(t->client), &eof);
+    n = sendq_fill(&t->up, buf, length, compat_mono_ns(), &eof);
     if (eof) {
         *data_flags |= NGHTTP2_DATA_FLAG_EOF;
         return (ssize_t)n;

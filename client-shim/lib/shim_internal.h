@@ -105,7 +105,7 @@ struct st_sluice_client_t {
     ev_timer _timer;      /* TLS handshake deadline */
     ev_timer _keepalive;
     ev_prepare _prep;     /* deferred work: flush, report, free */
-    ev_tstamp _last_rx;
+    uint64_t _last_rx;    /* monotonic ns (common/compat.h) of the last bytes read */
 
     sluice_tls_t *_tls;   /* a reference */
     SSL *_ssl;
@@ -142,7 +142,6 @@ struct st_sluice_client_t {
 void shim_client__kick(sluice_client_t *c);
 void shim_client__end(sluice_client_t *c, sluice_state_t state, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-uint64_t shim_client__now_ns(const sluice_client_t *c);
 int shim_client__usable(const sluice_client_t *c);
 
 /* tls.c */

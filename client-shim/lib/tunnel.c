@@ -393,7 +393,7 @@ int sluice_tunnel_send(sluice_tunnel_t *t, const uint8_t *p, size_t len)
         return SLUICE_ERR_INVALID;
     if (t->_closing || t->_finished || t->client->_free_requested)
         return SLUICE_ERR_STATE;
-    switch (sendq_push(&t->up, p, len, shim_client__now_ns(t->client))) {
+    switch (sendq_push(&t->up, p, len, compat_mono_ns())) {
     case SENDQ_OK:
         if (t->status == 200)
             shim_tunnel__wake(t);
