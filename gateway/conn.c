@@ -215,8 +215,10 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
 static int frame_budget_take(conn_t *c)
 {
     uint32_t rate = c->cfg->limits.max_control_frames_s;
-    uint64_t now = compat_mono_ns();
-    uint64_t earned = (now - c->frame_refill) * rate / 1000000000u;
+    uint64_t now = compat_mono_ns(), elapsed = now - c->frame_refill;
+    /* A second refills the budget whole (and keeps the product below from
+     * overflowing after a long quiet spell). */
+    uint64_t earned = elapsed >= 1000000000u ? rate : elapsed * rate / 1000000000u;
     if (earned) {
         c->frame_tokens =
             earned >= rate - c->frame_tokens ? rate : c->frame_tokens + (uint32_t)earned;
