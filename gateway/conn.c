@@ -468,19 +468,23 @@ void conn_free(conn_t *c)
  * answered the PING sent with the notice (one round trip). */
 void conn_drain(conn_t *c)
 {
-    if (c->state != CONN_H2 || c->draining)
+    if (c->state != CONN_H2 || c->closing)
         return;
-    c->draining = 1;
     c->host.refusing = 1;
+    /* Every open tunnel is told, even on a connection that already had its
+     * GOAWAY (idle, failed logins): tunnel_close ignores the closing ones. */
     list_t *pos, *tmp;
     list_for_each_safe(pos, tmp, &c->host.tunnels)
         tunnel_close(LIST_ENTRY(pos, tunnel_t, _link), CLOSE_SHUTTING_DOWN,
                      "gateway shutting down", 0);
-    if (nghttp2_submit_shutdown_notice(c->h2) == 0 &&
-        nghttp2_submit_ping(c->h2, NGHTTP2_FLAG_NONE, drain_ping) == 0)
-        c->notice_sent = 1;
-    else
-        conn_final_goaway(c);
+    if (!c->draining) {
+        c->draining = 1;
+        if (nghttp2_submit_shutdown_notice(c->h2) == 0 &&
+            nghttp2_submit_ping(c->h2, NGHTTP2_FLAG_NONE, drain_ping) == 0)
+            c->notice_sent = 1;
+        else
+            conn_final_goaway(c);
+    }
     conn_want_write(c);
 }
 

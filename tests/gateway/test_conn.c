@@ -532,6 +532,23 @@ Test(conn, turn_indications_travel_and_count_as_signaling)
     h_fini(&h);
 }
 
+/* A connection that already had a GOAWAY (here for failed logins) but still
+ * carries a tunnel is drained like any other: the tunnel gets its CLOSE. */
+Test(conn, drain_closes_tunnels_of_a_connection_that_already_had_goaway)
+{
+    harness_t h;
+    h_init(&h, "\"max_auth_failures\":1", 0);
+    int s = h_open(&h, PATH);
+    cr_assert_eq(h.streams[s].status, 200);
+    int bad = h_open(&h, "/v1/tunnel/nobody/sfu");
+    cr_assert_eq(h.streams[bad].status, 401);
+    cr_assert(h.got_goaway);
+    conn_drain(h.conn);
+    cr_assert(h_until(&h, stream_has_close, &s, 3000), "the open tunnel got no CLOSE");
+    h_assert_close(&h, s, 0, CLOSE_SHUTTING_DOWN);
+    h_fini(&h);
+}
+
 Test(conn, error_statuses_carry_a_reason)
 {
     harness_t h;
