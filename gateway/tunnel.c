@@ -145,7 +145,6 @@ uint64_t tunnel_waiting_since(const tunnel_t *t)
     return t->down_wait;
 }
 
-
 /* ---- timers: idle and credential expiry while open, linger while closing --- */
 
 static void timer_arm(tunnel_t *t, uint64_t at_ns)
@@ -171,7 +170,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
          * told to stop without error; otherwise it is not reading: cancel. */
         log_limited(&env_of(t)->logs->tunnel, now, LOG_INFO,
                     "tunnel %s/%d: client did not finish within the close linger; reset",
-                t->host->peer, t->stream_id);
+                    t->host->peer, t->stream_id);
         ev_timer_stop(loop, w);
         t->host->ops->reset(t, t->body_ended);
         return;
@@ -197,8 +196,9 @@ static void backend_error(tunnel_t *t, int err)
 {
     count_drop(t, DROP_BACKEND_ERROR, 1);
     if (++t->backend_errors >= BACKEND_ERRORS_MAX) {
-        log_msg(LOG_WARN, "tunnel %s/%d: backend %s unreachable: %s", t->host->peer,
-                t->stream_id, t->backend, strerror(err));
+        log_limited(&env_of(t)->logs->tunnel, compat_mono_ns(), LOG_WARN,
+                    "tunnel %s/%d: backend %s unreachable: %s", t->host->peer, t->stream_id,
+                    t->backend, strerror(err));
         tunnel_close(t, CLOSE_BACKEND_UNREACHABLE, "backend unreachable", 0);
     }
 }
@@ -390,8 +390,9 @@ int tunnel_start(tunnel_t *t)
     if (!t->reader_buf)
         return reject(t, 503, "gateway out of memory");
     if (backend_open(t, &target.region->pools[target.kind]) < 0) {
-        log_msg(LOG_WARN, "conn %s stream %d: backend socket: %s", t->host->peer, t->stream_id,
-                strerror(errno));
+        log_limited(&env_of(t)->logs->refused, compat_mono_ns(), LOG_WARN,
+                    "conn %s stream %d: backend socket: %s", t->host->peer, t->stream_id,
+                    strerror(errno));
         return reject(t, 503, "backend unavailable");
     }
     capsule_reader_init(&t->reader, t->reader_buf, lim->max_capsule + CAPSULE_MAX_HEADER,
