@@ -88,6 +88,12 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             s->counters.conns_refused++;
             if (rc == SRCLIMIT_RATE || rc == SRCLIMIT_PENDING || rc == SRCLIMIT_FULL)
                 s->counters.conns_refused_source[-rc - 1]++;
+            if (log_limit_take(&s->logs.conn, compat_mono_ns(), LOG_INFO)) {
+                char name[64];
+                log_msg(LOG_INFO, "conn %s: refused at accept: source over its limit (%s)",
+                        config_addr_str((struct sockaddr *)&peer, name, sizeof name),
+                        srclimit_rc_name(rc));
+            }
             close(fd);
             continue;
         }
