@@ -17,6 +17,7 @@
 #include "../support/ts_config.h"
 #include "../support/ts_fixture.h"
 #include "../support/ts_http.h"
+#include "../support/ts_log.h"
 #include "../support/ts_proc.h"
 #include "../support/ts_util.h"
 
@@ -38,23 +39,6 @@ static void need_build(void)
     cr_assert_not_null(ts_build_dir(), "SLUICE_BUILD is not set (tests/run.sh sets it)");
 }
 
-/* Waits until the file at path contains needle, or the deadline. */
-static int file_wait_text(const char *path, const char *needle, int64_t deadline)
-{
-    for (;;) {
-        size_t len = 0;
-        char *data = ts_read_file(path, 1u << 20, &len);
-        int found = data && ts_memmem(data, len, needle);
-        free(data);
-        if (found)
-            return 0;
-        int left = ts_remaining_ms(deadline);
-        if (left == 0)
-            return -1;
-        poll(NULL, 0, left < 20 ? left : 20);
-    }
-}
-
 /* ---- SIGHUP ------------------------------------------------------------- */
 
 Test(cli, sighup_is_logged_and_ignored, .fini = teardown, .timeout = 60)
@@ -71,7 +55,7 @@ Test(cli, sighup_is_logged_and_ignored, .fini = teardown, .timeout = 60)
     cr_assert_eq(ts_http(&q, &resp), 0, "cannot run curl");
     cr_expect_eq(resp.status, 405, "after SIGHUP: status %d (curl exit %d: %s)", resp.status,
                  resp.curl_exit, resp.err);
-    cr_expect_eq(file_wait_text(fx.gw.proc.err_path, "SIGHUP ignored",
+    cr_expect_eq(ts_log_wait(fx.gw.proc.err_path, "SIGHUP ignored", 1,
                                 ts_deadline(ts_ms(5000))),
                  0, "no \"SIGHUP ignored\" line in the gateway's log");
 
@@ -249,7 +233,7 @@ Test(cli, soft_fd_limit_is_raised_to_the_hard_limit, .fini = teardown, .timeout 
     cr_assert_eq(n, 2, "no open file limit in %s", limits_path);
     cr_expect_eq(hard, 4096, "%s", copy);
     cr_expect_eq(soft, 4096, "the soft limit was not raised to the hard one: %s", copy);
-    cr_expect_eq(file_wait_text(proc.err_path, "open file limit 4096 (was 256)",
+    cr_expect_eq(ts_log_wait(proc.err_path, "open file limit 4096 (was 256)", 1,
                                 ts_deadline(ts_ms(5000))),
                  0, "the start-up line does not report the raised limit");
     cr_expect_eq(ts_proc_stop(&proc, ts_deadline(ts_ms(10000))), 0);

@@ -20,6 +20,7 @@
 #include "../support/ts_config.h"
 #include "../support/ts_fixture.h"
 #include "../support/ts_h2raw.h"
+#include "../support/ts_log.h"
 #include "../support/ts_net.h"
 #include "../support/ts_pkt.h"
 #include "../support/ts_proc.h"
@@ -92,11 +93,7 @@ static void expect_drain_started(ts_h2raw_t *c)
 /* 1 when the gateway's stderr contains text. */
 static int gateway_logged(const char *text)
 {
-    size_t len = 0;
-    char *log = ts_read_file(fx.gw.proc.err_path, 1u << 20, &len);
-    int found = log && ts_memmem(log, len, text);
-    free(log);
-    return found;
+    return ts_log_count(fx.gw.proc.err_path, text) > 0;
 }
 
 /* README "Operating": a second signal stops at once. With drain_timeout_ms at
