@@ -6,7 +6,6 @@
  */
 #include <criterion/criterion.h>
 #include <limits.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
