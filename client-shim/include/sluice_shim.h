@@ -174,9 +174,9 @@ int sluice_client_tls_resumed(const sluice_client_t *client);
 /* ---------------------------------------------------------------- tunnels */
 
 typedef struct sluice_tunnel_opts {
-    const char *tenant;     /* required; [A-Za-z0-9._~-]+ */
+    const char *tenant;     /* required; 1 to 64 of [A-Za-z0-9._-] (proto/name.h) */
     const char *kind;       /* required: "sfu" or "turn" (any token is sent as given) */
-    const char *region;     /* optional; NULL or "" for the gateway's default */
+    const char *region;     /* optional, same rule as tenant; NULL or "" for the gateway's default */
     const char *username;   /* required: tunnel-username header */
     const char *credential; /* required: tunnel-credential header */
     /* Uplink queue bounds in bytes (0: 65536 each). Media drops its oldest

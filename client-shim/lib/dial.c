@@ -14,9 +14,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "../../common/compat.h"
 #include "shim_addr.h"
 
-#define DIAL_OF(w, member) ((shim_dial_t *)((char *)(w) - offsetof(shim_dial_t, member)))
 
 void shim_dial_init(shim_dial_t *d, struct ev_loop *loop)
 {
@@ -99,7 +99,7 @@ static void dial_finish(shim_dial_t *d, int fd, const char *err)
 
 static void dial_on_writable(struct ev_loop *loop, ev_io *w, int revents)
 {
-    shim_dial_t *d = DIAL_OF(w, _io);
+    shim_dial_t *d = container_of(w, shim_dial_t, _io);
     int soerr = 0;
     socklen_t len = sizeof(soerr);
 
@@ -120,7 +120,7 @@ static void dial_on_writable(struct ev_loop *loop, ev_io *w, int revents)
 
 static void dial_on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    shim_dial_t *d = DIAL_OF(w, _timer);
+    shim_dial_t *d = container_of(w, shim_dial_t, _timer);
 
     snprintf(d->_err, sizeof(d->_err), "connect to %s port %u timed out after %u ms",
              d->_host, (unsigned)d->_port, (unsigned)d->_timeout_ms);

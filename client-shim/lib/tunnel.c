@@ -17,6 +17,7 @@
 
 #include "shim_addr.h"
 #include "../../proto/dispatch.h"
+#include "../../proto/name.h"
 #include "shim_internal.h"
 
 #define DEFAULT_QUEUE_BYTES 65536u
@@ -343,9 +344,10 @@ sluice_tunnel_t *sluice_tunnel_open(sluice_client_t *c, const sluice_tunnel_opts
     if (!c || !o || !shim_client__usable(c))
         return NULL;
     region = o->region && *o->region ? o->region : NULL;
-    if (!shim_token_valid(o->tenant, 128) || !shim_token_valid(o->kind, 32) ||
-        (region && !shim_token_valid(region, 128)) || !header_value_ok(o->username) ||
-        !header_value_ok(o->credential))
+    /* Tenant and region follow the gateway's name rule (proto/name.h). */
+    if (!o->tenant || !name_valid(o->tenant, strlen(o->tenant)) ||
+        !shim_token_valid(o->kind, 32) || (region && !name_valid(region, strlen(region))) ||
+        !header_value_ok(o->username) || !header_value_ok(o->credential))
         return NULL;
     t = calloc(1, sizeof(*t));
     if (!t)

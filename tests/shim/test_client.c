@@ -750,7 +750,12 @@ Test(client, bad_arguments)
     client(&a, "localhost", 0);
     sluice_tunnel_opts_t t = {.tenant = "a/b", .kind = "sfu", .username = "u", .credential = "c"};
     cr_expect_null(sluice_tunnel_open(a.c, &t), "tenant with a slash");
+    t.tenant = "a~b"; /* the gateway's name rule (proto/name.h) has no '~' */
+    cr_expect_null(sluice_tunnel_open(a.c, &t), "tenant with a tilde");
     t.tenant = "demo";
+    t.region = "eu~west";
+    cr_expect_null(sluice_tunnel_open(a.c, &t), "region with a tilde");
+    t.region = NULL;
     t.username = "bad\r\nvalue";
     cr_expect_null(sluice_tunnel_open(a.c, &t), "CR LF in a header");
     t.username = "u";
