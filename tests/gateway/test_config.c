@@ -930,6 +930,8 @@ Test(config, shipped_configs_load)
     cr_assert_not_null(t);
     cr_assert_eq(t->secrets[0].len, 15);
     cr_assert_eq(memcmp(t->secrets[0].key, "dev-only-secret", 15), 0);
+    /* Small enough to start under a 4,096 open-file limit (docs/configuration.md). */
+    cr_assert_leq(cfg->limits.max_connections + cfg->limits.max_tunnels + 64u, 4096u);
     const char *tail = "conf/../build/dev/cert.pem";
     cr_assert_eq(strcmp(cfg->cert_file + strlen(cfg->cert_file) - strlen(tail), tail), 0, "%s",
                  cfg->cert_file);
