@@ -117,11 +117,12 @@ typedef struct log_limits {
     log_limit_t conn;    /* TLS failures, cleartext, deadlines, GOAWAYs, resets */
 } log_limits_t;
 
+#define LOG_LIMITS_WINDOW_S 10 /* the server also flushes summaries twice a window */
 #define LOG_LIMITS_INIT                                                                        \
     {                                                                                          \
-        .refused = LOG_LIMIT_INIT("refused request", 10, 10000),                               \
-        .tunnel = LOG_LIMIT_INIT("tunnel event", 10, 10000),                                   \
-        .conn = LOG_LIMIT_INIT("connection event", 10, 10000),                                 \
+        .refused = LOG_LIMIT_INIT("refused request", 10, LOG_LIMITS_WINDOW_S * 1000),          \
+        .tunnel = LOG_LIMIT_INIT("tunnel event", 10, LOG_LIMITS_WINDOW_S * 1000),              \
+        .conn = LOG_LIMIT_INIT("connection event", 10, LOG_LIMITS_WINDOW_S * 1000),            \
     }
 
 void log_limits_flush(log_limits_t *l, uint64_t now);

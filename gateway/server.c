@@ -55,6 +55,14 @@ static void prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
     }
 }
 
+/* A burst of suppressed lines followed by quiet is told when its window
+ * ends, not only when the same kind of event next happens. */
+static void log_flush_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    server_t *s = container_of(w, server_t, log_flush);
+    log_limits_flush(&s->logs, compat_mono_ns());
+}
+
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     listener_t *l = container_of(w, listener_t, io);
@@ -144,6 +152,9 @@ int server_init(server_t *s, struct ev_loop *loop, config_t *cfg, char *err, siz
     ev_prepare_init(&s->prepare, prepare_cb);
     ev_prepare_start(loop, &s->prepare);
     s->logs = (log_limits_t)LOG_LIMITS_INIT;
+    ev_timer_init(&s->log_flush, log_flush_cb, LOG_LIMITS_WINDOW_S / 2.0,
+                  LOG_LIMITS_WINDOW_S / 2.0);
+    ev_timer_start(loop, &s->log_flush);
     s->env = (tunnel_env_t){.loop = loop, .counters = &s->counters, .logs = &s->logs};
     if (srclimit_init(&s->sources, SRCLIMIT_DEFAULT_ENTRIES) < 0) {
         snprintf(err, errlen, "per-source table: %s", strerror(errno));
@@ -248,6 +259,7 @@ void server_dispose(server_t *s)
         conn_free(LIST_ENTRY(s->conns.next, conn_t, _link));
     if (s->loop) {
         ev_prepare_stop(s->loop, &s->prepare);
+        ev_timer_stop(s->loop, &s->log_flush);
         ev_timer_stop(s->loop, &s->drain_timer);
         ev_timer_stop(s->loop, &s->accept_pause);
     }

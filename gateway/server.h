@@ -55,6 +55,7 @@ typedef struct server {
     tunnel_env_t env;       /* what tunnels see of the server */
     srclimit_t sources;     /* per-source pending connections and handshake rate */
     log_limits_t logs;      /* rate limits for lines peers can cause */
+    ev_timer log_flush;     /* reports suppressed lines once their window has ended */
     unsigned draining : 1;
     ev_timer drain_timer;
 } server_t;

@@ -293,3 +293,47 @@ Test(server, accepted_sockets_get_nodelay_and_the_user_timeout, .fini = teardown
     cr_assert_eq(getsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &nodelay, &len), 0);
     cr_assert(nodelay);
 }
+
+typedef struct log_watch {
+    FILE *f;
+    const char *needle;
+} log_watch_t;
+
+static int log_has(void *arg)
+{
+    log_watch_t *w = arg;
+    static char buf[1 << 16];
+    fflush(stderr);
+    rewind(w->f);
+    size_t n = fread(buf, 1, sizeof buf - 1, w->f);
+    buf[n] = '\0';
+    return strstr(buf, w->needle) != NULL;
+}
+
+/* A burst of suppressed lines followed by quiet is reported when its window
+ * ends (the server's log_flush timer), not only at the next such event. */
+Test(server, suppressed_log_lines_are_reported_after_a_quiet_window, .fini = teardown,
+     .timeout = 90)
+{
+    start_server("\"handshake_timeout_ms\":60000");
+    FILE *f = tmpfile();
+    cr_assert_not_null(f);
+    fflush(stderr);
+    cr_assert_eq(dup2(fileno(f), 2), 2); /* criterion runs each test in its own process */
+    log_set_level(LOG_INFO);
+    /* 14 cleartext clients: 10 lines, then 4 suppressed. */
+    for (int i = 0; i < 14; i++) {
+        int fd = connect_client(i % MAX_CLIENTS);
+        cr_assert_eq(send(fd, "GET / HTTP/1.1\r\n\r\n", 18, MSG_NOSIGNAL), 18);
+        closed_wait_t w = {fd, 0};
+        cr_assert(run_until(closed_and_counted, &w, 10.0), "cleartext client %d not closed", i);
+        close(fd);
+        clients[i % MAX_CLIENTS] = -1;
+    }
+    log_watch_t lines = {f, "cleartext refused"};
+    cr_assert(log_has(&lines));
+    log_watch_t summary = {f, "connection event: 4 similar lines suppressed"};
+    cr_assert_not(log_has(&summary), "the summary came before the window ended");
+    cr_assert(run_until(log_has, &summary, 2.5 * LOG_LIMITS_WINDOW_S),
+              "no summary of the suppressed lines after the window, with no further event");
+}
