@@ -11,7 +11,8 @@
  * frames come out of nghttp2_session_mem_send into a bounded output buffer.
  * Output is flushed once per loop iteration (the server's prepare watcher
  * calls conn_flush for every connection that asked with conn_want_write);
- * the write watcher is armed only when TLS could not take everything.
+ * the write watcher is armed only when TLS could not take everything, or more
+ * frames wait than one flush writes (WRITES_PER_EVENT, for fairness).
  *
  * Closing is deferred: conn_close may be called from any callback; it stops
  * the connection's watchers at once and the server frees it at the end of
