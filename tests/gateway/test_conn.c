@@ -271,11 +271,6 @@ Test(conn, idle_tunnel_is_closed_with_idle_timeout)
     h_fini(&h);
 }
 
-static int stream_is_closed(harness_t *h, void *arg)
-{
-    return h->streams[*(int *)arg].closed;
-}
-
 /* A 404 or a 401 does not move a connection to the long idle deadline: until
  * a tunnel opens it has header_timeout_ms. */
 Test(conn, refused_requests_keep_the_connection_on_the_header_deadline)
@@ -309,6 +304,11 @@ Test(conn, client_that_takes_nothing_is_closed_after_the_write_stall_limit)
     h_fini(&h);
 }
 
+static int never(harness_t *h, void *arg)
+{
+    return 0;
+}
+
 /* A client that reads what it is sent is not stalled, however long it runs. */
 Test(conn, client_that_reads_is_not_a_write_stall)
 {
@@ -319,8 +319,7 @@ Test(conn, client_that_reads_is_not_a_write_stall)
     for (int i = 0; i < 20; i++) {
         h_backend_send(&h, &from, rtp, sizeof rtp);
         h_wait_capsules(&h, s, i + 1);
-        int never = 0;
-        h_until(&h, stream_is_closed, &never, 10); /* let time pass, pumping */
+        h_until(&h, never, NULL, 10); /* let 10 ms pass, pumping */
     }
     cr_assert_not(h.conn->closing);
     cr_assert_eq(h.srv.counters.write_stalls, 0u);
