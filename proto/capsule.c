@@ -36,6 +36,8 @@ const char *capsule_close_name(uint64_t code)
         return "shutting down";
     case CLOSE_RATE_LIMITED:
         return "rate limited";
+    case CLOSE_TAKEN_OVER:
+        return "taken over";
     case CLOSE_INTERNAL_ERROR:
         return "internal error";
     default:

@@ -44,6 +44,7 @@ enum close_code {
     CLOSE_SHUTTING_DOWN = 0x07,      /* gateway drains or stops */
     CLOSE_RATE_LIMITED = 0x08,       /* tenant or tunnel over its rate limit */
     CLOSE_INTERNAL_ERROR = 0x09,     /* a bug or resource failure on the sender */
+    CLOSE_TAKEN_OVER = 0x0a,         /* the session was resumed on another stream */
 };
 
 #define CAPSULE_DEFAULT_MAX_VALUE 65535u

@@ -309,6 +309,7 @@ static void cli_on_state(sluice_client_t *c, sluice_state_t state, const char *d
         if (cli->o->verbose)
             fprintf(stderr, "sluice-shim: connected (%s)\n", detail);
         break;
+    case SLUICE_RECONNECTING: /* not asked for (no reconnect_max_ms) */
     case SLUICE_FAILED:
     case SLUICE_CLOSED:
         if (cli->stopping) {

@@ -63,6 +63,7 @@ enum sluice_close_code {
     SLUICE_CLOSE_SHUTTING_DOWN = 0x07,
     SLUICE_CLOSE_RATE_LIMITED = 0x08,
     SLUICE_CLOSE_INTERNAL_ERROR = 0x09,
+    SLUICE_CLOSE_TAKEN_OVER = 0x0a, /* another attachment resumed this session */
 };
 
 /* close_code reported by on_close when the tunnel ended without a CLOSE
@@ -102,13 +103,44 @@ typedef struct st_sluice_client_t sluice_client_t;
 typedef struct st_sluice_tunnel_t sluice_tunnel_t;
 
 typedef enum sluice_state {
-    SLUICE_CONNECTING = 0, /* connect started (detail: "host:port") */
+    SLUICE_CONNECTING = 0, /* connect started (detail: "host:port" and the route) */
     SLUICE_CONNECTED = 1,  /* TLS up, ALPN h2, SETTINGS sent (detail: "alpn=h2 TLSv1.3",
                             * then " resumed" when an earlier session was resumed) */
     SLUICE_FAILED = 2,     /* connection failed or broke; detail says why */
     SLUICE_CLOSED = 3,     /* orderly end: sluice_client_close(), or the gateway sent
                             * GOAWAY and finished; detail says which */
+    SLUICE_RECONNECTING = 4, /* (with reconnect on) the connection failed or ended for a
+                              * transient reason; the client connects again after the
+                              * back-off the detail names, and its tunnels wait */
 } sluice_state_t;
+
+/* Why a connection attempt or a connection failed (sluice_client_failure).
+ * Every FAILED and RECONNECTING report carries one. */
+typedef enum sluice_fail {
+    SLUICE_FAIL_NONE = 0,
+    SLUICE_FAIL_RESOLVE,       /* the gateway's name does not resolve */
+    SLUICE_FAIL_CONNECT,       /* TCP connect refused or unreachable */
+    SLUICE_FAIL_TIMEOUT,       /* connect or TLS handshake deadline passed */
+    SLUICE_FAIL_TLS,           /* TLS failed other than by verification */
+    SLUICE_FAIL_CERT,          /* certificate or name verification failed (permanent) */
+    SLUICE_FAIL_ALPN,          /* the gateway does not speak h2 (permanent) */
+    SLUICE_FAIL_PROTOCOL,      /* HTTP/2 error */
+    SLUICE_FAIL_LOST,          /* an established connection broke (reset, EOF, keepalive) */
+    SLUICE_FAIL_GOAWAY,        /* the gateway ended the connection (GOAWAY, shutting down) */
+    SLUICE_FAIL_PROXY_UNREACHABLE, /* the proxy cannot be resolved or connected to */
+    SLUICE_FAIL_PROXY_AUTH,    /* the proxy answered 407 (detail names the offered schemes) */
+    SLUICE_FAIL_PROXY_REFUSED, /* the proxy refused the CONNECT (detail: its status line) */
+    SLUICE_FAIL_PROXY_MALFORMED, /* the proxy's reply is not valid HTTP */
+    SLUICE_FAIL_PROXY_TIMEOUT, /* the proxy did not complete the CONNECT in time */
+    SLUICE_FAIL_PROXY_CONFIG,  /* the proxy settings are unusable (bad URL, PAC error) */
+} sluice_fail_t;
+
+/* Static name of a failure ("none", "resolve", "proxy auth", ...). */
+const char *sluice_fail_name(sluice_fail_t fail);
+
+/* 1 when retrying cannot help without a change of configuration: CERT, ALPN,
+ * PROXY_AUTH, PROXY_REFUSED, PROXY_CONFIG. */
+int sluice_fail_permanent(sluice_fail_t fail);
 
 /* Static name of a state ("connecting", ...). */
 const char *sluice_state_name(sluice_state_t state);
@@ -131,9 +163,34 @@ typedef struct sluice_client_opts {
     void *ud;
     /* TLS context shared with other clients (sluice_tls_new), so that
      * reconnects resume their session. NULL: the client makes its own from
-     * ca_file, and shares no session. (Last, so that older initialisers keep
-     * their meaning.) */
+     * ca_file, and shares no session. (New fields go last, so that older
+     * initialisers keep their meaning.) */
     sluice_tls_t *tls;
+
+    /* Proxy for the connection (docs/shim.md, "Proxy discovery"), in order:
+     *   proxy      "http://[user:pass@]host:port" (or https://, socks5://...),
+     *              or "none" for a direct connection; NULL: next rule;
+     *   proxy_pac  a PAC file path or http(s) URL, evaluated for the gateway
+     *              URL; its whole answer list is tried in order; NULL: next;
+     *   use_env    1: HTTPS_PROXY / https_proxy and NO_PROXY / no_proxy.
+     * With none of them, the connection is direct. */
+    const char *proxy;
+    const char *proxy_pac;
+    int proxy_use_env;
+    /* Proxy credentials when the URL has none (Basic, Digest, NTLM or
+     * Negotiate: whatever the proxy offers). NULL: none. */
+    const char *proxy_user;
+    const char *proxy_password;
+
+    /* Reconnect: when reconnect_max_ms is non-zero, a transient failure
+     * (sluice_fail_permanent() == 0) is reported as RECONNECTING instead of
+     * FAILED; the client connects again after an exponential back-off from
+     * reconnect_min_ms (0: 250) doubling up to reconnect_max_ms, each wait
+     * jittered by +-25 %. Open tunnels that carry a resume token survive and
+     * are resumed on the new connection (proto/README.md §8.1); the others
+     * are opened again. */
+    uint32_t reconnect_min_ms;
+    uint32_t reconnect_max_ms;
 } sluice_client_opts_t;
 
 /* Creates an idle client on loop; no I/O happens until sluice_client_connect.
@@ -171,6 +228,17 @@ sluice_state_t sluice_client_state(const sluice_client_t *client);
  * sluice_tls_new), 0 when it made a new one or is not connected yet. */
 int sluice_client_tls_resumed(const sluice_client_t *client);
 
+/* Why the last connection attempt or connection failed; SLUICE_FAIL_NONE
+ * while none has. */
+sluice_fail_t sluice_client_failure(const sluice_client_t *client);
+
+/* A fresh credential for every request from now on (tunnel opens and
+ * resumes), replacing the tunnels' own. A tunnel the gateway closes with
+ * CLOSE(credential expired) is resumed with it at once. Strings are copied.
+ * Returns 0, SLUICE_ERR_INVALID or SLUICE_ERR_NOMEM. */
+int sluice_client_set_credential(sluice_client_t *client, const char *username,
+                                 const char *credential);
+
 /* ---------------------------------------------------------------- tunnels */
 
 typedef struct sluice_tunnel_opts {
@@ -189,8 +257,13 @@ typedef struct sluice_tunnel_opts {
      * after sluice_tunnel_close (0: 10000 and 2000). */
     uint32_t response_timeout_ms;
     uint32_t close_timeout_ms;
+    /* PING capsule (keepalive through proxies, RTT) every this many ms
+     * (0: 20000; UINT32_MAX: never). */
+    uint32_t ping_interval_ms;
 
-    /* The gateway answered 200: the tunnel carries packets both ways. */
+    /* The gateway answered 200: the tunnel carries packets both ways. Called
+     * again after each resume or re-open on a new connection (see the stats'
+     * resumes and reopens). */
     void (*on_open)(sluice_tunnel_t *tunnel, void *ud);
     /* One UDP payload from the gateway (is_signal: it came as a SIGNAL capsule).
      * p is valid during the call only. */
@@ -239,6 +312,9 @@ typedef struct sluice_tunnel_stats {
     uint64_t dropped_media;          /* evicted (full) or expired (too old) */
     uint64_t dropped_signal;         /* refused because the signaling queue was full */
     uint64_t queued_bytes;           /* payload bytes waiting now */
+    uint32_t rtt_us, rtt_min_us;     /* last and lowest RTT from PING/PONG (0: none yet) */
+    uint32_t resumes;                /* times the session was resumed on a new stream */
+    uint32_t reopens;                /* times it had to be opened afresh (resume refused) */
 } sluice_tunnel_stats_t;
 
 /* Fills *out with the tunnel's counters. */

@@ -36,6 +36,35 @@ const char *sluice_strerror(int err)
     }
 }
 
+const char *sluice_fail_name(sluice_fail_t fail)
+{
+    switch (fail) {
+    case SLUICE_FAIL_NONE: return "none";
+    case SLUICE_FAIL_RESOLVE: return "resolve";
+    case SLUICE_FAIL_CONNECT: return "connect";
+    case SLUICE_FAIL_TIMEOUT: return "timeout";
+    case SLUICE_FAIL_TLS: return "tls";
+    case SLUICE_FAIL_CERT: return "certificate";
+    case SLUICE_FAIL_ALPN: return "alpn";
+    case SLUICE_FAIL_PROTOCOL: return "protocol";
+    case SLUICE_FAIL_LOST: return "lost";
+    case SLUICE_FAIL_GOAWAY: return "goaway";
+    case SLUICE_FAIL_PROXY_UNREACHABLE: return "proxy unreachable";
+    case SLUICE_FAIL_PROXY_AUTH: return "proxy auth";
+    case SLUICE_FAIL_PROXY_REFUSED: return "proxy refused";
+    case SLUICE_FAIL_PROXY_MALFORMED: return "proxy malformed";
+    case SLUICE_FAIL_PROXY_TIMEOUT: return "proxy timeout";
+    case SLUICE_FAIL_PROXY_CONFIG: return "proxy config";
+    }
+    return "unknown";
+}
+
+int sluice_fail_permanent(sluice_fail_t fail)
+{
+    return fail == SLUICE_FAIL_CERT || fail == SLUICE_FAIL_ALPN || fail == SLUICE_FAIL_PROXY_AUTH ||
+           fail == SLUICE_FAIL_PROXY_REFUSED || fail == SLUICE_FAIL_PROXY_CONFIG;
+}
+
 const char *sluice_state_name(sluice_state_t state)
 {
     switch (state) {
@@ -43,6 +72,7 @@ const char *sluice_state_name(sluice_state_t state)
     case SLUICE_CONNECTED: return "connected";
     case SLUICE_FAILED: return "failed";
     case SLUICE_CLOSED: return "closed";
+    case SLUICE_RECONNECTING: return "reconnecting";
     }
     return "unknown";
 }

@@ -603,7 +603,8 @@ Test(capsule, close_names)
     cr_assert_str_eq(capsule_close_name(CLOSE_SHUTTING_DOWN), "shutting down");
     cr_assert_str_eq(capsule_close_name(CLOSE_RATE_LIMITED), "rate limited");
     cr_assert_str_eq(capsule_close_name(CLOSE_INTERNAL_ERROR), "internal error");
-    cr_assert_str_eq(capsule_close_name(0x0a), "unknown");
+    cr_assert_str_eq(capsule_close_name(CLOSE_TAKEN_OVER), "taken over");
+    cr_assert_str_eq(capsule_close_name(0x0b), "unknown");
     cr_assert_str_eq(capsule_close_name(0x100), "unknown");
     cr_assert_str_eq(capsule_close_name(VARINT_MAX), "unknown");
     cr_assert_str_eq(capsule_close_name(UINT64_MAX), "unknown");
