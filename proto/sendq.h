@@ -9,7 +9,7 @@
  * waits in a queue that evicts the oldest packet to make room and drops what
  * is older than the age limit, because a late packet is worse than a lost one.
  *
- * Order on the wire: the rest of a capsule already started, PONGs, signaling,
+ * Order on the wire: the rest of a capsule already started, PONGs, a PING, signaling,
  * media, then — once sendq_finish was called and everything queued is out —
  * an optional CLOSE and the end of the body. A capsule that does not fit the
  * DATA frame being filled is staged whole and continued in the next frames, so
@@ -63,6 +63,8 @@ typedef struct sendq {
 
     uint8_t _pongs[SENDQ_MAX_PONGS][8];
     size_t _npongs;
+    uint8_t _ping[8];
+    unsigned _ping_due : 1;
     uint8_t *_stage;               /* one capsule being written across frames */
     size_t _stage_len, _stage_off;
     unsigned _finishing : 1, _send_close : 1, _close_written : 1, _eof : 1;
@@ -86,6 +88,15 @@ int sendq_push(sendq_t *q, const uint8_t *p, size_t len, uint64_t now_ns);
 
 /* Queues a PONG echoing an 8-byte PING value. Returns SENDQ_OK or SENDQ_FULL. */
 int sendq_push_pong(sendq_t *q, const uint8_t value[8]);
+
+/* Queues a PING capsule (8-byte value) ahead of packets, behind PONGs; at
+ * most one waits (a newer value replaces it). Returns SENDQ_OK or SENDQ_ENDED. */
+int sendq_push_ping(sendq_t *q, const uint8_t value[8]);
+
+/* Starts a new body (the same session on a new stream): a capsule partly
+ * written and PONGs/PING (which answered the old stream) are dropped, the
+ * finish is undone; queued packets and counters stay. */
+void sendq_restart(sendq_t *q);
 
 /* Ends the body after what is queued: with send_close, a CLOSE(code, reason)
  * capsule goes last (reason cut to SENDQ_REASON_MAX bytes on a UTF-8

@@ -5,20 +5,32 @@
  *
  * stdout carries exactly these lines, each flushed at once, for scripts:
  *   sluice-shim listening <addr:port>
- *   sluice-shim connected gateway=<host:port> alpn=h2
- *   sluice-shim disconnected: <reason>
- * Everything else goes to stderr. Exit codes: 0 after SIGINT/SIGTERM or when
- * the gateway shut down; 1 when the connection failed or broke; 2 for bad
- * usage, a CA file that cannot be loaded included (checked before anything
- * is bound or printed).
+ *   sluice-shim connected gateway=<host:port> alpn=h2      (every connection)
+ *   sluice-shim reconnecting in <N> ms: <reason>
+ *   sluice-shim disconnected: <reason>                      (only before exit 3 or 4)
+ * Everything else goes to stderr. Exit codes: 0 after SIGINT/SIGTERM; 1 for a
+ * local failure (cannot listen, out of memory); 2 for bad usage, a CA file
+ * that cannot be loaded included (checked before anything is bound or
+ * printed); 3 when the gateway cannot be trusted or spoken to (certificate or
+ * name verification, no HTTP/2): a configuration error; 4 when the gateway
+ * refuses a tunnel with 401 or 403 (credentials or tenant wrong).
  *
- * A connection the gateway ends while no tunnel is open (it closes idle
- * connections) is not a disconnect: the shim goes dormant and connects again
- * when the next packet arrives, resuming its TLS session: the process keeps
- * one TLS context (sluice_tls_t) for all its connections. Losing a connection
- * that carried tunnels ends the process (reconnecting those is a later
- * feature).
+ * The shim never gives up on a transient failure: gateway down at start,
+ * refused, reset, GOAWAY, CLOSE(shutting down) all lead to a reconnect with
+ * exponential back-off and jitter (--reconnect-min-ms .. --reconnect-max-ms),
+ * keeping the local port and the flows, whose tunnels the library resumes or
+ * re-opens on the new connection. A connection that ends while no flow is
+ * open (gateways close idle connections) is not worth a reconnect: the shim
+ * goes dormant and connects again when the next packet arrives, resuming its
+ * TLS session: the process keeps one TLS context (sluice_tls_t) for all its
+ * connections.
+ *
+ * Bursts: while the tunnel a datagram went to holds more than half its queue
+ * bound, the UDP socket is not read; the kernel's receive buffer holds the
+ * rest of the burst until the tunnel drains below a quarter (checked after
+ * every loop iteration, and at most PAUSE_MAX_MS later in any case).
  */
+#include <ctype.h>
 #include <errno.h>
 #include <ev.h>
 #include <inttypes.h>
@@ -44,6 +56,11 @@
 #define KEEPALIVE_MS 15000
 #define SOCKBUF_BYTES (1 << 20)
 #define OUTCOME_MAX 640              /* an outcome: status and a 512-byte reason */
+#define PAUSE_MAX_MS 500             /* longest UDP read pause (the media age bound) */
+#define CRED_FILE_MAX 2048
+#define EXIT_LOCAL 1
+#define EXIT_TLS_CONFIG 3
+#define EXIT_REFUSED 4
 
 typedef struct cli {
     struct ev_loop *loop;
@@ -59,12 +76,22 @@ typedef struct cli {
     char gw[SHIM_HOST_MAX + 16];
     int connected;     /* the current client reported CONNECTED */
     int connected_once;
-    int tunnels_lost;  /* tunnels ended by the current connection's end */
     int stopping;      /* a signal asked us to stop */
     int done;
     int exit_code;
-    int shutdown_seen; /* a tunnel got CLOSE(shutting down) */
     uint64_t flows_full, udp_send_drops;
+    /* Read pause while a tunnel's queue is over its bound (bursts). */
+    ev_check drain_w;
+    ev_timer pause_w;
+    shim_flow_t *paused_by;
+    uint64_t paused_at_ms;
+    /* Credentials: --credential-file (re-read on change and SIGHUP) or
+     * --secret (minted again every ttl/2). */
+    ev_stat cred_w;
+    ev_signal sighup_w;
+    ev_timer mint_w;
+    char cred_user[320];
+    char cred[512];
     uint8_t buf[UDP_BUF];
 } cli_t;
 
@@ -88,14 +115,16 @@ static void cli_finish(cli_t *cli, int code)
     ev_io_stop(cli->loop, &cli->udp_w);
     ev_timer_stop(cli->loop, &cli->sweep_w);
     ev_timer_stop(cli->loop, &cli->stop_w);
+    ev_check_stop(cli->loop, &cli->drain_w);
+    ev_timer_stop(cli->loop, &cli->pause_w);
     ev_break(cli->loop, EVBREAK_ALL);
 }
 
-static void cli_disconnected(cli_t *cli, const char *reason)
+static void cli_disconnected(cli_t *cli, const char *reason, int code)
 {
     printf("sluice-shim disconnected: %s\n", reason);
     fflush(stdout);
-    cli_finish(cli, cli->shutdown_seen ? 0 : 1);
+    cli_finish(cli, code);
 }
 
 /* ---------------------------------------------------------------- tunnels */
@@ -106,9 +135,13 @@ static void tun_on_open(sluice_tunnel_t *t, void *ud)
     cli_t *cli = f->owner;
     char a[SHIM_ADDRSTR_MAX];
 
-    if (cli->o->verbose)
-        fprintf(stderr, "sluice-shim: tunnel for %s open (stream %" PRId32 ")\n",
-                flow_name(f, a, sizeof(a)), sluice_tunnel_stream_id(t));
+    if (cli->o->verbose) {
+        sluice_tunnel_stats_t st;
+        sluice_tunnel_stats(t, &st);
+        fprintf(stderr, "sluice-shim: tunnel for %s open (stream %" PRId32 ", resumes %" PRIu32
+                        " reopens %" PRIu32 ")\n",
+                flow_name(f, a, sizeof(a)), sluice_tunnel_stream_id(t), st.resumes, st.reopens);
+    }
 }
 
 static void tun_on_packet(sluice_tunnel_t *t, const uint8_t *p, size_t len, int is_signal,
@@ -145,7 +178,8 @@ static void tun_on_close(sluice_tunnel_t *t, int status, uint64_t code, const ch
     char a[SHIM_ADDRSTR_MAX], what[OUTCOME_MAX];
     sluice_tunnel_stats_t st;
     int refused = status != 200 && status != 0;
-    int lost = sluice_client_state(cli->client) >= SLUICE_FAILED;
+    sluice_state_t cs = sluice_client_state(cli->client);
+    int lost = cs == SLUICE_FAILED || cs == SLUICE_CLOSED;
     /* Worth a line without -v: refusals, and tunnels that ended on their own
      * for a reason other than idleness (a lost connection is told by
      * on_state, and ends we asked for are no news). */
@@ -157,17 +191,25 @@ static void tun_on_close(sluice_tunnel_t *t, int status, uint64_t code, const ch
     if (cli->o->verbose) {
         sluice_tunnel_stats(t, &st);
         fprintf(stderr, "sluice-shim: tunnel for %s %s; tx %" PRIu64 " rx %" PRIu64
-                        " dropped %" PRIu64 "\n",
-                a, what, st.tx_packets, st.rx_packets, st.dropped_media + st.dropped_signal);
+                        " dropped %" PRIu64 " rtt %" PRIu32 " us (min %" PRIu32 ")\n",
+                a, what, st.tx_packets, st.rx_packets, st.dropped_media + st.dropped_signal,
+                st.rtt_us, st.rtt_min_us);
     } else if (notable) {
         fprintf(stderr, "sluice-shim: tunnel for %s %s\n", a, what);
     }
     f->tunnel = NULL;
-    if (code == SLUICE_CLOSE_SHUTTING_DOWN)
-        cli->shutdown_seen = 1;
+    if (cli->paused_by == f)
+        cli->paused_by = NULL;
+    if ((status == 401 || status == 403) && !cli->stopping) {
+        /* Wrong credentials or tenant: retrying cannot help. */
+        char msg[OUTCOME_MAX + 64];
+        snprintf(msg, sizeof(msg), "tunnel %s", what);
+        shim_flowtab_remove(&cli->flows, f);
+        cli_disconnected(cli, msg, EXIT_REFUSED);
+        return;
+    }
     if (lost) {
         /* The connection ended under this tunnel; on_state follows. */
-        cli->tunnels_lost++;
         shim_flowtab_remove(&cli->flows, f);
         return;
     }
@@ -180,9 +222,6 @@ static void tun_on_close(sluice_tunnel_t *t, int status, uint64_t code, const ch
     } else {
         shim_flowtab_remove(&cli->flows, f);
     }
-    if (cli->shutdown_seen && cli->connected && !cli->stopping &&
-        shim_flowtab_active(&cli->flows) == 0)
-        cli_disconnected(cli, "gateway shutting down");
 }
 
 static int cli_connect(cli_t *cli);
@@ -195,8 +234,11 @@ static int flow_open_tunnel(cli_t *cli, shim_flow_t *f)
         .tenant = o->tenant,
         .kind = o->kind,
         .region = o->region,
-        .username = o->username,
-        .credential = o->credential,
+        .username = o->credential_file ? cli->cred_user : o->username,
+        .credential = o->credential_file ? cli->cred : o->credential,
+        .media_queue_bytes = o->queue_bytes,
+        .signal_queue_bytes = o->queue_bytes,
+        .ping_interval_ms = o->ping_interval_ms,
         .on_open = tun_on_open,
         .on_packet = tun_on_packet,
         .on_close = tun_on_close,
@@ -221,6 +263,61 @@ static int flow_open_tunnel(cli_t *cli, shim_flow_t *f)
 }
 
 /* ---------------------------------------------------------------- UDP */
+
+/* Queued payload bytes of f's tunnel against the thresholds: pause above
+ * half the bound (a read batch still fits), resume below a quarter. */
+static uint64_t cli_queued(const shim_flow_t *f)
+{
+    sluice_tunnel_stats_t st;
+
+    if (!f->tunnel)
+        return 0;
+    sluice_tunnel_stats(f->tunnel, &st);
+    return st.queued_bytes;
+}
+
+static int cli_over_bound(const cli_t *cli, const shim_flow_t *f)
+{
+    return cli->connected && cli_queued(f) > cli->o->queue_bytes / 2;
+}
+
+static void cli_pause(cli_t *cli, shim_flow_t *f, uint64_t now)
+{
+    cli->paused_by = f;
+    cli->paused_at_ms = now;
+    ev_io_stop(cli->loop, &cli->udp_w);
+    ev_check_start(cli->loop, &cli->drain_w);
+    ev_timer_set(&cli->pause_w, PAUSE_MAX_MS / 1000.0, 0.);
+    ev_timer_start(cli->loop, &cli->pause_w);
+    if (cli->o->verbose)
+        fprintf(stderr, "sluice-shim: tunnel queue over %zu bytes; pausing reads\n",
+                cli->o->queue_bytes / 2);
+}
+
+static void cli_resume_reads(cli_t *cli)
+{
+    cli->paused_by = NULL;
+    ev_check_stop(cli->loop, &cli->drain_w);
+    ev_timer_stop(cli->loop, &cli->pause_w);
+    if (!cli->stopping && !cli->done)
+        ev_io_start(cli->loop, &cli->udp_w);
+}
+
+/* After every loop iteration while paused: has the tunnel drained? */
+static void cli_on_drain_check(struct ev_loop *loop, ev_check *w, int revents)
+{
+    cli_t *cli = w->data;
+
+    if (!cli->paused_by || cli_queued(cli->paused_by) < cli->o->queue_bytes / 4 ||
+        !cli->connected)
+        cli_resume_reads(cli);
+}
+
+/* The pause is bounded: media older than this is dropped anyway. */
+static void cli_on_pause_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    cli_resume_reads(w->data);
+}
 
 static void cli_on_udp(struct ev_loop *loop, ev_io *w, int revents)
 {
@@ -267,6 +364,10 @@ static void cli_on_udp(struct ev_loop *loop, ev_io *w, int revents)
         }
         f->last_ms = now;
         sluice_tunnel_send(f->tunnel, cli->buf, (size_t)n); /* drops are counted there */
+        if (cli_over_bound(cli, f)) {
+            cli_pause(cli, f, now);
+            return;
+        }
     }
 }
 
@@ -291,6 +392,33 @@ static void cli_on_sweep(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* ---------------------------------------------------------------- lifecycle */
 
+/* Tunnels that live on, or wait, on the client. */
+static size_t shim_flowtab_count_tunnels(shim_flowtab_t *ft)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < shim_flowtab_cap(ft); i++)
+        n += shim_flowtab_at(ft, i)->tunnel != NULL;
+    return n;
+}
+
+static void cli_go_dormant(cli_t *cli, sluice_client_t *c, const char *detail)
+{
+    fprintf(stderr, "sluice-shim: idle connection ended (%s); reconnecting on the next "
+                    "packet\n", detail);
+    /* The flows' tunnels (if any) die with the client, without callbacks. */
+    for (size_t i = 0; i < shim_flowtab_cap(&cli->flows); i++) {
+        shim_flow_t *f = shim_flowtab_at(&cli->flows, i);
+        if (f->tunnel)
+            shim_flowtab_remove(&cli->flows, f);
+    }
+    if (cli->paused_by)
+        cli_resume_reads(cli);
+    sluice_client_free(c); /* deferred: we are inside its callback */
+    cli->client = NULL;
+    cli->connected = 0;
+}
+
 static void cli_on_state(sluice_client_t *c, sluice_state_t state, const char *detail, void *ud)
 {
     cli_t *cli = ud;
@@ -309,25 +437,31 @@ static void cli_on_state(sluice_client_t *c, sluice_state_t state, const char *d
         if (cli->o->verbose)
             fprintf(stderr, "sluice-shim: connected (%s)\n", detail);
         break;
-    case SLUICE_RECONNECTING: /* not asked for (no reconnect_max_ms) */
+    case SLUICE_RECONNECTING:
+        if (cli->stopping) {
+            cli_finish(cli, 0);
+        } else if (cli->connected && shim_flowtab_count_tunnels(&cli->flows) == 0) {
+            /* Nothing to carry: wait for traffic rather than hammer a
+             * gateway that is away (or closed an idle connection). */
+            cli_go_dormant(cli, c, detail);
+        } else {
+            cli->connected = 0;
+            printf("sluice-shim reconnecting %s\n", detail);
+            fflush(stdout);
+            fprintf(stderr, "sluice-shim: reconnecting %s\n", detail);
+        }
+        break;
     case SLUICE_FAILED:
     case SLUICE_CLOSED:
         if (cli->stopping) {
             cli_finish(cli, 0);
-        } else if (!cli->connected_once) {
-            fprintf(stderr, "sluice-shim: cannot connect to %s: %s\n", cli->gw, detail);
-            cli_finish(cli, 1);
-        } else if (cli->shutdown_seen) {
-            cli_disconnected(cli, "gateway shutting down");
-        } else if (cli->tunnels_lost || !cli->connected) {
-            cli_disconnected(cli, detail);
+        } else if (sluice_fail_permanent(sluice_client_failure(c))) {
+            fprintf(stderr, "sluice-shim: cannot use gateway %s: %s\n", cli->gw, detail);
+            cli_disconnected(cli, detail, EXIT_TLS_CONFIG);
         } else {
-            /* Idle connection closed by the gateway: reconnect on demand. */
-            fprintf(stderr, "sluice-shim: idle connection ended (%s); reconnecting on the next "
-                            "packet\n", detail);
-            sluice_client_free(c); /* deferred: we are inside its callback */
-            cli->client = NULL;
-            cli->connected = 0;
+            /* An orderly end with nothing to resume (an idle connection
+             * closed by the gateway): reconnect on demand. */
+            cli_go_dormant(cli, c, detail);
         }
         break;
     }
@@ -381,6 +515,111 @@ static int cli_bind(cli_t *cli)
     return 0;
 }
 
+/* ---------------------------------------------------------------- credentials */
+
+/* Hands the current credential to the client for every request from now on
+ * (opens and resumes): the file's, or a freshly minted one. */
+static void cli_push_credential(cli_t *cli)
+{
+    const shim_cli_opts_t *o = cli->o;
+    char username[320], credential[64];
+
+    if (!cli->client)
+        return;
+    if (o->credential_file) {
+        if (cli->cred_user[0])
+            sluice_client_set_credential(cli->client, cli->cred_user, cli->cred);
+    } else if (o->secret &&
+               sluice_cred_mint(o->hash, o->secret, strlen(o->secret),
+                                (uint64_t)time(NULL) + o->ttl, o->user, username,
+                                sizeof(username), credential, sizeof(credential)) == SLUICE_OK) {
+        sluice_client_set_credential(cli->client, username, credential);
+    }
+}
+
+/* Strips trailing CR/LF/space/tab in place. */
+static void cli_rtrim(char *s)
+{
+    size_t n = strlen(s);
+    while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ' || s[n - 1] == '\t'))
+        s[--n] = '\0';
+}
+
+/* Reads --credential-file: line 1 the username, line 2 the credential.
+ * Returns 0 (cred_user/cred replaced), or -1 with a message on stderr (the
+ * old credential stays). */
+static int cli_read_cred_file(cli_t *cli)
+{
+    const char *path = cli->o->credential_file;
+    char text[CRED_FILE_MAX + 1], *nl, *user, *cred;
+    size_t n;
+    FILE *fp = fopen(path, "r");
+
+    if (!fp) {
+        fprintf(stderr, "sluice-shim: cannot read credential file '%s': %s\n", path,
+                strerror(errno));
+        return -1;
+    }
+    n = fread(text, 1, CRED_FILE_MAX, fp);
+    fclose(fp);
+    text[n] = '\0';
+    user = text;
+    nl = strchr(text, '\n');
+    cred = nl ? nl + 1 : NULL;
+    if (nl)
+        *nl = '\0';
+    if (cred && (nl = strchr(cred, '\n')) != NULL)
+        *nl = '\0';
+    cli_rtrim(user);
+    if (cred)
+        cli_rtrim(cred);
+    if (!cred || !*user || !*cred || strlen(user) >= sizeof(cli->cred_user) ||
+        strlen(cred) >= sizeof(cli->cred)) {
+        fprintf(stderr, "sluice-shim: credential file '%s': expected a username line and a "
+                        "credential line\n", path);
+        return -1;
+    }
+    for (const char *p = user; *p; p++)
+        if (iscntrl((unsigned char)*p))
+            return fprintf(stderr, "sluice-shim: credential file '%s': control character\n",
+                           path), -1;
+    for (const char *p = cred; *p; p++)
+        if (iscntrl((unsigned char)*p))
+            return fprintf(stderr, "sluice-shim: credential file '%s': control character\n",
+                           path), -1;
+    if (strcmp(user, cli->cred_user) == 0 && strcmp(cred, cli->cred) == 0)
+        return 0;
+    snprintf(cli->cred_user, sizeof(cli->cred_user), "%s", user);
+    snprintf(cli->cred, sizeof(cli->cred), "%s", cred);
+    fprintf(stderr, "sluice-shim: credential loaded from '%s' (username %s)\n", path,
+            cli->cred_user);
+    cli_push_credential(cli);
+    return 0;
+}
+
+static void cli_on_cred_change(struct ev_loop *loop, ev_stat *w, int revents)
+{
+    cli_t *cli = w->data;
+
+    if (w->attr.st_nlink)
+        cli_read_cred_file(cli);
+}
+
+static void cli_on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    cli_t *cli = w->data;
+
+    if (cli->o->credential_file)
+        cli_read_cred_file(cli);
+    else
+        cli_push_credential(cli);
+}
+
+static void cli_on_mint(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    cli_push_credential(w->data);
+}
+
 /* Creates the client and starts connecting. Returns 0, or -1 after ending
  * the process (the options cannot make a client). */
 static int cli_connect(cli_t *cli)
@@ -395,16 +634,18 @@ static int cli_connect(cli_t *cli)
         .keepalive_ms = KEEPALIVE_MS,
         .on_state = cli_on_state,
         .ud = cli,
+        .reconnect_min_ms = o->reconnect_min_ms,
+        .reconnect_max_ms = o->reconnect_max_ms,
     };
 
-    cli->tunnels_lost = 0;
     cli->connected = 0;
     cli->client = sluice_client_new(cli->loop, &co, err, sizeof(err));
     if (!cli->client) {
         fprintf(stderr, "sluice-shim: %s\n", err);
-        cli_finish(cli, 1);
+        cli_finish(cli, EXIT_LOCAL);
         return -1;
     }
+    cli_push_credential(cli);
     sluice_client_connect(cli->client);
     return 0;
 }
@@ -424,6 +665,8 @@ static int cli_run(cli_t *cli)
         fprintf(stderr, "sluice-shim: %s\n", err);
         return 2;
     }
+    if (o->credential_file && cli_read_cred_file(cli) < 0)
+        return 2;
     if (cli_bind(cli) < 0)
         return 1;
     if (shim_flowtab_init(&cli->flows, o->max_flows, cli) < 0) {
@@ -444,6 +687,25 @@ static int cli_run(cli_t *cli)
     ev_signal_start(cli->loop, &cli->sigint_w);
     ev_signal_start(cli->loop, &cli->sigterm_w);
     ev_timer_start(cli->loop, &cli->sweep_w);
+    ev_check_init(&cli->drain_w, cli_on_drain_check);
+    ev_init(&cli->pause_w, cli_on_pause_timeout);
+    cli->drain_w.data = cli->pause_w.data = cli;
+    ev_signal_init(&cli->sighup_w, cli_on_sighup, SIGHUP);
+    cli->sighup_w.data = cli;
+    ev_signal_start(cli->loop, &cli->sighup_w);
+    if (o->credential_file) {
+        /* inotify where libev has it, else a stat every second. */
+        ev_stat_init(&cli->cred_w, cli_on_cred_change, o->credential_file, 1.0);
+        cli->cred_w.data = cli;
+        ev_stat_start(cli->loop, &cli->cred_w);
+    } else if (o->secret) {
+        /* Fresh before half the lifetime is gone, for resumes and the
+         * tunnels the gateway closes with CLOSE(credential expired). */
+        double iv = o->ttl / 2.0 < 1.0 ? 1.0 : o->ttl / 2.0;
+        ev_timer_init(&cli->mint_w, cli_on_mint, iv, iv);
+        cli->mint_w.data = cli;
+        ev_timer_start(cli->loop, &cli->mint_w);
+    }
 
     ev_run(cli->loop, 0);
     return cli->exit_code;
@@ -483,6 +745,11 @@ int main(int argc, char **argv)
     ev_io_stop(cli.loop, &cli.udp_w);
     ev_timer_stop(cli.loop, &cli.sweep_w);
     ev_timer_stop(cli.loop, &cli.stop_w);
+    ev_check_stop(cli.loop, &cli.drain_w);
+    ev_timer_stop(cli.loop, &cli.pause_w);
+    ev_signal_stop(cli.loop, &cli.sighup_w);
+    ev_stat_stop(cli.loop, &cli.cred_w);
+    ev_timer_stop(cli.loop, &cli.mint_w);
     sluice_client_free(cli.client);
     sluice_tls_free(cli.tls);
     shim_flowtab_dispose(&cli.flows);

@@ -12,7 +12,8 @@
 
 static const char usage[] =
     "Usage: sluice-shim --gateway https://HOST[:PORT] --tenant ID --kind sfu|turn\n"
-    "                   --listen ADDR:PORT (--username U --credential C | --secret S)\n"
+    "                   --listen ADDR:PORT\n"
+    "                   (--username U --credential C | --credential-file F | --secret S)\n"
     "                   [options]\n"
     "\n"
     "Relays UDP between local applications and a sluice gateway: each local source\n"
@@ -26,6 +27,8 @@ static const char usage[] =
     "                       port 0 picks a free port (printed on stdout)\n"
     "  --username U         tunnel-username from your credential service\n"
     "  --credential C       tunnel-credential from your credential service\n"
+    "  --credential-file F  username and credential on two lines; re-read when the\n"
+    "                       file changes and on SIGHUP\n"
     "  --secret S           mint credentials locally from the tenant secret\n"
     "                       (development and tests only: the secret is visible in ps)\n"
     "  --hash sha1|sha256   HMAC for --secret (default sha1)\n"
@@ -35,6 +38,10 @@ static const char usage[] =
     "  --server-name NAME   name to verify in the certificate (default: URL host)\n"
     "  --max-flows N        concurrent local flows (default 64)\n"
     "  --flow-idle-ms MS    close a flow after this silence (default 60000)\n"
+    "  --reconnect-min-ms MS  first wait before reconnecting (default 250)\n"
+    "  --reconnect-max-ms MS  longest wait between reconnects (default 30000)\n"
+    "  --ping-interval-ms MS  PING capsule per tunnel (keepalive, RTT; default 20000)\n"
+    "  --queue-bytes N      uplink queue bound per tunnel and class (default 524288)\n"
     "  -v, --verbose        log tunnel events on stderr\n"
     "  -h, --help           print this help\n"
     "  -V, --version        print the version\n";
@@ -67,7 +74,8 @@ static int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 enum opt_id {
     O_GATEWAY, O_TENANT, O_KIND, O_REGION, O_LISTEN, O_USERNAME, O_CREDENTIAL, O_SECRET,
     O_HASH, O_TTL, O_USER, O_CA_FILE, O_SERVER_NAME, O_MAX_FLOWS, O_FLOW_IDLE, O_VERBOSE,
-    O_HELP, O_VERSION, O_COUNT
+    O_HELP, O_VERSION, O_CRED_FILE, O_RECONNECT_MIN, O_RECONNECT_MAX, O_PING, O_QUEUE_BYTES,
+    O_COUNT
 };
 
 static const struct {
@@ -84,6 +92,11 @@ static const struct {
     [O_SERVER_NAME] = {"--server-name", NULL, 1}, [O_MAX_FLOWS] = {"--max-flows", NULL, 1},
     [O_FLOW_IDLE] = {"--flow-idle-ms", NULL, 1}, [O_VERBOSE] = {"--verbose", "-v", 0},
     [O_HELP] = {"--help", "-h", 0},           [O_VERSION] = {"--version", "-V", 0},
+    [O_CRED_FILE] = {"--credential-file", NULL, 1},
+    [O_RECONNECT_MIN] = {"--reconnect-min-ms", NULL, 1},
+    [O_RECONNECT_MAX] = {"--reconnect-max-ms", NULL, 1},
+    [O_PING] = {"--ping-interval-ms", NULL, 1},
+    [O_QUEUE_BYTES] = {"--queue-bytes", NULL, 1},
 };
 
 /* Finds the option named by arg ("--name" or "--name=value"); *inline_val
@@ -141,15 +154,24 @@ static int validate(shim_cli_opts_t *o, const char *val[O_COUNT], char *err, siz
     o->username = val[O_USERNAME];
     o->credential = val[O_CREDENTIAL];
     o->secret = val[O_SECRET];
-    if (o->secret) {
+    o->credential_file = val[O_CRED_FILE];
+    if (o->credential_file) {
+        if (o->username || o->credential || o->secret)
+            return shim__errf(err, errlen, "--credential-file cannot be combined with "
+                                           "--username/--credential/--secret");
+        if (!*o->credential_file)
+            return shim__errf(err, errlen, "--credential-file: empty");
+        if (val[O_HASH] || val[O_TTL] || val[O_USER])
+            return shim__errf(err, errlen, "--hash, --ttl and --user only apply with --secret");
+    } else if (o->secret) {
         if (o->username || o->credential)
             return shim__errf(err, errlen, "--secret cannot be combined with --username/--credential");
         if (!*o->secret)
             return shim__errf(err, errlen, "--secret: empty");
     } else {
         if (!o->username || !o->credential)
-            return shim__errf(err, errlen,
-                        "give --username and --credential, or --secret to mint them");
+            return shim__errf(err, errlen, "give --username and --credential, "
+                                           "--credential-file, or --secret to mint them");
         if (val[O_HASH] || val[O_TTL] || val[O_USER])
             return shim__errf(err, errlen, "--hash, --ttl and --user only apply with --secret");
     }
@@ -193,6 +215,32 @@ static int validate(shim_cli_opts_t *o, const char *val[O_COUNT], char *err, siz
         if (parse_uint(val[O_FLOW_IDLE], 100, 86400000u, &v) < 0)
             return shim__errf(err, errlen, "--flow-idle-ms: expected 100 to 86400000");
         o->flow_idle_ms = (uint32_t)v;
+    }
+    o->reconnect_min_ms = SHIM_CLI_DEFAULT_RECONNECT_MIN_MS;
+    if (val[O_RECONNECT_MIN]) {
+        if (parse_uint(val[O_RECONNECT_MIN], 10, 600000, &v) < 0)
+            return shim__errf(err, errlen, "--reconnect-min-ms: expected 10 to 600000");
+        o->reconnect_min_ms = (uint32_t)v;
+    }
+    o->reconnect_max_ms = SHIM_CLI_DEFAULT_RECONNECT_MAX_MS;
+    if (val[O_RECONNECT_MAX]) {
+        if (parse_uint(val[O_RECONNECT_MAX], 10, 3600000, &v) < 0)
+            return shim__errf(err, errlen, "--reconnect-max-ms: expected 10 to 3600000");
+        o->reconnect_max_ms = (uint32_t)v;
+    }
+    if (o->reconnect_max_ms < o->reconnect_min_ms)
+        return shim__errf(err, errlen, "--reconnect-max-ms is below --reconnect-min-ms");
+    o->ping_interval_ms = SHIM_CLI_DEFAULT_PING_MS;
+    if (val[O_PING]) {
+        if (parse_uint(val[O_PING], 10, 3600000, &v) < 0)
+            return shim__errf(err, errlen, "--ping-interval-ms: expected 10 to 3600000");
+        o->ping_interval_ms = (uint32_t)v;
+    }
+    o->queue_bytes = SHIM_CLI_DEFAULT_QUEUE_BYTES;
+    if (val[O_QUEUE_BYTES]) {
+        if (parse_uint(val[O_QUEUE_BYTES], 65536, 64u * 1024 * 1024, &v) < 0)
+            return shim__errf(err, errlen, "--queue-bytes: expected 65536 to 67108864");
+        o->queue_bytes = (size_t)v;
     }
     return 0;
 }

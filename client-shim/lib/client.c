@@ -83,6 +83,32 @@ int shim_client__usable(const sluice_client_t *c)
            !c->_goaway_recv;
 }
 
+int shim_client__reconnects(const sluice_client_t *c)
+{
+    return c->_reconnect_max_ms != 0 && !c->_app_closed;
+}
+
+uint32_t shim_backoff_ms(uint32_t min_ms, uint32_t max_ms, unsigned attempt, uint32_t rnd)
+{
+    uint64_t base = min_ms ? min_ms : 1;
+    uint64_t d;
+
+    if (max_ms < min_ms)
+        max_ms = min_ms;
+    for (unsigned i = 0; i < attempt && base < max_ms; i++)
+        base *= 2;
+    if (base > max_ms)
+        base = max_ms;
+    /* +-25 %: base * (0.75 + 0.5 * rnd / 2^32), in integers. Jitter spreads
+     * the clients a gateway restart disconnected at the same instant. */
+    d = base * 3 / 4 + ((base / 2) * (uint64_t)rnd >> 32);
+    if (d < min_ms)
+        d = min_ms;
+    if (d > max_ms)
+        d = max_ms;
+    return (uint32_t)d;
+}
+
 void shim_client__kick(sluice_client_t *c)
 {
     c->_kicked = 1;
@@ -96,10 +122,12 @@ static void client_stop_io(sluice_client_t *c)
         shim_pipe_want(c->_pipe, 0);
     ev_timer_stop(c->loop, &c->_timer);
     ev_timer_stop(c->loop, &c->_keepalive);
+    ev_timer_stop(c->loop, &c->_retry);
     shim_dial_cancel(&c->_dial);
 }
 
-void shim_client__end(sluice_client_t *c, sluice_state_t state, const char *fmt, ...)
+void shim_client__end(sluice_client_t *c, sluice_state_t state, sluice_fail_t fail,
+                      const char *fmt, ...)
 {
     va_list ap;
 
@@ -107,6 +135,9 @@ void shim_client__end(sluice_client_t *c, sluice_state_t state, const char *fmt,
         return;
     c->_end_pending = 1;
     c->_end_state = state;
+    c->_end_fail = fail;
+    if (fail != SLUICE_FAIL_NONE)
+        c->_fail = fail;
     va_start(ap, fmt);
     vsnprintf(c->_detail, sizeof(c->_detail), fmt, ap);
     va_end(ap);
@@ -134,7 +165,7 @@ static int client_tls_write(sluice_client_t *c)
     if (n <= 0 || (size_t)n != c->_txlen) {
         char e[200];
         tlserr_take(e, sizeof(e), "unknown error");
-        shim_client__end(c, SLUICE_FAILED, "TLS write failed: %s", e);
+        shim_client__end(c, SLUICE_FAILED, SLUICE_FAIL_TLS, "TLS write failed: %s", e);
         return -1;
     }
     c->_txlen = 0;
@@ -148,7 +179,8 @@ static int client_push(sluice_client_t *c)
     int rc = shim_tls__push(c);
 
     if (rc < 0) {
-        shim_client__end(c, SLUICE_FAILED, "write to gateway: %s", c->_pipe->err);
+        shim_client__end(c, SLUICE_FAILED, SLUICE_FAIL_LOST, "write to gateway: %s",
+                         c->_pipe->err);
         return -1;
     }
     if (rc != c->_want_write) {
@@ -165,10 +197,10 @@ static int client_push(sluice_client_t *c)
 static int client_end_expected(sluice_client_t *c)
 {
     if (c->phase == SHIM_PHASE_CLOSING)
-        shim_client__end(c, SLUICE_CLOSED, "closed by the application");
+        shim_client__end(c, SLUICE_CLOSED, SLUICE_FAIL_NONE, "closed by the application");
     else if (c->_goaway_recv)
         shim_client__end(c, c->_goaway_code == NGHTTP2_NO_ERROR ? SLUICE_CLOSED : SLUICE_FAILED,
-                         "%s", c->_goaway);
+                         SLUICE_FAIL_GOAWAY, "%s", c->_goaway);
     else
         return 0;
     return 1;
@@ -179,7 +211,7 @@ static void client_session_done(sluice_client_t *c)
     SSL_shutdown(c->_ssl); /* queues close_notify; teardown sends it */
     ERR_clear_error();
     if (!client_end_expected(c))
-        shim_client__end(c, SLUICE_FAILED, "HTTP/2 session ended");
+        shim_client__end(c, SLUICE_FAILED, SLUICE_FAIL_LOST, "HTTP/2 session ended");
 }
 
 static void client_flush(sluice_client_t *c)
@@ -191,7 +223,7 @@ static void client_flush(sluice_client_t *c)
             const uint8_t *data;
             ssize_t n = nghttp2_session_mem_send(c->_h2, &data);
             if (n < 0) {
-                shim_client__end(c, SLUICE_FAILED, "HTTP/2 error: %s",
+                shim_client__end(c, SLUICE_FAILED, SLUICE_FAIL_PROTOCOL, "HTTP/2 error: %s",
                                  nghttp2_strerror((int)n));
                 return;
             }
@@ -222,9 +254,72 @@ static void client_flush(sluice_client_t *c)
 
 /* ---------------------------------------------------------------- teardown */
 
+/* Whether the end being torn down is followed by a reconnect: reconnect on,
+ * a transient cause, and something to keep (a gateway closing a connection
+ * that carries no tunnel, as it does with idle ones, is an orderly end). */
+static int client_will_reconnect(const sluice_client_t *c)
+{
+    if (!shim_client__reconnects(c) || c->_end_fail == SLUICE_FAIL_NONE ||
+        sluice_fail_permanent(c->_end_fail) || c->_free_requested)
+        return 0;
+    if (c->_end_fail == SLUICE_FAIL_GOAWAY) {
+        list_t *pos, *tmp;
+        list_for_each_safe(pos, tmp, (list_t *)&c->_tunnels) {
+            const sluice_tunnel_t *t = SHIM_TUNNEL(pos);
+            if (!t->_finished && !t->_closing)
+                return 1;
+        }
+        return 0;
+    }
+    return 1;
+}
+
+static void client_on_retry(struct ev_loop *loop, ev_timer *w, int revents);
+
+/* Forgets the connection (pipe, TLS, HTTP/2), keeps the open tunnels for
+ * the next one and starts the back-off timer. */
+static void client_park(sluice_client_t *c)
+{
+    uint32_t wait;
+
+    list_t *pos, *tmp;
+    list_for_each_safe(pos, tmp, &c->_tunnels) {
+        sluice_tunnel_t *t = SHIM_TUNNEL(pos);
+        ev_timer_stop(c->loop, &t->_timer);
+        if (t->_finished) {
+            t->_stream_gone = 1;
+        } else if (t->_closing) {
+            t->_stream_gone = 1;
+            shim_tunnel__finish(t, t->status, SLUICE_CLOSE_NORMAL, "closed by the application");
+        } else {
+            shim_tunnel__reset_stream(t);
+        }
+    }
+    c->_goaway_recv = 0;
+    c->_peer_close_notify = 0;
+    c->_want_write = 0;
+    c->_txlen = 0;
+    c->_resumed = 0;
+    c->_report_connected = 0;
+    c->phase = SHIM_PHASE_WAIT;
+    /* xorshift32 (Marsaglia 2003): jitter only, not a secret. */
+    c->_rng ^= c->_rng << 13;
+    c->_rng ^= c->_rng >> 17;
+    c->_rng ^= c->_rng << 5;
+    wait = shim_backoff_ms(c->_reconnect_min_ms, c->_reconnect_max_ms, c->_attempt, c->_rng);
+    if (c->_attempt < 32)
+        c->_attempt++;
+    snprintf(c->_reconnect_detail, sizeof(c->_reconnect_detail), "in %u ms: %s",
+             (unsigned)wait, c->_detail);
+    c->_report_reconnecting = 1;
+    ev_timer_set(&c->_retry, wait / 1000.0, 0.);
+    ev_timer_start(c->loop, &c->_retry);
+}
+
 static void client_teardown(sluice_client_t *c)
 {
     const char *what = c->_end_state == SLUICE_CLOSED ? "connection closed" : "connection lost";
+    int reconnect = client_will_reconnect(c);
 
     c->_end_pending = 0;
     /* Best effort: a TLS alert or close_notify still waiting goes out once;
@@ -238,6 +333,10 @@ static void client_teardown(sluice_client_t *c)
         c->_h2 = NULL;
     }
     shim_tls__free(c);
+    if (reconnect) {
+        client_park(c);
+        return;
+    }
     c->phase = SHIM_PHASE_DONE;
     list_t *pos, *tmp;
     list_for_each_safe(pos, tmp, &c->_tunnels) {
@@ -265,6 +364,8 @@ static void client_destroy(sluice_client_t *c)
         shim_tunnel__free(SHIM_TUNNEL(c->_tunnels.next));
     free(c->_host);
     free(c->_server_name);
+    free(c->_cred_user);
+    free(c->_cred);
     free(c);
 }
 
@@ -278,6 +379,10 @@ static void client_dispatch(sluice_client_t *c)
     if (c->_report_connecting) {
         c->_report_connecting = 0;
         app_state(c, SLUICE_CONNECTING, c->_authority);
+    }
+    if (c->_report_reconnecting && !c->_free_requested) {
+        c->_report_reconnecting = 0;
+        app_state(c, SLUICE_RECONNECTING, c->_reconnect_detail);
     }
     if (c->_report_connected && !c->_free_requested) {
         c->_report_connected = 0;
@@ -304,6 +409,17 @@ static void client_dispatch(sluice_client_t *c)
     }
 }
 
+/* Sends the request of every tunnel waiting for one. */
+static void client_submit_waiting(sluice_client_t *c)
+{
+    list_t *pos, *tmp;
+    list_for_each_safe(pos, tmp, &c->_tunnels) {
+        sluice_tunnel_t *t = SHIM_TUNNEL(pos);
+        if (t->_wait_submit && !t->_finished && !t->_closing && t->_stream_gone)
+            shim_tunnel__submit(t);
+    }
+}
+
 /* The deferred work. Work that callbacks create while it runs is done in
  * further rounds, so it does not wait for the next loop iteration. */
 static void client_run(sluice_client_t *c)
@@ -314,6 +430,13 @@ static void client_run(sluice_client_t *c)
             client_destroy(c);
             return;
         }
+        if (c->phase == SHIM_PHASE_READY && c->_goaway_recv && !c->_end_pending &&
+            shim_client__reconnects(c))
+            /* The gateway is going away: move to another connection now
+             * rather than after its drain (docs/shim.md, "Reconnect"). */
+            shim_client__end(c, SLUICE_CLOSED, SLUICE_FAIL_GOAWAY, "%s", c->_goaway);
+        if (c->phase == SHIM_PHASE_READY && shim_client__usable(c))
+            client_submit_waiting(c);
         if (c->phase >= SHIM_PHASE_TLS && c->phase < SHIM_PHASE_DONE)
             client_flush(c);
         if (c->_end_pending)
@@ -343,10 +466,11 @@ static void client_ready(sluice_client_t *c)
 
     ev_timer_stop(c->loop, &c->_timer);
     if (shim_h2__session_new(c, err, sizeof(err)) < 0) {
-        shim_client__end(c, SLUICE_FAILED, "%s", err);
+        shim_client__end(c, SLUICE_FAILED, SLUICE_FAIL_PROTOCOL, "%s", err);
         return;
     }
     c->phase = SHIM_PHASE_READY;
+    c->_attempt = 0;
     c->_resumed = shim_tls__resumed(c);
     snprintf(c->_connected_detail, sizeof(c->_connected_detail), "alpn=h2 %s%s",
              SSL_get_version(c->_ssl), c->_resumed ? " resumed" : "");
@@ -356,12 +480,7 @@ static void client_ready(sluice_client_t *c)
         ev_timer_set(&c->_keepalive, iv, iv);
         ev_timer_start(c->loop, &c->_keepalive);
     }
-    list_t *pos, *tmp;
-    list_for_each_safe(pos, tmp, &c->_tunnels) {
-        sluice_tunnel_t *t = SHIM_TUNNEL(pos);
-        if (!t->_finished && t->stream_id == 0)
-            shim_tunnel__submit(t);
-    }
+    client_submit_waiting(c);
     shim_client__kick(c);
 }
 
@@ -372,9 +491,10 @@ static int client_tls_in(sluice_client_t *c)
     char err[SHIM_DETAIL_MAX];
 
     if (c->phase == SHIM_PHASE_TLS) {
-        int rc = shim_tls__handshake(c, err, sizeof(err));
+        sluice_fail_t fail = SLUICE_FAIL_TLS;
+        int rc = shim_tls__handshake(c, err, sizeof(err), &fail);
         if (rc < 0) {
-            shim_client__end(c, SLUICE_FAILED, "%s", err);
+            shim_client__end(c, SLUICE_FAILED, fail, "%s", err);
             return -1;
         }
         if (rc == 0)
@@ -388,7 +508,7 @@ static int client_tls_in(sluice_client_t *c)
         if (n > 0) {
             ssize_t rv = nghttp2_session_mem_recv(c->_h2, c->_plain, (size_t)n);
             if (rv < 0) {
-                shim_client__end(c, SLUICE_FAILED, "HTTP/2 error: %s",
+                shim_client__end(c, SLUICE_FAILED, SLUICE_FAIL_PROTOCOL, "HTTP/2 error: %s",
                                  nghttp2_strerror((int)rv));
                 return -1;
             }
@@ -406,7 +526,7 @@ static int client_tls_in(sluice_client_t *c)
             return 0;
         default: {
             tlserr_take(err, sizeof(err), "connection broken");
-            shim_client__end(c, SLUICE_FAILED, "TLS error: %s", err);
+            shim_client__end(c, SLUICE_FAILED, SLUICE_FAIL_TLS, "TLS error: %s", err);
             return -1;
         }
         }
@@ -416,10 +536,10 @@ static int client_tls_in(sluice_client_t *c)
 static void client_on_eof(sluice_client_t *c)
 {
     if (c->phase == SHIM_PHASE_TLS)
-        shim_client__end(c, SLUICE_FAILED,
+        shim_client__end(c, SLUICE_FAILED, SLUICE_FAIL_TLS,
                          "gateway closed the connection during the TLS handshake");
     else if (!client_end_expected(c))
-        shim_client__end(c, SLUICE_FAILED, "gateway closed the connection%s",
+        shim_client__end(c, SLUICE_FAILED, SLUICE_FAIL_LOST, "gateway closed the connection%s",
                          c->_peer_close_notify ? "" : " (no TLS close_notify)");
 }
 
@@ -430,7 +550,8 @@ static void client_on_readable(sluice_client_t *c)
         if (n == SHIM_PIPE_AGAIN)
             break;
         if (n < 0) {
-            shim_client__end(c, SLUICE_FAILED, "read from gateway: %s", c->_pipe->err);
+            shim_client__end(c, SLUICE_FAILED, SLUICE_FAIL_LOST, "read from gateway: %s",
+                             c->_pipe->err);
             break;
         }
         if (n == 0) {
@@ -464,7 +585,8 @@ static void client_on_handshake_timeout(struct ev_loop *loop, ev_timer *w, int r
 {
     sluice_client_t *c = container_of(w, sluice_client_t, _timer);
 
-    shim_client__end(c, SLUICE_FAILED, "TLS handshake with %s timed out after %u ms",
+    shim_client__end(c, SLUICE_FAILED, SLUICE_FAIL_TIMEOUT,
+                     "TLS handshake with %s timed out after %u ms",
                      c->_authority, (unsigned)c->_handshake_timeout_ms);
 }
 
@@ -478,7 +600,8 @@ static void client_on_keepalive(struct ev_loop *loop, ev_timer *w, int revents)
     if (!c->_h2)
         return;
     if (quiet >= 2 * iv) {
-        shim_client__end(c, SLUICE_FAILED, "gateway silent for %llu ms (keepalive)",
+        shim_client__end(c, SLUICE_FAILED, SLUICE_FAIL_LOST,
+                         "gateway silent for %llu ms (keepalive)",
                          (unsigned long long)(quiet / 1000000u));
         return;
     }
@@ -488,13 +611,20 @@ static void client_on_keepalive(struct ev_loop *loop, ev_timer *w, int revents)
     }
 }
 
+/* The dialer reports its failures as text (shim_dial.h); its deadline is the
+ * only one that is not a refused or unreachable connect. */
+static sluice_fail_t client_dial_fail(const char *err)
+{
+    return err && strstr(err, "timed out") ? SLUICE_FAIL_TIMEOUT : SLUICE_FAIL_CONNECT;
+}
+
 static void client_on_dialed(shim_dial_t *d, shim_pipe_t *pipe, const char *derr)
 {
     sluice_client_t *c = d->ud;
     char err[SHIM_DETAIL_MAX];
 
     if (!pipe) {
-        shim_client__end(c, SLUICE_FAILED, "%s", derr);
+        shim_client__end(c, SLUICE_FAILED, client_dial_fail(derr), "%s", derr);
         return;
     }
     c->_pipe = pipe;
@@ -503,16 +633,43 @@ static void client_on_dialed(shim_dial_t *d, shim_pipe_t *pipe, const char *derr
     c->phase = SHIM_PHASE_TLS;
     c->_last_rx = compat_mono_ns();
     if (shim_tls__begin(c, err, sizeof(err)) < 0) {
-        shim_client__end(c, SLUICE_FAILED, "%s", err);
+        shim_client__end(c, SLUICE_FAILED, SLUICE_FAIL_TLS, "%s", err);
         return;
     }
     shim_pipe_want(pipe, SHIM_PIPE_READ);
     ev_timer_set(&c->_timer, c->_handshake_timeout_ms / 1000.0, 0.);
     ev_timer_start(c->loop, &c->_timer);
     /* Produces the ClientHello; the flush sends it. */
-    if (shim_tls__handshake(c, err, sizeof(err)) < 0)
-        shim_client__end(c, SLUICE_FAILED, "%s", err);
+    sluice_fail_t fail = SLUICE_FAIL_TLS;
+    if (shim_tls__handshake(c, err, sizeof(err), &fail) < 0)
+        shim_client__end(c, SLUICE_FAILED, fail, "%s", err);
     shim_client__kick(c);
+}
+
+/* Starts the transport. Failing at once ends the client (or, with reconnect
+ * on, waits for the next attempt). */
+static void client_dial(sluice_client_t *c)
+{
+    char err[SHIM_DETAIL_MAX];
+
+    c->phase = SHIM_PHASE_DIALING;
+    c->_report_connecting = 1;
+    c->_dial.ud = c;
+    if (shim_dial_start(&c->_dial, c->_host, c->port, c->_connect_timeout_ms, client_on_dialed, c,
+                        err, sizeof(err)) < 0)
+        shim_client__end(c, SLUICE_FAILED,
+                         strncmp(err, "cannot resolve", 14) == 0 ? SLUICE_FAIL_RESOLVE
+                                                                 : SLUICE_FAIL_CONNECT,
+                         "%s", err);
+    shim_client__kick(c);
+}
+
+static void client_on_retry(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    sluice_client_t *c = container_of(w, sluice_client_t, _retry);
+
+    if (c->phase == SHIM_PHASE_WAIT && !c->_end_pending && !c->_free_requested)
+        client_dial(c);
 }
 
 /* ---------------------------------------------------------------- API */
@@ -556,6 +713,13 @@ sluice_client_t *sluice_client_new(struct ev_loop *loop, const sluice_client_opt
     c->_handshake_timeout_ms = opts->handshake_timeout_ms ? opts->handshake_timeout_ms
                                                           : DEFAULT_TIMEOUT_MS;
     c->_keepalive_ms = opts->keepalive_ms;
+    c->_reconnect_max_ms = opts->reconnect_max_ms;
+    c->_reconnect_min_ms = opts->reconnect_min_ms ? opts->reconnect_min_ms : SHIM_RECONNECT_MIN_MS;
+    if (c->_reconnect_max_ms && c->_reconnect_min_ms > c->_reconnect_max_ms)
+        c->_reconnect_min_ms = c->_reconnect_max_ms;
+    c->_rng = (uint32_t)compat_mono_ns() ^ (uint32_t)(uintptr_t)c;
+    if (!c->_rng)
+        c->_rng = 0x9e3779b9u;
     c->_host = strdup(opts->host);
     c->_server_name = strdup(opts->server_name ? opts->server_name : opts->host);
     if (!c->_host || !c->_server_name) {
@@ -569,6 +733,7 @@ sluice_client_t *sluice_client_new(struct ev_loop *loop, const sluice_client_opt
     shim_dial_init(&c->_dial, loop);
     ev_init(&c->_timer, client_on_handshake_timeout);
     ev_init(&c->_keepalive, client_on_keepalive);
+    ev_init(&c->_retry, client_on_retry);
     ev_prepare_init(&c->_prep, client_on_prepare);
     c->phase = SHIM_PHASE_IDLE;
     return c;
@@ -582,19 +747,11 @@ fail:
 
 int sluice_client_connect(sluice_client_t *c)
 {
-    char err[SHIM_DETAIL_MAX];
-
     if (!c)
         return SLUICE_ERR_INVALID;
     if (c->phase != SHIM_PHASE_IDLE || c->_end_pending || c->_free_requested)
         return SLUICE_ERR_STATE;
-    c->phase = SHIM_PHASE_DIALING;
-    c->_report_connecting = 1;
-    c->_dial.ud = c;
-    if (shim_dial_start(&c->_dial, c->_host, c->port, c->_connect_timeout_ms, client_on_dialed, c,
-                        err, sizeof(err)) < 0)
-        shim_client__end(c, SLUICE_FAILED, "%s", err);
-    shim_client__kick(c);
+    client_dial(c);
     return SLUICE_OK;
 }
 
@@ -603,10 +760,11 @@ void sluice_client_close(sluice_client_t *c)
     if (!c || c->_free_requested || c->_end_pending || c->phase >= SHIM_PHASE_CLOSING)
         return;
     list_t *pos, *tmp;
+    c->_app_closed = 1;
     if (c->phase != SHIM_PHASE_READY) {
         list_for_each_safe(pos, tmp, &c->_tunnels)
             SHIM_TUNNEL(pos)->_closing = 1;
-        shim_client__end(c, SLUICE_CLOSED, "closed by the application");
+        shim_client__end(c, SLUICE_CLOSED, SLUICE_FAIL_NONE, "closed by the application");
         return;
     }
     list_for_each_safe(pos, tmp, &c->_tunnels)
@@ -639,9 +797,37 @@ int sluice_client_tls_resumed(const sluice_client_t *c)
     return c->_resumed;
 }
 
+sluice_fail_t sluice_client_failure(const sluice_client_t *c)
+{
+    return c ? c->_fail : SLUICE_FAIL_NONE;
+}
+
+int sluice_client_set_credential(sluice_client_t *c, const char *username,
+                                 const char *credential)
+{
+    char *u, *k;
+
+    if (!c || !shim_tunnel__header_ok(username) || !shim_tunnel__header_ok(credential))
+        return SLUICE_ERR_INVALID;
+    u = strdup(username);
+    k = strdup(credential);
+    if (!u || !k) {
+        free(u);
+        free(k);
+        return SLUICE_ERR_NOMEM;
+    }
+    free(c->_cred_user);
+    free(c->_cred);
+    c->_cred_user = u;
+    c->_cred = k;
+    return SLUICE_OK;
+}
+
 sluice_state_t sluice_client_state(const sluice_client_t *c)
 {
     switch (c->phase) {
+    case SHIM_PHASE_WAIT:
+        return SLUICE_RECONNECTING;
     case SHIM_PHASE_READY:
     case SHIM_PHASE_CLOSING:
         return SLUICE_CONNECTED;

@@ -17,6 +17,21 @@ static sluice_tunnel_t *stream_tunnel(nghttp2_session *s, int32_t id)
     return nghttp2_session_get_stream_user_data(s, id);
 }
 
+/* Keeps a tunnel-session value when it looks like a token (base64url,
+ * bounded); anything else is ignored, so resume is simply not used. */
+static void shim_session_token(const uint8_t *v, size_t n, char *out, size_t cap)
+{
+    out[0] = '\0';
+    if (n == 0 || n >= cap)
+        return;
+    for (size_t i = 0; i < n; i++)
+        if (!((v[i] >= 'A' && v[i] <= 'Z') || (v[i] >= 'a' && v[i] <= 'z') ||
+              (v[i] >= '0' && v[i] <= '9') || v[i] == '-' || v[i] == '_'))
+            return;
+    memcpy(out, v, n);
+    out[n] = '\0';
+}
+
 static int h2_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
                         size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                         void *ud)
@@ -27,8 +42,12 @@ static int h2_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_
         return 0;
     t = stream_tunnel(s, f->hd.stream_id);
     /* nghttp2 has checked that :status is three digits (RFC 9113 §8.3.2). */
-    if (t && namelen == 7 && memcmp(name, ":status", 7) == 0 && valuelen == 3)
+    if (!t)
+        return 0;
+    if (namelen == 7 && memcmp(name, ":status", 7) == 0 && valuelen == 3)
         t->_hdr_status = (value[0] - '0') * 100 + (value[1] - '0') * 10 + (value[2] - '0');
+    else if (namelen == 14 && memcmp(name, "tunnel-session", 14) == 0)
+        shim_session_token(value, valuelen, t->_hdr_token, sizeof(t->_hdr_token));
     return 0;
 }
 
@@ -40,13 +59,15 @@ static int h2_on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud
     switch (f->hd.type) {
     case NGHTTP2_HEADERS:
         t = stream_tunnel(s, f->hd.stream_id);
-        if (!t)
+        if (!t || t->_detach)
             break;
         if (f->headers.cat == NGHTTP2_HCAT_RESPONSE && t->status == 0 && t->_hdr_status >= 200) {
             t->status = t->_hdr_status;
             ev_timer_stop(c->loop, &t->_timer);
             if (t->status == 200)
-                shim_tunnel__on_open(t);
+                shim_tunnel__opened(t);
+            else if (shim_tunnel__refused(t))
+                break;
         }
         if (f->hd.flags & NGHTTP2_FLAG_END_STREAM)
             shim_tunnel__remote_end(t);
@@ -146,7 +167,7 @@ static ssize_t h2_read_body(nghttp2_session *s, int32_t stream_id, uint8_t *buf,
     size_t n;
     int eof;
 
-    if (t->status != 200 && !sendq_finishing(&t->up))
+    if (t->_detach || (t->status != 200 && !sendq_finishing(&t->up)))
         return NGHTTP2_ERR_DEFERRED;
     n = sendq_fill(&t->up, buf, length, compat_mono_ns(), &eof);
     if (eof) {
@@ -209,12 +230,17 @@ int shim_h2__submit(sluice_tunnel_t *t)
         NV(":authority", c->_authority, 0),
         NV(":path", t->_path, 0),
         NV("content-type", "application/octet-stream", 0),
-        NV("tunnel-username", t->_username, 0),
+        /* sluice_client_set_credential's, when given, replaces the tunnel's. */
+        NV("tunnel-username", c->_cred_user ? c->_cred_user : t->_username, 0),
         /* RFC 7541 §7.1.3: keep the secret out of the HPACK tables. */
-        NV("tunnel-credential", t->_credential, NGHTTP2_NV_FLAG_NO_INDEX),
+        NV("tunnel-credential", c->_cred ? c->_cred : t->_credential, NGHTTP2_NV_FLAG_NO_INDEX),
+        /* proto/README.md §8.1: re-attach the parked session; last, so
+         * that a request without it is the same as before. */
+        NV("tunnel-resume", t->_token, NGHTTP2_NV_FLAG_NO_INDEX),
     };
+    size_t nvlen = sizeof(nva) / sizeof(nva[0]) - (t->_token[0] ? 0 : 1);
     nghttp2_data_provider body = {.source.ptr = t, .read_callback = h2_read_body};
-    int32_t id = nghttp2_submit_request(c->_h2, NULL, nva, sizeof(nva) / sizeof(nva[0]), &body, t);
+    int32_t id = nghttp2_submit_request(c->_h2, NULL, nva, nvlen, &body, t);
 
     if (id < 0)
         return id;

@@ -17,6 +17,12 @@
 #define SHIM_CLI_MAX_MAX_FLOWS 4096u
 #define SHIM_CLI_DEFAULT_FLOW_IDLE_MS 60000u
 #define SHIM_CLI_DEFAULT_TTL 3600u
+#define SHIM_CLI_DEFAULT_RECONNECT_MIN_MS 250u
+#define SHIM_CLI_DEFAULT_RECONNECT_MAX_MS 30000u
+/* Below the 60 s idle timeout common in corporate proxies. */
+#define SHIM_CLI_DEFAULT_PING_MS 20000u
+/* A keyframe: 200 x 1,200 B back to back, with room to spare. */
+#define SHIM_CLI_DEFAULT_QUEUE_BYTES (512u * 1024u)
 
 /* Strings point into argv; nothing is allocated. */
 typedef struct shim_cli_opts {
@@ -28,6 +34,7 @@ typedef struct shim_cli_opts {
     const char *region;      /* NULL: gateway default */
     const char *username;    /* with credential, or NULL when minting */
     const char *credential;
+    const char *credential_file; /* two lines: username, credential; re-read on change */
     const char *secret;      /* non-NULL: mint credentials locally */
     sluice_hash_t hash;
     uint64_t ttl;            /* seconds */
@@ -39,6 +46,10 @@ typedef struct shim_cli_opts {
     socklen_t listen_len;
     unsigned max_flows;
     uint32_t flow_idle_ms;
+    uint32_t reconnect_min_ms;
+    uint32_t reconnect_max_ms;
+    uint32_t ping_interval_ms;
+    size_t queue_bytes;      /* media and signaling queue bound per tunnel */
     int verbose;
     int help;    /* --help given: print usage, exit 0 (nothing else validated) */
     int version; /* --version given */

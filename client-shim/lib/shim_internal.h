@@ -19,6 +19,15 @@
  * blocks) flushes output, reports results and frees what is finished. A
  * tunnel is freed once its on_close has been delivered and nghttp2 no longer
  * refers to its stream.
+ *
+ * Reconnect (reconnect_max_ms set). A transient end of the connection tears
+ * down the pipe, TLS and HTTP/2 but keeps the tunnels that were neither
+ * closing nor finished: each is "detached" (no stream, _wait_submit set, its
+ * uplink queue kept within its bounds) and sent again on the next connection,
+ * with tunnel-resume when the gateway gave it a token. The same detach
+ * happens on a live connection when the gateway closes a tunnel with
+ * CLOSE(shutting down) or CLOSE(credential expired), or answers a resume with
+ * 410: the stream is reset and the tunnel re-submitted once it is gone.
  */
 #ifndef SHIM_INTERNAL_H
 #define SHIM_INTERNAL_H
@@ -47,9 +56,12 @@
 #define SHIM_TLS_OUT_HIGH 65536u  /* stop pulling HTTP/2 frames above this backlog */
 #define SHIM_STREAM_WINDOW (256u * 1024u)
 #define SHIM_CONN_WINDOW (4u * 1024u * 1024u)
+#define SHIM_TOKEN_MAX 64u        /* tunnel-session token kept (the gateway sends 22) */
+#define SHIM_RECONNECT_MIN_MS 250u
 
 enum shim_client_phase {
     SHIM_PHASE_IDLE = 0,  /* created, connect not called */
+    SHIM_PHASE_WAIT,      /* reconnect back-off: _retry runs, tunnels wait */
     SHIM_PHASE_DIALING,   /* transport connecting */
     SHIM_PHASE_TLS,       /* TLS handshake */
     SHIM_PHASE_READY,     /* HTTP/2 up */
@@ -84,6 +96,23 @@ struct st_sluice_tunnel_t {
     uint8_t *_rbuf;        /* reassembly buffer of _reader */
     ev_timer _timer;       /* response deadline, then close deadline */
     uint64_t rx_packets, rx_bytes, rx_dropped;
+
+    /* Session resume and re-submission (see above). */
+    char _token[SHIM_TOKEN_MAX + 1]; /* "" until a 200 carried tunnel-session */
+    char _hdr_token[SHIM_TOKEN_MAX + 1]; /* tunnel-session of the HEADERS being received */
+    int _resuming;         /* the current request carries tunnel-resume */
+    int _opened;           /* a 200 was seen on some stream */
+    int _detach;           /* the stream is being dropped: its end does not finish t */
+    int _wait_submit;      /* send a request on the next usable connection */
+    uint32_t resumes, reopens;
+
+    /* PING capsules (keepalive through proxies, RTT). */
+    uint32_t _ping_interval_ms; /* UINT32_MAX: never */
+    ev_timer _ping;
+    uint8_t _ping_value[8];
+    uint64_t _ping_sent_ns;     /* 0: no PING outstanding */
+    uint64_t _ping_seq;
+    uint32_t rtt_us, rtt_min_us;
 };
 
 struct st_sluice_client_t {
@@ -104,6 +133,7 @@ struct st_sluice_client_t {
     int _want_write;      /* TLS output waits for the pipe */
     ev_timer _timer;      /* TLS handshake deadline */
     ev_timer _keepalive;
+    ev_timer _retry;      /* reconnect back-off */
     ev_prepare _prep;     /* deferred work: flush, report, free */
     uint64_t _last_rx;    /* monotonic ns (common/compat.h) of the last bytes read */
 
@@ -116,6 +146,19 @@ struct st_sluice_client_t {
     nghttp2_session *_h2;
 
     list_t _tunnels;      /* sluice_tunnel_t._link, in creation order */
+
+    /* Failure class and reconnect. */
+    sluice_fail_t _fail;  /* of the last failure; NONE until one */
+    sluice_fail_t _end_fail; /* of the end being torn down */
+    uint32_t _reconnect_min_ms, _reconnect_max_ms; /* max 0: no reconnect */
+    unsigned _attempt;    /* failures since the last CONNECTED */
+    uint32_t _rng;        /* jitter state (xorshift32) */
+    int _app_closed;      /* sluice_client_close was called: never reconnect */
+    int _report_reconnecting;
+    char _reconnect_detail[SHIM_DETAIL_MAX + 32];
+    /* sluice_client_set_credential: replaces the tunnels' own when set. */
+    char *_cred_user;
+    char *_cred;
 
     /* Deferred work and reports. */
     int _depth;           /* application callbacks on the stack */
@@ -140,9 +183,18 @@ struct st_sluice_client_t {
 
 /* client.c */
 void shim_client__kick(sluice_client_t *c);
-void shim_client__end(sluice_client_t *c, sluice_state_t state, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+/* Ends the connection with state (FAILED or CLOSED) for the reason fail and
+ * the formatted detail; with reconnect on and a transient fail the client
+ * reconnects instead (see above). */
+void shim_client__end(sluice_client_t *c, sluice_state_t state, sluice_fail_t fail,
+                      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 int shim_client__usable(const sluice_client_t *c);
+/* 1 when the client reconnects after transient failures. */
+int shim_client__reconnects(const sluice_client_t *c);
+/* Back-off before reconnect attempt number attempt (0: the first): min
+ * doubling per attempt up to max, then jittered by +-25 % from rnd (uniform
+ * over uint32_t) and kept within [min, max]. Pure. */
+uint32_t shim_backoff_ms(uint32_t min_ms, uint32_t max_ms, unsigned attempt, uint32_t rnd);
 
 /* tls.c */
 sluice_tls_t *shim_tls__ref(sluice_tls_t *tls); /* another reference; returns tls */
@@ -150,8 +202,8 @@ sluice_tls_t *shim_tls__ref(sluice_tls_t *tls); /* another reference; returns tl
  * with err. */
 int shim_tls__begin(sluice_client_t *c, char *err, size_t errlen);
 /* 1 when the handshake is done and the peer acceptable, 0 when it needs more
- * input, -1 with err. */
-int shim_tls__handshake(sluice_client_t *c, char *err, size_t errlen);
+ * input, -1 with err and *fail (CERT, ALPN or TLS). */
+int shim_tls__handshake(sluice_client_t *c, char *err, size_t errlen, sluice_fail_t *fail);
 /* One read from the pipe into the read BIO: bytes moved (> 0), 0 at end of
  * stream, SHIM_PIPE_AGAIN, or SHIM_PIPE_ERROR (c->_pipe->err says why). */
 ssize_t shim_tls__pull(sluice_client_t *c);
@@ -178,5 +230,16 @@ void shim_tunnel__on_open(sluice_tunnel_t *t);
 void shim_tunnel__body(sluice_tunnel_t *t, const uint8_t *data, size_t len);
 void shim_tunnel__remote_end(sluice_tunnel_t *t);
 void shim_tunnel__stream_closed(sluice_tunnel_t *t, uint32_t error_code);
+/* Forgets t's stream (the connection is gone or the stream ended for a
+ * re-attach) and marks t for a new request. */
+void shim_tunnel__reset_stream(sluice_tunnel_t *t);
+/* Drops t's live stream (RST_STREAM(CANCEL)) and re-submits t once it is
+ * gone; used for CLOSE(shutting down / credential expired) and 410. */
+void shim_tunnel__detach(sluice_tunnel_t *t);
+/* The response to t's request is a 200 (counts resumes/reopens, PING timer). */
+void shim_tunnel__opened(sluice_tunnel_t *t);
+/* The response is final and not 200: 1 when t retries (410 to a resume). */
+int shim_tunnel__refused(sluice_tunnel_t *t);
+int shim_tunnel__header_ok(const char *s);
 
 #endif

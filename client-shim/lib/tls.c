@@ -224,7 +224,7 @@ bad_name:
 
 /* Returns 1 when the handshake is complete and the peer acceptable, 0 when
  * it needs more input, -1 with err on failure. */
-int shim_tls__handshake(sluice_client_t *c, char *err, size_t errlen)
+int shim_tls__handshake(sluice_client_t *c, char *err, size_t errlen, sluice_fail_t *fail)
 {
     const unsigned char *proto = NULL;
     unsigned int plen = 0;
@@ -239,12 +239,15 @@ int shim_tls__handshake(sluice_client_t *c, char *err, size_t errlen)
             return 0;
         }
         vr = SSL_get_verify_result(c->_ssl);
+        *fail = SLUICE_FAIL_TLS;
         if (vr != X509_V_OK) {
+            *fail = SLUICE_FAIL_CERT;
             snprintf(err, errlen, "TLS certificate verification failed: %s",
                      X509_verify_cert_error_string(vr));
             ERR_clear_error();
         } else if (se == SSL_ERROR_SSL &&
                    ERR_GET_REASON(ERR_peek_error()) == SSL_R_TLSV1_ALERT_NO_APPLICATION_PROTOCOL) {
+            *fail = SLUICE_FAIL_ALPN;
             tlserr_take(e, sizeof(e), "unknown error");
             snprintf(err, errlen, "gateway did not negotiate HTTP/2 (ALPN h2): %s", e);
         } else if (se == SSL_ERROR_SSL) {
@@ -258,6 +261,7 @@ int shim_tls__handshake(sluice_client_t *c, char *err, size_t errlen)
     }
     SSL_get0_alpn_selected(c->_ssl, &proto, &plen);
     if (plen != 2 || memcmp(proto, "h2", 2) != 0) {
+        *fail = SLUICE_FAIL_ALPN;
         if (plen)
             snprintf(err, errlen, "gateway did not negotiate HTTP/2: ALPN '%.*s'", (int)plen,
                      (const char *)proto);

@@ -32,6 +32,7 @@ static size_t queue_cap(size_t bytes)
         bytes = DEFAULT_QUEUE_BYTES;
     return bytes < min ? min : bytes;
 }
+#define DEFAULT_PING_INTERVAL_MS 20000u
 #define DEFAULT_RESPONSE_TIMEOUT_MS 10000u
 #define DEFAULT_CLOSE_TIMEOUT_MS 2000u
 #define HEADER_VALUE_MAX 1024u
@@ -73,8 +74,11 @@ void shim_tunnel__finish(sluice_tunnel_t *t, int status, uint64_t code, const ch
     /* Reasons come from the gateway and end up in logs. */
     shim__log_safe(t->_reason, sizeof(t->_reason), buf, strlen(buf));
     t->_finished = 1;
+    t->_detach = 0;
+    t->_wait_submit = 0;
     t->_result_status = status;
     t->_result_code = code;
+    ev_timer_stop(t->client->loop, &t->_ping);
     if (t->_stream_gone)
         ev_timer_stop(t->client->loop, &t->_timer);
     else
@@ -115,17 +119,118 @@ void shim_tunnel__free(sluice_tunnel_t *t)
 
     list_remove(&t->_link);
     ev_timer_stop(c->loop, &t->_timer);
+    ev_timer_stop(c->loop, &t->_ping);
     sendq_dispose(&t->up);
     tunnel_release(t);
 }
 
 void shim_tunnel__submit(sluice_tunnel_t *t)
 {
-    int rv = shim_h2__submit(t);
+    int rv;
+
+    t->_wait_submit = 0;
+    t->_resuming = t->_token[0] != '\0';
+    rv = shim_h2__submit(t);
 
     if (rv < 0)
         shim_tunnel__finish(t, 0, SLUICE_CLOSE_NO_CODE, "cannot send the request: %s",
                             nghttp2_strerror(rv));
+}
+
+void shim_tunnel__reset_stream(sluice_tunnel_t *t)
+{
+    sluice_client_t *c = t->client;
+
+    ev_timer_stop(c->loop, &t->_timer);
+    ev_timer_stop(c->loop, &t->_ping);
+    t->stream_id = 0;
+    t->_stream_gone = 1;
+    t->status = t->_hdr_status = 0;
+    t->_reason_len = 0;
+    t->_reason[0] = '\0';
+    t->_hdr_token[0] = '\0';
+    t->_rst_after_eof = 0;
+    t->_detach = 0;
+    t->_resuming = 0;
+    t->_ping_sent_ns = 0;
+    /* The new stream's bodies start afresh; queued packets wait for it. */
+    capsule_reader_init(&t->_reader, t->_rbuf, CAPSULE_DEFAULT_MAX_VALUE + CAPSULE_MAX_HEADER,
+                        CAPSULE_DEFAULT_MAX_VALUE);
+    sendq_restart(&t->up);
+    t->_wait_submit = 1;
+    shim_client__kick(c);
+}
+
+void shim_tunnel__detach(sluice_tunnel_t *t)
+{
+    sluice_client_t *c = t->client;
+
+    if (t->_finished || t->_detach)
+        return;
+    ev_timer_stop(c->loop, &t->_timer);
+    ev_timer_stop(c->loop, &t->_ping);
+    if (t->_stream_gone || !c->_h2) {
+        shim_tunnel__reset_stream(t);
+        return;
+    }
+    /* RST_STREAM closes the stream at once on our side; on_stream_close then
+     * re-arms the tunnel (shim_tunnel__stream_closed). */
+    t->_detach = 1;
+    nghttp2_submit_rst_stream(c->_h2, NGHTTP2_FLAG_NONE, t->stream_id, NGHTTP2_CANCEL);
+    shim_client__kick(c);
+}
+
+int shim_tunnel__refused(sluice_tunnel_t *t)
+{
+    /* 410: the session is unknown or expired; open a fresh tunnel. */
+    if (t->status == 410 && t->_resuming && !t->_closing) {
+        t->_token[0] = '\0';
+        shim_tunnel__detach(t);
+        return 1;
+    }
+    return 0;
+}
+
+static void tunnel_on_ping(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    sluice_tunnel_t *t = container_of(w, sluice_tunnel_t, _ping);
+    uint8_t v[8];
+
+    if (t->_finished || t->_closing || t->_detach || t->status != 200)
+        return;
+    t->_ping_seq++;
+    for (int i = 0; i < 8; i++)
+        v[i] = (uint8_t)(t->_ping_seq >> (56 - 8 * i));
+    if (sendq_push_ping(&t->up, v) != SENDQ_OK)
+        return;
+    /* One PING outstanding: a newer one replaces an unanswered one. */
+    memcpy(t->_ping_value, v, 8);
+    t->_ping_sent_ns = compat_mono_ns();
+    shim_tunnel__wake(t);
+}
+
+void shim_tunnel__opened(sluice_tunnel_t *t)
+{
+    sluice_client_t *c = t->client;
+
+    if (t->_opened) {
+        if (t->_resuming)
+            t->resumes++;
+        else
+            t->reopens++;
+    }
+    t->_opened = 1;
+    /* A resume's 200 names the same session; a fresh one names its own, or
+     * none when the gateway does not offer resume. */
+    if (t->_hdr_token[0] || !t->_resuming)
+        memcpy(t->_token, t->_hdr_token, sizeof(t->_token));
+    if (t->_ping_interval_ms != UINT32_MAX) {
+        double iv = t->_ping_interval_ms / 1000.0;
+        ev_timer_stop(c->loop, &t->_ping);
+        ev_timer_set(&t->_ping, iv, iv);
+        ev_timer_start(c->loop, &t->_ping);
+    }
+    shim_tunnel__on_open(t);
 }
 
 void shim_tunnel__on_open(sluice_tunnel_t *t)
@@ -179,10 +284,43 @@ static void dl_ping(void *ud, const uint8_t *value)
     shim_tunnel__wake(t);
 }
 
+static void dl_pong(void *ud, const uint8_t *value)
+{
+    sluice_tunnel_t *t = ud;
+    uint64_t us;
+
+    if (!t->_ping_sent_ns || memcmp(value, t->_ping_value, 8) != 0)
+        return; /* not ours, or late: an RTT from it would be wrong */
+    us = (compat_mono_ns() - t->_ping_sent_ns) / 1000u;
+    t->_ping_sent_ns = 0;
+    t->rtt_us = us == 0 ? 1 : us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+    if (!t->rtt_min_us || t->rtt_us < t->rtt_min_us)
+        t->rtt_min_us = t->rtt_us;
+}
+
+/* A CLOSE the session outlives: the gateway parked it (proto/README.md §8.1)
+ * for a new connection (shutting down) or a fresh credential. */
+static int close_resumable(const sluice_tunnel_t *t, uint64_t code)
+{
+    const sluice_client_t *c = t->client;
+
+    if (t->_closing)
+        return 0;
+    if (code == SLUICE_CLOSE_SHUTTING_DOWN)
+        return shim_client__reconnects(c);
+    if (code == SLUICE_CLOSE_CREDENTIAL_EXPIRED)
+        return c->_cred != NULL || shim_client__reconnects(c);
+    return 0;
+}
+
 static void dl_close(void *ud, uint64_t code, const char *reason, size_t len)
 {
     sluice_tunnel_t *t = ud;
 
+    if (close_resumable(t, code)) {
+        shim_tunnel__detach(t);
+        return;
+    }
     if (len > SHIM_REASON_MAX)
         len = SHIM_REASON_MAX;
     shim_tunnel__finish(t, 200, code, "%.*s", (int)len, reason);
@@ -205,6 +343,7 @@ static const dispatch_ops_t dl_ops = {
     .on_ping = dl_ping,
     .on_close = dl_close,
     .on_skip = dl_skip,
+    .on_pong = dl_pong,
 };
 
 /* A capsule the gateway must not send: CLOSE(protocol error), then reset
@@ -234,7 +373,7 @@ void shim_tunnel__body(sluice_tunnel_t *t, const uint8_t *data, size_t len)
     const char *err = NULL;
     int rc;
 
-    if (t->_finished)
+    if (t->_finished || t->_detach)
         return;
     if (t->status != 200) {
         /* A refusal's text/plain body: keep the first SHIM_REASON_MAX bytes. */
@@ -260,6 +399,8 @@ static const char *refusal_reason(sluice_tunnel_t *t)
 
 void shim_tunnel__remote_end(sluice_tunnel_t *t)
 {
+    if (t->_detach)
+        return; /* the stream is being reset; t lives on */
     if (t->status != 200)
         shim_tunnel__finish(t, t->status, SLUICE_CLOSE_NO_CODE, "%s", refusal_reason(t));
     else if (capsule_reader_pending(&t->_reader))
@@ -274,6 +415,10 @@ void shim_tunnel__remote_end(sluice_tunnel_t *t)
 
 void shim_tunnel__stream_closed(sluice_tunnel_t *t, uint32_t error_code)
 {
+    if (t->_detach && !t->_finished) {
+        shim_tunnel__reset_stream(t);
+        return;
+    }
     t->_stream_gone = 1;
     ev_timer_stop(t->client->loop, &t->_timer);
     if (t->status == 0) {
@@ -323,7 +468,7 @@ const char *sluice_close_name(uint64_t code)
 
 /* Header values go on the wire as given: non-empty, bounded, no control
  * characters (RFC 9110 §5.5). */
-static int header_value_ok(const char *s)
+int shim_tunnel__header_ok(const char *s)
 {
     size_t n = 0;
 
@@ -347,7 +492,7 @@ sluice_tunnel_t *sluice_tunnel_open(sluice_client_t *c, const sluice_tunnel_opts
     /* Tenant and region follow the gateway's name rule (proto/name.h). */
     if (!o->tenant || !name_valid(o->tenant, strlen(o->tenant)) ||
         !shim_token_valid(o->kind, 32) || (region && !name_valid(region, strlen(region))) ||
-        !header_value_ok(o->username) || !header_value_ok(o->credential))
+        !shim_tunnel__header_ok(o->username) || !shim_tunnel__header_ok(o->credential))
         return NULL;
     t = calloc(1, sizeof(*t));
     if (!t)
@@ -379,7 +524,10 @@ sluice_tunnel_t *sluice_tunnel_open(sluice_client_t *c, const sluice_tunnel_opts
         o->response_timeout_ms ? o->response_timeout_ms : DEFAULT_RESPONSE_TIMEOUT_MS;
     t->_close_timeout_ms = o->close_timeout_ms ? o->close_timeout_ms : DEFAULT_CLOSE_TIMEOUT_MS;
     ev_init(&t->_timer, tunnel_on_timer);
+    ev_init(&t->_ping, tunnel_on_ping);
+    t->_ping_interval_ms = o->ping_interval_ms ? o->ping_interval_ms : DEFAULT_PING_INTERVAL_MS;
     t->_stream_gone = 1; /* until submitted */
+    t->_wait_submit = 1;
 
     list_append(&c->_tunnels, &t->_link);
 
@@ -419,7 +567,9 @@ void sluice_tunnel_close(sluice_tunnel_t *t)
         return;
     c = t->client;
     t->_closing = 1;
-    if (t->stream_id == 0 || t->_stream_gone) {
+    if (t->stream_id == 0 || t->_stream_gone || t->_detach) {
+        /* Not attached (waiting for a connection, or its stream being
+         * reset): the gateway's parked session expires on its own. */
         shim_tunnel__finish(t, 0, SLUICE_CLOSE_NORMAL, "closed by the application");
     } else if (t->status == 0) {
         /* No answer yet: cancel the request rather than open and close. */
@@ -446,6 +596,10 @@ void sluice_tunnel_stats(const sluice_tunnel_t *t, sluice_tunnel_stats_t *out)
     out->dropped_media = t->up.drops[SENDQ_DROP_MEDIA_EVICTED] + t->up.drops[SENDQ_DROP_MEDIA_EXPIRED];
     out->dropped_signal = t->up.drops[SENDQ_DROP_SIGNAL_FULL];
     out->queued_bytes = sendq_queued(&t->up);
+    out->rtt_us = t->rtt_us;
+    out->rtt_min_us = t->rtt_min_us;
+    out->resumes = t->resumes;
+    out->reopens = t->reopens;
 }
 
 int32_t sluice_tunnel_stream_id(const sluice_tunnel_t *t)

@@ -59,10 +59,13 @@ static void start_gateway(const char *limits)
 
 /* Starts a verbose shim for tenant acme with the given secret and extra
  * arguments (NULL-terminated, at most 6). */
+static const char *shim_kind; /* NULL: sfu */
+
 static void start_shim(const char *secret, const char *const *extra)
 {
     char url[128];
-    ts_shim_opts_t o = {.tenant = TS_FX_TENANT, .secret = secret, .extra = {"-v"}};
+    ts_shim_opts_t o = {.tenant = TS_FX_TENANT, .secret = secret, .kind = shim_kind,
+                        .extra = {"-v"}};
 
     cr_assert_eq(ts_gateway_url(&fx.gw, 0, "", url, sizeof(url)), 0);
     o.gateway = url;
@@ -126,10 +129,11 @@ Test(cli, unusable_ca_file_exits_2_before_listening)
     cr_expect(ts_memmem(run.err, run.err_len, "no PEM certificate"), "%s", run.err);
 }
 
-/* A refused flow: one line per refusal naming the HTTP status (never a
- * made-up close code), and no new request for 2 s however much the source
- * sends. The bound below is 1.5 s: the first refusal is seen a little after
- * the shim logged it, the second no earlier than it was made. */
+/* A refused flow (503: the turn pool is empty): one line per refusal naming
+ * the HTTP status (never a made-up close code), and no new request for 2 s
+ * however much the source sends. The bound below is 1.5 s: the first refusal
+ * is seen a little after the shim logged it, the second no earlier than it
+ * was made. */
 Test(cli, refusal_is_reported_once_and_backs_off)
 {
     static const uint8_t rtp[] = {0x80, 0x60, 0, 1, 2, 3, 4, 5};
@@ -138,7 +142,8 @@ Test(cli, refusal_is_reported_once_and_backs_off)
     int64_t first = 0, deadline;
 
     start_gateway(NULL);
-    start_shim("not-the-secret", NULL);
+    shim_kind = "turn";
+    start_shim(TS_FX_SECRET, NULL);
     fds[0] = ts_udp_bind(AF_INET, NULL);
     cr_assert_geq(fds[0], 0);
 
@@ -158,7 +163,7 @@ Test(cli, refusal_is_reported_once_and_backs_off)
                   (long long)(ts_now_ms() - first));
 
     cr_assert_eq(ts_log_line(shim.proc.err_path, " refused: ", 1, line, sizeof(line)), 0);
-    cr_expect(strstr(line, "refused: 401 "), "%s", line);
+    cr_expect(strstr(line, "refused: 503 "), "%s", line);
     cr_expect(strstr(line, "; tx 0 rx 0 dropped "), "-v adds the counters: %s", line);
     cr_expect_eq(ts_log_count(shim.proc.err_path, "tunnel for "), 2,
                  "one line per tunnel end (two ends)");
