@@ -7,6 +7,7 @@
  *   sluice-shim listening <addr:port>
  *   sluice-shim connected gateway=<host:port> alpn=h2
  *   sluice-shim disconnected: <reason>
+ *   sluice-shim flow <src> direct|tunnel (<why>)   with --direct (direct_flow.h)
  * Everything else goes to stderr. Exit codes: 0 after SIGINT/SIGTERM or when
  * the gateway shut down; 1 when the connection failed or broke; 2 for bad
  * usage, a CA file that cannot be loaded included (checked before anything
@@ -35,6 +36,8 @@
 #include "../lib/shim_addr.h"
 #include "../lib/shim_cli.h"
 #include "../lib/shim_flow.h"
+#include "direct_flow.h"
+#include "probe.h"
 #include "sluice_shim.h"
 
 #define UDP_BATCH 64                 /* datagrams read per readiness event */
@@ -56,6 +59,7 @@ typedef struct cli {
     sluice_tls_t *tls;         /* one per process: trust anchors, session cache */
     sluice_client_t *client;
     shim_flowtab_t flows;
+    cli_direct_t direct; /* --direct: the fallback ladder's UDP rung */
     char gw[SHIM_HOST_MAX + 16];
     int connected;     /* the current client reported CONNECTED */
     int connected_once;
@@ -220,6 +224,23 @@ static int flow_open_tunnel(cli_t *cli, shim_flow_t *f)
     return f->tunnel ? 0 : -1;
 }
 
+/* ---------------------------------------------------------------- direct */
+
+/* The fallback ladder's way into the tunnel and back to the app. */
+static int direct_open_tunnel(void *ctx, shim_flow_t *f)
+{
+    return flow_open_tunnel(ctx, f);
+}
+
+static void direct_to_app(void *ctx, shim_flow_t *f, const uint8_t *p, size_t len)
+{
+    cli_t *cli = ctx;
+
+    f->last_ms = cli_now_ms(cli);
+    if (sendto(cli->udp, p, len, MSG_DONTWAIT, (const struct sockaddr *)&f->addr, f->addrlen) < 0)
+        cli->udp_send_drops++;
+}
+
 /* ---------------------------------------------------------------- UDP */
 
 static void cli_on_udp(struct ev_loop *loop, ev_io *w, int revents)
@@ -252,12 +273,22 @@ static void cli_on_udp(struct ev_loop *loop, ev_io *w, int revents)
                 continue;
             }
         }
+        if (f && f->mode != SHIM_FLOW_TUNNEL) { /* --direct: checking or direct */
+            f->last_ms = now;
+            cli_direct_flow_packet(&cli->direct, f, cli->buf, (size_t)n);
+            continue;
+        }
         if (!f) {
             f = shim_flowtab_add(&cli->flows, sa, slen, now);
             if (!f) {
                 if (cli->flows_full++ % 1000 == 0)
                     fprintf(stderr, "sluice-shim: %u flows in use; dropping packets from new "
                                     "sources\n", cli->o->max_flows);
+                continue;
+            }
+            if (cli_direct_enabled(&cli->direct)) {
+                if (cli_direct_flow_start(&cli->direct, f, cli->buf, (size_t)n) < 0)
+                    shim_flowtab_remove(&cli->flows, f);
                 continue;
             }
             if (flow_open_tunnel(cli, f) < 0) {
@@ -280,7 +311,10 @@ static void cli_on_sweep(struct ev_loop *loop, ev_timer *w, int revents)
         shim_flow_t *f = shim_flowtab_at(&cli->flows, i);
         if (now - f->last_ms < cli->o->flow_idle_ms)
             continue;
-        if (f->state == SHIM_FLOW_ACTIVE && f->tunnel) {
+        if (f->state == SHIM_FLOW_ACTIVE && f->mode != SHIM_FLOW_TUNNEL) {
+            cli_direct_flow_end(&cli->direct, f); /* no tunnel to close */
+            shim_flowtab_remove(&cli->flows, f);
+        } else if (f->state == SHIM_FLOW_ACTIVE && f->tunnel) {
             f->state = SHIM_FLOW_CLOSING;
             sluice_tunnel_close(f->tunnel);
         } else if (f->state == SHIM_FLOW_BACKOFF && now >= f->retry_ms) {
@@ -430,6 +464,8 @@ static int cli_run(cli_t *cli)
         fprintf(stderr, "sluice-shim: out of memory\n");
         return 1;
     }
+    cli_direct_init(&cli->direct, cli->loop, o, &cli->flows,
+                    &(cli_direct_ops_t){direct_open_tunnel, direct_to_app}, cli);
     if (cli_connect(cli) < 0)
         return 1;
 
@@ -469,6 +505,8 @@ int main(int argc, char **argv)
         return 0;
     }
     signal(SIGPIPE, SIG_IGN);
+    if (o.probe)
+        return probe_run(&o);
     cli.o = &o;
     cli.udp = -1;
     cli.loop = ev_default_loop(EVFLAG_AUTO);
@@ -483,6 +521,7 @@ int main(int argc, char **argv)
     ev_io_stop(cli.loop, &cli.udp_w);
     ev_timer_stop(cli.loop, &cli.sweep_w);
     ev_timer_stop(cli.loop, &cli.stop_w);
+    cli_direct_dispose(&cli.direct);
     sluice_client_free(cli.client);
     sluice_tls_free(cli.tls);
     shim_flowtab_dispose(&cli.flows);
