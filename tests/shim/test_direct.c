@@ -365,3 +365,79 @@ Test(direct_relay, quiet_app_is_not_silence, .init = setup, .fini = teardown, .t
     cr_expect_eq(seen.silent, 0);
     shim_direct_relay_dispose(&relay);
 }
+
+/* ---------------------------------------------------------------- options */
+
+#include "../../client-shim/lib/shim_cli.h"
+
+#define DARGV(...) ((char *const[]){"sluice-shim", __VA_ARGS__, NULL})
+#define DARGC(...) ((int)(sizeof((const char *[]){"sluice-shim", __VA_ARGS__}) / sizeof(char *)))
+#define DPARSE(o, err, ...) \
+    shim_cli_parse(DARGC(__VA_ARGS__), DARGV(__VA_ARGS__), (o), (err), sizeof(err))
+#define DBASE "--gateway", "https://127.0.0.1:8443", "--tenant", "demo", "--kind", "sfu", \
+              "--secret", "s"
+
+Test(direct_opts, defaults_and_values)
+{
+    shim_cli_opts_t o;
+    char err[256] = "";
+
+    cr_assert_eq(DPARSE(&o, err, DBASE, "--listen", "127.0.0.1:0"), 0, "%s", err);
+    cr_expect_null(o.direct_str, "no --direct: every flow is tunnelled");
+    cr_expect_eq(o.probe, 0);
+
+    cr_assert_eq(DPARSE(&o, err, DBASE, "--listen", "127.0.0.1:0", "--direct", "[::1]:3478",
+                        "--direct-budget-ms=250", "--direct-silence-ms", "800"),
+                 0, "%s", err);
+    cr_expect_str_eq(o.direct_str, "[::1]:3478");
+    cr_expect_eq(o.direct.ss_family, AF_INET6);
+    cr_expect_eq(ntohs(((struct sockaddr_in6 *)&o.direct)->sin6_port), 3478);
+    cr_expect_eq(o.direct_budget_ms, 250u);
+    cr_expect_eq(o.direct_silence_ms, 800u);
+
+    cr_assert_eq(DPARSE(&o, err, DBASE, "--listen", "127.0.0.1:0", "--direct", "192.0.2.7:3478"),
+                 0, "%s", err);
+    cr_expect_eq(o.direct_budget_ms, SHIM_CLI_DEFAULT_DIRECT_BUDGET_MS);
+    cr_expect_eq(o.direct_silence_ms, SHIM_CLI_DEFAULT_DIRECT_SILENCE_MS);
+}
+
+Test(direct_opts, refusals)
+{
+    shim_cli_opts_t o;
+    char err[256];
+    static char *const bad[][2] = {
+        {"--direct", "turn.example.com:3478"}, /* numeric only */
+        {"--direct", "127.0.0.1:0"},
+        {"--direct", "127.0.0.1"},
+        {"--direct-budget-ms", "99"},
+        {"--direct-budget-ms", "60001"},
+        {"--direct-silence-ms", "199"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = 0;
+        int rc = strcmp(bad[i][0], "--direct") == 0
+                     ? DPARSE(&o, err, DBASE, "--listen", "127.0.0.1:0", bad[i][0], bad[i][1])
+                     : DPARSE(&o, err, DBASE, "--listen", "127.0.0.1:0", "--direct",
+                              "127.0.0.1:3478", bad[i][0], bad[i][1]);
+        cr_expect_eq(rc, -1, "%s %s accepted", bad[i][0], bad[i][1]);
+        cr_expect_not_null(strstr(err, bad[i][0]), "%s %s: '%s'", bad[i][0], bad[i][1], err);
+    }
+    cr_expect_eq(DPARSE(&o, err, DBASE, "--listen", "127.0.0.1:0", "--direct-budget-ms", "500"),
+                 -1);
+    cr_expect_not_null(strstr(err, "need --direct"), "%s", err);
+}
+
+Test(direct_opts, probe_mode_needs_no_listen)
+{
+    shim_cli_opts_t o;
+    char err[256] = "";
+    char *const argv[] = {"sluice-shim", "probe", DBASE, "--direct", "127.0.0.1:3478", NULL};
+
+    cr_assert_eq(shim_cli_parse(sizeof argv / sizeof argv[0] - 1, argv, &o, err, sizeof err), 0,
+                 "%s", err);
+    cr_expect_eq(o.probe, 1);
+    cr_expect_null(o.listen_str);
+    /* Without "probe", --listen is still required. */
+    cr_expect_eq(DPARSE(&o, err, DBASE), -1);
+    cr_expect_not_null(strstr(err, "--listen"), "%s", err);
+}

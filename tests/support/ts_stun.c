@@ -60,20 +60,22 @@ static void handle(ts_stun_t *s, const uint8_t *p, size_t len, const ts_addr_t *
     if (muted)
         return;
     if (stun_binding_request_decode(p, len, txid, NULL) == (int)len) {
+        /* Counted before the answer goes out, so a test that got the
+         * answer sees the count. */
+        pthread_mutex_lock(&s->lock);
+        s->requests++;
+        pthread_mutex_unlock(&s->lock);
         mapped_from(src, &m);
         n = stun_binding_response_encode(txid, &m, out, sizeof out);
         if (n > 0)
             sendto(s->fd, out, (size_t)n, MSG_DONTWAIT, (const struct sockaddr *)&src->sa,
                    src->len);
-        pthread_mutex_lock(&s->lock);
-        s->requests++;
-        pthread_mutex_unlock(&s->lock);
         return;
     }
-    sendto(s->fd, p, len, MSG_DONTWAIT, (const struct sockaddr *)&src->sa, src->len);
     pthread_mutex_lock(&s->lock);
     s->echoed++;
     pthread_mutex_unlock(&s->lock);
+    sendto(s->fd, p, len, MSG_DONTWAIT, (const struct sockaddr *)&src->sa, src->len);
 }
 
 static void *stun_main(void *arg)
