@@ -8,6 +8,7 @@
  *   sluice-shim connected gateway=<host:port> alpn=h2      (every connection)
  *   sluice-shim reconnecting in <N> ms: <reason>
  *   sluice-shim disconnected: <reason>                      (only before exit 3 or 4)
+ *   sluice-shim flow <src> direct|tunnel (<why>)            with --direct (direct_flow.h)
  * Everything else goes to stderr. Exit codes: 0 after SIGINT/SIGTERM; 1 for a
  * local failure (cannot listen, out of memory); 2 for bad usage, a CA file
  * that cannot be loaded included (checked before anything is bound or
@@ -47,6 +48,8 @@
 #include "../lib/shim_addr.h"
 #include "../lib/shim_cli.h"
 #include "../lib/shim_flow.h"
+#include "direct_flow.h"
+#include "probe.h"
 #include "sluice_shim.h"
 
 #define UDP_BATCH 64                 /* datagrams read per readiness event */
@@ -73,6 +76,7 @@ typedef struct cli {
     sluice_tls_t *tls;         /* one per process: trust anchors, session cache */
     sluice_client_t *client;
     shim_flowtab_t flows;
+    cli_direct_t direct; /* --direct: the fallback ladder's UDP rung */
     char gw[SHIM_HOST_MAX + 16];
     int connected;     /* the current client reported CONNECTED */
     int connected_once;
@@ -262,6 +266,23 @@ static int flow_open_tunnel(cli_t *cli, shim_flow_t *f)
     return f->tunnel ? 0 : -1;
 }
 
+/* ---------------------------------------------------------------- direct */
+
+/* The fallback ladder's way into the tunnel and back to the app. */
+static int direct_open_tunnel(void *ctx, shim_flow_t *f)
+{
+    return flow_open_tunnel(ctx, f);
+}
+
+static void direct_to_app(void *ctx, shim_flow_t *f, const uint8_t *p, size_t len)
+{
+    cli_t *cli = ctx;
+
+    f->last_ms = cli_now_ms(cli);
+    if (sendto(cli->udp, p, len, MSG_DONTWAIT, (const struct sockaddr *)&f->addr, f->addrlen) < 0)
+        cli->udp_send_drops++;
+}
+
 /* ---------------------------------------------------------------- UDP */
 
 /* Queued payload bytes of f's tunnel against the thresholds: pause above
@@ -349,12 +370,22 @@ static void cli_on_udp(struct ev_loop *loop, ev_io *w, int revents)
                 continue;
             }
         }
+        if (f && f->mode != SHIM_FLOW_TUNNEL) { /* --direct: checking or direct */
+            f->last_ms = now;
+            cli_direct_flow_packet(&cli->direct, f, cli->buf, (size_t)n);
+            continue;
+        }
         if (!f) {
             f = shim_flowtab_add(&cli->flows, sa, slen, now);
             if (!f) {
                 if (cli->flows_full++ % 1000 == 0)
                     fprintf(stderr, "sluice-shim: %u flows in use; dropping packets from new "
                                     "sources\n", cli->o->max_flows);
+                continue;
+            }
+            if (cli_direct_enabled(&cli->direct)) {
+                if (cli_direct_flow_start(&cli->direct, f, cli->buf, (size_t)n) < 0)
+                    shim_flowtab_remove(&cli->flows, f);
                 continue;
             }
             if (flow_open_tunnel(cli, f) < 0) {
@@ -381,7 +412,10 @@ static void cli_on_sweep(struct ev_loop *loop, ev_timer *w, int revents)
         shim_flow_t *f = shim_flowtab_at(&cli->flows, i);
         if (now - f->last_ms < cli->o->flow_idle_ms)
             continue;
-        if (f->state == SHIM_FLOW_ACTIVE && f->tunnel) {
+        if (f->state == SHIM_FLOW_ACTIVE && f->mode != SHIM_FLOW_TUNNEL) {
+            cli_direct_flow_end(&cli->direct, f); /* no tunnel to close */
+            shim_flowtab_remove(&cli->flows, f);
+        } else if (f->state == SHIM_FLOW_ACTIVE && f->tunnel) {
             f->state = SHIM_FLOW_CLOSING;
             sluice_tunnel_close(f->tunnel);
         } else if (f->state == SHIM_FLOW_BACKOFF && now >= f->retry_ms) {
@@ -548,6 +582,14 @@ static void cli_rtrim(char *s)
 /* Reads --credential-file: line 1 the username, line 2 the credential.
  * Returns 0 (cred_user/cred replaced), or -1 with a message on stderr (the
  * old credential stays). */
+static int cli_has_cntrl(const char *s)
+{
+    for (; *s; s++)
+        if (iscntrl((unsigned char)*s))
+            return 1;
+    return 0;
+}
+
 static int cli_read_cred_file(cli_t *cli)
 {
     const char *path = cli->o->credential_file;
@@ -579,18 +621,15 @@ static int cli_read_cred_file(cli_t *cli)
                         "credential line\n", path);
         return -1;
     }
-    for (const char *p = user; *p; p++)
-        if (iscntrl((unsigned char)*p))
-            return fprintf(stderr, "sluice-shim: credential file '%s': control character\n",
-                           path), -1;
-    for (const char *p = cred; *p; p++)
-        if (iscntrl((unsigned char)*p))
-            return fprintf(stderr, "sluice-shim: credential file '%s': control character\n",
-                           path), -1;
+    if (cli_has_cntrl(user) || cli_has_cntrl(cred)) {
+        fprintf(stderr, "sluice-shim: credential file '%s': control character\n", path);
+        return -1;
+    }
     if (strcmp(user, cli->cred_user) == 0 && strcmp(cred, cli->cred) == 0)
         return 0;
-    snprintf(cli->cred_user, sizeof(cli->cred_user), "%s", user);
-    snprintf(cli->cred, sizeof(cli->cred), "%s", cred);
+    /* Both lengths were checked against the buffers above. */
+    memcpy(cli->cred_user, user, strlen(user) + 1);
+    memcpy(cli->cred, cred, strlen(cred) + 1);
     fprintf(stderr, "sluice-shim: credential loaded from '%s' (username %s)\n", path,
             cli->cred_user);
     cli_push_credential(cli);
@@ -673,6 +712,8 @@ static int cli_run(cli_t *cli)
         fprintf(stderr, "sluice-shim: out of memory\n");
         return 1;
     }
+    cli_direct_init(&cli->direct, cli->loop, o, &cli->flows,
+                    &(cli_direct_ops_t){direct_open_tunnel, direct_to_app}, cli);
     if (cli_connect(cli) < 0)
         return 1;
 
@@ -731,6 +772,8 @@ int main(int argc, char **argv)
         return 0;
     }
     signal(SIGPIPE, SIG_IGN);
+    if (o.probe)
+        return probe_run(&o);
     cli.o = &o;
     cli.udp = -1;
     cli.loop = ev_default_loop(EVFLAG_AUTO);
@@ -750,6 +793,7 @@ int main(int argc, char **argv)
     ev_signal_stop(cli.loop, &cli.sighup_w);
     ev_stat_stop(cli.loop, &cli.cred_w);
     ev_timer_stop(cli.loop, &cli.mint_w);
+    cli_direct_dispose(&cli.direct);
     sluice_client_free(cli.client);
     sluice_tls_free(cli.tls);
     shim_flowtab_dispose(&cli.flows);

@@ -342,6 +342,65 @@ int sluice_cred_mint(sluice_hash_t hash, const char *secret, size_t secret_len,
                      uint64_t expiry, const char *user, char *username, size_t username_cap,
                      char *credential, size_t credential_cap);
 
+/* ---------------------------------------------------------------- UDP check */
+
+/* Is plain UDP to the backend open? (docs/shim.md, "Fallback ladder".) A
+ * check sends STUN Binding requests (RFC 8489 §6.2.1) from a connected UDP
+ * socket to one address, each with a fresh random transaction id, the first
+ * at once and the next after an RTO that doubles (rto_ms, 2 rto_ms, ...),
+ * until a valid Binding success response arrives or the budget is spent.
+ * Nothing is authenticated: any STUN server answers (a TURN server does).
+ * The result arrives through on_done, from the loop, exactly once. */
+typedef struct st_sluice_udp_check_t sluice_udp_check_t;
+
+typedef enum sluice_udp_check_reason {
+    SLUICE_UDP_CHECK_RUNNING = 0,  /* no result yet */
+    SLUICE_UDP_CHECK_ANSWERED,     /* a valid Binding success response came back */
+    SLUICE_UDP_CHECK_NO_ANSWER,    /* the budget passed without one */
+    SLUICE_UDP_CHECK_REFUSED,      /* ICMP port unreachable: nothing listens there */
+    SLUICE_UDP_CHECK_BLOCKED,      /* the local host refused to send (a firewall: EPERM),
+                                    * or no route */
+    SLUICE_UDP_CHECK_ERROR,        /* the socket could not be made */
+} sluice_udp_check_reason_t;
+
+typedef struct sluice_udp_check_result {
+    int reachable;                    /* 1 only for ANSWERED */
+    sluice_udp_check_reason_t reason;
+    uint32_t elapsed_ms;              /* start to decision */
+    uint32_t rtt_ms;                  /* request to its answer (ANSWERED only) */
+    uint32_t requests;                /* Binding requests sent */
+    char detail[128];                 /* "stun answered in 3 ms", "no stun answer in
+                                       * 1000 ms", "udp refused (...) after 1 ms", ... */
+} sluice_udp_check_result_t;
+
+typedef struct sluice_udp_check_opts {
+    const void *addr;        /* required: struct sockaddr_in or _in6, numeric */
+    uint32_t addrlen;
+    uint32_t budget_ms;      /* 0: 1000; at most 60000 */
+    uint32_t rto_ms;         /* first retransmit timeout; 0: 100 */
+    void (*on_done)(sluice_udp_check_t *check, const sluice_udp_check_result_t *result,
+                    void *ud);
+    void *ud;
+} sluice_udp_check_opts_t;
+
+/* Starts a check on loop. Returns it (owned by the caller, released with
+ * sluice_udp_check_free), or NULL with a message in err (may be NULL) for
+ * invalid options or when memory runs out. A socket that cannot be made is
+ * not a NULL return: the check ends with SLUICE_UDP_CHECK_ERROR. */
+sluice_udp_check_t *sluice_udp_check_start(struct ev_loop *loop,
+                                           const sluice_udp_check_opts_t *opts, char *err,
+                                           size_t errlen);
+
+/* Copies the result (reason RUNNING while the check runs). */
+void sluice_udp_check_result(const sluice_udp_check_t *check, sluice_udp_check_result_t *out);
+
+/* Static name of a reason ("answered", "no answer", ...). */
+const char *sluice_udp_check_reason_name(sluice_udp_check_reason_t reason);
+
+/* Stops the check if it runs (on_done is then not called) and releases it;
+ * safe inside on_done. NULL is a no-op. */
+void sluice_udp_check_free(sluice_udp_check_t *check);
+
 #ifdef __cplusplus
 }
 #endif

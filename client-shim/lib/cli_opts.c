@@ -5,6 +5,7 @@
  */
 #include "shim_cli.h"
 
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -42,9 +43,20 @@ static const char usage[] =
     "  --reconnect-max-ms MS  longest wait between reconnects (default 30000)\n"
     "  --ping-interval-ms MS  PING capsule per tunnel (keepalive, RTT; default 20000)\n"
     "  --queue-bytes N      uplink queue bound per tunnel and class (default 524288)\n"
+    "  --direct ADDR:PORT   the backend's public UDP address (numeric): a STUN check\n"
+    "                       decides per flow between plain UDP there and the tunnel\n"
+    "  --direct-budget-ms MS  time the check may take (default 1000)\n"
+    "  --direct-silence-ms MS a direct flow with no reply for this long moves to the\n"
+    "                       tunnel (default 5000)\n"
     "  -v, --verbose        log tunnel events on stderr\n"
     "  -h, --help           print this help\n"
-    "  -V, --version        print the version\n";
+    "  -V, --version        print the version\n"
+    "\n"
+    "sluice-shim probe --gateway URL --tenant ID --kind K (credentials) [--direct ADDR:PORT]\n"
+    "                  [--ca-file FILE] [--server-name NAME] [--direct-budget-ms MS]\n"
+    "Runs only the checks of the fallback ladder and prints which rungs work, with\n"
+    "times: UDP to --direct (STUN), proxy discovery, TLS to the gateway, a tunnel open.\n"
+    "Exits 0 when some way through works, 1 when none does.\n";
 
 const char *shim_cli_usage(void)
 {
@@ -75,6 +87,7 @@ enum opt_id {
     O_GATEWAY, O_TENANT, O_KIND, O_REGION, O_LISTEN, O_USERNAME, O_CREDENTIAL, O_SECRET,
     O_HASH, O_TTL, O_USER, O_CA_FILE, O_SERVER_NAME, O_MAX_FLOWS, O_FLOW_IDLE, O_VERBOSE,
     O_HELP, O_VERSION, O_CRED_FILE, O_RECONNECT_MIN, O_RECONNECT_MAX, O_PING, O_QUEUE_BYTES,
+    O_DIRECT, O_DIRECT_BUDGET, O_DIRECT_SILENCE, /* fallback ladder */
     O_COUNT
 };
 
@@ -97,7 +110,43 @@ static const struct {
     [O_RECONNECT_MAX] = {"--reconnect-max-ms", NULL, 1},
     [O_PING] = {"--ping-interval-ms", NULL, 1},
     [O_QUEUE_BYTES] = {"--queue-bytes", NULL, 1},
+    [O_DIRECT] = {"--direct", NULL, 1},       [O_DIRECT_BUDGET] = {"--direct-budget-ms", NULL, 1},
+    [O_DIRECT_SILENCE] = {"--direct-silence-ms", NULL, 1},
 };
+
+/* The fallback ladder's options (docs/shim.md, "Fallback ladder"). */
+static int validate_direct(shim_cli_opts_t *o, const char *val[O_COUNT], char *err,
+                           size_t errlen)
+{
+    uint64_t v;
+
+    o->direct_str = val[O_DIRECT];
+    if (o->direct_str) {
+        if (shim_addr_parse(o->direct_str, &o->direct, &o->direct_len, err, errlen) < 0) {
+            char tmp[256];
+            snprintf(tmp, sizeof(tmp), "--direct: %s", err ? err : "");
+            return shim__errf(err, errlen, "%s", tmp);
+        }
+        /* sin_port and sin6_port sit at the same offset. */
+        if (((const struct sockaddr_in *)(const void *)&o->direct)->sin_port == 0)
+            return shim__errf(err, errlen, "--direct: port 0");
+    }
+    o->direct_budget_ms = SHIM_CLI_DEFAULT_DIRECT_BUDGET_MS;
+    if (val[O_DIRECT_BUDGET]) {
+        if (parse_uint(val[O_DIRECT_BUDGET], 100, 60000, &v) < 0)
+            return shim__errf(err, errlen, "--direct-budget-ms: expected 100 to 60000");
+        o->direct_budget_ms = (uint32_t)v;
+    }
+    o->direct_silence_ms = SHIM_CLI_DEFAULT_DIRECT_SILENCE_MS;
+    if (val[O_DIRECT_SILENCE]) {
+        if (parse_uint(val[O_DIRECT_SILENCE], 200, 600000, &v) < 0)
+            return shim__errf(err, errlen, "--direct-silence-ms: expected 200 to 600000");
+        o->direct_silence_ms = (uint32_t)v;
+    }
+    if (!o->direct_str && (val[O_DIRECT_BUDGET] || val[O_DIRECT_SILENCE]))
+        return shim__errf(err, errlen, "--direct-budget-ms and --direct-silence-ms need --direct");
+    return 0;
+}
 
 /* Finds the option named by arg ("--name" or "--name=value"); *inline_val
  * gets the text after '=' or NULL. Returns its id or -1. */
@@ -123,7 +172,7 @@ static int validate(shim_cli_opts_t *o, const char *val[O_COUNT], char *err, siz
     uint64_t v;
 
     for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++)
-        if (!val[required[i]])
+        if (!val[required[i]] && !(o->probe && required[i] == O_LISTEN))
             return shim__errf(err, errlen, "%s is required (see --help)",
                         opt_table[required[i]].name);
 
@@ -145,7 +194,7 @@ static int validate(shim_cli_opts_t *o, const char *val[O_COUNT], char *err, siz
                           "--region: expected 1 to 64 letters, digits, '.', '_' or '-'");
 
     o->listen_str = val[O_LISTEN];
-    if (shim_addr_parse(o->listen_str, &o->listen, &o->listen_len, err, errlen) < 0) {
+    if (o->listen_str && shim_addr_parse(o->listen_str, &o->listen, &o->listen_len, err, errlen) < 0) {
         char tmp[256];
         snprintf(tmp, sizeof(tmp), "--listen: %s", err ? err : "");
         return shim__errf(err, errlen, "%s", tmp);
@@ -242,7 +291,7 @@ static int validate(shim_cli_opts_t *o, const char *val[O_COUNT], char *err, siz
             return shim__errf(err, errlen, "--queue-bytes: expected 65536 to 67108864");
         o->queue_bytes = (size_t)v;
     }
-    return 0;
+    return validate_direct(o, val, err, errlen);
 }
 
 int shim_cli_parse(int argc, char *const argv[], shim_cli_opts_t *o, char *err, size_t errlen)
@@ -251,7 +300,8 @@ int shim_cli_parse(int argc, char *const argv[], shim_cli_opts_t *o, char *err, 
     int seen[O_COUNT] = {0};
 
     memset(o, 0, sizeof(*o));
-    for (int i = 1; i < argc; i++) {
+    o->probe = argc > 1 && strcmp(argv[1], "probe") == 0;
+    for (int i = 1 + o->probe; i < argc; i++) {
         const char *arg = argv[i], *inline_val;
         int id = opt_lookup(arg, &inline_val);
 

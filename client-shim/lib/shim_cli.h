@@ -23,6 +23,8 @@
 #define SHIM_CLI_DEFAULT_PING_MS 20000u
 /* A keyframe: 200 x 1,200 B back to back, with room to spare. */
 #define SHIM_CLI_DEFAULT_QUEUE_BYTES (512u * 1024u)
+#define SHIM_CLI_DEFAULT_DIRECT_BUDGET_MS 1000u
+#define SHIM_CLI_DEFAULT_DIRECT_SILENCE_MS 5000u
 
 /* Strings point into argv; nothing is allocated. */
 typedef struct shim_cli_opts {
@@ -51,11 +53,19 @@ typedef struct shim_cli_opts {
     uint32_t ping_interval_ms;
     size_t queue_bytes;      /* media and signaling queue bound per tunnel */
     int verbose;
+    /* Fallback ladder (docs/shim.md): --direct and its knobs; `probe` mode. */
+    int probe;               /* argv[1] was "probe": run the checks only (no --listen) */
+    const char *direct_str;  /* NULL: no direct UDP, every flow is tunnelled */
+    struct sockaddr_storage direct;
+    socklen_t direct_len;
+    uint32_t direct_budget_ms;
+    uint32_t direct_silence_ms;
     int help;    /* --help given: print usage, exit 0 (nothing else validated) */
     int version; /* --version given */
 } shim_cli_opts_t;
 
-/* Parses argv[1..argc). Returns 0 with *o filled, or -1 with a one-line
+/* Parses argv[1..argc); argv[1] "probe" selects probe mode (o->probe),
+ * where --listen is not required and the options start at argv[2]. Returns 0 with *o filled, or -1 with a one-line
  * message in err naming the offending option. */
 int shim_cli_parse(int argc, char *const argv[], shim_cli_opts_t *o, char *err, size_t errlen);
 

@@ -24,6 +24,14 @@ enum shim_flow_state {
     SHIM_FLOW_BACKOFF = 3, /* tunnel refused; matched, packets dropped until retry_ms */
 };
 
+/* How an ACTIVE flow's packets travel (the fallback ladder, docs/shim.md;
+ * cli/direct_flow.c owns the CHECKING and DIRECT modes). */
+enum shim_flow_mode {
+    SHIM_FLOW_TUNNEL = 0,   /* through the gateway (tunnel set once opened) */
+    SHIM_FLOW_CHECKING = 1, /* the UDP check runs; packets held (bounded) */
+    SHIM_FLOW_DIRECT = 2,   /* plain UDP to the --direct address; no tunnel */
+};
+
 typedef struct shim_flow {
     struct sockaddr_storage addr;
     socklen_t addrlen;
@@ -32,6 +40,8 @@ typedef struct shim_flow {
     uint64_t last_ms;  /* last packet in either direction */
     uint64_t retry_ms; /* BACKOFF: when a new tunnel may be tried */
     void *owner;       /* the table's user (the CLI) */
+    enum shim_flow_mode mode;
+    void *direct;      /* CHECKING / DIRECT: the direct-flow state; NULL otherwise */
 } shim_flow_t;
 
 typedef struct shim_flowtab {

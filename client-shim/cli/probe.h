@@ -1,0 +1,15 @@
+/*
+ * probe.h — `sluice-shim probe`: runs only the checks of the fallback ladder
+ * (docs/shim.md, "Fallback ladder") and prints which rungs work, with times.
+ */
+#ifndef CLI_PROBE_H
+#define CLI_PROBE_H
+
+#include "../lib/shim_cli.h"
+
+/* Runs the probe on its own loop and prints its report on stdout. Returns
+ * the exit code: 0 when direct UDP or a tunnel works, 1 when neither does,
+ * 2 for a CA file that cannot be loaded. */
+int probe_run(const shim_cli_opts_t *o);
+
+#endif
