@@ -5,12 +5,16 @@
  *
  * stdout carries exactly these lines, each flushed at once, for scripts:
  *   sluice-shim listening <addr:port>
- *   sluice-shim connected gateway=<host:port> alpn=h2
+ *   sluice-shim connected gateway=<host:port> alpn=h2 <route>
  *   sluice-shim disconnected: <reason>
- * Everything else goes to stderr. Exit codes: 0 after SIGINT/SIGTERM or when
- * the gateway shut down; 1 when the connection failed or broke; 2 for bad
- * usage, a CA file that cannot be loaded included (checked before anything
- * is bound or printed).
+ * (route: "direct" or "via proxy host:port"). Everything else goes to
+ * stderr. Exit codes: 0 after SIGINT/SIGTERM or when the gateway shut down;
+ * 1 when the connection failed or broke; 2 for bad usage, a CA file or
+ * proxy credentials file that cannot be loaded included (checked before
+ * anything is bound or printed); when the first connection fails at the
+ * proxy: 3 unreachable, timed out or malformed reply, 4 authentication
+ * (407), 5 CONNECT refused (403 or another status), 6 unusable proxy
+ * settings (bad URL, PAC error).
  *
  * A connection the gateway ends while no tunnel is open (it closes idle
  * connections) is not a disconnect: the shim goes dormant and connects again
@@ -54,6 +58,9 @@ typedef struct cli {
     ev_timer sweep_w;
     ev_timer stop_w;
     sluice_tls_t *tls;         /* one per process: trust anchors, session cache */
+    char proxy_user[256];      /* from --proxy-user-file */
+    char proxy_password[256];
+    int has_proxy_creds;
     sluice_client_t *client;
     shim_flowtab_t flows;
     char gw[SHIM_HOST_MAX + 16];
@@ -291,9 +298,25 @@ static void cli_on_sweep(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* ---------------------------------------------------------------- lifecycle */
 
+/* The exit code for a first connection that failed (docs/shim.md). */
+static int cli_fail_code(sluice_fail_t fail)
+{
+    switch (fail) {
+    case SLUICE_FAIL_PROXY_UNREACHABLE:
+    case SLUICE_FAIL_PROXY_TIMEOUT:
+    case SLUICE_FAIL_PROXY_MALFORMED:
+        return 3;
+    case SLUICE_FAIL_PROXY_AUTH: return 4;
+    case SLUICE_FAIL_PROXY_REFUSED: return 5;
+    case SLUICE_FAIL_PROXY_CONFIG: return 6;
+    default: return 1;
+    }
+}
+
 static void cli_on_state(sluice_client_t *c, sluice_state_t state, const char *detail, void *ud)
 {
     cli_t *cli = ud;
+    const char *route;
 
     if (cli->done)
         return; /* already said goodbye; the loop is stopping */
@@ -304,10 +327,14 @@ static void cli_on_state(sluice_client_t *c, sluice_state_t state, const char *d
         break;
     case SLUICE_CONNECTED:
         cli->connected = cli->connected_once = 1;
-        printf("sluice-shim connected gateway=%s alpn=h2\n", cli->gw);
+        route = sluice_client_route(c);
+        route = route ? route : "direct";
+        printf("sluice-shim connected gateway=%s alpn=h2 %s%s\n", cli->gw,
+               strcmp(route, "direct") == 0 ? "" : "via ", route);
         fflush(stdout);
         if (cli->o->verbose)
-            fprintf(stderr, "sluice-shim: connected (%s)\n", detail);
+            fprintf(stderr, "sluice-shim: connected (%s) %s%s\n", detail,
+                    strcmp(route, "direct") == 0 ? "" : "via ", route);
         break;
     case SLUICE_RECONNECTING: /* not asked for (no reconnect_max_ms) */
     case SLUICE_FAILED:
@@ -315,8 +342,11 @@ static void cli_on_state(sluice_client_t *c, sluice_state_t state, const char *d
         if (cli->stopping) {
             cli_finish(cli, 0);
         } else if (!cli->connected_once) {
-            fprintf(stderr, "sluice-shim: cannot connect to %s: %s\n", cli->gw, detail);
-            cli_finish(cli, 1);
+            sluice_fail_t fail = sluice_client_failure(c);
+            fprintf(stderr, "sluice-shim: cannot connect to %s: %s%s%s\n", cli->gw, detail,
+                    fail >= SLUICE_FAIL_PROXY_UNREACHABLE ? " — " : "",
+                    fail >= SLUICE_FAIL_PROXY_UNREACHABLE ? sluice_fail_name(fail) : "");
+            cli_finish(cli, cli_fail_code(fail));
         } else if (cli->shutdown_seen) {
             cli_disconnected(cli, "gateway shutting down");
         } else if (cli->tunnels_lost || !cli->connected) {
@@ -395,6 +425,11 @@ static int cli_connect(cli_t *cli)
         .keepalive_ms = KEEPALIVE_MS,
         .on_state = cli_on_state,
         .ud = cli,
+        .proxy = o->proxy,
+        .proxy_pac = o->proxy_pac,
+        .proxy_use_env = 1,
+        .proxy_user = cli->has_proxy_creds ? cli->proxy_user : NULL,
+        .proxy_password = cli->has_proxy_creds ? cli->proxy_password : NULL,
     };
 
     cli->tunnels_lost = 0;
@@ -406,6 +441,37 @@ static int cli_connect(cli_t *cli)
         return -1;
     }
     sluice_client_connect(cli->client);
+    return 0;
+}
+
+/* --proxy-user-file: one line "user:password" (a file, so that the
+ * password never shows in ps). Returns 0, or -1 after a message. */
+static int cli_load_proxy_user(cli_t *cli, const char *path)
+{
+    char line[sizeof(cli->proxy_user) + sizeof(cli->proxy_password)];
+    FILE *f = fopen(path, "r");
+    char *colon;
+    int ok;
+
+    if (!f) {
+        fprintf(stderr, "sluice-shim: --proxy-user-file '%s': %s\n", path, strerror(errno));
+        return -1;
+    }
+    ok = fgets(line, sizeof(line), f) != NULL;
+    fclose(f);
+    if (ok)
+        line[strcspn(line, "\r\n")] = '\0';
+    colon = ok ? strchr(line, ':') : NULL;
+    if (!colon || colon == line || (size_t)(colon - line) >= sizeof(cli->proxy_user) ||
+        strlen(colon + 1) >= sizeof(cli->proxy_password)) {
+        fprintf(stderr, "sluice-shim: --proxy-user-file '%s': expected one line "
+                        "user:password\n", path);
+        return -1;
+    }
+    *colon = '\0';
+    memcpy(cli->proxy_user, line, (size_t)(colon - line) + 1);
+    memcpy(cli->proxy_password, colon + 1, strlen(colon + 1) + 1);
+    cli->has_proxy_creds = 1;
     return 0;
 }
 
@@ -424,6 +490,8 @@ static int cli_run(cli_t *cli)
         fprintf(stderr, "sluice-shim: %s\n", err);
         return 2;
     }
+    if (o->proxy_user_file && cli_load_proxy_user(cli, o->proxy_user_file) < 0)
+        return 2;
     if (cli_bind(cli) < 0)
         return 1;
     if (shim_flowtab_init(&cli->flows, o->max_flows, cli) < 0) {

@@ -33,6 +33,12 @@ static const char usage[] =
     "  --user ID            user id in minted usernames\n"
     "  --ca-file FILE       PEM trust anchors (default: the system store)\n"
     "  --server-name NAME   name to verify in the certificate (default: URL host)\n"
+    "  --proxy URL          proxy for the gateway: http://[user:pass@]host:port,\n"
+    "                       https://, socks5h://...; 'none' connects directly\n"
+    "                       (default: --proxy-pac, then https_proxy/no_proxy)\n"
+    "  --proxy-pac FILE|URL PAC file (or http(s) URL) to choose the proxy; every\n"
+    "                       route of its answer is tried in order\n"
+    "  --proxy-user-file F  proxy credentials: one line user:password\n"
     "  --max-flows N        concurrent local flows (default 64)\n"
     "  --flow-idle-ms MS    close a flow after this silence (default 60000)\n"
     "  -v, --verbose        log tunnel events on stderr\n"
@@ -67,7 +73,7 @@ static int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 enum opt_id {
     O_GATEWAY, O_TENANT, O_KIND, O_REGION, O_LISTEN, O_USERNAME, O_CREDENTIAL, O_SECRET,
     O_HASH, O_TTL, O_USER, O_CA_FILE, O_SERVER_NAME, O_MAX_FLOWS, O_FLOW_IDLE, O_VERBOSE,
-    O_HELP, O_VERSION, O_COUNT
+    O_HELP, O_VERSION, O_PROXY, O_PROXY_PAC, O_PROXY_USER_FILE, O_COUNT
 };
 
 static const struct {
@@ -84,6 +90,8 @@ static const struct {
     [O_SERVER_NAME] = {"--server-name", NULL, 1}, [O_MAX_FLOWS] = {"--max-flows", NULL, 1},
     [O_FLOW_IDLE] = {"--flow-idle-ms", NULL, 1}, [O_VERBOSE] = {"--verbose", "-v", 0},
     [O_HELP] = {"--help", "-h", 0},           [O_VERSION] = {"--version", "-V", 0},
+    [O_PROXY] = {"--proxy", NULL, 1},         [O_PROXY_PAC] = {"--proxy-pac", NULL, 1},
+    [O_PROXY_USER_FILE] = {"--proxy-user-file", NULL, 1},
 };
 
 /* Finds the option named by arg ("--name" or "--name=value"); *inline_val
@@ -181,6 +189,16 @@ static int validate(shim_cli_opts_t *o, const char *val[O_COUNT], char *err, siz
     o->server_name = val[O_SERVER_NAME];
     if (o->server_name && !*o->server_name)
         return shim__errf(err, errlen, "--server-name: empty");
+
+    o->proxy = val[O_PROXY];
+    o->proxy_pac = val[O_PROXY_PAC];
+    o->proxy_user_file = val[O_PROXY_USER_FILE];
+    if ((o->proxy && !*o->proxy) || (o->proxy_pac && !*o->proxy_pac) ||
+        (o->proxy_user_file && !*o->proxy_user_file))
+        return shim__errf(err, errlen, "--proxy, --proxy-pac and --proxy-user-file take a "
+                                       "non-empty value");
+    if (o->proxy && o->proxy_pac)
+        return shim__errf(err, errlen, "give --proxy or --proxy-pac, not both");
 
     o->max_flows = SHIM_CLI_DEFAULT_MAX_FLOWS;
     if (val[O_MAX_FLOWS]) {

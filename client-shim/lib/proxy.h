@@ -79,4 +79,25 @@ int proxy_pac_routes(const char *answer, proxy_route_t *out, size_t cap, char *e
  * Else 0. */
 int proxy_no_proxy_match(const char *no_proxy, const char *host);
 
+/* ---------------------------------------------------------------- PAC (proxy_pac.c)
+ * Not pure: these read files, fetch URLs and run JavaScript. */
+
+#define PROXY_PAC_MAX_BYTES (1024u * 1024u) /* a PAC file longer than this is refused */
+#define PROXY_PAC_ANSWER_MAX 1024u
+
+/* The PAC script from src: an http(s):// URL, fetched once with libcurl
+ * (blocking, within timeout_ms, redirects followed up to 5, at most
+ * PROXY_PAC_MAX_BYTES, 2xx only; never through a proxy), or a file path.
+ * Returns a malloc'd NUL-terminated script the caller frees, or NULL with
+ * err. */
+char *proxy_pac_load(const char *src, uint32_t timeout_ms, char *err, size_t errlen);
+
+/* Runs FindProxyForURL(url, host) of script with libpacparser and copies its
+ * answer ("PROXY a:1; DIRECT") into out (cap >= PROXY_PAC_ANSWER_MAX).
+ * libpacparser keeps one global JavaScript context: this initialises it,
+ * evaluates and tears it down in one call (not thread-safe, like the rest of
+ * the library). Returns 0, or -1 with err (script error, no answer). */
+int proxy_pac_eval(const char *script, const char *url, const char *host, char *out,
+                   size_t cap, char *err, size_t errlen);
+
 #endif

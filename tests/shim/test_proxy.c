@@ -5,9 +5,11 @@
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../../client-shim/lib/proxy.h"
+#include "../support/ts_util.h"
 
 /* ---------------------------------------------------------------- NO_PROXY */
 
@@ -259,4 +261,62 @@ Test(routes, bad_urls_are_config_errors_without_the_password)
     in.use_env = 1;
     in.env_proxy = "gopher://x";
     cr_expect_eq(proxy_routes(&in, r, PROXY_ROUTES_MAX, err, sizeof(err)), -1);
+}
+
+/* ---------------------------------------------------------------- PAC evaluation */
+
+Test(pac_eval, libpacparser_runs_find_proxy_for_url)
+{
+    static const char script[] =
+        "function FindProxyForURL(url, host) {\n"
+        "  if (dnsDomainIs(host, \".corp.example\")) return \"DIRECT\";\n"
+        "  if (shExpMatch(url, \"https://gw.example.com:8443/*\"))\n"
+        "    return \"PROXY a.corp:3128; PROXY b.corp:3128; DIRECT\";\n"
+        "  return \"PROXY c.corp:8080\";\n"
+        "}\n";
+    char out[PROXY_PAC_ANSWER_MAX], err[256] = "";
+
+    cr_assert_eq(proxy_pac_eval(script, "https://gw.example.com:8443/", "gw.example.com", out,
+                                sizeof(out), err, sizeof(err)),
+                 0, "%s", err);
+    cr_expect_str_eq(out, "PROXY a.corp:3128; PROXY b.corp:3128; DIRECT");
+    cr_assert_eq(proxy_pac_eval(script, "https://x.corp.example:443/", "x.corp.example", out,
+                                sizeof(out), err, sizeof(err)),
+                 0, "%s", err);
+    cr_expect_str_eq(out, "DIRECT");
+    /* Evaluated again from scratch: the engine's global state is reset. */
+    cr_assert_eq(proxy_pac_eval(script, "https://other:443/", "other", out, sizeof(out), err,
+                                sizeof(err)),
+                 0, "%s", err);
+    cr_expect_str_eq(out, "PROXY c.corp:8080");
+}
+
+Test(pac_eval, script_errors_are_reported)
+{
+    char out[PROXY_PAC_ANSWER_MAX], err[256] = "";
+
+    cr_expect_eq(proxy_pac_eval("function FindProxyForURL(url, host) { return ", "https://a/",
+                                "a", out, sizeof(out), err, sizeof(err)),
+                 -1);
+    cr_expect_neq(err[0], '\0');
+    err[0] = '\0';
+    cr_expect_eq(proxy_pac_eval("var x = 1;", "https://a/", "a", out, sizeof(out), err,
+                                sizeof(err)),
+                 -1, "a PAC without FindProxyForURL gave '%s'", out);
+    cr_expect_neq(err[0], '\0');
+}
+
+Test(pac_eval, load_reads_a_file_and_refuses_a_missing_one)
+{
+    char err[256] = "", path[4096];
+    static const char text[] = "function FindProxyForURL(u, h) { return \"DIRECT\"; }";
+
+    cr_assert_eq(ts_tmppath("t.pac", path, sizeof(path)), 0); /* a private mkdtemp dir */
+    cr_assert_eq(ts_write_file(path, text, sizeof(text) - 1), 0);
+    char *script = proxy_pac_load(path, 1000, err, sizeof(err));
+    cr_assert_not_null(script, "%s", err);
+    cr_expect_str_eq(script, text);
+    free(script);
+    cr_expect_null(proxy_pac_load("/nonexistent/sluice.pac", 1000, err, sizeof(err)));
+    cr_expect(strstr(err, "/nonexistent/sluice.pac"), "%s", err);
 }
