@@ -1,11 +1,12 @@
 /*
  * test_proxy.c — sluice-shim through a real squid on loopback: plain
  * CONNECT, Basic auth (right and wrong password), a CONNECT squid refuses, a
- * PAC file naming a dead proxy first, the https_proxy / no_proxy bypass, and
- * an unreachable proxy. Each failure must come out as its own exit code and
- * message (docs/shim.md, "Proxy discovery").
+ * PAC file naming a dead proxy first, the https_proxy / no_proxy bypass, an
+ * unreachable proxy, and a reply that is not HTTP. Each failure must come out
+ * as its own exit code and message (docs/shim.md, "Proxy discovery").
  */
 #include <criterion/criterion.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include <unistd.h>
 
 #include "../support/ts_fixture.h"
+#include "../support/ts_net.h"
 #include "../support/ts_flow.h"
 #include "../support/ts_log.h"
 #include "../support/ts_proc.h"
@@ -299,5 +301,51 @@ Test(proxy, unreachable_proxy_is_its_own_failure, .init = setup, .fini = teardow
     cr_expect_eq(r.code, 6, "exit %d: %s", r.code, r.err);
     cr_expect(strstr(r.err, "proxy config"), "%s", r.err);
     ts_run_free(&r);
+    finish();
+}
+
+Test(proxy, a_reply_that_is_not_http_is_proxy_malformed, .init = setup, .fini = teardown,
+     .timeout = 90)
+{
+    ts_addr_t a;
+    socklen_t len = sizeof(a.sa);
+    char url[64], shim_bin[PATH_MAX], ca[PATH_MAX], gw[128], req[2048];
+    ts_proc_t p = {.out_fd = -1, .in_fd = -1};
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), fd;
+
+    start_gateway();
+    /* A "proxy" in this process: it reads the CONNECT and answers garbage. */
+    ts_addr_loopback(&a, AF_INET, 0);
+    cr_assert(lfd >= 0 && bind(lfd, (struct sockaddr *)&a.sa, a.len) == 0 &&
+              listen(lfd, 4) == 0 && getsockname(lfd, (struct sockaddr *)&a.sa, &len) == 0);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u", (unsigned)ts_addr_port(&a));
+    cr_assert_eq(ts_gateway_url(&fx.gw, 0, "", gw, sizeof(gw)), 0);
+    cr_assert_eq(ts_build_path(NULL, "sluice-shim", shim_bin, sizeof(shim_bin)), 0);
+    cr_assert_eq(ts_build_path(NULL, "dev/cert.pem", ca, sizeof(ca)), 0);
+    char *argv[] = {shim_bin, "--gateway", gw, "--ca-file", ca, "--tenant", TS_FX_TENANT,
+                    "--kind", "sfu", "--secret", TS_FX_SECRET, "--listen", "127.0.0.1:0",
+                    "--proxy", url, NULL};
+    cr_assert_eq(ts_proc_spawn(&p, "sluice-shim", argv, 0), 0);
+    struct pollfd pfd = {.fd = lfd, .events = POLLIN};
+    cr_assert_eq(poll(&pfd, 1, ts_remaining_ms(ts_deadline(ts_ms(WAIT_MS)))), 1,
+                 "the shim did not connect to the proxy");
+    fd = accept(lfd, NULL, NULL);
+    cr_assert_geq(fd, 0);
+    struct pollfd rfd = {.fd = fd, .events = POLLIN};
+    cr_assert_eq(poll(&rfd, 1, ts_remaining_ms(ts_deadline(ts_ms(WAIT_MS)))), 1);
+    ssize_t n = read(fd, req, sizeof(req) - 1);
+    cr_assert_gt(n, 0);
+    req[n] = '\0';
+    cr_expect(strncmp(req, "CONNECT 127.0.0.1:", 18) == 0, "%s", req);
+    static const char garbage[] = "SSH-2.0-OpenSSH_9.2\r\n\r\n";
+    cr_assert_eq(ts_tcp_send_all(fd, garbage, sizeof(garbage) - 1), 0);
+    int code = ts_proc_wait_exit(&p, ts_deadline(ts_ms(WAIT_MS)));
+    char *err = ts_read_file(p.err_path, 65536, NULL);
+    cr_expect_eq(code, 3, "exit %d: %s", code, err ? err : "");
+    cr_expect(err && strstr(err, "proxy malformed"), "%s", err ? err : "");
+    free(err);
+    close(fd);
+    close(lfd);
+    ts_proc_dispose(&p);
     finish();
 }
