@@ -7,6 +7,10 @@ set -u
 BUILD=${1:-build}
 SLUICE_BUILD=$(cd "$BUILD" && pwd)
 export SLUICE_BUILD
+# The shim follows https_proxy / no_proxy (docs/shim.md): the machine's own
+# proxy settings must not reach the gateways on loopback. Tests that need a
+# proxy set these themselves.
+unset https_proxy HTTPS_PROXY no_proxy NO_PROXY http_proxy HTTP_PROXY all_proxy ALL_PROXY
 passed=0 failed=0 bad=""
 for t in $(find "$BUILD/tests" -type f -name 'test_*' -perm -u+x | sort); do
     name=${t#"$BUILD"/tests/}

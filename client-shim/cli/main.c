@@ -5,16 +5,20 @@
  *
  * stdout carries exactly these lines, each flushed at once, for scripts:
  *   sluice-shim listening <addr:port>
- *   sluice-shim connected gateway=<host:port> alpn=h2      (every connection)
+ *   sluice-shim connected gateway=<host:port> alpn=h2 <route>   (every connection)
  *   sluice-shim reconnecting in <N> ms: <reason>
- *   sluice-shim disconnected: <reason>                      (only before exit 3 or 4)
- *   sluice-shim flow <src> direct|tunnel (<why>)            with --direct (direct_flow.h)
- * Everything else goes to stderr. Exit codes: 0 after SIGINT/SIGTERM; 1 for a
- * local failure (cannot listen, out of memory); 2 for bad usage, a CA file
- * that cannot be loaded included (checked before anything is bound or
- * printed); 3 when the gateway cannot be trusted or spoken to (certificate or
- * name verification, no HTTP/2): a configuration error; 4 when the gateway
- * refuses a tunnel with 401 or 403 (credentials or tenant wrong).
+ *   sluice-shim disconnected: <reason>              (only before a non-zero exit)
+ *   sluice-shim flow <src> direct|tunnel (<why>)    with --direct (direct_flow.h)
+ * (route: "direct" or "via proxy host:port"). Everything else goes to
+ * stderr. Exit codes (docs/shim.md): 0 after SIGINT/SIGTERM; 1 for a local
+ * failure (cannot listen, out of memory); 2 for bad usage, a CA file or proxy
+ * credentials file that cannot be loaded included (checked before anything is
+ * bound or printed); then configuration errors, which no retry can mend:
+ * 3 the gateway cannot be trusted or spoken to (certificate or name
+ * verification, no HTTP/2); 4 the gateway refuses a tunnel with 401 or 403;
+ * 5 the proxy refuses the CONNECT (403 or another status); 6 unusable proxy
+ * settings (bad URL, PAC error); 7 the proxy wants credentials it did not get
+ * or rejected (407).
  *
  * The shim never gives up on a transient failure: gateway down at start,
  * refused, reset, GOAWAY, CLOSE(shutting down) all lead to a reconnect with
@@ -64,6 +68,9 @@
 #define EXIT_LOCAL 1
 #define EXIT_TLS_CONFIG 3
 #define EXIT_REFUSED 4
+#define EXIT_PROXY_REFUSED 5
+#define EXIT_PROXY_CONFIG 6
+#define EXIT_PROXY_AUTH 7
 
 typedef struct cli {
     struct ev_loop *loop;
@@ -74,6 +81,9 @@ typedef struct cli {
     ev_timer sweep_w;
     ev_timer stop_w;
     sluice_tls_t *tls;         /* one per process: trust anchors, session cache */
+    char proxy_user[256];      /* from --proxy-user-file */
+    char proxy_password[256];
+    int has_proxy_creds;
     sluice_client_t *client;
     shim_flowtab_t flows;
     cli_direct_t direct; /* --direct: the fallback ladder's UDP rung */
@@ -453,9 +463,21 @@ static void cli_go_dormant(cli_t *cli, sluice_client_t *c, const char *detail)
     cli->connected = 0;
 }
 
+/* The exit code for a failure no retry can mend (docs/shim.md). */
+static int cli_fail_code(sluice_fail_t fail)
+{
+    switch (fail) {
+    case SLUICE_FAIL_PROXY_REFUSED: return EXIT_PROXY_REFUSED;
+    case SLUICE_FAIL_PROXY_CONFIG: return EXIT_PROXY_CONFIG;
+    case SLUICE_FAIL_PROXY_AUTH: return EXIT_PROXY_AUTH;
+    default: return EXIT_TLS_CONFIG;
+    }
+}
+
 static void cli_on_state(sluice_client_t *c, sluice_state_t state, const char *detail, void *ud)
 {
     cli_t *cli = ud;
+    const char *route;
 
     if (cli->done)
         return; /* already said goodbye; the loop is stopping */
@@ -466,10 +488,14 @@ static void cli_on_state(sluice_client_t *c, sluice_state_t state, const char *d
         break;
     case SLUICE_CONNECTED:
         cli->connected = cli->connected_once = 1;
-        printf("sluice-shim connected gateway=%s alpn=h2\n", cli->gw);
+        route = sluice_client_route(c);
+        route = route ? route : "direct";
+        printf("sluice-shim connected gateway=%s alpn=h2 %s%s\n", cli->gw,
+               strcmp(route, "direct") == 0 ? "" : "via ", route);
         fflush(stdout);
         if (cli->o->verbose)
-            fprintf(stderr, "sluice-shim: connected (%s)\n", detail);
+            fprintf(stderr, "sluice-shim: connected (%s) %s%s\n", detail,
+                    strcmp(route, "direct") == 0 ? "" : "via ", route);
         break;
     case SLUICE_RECONNECTING:
         if (cli->stopping) {
@@ -479,10 +505,11 @@ static void cli_on_state(sluice_client_t *c, sluice_state_t state, const char *d
              * gateway that is away (or closed an idle connection). */
             cli_go_dormant(cli, c, detail);
         } else {
+            const char *why = sluice_fail_name(sluice_client_failure(c));
             cli->connected = 0;
-            printf("sluice-shim reconnecting %s\n", detail);
+            printf("sluice-shim reconnecting %s (%s)\n", detail, why);
             fflush(stdout);
-            fprintf(stderr, "sluice-shim: reconnecting %s\n", detail);
+            fprintf(stderr, "sluice-shim: reconnecting %s (%s)\n", detail, why);
         }
         break;
     case SLUICE_FAILED:
@@ -490,8 +517,10 @@ static void cli_on_state(sluice_client_t *c, sluice_state_t state, const char *d
         if (cli->stopping) {
             cli_finish(cli, 0);
         } else if (sluice_fail_permanent(sluice_client_failure(c))) {
-            fprintf(stderr, "sluice-shim: cannot use gateway %s: %s\n", cli->gw, detail);
-            cli_disconnected(cli, detail, EXIT_TLS_CONFIG);
+            sluice_fail_t fail = sluice_client_failure(c);
+            fprintf(stderr, "sluice-shim: cannot use gateway %s: %s (%s)\n", cli->gw, detail,
+                    sluice_fail_name(fail));
+            cli_disconnected(cli, detail, cli_fail_code(fail));
         } else {
             /* An orderly end with nothing to resume (an idle connection
              * closed by the gateway): reconnect on demand. */
@@ -675,6 +704,11 @@ static int cli_connect(cli_t *cli)
         .ud = cli,
         .reconnect_min_ms = o->reconnect_min_ms,
         .reconnect_max_ms = o->reconnect_max_ms,
+        .proxy = o->proxy,
+        .proxy_pac = o->proxy_pac,
+        .proxy_use_env = 1,
+        .proxy_user = cli->has_proxy_creds ? cli->proxy_user : NULL,
+        .proxy_password = cli->has_proxy_creds ? cli->proxy_password : NULL,
     };
 
     cli->connected = 0;
@@ -686,6 +720,37 @@ static int cli_connect(cli_t *cli)
     }
     cli_push_credential(cli);
     sluice_client_connect(cli->client);
+    return 0;
+}
+
+/* --proxy-user-file: one line "user:password" (a file, so that the
+ * password never shows in ps). Returns 0, or -1 after a message. */
+static int cli_load_proxy_user(cli_t *cli, const char *path)
+{
+    char line[sizeof(cli->proxy_user) + sizeof(cli->proxy_password)];
+    FILE *f = fopen(path, "r");
+    char *colon;
+    int ok;
+
+    if (!f) {
+        fprintf(stderr, "sluice-shim: --proxy-user-file '%s': %s\n", path, strerror(errno));
+        return -1;
+    }
+    ok = fgets(line, sizeof(line), f) != NULL;
+    fclose(f);
+    if (ok)
+        line[strcspn(line, "\r\n")] = '\0';
+    colon = ok ? strchr(line, ':') : NULL;
+    if (!colon || colon == line || (size_t)(colon - line) >= sizeof(cli->proxy_user) ||
+        strlen(colon + 1) >= sizeof(cli->proxy_password)) {
+        fprintf(stderr, "sluice-shim: --proxy-user-file '%s': expected one line "
+                        "user:password\n", path);
+        return -1;
+    }
+    *colon = '\0';
+    memcpy(cli->proxy_user, line, (size_t)(colon - line) + 1);
+    memcpy(cli->proxy_password, colon + 1, strlen(colon + 1) + 1);
+    cli->has_proxy_creds = 1;
     return 0;
 }
 
@@ -705,6 +770,8 @@ static int cli_run(cli_t *cli)
         return 2;
     }
     if (o->credential_file && cli_read_cred_file(cli) < 0)
+        return 2;
+    if (o->proxy_user_file && cli_load_proxy_user(cli, o->proxy_user_file) < 0)
         return 2;
     if (cli_bind(cli) < 0)
         return 1;

@@ -232,6 +232,12 @@ int sluice_client_tls_resumed(const sluice_client_t *client);
  * while none has. */
 sluice_fail_t sluice_client_failure(const sluice_client_t *client);
 
+/* The route the connection runs over ("direct", "proxy 127.0.0.1:3128",
+ * "https proxy p.corp:443", never credentials), static while the connection
+ * lasts; NULL before the transport is up. The CONNECTING detail names the
+ * route being tried. */
+const char *sluice_client_route(const sluice_client_t *client);
+
 /* A fresh credential for every request from now on (tunnel opens and
  * resumes), replacing the tunnels' own. A tunnel the gateway closes with
  * CLOSE(credential expired) is resumed with it at once. Strings are copied.

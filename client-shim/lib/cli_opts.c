@@ -37,6 +37,12 @@ static const char usage[] =
     "  --user ID            user id in minted usernames\n"
     "  --ca-file FILE       PEM trust anchors (default: the system store)\n"
     "  --server-name NAME   name to verify in the certificate (default: URL host)\n"
+    "  --proxy URL          proxy for the gateway: http://[user:pass@]host:port,\n"
+    "                       https://, socks5h://...; 'none' connects directly\n"
+    "                       (default: --proxy-pac, then https_proxy/no_proxy)\n"
+    "  --proxy-pac FILE|URL PAC file (or http(s) URL) to choose the proxy; every\n"
+    "                       route of its answer is tried in order\n"
+    "  --proxy-user-file F  proxy credentials: one line user:password\n"
     "  --max-flows N        concurrent local flows (default 64)\n"
     "  --flow-idle-ms MS    close a flow after this silence (default 60000)\n"
     "  --reconnect-min-ms MS  first wait before reconnecting (default 250)\n"
@@ -88,6 +94,7 @@ enum opt_id {
     O_HASH, O_TTL, O_USER, O_CA_FILE, O_SERVER_NAME, O_MAX_FLOWS, O_FLOW_IDLE, O_VERBOSE,
     O_HELP, O_VERSION, O_CRED_FILE, O_RECONNECT_MIN, O_RECONNECT_MAX, O_PING, O_QUEUE_BYTES,
     O_DIRECT, O_DIRECT_BUDGET, O_DIRECT_SILENCE, /* fallback ladder */
+    O_PROXY, O_PROXY_PAC, O_PROXY_USER_FILE, /* proxies */
     O_COUNT
 };
 
@@ -112,6 +119,8 @@ static const struct {
     [O_QUEUE_BYTES] = {"--queue-bytes", NULL, 1},
     [O_DIRECT] = {"--direct", NULL, 1},       [O_DIRECT_BUDGET] = {"--direct-budget-ms", NULL, 1},
     [O_DIRECT_SILENCE] = {"--direct-silence-ms", NULL, 1},
+    [O_PROXY] = {"--proxy", NULL, 1},         [O_PROXY_PAC] = {"--proxy-pac", NULL, 1},
+    [O_PROXY_USER_FILE] = {"--proxy-user-file", NULL, 1},
 };
 
 /* The fallback ladder's options (docs/shim.md, "Fallback ladder"). */
@@ -252,6 +261,16 @@ static int validate(shim_cli_opts_t *o, const char *val[O_COUNT], char *err, siz
     o->server_name = val[O_SERVER_NAME];
     if (o->server_name && !*o->server_name)
         return shim__errf(err, errlen, "--server-name: empty");
+
+    o->proxy = val[O_PROXY];
+    o->proxy_pac = val[O_PROXY_PAC];
+    o->proxy_user_file = val[O_PROXY_USER_FILE];
+    if ((o->proxy && !*o->proxy) || (o->proxy_pac && !*o->proxy_pac) ||
+        (o->proxy_user_file && !*o->proxy_user_file))
+        return shim__errf(err, errlen, "--proxy, --proxy-pac and --proxy-user-file take a "
+                                       "non-empty value");
+    if (o->proxy && o->proxy_pac)
+        return shim__errf(err, errlen, "give --proxy or --proxy-pac, not both");
 
     o->max_flows = SHIM_CLI_DEFAULT_MAX_FLOWS;
     if (val[O_MAX_FLOWS]) {

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "../../common/tlserr.h"
+#include "proxy.h"
 #include "shim_addr.h"
 #include "shim_internal.h"
 
@@ -144,6 +145,17 @@ void shim_client__end(sluice_client_t *c, sluice_state_t state, sluice_fail_t fa
     /* Nothing more is read or timed; the teardown runs from the loop. */
     client_stop_io(c);
     shim_client__kick(c);
+}
+
+/* A report's detail: cut to fit, as every detail is. */
+static void detailf(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void detailf(char *buf, size_t cap, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(buf, cap, fmt, ap);
+    va_end(ap);
 }
 
 static void app_state(sluice_client_t *c, sluice_state_t state, const char *detail)
@@ -366,6 +378,11 @@ static void client_destroy(sluice_client_t *c)
     free(c->_server_name);
     free(c->_cred_user);
     free(c->_cred);
+    free(c->_proxy);
+    free(c->_proxy_pac);
+    free(c->_proxy_user);
+    free(c->_proxy_password);
+    free(c->_pac_script);
     free(c);
 }
 
@@ -378,7 +395,7 @@ static void client_dispatch(sluice_client_t *c)
 
     if (c->_report_connecting) {
         c->_report_connecting = 0;
-        app_state(c, SLUICE_CONNECTING, c->_authority);
+        app_state(c, SLUICE_CONNECTING, c->_connecting_detail);
     }
     if (c->_report_reconnecting && !c->_free_requested) {
         c->_report_reconnecting = 0;
@@ -611,20 +628,31 @@ static void client_on_keepalive(struct ev_loop *loop, ev_timer *w, int revents)
     }
 }
 
-/* The dialer reports its failures as text (shim_dial.h); its deadline is the
- * only one that is not a refused or unreachable connect. */
-static sluice_fail_t client_dial_fail(const char *err)
+/* Each route the dialer tries is a CONNECTING report naming it (and why
+ * the one before failed), so `-v` shows every attempt. */
+static void client_on_attempt(shim_dial_t *d, const proxy_route_t *route, size_t index,
+                              size_t n, const char *prev_err)
 {
-    return err && strstr(err, "timed out") ? SLUICE_FAIL_TIMEOUT : SLUICE_FAIL_CONNECT;
+    sluice_client_t *c = d->ud;
+    char more[SHIM_DETAIL_MAX] = "";
+
+    if (n > 1)
+        detailf(more, sizeof(more), " (route %zu of %zu%s%s)", index + 1, n,
+                prev_err ? "; the last failed: " : "", prev_err ? prev_err : "");
+    detailf(c->_connecting_detail, sizeof(c->_connecting_detail), "%s %s%s%s", c->_authority,
+            route->direct ? "" : "via ", route->label, more);
+    c->_report_connecting = 1;
+    shim_client__kick(c);
 }
 
-static void client_on_dialed(shim_dial_t *d, shim_pipe_t *pipe, const char *derr)
+static void client_on_dialed(shim_dial_t *d, shim_pipe_t *pipe, sluice_fail_t fail,
+                             const char *derr)
 {
     sluice_client_t *c = d->ud;
     char err[SHIM_DETAIL_MAX];
 
     if (!pipe) {
-        shim_client__end(c, SLUICE_FAILED, client_dial_fail(derr), "%s", derr);
+        shim_client__end(c, SLUICE_FAILED, fail, "%s", derr);
         return;
     }
     c->_pipe = pipe;
@@ -640,27 +668,36 @@ static void client_on_dialed(shim_dial_t *d, shim_pipe_t *pipe, const char *derr
     ev_timer_set(&c->_timer, c->_handshake_timeout_ms / 1000.0, 0.);
     ev_timer_start(c->loop, &c->_timer);
     /* Produces the ClientHello; the flush sends it. */
-    sluice_fail_t fail = SLUICE_FAIL_TLS;
+    fail = SLUICE_FAIL_TLS;
     if (shim_tls__handshake(c, err, sizeof(err), &fail) < 0)
         shim_client__end(c, SLUICE_FAILED, fail, "%s", err);
     shim_client__kick(c);
 }
 
-/* Starts the transport. Failing at once ends the client (or, with reconnect
- * on, waits for the next attempt). */
+static int client_routes(sluice_client_t *c, proxy_route_t *routes, char *err, size_t errlen);
+
+/* Starts the transport over the routes of the moment (a PAC or the
+ * environment may name others at each attempt). Failing at once ends the
+ * client (or, with reconnect on, waits for the next attempt). */
 static void client_dial(sluice_client_t *c)
 {
     char err[SHIM_DETAIL_MAX];
+    proxy_route_t routes[PROXY_ROUTES_MAX];
+    int n;
 
     c->phase = SHIM_PHASE_DIALING;
-    c->_report_connecting = 1;
     c->_dial.ud = c;
-    if (shim_dial_start(&c->_dial, c->_host, c->port, c->_connect_timeout_ms, client_on_dialed, c,
-                        err, sizeof(err)) < 0)
-        shim_client__end(c, SLUICE_FAILED,
-                         strncmp(err, "cannot resolve", 14) == 0 ? SLUICE_FAIL_RESOLVE
-                                                                 : SLUICE_FAIL_CONNECT,
-                         "%s", err);
+    c->_dial.on_attempt = client_on_attempt; /* reports CONNECTING for each route */
+    n = client_routes(c, routes, err, sizeof(err));
+    if (n < 0) {
+        c->_report_connecting = 1;
+        snprintf(c->_connecting_detail, sizeof(c->_connecting_detail), "%s", c->_authority);
+        shim_client__end(c, SLUICE_FAILED, SLUICE_FAIL_PROXY_CONFIG, "%s", err);
+    } else if (shim_dial_start(&c->_dial, routes, (size_t)n, c->_host, c->port,
+                               c->_connect_timeout_ms, c->_proxy_user, c->_proxy_password,
+                               client_on_dialed, c) < 0) {
+        shim_client__end(c, SLUICE_FAILED, SLUICE_FAIL_PROXY_CONFIG, "no route to try");
+    }
     shim_client__kick(c);
 }
 
@@ -722,7 +759,17 @@ sluice_client_t *sluice_client_new(struct ev_loop *loop, const sluice_client_opt
         c->_rng = 0x9e3779b9u;
     c->_host = strdup(opts->host);
     c->_server_name = strdup(opts->server_name ? opts->server_name : opts->host);
+    c->_proxy_use_env = opts->proxy_use_env;
+#define COPY_OPT(field, src)                                                               \
+    if ((src) && !(c->field = strdup(src)))                                                \
+        goto nomem;
+    COPY_OPT(_proxy, opts->proxy)
+    COPY_OPT(_proxy_pac, opts->proxy_pac)
+    COPY_OPT(_proxy_user, opts->proxy_user)
+    COPY_OPT(_proxy_password, opts->proxy_password)
+#undef COPY_OPT
     if (!c->_host || !c->_server_name) {
+    nomem:
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -741,8 +788,43 @@ sluice_client_t *sluice_client_new(struct ev_loop *loop, const sluice_client_opt
 fail:
     free(c->_host);
     free(c->_server_name);
+    free(c->_proxy);
+    free(c->_proxy_pac);
+    free(c->_proxy_user);
+    free(c->_proxy_password);
     free(c);
     return NULL;
+}
+
+/* The routes to the gateway (docs/shim.md, "Proxy discovery"): the PAC is
+ * loaded once per client and evaluated for the gateway's URL at each
+ * connect. Returns the count, or -1 with err (a configuration error). */
+static int client_routes(sluice_client_t *c, proxy_route_t *routes, char *err, size_t errlen)
+{
+    char answer[PROXY_PAC_ANSWER_MAX], url[SHIM_AUTHORITY_MAX + 16];
+    const char *env_proxy = getenv("https_proxy"), *env_no = getenv("no_proxy");
+    proxy_inputs_t in = {
+        .host = c->_host,
+        .proxy = c->_proxy,
+        .use_env = c->_proxy_use_env,
+    };
+
+    /* curl's order: the lower-case name first. */
+    in.env_proxy = env_proxy && *env_proxy ? env_proxy : getenv("HTTPS_PROXY");
+    in.env_no_proxy = env_no ? env_no : getenv("NO_PROXY");
+    if (!c->_proxy && c->_proxy_pac) {
+        char hp[SHIM_AUTHORITY_MAX];
+        if (!c->_pac_script &&
+            !(c->_pac_script = proxy_pac_load(c->_proxy_pac, c->_connect_timeout_ms, err, errlen)))
+            return -1;
+        shim_hostport_format(c->_host, c->port, hp, sizeof(hp));
+        snprintf(url, sizeof(url), "https://%s/", hp);
+        if (proxy_pac_eval(c->_pac_script, url, c->_host, answer, sizeof(answer), err,
+                           errlen) < 0)
+            return -1;
+        in.pac_answer = answer;
+    }
+    return proxy_routes(&in, routes, PROXY_ROUTES_MAX, err, errlen);
 }
 
 int sluice_client_connect(sluice_client_t *c)
@@ -790,6 +872,11 @@ void sluice_client_free(sluice_client_t *c)
         return;
     }
     client_destroy(c);
+}
+
+const char *sluice_client_route(const sluice_client_t *c)
+{
+    return c->_dial.route && c->phase >= SHIM_PHASE_TLS ? c->_dial.route->label : NULL;
 }
 
 int sluice_client_tls_resumed(const sluice_client_t *c)

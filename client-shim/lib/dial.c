@@ -1,6 +1,8 @@
 /*
- * dial.c — direct TCP transport (see shim_dial.h): resolves, connects, and
- * hands the connection over as a TCP pipe (pipe_tcp.c).
+ * dial.c — the route list (see shim_dial.h): a direct route resolves,
+ * connects, and hands the connection over as a TCP pipe (pipe_tcp.c); a
+ * proxy route is handed to libcurl (pipe_curl.c). A failed route moves on to
+ * the next one from the loop.
  */
 #include "shim_dial.h"
 
@@ -25,12 +27,16 @@ void shim_dial_init(shim_dial_t *d, struct ev_loop *loop)
     d->_fd = -1;
     ev_init(&d->_io, NULL);
     ev_init(&d->_timer, NULL);
+    ev_init(&d->_next, NULL);
 }
 
-void shim_dial_cancel(shim_dial_t *d)
+/* Releases what the current route holds. */
+static void dial_route_cancel(shim_dial_t *d)
 {
     ev_io_stop(d->loop, &d->_io);
     ev_timer_stop(d->loop, &d->_timer);
+    shim_proxy_cancel(d->_proxy);
+    d->_proxy = NULL;
     if (d->_fd >= 0) {
         close(d->_fd);
         d->_fd = -1;
@@ -42,12 +48,19 @@ void shim_dial_cancel(shim_dial_t *d)
     d->_cur = NULL;
 }
 
+void shim_dial_cancel(shim_dial_t *d)
+{
+    dial_route_cancel(d);
+    ev_timer_stop(d->loop, &d->_next);
+}
+
 static void dial_set_err(shim_dial_t *d, const struct addrinfo *ai, int err)
 {
     char a[SHIM_ADDRSTR_MAX];
 
     snprintf(d->_err, sizeof(d->_err), "connect to %s (%s): %s", d->_host,
              shim_addr_format(ai->ai_addr, a, sizeof(a)), strerror(err));
+    d->_fail = SLUICE_FAIL_CONNECT;
 }
 
 /* Starts a connect to d->_cur or a later address. Returns 0 when one is in
@@ -78,23 +91,35 @@ static int dial_next(shim_dial_t *d)
     return -1;
 }
 
-static void dial_finish(shim_dial_t *d, int fd, const char *err)
+/* The current route failed with d->_fail and d->_err: the next one is
+ * tried from the loop (or the failure reported from there). */
+static void dial_route_failed(shim_dial_t *d)
 {
-    char msg[sizeof(d->_err)];
-    shim_pipe_t *pipe = NULL;
+    dial_route_cancel(d);
+    ev_timer_set(&d->_next, 0., 0.);
+    ev_timer_start(d->loop, &d->_next);
+}
 
-    if (err)
-        snprintf(msg, sizeof(msg), "%s", err);
-    if (fd >= 0) {
-        d->_fd = -1; /* handed over to the pipe, not closed by cancel */
-        pipe = shim_pipe_tcp_new(d->loop, fd);
-        if (!pipe) {
-            snprintf(msg, sizeof(msg), "connect to %s: out of memory", d->_host);
-            err = msg;
-        }
+/* Hands a connected pipe over. */
+static void dial_succeeded(shim_dial_t *d, shim_pipe_t *pipe)
+{
+    dial_route_cancel(d);
+    d->cb(d, pipe, SLUICE_FAIL_NONE, NULL);
+}
+
+static void dial_finish(shim_dial_t *d, int fd)
+{
+    shim_pipe_t *pipe;
+
+    d->_fd = -1; /* handed over to the pipe, not closed by cancel */
+    pipe = shim_pipe_tcp_new(d->loop, fd);
+    if (!pipe) {
+        snprintf(d->_err, sizeof(d->_err), "connect to %s: out of memory", d->_host);
+        d->_fail = SLUICE_FAIL_CONNECT;
+        dial_route_failed(d);
+        return;
     }
-    shim_dial_cancel(d);
-    d->cb(d, pipe, err ? msg : NULL);
+    dial_succeeded(d, pipe);
 }
 
 static void dial_on_writable(struct ev_loop *loop, ev_io *w, int revents)
@@ -106,7 +131,7 @@ static void dial_on_writable(struct ev_loop *loop, ev_io *w, int revents)
     if (getsockopt(d->_fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
         soerr = errno;
     if (soerr == 0) {
-        dial_finish(d, d->_fd, NULL);
+        dial_finish(d, d->_fd);
         return;
     }
     dial_set_err(d, d->_cur, soerr);
@@ -115,7 +140,7 @@ static void dial_on_writable(struct ev_loop *loop, ev_io *w, int revents)
     d->_fd = -1;
     d->_cur = d->_cur->ai_next;
     if (dial_next(d) < 0)
-        dial_finish(d, -1, d->_err);
+        dial_route_failed(d);
 }
 
 static void dial_on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
@@ -124,42 +149,117 @@ static void dial_on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 
     snprintf(d->_err, sizeof(d->_err), "connect to %s port %u timed out after %u ms",
              d->_host, (unsigned)d->_port, (unsigned)d->_timeout_ms);
-    dial_finish(d, -1, d->_err);
+    d->_fail = SLUICE_FAIL_TIMEOUT;
+    dial_route_failed(d);
 }
 
-int shim_dial_start(shim_dial_t *d, const char *host, uint16_t port, uint32_t timeout_ms,
-                    shim_dial_cb cb, void *ud, char *err, size_t errlen)
+/* Starts a direct route. Returns 0 when a connect is in progress, -1 with
+ * d->_fail and d->_err when the route failed at once. */
+static int dial_direct(shim_dial_t *d)
 {
     struct addrinfo hints;
     char service[8];
     int rc;
 
-    shim_dial_cancel(d);
-    d->cb = cb;
-    d->ud = ud;
-    d->_port = port;
-    snprintf(d->_host, sizeof(d->_host), "%s", host);
-    snprintf(service, sizeof(service), "%u", (unsigned)port);
+    snprintf(service, sizeof(service), "%u", (unsigned)d->_port);
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_NUMERICSERV;
-    rc = getaddrinfo(host, service, &hints, &d->_res);
+    rc = getaddrinfo(d->_host, service, &hints, &d->_res);
     if (rc != 0) {
         d->_res = NULL;
-        snprintf(err, errlen, "cannot resolve '%s': %s", host,
+        snprintf(d->_err, sizeof(d->_err), "cannot resolve '%s': %s", d->_host,
                  rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
+        d->_fail = SLUICE_FAIL_RESOLVE;
         return -1;
     }
     d->_cur = d->_res;
     ev_init(&d->_io, dial_on_writable);
-    if (dial_next(d) < 0) {
-        snprintf(err, errlen, "%s", d->_err);
-        shim_dial_cancel(d);
+    if (dial_next(d) < 0)
         return -1;
-    }
-    d->_timeout_ms = timeout_ms;
-    ev_timer_init(&d->_timer, dial_on_timeout, timeout_ms / 1000.0, 0.);
+    ev_timer_init(&d->_timer, dial_on_timeout, d->_timeout_ms / 1000.0, 0.);
     ev_timer_start(d->loop, &d->_timer);
+    return 0;
+}
+
+static void dial_on_proxy(shim_pipe_t *pipe, sluice_fail_t fail, const char *err, void *ud)
+{
+    shim_dial_t *d = ud;
+
+    d->_proxy = NULL; /* handed over, or already released */
+    if (pipe) {
+        dial_succeeded(d, pipe);
+        return;
+    }
+    d->_fail = fail;
+    snprintf(d->_err, sizeof(d->_err), "%s", err);
+    dial_route_failed(d);
+}
+
+/* Starts route d->_ri, or reports the end of the list. */
+static void dial_route_start(shim_dial_t *d)
+{
+    const char *prev = d->_ri ? d->_err : NULL;
+    char prev_err[SHIM_DIAL_ERR_MAX];
+
+    if (d->_ri >= d->_nroutes) {
+        char msg[SHIM_DIAL_ERR_MAX];
+        snprintf(msg, sizeof(msg), "%s", d->_err);
+        d->cb(d, NULL, d->_fail, msg);
+        return;
+    }
+    if (prev) {
+        snprintf(prev_err, sizeof(prev_err), "%s", prev);
+        prev = prev_err;
+    }
+    d->route = &d->_routes[d->_ri++];
+    d->_err[0] = '\0';
+    d->_fail = SLUICE_FAIL_NONE;
+    if (d->on_attempt)
+        d->on_attempt(d, d->route, d->_ri - 1, d->_nroutes, prev);
+    if (d->route->direct) {
+        if (dial_direct(d) < 0)
+            dial_route_failed(d);
+        return;
+    }
+    d->_proxy = shim_proxy_dial(d->loop, d->route, d->_host, d->_port, d->_user, d->_password,
+                                d->_timeout_ms, dial_on_proxy, d, d->_err, sizeof(d->_err));
+    if (!d->_proxy) {
+        d->_fail = SLUICE_FAIL_PROXY_CONFIG;
+        dial_route_failed(d);
+    }
+}
+
+static void dial_on_next(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    dial_route_start(container_of(w, shim_dial_t, _next));
+}
+
+int shim_dial_start(shim_dial_t *d, const proxy_route_t *routes, size_t n, const char *host,
+                    uint16_t port, uint32_t timeout_ms, const char *user, const char *password,
+                    shim_dial_cb cb, void *ud)
+{
+    if (n == 0 || n > PROXY_ROUTES_MAX || !host || !cb)
+        return -1;
+    shim_dial_cancel(d);
+    memcpy(d->_routes, routes, n * sizeof(*routes));
+    d->_nroutes = n;
+    d->_ri = 0;
+    d->route = NULL;
+    d->cb = cb;
+    d->ud = ud;
+    d->_user = user;
+    d->_password = password;
+    d->_port = port;
+    d->_timeout_ms = timeout_ms;
+    d->_err[0] = '\0';
+    snprintf(d->_host, sizeof(d->_host), "%s", host);
+    /* Every route, the first included, starts from the loop: the owner
+     * hears of each attempt and of the outcome in order, never inside this
+     * call. */
+    ev_init(&d->_next, dial_on_next);
+    ev_timer_set(&d->_next, 0., 0.);
+    ev_timer_start(d->loop, &d->_next);
     return 0;
 }

@@ -46,6 +46,9 @@ typedef struct shim_cli_opts {
     const char *listen_str;
     struct sockaddr_storage listen;
     socklen_t listen_len;
+    const char *proxy;       /* --proxy URL or "none"; NULL: PAC, then the environment */
+    const char *proxy_pac;   /* --proxy-pac FILE|URL */
+    const char *proxy_user_file; /* --proxy-user-file: one line "user:password" */
     unsigned max_flows;
     uint32_t flow_idle_ms;
     uint32_t reconnect_min_ms;

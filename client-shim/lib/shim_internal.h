@@ -126,6 +126,13 @@ struct st_sluice_client_t {
     uint32_t _handshake_timeout_ms;
     uint32_t _keepalive_ms;
     char _authority[SHIM_AUTHORITY_MAX];
+    /* Proxy settings (sluice_client_opts_t), copied; NULL: not given. */
+    char *_proxy;
+    char *_proxy_pac;
+    char *_proxy_user;
+    char *_proxy_password;
+    int _proxy_use_env;
+    char *_pac_script;    /* the PAC, loaded on the first connect */
 
     enum shim_client_phase phase;
     shim_dial_t _dial;
@@ -172,7 +179,8 @@ struct st_sluice_client_t {
     char _detail[SHIM_DETAIL_MAX];
     int _goaway_recv;
     uint32_t _goaway_code;
-    char _connected_detail[64];
+    char _connecting_detail[SHIM_DETAIL_MAX]; /* authority and route being tried */
+    char _connected_detail[SHIM_DETAIL_MAX];
     char _goaway[SHIM_DETAIL_MAX];
 
     uint8_t _buf[SHIM_IO_CHUNK];   /* pipe reads; scratch */
