@@ -73,6 +73,8 @@ int dispatch_feed(capsule_reader_t *r, const uint8_t *data, size_t len, const di
             return DISPATCH_CLOSED;
         }
         case CAPSULE_PONG:
+            if (ops->on_pong && c.len == CAPSULE_PING_LEN)
+                ops->on_pong(ud, c.value);
             break;
         default: /* RFC 9297 §3.2: unknown types are skipped */
             skip(ops, ud, DISPATCH_SKIP_UNKNOWN);

@@ -48,10 +48,12 @@ typedef struct dispatch_ops {
     void (*on_ping)(void *ud, const uint8_t *value);
     /* A CLOSE; nothing after it is read. reason is not NUL-terminated. */
     void (*on_close)(void *ud, uint64_t code, const char *reason, size_t reason_len);
-    /* A capsule not delivered (may be NULL). PONGs are neither delivered nor
-     * reported: neither peer pings today, so they carry nothing to act on.
-     * Packets muted by DISPATCH_MUTE are not reported either. */
+    /* A capsule not delivered (may be NULL). Packets muted by DISPATCH_MUTE
+     * are not reported. */
     void (*on_skip)(void *ud, enum dispatch_skip why);
+    /* A PONG answering one of our PINGs, with its 8 bytes (may be NULL: then
+     * PONGs are ignored). A PONG value of another length is ignored. */
+    void (*on_pong)(void *ud, const uint8_t *value);
 } dispatch_ops_t;
 
 enum dispatch_rc {

@@ -79,6 +79,25 @@ int sendq_push_pong(sendq_t *q, const uint8_t value[8])
     return SENDQ_OK;
 }
 
+int sendq_push_ping(sendq_t *q, const uint8_t value[8])
+{
+    if (q->_finishing)
+        return SENDQ_ENDED;
+    memcpy(q->_ping, value, 8);
+    q->_has_ping = 1;
+    return SENDQ_OK;
+}
+
+void sendq_take_queues(sendq_t *dst, sendq_t *src)
+{
+    pktq_dispose(&dst->media);
+    pktq_dispose(&dst->signal);
+    dst->media = src->media;
+    dst->signal = src->signal;
+    pktq_init(&src->media, src->media._cap, PKTQ_DROP_OLDEST);
+    pktq_init(&src->signal, src->signal._cap, PKTQ_REJECT_NEW);
+}
+
 void sendq_finish(sendq_t *q, int send_close, uint64_t code, const char *reason)
 {
     if (q->_finishing)
@@ -108,6 +127,7 @@ void sendq_discard(sendq_t *q)
     while (q->signal.count)
         pktq_pop(&q->signal);
     q->_npongs = 0;
+    q->_has_ping = 0;
 }
 
 static void expire(sendq_t *q, uint64_t now_ns)
@@ -121,7 +141,7 @@ int sendq_ready(sendq_t *q, uint64_t now_ns)
     if (q->_eof)
         return 0;
     expire(q, now_ns);
-    return q->_stage_off < q->_stage_len || q->_npongs || q->signal.count || q->media.count ||
+    return q->_stage_off < q->_stage_len || q->_npongs || q->_has_ping || q->signal.count || q->media.count ||
            q->_finishing;
 }
 
@@ -208,6 +228,14 @@ size_t sendq_fill(sendq_t *q, uint8_t *dst, size_t cap, uint64_t now_ns, int *eo
             if (k == EMIT_NOMEM)
                 drop(q, SENDQ_DROP_PONG_FULL, 1);
             else
+                n += k;
+            continue;
+        }
+        if (q->_has_ping) {
+            q->_has_ping = 0;
+            h = capsule_encode(head, sizeof head, CAPSULE_PING, q->_ping, 8);
+            k = h > 0 ? emit(q, dst + n, room, head, (size_t)h, NULL, 0) : EMIT_NOMEM;
+            if (k != EMIT_NOMEM)
                 n += k;
             continue;
         }

@@ -12,7 +12,7 @@
 #include "../../proto/varint.h"
 
 typedef struct rec {
-    int packets, signals, pings, closes;
+    int packets, signals, pings, pongs, closes;
     size_t bytes;
     uint8_t last_ping[8];
     uint64_t close_code;
@@ -70,7 +70,13 @@ static void on_skip(void *ud, enum dispatch_skip why)
         r->skipped_unknown++;
 }
 
-static const dispatch_ops_t ops = {on_packet, on_ping, on_close, on_skip};
+static void on_pong(void *ud, const uint8_t *v)
+{
+    rec_t *r = ud;
+    r->pongs++;
+}
+
+static const dispatch_ops_t ops = {on_packet, on_ping, on_close, on_skip, on_pong};
 
 static uint8_t rbuf[CAPSULE_DEFAULT_MAX_VALUE + CAPSULE_MAX_HEADER];
 
@@ -124,6 +130,7 @@ Test(dispatch, every_split_point_gives_the_same_events)
         cr_assert_eq(rec.first_packet[0], 0x80);
         cr_assert_eq(rec.pings, 1);
         cr_assert_eq(rec.last_ping[0], 9);
+        cr_assert_eq(rec.pongs, 1);
         cr_assert_eq(rec.closes, 1);
         cr_assert_eq(rec.close_code, CLOSE_SHUTTING_DOWN);
         cr_assert_str_eq(rec.close_reason, "bye");
