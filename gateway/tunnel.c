@@ -446,8 +446,9 @@ static void resume_flow(tunnel_t *t, session_t *s)
     }
 }
 
-/* A new flow: a socket to one backend of the target's pool. Returns 0, or the
- * reject()ion's result. */
+/* A new flow: a socket to one backend of the target's pool, and a session
+ * for it when resume is on. Returns 0, or -1 after answering 503, with what
+ * reject() returned in *rc. */
 static int open_flow(tunnel_t *t, const req_target_t *target, int *rc)
 {
     const cfg_limits_t *lim = limits_of(t);

@@ -124,7 +124,8 @@ struct tunnel {
 
     int fd;                       /* connected UDP socket to the backend, or -1 */
     ev_io udp_io;
-    ev_timer timer;               /* idle and expiry while open; linger while closing */
+    ev_timer timer;               /* idle, expiry, PING while open; linger while closing;
+                                   * the grace period while parked */
     uint64_t last_active;         /* monotonic ns */
     uint64_t expires;             /* monotonic ns at which the credential runs out */
     uint64_t park_until;          /* parked: monotonic ns at which the grace period ends */
