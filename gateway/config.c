@@ -455,10 +455,12 @@ static const struct limit_spec {
     L(max_capsule, LIMIT_SIZE, 65535, 1200, 1048576),
     L(max_streams, LIMIT_U32, 100, 1, 10000),
     L(max_connections, LIMIT_U32, 8192, 1, 1000000),
-    L(media_queue_bytes, LIMIT_SIZE, 65536, 2048, 67108864),
+    L(media_queue_bytes, LIMIT_SIZE, 262144, 2048, 67108864),
     L(media_queue_age_ms, LIMIT_U32, 200, 1, 60000),
     L(signal_queue_bytes, LIMIT_SIZE, 65536, 2048, 67108864),
     L(tunnel_idle_ms, LIMIT_U32, 30000, 1, 86400000),
+    /* RFC 8656 §3.2: a TURN allocation lives 600 s between refreshes. */
+    L(turn_idle_ms, LIMIT_U32, 900000, 1, 86400000),
     L(handshake_timeout_ms, LIMIT_U32, 10000, 1, 600000),
     L(header_timeout_ms, LIMIT_U32, 10000, 1, 600000),
     L(conn_idle_ms, LIMIT_U32, 60000, 1, 86400000),
@@ -472,6 +474,8 @@ static const struct limit_spec {
     L(max_pending_per_source, LIMIT_U32, 64, 1, 1000000),
     L(handshakes_per_source_s, LIMIT_U32, 20, 1, 1000000),
     L(max_control_frames_s, LIMIT_U32, 1000, 10, 1000000),
+    L(resume_grace_ms, LIMIT_U32, 30000, 0, 3600000),
+    L(capsule_ping_ms, LIMIT_U32, 20000, 0, 600000),
 #undef L
 };
 #define NLIMITS (sizeof limit_specs / sizeof limit_specs[0])

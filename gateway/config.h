@@ -56,10 +56,11 @@ typedef struct cfg_limits {
     size_t max_capsule;            /* max capsule value bytes (default 65535) */
     uint32_t max_streams;          /* concurrent streams per connection (100) */
     uint32_t max_connections;      /* concurrent connections (8192) */
-    size_t media_queue_bytes;      /* downlink media queue per tunnel (65536) */
+    size_t media_queue_bytes;      /* downlink media queue per tunnel (262144: a 200 x 1,200 B burst) */
     uint32_t media_queue_age_ms;   /* drop media older than this (200) */
     size_t signal_queue_bytes;     /* downlink signaling queue per tunnel (65536) */
-    uint32_t tunnel_idle_ms;       /* close a tunnel after this silence (30000) */
+    uint32_t tunnel_idle_ms;       /* close an sfu tunnel after this silence (30000) */
+    uint32_t turn_idle_ms;         /* close a turn tunnel after this silence (900000) */
     uint32_t handshake_timeout_ms; /* TLS handshake deadline (10000) */
     uint32_t header_timeout_ms;    /* first complete request deadline (10000) */
     uint32_t conn_idle_ms;         /* close a connection with no tunnels (60000) */
@@ -73,6 +74,8 @@ typedef struct cfg_limits {
     uint32_t max_pending_per_source; /* tunnel-less connections per source address (64) */
     uint32_t handshakes_per_source_s; /* new connections per second per source address (20) */
     uint32_t max_control_frames_s; /* frames with no tunnel data, per connection a second (1000) */
+    uint32_t resume_grace_ms;      /* a detached tunnel is kept this long for resume; 0: no resume (30000) */
+    uint32_t capsule_ping_ms;      /* PING capsule on every open tunnel this often; 0: none (20000) */
 } cfg_limits_t;
 
 typedef struct config {
@@ -94,6 +97,12 @@ typedef struct config {
     cfg_addr_t echo;      /* where the built-in echo binds ("127.0.0.1:0") */
     int has_echo;         /* 1 when any pool names builtin:echo */
 } config_t;
+
+/* The idle limit of a tunnel of this kind, in ms. */
+static inline uint32_t config_idle_ms(const cfg_limits_t *l, enum tunnel_kind kind)
+{
+    return kind == TUNNEL_KIND_TURN ? l->turn_idle_ms : l->tunnel_idle_ms;
+}
 
 /* Parses and validates a JSON document. base_dir resolves relative file paths
  * (NULL: keep them as written). Returns a snapshot with one reference, or NULL

@@ -95,12 +95,16 @@ static int host_respond(tunnel_t *t, int status)
     };
     /* RFC 9110 §15.5.2: a 401 names the scheme the client should use. */
     nghttp2_nv challenge = NV("www-authenticate", "Sluice-HMAC realm=\"sluice\"");
-#undef NV
     size_t nnv = 3;
     if (status == 405)
         nnv = 4;
     else if (status == 401)
         nva[nnv++] = challenge;
+    /* proto/README.md §8.1: the token a resume names. */
+    const char *token = status == 200 ? tunnel_session_token(t) : NULL;
+    if (token)
+        nva[nnv++] = (nghttp2_nv)NV("tunnel-session", token);
+#undef NV
     nghttp2_data_provider body = {.source.ptr = t, .read_callback = body_read};
     return nghttp2_submit_response(conn_of(t)->h2, t->stream_id, nva, nnv, &body);
 }

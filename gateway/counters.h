@@ -41,6 +41,8 @@ typedef struct tunnel_counters {
     uint64_t up_signal_packets;        /* of up_packets: SIGNAL (STUN, DTLS, TURN indications) */
     uint64_t down_signal_packets;      /* backend packets of the signaling class, as received */
     uint64_t unknown_capsules;         /* skipped per RFC 9297 §3.2 */
+    uint64_t pings_sent, pongs_received; /* PING capsules from the gateway and their answers */
+    uint64_t rtt_last_us, rtt_min_us;  /* from PING/PONG capsules; 0 until the first PONG */
     uint64_t drops[DROP_REASON_COUNT];
 } tunnel_counters_t;
 
@@ -49,13 +51,17 @@ typedef struct server_counters {
     uint64_t conns_refused_source[3]; /* per source: over its rate, too many pending, table full */
     uint64_t tls_failures;
     uint64_t tunnels_opened, tunnels_active;
-    uint64_t requests_rejected[6]; /* 400 401 403 404 405 503, see request.h */
+    uint64_t requests_rejected[7]; /* 400 401 403 404 405 503 410, see request.h */
     uint64_t protocol_errors;
     uint64_t header_overflows;     /* header blocks over the advertised list size or field count */
     uint64_t conns_calmed;         /* GOAWAY(ENHANCE_YOUR_CALM): frame budget or header abuse */
     uint64_t auth_goaways;         /* GOAWAY after limits.max_auth_failures 401s */
     uint64_t write_stalls;         /* closed after limits.write_stall_ms without progress */
     uint64_t ping_timeouts;        /* closed: no answer to a keepalive PING */
+    uint64_t sessions_parked;      /* tunnels detached from their stream and kept for resume */
+    uint64_t sessions_resumed;     /* parked tunnels re-attached to a new stream */
+    uint64_t sessions_taken_over;  /* attached tunnels moved to a new stream by a resume */
+    uint64_t sessions_expired;     /* parked tunnels closed at the end of their grace period */
     tunnel_counters_t tunnel;      /* sums over all tunnels, live and closed */
 } server_counters_t;
 

@@ -18,6 +18,7 @@ static const struct {
                       REQ_USERNAME_MAX},
     [REQ_CREDENTIAL] = {"tunnel-credential", 17, offsetof(req_headers_t, credential),
                         REQ_CREDENTIAL_MAX},
+    [REQ_RESUME] = {"tunnel-resume", 13, offsetof(req_headers_t, resume), TOKEN_TEXT_LEN},
 };
 
 void request_add_header(req_headers_t *h, const uint8_t *name, size_t namelen,
@@ -108,6 +109,11 @@ int request_route(const config_t *cfg, const req_headers_t *h, uint64_t now,
         REJECT(400, "malformed tenant id");
     if (parse_query(query, &region_name) < 0)
         REJECT(400, "malformed query; the only parameter is region=<name>");
+    uint8_t token[TOKEN_BYTES];
+    int resume = (h->present & (1u << REQ_RESUME)) != 0;
+    if (resume && ((h->too_long & (1u << REQ_RESUME)) ||
+                   token_decode(h->resume, strlen(h->resume), token) != 0))
+        REJECT(400, "malformed tunnel-resume; expected 22 base64url characters");
 
     unsigned need = (1u << REQ_USERNAME) | (1u << REQ_CREDENTIAL);
     if ((h->present & need) != need)
@@ -153,6 +159,11 @@ int request_route(const config_t *cfg, const req_headers_t *h, uint64_t now,
     target->region = region;
     target->kind = (enum tunnel_kind)kind;
     target->expiry = expiry;
+    target->user = user;
+    target->user_len = user_len;
+    target->resume = resume;
+    if (resume)
+        memcpy(target->token, token, TOKEN_BYTES);
     *reason = "ok";
     return 200;
 }
@@ -166,6 +177,7 @@ int request_status_index(int status)
     case 404: return 3;
     case 405: return 4;
     case 503: return 5;
+    case 410: return 6;
     default: return -1;
     }
 }

@@ -4,8 +4,10 @@
  * The connection collects the few request headers it needs into req_headers_t
  * (bounded copies; nghttp2 has already validated HTTP/2 framing and header
  * syntax), then request_route() checks, in this order: path (404), method
- * (405), request syntax (400), credentials (401), tenant permissions (403) and
- * backend availability (503). Unknown tenants, wrong secrets and credentials
+ * (405), request syntax (400, a malformed tunnel-resume token included),
+ * credentials (401), tenant permissions (403) and backend availability (503).
+ * Whether a named session exists (410) is the tunnel's question, asked after
+ * all of these. Unknown tenants, wrong secrets and credentials
  * too far ahead all get the same 401 reason, and the same credential work
  * (config_t.max_secrets HMACs, see cred_check_padded), so neither the response
  * nor its timing reveals which tenants exist or how many secrets they have.
@@ -17,6 +19,7 @@
 #include <stdint.h>
 
 #include "../proto/cred.h"
+#include "../proto/token.h"
 #include "config.h"
 
 #define REQ_PATH_MAX 512u
@@ -30,6 +33,7 @@ enum req_field {
     REQ_SCHEME,
     REQ_USERNAME,
     REQ_CREDENTIAL,
+    REQ_RESUME,          /* tunnel-resume: a session token (proto/README.md §8.1) */
     REQ_FIELD_COUNT
 };
 
@@ -39,6 +43,7 @@ typedef struct req_headers {
     char scheme[8];
     char username[REQ_USERNAME_MAX + 1];
     char credential[REQ_CREDENTIAL_MAX + 1];
+    char resume[TOKEN_TEXT_LEN + 1];
     unsigned present;   /* bit per req_field seen */
     unsigned too_long;  /* bit per req_field whose value did not fit */
     unsigned repeated;  /* bit per req_field seen more than once */
@@ -54,9 +59,13 @@ typedef struct req_target {
     const cfg_region_t *region; /* backend region: the gateway's own or ?region= */
     enum tunnel_kind kind;
     uint64_t expiry;            /* the credential's expiry, unix seconds */
+    const char *user;           /* the username's user part (may be empty), in h */
+    size_t user_len;
+    int resume;                 /* 1: tunnel-resume named the session in token */
+    uint8_t token[TOKEN_BYTES];
 } req_target_t;
 
-/* Returns the HTTP status: 200 with *target filled, or an error status with
+/* Returns the HTTP status: 200 with *target filled (its user points into h,  which must outlive it), or an error status with
  * *reason set to a static, human-readable sentence for the response body. */
 int request_route(const config_t *cfg, const req_headers_t *h, uint64_t now,
                   req_target_t *target, const char **reason);

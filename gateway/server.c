@@ -156,6 +156,7 @@ int server_init(server_t *s, struct ev_loop *loop, config_t *cfg, char *err, siz
                   LOG_LIMITS_WINDOW_S / 2.0);
     ev_timer_start(loop, &s->log_flush);
     s->env = (tunnel_env_t){.loop = loop, .counters = &s->counters, .logs = &s->logs};
+    session_table_init(&s->sessions, &s->env);
     if (srclimit_init(&s->sources, SRCLIMIT_DEFAULT_ENTRIES) < 0) {
         snprintf(err, errlen, "per-source table: %s", strerror(errno));
         goto fail;
@@ -223,6 +224,7 @@ void server_drain(server_t *s)
         return;
     }
     s->draining = 1;
+    s->sessions.closed = 1; /* every tunnel gets CLOSE(shutting down): nothing to resume */
     log_msg(LOG_INFO, "draining %llu connections, %llu tunnels",
             (unsigned long long)s->counters.conns_active,
             (unsigned long long)s->counters.tunnels_active);
@@ -255,8 +257,10 @@ void server_dispose(server_t *s)
 {
     log_limits_flush(&s->logs, UINT64_MAX); /* what was suppressed is still told */
     s->flush = s->dead = NULL; /* every connection is freed below */
+    s->sessions.closed = 1;    /* ... and none of their tunnels parks */
     while (!list_empty(&s->conns))
         conn_free(LIST_ENTRY(s->conns.next, conn_t, _link));
+    session_table_dispose(&s->sessions); /* parked tunnels close */
     if (s->loop) {
         ev_prepare_stop(s->loop, &s->prepare);
         ev_timer_stop(s->loop, &s->log_flush);

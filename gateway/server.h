@@ -23,6 +23,7 @@
 #include "config.h"
 #include "counters.h"
 #include "echo.h"
+#include "session.h"
 #include "srclimit.h"
 #include "tunnel.h"
 
@@ -53,6 +54,7 @@ typedef struct server {
     uint64_t next_conn_id;
     server_counters_t counters;
     tunnel_env_t env;       /* what tunnels see of the server */
+    session_table_t sessions; /* resumable tunnels, parked ones included */
     srclimit_t sources;     /* per-source pending connections and handshake rate */
     log_limits_t logs;      /* rate limits for lines peers can cause */
     ev_timer log_flush;     /* reports suppressed lines once their window has ended */

@@ -13,6 +13,7 @@
 #include "../proto/dispatch.h"
 #include "../proto/text.h"
 #include "log.h"
+#include "session.h"
 #include "util.h"
 
 /* Fairness: a busy backend cannot starve other watchers of the loop. */
@@ -154,11 +155,50 @@ static void timer_arm(tunnel_t *t, uint64_t at_ns)
     ev_timer_again(env_of(t)->loop, &t->timer);
 }
 
-/* While open: the earlier of the idle deadline and the credential's expiry. */
+static uint64_t idle_deadline(const tunnel_t *t)
+{
+    return t->last_active + (uint64_t)config_idle_ms(limits_of(t), t->kind) * UTIL_MS_NS;
+}
+
+/* While open: the earliest of the idle deadline, the credential's expiry and
+ * the next PING capsule; while parked: the end of the grace period. */
 static void timer_arm_open(tunnel_t *t)
 {
-    uint64_t idle_at = t->last_active + (uint64_t)limits_of(t)->tunnel_idle_ms * UTIL_MS_NS;
-    timer_arm(t, idle_at < t->expires ? idle_at : t->expires);
+    if (t->host->parking) {
+        timer_arm(t, t->park_until);
+        return;
+    }
+    uint64_t at = idle_deadline(t);
+    if (t->expires < at)
+        at = t->expires;
+    if (t->ping_at && t->ping_at < at)
+        at = t->ping_at;
+    timer_arm(t, at);
+}
+
+/* A PING capsule whose value is its send time: the PONG gives the RTT with
+ * no state but the time of the latest PING (a PONG for an older one is
+ * ignored). It keeps proxies that cut silent connections from cutting this
+ * one; it is not activity for the idle limit. */
+static void ping_send(tunnel_t *t, uint64_t now)
+{
+    uint8_t v[8];
+    for (int i = 0; i < 8; i++)
+        v[i] = (uint8_t)(now >> (56 - 8 * i));
+    if (sendq_push_ping(&t->down, v) == SENDQ_OK) {
+        t->ping_sent = now;
+        t->counters.pings_sent++;
+        env_of(t)->counters->tunnel.pings_sent++;
+        down_queued(t, now);
+        tunnel_wake(t);
+    }
+    t->ping_at = now + (uint64_t)limits_of(t)->capsule_ping_ms * UTIL_MS_NS;
+}
+
+static void ping_start(tunnel_t *t, uint64_t now)
+{
+    uint32_t every = limits_of(t)->capsule_ping_ms;
+    t->ping_at = every ? now + (uint64_t)every * UTIL_MS_NS : 0;
 }
 
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -177,12 +217,31 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     }
     if (t->state != TUNNEL_OPEN)
         return;
-    if (now >= t->expires)
+    if (t->host->parking) {
+        if (now < t->park_until) {
+            timer_arm_open(t);
+            return;
+        }
+        env_of(t)->counters->sessions_expired++;
+        log_limited(&env_of(t)->logs->tunnel, now, LOG_INFO,
+                    "tunnel parked: tenant %s backend %s not resumed within %u ms; closed",
+                    t->tenant, t->backend, limits_of(t)->resume_grace_ms);
+        ev_timer_stop(loop, w);
+        t->host->ops->reset(t, 0); /* frees t */
+        return;
+    }
+    if (now >= t->expires) {
+        /* The client resumes with a fresh credential and keeps the flow. */
+        if (t->session)
+            session_park(t->session);
         tunnel_close(t, CLOSE_CREDENTIAL_EXPIRED, "credential expired", 0);
-    else if (now >= t->last_active + (uint64_t)limits_of(t)->tunnel_idle_ms * UTIL_MS_NS)
+    } else if (now >= idle_deadline(t)) {
         tunnel_close(t, CLOSE_IDLE_TIMEOUT, "idle timeout", 0);
-    else
+    } else {
+        if (t->ping_at && now >= t->ping_at)
+            ping_send(t, now);
         timer_arm_open(t);
+    }
 }
 
 /* ---- backend socket (downlink in, uplink out) ------------------------------ */
@@ -281,12 +340,17 @@ static void to_backend(tunnel_t *t, const uint8_t *p, size_t len, int is_signal)
     }
 }
 
+/* Closes the flow's socket; a session naming this flow ends with it. */
 static void backend_close(tunnel_t *t)
 {
     if (t->fd >= 0) {
         ev_io_stop(env_of(t)->loop, &t->udp_io);
         close(t->fd);
         t->fd = -1;
+        if (t->session) {
+            session_end(t->session);
+            t->session = NULL;
+        }
     }
 }
 
@@ -321,7 +385,11 @@ static int backend_open(tunnel_t *t, const cfg_pool_t *pool)
         return -1;
     const cfg_limits_t *lim = limits_of(t);
     int one = 1;
-    int rcvbuf = (int)(lim->media_queue_bytes + lim->signal_queue_bytes);
+    /* The kernel charges a datagram's truesize, about twice the payload for
+     * 1,200 B on loopback: twice the queues' bytes lets a burst the queues
+     * can hold wait in the socket while the loop is busy (Linux caps it at
+     * net.core.rmem_max, docs/configuration.md). */
+    int rcvbuf = (int)(2 * (lim->media_queue_bytes + lim->signal_queue_bytes));
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     setsockopt(fd, SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof one);
     if (connect(fd, sa, len) < 0) {
@@ -362,6 +430,51 @@ static uint64_t expiry_deadline(uint64_t expiry, uint64_t wall_now, uint64_t mon
     return mono_now + left * 1000000000u;
 }
 
+/* A resume request: take the session's flow, from its parking host or from
+ * the stream it is attached to (which gets CLOSE(taken over)). */
+static void resume_flow(tunnel_t *t, session_t *s)
+{
+    tunnel_t *old = s->t;
+    int parked = session_parked(s);
+    tunnel_take_flow(t, old, 0);
+    if (parked) {
+        env_of(t)->counters->sessions_resumed++;
+        tunnel_free(old); /* no socket and nothing queued any more */
+    } else {
+        env_of(t)->counters->sessions_taken_over++;
+        tunnel_close(old, CLOSE_TAKEN_OVER, "taken over", 0);
+    }
+}
+
+/* A new flow: a socket to one backend of the target's pool, and a session
+ * for it when resume is on. Returns 0, or -1 after answering 503, with what
+ * reject() returned in *rc. */
+static int open_flow(tunnel_t *t, const req_target_t *target, int *rc)
+{
+    const cfg_limits_t *lim = limits_of(t);
+    if (backend_open(t, &target->region->pools[target->kind]) < 0) {
+        log_limited(&env_of(t)->logs->refused, compat_mono_ns(), LOG_WARN,
+                    "conn %s stream %d: backend socket: %s", t->host->peer, t->stream_id,
+                    strerror(errno));
+        *rc = reject(t, 503, "backend unavailable");
+        return -1;
+    }
+    /* A DATAGRAM value is the context id and the payload: max_capsule - 1. */
+    sendq_init(&t->down, lim->media_queue_bytes, lim->signal_queue_bytes, lim->max_capsule - 1,
+               (uint64_t)lim->media_queue_age_ms * UTIL_MS_NS, down_dropped, t);
+    snprintf(t->tenant, sizeof t->tenant, "%s", target->tenant->id);
+    t->kind = target->kind;
+    t->state = TUNNEL_OPEN;
+    tunnel_touch(t, compat_mono_ns());
+    env_of(t)->counters->tunnels_opened++;
+    env_of(t)->counters->tunnels_active++;
+    ev_init(&t->timer, timer_cb);
+    session_table_t *st = env_of(t)->sessions;
+    if (st && lim->resume_grace_ms)
+        session_new(st, t, target); /* without one, the tunnel simply cannot be resumed */
+    return 0;
+}
+
 int tunnel_start(tunnel_t *t)
 {
     if (t->state != TUNNEL_REQUEST)
@@ -369,7 +482,7 @@ int tunnel_start(tunnel_t *t)
     tunnel_env_t *env = env_of(t);
     req_headers_t *req = t->req;
     t->req = NULL;
-    int status;
+    int status, rc;
     const char *reason;
     req_target_t target;
     uint64_t wall_now = (uint64_t)time(NULL);
@@ -379,42 +492,96 @@ int tunnel_start(tunnel_t *t)
     } else {
         status = request_route(t->host->cfg, req, wall_now, &target, &reason);
     }
-    free(req);
-    if (status != 200)
+    if (status != 200) {
+        free(req);
         return reject(t, status, reason);
+    }
 
     const cfg_limits_t *lim = limits_of(t);
-    if (env->counters->tunnels_active >= lim->max_tunnels)
+    session_t *s = NULL;
+    if (target.resume) {
+        /* One answer for unknown, expired and foreign tokens: no oracle. */
+        s = env->sessions && lim->resume_grace_ms ? session_find(env->sessions, &target) : NULL;
+        if (!s) {
+            free(req);
+            return reject(t, 410, "session unknown or expired");
+        }
+    } else if (env->counters->tunnels_active >= lim->max_tunnels) {
+        /* Parked tunnels count: each holds a socket. A resume adds none. */
+        free(req);
         return reject(t, 503, "gateway at its tunnel capacity; try another");
+    }
     t->reader_buf = malloc(lim->max_capsule + CAPSULE_MAX_HEADER);
-    if (!t->reader_buf)
+    if (!t->reader_buf) {
+        free(req);
         return reject(t, 503, "gateway out of memory");
-    if (backend_open(t, &target.region->pools[target.kind]) < 0) {
-        log_limited(&env_of(t)->logs->refused, compat_mono_ns(), LOG_WARN,
-                    "conn %s stream %d: backend socket: %s", t->host->peer, t->stream_id,
-                    strerror(errno));
-        return reject(t, 503, "backend unavailable");
+    }
+    if (s) {
+        resume_flow(t, s);
+    } else if (open_flow(t, &target, &rc) < 0) {
+        free(req);
+        return rc;
     }
     capsule_reader_init(&t->reader, t->reader_buf, lim->max_capsule + CAPSULE_MAX_HEADER,
                         lim->max_capsule);
-    /* A DATAGRAM value is the context id and the payload: max_capsule - 1. */
-    sendq_init(&t->down, lim->media_queue_bytes, lim->signal_queue_bytes, lim->max_capsule - 1,
-               (uint64_t)lim->media_queue_age_ms * UTIL_MS_NS, down_dropped, t);
-    snprintf(t->tenant, sizeof t->tenant, "%s", target.tenant->id);
-    t->kind = target.kind;
-    t->state = TUNNEL_OPEN;
     uint64_t now = compat_mono_ns();
-    tunnel_touch(t, now);
+    /* A resume brings a fresh credential: its expiry is the one that counts. */
     t->expires = expiry_deadline(target.expiry, wall_now, now);
-    ev_init(&t->timer, timer_cb);
+    ping_start(t, now);
     timer_arm_open(t);
-    env->counters->tunnels_opened++;
-    env->counters->tunnels_active++;
     t->host->ops->opened(t);
-    log_msg(LOG_INFO, "tunnel open: conn %s stream %d tenant %s kind %s region %s backend %s",
-            t->host->peer, t->stream_id, t->tenant, config_kind_name(t->kind),
-            target.region->name, t->backend);
+    log_msg(LOG_INFO, "tunnel %s: conn %s stream %d tenant %s kind %s region %s backend %s",
+            s ? "resumed" : "open", t->host->peer, t->stream_id, t->tenant,
+            config_kind_name(t->kind), target.region->name, t->backend);
+    free(req);
     return t->host->ops->respond(t, 200);
+}
+
+void tunnel_take_flow(tunnel_t *t, tunnel_t *from, uint64_t park_until)
+{
+    tunnel_env_t *env = env_of(t);
+    free(t->req);
+    t->req = NULL;
+    sendq_init(&t->down, 0, 0, from->down.max_payload, from->down.media_max_age_ns, down_dropped,
+               t);
+    sendq_take_queues(&t->down, &from->down);
+    if (from->fd >= 0)
+        ev_io_stop(env->loop, &from->udp_io);
+    t->fd = from->fd;
+    from->fd = -1;
+    if (t->fd >= 0) {
+        ev_io_init(&t->udp_io, udp_cb, t->fd, EV_READ);
+        ev_io_start(env->loop, &t->udp_io);
+    }
+    memcpy(t->tenant, from->tenant, sizeof t->tenant);
+    memcpy(t->backend, from->backend, sizeof t->backend);
+    t->kind = from->kind;
+    t->backend_errors = from->backend_errors;
+    t->rxq_dropped = from->rxq_dropped;
+    t->counters = from->counters;
+    memset(&from->counters, 0, sizeof from->counters);
+    t->expires = from->expires;
+    t->last_active = from->last_active;
+    t->session = from->session;
+    from->session = NULL;
+    if (t->session)
+        t->session->t = t;
+    from->handed_over = 1;
+    t->state = TUNNEL_OPEN;
+    env->counters->tunnels_active++;
+    uint64_t now = compat_mono_ns();
+    t->down_wait = sendq_queued(&t->down) ? now : 0;
+    t->park_until = park_until;
+    ev_init(&t->timer, timer_cb);
+    if (park_until)
+        timer_arm_open(t);
+    else
+        tunnel_touch(t, now); /* a new stream: the idle clock starts again */
+}
+
+const char *tunnel_session_token(const tunnel_t *t)
+{
+    return t->session ? t->session->text : NULL;
 }
 
 /* ---- request body (uplink) ------------------------------------------------- */
@@ -432,6 +599,7 @@ static void protocol_error(tunnel_t *t, const char *why)
 static int up_packet(void *ud, const uint8_t *p, size_t len, int is_signal)
 {
     tunnel_t *t = ud;
+    tunnel_touch(t, compat_mono_ns());
     to_backend(t, p, len, is_signal);
     return t->state != TUNNEL_OPEN; /* the backend may have been declared unreachable */
 }
@@ -467,18 +635,36 @@ static void up_skip(void *ud, enum dispatch_skip why)
     }
 }
 
+/* The answer to our latest PING (its value is the send time): the RTT. */
+static void up_pong(void *ud, const uint8_t *value)
+{
+    tunnel_t *t = ud;
+    uint64_t sent = 0;
+    for (int i = 0; i < 8; i++)
+        sent = sent << 8 | value[i];
+    if (!t->ping_sent || sent != t->ping_sent)
+        return; /* not ours, or an older one */
+    t->ping_sent = 0;
+    uint64_t rtt = (compat_mono_ns() - sent) / 1000u;
+    t->counters.pongs_received++;
+    env_of(t)->counters->tunnel.pongs_received++;
+    t->counters.rtt_last_us = rtt;
+    if (!t->counters.rtt_min_us || rtt < t->counters.rtt_min_us)
+        t->counters.rtt_min_us = rtt ? rtt : 1;
+}
+
 static const dispatch_ops_t up_ops = {
     .on_packet = up_packet,
     .on_ping = up_ping,
     .on_close = up_close,
     .on_skip = up_skip,
+    .on_pong = up_pong,
 };
 
 void tunnel_recv_data(tunnel_t *t, const uint8_t *data, size_t len)
 {
     if (t->state != TUNNEL_OPEN)
         return; /* rejected or closing: the rest of the body is discarded */
-    tunnel_touch(t, compat_mono_ns());
     const char *err = NULL;
     int rc = dispatch_feed(&t->reader, data, len, &up_ops, t, &err);
     if (rc < 0)
@@ -515,6 +701,10 @@ void tunnel_close(tunnel_t *t, uint64_t code, const char *reason, int rst)
 
 void tunnel_free(tunnel_t *t)
 {
+    /* The stream went away without CLOSE or END_STREAM (reset, connection
+     * lost): the flow waits for a resume. */
+    if (t->state == TUNNEL_OPEN && t->session && !t->host->parking)
+        session_park(t->session);
     tunnel_host_t *host = t->host;
     tunnel_env_t *env = host->env;
     int was_open = t->state == TUNNEL_OPEN || t->state == TUNNEL_CLOSING;
@@ -525,14 +715,20 @@ void tunnel_free(tunnel_t *t)
         uint64_t drops = 0;
         for (int i = 0; i < DROP_REASON_COUNT; i++)
             drops += k->drops[i];
-        log_msg(LOG_INFO,
-                "tunnel closed: conn %s stream %d tenant %s close %s up %llu/%llu B down "
-                "%llu/%llu B drops %llu",
-                host->peer, t->stream_id, t->tenant,
-                t->state == TUNNEL_CLOSING ? capsule_close_name(t->close_code) : "reset",
-                (unsigned long long)k->up_packets, (unsigned long long)k->up_bytes,
-                (unsigned long long)k->down_packets, (unsigned long long)k->down_bytes,
-                (unsigned long long)drops);
+        if (t->handed_over)
+            log_msg(LOG_INFO, "tunnel detached: conn %s stream %d tenant %s close %s; flow kept",
+                    host->peer, t->stream_id, t->tenant,
+                    t->state == TUNNEL_CLOSING ? capsule_close_name(t->close_code) : "reset");
+        else
+            log_msg(LOG_INFO,
+                    "tunnel closed: conn %s stream %d tenant %s close %s up %llu/%llu B down "
+                    "%llu/%llu B drops %llu rtt %llu us (min %llu)",
+                    host->peer, t->stream_id, t->tenant,
+                    t->state == TUNNEL_CLOSING ? capsule_close_name(t->close_code) : "reset",
+                    (unsigned long long)k->up_packets, (unsigned long long)k->up_bytes,
+                    (unsigned long long)k->down_packets, (unsigned long long)k->down_bytes,
+                    (unsigned long long)drops, (unsigned long long)k->rtt_last_us,
+                    (unsigned long long)k->rtt_min_us);
         ev_timer_stop(env->loop, &t->timer);
     }
     backend_close(t);

@@ -25,6 +25,14 @@
  *  - its environment (tunnel_env_t): the loop, the counters, the shared
  *    receive buffer and the backend choice, owned by the server.
  * It never writes to the client socket and never frees its host.
+ *
+ * Session resume (session.h, proto/README.md §8.1): the backend flow — the
+ * socket, its watcher, the downlink queues, the counters — can move from one
+ * tunnel to another (tunnel_take_flow). A tunnel freed while still open (its
+ * stream reset or its connection gone) parks its flow first; a resume request
+ * takes a parked flow, or takes over an attached one (whose stream then gets
+ * CLOSE(taken over)). A tunnel that handed its flow over has no socket and an
+ * empty queue; it only finishes its own stream.
  */
 #ifndef SLUICE_TUNNEL_H
 #define SLUICE_TUNNEL_H
@@ -45,6 +53,8 @@
 #define TUNNEL_UDP_BUF 65536u
 
 typedef struct tunnel tunnel_t;
+struct session;
+struct session_table;
 
 /* What the server lends every tunnel of its loop. */
 typedef struct tunnel_env {
@@ -55,6 +65,7 @@ typedef struct tunnel_env {
     const struct sockaddr *echo;   /* where "builtin:echo" is bound, or NULL */
     socklen_t echo_len;
     uint64_t rr;                   /* round-robin backend choice */
+    struct session_table *sessions; /* resumable flows (session.h); NULL: no resume */
 } tunnel_env_t;
 
 /* Operations a transport provides to the tunnels it carries. */
@@ -83,6 +94,7 @@ typedef struct tunnel_host {
     const char *peer;      /* for logs */
     list_t tunnels;        /* every tunnel of this host (tunnel_t._link) */
     unsigned refusing : 1; /* shutting down: new requests get 503 */
+    unsigned parking : 1;  /* a session's parking host (session.h): no stream */
 } tunnel_host_t;
 
 enum tunnel_state {
@@ -112,9 +124,13 @@ struct tunnel {
 
     int fd;                       /* connected UDP socket to the backend, or -1 */
     ev_io udp_io;
-    ev_timer timer;               /* idle and expiry while open; linger while closing */
+    ev_timer timer;               /* idle, expiry, PING while open; linger while closing;
+                                   * the grace period while parked */
     uint64_t last_active;         /* monotonic ns */
     uint64_t expires;             /* monotonic ns at which the credential runs out */
+    uint64_t park_until;          /* parked: monotonic ns at which the grace period ends */
+    uint64_t ping_at;             /* next PING capsule due (monotonic ns); 0: none */
+    uint64_t ping_sent;           /* the unanswered PING's send time (its value); 0: none */
     uint64_t down_wait;           /* see tunnel_waiting_since; 0: nothing waiting */
     unsigned backend_errors;      /* consecutive ICMP errors without a reply */
     uint32_t rxq_dropped;         /* kernel receive-queue drops seen so far (SO_RXQ_OVFL) */
@@ -125,6 +141,8 @@ struct tunnel {
     uint64_t close_code;          /* valid once TUNNEL_CLOSING */
     unsigned body_ended : 1;      /* the response body is complete (CLOSE sent) */
     unsigned rst_after_close : 1; /* protocol error: reset once CLOSE is sent */
+    unsigned handed_over : 1;     /* its flow moved to another tunnel (session.h) */
+    struct session *session;      /* resumable flow (owned by the server's table), or NULL */
 
     char tenant[65];
     enum tunnel_kind kind;
@@ -170,7 +188,21 @@ void tunnel_close(tunnel_t *t, uint64_t code, const char *reason, int rst);
  * queue does not end the wait: it was offered and not taken. */
 uint64_t tunnel_waiting_since(const tunnel_t *t);
 
-/* Releases everything and unlinks from the host (calls ops->gone). */
+/* Moves from's backend flow into t, a fresh tunnel (TUNNEL_REQUEST), which
+ * becomes TUNNEL_OPEN: socket and watcher, queued downlink packets, tenant,
+ * kind, backend, counters, credential expiry and session. What belongs to
+ * from's stream (a capsule partly written, PONGs) stays there; from keeps
+ * its state with no socket and empty queues, and is marked handed_over.
+ * park_until: t is parked until then (its host is a parking host); 0: t is on
+ * a stream, and its idle and expiry timer starts now. */
+void tunnel_take_flow(tunnel_t *t, tunnel_t *from, uint64_t park_until);
+
+/* The tunnel's session token (the tunnel-session header), or NULL. */
+const char *tunnel_session_token(const tunnel_t *t);
+
+/* Releases everything and unlinks from the host (calls ops->gone). An open
+ * tunnel with a session that is not already parked parks its flow first
+ * (session_park), unless resume is off or the server is shutting down. */
 void tunnel_free(tunnel_t *t);
 
 #endif

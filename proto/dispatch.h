@@ -51,7 +51,8 @@ typedef struct dispatch_ops {
     /* A capsule not delivered (may be NULL). Packets muted by DISPATCH_MUTE
      * are not reported. */
     void (*on_skip)(void *ud, enum dispatch_skip why);
-    /* An 8-byte PONG, for RTT (may be NULL: PONGs are then ignored). */
+    /* A PONG answering one of our PINGs, with its 8 bytes (may be NULL: then
+     * PONGs are ignored). A PONG value of another length is ignored. */
     void (*on_pong)(void *ud, const uint8_t *value);
 } dispatch_ops_t;
 

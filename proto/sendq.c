@@ -84,15 +84,25 @@ int sendq_push_ping(sendq_t *q, const uint8_t value[8])
     if (q->_finishing)
         return SENDQ_ENDED;
     memcpy(q->_ping, value, 8);
-    q->_ping_due = 1;
+    q->_has_ping = 1;
     return SENDQ_OK;
+}
+
+void sendq_take_queues(sendq_t *dst, sendq_t *src)
+{
+    pktq_dispose(&dst->media);
+    pktq_dispose(&dst->signal);
+    dst->media = src->media;
+    dst->signal = src->signal;
+    pktq_init(&src->media, src->media._cap, PKTQ_DROP_OLDEST);
+    pktq_init(&src->signal, src->signal._cap, PKTQ_REJECT_NEW);
 }
 
 void sendq_restart(sendq_t *q)
 {
     q->_stage_len = q->_stage_off = 0;
     q->_npongs = 0;
-    q->_ping_due = 0;
+    q->_has_ping = 0;
     q->_finishing = q->_send_close = q->_close_written = q->_eof = 0;
     q->_close_reason_len = 0;
 }
@@ -126,7 +136,7 @@ void sendq_discard(sendq_t *q)
     while (q->signal.count)
         pktq_pop(&q->signal);
     q->_npongs = 0;
-    q->_ping_due = 0;
+    q->_has_ping = 0;
 }
 
 static void expire(sendq_t *q, uint64_t now_ns)
@@ -140,7 +150,7 @@ int sendq_ready(sendq_t *q, uint64_t now_ns)
     if (q->_eof)
         return 0;
     expire(q, now_ns);
-    return q->_stage_off < q->_stage_len || q->_npongs || q->_ping_due || q->signal.count ||
+    return q->_stage_off < q->_stage_len || q->_npongs || q->_has_ping || q->signal.count ||
            q->media.count ||
            q->_finishing;
 }
@@ -231,8 +241,8 @@ size_t sendq_fill(sendq_t *q, uint8_t *dst, size_t cap, uint64_t now_ns, int *eo
                 n += k;
             continue;
         }
-        if (q->_ping_due) {
-            q->_ping_due = 0;
+        if (q->_has_ping) {
+            q->_has_ping = 0;
             h = capsule_encode(head, sizeof head, CAPSULE_PING, q->_ping, 8);
             k = h > 0 ? emit(q, dst + n, room, head, (size_t)h, NULL, 0) : EMIT_NOMEM;
             if (k != EMIT_NOMEM)

@@ -9,8 +9,8 @@
  * waits in a queue that evicts the oldest packet to make room and drops what
  * is older than the age limit, because a late packet is worse than a lost one.
  *
- * Order on the wire: the rest of a capsule already started, PONGs, a PING, signaling,
- * media, then — once sendq_finish was called and everything queued is out —
+ * Order on the wire: the rest of a capsule already started, PONGs, a PING,
+ * signaling, media, then — once sendq_finish was called and everything queued is out —
  * an optional CLOSE and the end of the body. A capsule that does not fit the
  * DATA frame being filled is staged whole and continued in the next frames, so
  * eviction can never tear a capsule. The staging buffer is allocated once, on
@@ -63,11 +63,10 @@ typedef struct sendq {
 
     uint8_t _pongs[SENDQ_MAX_PONGS][8];
     size_t _npongs;
-    uint8_t _ping[8];
-    unsigned _ping_due : 1;
+    uint8_t _ping[8];              /* the PING to send, when _has_ping */
     uint8_t *_stage;               /* one capsule being written across frames */
     size_t _stage_len, _stage_off;
-    unsigned _finishing : 1, _send_close : 1, _close_written : 1, _eof : 1;
+    unsigned _finishing : 1, _send_close : 1, _close_written : 1, _eof : 1, _has_ping : 1;
     uint64_t _close_code;
     char _close_reason[SENDQ_REASON_MAX];
     size_t _close_reason_len;
@@ -89,13 +88,22 @@ int sendq_push(sendq_t *q, const uint8_t *p, size_t len, uint64_t now_ns);
 /* Queues a PONG echoing an 8-byte PING value. Returns SENDQ_OK or SENDQ_FULL. */
 int sendq_push_pong(sendq_t *q, const uint8_t value[8]);
 
-/* Queues a PING capsule (8-byte value) ahead of packets, behind PONGs; at
- * most one waits (a newer value replaces it). Returns SENDQ_OK or SENDQ_ENDED. */
+/* Queues a PING capsule with this 8-byte value (one slot: a PING not yet
+ * written is replaced by the newer one, whose answer is the one awaited).
+ * Returns SENDQ_OK or SENDQ_ENDED (sendq_finish was called). */
 int sendq_push_ping(sendq_t *q, const uint8_t value[8]);
 
+/* Moves every queued packet (both classes, with their queue bounds and
+ * enqueue times) from src to dst, whose own queues are emptied first (not
+ * counted: they are expected empty). What belongs to src's byte stream stays
+ * with src: a capsule partly written, PONGs, the PING, the end. src is left
+ * with empty queues of the same bounds. Used when a flow moves to another
+ * stream (session resume) so that dst's body starts on a capsule boundary. */
+void sendq_take_queues(sendq_t *dst, sendq_t *src);
+
 /* Starts a new body (the same session on a new stream): a capsule partly
- * written and PONGs/PING (which answered the old stream) are dropped, the
- * finish is undone; queued packets and counters stay. */
+ * written and the PONGs and PING (which answered the old stream) are
+ * dropped, the finish is undone; queued packets and counters stay. */
 void sendq_restart(sendq_t *q);
 
 /* Ends the body after what is queued: with send_close, a CLOSE(code, reason)

@@ -30,6 +30,8 @@ static int h_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t
     h_stream_t *st = h_find(ud, f->hd.stream_id);
     if (st && namelen == 7 && memcmp(name, ":status", 7) == 0)
         st->status = atoi((const char *)value);
+    if (st && namelen == 14 && memcmp(name, "tunnel-session", 14) == 0)
+        snprintf(st->session, sizeof st->session, "%.*s", (int)valuelen, (const char *)value);
     return 0;
 }
 
@@ -97,7 +99,14 @@ static ssize_t h_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t lengt
     return (ssize_t)n;
 }
 
+static void h_connect(harness_t *h, uint32_t client_window);
+
 void h_init(harness_t *h, const char *limits_json, uint32_t client_window)
+{
+    h_init_turn(h, limits_json, client_window, 0);
+}
+
+void h_init_turn(harness_t *h, const char *limits_json, uint32_t client_window, int turn)
 {
     memset(h, 0, sizeof *h);
     log_set_level(LOG_WARN); /* tests read counters, not logs */
@@ -110,15 +119,19 @@ void h_init(harness_t *h, const char *limits_json, uint32_t client_window)
     h->backend_len = sizeof h->backend;
     getsockname(h->backend_fd, (struct sockaddr *)&h->backend, &h->backend_len);
     int port = ntohs(((struct sockaddr_in *)&h->backend)->sin_port);
+    char sfu_pool[32];
+    snprintf(sfu_pool, sizeof sfu_pool, "\"127.0.0.1:%d\"", port);
 
     char json[2048], err[256];
     snprintf(json, sizeof json,
              "{\"listen\":[\"127.0.0.1:0\"],\"tls\":{\"cert\":\"c.pem\",\"key\":\"k.pem\"},"
              "\"region\":\"local\",\"limits\":{%s},"
-             "\"regions\":{\"local\":{\"sfu\":[\"127.0.0.1:%d\"],\"turn\":[]}},"
+             "\"regions\":{\"local\":{\"sfu\":[\"127.0.0.1:%d\"],"
+             "\"turn\":[%s]}},"
              "\"tenants\":[{\"id\":\"acme\",\"secrets\":[\"" H_SECRET "\"],"
-             "\"regions\":[\"local\"]}]}",
-             limits_json, port);
+             "\"regions\":[\"local\"]},"
+             "{\"id\":\"other\",\"secrets\":[\"" H_SECRET "\"],\"regions\":[\"local\"]}]}",
+             limits_json, port, turn ? sfu_pool : "");
     h->cfg = config_parse(json, strlen(json), NULL, err, sizeof err);
     cr_assert(h->cfg, "harness config: %s", err);
 
@@ -129,8 +142,15 @@ void h_init(harness_t *h, const char *limits_json, uint32_t client_window)
     srv->echo.fd = -1;
     srv->env = (tunnel_env_t){.loop = h->loop, .counters = &srv->counters, .logs = &srv->logs,
                               .udp_buf = malloc(TUNNEL_UDP_BUF)};
+    session_table_init(&srv->sessions, &srv->env);
     cr_assert(conn_h2_setup(&srv->h2_cbs, &srv->h2_opt) == 0);
-    h->conn = conn_new_memory(srv);
+    h_connect(h, client_window);
+}
+
+/* A new memory connection and a client session talking to it. */
+static void h_connect(harness_t *h, uint32_t client_window)
+{
+    h->conn = conn_new_memory(&h->srv);
     cr_assert(h->conn);
 
     nghttp2_session_callbacks *cbs;
@@ -148,7 +168,10 @@ void h_init(harness_t *h, const char *limits_json, uint32_t client_window)
 
 void h_fini(harness_t *h)
 {
-    conn_free(h->conn);
+    h->srv.sessions.closed = 1;
+    if (h->conn)
+        conn_free(h->conn);
+    session_table_dispose(&h->srv.sessions);
     nghttp2_session_del(h->client);
     for (int i = 0; i < h->nstreams; i++)
         free(h->streams[i].down);
@@ -233,14 +256,35 @@ int h_open(harness_t *h, const char *path)
     return h_open_ttl(h, path, 600);
 }
 
+void h_reconnect(harness_t *h)
+{
+    conn_free(h->conn);
+    h->conn = NULL;
+    nghttp2_session_del(h->client);
+    h->client = NULL;
+    for (int i = 0; i < h->nstreams; i++)
+        free(h->streams[i].down);
+    memset(h->streams, 0, sizeof h->streams);
+    h->nstreams = 0;
+    h->got_goaway = 0;
+    h_connect(h, 0);
+}
+
 int h_open_ttl(harness_t *h, const char *path, int ttl_s)
+{
+    return h_open_as(h, path, ttl_s, NULL, NULL);
+}
+
+int h_open_as(harness_t *h, const char *path, int ttl_s, const char *user_part,
+              const char *resume)
 {
     cr_assert(h->nstreams < H_STREAMS);
     int idx = h->nstreams++;
     h_stream_t *st = &h->streams[idx];
     st->down = malloc(H_BODY_CAP);
     char user[64], cred[CRED_B64_MAX + 1];
-    snprintf(user, sizeof user, "%lld:harness", (long long)time(NULL) + ttl_s);
+    snprintf(user, sizeof user, "%lld:%s", (long long)time(NULL) + ttl_s,
+             user_part ? user_part : "harness");
     cr_assert(cred_sign(CRED_SHA1, (const uint8_t *)H_SECRET, strlen(H_SECRET), user,
                         strlen(user), cred, sizeof cred) > 0);
 #define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), strlen(n), strlen(v), NGHTTP2_NV_FLAG_NONE}
@@ -248,10 +292,11 @@ int h_open_ttl(harness_t *h, const char *path, int ttl_s)
         NV(":method", "POST"),         NV(":scheme", "https"),
         NV(":authority", "harness"),   NV(":path", path),
         NV("tunnel-username", user),   NV("tunnel-credential", cred),
+        NV("tunnel-resume", resume ? resume : ""),
     };
 #undef NV
     nghttp2_data_provider body = {.source.ptr = st, .read_callback = h_body};
-    st->id = nghttp2_submit_request(h->client, NULL, nva, 6, &body, NULL);
+    st->id = nghttp2_submit_request(h->client, NULL, nva, resume ? 7 : 6, &body, NULL);
     cr_assert(st->id > 0);
     h_pump(h);
     return idx;

@@ -3,8 +3,10 @@
  *
  * No TLS and no TCP: the client's nghttp2 session and a memory-mode conn_t
  * exchange bytes directly (conn_feed / conn_pull). Tunnels are real: the
- * config's pools name a UDP socket owned by the harness (the "backend"), so a
- * test sees exactly what the gateway sends to the backend and can answer.
+ * config's sfu pool (and, with h_init_turn, its turn pool) names a UDP socket
+ * owned by the harness (the "backend"), so a test sees exactly what the
+ * gateway sends to the backend and can answer; otherwise the turn pool is
+ * empty (503). Tenants "acme" and "other" share one secret.
  */
 #ifndef SLUICE_TEST_HARNESS_H
 #define SLUICE_TEST_HARNESS_H
@@ -34,6 +36,7 @@ typedef struct h_stream {
     uint32_t close_error;    /* RST_STREAM error code (0: closed cleanly) */
     int got_rst;
     int end_stream;          /* response body ended with END_STREAM */
+    char session[64];        /* the tunnel-session response header, "" when absent */
 } h_stream_t;
 
 typedef struct harness {
@@ -56,6 +59,8 @@ typedef struct harness {
  * inserted into "limits" (may be ""). client_window is the client's
  * SETTINGS_INITIAL_WINDOW_SIZE (0: nghttp2's default). */
 void h_init(harness_t *h, const char *limits_json, uint32_t client_window);
+/* The same, with the turn pool naming the backend too when turn is 1. */
+void h_init_turn(harness_t *h, const char *limits_json, uint32_t client_window, int turn);
 void h_fini(harness_t *h);
 
 /* Moves bytes both ways and runs the loop once without blocking, until nothing
@@ -75,6 +80,15 @@ int h_loop_until(harness_t *h, int (*cond)(harness_t *, void *), void *arg, int 
 int h_open(harness_t *h, const char *path);
 /* The same with a credential that expires ttl_s seconds from now. */
 int h_open_ttl(harness_t *h, const char *path, int ttl_s);
+
+/* The same with the username's user part (NULL: "harness") and a
+ * tunnel-resume header (NULL: none). */
+int h_open_as(harness_t *h, const char *path, int ttl_s, const char *user, const char *resume);
+
+/* The client's connection dies (as a reset TCP connection would): the
+ * gateway frees it, and a new connection and client session replace it.
+ * Stream records are cleared (indices start again at 0). */
+void h_reconnect(harness_t *h);
 
 /* Queues uplink bytes on a stream and pumps. */
 void h_send(harness_t *h, int idx, const void *bytes, size_t len);

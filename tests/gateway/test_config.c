@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "../../gateway/config.h"
+#include "../../proto/pktq.h"
 
 /* ---- helpers -------------------------------------------------------------- */
 
@@ -250,10 +251,16 @@ Test(config, defaults)
     cr_assert_eq(l->max_capsule, 65535);
     cr_assert_eq(l->max_streams, 100);
     cr_assert_eq(l->max_connections, 8192);
-    cr_assert_eq(l->media_queue_bytes, 65536);
+    cr_assert_eq(l->media_queue_bytes, 262144, "a 200 x 1,200 B keyframe burst fits");
+    cr_assert_geq(l->media_queue_bytes, 200 * PKTQ_RECORD_SIZE(1200));
     cr_assert_eq(l->media_queue_age_ms, 200);
     cr_assert_eq(l->signal_queue_bytes, 65536);
     cr_assert_eq(l->tunnel_idle_ms, 30000);
+    cr_assert_eq(l->turn_idle_ms, 900000, "outlives a TURN allocation's 600 s");
+    cr_assert_eq(config_idle_ms(l, TUNNEL_KIND_SFU), 30000);
+    cr_assert_eq(config_idle_ms(l, TUNNEL_KIND_TURN), 900000);
+    cr_assert_eq(l->resume_grace_ms, 30000);
+    cr_assert_eq(l->capsule_ping_ms, 20000);
     cr_assert_eq(l->handshake_timeout_ms, 10000);
     cr_assert_eq(l->header_timeout_ms, 10000);
     cr_assert_eq(l->conn_idle_ms, 60000);
@@ -293,7 +300,11 @@ Test(config, limits_accept_their_bounds)
                  "'conn_idle_ms':1,'drain_timeout_ms':600000,'max_tunnels':1,"
                  "'close_linger_ms':1,'write_stall_ms':600000,'ping_interval_ms':1,"
                  "'ping_timeout_ms':600000,'max_auth_failures':1000,'max_pending_per_source':1,"
-                 "'handshakes_per_source_s':1000000,'max_control_frames_s':10}"});
+                 "'handshakes_per_source_s':1000000,'max_control_frames_s':10,"
+                 "'turn_idle_ms':86400000,'resume_grace_ms':0,'capsule_ping_ms':0}"});
+    cr_assert_eq(cfg->limits.turn_idle_ms, 86400000);
+    cr_assert_eq(cfg->limits.resume_grace_ms, 0, "0 turns resume off");
+    cr_assert_eq(cfg->limits.capsule_ping_ms, 0, "0 turns PING capsules off");
     cr_assert_eq(cfg->limits.max_auth_failures, 1000);
     cr_assert_eq(cfg->limits.max_control_frames_s, 10);
     cr_assert_eq(cfg->limits.max_capsule, 1200);
@@ -541,10 +552,12 @@ Test(config, error_every_limit_bound)
         {"ping_interval_ms", 1, 600000},      {"ping_timeout_ms", 1, 600000},
         {"max_auth_failures", 1, 1000},       {"max_pending_per_source", 1, 1000000},
         {"handshakes_per_source_s", 1, 1000000}, {"max_control_frames_s", 10, 1000000},
+        {"turn_idle_ms", 1, 86400000},        {"resume_grace_ms", 0, 3600000},
+        {"capsule_ping_ms", 0, 600000},
     };
     for (size_t i = 0; i < sizeof L / sizeof L[0]; i++) {
         unsigned long bad[2] = {L[i].min - 1, L[i].max + 1};
-        for (int j = 0; j < 2; j++) {
+        for (int j = L[i].min == 0; j < 2; j++) { /* a minimum of 0 means "off" */
             char extra[128], want[160];
             snprintf(extra, sizeof extra, "'limits':{'%s':%lu}", L[i].name, bad[j]);
             snprintf(want, sizeof want, "$.limits.%s: expected an integer from %lu to %lu, got %lu",

@@ -161,6 +161,90 @@ Test(sendq, pongs_are_bounded)
     sendq_dispose(&u);
 }
 
+Test(sendq, ping_goes_after_pongs_and_a_newer_one_replaces_it)
+{
+    sendq_t u;
+    uint8_t s1[20], pong[8] = {1}, old[8] = {2}, ping[8] = {3, 4, 5, 6, 7, 8, 9, 10};
+    decoded_t d;
+
+    q_init(&u, 65536, 65536, 0);
+    sendq_push(&u, s1, mk(s1, sizeof(s1), 0x01, 1), 0);
+    cr_assert_eq(sendq_push_ping(&u, old), SENDQ_OK);
+    cr_assert_eq(sendq_push_ping(&u, ping), SENDQ_OK);
+    cr_assert_eq(sendq_push_pong(&u, pong), SENDQ_OK);
+    drain(&u, 1000, 0, &d);
+    cr_assert_eq(d.n, 3);
+    expect_packet(&d, 0, CAPSULE_PONG, pong, 8);
+    expect_packet(&d, 1, CAPSULE_PING, ping, 8);
+    expect_packet(&d, 2, CAPSULE_SIGNAL, s1, sizeof(s1));
+    decoded_free(&d);
+    cr_assert_eq(sendq_push_ping(&u, ping), SENDQ_OK);
+    sendq_discard(&u);
+    cr_expect_not(sendq_ready(&u, 0), "discard drops the PING too");
+    sendq_finish(&u, 0, 0, NULL);
+    cr_expect_eq(sendq_push_ping(&u, ping), SENDQ_ENDED);
+    sendq_dispose(&u);
+}
+
+/* A flow moving to another stream: the queued packets go, the capsule
+ * already started (and the PONGs) stay with the stream they belong to. */
+Test(sendq, take_queues_moves_packets_and_leaves_the_started_capsule)
+{
+    sendq_t a, b;
+    uint8_t m[500], s1[20], frame[100], rbuf[70000], pong[8] = {7};
+    capsule_reader_t r;
+    capsule_t c;
+    const uint8_t *src;
+    size_t len, n;
+    int eof = 0, rc, datagrams = 0, pongs = 0, closes = 0;
+    decoded_t d;
+
+    q_init(&a, 65536, 65536, 0);
+    sendq_init(&b, 0, 0, MAXP, 0, NULL, NULL);
+    capsule_reader_init(&r, rbuf, sizeof(rbuf), CAPSULE_DEFAULT_MAX_VALUE);
+    sendq_push(&a, m, mk(m, sizeof(m), 0x80, 1), 0);
+    sendq_push(&a, m, mk(m, sizeof(m), 0x80, 2), 0);
+    n = sendq_fill(&a, frame, sizeof(frame), 0, &eof); /* first DATAGRAM started */
+    sendq_push(&a, s1, mk(s1, sizeof(s1), 0x00, 3), 0);
+    sendq_push_pong(&a, pong);
+    sendq_take_queues(&b, &a);
+    cr_expect_eq(sendq_queued(&a), 0);
+    cr_expect_eq(sendq_queued(&b), 520);
+
+    /* a finishes its started capsule, its PONG and its CLOSE: well formed. */
+    sendq_finish(&a, 1, CLOSE_TAKEN_OVER, "taken over");
+    src = frame;
+    len = n;
+    for (;;) {
+        while ((rc = capsule_reader_next(&r, &src, &len, &c, NULL)) > 0) {
+            datagrams += c.type == CAPSULE_DATAGRAM;
+            pongs += c.type == CAPSULE_PONG;
+            closes += c.type == CAPSULE_CLOSE;
+        }
+        cr_assert_geq(rc, 0);
+        if (eof)
+            break;
+        n = sendq_fill(&a, frame, sizeof(frame), 0, &eof);
+        src = frame;
+        len = n;
+    }
+    cr_expect_eq(datagrams, 1);
+    cr_expect_eq(pongs, 1);
+    cr_expect_eq(closes, 1);
+
+    /* b starts on a capsule boundary with the rest, signaling first. */
+    cr_expect_eq(drain(&b, 100, 0, &d), 0);
+    cr_assert_eq(d.n, 2);
+    mk(m, sizeof(m), 0x80, 2);
+    expect_packet(&d, 0, CAPSULE_SIGNAL, s1, sizeof(s1));
+    expect_packet(&d, 1, CAPSULE_DATAGRAM, m, sizeof(m));
+    decoded_free(&d);
+    /* The moved queues keep their bounds. */
+    cr_expect_eq(b.media._cap, a.media._cap);
+    sendq_dispose(&a);
+    sendq_dispose(&b);
+}
+
 /* Every frame size from 1 byte up: capsules (one of them the largest legal
  * payload) cross frame boundaries and come out whole and in order. */
 Test(sendq, capsules_split_across_frames_of_every_small_size)

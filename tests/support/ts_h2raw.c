@@ -310,7 +310,8 @@ static void bad_frame(ts_h2raw_t *c, const char *why)
     c->bad_frame = 1;
 }
 
-/* A complete header block from the gateway: decode it for :status. */
+/* A complete header block from the gateway: decode it for :status and
+ * tunnel-session. */
 static void header_block_done(ts_h2raw_t *c)
 {
     ts_h2raw_stream_t *s = stream_slot(c, c->_block_stream);
@@ -335,6 +336,10 @@ static void header_block_done(ts_h2raw_t *c)
                 status = status * 10 + (nv.value[k] - '0');
             s->status = status;
         }
+        if ((fl & NGHTTP2_HD_INFLATE_EMIT) && s && nv.namelen == 14 &&
+            memcmp(nv.name, "tunnel-session", 14) == 0)
+            snprintf(s->session, sizeof s->session, "%.*s", (int)nv.valuelen,
+                     (const char *)nv.value);
         if (fl & NGHTTP2_HD_INFLATE_FINAL) {
             nghttp2_hd_inflate_end_headers(c->_inflater);
             break;

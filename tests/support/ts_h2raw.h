@@ -12,7 +12,8 @@
  * encoding.
  *
  * What the gateway sends is parsed frame by frame as the wait functions read:
- * per stream, the :status (nghttp2's HPACK inflater), response body bytes,
+ * per stream, the :status and tunnel-session (nghttp2's HPACK inflater),
+ * response body bytes,
  * END_STREAM and RST_STREAM; per connection, GOAWAY with its error code and
  * whether the connection has closed (EOF, reset or TLS error). By default the
  * client acknowledges SETTINGS and PING and returns flow-control credit for
@@ -62,6 +63,7 @@ typedef struct ts_h2raw_stream {
     uint8_t body[TS_H2RAW_BODY_CAP];
     size_t body_len;         /* bytes kept in body */
     size_t body_over;        /* bytes that did not fit */
+    char session[64];        /* the tunnel-session response header, "" when absent */
 } ts_h2raw_stream_t;
 
 typedef struct ts_h2raw {

@@ -1,0 +1,91 @@
+/*
+ * session.h — resumable tunnels (proto/README.md §8.1): a session token names
+ * one backend flow (its connected UDP socket and downlink queues) that can
+ * move from stream to stream, and outlive the connection that carried it.
+ *
+ * The server owns one session_table_t. When resume is on
+ * (limits.resume_grace_ms > 0) every tunnel that opens gets a session: an
+ * unguessable token (RAND_bytes), bound to the tenant, kind, backend region
+ * and the credential's user part. A session exists exactly as long as its
+ * flow's socket is open; session->t is always the one tunnel that holds that
+ * socket, either
+ *  - attached: a tunnel on a client's stream, or
+ *  - parked: a tunnel on the session's own parking host (park), kept for
+ *    limits.resume_grace_ms after its stream went away without CLOSE or
+ *    END_STREAM. A parked tunnel has no stream: its host's operations do
+ *    nothing but free it (on the grace timer, or when it fails), and backend
+ *    packets keep queueing in its sendq within the usual bounds.
+ * Moving the flow between tunnels is tunnel_take_flow (tunnel.h); this module
+ * only decides where it goes and keeps the table.
+ *
+ * Sessions are bounded by limits.max_tunnels: each holds a socket, and a
+ * parked tunnel counts as an open one. Lookups hash the random token; the
+ * comparison is constant-time.
+ */
+#ifndef SLUICE_SESSION_H
+#define SLUICE_SESSION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/list.h"
+#include "../proto/name.h"
+#include "../proto/token.h"
+#include "config.h"
+#include "request.h"
+#include "tunnel.h"
+
+#define SESSION_BUCKETS 1024u  /* power of two */
+
+typedef struct session_table {
+    tunnel_env_t *env;
+    list_t buckets[SESSION_BUCKETS];
+    size_t count;             /* sessions with a flow (resumable) */
+    unsigned closed : 1;      /* shutting down: nothing parks any more */
+} session_table_t;
+
+typedef struct session {
+    uint8_t token[TOKEN_BYTES];
+    char text[TOKEN_TEXT_LEN + 1];   /* the token as the tunnel-session header carries it */
+    list_t _link;                    /* its bucket; self-linked once ended */
+    session_table_t *_table;
+    tunnel_t *t;                     /* the tunnel holding the flow; NULL once ended */
+    tunnel_host_t park;              /* host of the parked tunnel (park.tunnels) */
+    config_t *_cfg;                  /* park.cfg: a reference to the parked tunnel's snapshot */
+    enum tunnel_kind kind;
+    char tenant[NAME_LEN_MAX + 1];
+    char region[NAME_LEN_MAX + 1];
+    char user[CRED_USERNAME_MAX + 1];
+    unsigned _ended : 1;             /* the flow is gone; freed once park is empty */
+} session_t;
+
+/* An empty table for the tunnels of env; env->sessions is set to it. */
+void session_table_init(session_table_t *st, tunnel_env_t *env);
+
+/* Closes every parked tunnel (their sockets close) and stops parking. Call
+ * after every connection is gone. Idempotent. */
+void session_table_dispose(session_table_t *st);
+
+/* A new session for t, which has just opened on target, with a fresh token.
+ * Returns it (t->session set), or NULL when out of memory or randomness (the
+ * tunnel then opens without resume). */
+session_t *session_new(session_table_t *st, tunnel_t *t, const req_target_t *target);
+
+/* The resumable session with this token, if it is bound to exactly this
+ * target's tenant, kind, region and user; NULL otherwise (one answer for all
+ * misses: no oracle). */
+session_t *session_find(session_table_t *st, const req_target_t *target);
+
+/* Moves s's flow off its attached tunnel into a parked one, for
+ * limits.resume_grace_ms. Returns 0, or -1 (table closed, out of memory: the
+ * flow stays where it was). */
+int session_park(session_t *s);
+
+/* 1 when s's flow is parked (not on a client's stream). */
+int session_parked(const session_t *s);
+
+/* s's flow has closed (its tunnel's socket): s is no longer resumable and is
+ * freed as soon as its parking host is empty. Called by tunnel.c only. */
+void session_end(session_t *s);
+
+#endif
