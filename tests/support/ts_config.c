@@ -108,6 +108,24 @@ int ts_config_render(const ts_config_t *c, char *out, size_t cap)
     return (int)pos;
 }
 
+void ts_config_turn(ts_config_t *c, const char *turn_addr)
+{
+    static char addr[64];
+    static const char *turn_pool[2] = {addr, NULL};
+    snprintf(addr, sizeof addr, "%s", turn_addr);
+    memset(c, 0, sizeof *c);
+    c->listen[0] = "127.0.0.1:0";
+    c->region = "local";
+    c->regions[0] = (ts_region_t){.name = "local", .turn = turn_pool};
+    c->tenants[0] = (ts_tenant_t){
+        .id = TS_TURN_TENANT,
+        .secrets = {TS_TURN_SECRET},
+        .hash = "sha1",
+        .regions = {"local"},
+        .kinds = {"turn"},
+    };
+}
+
 int ts_config_write_raw(const char *text, char *path, size_t cap)
 {
     if (ts_tmppath("sluiced.json", path, cap) < 0)

@@ -51,6 +51,17 @@ typedef struct ts_config {
     const char *build;                /* NULL: $SLUICE_BUILD */
 } ts_config_t;
 
+/* The tenant and secret of ts_config_turn's config. */
+#define TS_TURN_TENANT "acme"
+#define TS_TURN_SECRET "s1"
+
+/* A config for tests against a real TURN server (tests/support/ts_coturn.h):
+ * listen on 127.0.0.1:0, region "local" whose turn pool is [turn_addr] (and no
+ * sfu pool), tenant TS_TURN_TENANT with secret TS_TURN_SECRET (sha1), kinds
+ * [turn]. turn_addr is copied into a static slot (one per process: criterion
+ * runs each test in its own process); the other strings are static. */
+void ts_config_turn(ts_config_t *c, const char *turn_addr);
+
 /* Renders the JSON into out. Returns its length, or -1 (does not fit, no build dir). */
 int ts_config_render(const ts_config_t *c, char *out, size_t cap);
 
