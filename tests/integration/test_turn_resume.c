@@ -1,5 +1,5 @@
 /*
- * test_turn_resume.c — DRAFT (issue 6 §3-§4): a TURN allocation survives a
+ * test_turn_resume.c — issue 6 §3-§4: a TURN allocation survives a
  * forced reconnect. uclient -> shim -> [ts_cutter] -> sluiced -> turnserver ->
  * peer; while uclient's messages flow, the cutter resets the shim's TCP
  * connection; the shim reconnects through the cutter (its listener stays up)
@@ -12,10 +12,6 @@
  * connected twice through the cutter, and turnserver answered no request with
  * 437 (Allocation Mismatch, RFC 8656 §7.2: what a new source port would get)
  * and made no allocation after the cut.
- *
- * Until the shim's reconnect and the gateway's resume are merged this test
- * compiles but skips itself; build with -DSLUICE_TEST_RESUME (and give the
- * shim its reconnect flags in SHIM_RECONNECT_ARGS) to run it.
  */
 #include <criterion/criterion.h>
 #include <limits.h>
@@ -40,10 +36,8 @@
 #define MAX_LOST 50             /* a gap of at most 1 s */
 #define STR_(x) #x
 #define STR(x) STR_(x)
-/* The shim's reconnect options, once the CLI has them (issue 6 §3). */
-#ifndef SHIM_RECONNECT_ARGS
-#define SHIM_RECONNECT_ARGS NULL
-#endif
+/* A short first back-off: the gap is what the test measures. */
+#define SHIM_RECONNECT_ARGS "--reconnect-min-ms", "50"
 
 static ts_coturn_t turn;
 static ts_turn_peer_t peer;
@@ -109,20 +103,21 @@ static void start_all(void)
     cr_assert_eq(ts_shim_start(&shim, &o, ts_deadline(ts_ms(START_MS))), 0);
 }
 
-Test(turn_resume, allocation_survives_a_cut_connection, .init = setup, .fini = teardown,
-     .timeout = 60)
+/* One uclient run across a cut. send_ind: Send indications (-s) instead of
+ * channels; the step that shows the allocation is set up differs. */
+static void run_across_a_cut(int send_ind)
 {
-#ifndef SLUICE_TEST_RESUME
-    cr_skip_test("draft: needs the shim's reconnect and the gateway's resume (issue 6 §3)");
-#endif
     start_all();
     char port[16], peer_port[16];
     snprintf(port, sizeof port, "%u", ts_addr_port(&shim.listen));
     snprintf(peer_port, sizeof peer_port, "%u", ts_addr_port(&peer.addr));
+    /* -c: no RTCP allocation; -s: Send indications, not channels. */
     char *argv[] = {TS_COTURN_UCLIENT_BIN, "-c", "-u", TS_COTURN_USER, "-w",
                     TS_COTURN_PASSWORD, "-e", "127.0.0.1", "-r", peer_port,
                     "-n", STR(MESSAGES), "-z", STR(PACING_MS), "-m", "1", "-l", "160",
-                    "-p", port, "127.0.0.1", NULL};
+                    "-p", port, send_ind ? "-s" : "-c", "127.0.0.1", NULL};
+    const char *ready = send_ind ? "CREATE_PERMISSION processed, success"
+                                 : "CHANNEL_BIND processed, success";
     size_t mark = ts_coturn_log_mark(&turn);
     uclient_run_t u = {.argv = argv, .rc = -1};
     pthread_t th;
@@ -131,8 +126,7 @@ Test(turn_resume, allocation_survives_a_cut_connection, .init = setup, .fini = t
     /* Cut once the channel is bound and media flows back: FLOWING_BYTES more
      * came down through the relay after the bind (a counter of the cutter's
      * thread, re-read in short slices until a deadline). */
-    int bound = ts_coturn_log_wait(&turn, mark, "CHANNEL_BIND processed, success",
-                                   ts_deadline(ts_ms(START_MS)));
+    int bound = ts_coturn_log_wait(&turn, mark, ready, ts_deadline(ts_ms(START_MS)));
     uint64_t down0 = ts_cutter_bytes_down(cutter);
     int64_t flowing = ts_deadline(ts_ms(START_MS));
     while (bound == 0 && ts_cutter_bytes_down(cutter) < down0 + FLOWING_BYTES &&
@@ -140,7 +134,19 @@ Test(turn_resume, allocation_survives_a_cut_connection, .init = setup, .fini = t
         poll(NULL, 0, 5);
     size_t cut_mark = ts_coturn_log_mark(&turn);
     int64_t t0 = ts_now_ms();
+    uint64_t down_at_cut = ts_cutter_bytes_down(cutter);
     int cut = bound == 0 ? ts_cutter_cut_all(cutter) : -1;
+    /* The media gap as the shim sees it: from the cut to the first bytes
+     * down through the relay on the new connection (TLS handshake, resume,
+     * then media queued meanwhile and new media). */
+    int64_t back = ts_deadline(ts_ms(START_MS)), gap_ms = -1;
+    while (cut == 1 && ts_remaining_ms(back) > 0) {
+        if (ts_cutter_accepted(cutter) >= 2 && ts_cutter_bytes_down(cutter) > down_at_cut) {
+            gap_ms = ts_now_ms() - t0;
+            break;
+        }
+        poll(NULL, 0, 1);
+    }
     pthread_join(th, NULL); /* bounded: ts_run's own deadline */
     cr_assert_eq(bound, 0, "uclient never bound a channel");
     cr_assert_eq(cut, 1, "the shim's one connection was not live at the cut");
@@ -160,9 +166,11 @@ Test(turn_resume, allocation_survives_a_cut_connection, .init = setup, .fini = t
     ts_run_free(&u.r);
     cr_assert_eq(code, 0, "turnutils_uclient exited with %d (output above)", code);
     cr_assert(parsed, "no totals in uclient's output (above)");
-    cr_log_info("cut; uclient ended %lld ms later: %ld/%ld messages back, %ld lost, "
-                "media gap ~%ld ms", (long long)(ts_now_ms() - t0), received, sent, lost,
-                lost * PACING_MS);
+    cr_log_info("%s: cut; bytes flowed again after %lld ms; uclient ended %lld ms later: "
+                "%ld/%ld messages back, %ld lost (~%ld ms of media)",
+                send_ind ? "send indications" : "channels", (long long)gap_ms,
+                (long long)(ts_now_ms() - t0), received, sent, lost, lost * PACING_MS);
+    cr_expect_geq(gap_ms, 0, "nothing came down after the cut");
     cr_expect_geq(sent, MESSAGES - 1, "uclient sent %ld of %d messages", sent, MESSAGES);
     cr_expect_leq(sent - received, MAX_LOST, "%ld of %ld messages lost across the cut",
                   sent - received, sent);
@@ -178,4 +186,16 @@ Test(turn_resume, allocation_survives_a_cut_connection, .init = setup, .fini = t
     cr_expect_eq(code, 0, "sluiced exited with %d after SIGTERM", code);
     cr_expect_eq(ts_turn_peer_stop(&peer, ts_deadline(ts_ms(STOP_MS))), 0);
     cr_expect_eq(ts_coturn_stop(&turn, ts_deadline(ts_ms(STOP_MS))), 0);
+}
+
+Test(turn_resume, allocation_survives_a_cut_connection_with_channels, .init = setup,
+     .fini = teardown, .timeout = 60)
+{
+    run_across_a_cut(0);
+}
+
+Test(turn_resume, allocation_survives_a_cut_connection_with_send_indications, .init = setup,
+     .fini = teardown, .timeout = 60)
+{
+    run_across_a_cut(1);
 }
