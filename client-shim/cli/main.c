@@ -102,6 +102,8 @@ typedef struct cli {
     /* Credentials: --credential-file (re-read on change and SIGHUP) or
      * --secret (minted again every ttl/2). */
     ev_stat cred_w;
+    ev_timer cred_poll_w; /* ev_stat misses a same-size rewrite within a second */
+    int cred_bad;         /* the last read failed (said once, not every poll) */
     ev_signal sighup_w;
     ev_timer mint_w;
     char cred_user[320];
@@ -619,41 +621,46 @@ static int cli_has_cntrl(const char *s)
     return 0;
 }
 
+/* Reads --credential-file: a username line and a credential line. Returns
+ * 0 (pushing the credential when it changed), or -1 with the reason on
+ * stderr — once while the file stays bad: it is also read every second, and
+ * a file caught half-written is read again then. */
 static int cli_read_cred_file(cli_t *cli)
 {
     const char *path = cli->o->credential_file;
-    char text[CRED_FILE_MAX + 1], *nl, *user, *cred;
-    size_t n;
+    char text[CRED_FILE_MAX + 1], why[160], *nl, *user, *cred = NULL;
+    size_t n = 0;
     FILE *fp = fopen(path, "r");
 
+    why[0] = '\0';
     if (!fp) {
-        fprintf(stderr, "sluice-shim: cannot read credential file '%s': %s\n", path,
-                strerror(errno));
-        return -1;
+        snprintf(why, sizeof(why), "%s", strerror(errno));
+    } else {
+        n = fread(text, 1, CRED_FILE_MAX, fp);
+        fclose(fp);
     }
-    n = fread(text, 1, CRED_FILE_MAX, fp);
-    fclose(fp);
     text[n] = '\0';
     user = text;
-    nl = strchr(text, '\n');
-    cred = nl ? nl + 1 : NULL;
-    if (nl)
+    if ((nl = strchr(text, '\n')) != NULL) {
         *nl = '\0';
-    if (cred && (nl = strchr(cred, '\n')) != NULL)
-        *nl = '\0';
-    cli_rtrim(user);
-    if (cred)
+        cred = nl + 1;
+        if ((nl = strchr(cred, '\n')) != NULL)
+            *nl = '\0';
         cli_rtrim(cred);
-    if (!cred || !*user || !*cred || strlen(user) >= sizeof(cli->cred_user) ||
-        strlen(cred) >= sizeof(cli->cred)) {
-        fprintf(stderr, "sluice-shim: credential file '%s': expected a username line and a "
-                        "credential line\n", path);
+    }
+    cli_rtrim(user);
+    if (!why[0] && (!cred || !*user || !*cred || strlen(user) >= sizeof(cli->cred_user) ||
+                    strlen(cred) >= sizeof(cli->cred)))
+        snprintf(why, sizeof(why), "expected a username line and a credential line");
+    if (!why[0] && (cli_has_cntrl(user) || cli_has_cntrl(cred)))
+        snprintf(why, sizeof(why), "control character");
+    if (why[0]) {
+        if (!cli->cred_bad)
+            fprintf(stderr, "sluice-shim: cannot use credential file '%s': %s\n", path, why);
+        cli->cred_bad = 1;
         return -1;
     }
-    if (cli_has_cntrl(user) || cli_has_cntrl(cred)) {
-        fprintf(stderr, "sluice-shim: credential file '%s': control character\n", path);
-        return -1;
-    }
+    cli->cred_bad = 0;
     if (strcmp(user, cli->cred_user) == 0 && strcmp(cred, cli->cred) == 0)
         return 0;
     /* Both lengths were checked against the buffers above. */
@@ -671,6 +678,14 @@ static void cli_on_cred_change(struct ev_loop *loop, ev_stat *w, int revents)
 
     if (w->attr.st_nlink)
         cli_read_cred_file(cli);
+}
+
+/* A file rewritten in place within the same second with the same size
+ * looks unchanged to stat(2): read it every second as well; only a changed
+ * credential is pushed. */
+static void cli_on_cred_poll(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    cli_read_cred_file(w->data);
 }
 
 static void cli_on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
@@ -806,6 +821,9 @@ static int cli_run(cli_t *cli)
         ev_stat_init(&cli->cred_w, cli_on_cred_change, o->credential_file, 1.0);
         cli->cred_w.data = cli;
         ev_stat_start(cli->loop, &cli->cred_w);
+        ev_timer_init(&cli->cred_poll_w, cli_on_cred_poll, 1.0, 1.0);
+        cli->cred_poll_w.data = cli;
+        ev_timer_start(cli->loop, &cli->cred_poll_w);
     } else if (o->secret) {
         /* Fresh before half the lifetime is gone, for resumes and the
          * tunnels the gateway closes with CLOSE(credential expired). */
@@ -859,6 +877,7 @@ int main(int argc, char **argv)
     ev_timer_stop(cli.loop, &cli.pause_w);
     ev_signal_stop(cli.loop, &cli.sighup_w);
     ev_stat_stop(cli.loop, &cli.cred_w);
+    ev_timer_stop(cli.loop, &cli.cred_poll_w);
     ev_timer_stop(cli.loop, &cli.mint_w);
     cli_direct_dispose(&cli.direct);
     sluice_client_free(cli.client);

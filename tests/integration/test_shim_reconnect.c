@@ -3,7 +3,9 @@
  * and comes back (docs/shim.md, "Reconnect"): started before the gateway,
  * gateway killed and restarted on the same port, gateway drained (SIGTERM),
  * a 401 that ends the shim, a credential file rotated under a credential
- * that expires, RTT from PING capsules, and a keyframe-sized burst.
+ * that expires, a connection cut under a live call (session resume: one
+ * backend source port throughout), RTT from PING capsules, and a
+ * keyframe-sized burst.
  *
  * The gateway is restarted on the port of the first one (its listener sets
  * SO_REUSEADDR); a gateway that must start after the shim gets a port found
@@ -13,6 +15,7 @@
 #include <criterion/criterion.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +24,7 @@
 #include <unistd.h>
 
 #include "../support/ts_config.h"
+#include "../support/ts_cutter.h"
 #include "../support/ts_echo.h"
 #include "../support/ts_fixture.h"
 #include "../support/ts_flow.h"
@@ -42,6 +46,7 @@ static ts_addr_t shim_addr;
 static int fd = -1;
 static char gw_listen[64];
 static const char *gw_limits; /* limits JSON for the next gateway_start, or NULL */
+static ts_cutter_t *cutter;   /* when set, the shim dials the gateway through it */
 
 static void teardown(void)
 {
@@ -49,6 +54,8 @@ static void teardown(void)
         close(fd);
     fd = -1;
     ts_proc_dispose(&shim);
+    ts_cutter_stop(cutter);
+    cutter = NULL;
     if (gw_live)
         ts_gateway_dispose(&gw);
     gw_live = 0;
@@ -105,7 +112,7 @@ static void shim_spawn(const char *const *args)
 
     cr_assert_eq(ts_build_path(NULL, "sluice-shim", bin, sizeof(bin)), 0);
     cr_assert_eq(ts_build_path(NULL, "dev/cert.pem", ca, sizeof(ca)), 0);
-    snprintf(url, sizeof(url), "https://%s", gw_listen);
+    snprintf(url, sizeof(url), "https://%s", cutter ? ts_cutter_addr_str(cutter) : gw_listen);
     argv[n++] = bin;
     argv[n++] = "--gateway";
     argv[n++] = url;
@@ -239,17 +246,19 @@ Test(shim_reconnect, refusal_401_ends_the_shim_with_exit_4)
 }
 
 /* The credential in the file expires 4 s after the start; the file is
- * rotated before that. When the gateway closes the tunnel with
- * CLOSE(credential expired), the library opens it again with the new
- * credential and the flow goes on. Without the reload that request would be
- * refused with 401 and the shim would exit 4. */
-Test(shim_reconnect, credential_file_rotation_is_picked_up)
+ * rotated before that (same user, another of the tenant's secrets). When the
+ * gateway closes the tunnel with CLOSE(credential expired) it parks the
+ * session; the library resumes it at once with the new credential, so the
+ * backend keeps seeing one source port. Without the reload that request
+ * would be refused with 401 and the shim would exit 4. */
+Test(shim_reconnect, credential_file_rotation_resumes_the_session)
 {
     char path[PATH_MAX], text[1024], user[256], cred[128];
     const char *args[] = {"--tenant", "acme", "--kind", "sfu", "--credential-file", path, NULL};
+    ts_addr_t src[4];
 
     cr_assert_eq(ts_tmppath("cred.txt", path, sizeof(path)), 0);
-    cr_assert_eq(ts_cred_mint(CRED_SHA1, TS_FX_SECRET, 4, NULL, user, sizeof(user), cred,
+    cr_assert_eq(ts_cred_mint(CRED_SHA1, TS_FX_SECRET, 4, "alice", user, sizeof(user), cred,
                               sizeof(cred)), 0);
     snprintf(text, sizeof(text), "%s\n%s\n", user, cred);
     cr_assert_eq(ts_write_file(path, text, strlen(text)), 0);
@@ -259,18 +268,92 @@ Test(shim_reconnect, credential_file_rotation_is_picked_up)
     wait_line("sluice-shim connected ", "no connection");
     prime("no echo with the first credential");
 
-    cr_assert_eq(ts_cred_mint(CRED_SHA1, TS_FX_SECRET2, 600, "rotated", user, sizeof(user), cred,
+    cr_assert_eq(ts_cred_mint(CRED_SHA1, TS_FX_SECRET2, 600, "alice", user, sizeof(user), cred,
                               sizeof(cred)), 0);
     snprintf(text, sizeof(text), "%s\n%s\n", user, cred);
     cr_assert_eq(ts_write_file(path, text, strlen(text)), 0);
-    cr_assert_eq(ts_log_wait(shim.err_path, ":rotated)", 1, ts_deadline(ts_ms(WAIT_MS))), 0,
+    cr_assert_eq(ts_log_wait(shim.err_path, "credential loaded from", 2,
+                             ts_deadline(ts_ms(WAIT_MS))), 0,
                  "the rewritten credential file was not re-read");
 
-    /* The first credential expires; the tunnel is opened again. */
-    cr_assert_eq(ts_log_wait(shim.err_path, "reopens 1)", 1, ts_deadline(ts_ms(WAIT_MS))), 0,
-                 "the tunnel was not re-opened after CLOSE(credential expired)");
+    /* The first credential expires; the session is resumed, not re-opened. */
+    cr_assert_eq(ts_log_wait(shim.err_path, "resumes 1 reopens 0)", 1,
+                             ts_deadline(ts_ms(WAIT_MS))), 0,
+                 "the tunnel was not resumed after CLOSE(credential expired)");
     prime("no echo with the rotated credential");
+    cr_expect_eq(ts_echo_sources(echo, src, 4), 1,
+                 "the backend saw more than one source address across the expiry");
     cr_expect(ts_proc_running(&shim));
+    shim_stop_0();
+    cr_expect_eq(ts_gateway_stop(&gw, ts_deadline(ts_ms(WAIT_MS))), 0);
+}
+
+/* A live call (a packet every 5 ms) whose TCP connection is cut under it
+ * (ts_cutter resets both sides): the shim reconnects and resumes, the echo
+ * backend sees one source address and port for the whole call, and the test
+ * reports the media gap: the longest time without an echo. */
+Test(shim_reconnect, a_cut_connection_resumes_with_one_backend_source)
+{
+    enum { N = 600, CUT_AT = 100, PACE_MS = 5 };
+    static int64_t back_at[N];
+    uint8_t pkt[64], buf[256];
+    ts_addr_t src[4];
+    int n_back = 0, cut = -1;
+
+    gateway_start();
+    cr_assert_not_null(cutter = ts_cutter_start(&gw.listen[0]));
+    shim_spawn(acme);
+    wait_line("sluice-shim connected ", "no connection");
+    prime("no echo before the cut");
+
+    memset(pkt, 0, sizeof(pkt));
+    pkt[0] = 0x80; /* RTP */
+    pkt[4] = 0xc7;
+    int64_t deadline = ts_deadline(ts_ms(20000));
+    for (int i = 0; i < N && ts_remaining_ms(deadline) > 0; i++) {
+        if (i == CUT_AT)
+            cut = ts_cutter_cut_all(cutter);
+        pkt[2] = (uint8_t)(i >> 8);
+        pkt[3] = (uint8_t)i;
+        cr_assert_eq(ts_udp_send(fd, &shim_addr, pkt, sizeof(pkt)), 0);
+        /* Pace the call by waiting for echoes for PACE_MS. */
+        int64_t until = ts_deadline(ts_ms(PACE_MS));
+        do {
+            struct pollfd p = {.fd = fd, .events = POLLIN};
+            if (poll(&p, 1, (int)ts_remaining_ms(until)) <= 0)
+                break;
+            ssize_t k;
+            while ((k = recv(fd, buf, sizeof(buf), MSG_DONTWAIT)) > 0) {
+                int j = buf[2] << 8 | buf[3];
+                if (k == (ssize_t)sizeof(pkt) && buf[4] == 0xc7 && j < N && !back_at[j]) {
+                    back_at[j] = ts_now_ms();
+                    n_back++;
+                }
+            }
+        } while (ts_remaining_ms(until) > 0);
+    }
+    cr_assert_eq(cut, 1, "the shim's connection was not live at the cut");
+    /* The media gap: the longest time between two echoes around the cut. */
+    int64_t gap = 0, prev = 0;
+    int lost = 0, lost_late = 0;
+    for (int i = 0; i < N; i++) {
+        if (!back_at[i]) {
+            lost++;
+            lost_late += i >= CUT_AT + 100;
+            continue;
+        }
+        if (prev && back_at[i] - prev > gap)
+            gap = back_at[i] - prev;
+        prev = back_at[i];
+    }
+    cr_log_info("cut under a call: %d of %d echoes back, %d lost, media gap %lld ms "
+                "(connections through the relay: %llu)", n_back, N, lost, (long long)gap,
+                (unsigned long long)ts_cutter_accepted(cutter));
+    cr_expect_geq(ts_cutter_accepted(cutter), 2, "the shim did not reconnect");
+    cr_expect_eq(lost_late, 0, "%d packets lost well after the cut", lost_late);
+    cr_expect_eq(ts_echo_sources(echo, src, 4), 1,
+                 "the backend saw more than one source address: the session was not resumed");
+    cr_expect_eq(ts_log_count(shim.err_path, "reopens 1)"), 0, "the tunnel was re-opened");
     shim_stop_0();
     cr_expect_eq(ts_gateway_stop(&gw, ts_deadline(ts_ms(WAIT_MS))), 0);
 }
@@ -303,10 +386,8 @@ Test(shim_reconnect, rtt_from_ping_capsules_is_reported)
 }
 
 /* A keyframe: 200 datagrams of 1,200 B sent back to back through the shim
- * all reach the gateway (its uplink count) with no drop in the shim. The
- * round trip through the built-in echo is logged, not asserted: the hop
- * between the gateway's backend socket and the echo is plain UDP on the
- * gateway's side and loses part of such a burst in the kernel's buffers. */
+ * all reach the gateway (its uplink count) with no drop in the shim, and all
+ * come back through the echo backend and the gateway's downlink queue. */
 Test(shim_reconnect, a_200_packet_burst_arrives_whole)
 {
     static const char *const args[] = {"--tenant", "beta", "--kind", "sfu", "--secret", "b1",
@@ -351,6 +432,7 @@ Test(shim_reconnect, a_200_packet_burst_arrives_whole)
             n_got++;
     }
     cr_log_info("burst: %d of %d packets of %d B came back through the echo", n_got, N, LEN);
+    cr_expect_eq(n_got, N, "only %d of the %d packets of the burst came back", n_got, N);
     shim_stop_0();
     cr_assert_eq(ts_log_line(shim.err_path, "closed: CLOSE(normal)", 1, line, sizeof(line)), 0);
     cr_expect(strstr(line, "; tx 201 rx ") && strstr(line, " dropped 0 "),
