@@ -19,6 +19,8 @@
 
 struct ts_echo {
     int fd;
+    ts_echo_hook_t hook;
+    void *hook_ud;
     int stop_pipe[2];
     pthread_t thread;
     int started;
@@ -77,6 +79,8 @@ static void *echo_main(void *arg)
             if (n < 0)
                 break;
             record(e, &src);
+            if (e->hook && e->hook(e->hook_ud, e->fd, buf, (size_t)n, &src))
+                continue;
             /* A full socket buffer drops the reply, as a real backend would. */
             sendto(e->fd, buf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL,
                    (struct sockaddr *)&src.sa, src.len);
@@ -87,9 +91,16 @@ static void *echo_main(void *arg)
 
 ts_echo_t *ts_echo_start(int family)
 {
+    return ts_echo_start_hooked(family, NULL, NULL);
+}
+
+ts_echo_t *ts_echo_start_hooked(int family, ts_echo_hook_t hook, void *ud)
+{
     ts_echo_t *e = calloc(1, sizeof *e);
     if (!e)
         return NULL;
+    e->hook = hook;
+    e->hook_ud = ud;
     e->stop_pipe[0] = e->stop_pipe[1] = -1;
     pthread_mutex_init(&e->lock, NULL);
     e->fd = ts_udp_bind(family, &e->addr);

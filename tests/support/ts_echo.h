@@ -24,6 +24,15 @@ typedef struct ts_echo ts_echo_t;
  * thread. Returns NULL on failure. */
 ts_echo_t *ts_echo_start(int family);
 
+/* Called on the echo's thread with every datagram (after it is counted),
+ * before it is echoed: returns 1 when it dealt with the datagram itself
+ * (answered on fd, or dropped it), 0 to have it echoed. */
+typedef int (*ts_echo_hook_t)(void *ud, int fd, const uint8_t *p, size_t len,
+                              const ts_addr_t *src);
+
+/* ts_echo_start with a hook (ts_stun is one). */
+ts_echo_t *ts_echo_start_hooked(int family, ts_echo_hook_t hook, void *ud);
+
 /* Where it listens, as an address and as "127.0.0.1:PORT" / "[::1]:PORT". */
 const ts_addr_t *ts_echo_addr(const ts_echo_t *e);
 const char *ts_echo_addr_str(const ts_echo_t *e);

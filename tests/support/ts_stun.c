@@ -3,27 +3,17 @@
  */
 #include "ts_stun.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
+#include <sys/socket.h>
 
 #include "../../proto/stun.h"
-#include "ts_util.h"
-
-#define BATCH 64
+#include "ts_echo.h"
 
 struct ts_stun {
-    int fd;
-    int stop_pipe[2];
-    pthread_t thread;
-    int started;
-    ts_addr_t addr;
-    char addr_str[64];
+    ts_echo_t *echo;      /* the socket and its thread; handle() is its hook */
     pthread_mutex_t lock; /* guards the fields below */
     int muted;
     uint64_t requests, echoed, dropped;
@@ -46,67 +36,35 @@ static void mapped_from(const ts_addr_t *src, stun_addr_t *m)
     }
 }
 
-static void handle(ts_stun_t *s, const uint8_t *p, size_t len, const ts_addr_t *src)
+/* The echo's hook: answers Binding requests, drops everything while muted,
+ * leaves the rest to be echoed. */
+static int handle(void *ud, int fd, const uint8_t *p, size_t len, const ts_addr_t *src)
 {
+    ts_stun_t *s = ud;
     uint8_t txid[STUN_TXID_LEN], out[STUN_BINDING_RESPONSE_MAX];
     stun_addr_t m;
-    int n, muted;
+    int n, muted, request = stun_binding_request_decode(p, len, txid, NULL) == (int)len;
 
+    /* Counted before the answer goes out, so a test that got the answer
+     * sees the count. */
     pthread_mutex_lock(&s->lock);
     muted = s->muted;
     if (muted)
         s->dropped++;
+    else if (request)
+        s->requests++;
+    else
+        s->echoed++;
     pthread_mutex_unlock(&s->lock);
     if (muted)
-        return;
-    if (stun_binding_request_decode(p, len, txid, NULL) == (int)len) {
-        /* Counted before the answer goes out, so a test that got the
-         * answer sees the count. */
-        pthread_mutex_lock(&s->lock);
-        s->requests++;
-        pthread_mutex_unlock(&s->lock);
-        mapped_from(src, &m);
-        n = stun_binding_response_encode(txid, &m, out, sizeof out);
-        if (n > 0)
-            sendto(s->fd, out, (size_t)n, MSG_DONTWAIT, (const struct sockaddr *)&src->sa,
-                   src->len);
-        return;
-    }
-    pthread_mutex_lock(&s->lock);
-    s->echoed++;
-    pthread_mutex_unlock(&s->lock);
-    sendto(s->fd, p, len, MSG_DONTWAIT, (const struct sockaddr *)&src->sa, src->len);
-}
-
-static void *stun_main(void *arg)
-{
-    ts_stun_t *s = arg;
-    uint8_t buf[65536];
-    int64_t end = ts_deadline(TS_STUN_MAX_LIFE_MS);
-
-    for (;;) {
-        int left = ts_remaining_ms(end);
-        if (left == 0)
-            break;
-        struct pollfd pfd[2] = {
-            {.fd = s->fd, .events = POLLIN},
-            {.fd = s->stop_pipe[0], .events = POLLIN},
-        };
-        if (poll(pfd, 2, left) < 0 && errno != EINTR)
-            break;
-        if (pfd[1].revents)
-            break;
-        for (int i = 0; i < BATCH; i++) {
-            ts_addr_t src;
-            src.len = sizeof src.sa;
-            ssize_t n = recvfrom(s->fd, buf, sizeof buf, MSG_DONTWAIT,
-                                 (struct sockaddr *)&src.sa, &src.len);
-            if (n < 0)
-                break;
-            handle(s, buf, (size_t)n, &src);
-        }
-    }
-    return NULL;
+        return 1;
+    if (!request)
+        return 0;
+    mapped_from(src, &m);
+    n = stun_binding_response_encode(txid, &m, out, sizeof out);
+    if (n > 0)
+        sendto(fd, out, (size_t)n, MSG_DONTWAIT, (const struct sockaddr *)&src->sa, src->len);
+    return 1;
 }
 
 ts_stun_t *ts_stun_start(int family)
@@ -114,29 +72,23 @@ ts_stun_t *ts_stun_start(int family)
     ts_stun_t *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
-    s->stop_pipe[0] = s->stop_pipe[1] = -1;
     pthread_mutex_init(&s->lock, NULL);
-    s->fd = ts_udp_bind(family, &s->addr);
-    if (s->fd < 0 || pipe2(s->stop_pipe, O_CLOEXEC) < 0)
-        goto err;
-    ts_addr_str(&s->addr, s->addr_str, sizeof s->addr_str);
-    if (pthread_create(&s->thread, NULL, stun_main, s) != 0)
-        goto err;
-    s->started = 1;
+    s->echo = ts_echo_start_hooked(family, handle, s);
+    if (!s->echo) {
+        ts_stun_stop(s);
+        return NULL;
+    }
     return s;
-err:
-    ts_stun_stop(s);
-    return NULL;
 }
 
 const ts_addr_t *ts_stun_addr(const ts_stun_t *s)
 {
-    return &s->addr;
+    return ts_echo_addr(s->echo);
 }
 
 const char *ts_stun_addr_str(const ts_stun_t *s)
 {
-    return s->addr_str;
+    return ts_echo_addr_str(s->echo);
 }
 
 void ts_stun_mute(ts_stun_t *s, int mute)
@@ -173,18 +125,7 @@ void ts_stun_stop(ts_stun_t *s)
 {
     if (!s)
         return;
-    if (s->started) {
-        char c = 'x';
-        ssize_t w = write(s->stop_pipe[1], &c, 1);
-        (void)w;
-        pthread_join(s->thread, NULL);
-    }
-    if (s->fd >= 0)
-        close(s->fd);
-    if (s->stop_pipe[0] >= 0)
-        close(s->stop_pipe[0]);
-    if (s->stop_pipe[1] >= 0)
-        close(s->stop_pipe[1]);
+    ts_echo_stop(s->echo); /* joins the thread: the hook no longer runs */
     pthread_mutex_destroy(&s->lock);
     free(s);
 }

@@ -7,7 +7,7 @@
  * response carrying the source as XOR-MAPPED-ADDRESS, and echoes every other
  * datagram back to its source, so it also serves as the backend a direct flow
  * talks to. ts_stun_mute() makes it drop everything (a path that went
- * silent) until unmuted. Bounded like ts_echo: TS_STUN_MAX_LIFE_MS.
+ * silent) until unmuted. Built on ts_echo (its hook), so bounded like it.
  */
 #ifndef SLUICE_TS_STUN_H
 #define SLUICE_TS_STUN_H
@@ -15,8 +15,6 @@
 #include <stdint.h>
 
 #include "ts_net.h"
-
-#define TS_STUN_MAX_LIFE_MS (10 * 60 * 1000)
 
 typedef struct ts_stun ts_stun_t;
 
