@@ -715,6 +715,8 @@ static int cli_connect(cli_t *cli)
         .server_name = o->server_name,
         .tls = cli->tls,
         .keepalive_ms = KEEPALIVE_MS,
+        .connect_timeout_ms = o->connect_timeout_ms, /* 0: the library's 10000 */
+        .handshake_timeout_ms = o->connect_timeout_ms,
         .on_state = cli_on_state,
         .ud = cli,
         .reconnect_min_ms = o->reconnect_min_ms,

@@ -2,7 +2,8 @@
  * test_proxy.c — sluice-shim through a real squid on loopback: plain
  * CONNECT, Basic auth (right and wrong password), a CONNECT squid refuses, a
  * PAC file naming a dead proxy first, the https_proxy / no_proxy bypass, an
- * unreachable proxy, and a reply that is not HTTP. Each failure must come out
+ * unreachable proxy, a reply that is not HTTP, and a proxy that never answers
+ * the CONNECT (with --connect-timeout-ms). Each failure must come out
  * as its own exit code and message (docs/shim.md, "Proxy discovery").
  */
 #include <criterion/criterion.h>
@@ -372,5 +373,43 @@ Test(proxy, a_reply_that_is_not_http_is_proxy_malformed, .init = setup, .fini = 
     close(fd);
     close(lfd);
     ts_proc_dispose(&p);
+    finish();
+}
+
+Test(proxy, a_proxy_that_never_answers_the_connect_is_proxy_timeout, .init = setup,
+     .fini = teardown, .timeout = 90)
+{
+    ts_addr_t a;
+    socklen_t len = sizeof(a.sa);
+    char url[64], req[2048];
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    start_gateway();
+    /* A "proxy" that accepts (the kernel completes the handshake into the
+     * backlog) and never says a word. */
+    ts_addr_loopback(&a, AF_INET, 0);
+    cr_assert(lfd >= 0 && bind(lfd, (struct sockaddr *)&a.sa, a.len) == 0 &&
+              listen(lfd, 8) == 0 && getsockname(lfd, (struct sockaddr *)&a.sa, &len) == 0);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u", (unsigned)ts_addr_port(&a));
+    const char *extra[] = {"--proxy", url, "--connect-timeout-ms", "500", NULL};
+    int64_t t0 = ts_now_ms();
+    expect_reconnecting(extra, "(proxy timeout)");
+    int64_t took = ts_now_ms() - t0;
+    fprintf(stderr, "proxy timeout: reconnecting line %lld ms after start\n", (long long)took);
+    /* Far below the 10 s default: the option is what set the deadline. */
+    cr_expect_lt(took, 5000, "took %lld ms", (long long)took);
+    /* It was the CONNECT that went unanswered, not the TCP connect. */
+    struct pollfd pfd = {.fd = lfd, .events = POLLIN};
+    cr_assert_eq(poll(&pfd, 1, ts_remaining_ms(ts_deadline(ts_ms(WAIT_MS)))), 1);
+    int fd = accept(lfd, NULL, NULL);
+    cr_assert_geq(fd, 0);
+    struct pollfd rfd = {.fd = fd, .events = POLLIN};
+    cr_assert_eq(poll(&rfd, 1, ts_remaining_ms(ts_deadline(ts_ms(WAIT_MS)))), 1);
+    ssize_t n = read(fd, req, sizeof(req) - 1);
+    cr_assert_gt(n, 0);
+    req[n] = '\0';
+    cr_expect(strncmp(req, "CONNECT 127.0.0.1:", 18) == 0, "%s", req);
+    close(fd);
+    close(lfd);
     finish();
 }
