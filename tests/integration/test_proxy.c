@@ -1,6 +1,7 @@
 /*
  * test_proxy.c — sluice-shim through a real squid on loopback: plain
- * CONNECT, Basic auth (right and wrong password), a CONNECT squid refuses, a
+ * CONNECT, Basic and Digest auth (right and wrong password), a CONNECT squid
+ * refuses, a
  * PAC file naming a dead proxy first, the https_proxy / no_proxy bypass, an
  * unreachable proxy, a reply that is not HTTP, and a proxy that never answers
  * the CONNECT (with --connect-timeout-ms). Each failure must come out
@@ -237,6 +238,40 @@ Test(proxy, basic_auth_wrong_password_is_proxy_auth_naming_basic, .init = setup,
     run_shim(none, &r);
     cr_expect_eq(r.code, 7, "exit %d: %s", r.code, r.err);
     cr_expect(strstr(r.err, "no credentials"), "%s", r.err);
+    ts_run_free(&r);
+    finish();
+}
+
+Test(proxy, digest_auth_right_password_connects_wrong_one_is_proxy_auth_naming_digest,
+     .init = setup, .fini = teardown, .timeout = 90)
+{
+    const ts_squid_opts_t so = {.user = "bob", .password = "digest me", .digest = 1};
+    char line[TS_PROC_LINE_MAX], want[64];
+    ts_run_t r;
+
+    start_gateway();
+    start_squid(&so);
+    /* The right password: curl answers the Digest challenge (the proxy
+     * offers nothing else) and the tunnel carries media. */
+    const char *creds = write_tmp("proxy-user", "bob:digest me\n");
+    const char *extra[] = {"--proxy", sq.url, "--proxy-user-file", creds, NULL};
+    start_shim(extra, line, sizeof(line));
+    snprintf(want, sizeof(want), " via proxy 127.0.0.1:%u", (unsigned)sq.port);
+    cr_expect(strstr(line, want), "%s", line);
+    expect_echo();
+    cr_expect_eq(ts_shim_stop(&shim, ts_deadline(ts_ms(WAIT_MS))), 0);
+    cr_expect_eq(ts_log_wait(sq.access_log, " bob ", 1, ts_deadline(ts_ms(WAIT_MS))), 0,
+                 "squid did not log the authenticated user");
+
+    /* A wrong one: exit 7, naming Digest as what the proxy offered. */
+    const char *bad = write_tmp("proxy-user-bad", "bob:not it\n");
+    const char *wrong[] = {"--proxy", sq.url, "--proxy-user-file", bad, NULL};
+    run_shim(wrong, &r);
+    cr_expect_eq(r.code, 7, "exit %d: %s", r.code, r.err);
+    cr_expect(strstr(r.err, "407"), "%s", r.err);
+    cr_expect(strstr(r.err, "offered: Digest)"), "Digest alone is not named: %s", r.err);
+    cr_expect(strstr(r.err, "proxy auth"), "%s", r.err);
+    cr_expect_null(strstr(r.err, "not it"), "the password leaked: %s", r.err);
     ts_run_free(&r);
     finish();
 }
