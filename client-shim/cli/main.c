@@ -859,8 +859,13 @@ int main(int argc, char **argv)
         return 0;
     }
     signal(SIGPIPE, SIG_IGN);
-    if (o.probe)
-        return probe_run(&o);
+    if (o.probe) {
+        /* The same credentials file as the relay's, checked the same way. */
+        if (o.proxy_user_file && cli_load_proxy_user(&cli, o.proxy_user_file) < 0)
+            return 2;
+        return probe_run(&o, cli.has_proxy_creds ? cli.proxy_user : NULL,
+                         cli.has_proxy_creds ? cli.proxy_password : NULL);
+    }
     cli.o = &o;
     cli.udp = -1;
     cli.loop = ev_default_loop(EVFLAG_AUTO);
