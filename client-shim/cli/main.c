@@ -715,6 +715,8 @@ static int cli_connect(cli_t *cli)
         .server_name = o->server_name,
         .tls = cli->tls,
         .keepalive_ms = KEEPALIVE_MS,
+        .connect_timeout_ms = o->connect_timeout_ms, /* 0: the library's 10000 */
+        .handshake_timeout_ms = o->connect_timeout_ms,
         .on_state = cli_on_state,
         .ud = cli,
         .reconnect_min_ms = o->reconnect_min_ms,
@@ -857,8 +859,13 @@ int main(int argc, char **argv)
         return 0;
     }
     signal(SIGPIPE, SIG_IGN);
-    if (o.probe)
-        return probe_run(&o);
+    if (o.probe) {
+        /* The same credentials file as the relay's, checked the same way. */
+        if (o.proxy_user_file && cli_load_proxy_user(&cli, o.proxy_user_file) < 0)
+            return 2;
+        return probe_run(&o, cli.has_proxy_creds ? cli.proxy_user : NULL,
+                         cli.has_proxy_creds ? cli.proxy_password : NULL);
+    }
     cli.o = &o;
     cli.udp = -1;
     cli.loop = ev_default_loop(EVFLAG_AUTO);

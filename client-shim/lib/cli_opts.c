@@ -43,6 +43,8 @@ static const char usage[] =
     "  --proxy-pac FILE|URL PAC file (or http(s) URL) to choose the proxy; every\n"
     "                       route of its answer is tried in order\n"
     "  --proxy-user-file F  proxy credentials: one line user:password\n"
+    "  --connect-timeout-ms MS  deadline for the TCP connect (or the proxy's CONNECT)\n"
+    "                       and for the TLS handshake, each (default 10000; probe 5000)\n"
     "  --max-flows N        concurrent local flows (default 64)\n"
     "  --flow-idle-ms MS    close a flow after this silence (default 60000)\n"
     "  --reconnect-min-ms MS  first wait before reconnecting (default 250)\n"
@@ -60,6 +62,8 @@ static const char usage[] =
     "\n"
     "sluice-shim probe --gateway URL --tenant ID --kind K (credentials) [--direct ADDR:PORT]\n"
     "                  [--ca-file FILE] [--server-name NAME] [--direct-budget-ms MS]\n"
+    "                  [--proxy URL | --proxy-pac FILE|URL] [--proxy-user-file F]\n"
+    "                  [--connect-timeout-ms MS]\n"
     "Runs only the checks of the fallback ladder and prints which rungs work, with\n"
     "times: UDP to --direct (STUN), proxy discovery, TLS to the gateway, a tunnel open.\n"
     "Exits 0 when some way through works, 1 when none does.\n";
@@ -95,6 +99,7 @@ enum opt_id {
     O_HELP, O_VERSION, O_CRED_FILE, O_RECONNECT_MIN, O_RECONNECT_MAX, O_PING, O_QUEUE_BYTES,
     O_DIRECT, O_DIRECT_BUDGET, O_DIRECT_SILENCE, /* fallback ladder */
     O_PROXY, O_PROXY_PAC, O_PROXY_USER_FILE, /* proxies */
+    O_CONNECT_TIMEOUT,
     O_COUNT
 };
 
@@ -121,6 +126,7 @@ static const struct {
     [O_DIRECT_SILENCE] = {"--direct-silence-ms", NULL, 1},
     [O_PROXY] = {"--proxy", NULL, 1},         [O_PROXY_PAC] = {"--proxy-pac", NULL, 1},
     [O_PROXY_USER_FILE] = {"--proxy-user-file", NULL, 1},
+    [O_CONNECT_TIMEOUT] = {"--connect-timeout-ms", NULL, 1},
 };
 
 /* The fallback ladder's options (docs/shim.md, "Fallback ladder"). */
@@ -271,6 +277,12 @@ static int validate(shim_cli_opts_t *o, const char *val[O_COUNT], char *err, siz
                                        "non-empty value");
     if (o->proxy && o->proxy_pac)
         return shim__errf(err, errlen, "give --proxy or --proxy-pac, not both");
+    o->connect_timeout_ms = 0; /* the mode's default */
+    if (val[O_CONNECT_TIMEOUT]) {
+        if (parse_uint(val[O_CONNECT_TIMEOUT], 100, 600000, &v) < 0)
+            return shim__errf(err, errlen, "--connect-timeout-ms: expected 100 to 600000");
+        o->connect_timeout_ms = (uint32_t)v;
+    }
 
     o->max_flows = SHIM_CLI_DEFAULT_MAX_FLOWS;
     if (val[O_MAX_FLOWS]) {

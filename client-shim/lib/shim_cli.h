@@ -49,6 +49,8 @@ typedef struct shim_cli_opts {
     const char *proxy;       /* --proxy URL or "none"; NULL: PAC, then the environment */
     const char *proxy_pac;   /* --proxy-pac FILE|URL */
     const char *proxy_user_file; /* --proxy-user-file: one line "user:password" */
+    uint32_t connect_timeout_ms; /* connect/CONNECT and TLS handshake deadline, each;
+                                  * 0: the mode's default (10000, probe 5000) */
     unsigned max_flows;
     uint32_t flow_idle_ms;
     uint32_t reconnect_min_ms;

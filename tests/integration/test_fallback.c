@@ -333,9 +333,10 @@ Test(fallback, probe_reports_rungs, .fini = teardown, .timeout = 90)
     snprintf(want, sizeof want, "probe udp %s: ok in ", ts_stun_addr_str(stun));
     cr_expect_not_null(strstr(run.out, want), "%s", run.out);
     cr_expect_not_null(strstr(run.out, "(stun answered in "), "%s", run.out);
-    cr_expect_not_null(strstr(run.out, "probe proxy: none\n"), "%s", run.out);
+    cr_expect_not_null(strstr(run.out, "probe proxy: none (direct)\n"), "%s", run.out);
     snprintf(want, sizeof want, "probe tls %s: ok in ", fx.gw.listen_str[0]);
     cr_expect_not_null(strstr(run.out, want), "%s", run.out);
+    cr_expect_not_null(strstr(run.out, " ms direct (alpn=h2 "), "%s", run.out);
     cr_expect_not_null(strstr(run.out, "probe tunnel acme/sfu: ok in "), "%s", run.out);
     cr_expect_not_null(strstr(run.out, "probe result: direct udp works; tunnel works\n"), "%s",
                        run.out);

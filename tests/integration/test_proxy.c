@@ -1,9 +1,12 @@
 /*
  * test_proxy.c — sluice-shim through a real squid on loopback: plain
- * CONNECT, Basic auth (right and wrong password), a CONNECT squid refuses, a
+ * CONNECT, Basic and Digest auth (right and wrong password), a CONNECT squid
+ * refuses, a
  * PAC file naming a dead proxy first, the https_proxy / no_proxy bypass, an
- * unreachable proxy, and a reply that is not HTTP. Each failure must come out
+ * unreachable proxy, a reply that is not HTTP, and a proxy that never answers
+ * the CONNECT (with --connect-timeout-ms). Each failure must come out
  * as its own exit code and message (docs/shim.md, "Proxy discovery").
+ * `sluice-shim probe` reports the same discovery and each route's outcome.
  */
 #include <criterion/criterion.h>
 #include <poll.h>
@@ -240,6 +243,40 @@ Test(proxy, basic_auth_wrong_password_is_proxy_auth_naming_basic, .init = setup,
     finish();
 }
 
+Test(proxy, digest_auth_right_password_connects_wrong_one_is_proxy_auth_naming_digest,
+     .init = setup, .fini = teardown, .timeout = 90)
+{
+    const ts_squid_opts_t so = {.user = "bob", .password = "digest me", .digest = 1};
+    char line[TS_PROC_LINE_MAX], want[64];
+    ts_run_t r;
+
+    start_gateway();
+    start_squid(&so);
+    /* The right password: curl answers the Digest challenge (the proxy
+     * offers nothing else) and the tunnel carries media. */
+    const char *creds = write_tmp("proxy-user", "bob:digest me\n");
+    const char *extra[] = {"--proxy", sq.url, "--proxy-user-file", creds, NULL};
+    start_shim(extra, line, sizeof(line));
+    snprintf(want, sizeof(want), " via proxy 127.0.0.1:%u", (unsigned)sq.port);
+    cr_expect(strstr(line, want), "%s", line);
+    expect_echo();
+    cr_expect_eq(ts_shim_stop(&shim, ts_deadline(ts_ms(WAIT_MS))), 0);
+    cr_expect_eq(ts_log_wait(sq.access_log, " bob ", 1, ts_deadline(ts_ms(WAIT_MS))), 0,
+                 "squid did not log the authenticated user");
+
+    /* A wrong one: exit 7, naming Digest as what the proxy offered. */
+    const char *bad = write_tmp("proxy-user-bad", "bob:not it\n");
+    const char *wrong[] = {"--proxy", sq.url, "--proxy-user-file", bad, NULL};
+    run_shim(wrong, &r);
+    cr_expect_eq(r.code, 7, "exit %d: %s", r.code, r.err);
+    cr_expect(strstr(r.err, "407"), "%s", r.err);
+    cr_expect(strstr(r.err, "offered: Digest)"), "Digest alone is not named: %s", r.err);
+    cr_expect(strstr(r.err, "proxy auth"), "%s", r.err);
+    cr_expect_null(strstr(r.err, "not it"), "the password leaked: %s", r.err);
+    ts_run_free(&r);
+    finish();
+}
+
 Test(proxy, refused_connect_is_proxy_refused_with_the_status_line, .init = setup,
      .fini = teardown, .timeout = 90)
 {
@@ -372,5 +409,191 @@ Test(proxy, a_reply_that_is_not_http_is_proxy_malformed, .init = setup, .fini = 
     close(fd);
     close(lfd);
     ts_proc_dispose(&p);
+    finish();
+}
+
+Test(proxy, a_proxy_that_never_answers_the_connect_is_proxy_timeout, .init = setup,
+     .fini = teardown, .timeout = 90)
+{
+    ts_addr_t a;
+    socklen_t len = sizeof(a.sa);
+    char url[64], req[2048];
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    start_gateway();
+    /* A "proxy" that accepts (the kernel completes the handshake into the
+     * backlog) and never says a word. */
+    ts_addr_loopback(&a, AF_INET, 0);
+    cr_assert(lfd >= 0 && bind(lfd, (struct sockaddr *)&a.sa, a.len) == 0 &&
+              listen(lfd, 8) == 0 && getsockname(lfd, (struct sockaddr *)&a.sa, &len) == 0);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u", (unsigned)ts_addr_port(&a));
+    const char *extra[] = {"--proxy", url, "--connect-timeout-ms", "500", NULL};
+    int64_t t0 = ts_now_ms();
+    expect_reconnecting(extra, "(proxy timeout)");
+    int64_t took = ts_now_ms() - t0;
+    fprintf(stderr, "proxy timeout: reconnecting line %lld ms after start\n", (long long)took);
+    /* Far below the 10 s default: the option is what set the deadline. */
+    cr_expect_lt(took, 5000, "took %lld ms", (long long)took);
+    /* It was the CONNECT that went unanswered, not the TCP connect. */
+    struct pollfd pfd = {.fd = lfd, .events = POLLIN};
+    cr_assert_eq(poll(&pfd, 1, ts_remaining_ms(ts_deadline(ts_ms(WAIT_MS)))), 1);
+    int fd = accept(lfd, NULL, NULL);
+    cr_assert_geq(fd, 0);
+    struct pollfd rfd = {.fd = fd, .events = POLLIN};
+    cr_assert_eq(poll(&rfd, 1, ts_remaining_ms(ts_deadline(ts_ms(WAIT_MS)))), 1);
+    ssize_t n = read(fd, req, sizeof(req) - 1);
+    cr_assert_gt(n, 0);
+    req[n] = '\0';
+    cr_expect(strncmp(req, "CONNECT 127.0.0.1:", 18) == 0, "%s", req);
+    close(fd);
+    close(lfd);
+    finish();
+}
+
+/* ---- sluice-shim probe through proxies ------------------------------------ */
+
+/* Runs `sluice-shim probe` against the fixture's gateway with extra
+ * arguments (NULL terminated); r->out holds the report. */
+static void run_probe(const char *const *extra, ts_run_t *r)
+{
+    char url[128], shim_bin[PATH_MAX], ca[PATH_MAX];
+    const char *argv[24];
+    size_t n = 0;
+
+    cr_assert_eq(ts_gateway_url(&fx.gw, 0, "", url, sizeof(url)), 0);
+    cr_assert_eq(ts_build_path(NULL, "sluice-shim", shim_bin, sizeof(shim_bin)), 0);
+    cr_assert_eq(ts_build_path(NULL, "dev/cert.pem", ca, sizeof(ca)), 0);
+    const char *base[] = {shim_bin, "probe", "--gateway", url, "--ca-file", ca, "--tenant",
+                          TS_FX_TENANT, "--kind", "sfu", "--secret", TS_FX_SECRET, NULL};
+    for (size_t i = 0; base[i]; i++)
+        argv[n++] = base[i];
+    for (size_t i = 0; extra[i] && n < 23; i++)
+        argv[n++] = extra[i];
+    argv[n] = NULL;
+    cr_assert_eq(ts_run((char *const *)argv, NULL, ts_deadline(ts_ms(30000)), r), 0);
+    cr_assert_eq(r->timed_out, 0, "the probe did not exit: %s", r->err);
+    fprintf(stderr, "---- probe (exit %d):\n%s", r->code, r->out);
+}
+
+static void expect_in(const ts_run_t *r, const char *want)
+{
+    cr_expect_not_null(strstr(r->out, want), "'%s' not in:\n%s", want, r->out);
+}
+
+Test(proxy, probe_goes_through_squid_and_names_it, .init = setup, .fini = teardown,
+     .timeout = 90)
+{
+    char pac[512], want[256], gw[64];
+    uint16_t dead = ts_free_tcp_port();
+    ts_run_t r;
+
+    start_gateway();
+    start_squid(NULL);
+    cr_assert_neq(dead, 0);
+    snprintf(gw, sizeof(gw), "127.0.0.1:%u", (unsigned)gw_port());
+
+    /* --proxy: the one route, and it works. */
+    const char *explicit[] = {"--proxy", sq.url, NULL};
+    run_probe(explicit, &r);
+    cr_expect_eq(r.code, 0);
+    snprintf(want, sizeof(want), "probe proxy: --proxy -> proxy 127.0.0.1:%u\n",
+             (unsigned)sq.port);
+    expect_in(&r, want);
+    snprintf(want, sizeof(want), "probe tls %s: ok in ", gw);
+    expect_in(&r, want);
+    snprintf(want, sizeof(want), " ms via proxy 127.0.0.1:%u (alpn=h2 ", (unsigned)sq.port);
+    expect_in(&r, want);
+    expect_in(&r, "probe tunnel acme/sfu: ok in ");
+    expect_in(&r, "probe result: tunnel works\n");
+    ts_run_free(&r);
+    snprintf(want, sizeof(want), "CONNECT %s", gw);
+    cr_expect_eq(ts_log_wait(sq.access_log, want, 1, ts_deadline(ts_ms(WAIT_MS))), 0,
+                 "squid saw no %s", want);
+
+    /* A PAC naming a dead proxy first: both routes listed, the second
+     * works, and the first is named with its failure class. */
+    snprintf(pac, sizeof(pac),
+             "function FindProxyForURL(url, host) {\n"
+             "  return \"PROXY 127.0.0.1:%u; PROXY 127.0.0.1:%u\";\n"
+             "}\n",
+             (unsigned)dead, (unsigned)sq.port);
+    const char *path = write_tmp("probe.pac", pac);
+    const char *bypac[] = {"--proxy-pac", path, NULL};
+    run_probe(bypac, &r);
+    cr_expect_eq(r.code, 0);
+    snprintf(want, sizeof(want),
+             "probe proxy: PAC \"PROXY 127.0.0.1:%u; PROXY 127.0.0.1:%u\" -> proxy 127.0.0.1:%u; "
+             "proxy 127.0.0.1:%u\n",
+             (unsigned)dead, (unsigned)sq.port, (unsigned)dead, (unsigned)sq.port);
+    expect_in(&r, want);
+    snprintf(want, sizeof(want), " ms via proxy 127.0.0.1:%u (alpn=h2 ", (unsigned)sq.port);
+    expect_in(&r, want);
+    snprintf(want, sizeof(want), "; failed first: proxy 127.0.0.1:%u: proxy unreachable)\n",
+             (unsigned)dead);
+    expect_in(&r, want);
+    expect_in(&r, "probe result: tunnel works\n");
+    ts_run_free(&r);
+
+    /* The environment's proxy, bypassed by NO_PROXY: said so, direct. */
+    char dead_url[64];
+    snprintf(dead_url, sizeof(dead_url), "http://user:hunter2@127.0.0.1:%u", (unsigned)dead);
+    setenv("https_proxy", dead_url, 1);
+    setenv("NO_PROXY", "127.0.0.0/8", 1);
+    const char *none[] = {NULL};
+    run_probe(none, &r);
+    cr_expect_eq(r.code, 0);
+    snprintf(want, sizeof(want),
+             "probe proxy: env https_proxy=proxy 127.0.0.1:%u (bypassed by NO_PROXY) -> direct\n",
+             (unsigned)dead);
+    expect_in(&r, want);
+    expect_in(&r, " ms direct (alpn=h2 ");
+    cr_expect_null(strstr(r.out, "hunter2"), "the password leaked: %s", r.out);
+    ts_run_free(&r);
+    finish();
+}
+
+Test(proxy, probe_reports_a_dead_proxy_and_proxy_auth, .init = setup, .fini = teardown,
+     .timeout = 90)
+{
+    const ts_squid_opts_t so = {.user = "alice", .password = "open sesame"};
+    char dead_url[64], want[256], gw[64];
+    uint16_t dead = ts_free_tcp_port();
+    ts_run_t r;
+
+    start_gateway();
+    snprintf(gw, sizeof(gw), "127.0.0.1:%u", (unsigned)gw_port());
+    snprintf(dead_url, sizeof(dead_url), "http://127.0.0.1:%u", (unsigned)dead);
+
+    /* A dead proxy: the TLS rung fails naming the route and its class, the
+     * tunnel is not tried, nothing works. */
+    const char *deadp[] = {"--proxy", dead_url, NULL};
+    run_probe(deadp, &r);
+    cr_expect_eq(r.code, 1);
+    snprintf(want, sizeof(want), "probe tls %s: failed in ", gw);
+    expect_in(&r, want);
+    snprintf(want, sizeof(want), " ms (proxy 127.0.0.1:%u: proxy unreachable (", (unsigned)dead);
+    expect_in(&r, want);
+    expect_in(&r, "probe tunnel acme/sfu: skipped (no connection to the gateway)\n");
+    expect_in(&r, "probe result: nothing works\n");
+    ts_run_free(&r);
+
+    /* A proxy that wants credentials: without them "proxy auth" naming
+     * Basic; with --proxy-user-file the probe gets through. */
+    start_squid(&so);
+    const char *noauth[] = {"--proxy", sq.url, NULL};
+    run_probe(noauth, &r);
+    cr_expect_eq(r.code, 1);
+    snprintf(want, sizeof(want), " ms (proxy 127.0.0.1:%u: proxy auth (", (unsigned)sq.port);
+    expect_in(&r, want);
+    expect_in(&r, "offered: Basic");
+    ts_run_free(&r);
+    const char *creds = write_tmp("proxy-user", "alice:open sesame\n");
+    const char *auth[] = {"--proxy", sq.url, "--proxy-user-file", creds, NULL};
+    run_probe(auth, &r);
+    cr_expect_eq(r.code, 0);
+    snprintf(want, sizeof(want), " ms via proxy 127.0.0.1:%u (alpn=h2 ", (unsigned)sq.port);
+    expect_in(&r, want);
+    expect_in(&r, "probe result: tunnel works\n");
+    ts_run_free(&r);
     finish();
 }

@@ -133,3 +133,26 @@ Test(cli_opts, bad_command_lines_name_the_problem)
                            err, cases[i].word);
     }
 }
+
+Test(cli_opts, connect_timeout_defaults_to_the_mode_and_is_bounded)
+{
+    shim_cli_opts_t o;
+    char err[256] = "";
+
+    cr_assert_eq(PARSE(&o, err, BASE, "--secret", "s"), 0, "%s", err);
+    cr_expect_eq(o.connect_timeout_ms, 0, "not given: each mode's own default");
+    cr_assert_eq(PARSE(&o, err, BASE, "--secret", "s", "--connect-timeout-ms", "500"), 0, "%s",
+                 err);
+    cr_expect_eq(o.connect_timeout_ms, 500);
+    cr_assert_eq(PARSE(&o, err, "probe", "--gateway", "https://127.0.0.1:8443", "--tenant", "demo",
+                       "--kind", "sfu", "--secret", "s", "--connect-timeout-ms=250", "--proxy",
+                       "http://127.0.0.1:3128", "--proxy-user-file", "/tmp/u"),
+                 0, "%s", err);
+    cr_expect_eq(o.probe, 1);
+    cr_expect_eq(o.connect_timeout_ms, 250);
+    cr_expect_str_eq(o.proxy, "http://127.0.0.1:3128");
+    cr_expect_eq(PARSE(&o, err, BASE, "--secret", "s", "--connect-timeout-ms", "99"), -1);
+    cr_expect_not_null(strstr(err, "--connect-timeout-ms"), "%s", err);
+    cr_expect_eq(PARSE(&o, err, BASE, "--secret", "s", "--connect-timeout-ms", "600001"), -1);
+    cr_expect_not_null(strstr(shim_cli_usage(), "--connect-timeout-ms"));
+}

@@ -20,6 +20,7 @@
 
 #define SQUID_BIN "/usr/sbin/squid"
 #define BASIC_AUTH_HELPER "/usr/lib/squid/basic_ncsa_auth"
+#define DIGEST_AUTH_HELPER "/usr/lib/squid/digest_file_auth"
 
 int ts_squid_available(void)
 {
@@ -126,7 +127,22 @@ int ts_squid_start(ts_squid_t *sq, const ts_squid_opts_t *o, int64_t deadline)
                    "http_access deny CONNECT denied_port\n",
                    (unsigned)o->deny_port) < 0)
         return -1;
-    if (o->user) {
+    if (o->user && o->digest) {
+        /* digest_file_auth reads plain "user:password" lines. */
+        char line[512];
+        int n = snprintf(line, sizeof(line), "%s:%s\n", o->user, o->password ? o->password : "");
+        if (n < 0 || (size_t)n >= sizeof(line) || ts_write_file(passwd, line, (size_t)n) < 0 ||
+            chmod(passwd, 0644) < 0)
+            return -1;
+        if (ts_appendf(text, sizeof(text), &pos,
+                       "auth_param digest program %s %s\n"
+                       "auth_param digest realm sluice-test\n"
+                       "auth_param digest children 2 startup=1\n"
+                       "acl authed proxy_auth REQUIRED\n"
+                       "http_access deny !authed\n",
+                       DIGEST_AUTH_HELPER, passwd) < 0)
+            return -1;
+    } else if (o->user) {
         if (write_htpasswd(passwd, o->user, o->password ? o->password : "", deadline) < 0)
             return -1;
         if (ts_appendf(text, sizeof(text), &pos,

@@ -4,8 +4,8 @@
  * Each squid gets its own mktemp -d directory (made writable for the user
  * `proxy` squid drops to when started as root) holding a generated
  * squid.conf (http_port 127.0.0.1:<free port>, no cache, no pinger, pid
- * file and logs in the directory), the htpasswd file for Basic auth, and its
- * logs. It runs in the foreground (-N) as a ts_proc child, and is stopped by
+ * file and logs in the directory), the password file for Basic (htpasswd)
+ * or Digest (plain "user:password") auth, and its logs. It runs in the foreground (-N) as a ts_proc child, and is stopped by
  * PID; the directory is removed with it. Squid cannot report its port, so
  * one is picked by binding port 0 and closing, and the start waits until
  * squid accepts on it.
@@ -19,9 +19,12 @@
 #include "ts_proc.h"
 
 typedef struct ts_squid_opts {
-    /* Basic auth: only this user with this password may CONNECT. NULL: none. */
+    /* Proxy auth: only this user with this password may CONNECT. NULL: none. */
     const char *user;
     const char *password;
+    /* 1: Digest only (digest_file_auth, RFC 7616), else Basic only
+     * (basic_ncsa_auth). */
+    int digest;
     /* CONNECT to this port is denied (403). 0: none. */
     uint16_t deny_port;
 } ts_squid_opts_t;
