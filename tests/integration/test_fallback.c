@@ -289,33 +289,18 @@ Test(fallback, udp_dropped_by_nftables_goes_through_tunnel, .fini = teardown, .t
 
 static void run_probe(const char *direct, const char *secret)
 {
-    char bin[PATH_MAX], url[256], ca[PATH_MAX];
-    cr_assert_eq(ts_build_path(NULL, "sluice-shim", bin, sizeof bin), 0);
-    cr_assert_eq(ts_build_path(NULL, "dev/cert.pem", ca, sizeof ca), 0);
+    char url[256];
+    ts_shim_argv_t a;
+
     cr_assert_eq(ts_gateway_url(&fx.gw, 0, "", url, sizeof url), 0);
-    char *argv[20];
-    size_t n = 0;
-    argv[n++] = bin;
-    argv[n++] = "probe";
-    argv[n++] = "--gateway";
-    argv[n++] = url;
-    argv[n++] = "--ca-file";
-    argv[n++] = ca;
-    argv[n++] = "--tenant";
-    argv[n++] = TS_FX_TENANT;
-    argv[n++] = "--kind";
-    argv[n++] = "sfu";
-    argv[n++] = "--secret";
-    argv[n++] = (char *)secret;
-    if (direct) {
-        argv[n++] = "--direct";
-        argv[n++] = (char *)direct;
-        argv[n++] = "--direct-budget-ms";
-        argv[n++] = "300";
-    }
-    argv[n] = NULL;
+    cr_assert_eq(ts_shim_argv_init(&a, "probe", url), 0);
+    ts_shim_argv_add(&a, (const char *const[]){"--tenant", TS_FX_TENANT, "--kind", "sfu",
+                                               "--secret", secret, NULL});
+    if (direct)
+        ts_shim_argv_add(&a, (const char *const[]){"--direct", direct, "--direct-budget-ms",
+                                                   "300", NULL});
     ts_run_free(&run);
-    cr_assert_eq(ts_run(argv, NULL, ts_deadline(ts_ms(30000)), &run), 0);
+    cr_assert_eq(ts_run(ts_shim_argv(&a), NULL, ts_deadline(ts_ms(30000)), &run), 0);
     fprintf(stderr, "---- probe (exit %d):\n%s", run.code, run.out);
 }
 

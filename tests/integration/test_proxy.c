@@ -106,34 +106,23 @@ static void expect_echo(void)
     close(fd);
 }
 
+/* The relay's arguments after --gateway and --ca-file. */
+static const char *const relay_args[] = {"--tenant", TS_FX_TENANT, "--kind", "sfu", "--secret",
+                                         TS_FX_SECRET, "--listen", "127.0.0.1:0", NULL};
+
 /* Runs the shim to its exit with extra arguments; returns the run (the
  * caller frees it). */
 static void run_shim(const char *const *extra, ts_run_t *r)
 {
-    char url[128], shim_bin[PATH_MAX], ca[PATH_MAX];
-    const char *argv[24];
-    size_t n = 0;
+    ts_shim_argv_t a;
+    char url[128];
 
     cr_assert_eq(ts_gateway_url(&fx.gw, 0, "", url, sizeof(url)), 0);
-    cr_assert_eq(ts_build_path(NULL, "sluice-shim", shim_bin, sizeof(shim_bin)), 0);
-    cr_assert_eq(ts_build_path(NULL, "dev/cert.pem", ca, sizeof(ca)), 0);
-    argv[n++] = shim_bin;
-    argv[n++] = "--gateway";
-    argv[n++] = url;
-    argv[n++] = "--ca-file";
-    argv[n++] = ca;
-    argv[n++] = "--tenant";
-    argv[n++] = TS_FX_TENANT;
-    argv[n++] = "--kind";
-    argv[n++] = "sfu";
-    argv[n++] = "--secret";
-    argv[n++] = TS_FX_SECRET;
-    argv[n++] = "--listen";
-    argv[n++] = "127.0.0.1:0";
-    for (size_t i = 0; extra[i] && n < 23; i++)
-        argv[n++] = extra[i];
-    argv[n] = NULL;
-    cr_assert_eq(ts_run((char *const *)argv, NULL, ts_deadline(ts_ms(WAIT_MS)), r), 0);
+    cr_assert_eq(ts_shim_argv_init(&a, NULL, url), 0);
+    ts_shim_argv_add(&a, relay_args);
+    ts_shim_argv_add(&a, extra);
+    cr_assert_not_null(ts_shim_argv(&a));
+    cr_assert_eq(ts_run(ts_shim_argv(&a), NULL, ts_deadline(ts_ms(WAIT_MS)), r), 0);
     cr_assert_eq(r->timed_out, 0, "the shim did not exit: %s", r->err);
 }
 
@@ -142,23 +131,16 @@ static void run_shim(const char *const *extra, ts_run_t *r)
  * that line names want, then stops it: it must exit 0. */
 static void expect_reconnecting(const char *const *extra, const char *want)
 {
-    char url[128], shim_bin[PATH_MAX], ca[PATH_MAX], line[TS_PROC_LINE_MAX];
-    const char *argv[24];
+    char url[128], line[TS_PROC_LINE_MAX];
     ts_proc_t p = {.out_fd = -1, .in_fd = -1};
-    size_t n = 0;
+    ts_shim_argv_t a;
 
     cr_assert_eq(ts_gateway_url(&fx.gw, 0, "", url, sizeof(url)), 0);
-    cr_assert_eq(ts_build_path(NULL, "sluice-shim", shim_bin, sizeof(shim_bin)), 0);
-    cr_assert_eq(ts_build_path(NULL, "dev/cert.pem", ca, sizeof(ca)), 0);
-    const char *base[] = {shim_bin, "--gateway", url, "--ca-file", ca, "--tenant", TS_FX_TENANT,
-                          "--kind", "sfu", "--secret", TS_FX_SECRET, "--listen", "127.0.0.1:0",
-                          NULL};
-    for (size_t i = 0; base[i]; i++)
-        argv[n++] = base[i];
-    for (size_t i = 0; extra[i] && n < 23; i++)
-        argv[n++] = extra[i];
-    argv[n] = NULL;
-    cr_assert_eq(ts_proc_spawn(&p, "sluice-shim", (char *const *)argv, 0), 0);
+    cr_assert_eq(ts_shim_argv_init(&a, NULL, url), 0);
+    ts_shim_argv_add(&a, relay_args);
+    ts_shim_argv_add(&a, extra);
+    cr_assert_not_null(ts_shim_argv(&a));
+    cr_assert_eq(ts_proc_spawn(&p, "sluice-shim", ts_shim_argv(&a), 0), 0);
     cr_assert_eq(ts_proc_wait_line(&p, "sluice-shim reconnecting", ts_deadline(ts_ms(WAIT_MS)),
                                    line, sizeof(line)),
                  0, "no reconnect");
@@ -369,7 +351,8 @@ Test(proxy, a_reply_that_is_not_http_is_proxy_malformed, .init = setup, .fini = 
 {
     ts_addr_t a;
     socklen_t len = sizeof(a.sa);
-    char url[64], shim_bin[PATH_MAX], ca[PATH_MAX], gw[128], req[2048];
+    char url[64], gw[128], req[2048];
+    ts_shim_argv_t args;
     ts_proc_t p = {.out_fd = -1, .in_fd = -1};
     int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), fd;
 
@@ -380,12 +363,10 @@ Test(proxy, a_reply_that_is_not_http_is_proxy_malformed, .init = setup, .fini = 
               listen(lfd, 4) == 0 && getsockname(lfd, (struct sockaddr *)&a.sa, &len) == 0);
     snprintf(url, sizeof(url), "http://127.0.0.1:%u", (unsigned)ts_addr_port(&a));
     cr_assert_eq(ts_gateway_url(&fx.gw, 0, "", gw, sizeof(gw)), 0);
-    cr_assert_eq(ts_build_path(NULL, "sluice-shim", shim_bin, sizeof(shim_bin)), 0);
-    cr_assert_eq(ts_build_path(NULL, "dev/cert.pem", ca, sizeof(ca)), 0);
-    char *argv[] = {shim_bin, "--gateway", gw, "--ca-file", ca, "--tenant", TS_FX_TENANT,
-                    "--kind", "sfu", "--secret", TS_FX_SECRET, "--listen", "127.0.0.1:0",
-                    "--proxy", url, NULL};
-    cr_assert_eq(ts_proc_spawn(&p, "sluice-shim", argv, 0), 0);
+    cr_assert_eq(ts_shim_argv_init(&args, NULL, gw), 0);
+    ts_shim_argv_add(&args, relay_args);
+    ts_shim_argv_add(&args, (const char *const[]){"--proxy", url, NULL});
+    cr_assert_eq(ts_proc_spawn(&p, "sluice-shim", ts_shim_argv(&args), 0), 0);
     struct pollfd pfd = {.fd = lfd, .events = POLLIN};
     cr_assert_eq(poll(&pfd, 1, ts_remaining_ms(ts_deadline(ts_ms(WAIT_MS)))), 1,
                  "the shim did not connect to the proxy");
@@ -456,21 +437,16 @@ Test(proxy, a_proxy_that_never_answers_the_connect_is_proxy_timeout, .init = set
  * arguments (NULL terminated); r->out holds the report. */
 static void run_probe(const char *const *extra, ts_run_t *r)
 {
-    char url[128], shim_bin[PATH_MAX], ca[PATH_MAX];
-    const char *argv[24];
-    size_t n = 0;
+    char url[128];
+    ts_shim_argv_t a;
 
     cr_assert_eq(ts_gateway_url(&fx.gw, 0, "", url, sizeof(url)), 0);
-    cr_assert_eq(ts_build_path(NULL, "sluice-shim", shim_bin, sizeof(shim_bin)), 0);
-    cr_assert_eq(ts_build_path(NULL, "dev/cert.pem", ca, sizeof(ca)), 0);
-    const char *base[] = {shim_bin, "probe", "--gateway", url, "--ca-file", ca, "--tenant",
-                          TS_FX_TENANT, "--kind", "sfu", "--secret", TS_FX_SECRET, NULL};
-    for (size_t i = 0; base[i]; i++)
-        argv[n++] = base[i];
-    for (size_t i = 0; extra[i] && n < 23; i++)
-        argv[n++] = extra[i];
-    argv[n] = NULL;
-    cr_assert_eq(ts_run((char *const *)argv, NULL, ts_deadline(ts_ms(30000)), r), 0);
+    cr_assert_eq(ts_shim_argv_init(&a, "probe", url), 0);
+    ts_shim_argv_add(&a, (const char *const[]){"--tenant", TS_FX_TENANT, "--kind", "sfu",
+                                               "--secret", TS_FX_SECRET, NULL});
+    ts_shim_argv_add(&a, extra);
+    cr_assert_not_null(ts_shim_argv(&a));
+    cr_assert_eq(ts_run(ts_shim_argv(&a), NULL, ts_deadline(ts_ms(30000)), r), 0);
     cr_assert_eq(r->timed_out, 0, "the probe did not exit: %s", r->err);
     fprintf(stderr, "---- probe (exit %d):\n%s", r->code, r->out);
 }

@@ -106,31 +106,16 @@ static void gateway_start(void)
  * its listening line only. */
 static void shim_spawn(const char *const *args)
 {
-    char bin[PATH_MAX], ca[PATH_MAX], url[128], line[TS_PROC_LINE_MAX];
-    char *argv[40];
-    size_t n = 0;
+    char url[128], line[TS_PROC_LINE_MAX];
+    ts_shim_argv_t a;
 
-    cr_assert_eq(ts_build_path(NULL, "sluice-shim", bin, sizeof(bin)), 0);
-    cr_assert_eq(ts_build_path(NULL, "dev/cert.pem", ca, sizeof(ca)), 0);
     snprintf(url, sizeof(url), "https://%s", cutter ? ts_cutter_addr_str(cutter) : gw_listen);
-    argv[n++] = bin;
-    argv[n++] = "--gateway";
-    argv[n++] = url;
-    argv[n++] = "--ca-file";
-    argv[n++] = ca;
-    argv[n++] = "--listen";
-    argv[n++] = "127.0.0.1:0";
-    argv[n++] = "--reconnect-min-ms";
-    argv[n++] = "50";
-    argv[n++] = "--reconnect-max-ms";
-    argv[n++] = "400";
-    argv[n++] = "-v";
-    for (size_t i = 0; args[i]; i++) {
-        cr_assert_lt(n, 38);
-        argv[n++] = (char *)args[i];
-    }
-    argv[n] = NULL;
-    cr_assert_eq(ts_proc_spawn(&shim, "sluice-shim", argv, 0), 0);
+    cr_assert_eq(ts_shim_argv_init(&a, NULL, url), 0);
+    ts_shim_argv_add(&a, (const char *const[]){"--listen", "127.0.0.1:0", "--reconnect-min-ms",
+                                               "50", "--reconnect-max-ms", "400", "-v", NULL});
+    ts_shim_argv_add(&a, args);
+    cr_assert_not_null(ts_shim_argv(&a));
+    cr_assert_eq(ts_proc_spawn(&shim, "sluice-shim", ts_shim_argv(&a), 0), 0);
     cr_assert_eq(ts_proc_wait_line(&shim, "sluice-shim listening ", ts_deadline(ts_ms(START_MS)),
                                    line, sizeof(line)),
                  0);

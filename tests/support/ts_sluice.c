@@ -149,3 +149,33 @@ void ts_shim_dispose(ts_shim_t *s)
 {
     ts_proc_dispose(&s->proc);
 }
+
+int ts_shim_argv_init(ts_shim_argv_t *a, const char *mode, const char *url)
+{
+    memset(a, 0, sizeof *a);
+    if (ts_build_path(NULL, "sluice-shim", a->bin, sizeof a->bin) < 0 ||
+        ts_build_path(NULL, "dev/cert.pem", a->ca, sizeof a->ca) < 0 ||
+        snprintf(a->url, sizeof a->url, "%s", url) >= (int)sizeof a->url)
+        return -1;
+    const char *head[] = {a->bin, mode, "--gateway", a->url, "--ca-file", a->ca, NULL};
+    a->v[a->n++] = head[0];
+    ts_shim_argv_add(a, mode ? head + 1 : head + 2);
+    return 0;
+}
+
+void ts_shim_argv_add(ts_shim_argv_t *a, const char *const *list)
+{
+    for (size_t i = 0; list && list[i]; i++) {
+        if (a->n == TS_SHIM_ARGV_MAX) {
+            a->overflow = 1;
+            return;
+        }
+        a->v[a->n++] = list[i];
+    }
+}
+
+char *const *ts_shim_argv(ts_shim_argv_t *a)
+{
+    a->v[a->n] = NULL;
+    return a->overflow ? NULL : (char *const *)a->v;
+}

@@ -74,4 +74,26 @@ int ts_shim_start(ts_shim_t *s, const ts_shim_opts_t *o, int64_t deadline);
 int ts_shim_stop(ts_shim_t *s, int64_t deadline);
 void ts_shim_dispose(ts_shim_t *s);
 
+/* An argv for the build's sluice-shim, built up in place, for tests that run
+ * it themselves (ts_run, ts_proc_spawn) rather than through ts_shim_start. */
+#define TS_SHIM_ARGV_MAX 47
+typedef struct ts_shim_argv {
+    const char *v[TS_SHIM_ARGV_MAX + 1];
+    size_t n;
+    int overflow;
+    char bin[PATH_MAX], ca[PATH_MAX], url[256];
+} ts_shim_argv_t;
+
+/* Starts a with the binary, mode ("probe", or NULL for the relay), then
+ * `--gateway url` (copied) and `--ca-file` with the build's development
+ * certificate. Returns 0, or -1 when SLUICE_BUILD is unset or url too long. */
+int ts_shim_argv_init(ts_shim_argv_t *a, const char *mode, const char *url);
+
+/* Appends the NULL-terminated list (NULL: nothing). Strings are not copied. */
+void ts_shim_argv_add(ts_shim_argv_t *a, const char *const *list);
+
+/* The NULL-terminated argv, or NULL when more than TS_SHIM_ARGV_MAX
+ * arguments were added. */
+char *const *ts_shim_argv(ts_shim_argv_t *a);
+
 #endif
