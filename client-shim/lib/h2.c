@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../../proto/token.h"
 #include "shim_addr.h"
 #include "shim_internal.h"
 
@@ -17,17 +18,16 @@ static sluice_tunnel_t *stream_tunnel(nghttp2_session *s, int32_t id)
     return nghttp2_session_get_stream_user_data(s, id);
 }
 
-/* Keeps a tunnel-session value when it looks like a token (base64url,
- * bounded); anything else is ignored, so resume is simply not used. */
+/* Keeps a tunnel-session value when it is a token (proto/token.h, the
+ * gateway's own codec); anything else is ignored, so resume is simply not
+ * used. */
 static void shim_session_token(const uint8_t *v, size_t n, char *out, size_t cap)
 {
+    uint8_t raw[TOKEN_BYTES];
+
     out[0] = '\0';
-    if (n == 0 || n >= cap)
+    if (n >= cap || token_decode((const char *)v, n, raw) != 0)
         return;
-    for (size_t i = 0; i < n; i++)
-        if (!((v[i] >= 'A' && v[i] <= 'Z') || (v[i] >= 'a' && v[i] <= 'z') ||
-              (v[i] >= '0' && v[i] <= '9') || v[i] == '-' || v[i] == '_'))
-            return;
     memcpy(out, v, n);
     out[n] = '\0';
 }

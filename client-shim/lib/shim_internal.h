@@ -41,6 +41,7 @@
 #include "../../common/list.h"
 #include "../../proto/capsule.h"
 #include "../../proto/sendq.h"
+#include "../../proto/token.h"
 #include "shim_dial.h"
 #include "shim_pipe.h"
 #include "sluice_shim.h"
@@ -56,7 +57,7 @@
 #define SHIM_TLS_OUT_HIGH 65536u  /* stop pulling HTTP/2 frames above this backlog */
 #define SHIM_STREAM_WINDOW (256u * 1024u)
 #define SHIM_CONN_WINDOW (4u * 1024u * 1024u)
-#define SHIM_TOKEN_MAX 64u        /* tunnel-session token kept (the gateway sends 22) */
+#define SHIM_TOKEN_MAX TOKEN_TEXT_LEN /* a tunnel-session token (proto/token.h) */
 #define SHIM_RECONNECT_MIN_MS 250u
 
 enum shim_client_phase {
