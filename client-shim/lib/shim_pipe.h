@@ -3,10 +3,10 @@
  * reliable stream of bytes to the gateway, whatever carries it.
  *
  * TLS (tls.c) moves ciphertext through this interface and nothing else: it
- * never sees a socket. Today the only pipe is a direct TCP connection
- * (pipe_tcp.c, made by the dialer in dial.c); an HTTP CONNECT proxy or any
- * other transport is another set of ops, made by its own dialer, with no
- * change to TLS, HTTP/2 or tunnel code.
+ * never sees a socket. Two pipes exist, both made by the dialer (dial.c):
+ * a direct TCP connection (pipe_tcp.c) and a CONNECT tunnel through a proxy
+ * made by libcurl (pipe_curl.c). Another transport is another set of ops,
+ * with no change to TLS, HTTP/2 or tunnel code.
  *
  * Readiness is level-triggered, like the socket under it: the owner says
  * which events it wants (want), the pipe calls on_ready from the loop while
