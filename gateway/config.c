@@ -671,10 +671,74 @@ static int kinds_parse(vctx_t *c, const json_t *v, cfg_tenant_t *t)
     return 0;
 }
 
+/* tenants[i].limits: flat names, ranges in docs/configuration.md. */
+static const struct tlimit_spec {
+    const char *name;
+    size_t off;
+    uint64_t def, max;
+} tlimit_specs[] = {
+#define T(name, field, def, max) {name, offsetof(cfg_tenant_limits_t, field), def, max}
+    T("up_packets_s", up.packets_s, 0, 10000000),
+    T("up_packets_burst", up.packets_burst, 0, 10000000),
+    T("up_bits_s", up.bits_s, 0, 100000000000ull),
+    T("up_bits_burst", up.bits_burst, 0, 10000000000ull),
+    T("down_packets_s", down.packets_s, 0, 10000000),
+    T("down_packets_burst", down.packets_burst, 0, 10000000),
+    T("down_bits_s", down.bits_s, 0, 100000000000ull),
+    T("down_bits_burst", down.bits_burst, 0, 10000000000ull),
+    T("signal_packets_s", signal_packets_s, 50, 10000000),
+    T("signal_packets_burst", signal_packets_burst, 50, 10000000),
+    T("max_tunnels", max_tunnels, 0, 1000000),
+    T("max_tunnels_per_user", max_tunnels_per_user, 0, 1000000),
+    T("bits_s", bits_s, 0, 1000000000000ull),
+    T("bits_burst", bits_burst, 0, 10000000000ull),
+    T("retry_after_s", retry_after_s, 5, 3600),
+#undef T
+};
+#define NTLIMITS (sizeof tlimit_specs / sizeof tlimit_specs[0])
+
+/* A burst left at 0 under a rate is one second of that rate. */
+static void burst_default(uint64_t rate, uint64_t *burst)
+{
+    if (rate && !*burst)
+        *burst = rate < 10000000000ull ? rate : 10000000000ull;
+}
+
+static int tenant_limits_parse(vctx_t *c, const json_t *v, cfg_tenant_limits_t *l)
+{
+    const char *names[NTLIMITS];
+    const json_t *f[NTLIMITS];
+    for (size_t i = 0; i < NTLIMITS; i++) {
+        names[i] = tlimit_specs[i].name;
+        *(uint64_t *)(void *)((char *)l + tlimit_specs[i].off) = tlimit_specs[i].def;
+    }
+    if (v) {
+        if (get_fields(c, v, "an object", names, NTLIMITS, f))
+            return -1;
+        for (size_t i = 0; i < NTLIMITS; i++) {
+            if (!f[i])
+                continue;
+            size_t mark = path_push_key(c, names[i], strlen(names[i]));
+            if (get_uint(c, f[i], 0, tlimit_specs[i].max,
+                         (uint64_t *)(void *)((char *)l + tlimit_specs[i].off)))
+                return -1;
+            path_pop(c, mark);
+        }
+    }
+    burst_default(l->up.packets_s, &l->up.packets_burst);
+    burst_default(l->up.bits_s, &l->up.bits_burst);
+    burst_default(l->down.packets_s, &l->down.packets_burst);
+    burst_default(l->down.bits_s, &l->down.bits_burst);
+    burst_default(l->signal_packets_s, &l->signal_packets_burst);
+    burst_default(l->bits_s, &l->bits_burst);
+    return 0;
+}
+
 static int tenant_parse(vctx_t *c, const json_t *v, const config_t *cfg, cfg_tenant_t *t)
 {
-    static const char *const names[] = {"id", "secrets", "hash", "max_ttl", "regions", "kinds"};
-    enum { F_ID, F_SECRETS, F_HASH, F_TTL, F_REGIONS, F_KINDS, F_COUNT };
+    static const char *const names[] = {"id",      "secrets", "hash",  "max_ttl",
+                                        "regions", "kinds",   "limits"};
+    enum { F_ID, F_SECRETS, F_HASH, F_TTL, F_REGIONS, F_KINDS, F_LIMITS, F_COUNT };
     const json_t *f[F_COUNT];
     char d[QBUF];
     if (get_fields(c, v, "a tenant object", names, F_COUNT, f) || require(c, f[F_ID], "id") ||
@@ -725,6 +789,11 @@ static int tenant_parse(vctx_t *c, const json_t *v, const config_t *cfg, cfg_ten
 
     path_push_key(c, "kinds", 5);
     if (kinds_parse(c, f[F_KINDS], t))
+        return -1;
+    path_pop(c, mark);
+
+    path_push_key(c, "limits", 6);
+    if (tenant_limits_parse(c, f[F_LIMITS], &t->limits))
         return -1;
     path_pop(c, mark);
     return 0;

@@ -41,6 +41,29 @@ typedef struct cfg_region {
     cfg_pool_t pools[TUNNEL_KIND_COUNT];
 } cfg_region_t;
 
+/* A tenant's rate limits ("tenants[i].limits", docs/configuration.md). Every
+ * figure 0 means "no limit". A burst of 0 with a rate is one second of it.
+ * Per tunnel, each direction: packets/s and bits/s of media; signaling
+ * (SIGNAL capsules up, STUN and DTLS down) skips those and takes from its own small
+ * budget, applied in a direction that has a media limit. Per tenant, on this
+ * gateway: concurrent tunnels, concurrent tunnels per user, and the bits/s of
+ * media of all its tunnels together (both directions). */
+typedef struct cfg_rate {
+    uint64_t packets_s, packets_burst;
+    uint64_t bits_s, bits_burst;
+} cfg_rate_t;
+
+typedef struct cfg_tenant_limits {
+    cfg_rate_t up;                 /* per tunnel, client -> backend */
+    cfg_rate_t down;               /* per tunnel, backend -> client */
+    uint64_t signal_packets_s;     /* per tunnel and direction with a media limit (50) */
+    uint64_t signal_packets_burst; /* (50) */
+    uint64_t max_tunnels;          /* concurrent tunnels of the tenant */
+    uint64_t max_tunnels_per_user; /* concurrent tunnels of one user (the username's user part) */
+    uint64_t bits_s, bits_burst;   /* aggregate media of all the tenant's tunnels */
+    uint64_t retry_after_s;        /* retry-after of a 429 (5) */
+} cfg_tenant_limits_t;
+
 typedef struct cfg_tenant {
     char *id;
     cred_secret_t *secrets; /* keys owned by the snapshot */
@@ -50,6 +73,7 @@ typedef struct cfg_tenant {
     char **regions;         /* regions the tenant is enabled in */
     size_t nregions;
     unsigned kinds;         /* bit (1u << tunnel_kind) per allowed kind */
+    cfg_tenant_limits_t limits;
 } cfg_tenant_t;
 
 typedef struct cfg_limits {

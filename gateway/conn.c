@@ -100,6 +100,8 @@ static int host_respond(tunnel_t *t, int status)
         nnv = 4;
     else if (status == 401)
         nva[nnv++] = challenge;
+    else if (status == 429 && t->retry_after[0]) /* RFC 6585 §4, RFC 9110 §10.2.3 */
+        nva[nnv++] = (nghttp2_nv)NV("retry-after", t->retry_after);
     /* proto/README.md §8.1: the token a resume names. */
     const char *token = status == 200 ? tunnel_session_token(t) : NULL;
     if (token)

@@ -22,6 +22,9 @@ enum drop_reason {
     DROP_PONG_FULL,         /* more unanswered PINGs than PONG slots */
     DROP_NOMEM,             /* no memory for a queue ring or staging buffer */
     DROP_BACKEND_RXQ,       /* backend socket's kernel receive queue overflowed (SO_RXQ_OVFL) */
+    DROP_RATE_TUNNEL,       /* media over the tunnel's packets/s or bits/s (tenants[i].limits) */
+    DROP_RATE_TENANT,       /* media over the tenant's aggregate bits/s */
+    DROP_RATE_SIGNAL,       /* signaling over its own budget under a media limit */
     DROP_REASON_COUNT
 };
 
@@ -30,7 +33,8 @@ static inline const char *drop_reason_name(enum drop_reason r)
     static const char *const names[DROP_REASON_COUNT] = {
         "media_evicted", "media_expired", "signal_full",  "oversize",
         "context_id",    "uplink_send",   "backend_error", "closing",
-        "pong_full",     "nomem",         "backend_rxq",
+        "pong_full",     "nomem",         "backend_rxq",  "rate_tunnel",
+        "rate_tenant",   "rate_signal",
     };
     return (unsigned)r < DROP_REASON_COUNT ? names[r] : "unknown";
 }
@@ -51,7 +55,7 @@ typedef struct server_counters {
     uint64_t conns_refused_source[3]; /* per source: over its rate, too many pending, table full */
     uint64_t tls_failures;
     uint64_t tunnels_opened, tunnels_active;
-    uint64_t requests_rejected[7]; /* 400 401 403 404 405 503 410, see request.h */
+    uint64_t requests_rejected[8]; /* 400 401 403 404 405 503 410 429, see request.h */
     uint64_t protocol_errors;
     uint64_t header_overflows;     /* header blocks over the advertised list size or field count */
     uint64_t conns_calmed;         /* GOAWAY(ENHANCE_YOUR_CALM): frame budget or header abuse */

@@ -178,6 +178,7 @@ int request_status_index(int status)
     case 405: return 4;
     case 503: return 5;
     case 410: return 6;
+    case 429: return 7;
     default: return -1;
     }
 }

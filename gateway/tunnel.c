@@ -278,6 +278,22 @@ static void count_rxq_overflow(tunnel_t *t, struct msghdr *mh)
     }
 }
 
+/* The tenant's limits (ratelimit.h): returns 1 when the packet is dropped
+ * (and counted). */
+static int rate_drop(tunnel_t *t, enum ratelimit_dir dir, size_t len, int is_signal, uint64_t now)
+{
+    static const enum drop_reason map[] = {
+        [RATELIMIT_DROP_TUNNEL] = DROP_RATE_TUNNEL,
+        [RATELIMIT_DROP_TENANT] = DROP_RATE_TENANT,
+        [RATELIMIT_DROP_SIGNAL] = DROP_RATE_SIGNAL,
+    };
+    enum ratelimit_verdict v = ratelimit_pass(&t->rl, dir, len, is_signal, now);
+    if (v == RATELIMIT_PASS)
+        return 0;
+    count_drop(t, map[v], 1);
+    return 1;
+}
+
 static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     tunnel_t *t = container_of(w, tunnel_t, udp_io);
@@ -304,10 +320,13 @@ static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
         count_rxq_overflow(t, &mh);
         got = 1;
         t->backend_errors = 0;
-        if (classify_packet(buf, (size_t)r) == PKT_SIGNAL) {
+        int is_signal = classify_packet(buf, (size_t)r) == PKT_SIGNAL;
+        if (is_signal) {
             t->counters.down_signal_packets++;
             env_of(t)->counters->tunnel.down_signal_packets++;
         }
+        if (rate_drop(t, RATELIMIT_DOWN, (size_t)r, is_signal, now))
+            continue;
         sendq_push(&t->down, buf, (size_t)r, now); /* drops are counted by the hook */
     }
     if (got) {
@@ -510,15 +529,30 @@ int tunnel_start(tunnel_t *t)
         /* Parked tunnels count: each holds a socket. A resume adds none. */
         free(req);
         return reject(t, 503, "gateway at its tunnel capacity; try another");
+    } else {
+        /* Issue 7 §3: the tenant's caps. A resume is the same tunnel: its
+         * flow keeps the hold it has. */
+        rc = ratelimit_admit(&env->rl, target.tenant, target.user, target.user_len, &t->rl,
+                             compat_mono_ns(), &reason);
+        if (rc != RATELIMIT_OK) {
+            free(req);
+            if (rc == RATELIMIT_ERR_NOMEM)
+                return reject(t, 503, "gateway out of memory");
+            snprintf(t->retry_after, sizeof t->retry_after, "%llu",
+                     (unsigned long long)target.tenant->limits.retry_after_s);
+            return reject(t, 429, reason);
+        }
     }
     t->reader_buf = malloc(lim->max_capsule + CAPSULE_MAX_HEADER);
     if (!t->reader_buf) {
+        ratelimit_release(&t->rl);
         free(req);
         return reject(t, 503, "gateway out of memory");
     }
     if (s) {
         resume_flow(t, s);
     } else if (open_flow(t, &target, &rc) < 0) {
+        ratelimit_release(&t->rl);
         free(req);
         return rc;
     }
@@ -564,6 +598,7 @@ void tunnel_take_flow(tunnel_t *t, tunnel_t *from, uint64_t park_until)
     t->last_active = from->last_active;
     t->session = from->session;
     from->session = NULL;
+    ratelimit_move(&t->rl, &from->rl);
     if (t->session)
         t->session->t = t;
     from->handed_over = 1;
@@ -599,8 +634,10 @@ static void protocol_error(tunnel_t *t, const char *why)
 static int up_packet(void *ud, const uint8_t *p, size_t len, int is_signal)
 {
     tunnel_t *t = ud;
-    tunnel_touch(t, compat_mono_ns());
-    to_backend(t, p, len, is_signal);
+    uint64_t now = compat_mono_ns();
+    tunnel_touch(t, now);
+    if (!rate_drop(t, RATELIMIT_UP, len, is_signal, now))
+        to_backend(t, p, len, is_signal);
     return t->state != TUNNEL_OPEN; /* the backend may have been declared unreachable */
 }
 
@@ -732,6 +769,7 @@ void tunnel_free(tunnel_t *t)
         ev_timer_stop(env->loop, &t->timer);
     }
     backend_close(t);
+    ratelimit_release(&t->rl);
     sendq_dispose(&t->down);
     free(t->reader_buf);
     free(t->req);

@@ -11,7 +11,9 @@
  * when its stream closes, or by its connection when the connection goes away.
  *
  * Uplink: capsules from the request body are decoded as they arrive and sent
- * to the backend at once (no queue). Downlink: backend datagrams wait in the
+ * to the backend at once (no queue). Both ways, a packet first passes the
+ * tenant's rate limits (ratelimit.h): media over them is dropped and counted,
+ * signaling has its own budget. A new tunnel over the tenant's caps gets 429. Downlink: backend datagrams wait in the
  * tunnel's sendq (proto/sendq.h) — signaling (STUN, DTLS per RFC 7983) in a
  * bounded queue that never evicts, media in a bounded queue that drops the
  * oldest packet and anything older than the age limit. The transport pulls the
@@ -47,6 +49,7 @@
 #include "config.h"
 #include "counters.h"
 #include "log.h"
+#include "ratelimit.h"
 #include "request.h"
 
 /* Receive buffer for backend datagrams: larger than any UDP payload. */
@@ -66,6 +69,7 @@ typedef struct tunnel_env {
     socklen_t echo_len;
     uint64_t rr;                   /* round-robin backend choice */
     struct session_table *sessions; /* resumable flows (session.h); NULL: no resume */
+    ratelimit_table_t rl;          /* per-tenant caps and aggregate buckets (ratelimit.h) */
 } tunnel_env_t;
 
 /* Operations a transport provides to the tunnels it carries. */
@@ -121,6 +125,7 @@ struct tunnel {
     req_headers_t *req;           /* TUNNEL_REQUEST only */
     const char *reason;           /* TUNNEL_REJECTED: response body */
     size_t reason_off;
+    char retry_after[12];         /* a 429's retry-after (seconds), "" otherwise */
 
     int fd;                       /* connected UDP socket to the backend, or -1 */
     ev_io udp_io;
@@ -143,6 +148,7 @@ struct tunnel {
     unsigned rst_after_close : 1; /* protocol error: reset once CLOSE is sent */
     unsigned handed_over : 1;     /* its flow moved to another tunnel (session.h) */
     struct session *session;      /* resumable flow (owned by the server's table), or NULL */
+    ratelimit_flow_t rl;          /* the tenant's limits on this flow; moves with it */
 
     char tenant[65];
     enum tunnel_kind kind;
@@ -190,7 +196,7 @@ uint64_t tunnel_waiting_since(const tunnel_t *t);
 
 /* Moves from's backend flow into t, a fresh tunnel (TUNNEL_REQUEST), which
  * becomes TUNNEL_OPEN: socket and watcher, queued downlink packets, tenant,
- * kind, backend, counters, credential expiry and session. What belongs to
+ * kind, backend, counters, rate limits, credential expiry and session. What belongs to
  * from's stream (a capsule partly written, PONGs) stays there; from keeps
  * its state with no socket and empty queues, and is marked handed_over.
  * park_until: t is parked until then (its host is a parking host); 0: t is on

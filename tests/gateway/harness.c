@@ -32,6 +32,9 @@ static int h_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t
         st->status = atoi((const char *)value);
     if (st && namelen == 14 && memcmp(name, "tunnel-session", 14) == 0)
         snprintf(st->session, sizeof st->session, "%.*s", (int)valuelen, (const char *)value);
+    if (st && namelen == 11 && memcmp(name, "retry-after", 11) == 0)
+        snprintf(st->retry_after, sizeof st->retry_after, "%.*s", (int)valuelen,
+                 (const char *)value);
     return 0;
 }
 
@@ -108,6 +111,12 @@ void h_init(harness_t *h, const char *limits_json, uint32_t client_window)
 
 void h_init_turn(harness_t *h, const char *limits_json, uint32_t client_window, int turn)
 {
+    h_init_tenants(h, limits_json, client_window, turn, "", "");
+}
+
+void h_init_tenants(harness_t *h, const char *limits_json, uint32_t client_window, int turn,
+                    const char *acme_limits, const char *other_limits)
+{
     memset(h, 0, sizeof *h);
     log_set_level(LOG_WARN); /* tests read counters, not logs */
     h->loop = ev_loop_new(EVFLAG_AUTO);
@@ -129,9 +138,10 @@ void h_init_turn(harness_t *h, const char *limits_json, uint32_t client_window, 
              "\"regions\":{\"local\":{\"sfu\":[\"127.0.0.1:%d\"],"
              "\"turn\":[%s]}},"
              "\"tenants\":[{\"id\":\"acme\",\"secrets\":[\"" H_SECRET "\"],"
-             "\"regions\":[\"local\"]},"
-             "{\"id\":\"other\",\"secrets\":[\"" H_SECRET "\"],\"regions\":[\"local\"]}]}",
-             limits_json, port, turn ? sfu_pool : "");
+             "\"regions\":[\"local\"],\"limits\":{%s}},"
+             "{\"id\":\"other\",\"secrets\":[\"" H_SECRET "\"],\"regions\":[\"local\"],"
+             "\"limits\":{%s}}]}",
+             limits_json, port, turn ? sfu_pool : "", acme_limits, other_limits);
     h->cfg = config_parse(json, strlen(json), NULL, err, sizeof err);
     cr_assert(h->cfg, "harness config: %s", err);
 

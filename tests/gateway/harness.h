@@ -37,6 +37,7 @@ typedef struct h_stream {
     int got_rst;
     int end_stream;          /* response body ended with END_STREAM */
     char session[64];        /* the tunnel-session response header, "" when absent */
+    char retry_after[16];    /* the retry-after response header, "" when absent */
 } h_stream_t;
 
 typedef struct harness {
@@ -61,6 +62,10 @@ typedef struct harness {
 void h_init(harness_t *h, const char *limits_json, uint32_t client_window);
 /* The same, with the turn pool naming the backend too when turn is 1. */
 void h_init_turn(harness_t *h, const char *limits_json, uint32_t client_window, int turn);
+/* The same, with tenants[i].limits of "acme" and "other" (JSON members, may
+ * be ""). */
+void h_init_tenants(harness_t *h, const char *limits_json, uint32_t client_window, int turn,
+                    const char *acme_limits, const char *other_limits);
 void h_fini(harness_t *h);
 
 /* Moves bytes both ways and runs the loop once without blocking, until nothing

@@ -964,3 +964,65 @@ Test(config, shipped_configs_load)
     cr_assert_eq(cfg->has_echo, 0, "production uses real backends");
     config_unref(cfg);
 }
+
+/* ---- tenants[i].limits (issue 7 §3) ------------------------------------------ */
+
+Test(config, tenant_limits_default_to_none)
+{
+    config_t *cfg = parse_ok((doc_t){0});
+    const cfg_tenant_limits_t *l = &cfg->tenants[0].limits;
+    cr_assert_eq(l->up.packets_s, 0);
+    cr_assert_eq(l->up.bits_s, 0);
+    cr_assert_eq(l->down.packets_s, 0);
+    cr_assert_eq(l->down.bits_s, 0);
+    cr_assert_eq(l->max_tunnels, 0);
+    cr_assert_eq(l->max_tunnels_per_user, 0);
+    cr_assert_eq(l->bits_s, 0);
+    cr_assert_eq(l->signal_packets_s, 50);
+    cr_assert_eq(l->signal_packets_burst, 50);
+    cr_assert_eq(l->retry_after_s, 5);
+    config_unref(cfg);
+}
+
+Test(config, tenant_limits_parse_and_burst_defaults)
+{
+    config_t *cfg = parse_ok((doc_t){
+        .tenants = "[{'id':'demo','secrets':['s'],'regions':['local'],'limits':{"
+                   "'up_packets_s':100,'up_packets_burst':20,'up_bits_s':2000000,"
+                   "'down_packets_s':300,'down_bits_s':4000000,'down_bits_burst':96000,"
+                   "'signal_packets_s':10,'max_tunnels':3,'max_tunnels_per_user':1,"
+                   "'bits_s':8000000,'retry_after_s':30}}]"});
+    const cfg_tenant_limits_t *l = &cfg->tenants[0].limits;
+    cr_assert_eq(l->up.packets_s, 100);
+    cr_assert_eq(l->up.packets_burst, 20);
+    cr_assert_eq(l->up.bits_s, 2000000);
+    cr_assert_eq(l->up.bits_burst, 2000000, "a burst left out is one second of the rate");
+    cr_assert_eq(l->down.packets_s, 300);
+    cr_assert_eq(l->down.packets_burst, 300);
+    cr_assert_eq(l->down.bits_burst, 96000);
+    cr_assert_eq(l->signal_packets_s, 10);
+    cr_assert_eq(l->signal_packets_burst, 50);
+    cr_assert_eq(l->max_tunnels, 3);
+    cr_assert_eq(l->max_tunnels_per_user, 1);
+    cr_assert_eq(l->bits_s, 8000000);
+    cr_assert_eq(l->bits_burst, 8000000);
+    cr_assert_eq(l->retry_after_s, 30);
+    config_unref(cfg);
+}
+
+Test(config, error_tenant_limits)
+{
+    expect_error((doc_t){.tenants = "[{'id':'a','secrets':['s'],'regions':['local'],"
+                                    "'limits':{'up_packet_s':1}}]"},
+                 "$.tenants[0].limits.up_packet_s: unknown key (expected one of: up_packets_s,");
+    expect_error((doc_t){.tenants = "[{'id':'a','secrets':['s'],'regions':['local']},"
+                                    "{'id':'b','secrets':['s'],'regions':['local'],"
+                                    "'limits':{'max_tunnels':-1}}]"},
+                 "$.tenants[1].limits.max_tunnels: expected an integer from 0 to 1000000, got -1");
+    expect_error((doc_t){.tenants = "[{'id':'a','secrets':['s'],'regions':['local'],"
+                                    "'limits':[]}]"},
+                 "$.tenants[0].limits: expected an object, got an empty array");
+    expect_error((doc_t){.tenants = "[{'id':'a','secrets':['s'],'regions':['local'],"
+                                    "'limits':{'retry_after_s':3601}}]"},
+                 "$.tenants[0].limits.retry_after_s: expected an integer from 0 to 3600, got 3601");
+}

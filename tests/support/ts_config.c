@@ -52,6 +52,8 @@ static int tenant(char *out, size_t cap, size_t *pos, const ts_tenant_t *t)
         ts_appendf(out, cap, pos, ",\"kinds\":") < 0 ||
         str_array(out, cap, pos, t->kinds, TS_CFG_MAX) < 0)
         return -1;
+    if (t->limits_json && ts_appendf(out, cap, pos, ",\"limits\":%s", t->limits_json) < 0)
+        return -1;
     return ts_appendf(out, cap, pos, "}");
 }
 

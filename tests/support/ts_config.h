@@ -32,6 +32,7 @@ typedef struct ts_tenant {
     unsigned max_ttl;                 /* seconds; 0: key omitted */
     const char *regions[TS_CFG_MAX];  /* NULL-terminated */
     const char *kinds[TS_CFG_MAX];    /* NULL-terminated */
+    const char *limits_json;          /* "limits" object, written as is; NULL: omitted */
 } ts_tenant_t;
 
 typedef struct ts_region {
