@@ -38,30 +38,12 @@ static void usage(FILE *out)
           "When ready, prints one line on stdout:\n"
           "  sluiced ready listen=ADDR:PORT ... [echo=ADDR:PORT]\n"
           "SIGINT/SIGTERM drain gracefully (CLOSE to every tunnel, GOAWAY); a second\n"
-          "signal stops at once. SIGHUP is logged and ignored (no reload yet).\n"
+          "signal stops at once. SIGHUP reloads the config file: a valid one applies\n"
+          "to new connections and to live tunnels' tenants, listeners follow it;\n"
+          "an invalid one is logged and changes nothing.\n"
           "Exit status: 0 ok, 1 runtime error, 2 bad usage/config (the config file,\n"
           "its TLS files, or a file descriptor limit too low for its limits).\n",
           out);
-}
-
-typedef struct signals {
-    ev_signal term, intr, hup;
-    server_t *srv;
-} signals_t;
-
-static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
-{
-    signals_t *sig = w->data;
-    log_msg(LOG_INFO, "signal %d: shutting down", w->signum);
-    server_drain(sig->srv);
-}
-
-/* SIGHUP's default action would kill the gateway on the signal an operator
- * sends to ask for a reload; until reload exists it is refused out loud. */
-static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
-{
-    log_msg(LOG_WARN, "SIGHUP ignored: reload is not implemented yet; restart to apply a "
-                      "new config");
 }
 
 /* File descriptors besides connections and tunnels: stdio, libev's epoll and
@@ -131,6 +113,38 @@ static int preflight(const config_t *cfg, char *err, size_t errlen)
         return -1;
     SSL_CTX_free(ctx);
     return fd_limit_check(cfg, err, errlen);
+}
+
+typedef struct signals {
+    ev_signal term, intr, hup;
+    server_t *srv;
+    const char *config_path;
+} signals_t;
+
+static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    signals_t *sig = w->data;
+    log_msg(LOG_INFO, "signal %d: shutting down", w->signum);
+    server_drain(sig->srv);
+}
+
+/* SIGHUP: re-read the config file and apply it (server_reload). A file that
+ * does not parse, or whose limits or TLS files would not let the gateway
+ * start, changes nothing: the error is logged with its JSON path or file. */
+static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    signals_t *sig = w->data;
+    char err[1024];
+    log_msg(LOG_INFO, "SIGHUP: reloading %s", sig->config_path);
+    config_t *cfg = config_load(sig->config_path, err, sizeof err);
+    if (!cfg) {
+        log_msg(LOG_ERROR, "reload failed, old config kept: %s", err);
+        return;
+    }
+    if (fd_limit_check(cfg, err, sizeof err) < 0 ||
+        server_reload(sig->srv, cfg, err, sizeof err) < 0)
+        log_msg(LOG_ERROR, "reload failed, old config kept: %s: %s", sig->config_path, err);
+    config_unref(cfg); /* the server holds its own reference */
 }
 
 static int check_config(const char *path)
@@ -209,7 +223,8 @@ int main(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
-    signal(SIGHUP, SIG_IGN); /* until the loop's watcher takes over (on_hup) */
+    signal(SIGHUP, SIG_IGN); /* until the loop's watcher takes over (on_hup): no reload
+                              * before the server exists */
     struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
     server_t srv;
     int rc = server_init(&srv, loop, cfg, err, sizeof err);
@@ -219,7 +234,7 @@ int main(int argc, char **argv)
         ev_loop_destroy(loop);
         return 1;
     }
-    signals_t sig = {.srv = &srv};
+    signals_t sig = {.srv = &srv, .config_path = config_path};
     ev_signal_init(&sig.term, on_signal, SIGTERM);
     ev_signal_init(&sig.intr, on_signal, SIGINT);
     ev_signal_init(&sig.hup, on_hup, SIGHUP);

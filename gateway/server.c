@@ -16,6 +16,7 @@
 #define ACCEPTS_PER_EVENT 64
 #define LISTEN_BACKLOG 511
 #define ACCEPT_PAUSE_S 0.1 /* after EMFILE/ENFILE, so the loop does not spin */
+#define RELOAD_LOG_CAP 512  /* the listen= list of the "config reloaded" line */
 
 static void listeners_set(server_t *s, int on)
 {
@@ -155,7 +156,8 @@ int server_init(server_t *s, struct ev_loop *loop, config_t *cfg, char *err, siz
     ev_timer_init(&s->log_flush, log_flush_cb, LOG_LIMITS_WINDOW_S / 2.0,
                   LOG_LIMITS_WINDOW_S / 2.0);
     ev_timer_start(loop, &s->log_flush);
-    s->env = (tunnel_env_t){.loop = loop, .counters = &s->counters, .logs = &s->logs};
+    s->env = (tunnel_env_t){.loop = loop, .counters = &s->counters, .logs = &s->logs,
+                            .cfg = cfg};
     session_table_init(&s->sessions, &s->env);
     if (srclimit_init(&s->sources, SRCLIMIT_DEFAULT_ENTRIES) < 0) {
         snprintf(err, errlen, "per-source table: %s", strerror(errno));
@@ -192,6 +194,203 @@ int server_init(server_t *s, struct ev_loop *loop, config_t *cfg, char *err, siz
     return 0;
 fail:
     server_dispose(s);
+    return -1;
+}
+
+/* ---- reload ---------------------------------------------------------------- */
+
+/* The same configured listen address: family, address and port (0 included,
+ * so "127.0.0.1:0" kept in a new config keeps its socket and its port). */
+static int listen_addr_equal(const cfg_addr_t *a, const cfg_addr_t *b)
+{
+    const struct sockaddr *x = (const struct sockaddr *)&a->sa;
+    const struct sockaddr *y = (const struct sockaddr *)&b->sa;
+    if (x->sa_family != y->sa_family)
+        return 0;
+    if (x->sa_family == AF_INET) {
+        const struct sockaddr_in *p = (const void *)x, *q = (const void *)y;
+        return p->sin_port == q->sin_port && p->sin_addr.s_addr == q->sin_addr.s_addr;
+    }
+    if (x->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *p = (const void *)x, *q = (const void *)y;
+        return p->sin6_port == q->sin6_port && p->sin6_scope_id == q->sin6_scope_id &&
+               memcmp(&p->sin6_addr, &q->sin6_addr, sizeof p->sin6_addr) == 0;
+    }
+    return a->len == b->len && memcmp(x, y, a->len) == 0;
+}
+
+/* May tunnel t go on under cfg's tenant table? Its tenant must still exist,
+ * be enabled in this gateway's region, and allow its kind (the checks
+ * request_route makes of a new request). */
+/* The tenant as cfg has it, when it still allows t (enabled in this region,
+ * for t's kind); NULL otherwise. */
+static const cfg_tenant_t *tenant_allowing(const config_t *cfg, const tunnel_t *t)
+{
+    const cfg_tenant_t *ten = config_tenant(cfg, t->tenant, strlen(t->tenant));
+    return ten && (ten->kinds & (1u << t->kind)) && config_tenant_in_region(ten, cfg->region)
+               ? ten
+               : NULL;
+}
+
+size_t server_tenants_apply(server_t *s)
+{
+    size_t closed = 0;
+    uint64_t now = compat_mono_ns();
+    const cfg_tenant_t *ten;
+    list_t *pos, *tmp, *tpos, *ttmp;
+    list_for_each_safe(pos, tmp, &s->conns) {
+        conn_t *c = LIST_ENTRY(pos, conn_t, _link);
+        list_for_each_safe(tpos, ttmp, &c->host.tunnels) {
+            tunnel_t *t = LIST_ENTRY(tpos, tunnel_t, _link);
+            if (t->state != TUNNEL_OPEN)
+                continue;
+            if ((ten = tenant_allowing(s->cfg, t)) != NULL) {
+                ratelimit_apply(&t->rl, &ten->limits, now); /* the tenant's new figures */
+                continue;
+            }
+            /* Closed, not reset: a closing tunnel's flow ends with its
+             * socket, so it is never parked for a resume. */
+            tunnel_close(t, CLOSE_TENANT_DISABLED, "tenant disabled", 0);
+            closed++;
+        }
+    }
+    /* Parked flows have no stream to take a CLOSE: they go at once. */
+    for (size_t i = 0; i < SESSION_BUCKETS; i++) {
+        list_for_each_safe(pos, tmp, &s->sessions.buckets[i]) {
+            session_t *ss = LIST_ENTRY(pos, session_t, _link);
+            tunnel_t *t = ss->t;
+            if (!t || !session_parked(ss) || t->state != TUNNEL_OPEN)
+                continue;
+            if ((ten = tenant_allowing(s->cfg, t)) != NULL) {
+                ratelimit_apply(&t->rl, &ten->limits, now);
+                continue;
+            }
+            tunnel_close(t, CLOSE_TENANT_DISABLED, "tenant disabled", 0); /* ends ss */
+            t->host->ops->reset(t, 0);                                    /* frees t */
+            closed++;
+        }
+    }
+    return closed;
+}
+
+int server_reload(server_t *s, config_t *cfg, char *err, size_t errlen)
+{
+    if (s->draining) {
+        snprintf(err, errlen, "shutting down: reload refused");
+        return -1;
+    }
+    const config_t *old = s->cfg;
+    listener_t *ls = NULL;
+    int echo_started = 0;
+    SSL_CTX *ctx = tls_server_ctx(cfg->cert_file, cfg->key_file, err, errlen);
+    if (!ctx)
+        return -1;
+    if (cfg->has_echo && s->echo.fd < 0) {
+        if (echo_start(&s->echo, s->loop, (const struct sockaddr *)&cfg->echo.sa, cfg->echo.len,
+                       err, errlen) < 0)
+            goto fail;
+        echo_started = 1;
+    }
+    /* New listeners are bound before anything changes; an unchanged one is
+     * matched to its old socket (taken[j] marks it). */
+    ls = calloc(cfg->nlisten, sizeof *ls);
+    unsigned char *taken = calloc(s->nlisteners + 1, 1);
+    size_t *from = calloc(cfg->nlisten + 1, sizeof *from);
+    if (!ls || !taken || !from) {
+        free(taken);
+        free(from);
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    size_t kept = 0, opened = 0;
+    for (size_t i = 0; i < cfg->nlisten; i++) {
+        ls[i].fd = -1;
+        from[i] = SIZE_MAX;
+        for (size_t j = 0; j < s->nlisteners && j < old->nlisten; j++) {
+            if (!taken[j] && s->listeners[j].fd >= 0 &&
+                listen_addr_equal(&cfg->listen[i], &old->listen[j])) {
+                taken[j] = 1;
+                from[i] = j;
+                break;
+            }
+        }
+    }
+    for (size_t i = 0; i < cfg->nlisten; i++) {
+        if (from[i] != SIZE_MAX)
+            continue;
+        if (listener_open(s, &ls[i], &cfg->listen[i], err, errlen) < 0) {
+            free(taken);
+            free(from);
+            goto fail;
+        }
+        opened++;
+    }
+
+    /* Nothing can fail from here on. */
+    listeners_set(s, 0);
+    for (size_t i = 0; i < cfg->nlisten; i++) {
+        if (from[i] == SIZE_MAX)
+            continue;
+        /* The watcher is embedded: re-initialised at its new place. */
+        const listener_t *o = &s->listeners[from[i]];
+        ls[i].srv = s;
+        ls[i].fd = o->fd;
+        ls[i].addr = o->addr;
+        ls[i].addrlen = o->addrlen;
+        ev_io_init(&ls[i].io, accept_cb, ls[i].fd, EV_READ);
+        kept++;
+    }
+    size_t removed = 0;
+    for (size_t j = 0; j < s->nlisteners; j++) {
+        if (!taken[j] && s->listeners[j].fd >= 0) {
+            close(s->listeners[j].fd);
+            removed++;
+        }
+    }
+    free(taken);
+    free(from);
+    free(s->listeners);
+    s->listeners = ls;
+    s->nlisteners = cfg->nlisten;
+    if (!ev_is_active(&s->accept_pause))
+        listeners_set(s, 1);
+
+    if (echo_started) {
+        s->env.echo = (const struct sockaddr *)&s->echo.addr;
+        s->env.echo_len = s->echo.addrlen;
+    } else if (cfg->has_echo && old->has_echo && !listen_addr_equal(&cfg->echo, &old->echo)) {
+        log_msg(LOG_WARN, "reload: the built-in echo address does not change until a restart");
+    }
+    SSL_CTX_free(s->ssl_ctx);
+    s->ssl_ctx = ctx;
+    config_t *prev = s->cfg;
+    s->cfg = config_ref(cfg);
+    s->env.cfg = s->cfg;
+    config_unref(prev); /* connections that started under it hold their own */
+    size_t closed = server_tenants_apply(s);
+
+    char list[RELOAD_LOG_CAP], name[64];
+    size_t off = 0;
+    list[0] = '\0';
+    for (size_t i = 0; i < s->nlisteners && off < sizeof list; i++)
+        off += (size_t)snprintf(list + off, sizeof list - off, " listen=%s",
+                                config_addr_str((const struct sockaddr *)&s->listeners[i].addr,
+                                                name, sizeof name));
+    log_msg(LOG_INFO,
+            "config reloaded: region %s, %zu tenants,%s (%zu kept, %zu opened, %zu closed), "
+            "%zu tunnels closed (tenant disabled)",
+            s->cfg->region, s->cfg->ntenants, list, kept, opened, removed, closed);
+    return 0;
+fail:
+    if (ls) {
+        for (size_t i = 0; i < cfg->nlisten; i++)
+            if (ls[i].fd >= 0)
+                close(ls[i].fd); /* only new sockets: kept ones are not moved yet */
+        free(ls);
+    }
+    if (echo_started)
+        echo_stop(&s->echo, s->loop);
+    SSL_CTX_free(ctx);
     return -1;
 }
 

@@ -5,7 +5,10 @@
  * All state lives here or below (no globals). The server lends its tunnels a
  * tunnel_env_t (loop, counters, receive buffer, backend choice) and nothing
  * else; connections hold their own reference to the config snapshot they
- * started with, so swapping s->cfg affects only new connections.
+ * started with, so swapping s->cfg (server_reload) changes the limits only of
+ * new connections. Tenants are different: new requests are routed with the
+ * newest snapshot (tunnel_env_t.cfg), and a reload closes live tunnels their
+ * tenant may no longer have.
  *
  * Once per loop iteration, just before the loop blocks, the server's prepare
  * watcher flushes every connection that asked to write and frees every
@@ -65,6 +68,26 @@ typedef struct server {
 /* Builds the TLS context, binds listeners and the echo backend. Takes a
  * reference on cfg. Returns 0, or -1 with err filled (nothing left open). */
 int server_init(server_t *s, struct ev_loop *loop, config_t *cfg, char *err, size_t errlen);
+
+/* Applies a new snapshot: the one entry point for SIGHUP (main.c) and, later,
+ * the admin API and an etcd watch. Everything that can fail comes first: a
+ * TLS context from cfg's certificate and key (tls_server_ctx), the echo
+ * backend if cfg needs it and it is not running, and a socket bound for each
+ * listen address that is new. If any of it fails, nothing has changed and -1
+ * returns with err filled. Otherwise, all at once: listeners whose configured
+ * address is unchanged keep their socket, removed ones close, new ones
+ * accept; new connections get the new TLS context and snapshot (a reference
+ * is taken on cfg); and server_tenants_apply runs. Returns 0 and logs
+ * "config reloaded" with a summary. Refused (-1) while draining. The echo
+ * backend's address is not changed by a reload (a change is logged). */
+int server_reload(server_t *s, config_t *cfg, char *err, size_t errlen);
+
+/* Holds every live tunnel to the tenant table of s->cfg: an open tunnel (on
+ * a stream or parked) whose tenant is gone, no longer enabled in this
+ * gateway's region or no longer allowed its kind gets CLOSE(tenant disabled)
+ * (proto/README.md §4) and is not parked; everything else runs on. Returns
+ * the number of tunnels closed. */
+size_t server_tenants_apply(server_t *s);
 
 /* Writes "sluiced ready listen=ADDR ... [echo=ADDR]\n" and flushes. */
 void server_print_ready(const server_t *s, FILE *out);

@@ -509,7 +509,8 @@ int tunnel_start(tunnel_t *t)
         status = 503;
         reason = "gateway shutting down";
     } else {
-        status = request_route(t->host->cfg, req, wall_now, &target, &reason);
+        status = request_route(env->cfg ? env->cfg : t->host->cfg, req, wall_now, &target,
+                               &reason);
     }
     if (status != 200) {
         free(req);

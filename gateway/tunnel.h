@@ -25,7 +25,10 @@
  *    plugs in here), the config snapshot its connection holds, and a name
  *    for logs;
  *  - its environment (tunnel_env_t): the loop, the counters, the shared
- *    receive buffer and the backend choice, owned by the server.
+ *    receive buffer, the backend choice and the newest config snapshot,
+ *    owned by the server. A request is routed (tenant, credential, region)
+ *    with the newest snapshot, so a reload's tenant changes apply to new
+ *    tunnels on old connections too; limits stay those of the host's.
  * It never writes to the client socket and never frees its host.
  *
  * Session resume (session.h, proto/README.md §8.1): the backend flow — the
@@ -70,6 +73,9 @@ typedef struct tunnel_env {
     uint64_t rr;                   /* round-robin backend choice */
     struct session_table *sessions; /* resumable flows (session.h); NULL: no resume */
     ratelimit_table_t rl;          /* per-tenant caps and aggregate buckets (ratelimit.h) */
+    const config_t *cfg;           /* the newest snapshot: new requests are routed with its
+                                    * tenants and regions (a reload applies at once); NULL:
+                                    * the host's own */
 } tunnel_env_t;
 
 /* Operations a transport provides to the tunnels it carries. */
