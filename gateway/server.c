@@ -188,6 +188,10 @@ int server_init(server_t *s, struct ev_loop *loop, config_t *cfg, char *err, siz
         s->env.echo = (const struct sockaddr *)&s->echo.addr;
         s->env.echo_len = s->echo.addrlen;
     }
+    if (backend_table_init(&s->backends, loop, cfg, s->env.echo, s->env.echo_len, err,
+                           errlen) < 0)
+        goto fail;
+    s->env.backends = &s->backends;
     listeners_set(s, 1);
     return 0;
 fail:
@@ -276,6 +280,8 @@ void server_dispose(server_t *s)
     free(s->listeners);
     s->listeners = NULL;
     s->nlisteners = 0;
+    backend_table_dispose(&s->backends);
+    s->env.backends = NULL;
     echo_stop(&s->echo, s->loop);
     free(s->env.udp_buf);
     s->env.udp_buf = NULL;

@@ -64,7 +64,8 @@ typedef struct tunnel_env {
     uint8_t *udp_buf;              /* TUNNEL_UDP_BUF bytes, shared by the loop */
     const struct sockaddr *echo;   /* where "builtin:echo" is bound, or NULL */
     socklen_t echo_len;
-    uint64_t rr;                   /* round-robin backend choice */
+    struct backend_table *backends; /* health and choice (backend.h); NULL: round-robin */
+    uint64_t rr;                   /* spreads tunnels without a session; round-robin */
     struct session_table *sessions; /* resumable flows (session.h); NULL: no resume */
 } tunnel_env_t;
 
