@@ -23,7 +23,7 @@
 
 #define TENANT "acme"
 #define SECRET "s1"
-#define NSHIMS 9
+#define NSHIMS 24
 /* Fast probes so the test sees a change within a second: one every 100 ms,
  * 50 ms to answer, out after 2 misses, back after 2 answers. */
 #define FAST_PROBES "\"probe\":\"stun\",\"interval_ms\":100,\"timeout_ms\":50," \
@@ -187,5 +187,76 @@ Test(health, silent_backend_is_taken_out_and_returns, .fini = teardown, .timeout
     snprintf(needle, sizeof needle, "backend %s up", ts_stun_addr_str(stun[0]));
     wait_log(needle);
     cr_assert_eq(live_tunnel(&why), 0, "after it answers again: %s", why);
+    stop_all();
+}
+
+/* A backend process that stops (its socket closes: ICMP port unreachable) is
+ * taken out at once; restarted on the same port, it answers probes and is
+ * back, and a new tunnel reaches it. */
+Test(health, stopped_backend_is_out_and_returns_when_restarted, .fini = teardown, .timeout = 90)
+{
+    char needle[128], name[64];
+    stun[0] = ts_stun_start(AF_INET);
+    cr_assert_not_null(stun[0]);
+    snprintf(name, sizeof name, "%s", ts_stun_addr_str(stun[0]));
+    uint16_t port = ts_addr_port(ts_stun_addr(stun[0]));
+    const char *pool[] = {name, NULL};
+    start_gateway(pool, FAST_PROBES);
+
+    ts_stun_stop(stun[0]);
+    stun[0] = NULL;
+    snprintf(needle, sizeof needle, "backend %s down: unreachable", name);
+    wait_log(needle);
+
+    stun[0] = ts_stun_start_at(AF_INET, port);
+    cr_assert_not_null(stun[0], "cannot bind %s again", name);
+    snprintf(needle, sizeof needle, "backend %s up", name);
+    wait_log(needle);
+    const char *why;
+    cr_assert_eq(live_tunnel(&why), 0, "after the restart: %s", why);
+    cr_expect_gt(ts_stun_echoed(stun[0]), 0, "the restarted backend carried no tunnel traffic");
+    stop_all();
+}
+
+/* Passive: with no probes, the ICMP error a tunnel gets from a dead backend
+ * takes it out, and every tunnel opened after that reaches the live one. */
+Test(health, icmp_seen_by_a_tunnel_takes_the_backend_out, .fini = teardown, .timeout = 120)
+{
+    char dead[64], needle[128];
+    dead_addr(dead, sizeof dead);
+    stun[0] = ts_stun_start(AF_INET);
+    cr_assert_not_null(stun[0]);
+    const char *pool[] = {dead, ts_stun_addr_str(stun[0]), NULL};
+    /* The hold-down outlasts the test: the backend cannot come back in it. */
+    start_gateway(pool, "\"probe\":\"none\",\"interval_ms\":600000");
+    snprintf(needle, sizeof needle, "backend %s down: unreachable", dead);
+    char url[128];
+    cr_assert_eq(ts_gateway_url(&gw, 0, "", url, sizeof url), 0);
+    /* Tunnels until one lands on the dead backend (each does with odds 1/2;
+     * 16 misses in a row: 1 in 65,536) and its first datagram draws ICMP. */
+    int hit = 0;
+    for (int i = 0; i < 16 && !hit; i++) {
+        size_t k = nshims++;
+        fds[k] = -1;
+        ts_shim_opts_t o = {.gateway = url, .tenant = TENANT, .kind = "sfu", .secret = SECRET};
+        cr_assert_eq(ts_shim_start(&shims[k], &o, ts_deadline(ts_ms(15000))), 0);
+        fds[k] = ts_udp_bind(AF_INET, NULL);
+        cr_assert_geq(fds[k], 0);
+        /* A tunnel on the dead backend is closed (backend unreachable) and
+         * the shim opens another, so the primer may still come back. */
+        (void)ts_flow_prime(fds[k], &shims[k].listen, 100, ts_deadline(ts_ms(3000)));
+        hit = ts_log_count(gw.proc.err_path, needle) > 0;
+    }
+    cr_assert(hit, "no tunnel of 16 went to the dead backend");
+    char on_dead[128];
+    snprintf(on_dead, sizeof on_dead, "region local backend %s", dead);
+    size_t dead_opens = ts_log_count(gw.proc.err_path, on_dead);
+    cr_expect_eq(ts_stun_requests(stun[0]), 0, "probe none: no STUN probe expected");
+    for (int i = 0; i < 6; i++) {
+        const char *why;
+        cr_assert_eq(live_tunnel(&why), 0, "tunnel %d after the ICMP: %s", i + 1, why);
+    }
+    cr_expect_eq(ts_log_count(gw.proc.err_path, on_dead), dead_opens,
+                 "a tunnel opened on the dead backend after it was taken out");
     stop_all();
 }
