@@ -276,3 +276,31 @@ void backend_report_error(backend_table_t *bt, const struct sockaddr *sa, sockle
     if (b && !b->builtin)
         mark_unreachable(b, err);
 }
+
+int backend_table_apply(backend_table_t *bt, const config_t *cfg, const struct sockaddr *echo,
+                        socklen_t echo_len, char *err, size_t errlen)
+{
+    backend_table_t nt;
+    if (backend_table_init(&nt, bt->loop, cfg, echo, echo_len, err, errlen) < 0)
+        return -1; /* the old table is untouched */
+    for (size_t i = 0; i < nt.n; i++) {
+        backend_t *b = &nt.items[i];
+        b->_table = bt; /* where the table lives once moved below */
+        const backend_t *old = backend_find(bt, (const struct sockaddr *)&b->sa, b->len);
+        if (!old || old->builtin != b->builtin)
+            continue;
+        b->up = old->up;
+        b->fails = old->fails;
+        b->oks = old->oks;
+        b->probes_sent = old->probes_sent;
+        b->probes_answered = old->probes_answered;
+        if (!b->up && b->health.probe == CFG_PROBE_NONE) {
+            /* The hold-down starts again: it is not carried over. */
+            ev_timer_set(&b->timer, b->health.interval_ms / 1000.0, 0.);
+            ev_timer_start(bt->loop, &b->timer);
+        }
+    }
+    backend_table_dispose(bt);
+    *bt = nt;
+    return 0;
+}

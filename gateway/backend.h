@@ -24,9 +24,10 @@
  * one, so the same key keeps its backend while that backend stays up, and a
  * backend going down moves only its own keys.
  *
- * A later config snapshot (reload, admin API) will rebuild the table with one
- * call that keeps the state of addresses it still names; today the table
- * lives as long as the server.
+ * A later config snapshot (reload, admin API) goes through
+ * backend_table_apply, which keeps the state of the addresses it still names.
+ * backend_select's results are only used at once (the tunnel copies the
+ * address), so replacing the table under live tunnels is safe.
  */
 #ifndef SLUICE_BACKEND_H
 #define SLUICE_BACKEND_H
@@ -71,6 +72,15 @@ typedef struct backend_table {
 int backend_table_init(backend_table_t *bt, struct ev_loop *loop, const config_t *cfg,
                        const struct sockaddr *echo, socklen_t echo_len, char *err,
                        size_t errlen);
+
+/* Applies a new config snapshot (reload, admin API, etcd watch): a new table
+ * for cfg's pools, in which every address the old table had keeps its state
+ * (up or down, consecutive counts; a probe "none" hold-down starts again);
+ * new addresses start up. Probes restart under the new settings, the first
+ * at once. Returns 0, or -1 with err filled and bt unchanged. Open tunnels
+ * are not touched: they keep the backend they have. */
+int backend_table_apply(backend_table_t *bt, const config_t *cfg, const struct sockaddr *echo,
+                        socklen_t echo_len, char *err, size_t errlen);
 
 /* Stops every probe and frees the table; idempotent. */
 void backend_table_dispose(backend_table_t *bt);
