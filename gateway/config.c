@@ -514,16 +514,32 @@ static int limits_parse(vctx_t *c, const json_t *v, cfg_limits_t *l)
     return 0;
 }
 
-static int pool_parse(vctx_t *c, const json_t *v, cfg_pool_t *pool)
+/* Ranges are documented in docs/configuration.md ("Backend health"); keep
+ * the two in step. */
+static const struct health_spec {
+    const char *name;
+    size_t off;
+    uint32_t def, min, max;
+} health_specs[] = {
+#define H(field, def, min, max) {#field, offsetof(cfg_health_t, field), def, min, max}
+    H(interval_ms, 2000, 100, 600000),
+    H(timeout_ms, 1000, 10, 599999),
+    H(down_after, 3, 1, 100),
+    H(up_after, 2, 1, 100),
+#undef H
+};
+#define NHEALTH (sizeof health_specs / sizeof health_specs[0])
+
+static int addrs_parse(vctx_t *c, const json_t *v, cfg_pool_t *pool)
 {
     char d[QBUF];
-    if (!v)
-        return 0;
     if (v->type != JSON_ARRAY)
         return fail(c, "expected an array of \"host:port\" strings or \"builtin:echo\", got %s",
                     describe(v, d, sizeof d));
     if (v->n == 0)
         return 0;
+    if (v->n > CFG_POOL_MAX)
+        return fail(c, "at most %u backends in a pool, got %zu", CFG_POOL_MAX, v->n);
     pool->addrs = calloc(v->n, sizeof *pool->addrs);
     if (!pool->addrs)
         return nomem(c);
@@ -535,6 +551,73 @@ static int pool_parse(vctx_t *c, const json_t *v, cfg_pool_t *pool)
         path_pop(c, mark);
     }
     return 0;
+}
+
+/* The probe settings of a pool written as an object (f: its members after
+ * "backends", "probe"; NULL when absent). */
+static int health_parse(vctx_t *c, const json_t *probe, const json_t *const *f,
+                        cfg_health_t *h)
+{
+    char d[QBUF];
+    for (size_t i = 0; i < NHEALTH; i++)
+        *(uint32_t *)(void *)((char *)h + health_specs[i].off) = health_specs[i].def;
+    h->probe = CFG_PROBE_STUN;
+    if (probe) {
+        size_t mark = path_push_key(c, "probe", 5);
+        const char *s;
+        size_t len;
+        if (get_string(c, probe, "\"stun\" or \"none\"", &s, &len))
+            return -1;
+        if (len == 4 && !memcmp(s, "stun", 4))
+            h->probe = CFG_PROBE_STUN;
+        else if (len == 4 && !memcmp(s, "none", 4))
+            h->probe = CFG_PROBE_NONE;
+        else
+            return fail(c, "expected \"stun\" or \"none\", got %s",
+                        quote(s, len, d, sizeof d));
+        path_pop(c, mark);
+    }
+    for (size_t i = 0; i < NHEALTH; i++) {
+        if (!f[i])
+            continue;
+        uint64_t val;
+        size_t mark = path_push_key(c, health_specs[i].name, strlen(health_specs[i].name));
+        if (get_uint(c, f[i], health_specs[i].min, health_specs[i].max, &val))
+            return -1;
+        *(uint32_t *)(void *)((char *)h + health_specs[i].off) = (uint32_t)val;
+        path_pop(c, mark);
+    }
+    if (h->timeout_ms >= h->interval_ms) {
+        path_push_key(c, "timeout_ms", 10);
+        return fail(c, "must be less than interval_ms (%u), got %u", h->interval_ms,
+                    h->timeout_ms);
+    }
+    return 0;
+}
+
+/* A pool is an array of addresses (default probes), or an object with
+ * "backends" (that array) and probe settings. */
+static int pool_parse(vctx_t *c, const json_t *v, cfg_pool_t *pool)
+{
+    const json_t *none[NHEALTH] = {0};
+    if (!v)
+        return health_parse(c, NULL, none, &pool->health);
+    if (v->type != JSON_OBJECT) {
+        if (addrs_parse(c, v, pool))
+            return -1;
+        return health_parse(c, NULL, none, &pool->health);
+    }
+    const char *names[2 + NHEALTH] = {"backends", "probe"};
+    const json_t *f[2 + NHEALTH];
+    for (size_t i = 0; i < NHEALTH; i++)
+        names[2 + i] = health_specs[i].name;
+    if (get_fields(c, v, "an object", names, 2 + NHEALTH, f) || require(c, f[0], "backends"))
+        return -1;
+    size_t mark = path_push_key(c, "backends", 8);
+    if (addrs_parse(c, f[0], pool))
+        return -1;
+    path_pop(c, mark);
+    return health_parse(c, f[1], f + 2, &pool->health);
 }
 
 static int region_cmp(const void *a, const void *b)

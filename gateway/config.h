@@ -31,9 +31,26 @@ typedef struct cfg_addr {
     int builtin_echo; /* 1: the gateway's built-in echo backend ("builtin:echo") */
 } cfg_addr_t;
 
+enum cfg_probe {
+    CFG_PROBE_STUN = 0, /* a STUN Binding request (RFC 8489); the default */
+    CFG_PROBE_NONE,     /* no active probe: only ICMP errors take a backend out */
+};
+
+/* How the gateway checks a pool's backends (gateway/backend.h). */
+typedef struct cfg_health {
+    enum cfg_probe probe;
+    uint32_t interval_ms;  /* one probe per backend this often (2000) */
+    uint32_t timeout_ms;   /* a probe unanswered this long failed (1000; < interval_ms) */
+    uint32_t down_after;   /* consecutive failed probes that take a backend out (3) */
+    uint32_t up_after;     /* consecutive answered probes that bring it back (2) */
+} cfg_health_t;
+
+#define CFG_POOL_MAX 256u /* addresses in one pool */
+
 typedef struct cfg_pool {
     cfg_addr_t *addrs;
     size_t n;
+    cfg_health_t health;
 } cfg_pool_t;
 
 typedef struct cfg_region {

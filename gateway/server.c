@@ -190,6 +190,10 @@ int server_init(server_t *s, struct ev_loop *loop, config_t *cfg, char *err, siz
         s->env.echo = (const struct sockaddr *)&s->echo.addr;
         s->env.echo_len = s->echo.addrlen;
     }
+    if (backend_table_init(&s->backends, loop, cfg, s->env.echo, s->env.echo_len, err,
+                           errlen) < 0)
+        goto fail;
+    s->env.backends = &s->backends;
     listeners_set(s, 1);
     return 0;
 fail:
@@ -324,6 +328,16 @@ int server_reload(server_t *s, config_t *cfg, char *err, size_t errlen)
             goto fail;
         }
         opened++;
+    }
+
+    /* The backends' health table follows the new pools; an address in both
+     * keeps its state. The last step that can fail. */
+    if (backend_table_apply(&s->backends, cfg,
+                            cfg->has_echo ? (const struct sockaddr *)&s->echo.addr : NULL,
+                            cfg->has_echo ? s->echo.addrlen : 0, err, errlen) < 0) {
+        free(taken);
+        free(from);
+        goto fail;
     }
 
     /* Nothing can fail from here on. */
@@ -475,6 +489,8 @@ void server_dispose(server_t *s)
     free(s->listeners);
     s->listeners = NULL;
     s->nlisteners = 0;
+    backend_table_dispose(&s->backends);
+    s->env.backends = NULL;
     echo_stop(&s->echo, s->loop);
     free(s->env.udp_buf);
     s->env.udp_buf = NULL;

@@ -1,6 +1,6 @@
 /*
  * server.h — one event loop's worth of gateway: listeners, connections,
- * the built-in echo backend, counters and the shutdown sequence.
+ * the built-in echo backend, backend health, counters and the shutdown sequence.
  *
  * All state lives here or below (no globals). The server lends its tunnels a
  * tunnel_env_t (loop, counters, receive buffer, backend choice) and nothing
@@ -23,6 +23,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "backend.h"
 #include "config.h"
 #include "counters.h"
 #include "echo.h"
@@ -50,6 +51,7 @@ typedef struct server {
     size_t nlisteners;
     ev_timer accept_pause;  /* listeners paused after EMFILE/ENFILE */
     echo_t echo;
+    backend_table_t backends; /* health of every backend, probes (backend.h) */
     list_t conns;           /* live connections (conn_t._link) */
     struct conn *flush;     /* connections with output to write this iteration */
     struct conn *dead;      /* connections closed this iteration, to free */

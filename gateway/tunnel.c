@@ -12,6 +12,8 @@
 #include "../proto/classify.h"
 #include "../proto/dispatch.h"
 #include "../proto/text.h"
+#include "backend.h"
+#include "hrw.h"
 #include "log.h"
 #include "session.h"
 #include "util.h"
@@ -254,6 +256,12 @@ static void tunnel_touch(tunnel_t *t, uint64_t now)
 static void backend_error(tunnel_t *t, int err)
 {
     count_drop(t, DROP_BACKEND_ERROR, 1);
+    /* ICMP: nothing listens there; new tunnels go elsewhere (backend.h). */
+    struct sockaddr_storage peer;
+    socklen_t plen = sizeof peer;
+    if (env_of(t)->backends && (err == ECONNREFUSED || err == EHOSTUNREACH || err == ENETUNREACH) &&
+        getpeername(t->fd, (struct sockaddr *)&peer, &plen) == 0)
+        backend_report_error(env_of(t)->backends, (struct sockaddr *)&peer, plen, err);
     if (++t->backend_errors >= BACKEND_ERRORS_MAX) {
         log_limited(&env_of(t)->logs->tunnel, compat_mono_ns(), LOG_WARN,
                     "tunnel %s/%d: backend %s unreachable: %s", t->host->peer, t->stream_id,
@@ -373,11 +381,20 @@ static void backend_close(tunnel_t *t)
     }
 }
 
-/* The backend's address for one pick from the pool: round-robin, fixed for
- * the tunnel's life; "builtin:echo" maps to where the echo is bound. */
+/* The backend's address for one pick from the pool, fixed for the flow's
+ * life: rendezvous hashing over the pool's healthy members keyed by key
+ * (backend.h); round-robin when there is no backend table (test harnesses).
+ * "builtin:echo" maps to where the echo is bound. NULL: none is healthy. */
 static const struct sockaddr *backend_pick(tunnel_env_t *env, const cfg_pool_t *pool,
-                                           socklen_t *len)
+                                           uint64_t key, socklen_t *len)
 {
+    if (env->backends) {
+        const backend_t *b = backend_select(env->backends, pool, key);
+        if (!b)
+            return NULL;
+        *len = b->len;
+        return (const struct sockaddr *)&b->sa;
+    }
     const cfg_addr_t *a = &pool->addrs[env->rr++ % pool->n];
     if (a->builtin_echo) {
         *len = env->echo_len;
@@ -387,16 +404,20 @@ static const struct sockaddr *backend_pick(tunnel_env_t *env, const cfg_pool_t *
     return (const struct sockaddr *)&a->sa;
 }
 
-/* Opens a connected UDP socket to one backend of the pool, its receive buffer
- * sized to hold what the downlink queues can, and kernel drops reported.
- * Returns 0 or -1 (errno). */
-static int backend_open(tunnel_t *t, const cfg_pool_t *pool)
+/* Opens a connected UDP socket to one backend of the pool (backend_pick), its
+ * receive buffer sized to hold what the downlink queues can, and kernel drops
+ * reported. Returns 0 or -1 (errno; EHOSTDOWN: no healthy backend). */
+static int backend_open(tunnel_t *t, const cfg_pool_t *pool, uint64_t key)
 {
     tunnel_env_t *env = env_of(t);
     socklen_t len;
-    const struct sockaddr *sa = backend_pick(env, pool, &len);
-    if (!sa) {
+    if (!pool->n) {
         errno = EADDRNOTAVAIL;
+        return -1;
+    }
+    const struct sockaddr *sa = backend_pick(env, pool, key, &len);
+    if (!sa) {
+        errno = env->backends ? EHOSTDOWN : EADDRNOTAVAIL;
         return -1;
     }
     int fd = socket(sa->sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -471,11 +492,23 @@ static void resume_flow(tunnel_t *t, session_t *s)
 static int open_flow(tunnel_t *t, const req_target_t *target, int *rc)
 {
     const cfg_limits_t *lim = limits_of(t);
-    if (backend_open(t, &target->region->pools[target->kind]) < 0) {
-        log_limited(&env_of(t)->logs->refused, compat_mono_ns(), LOG_WARN,
+    tunnel_env_t *env = env_of(t);
+    /* The session comes first: its token is the key that picks the backend
+     * (backend.h), so the choice is stable per session. */
+    session_table_t *st = env->sessions;
+    session_t *s = st && lim->resume_grace_ms ? session_new(st, t, target) : NULL;
+    uint64_t key = s ? hrw_hash(s->token, sizeof s->token) : hrw_hash(&env->rr, sizeof env->rr);
+    env->rr++;
+    if (backend_open(t, &target->region->pools[target->kind], key) < 0) {
+        int e = errno;
+        if (s) {
+            session_end(s); /* no flow: nothing to resume */
+            t->session = NULL;
+        }
+        log_limited(&env->logs->refused, compat_mono_ns(), LOG_WARN,
                     "conn %s stream %d: backend socket: %s", t->host->peer, t->stream_id,
-                    strerror(errno));
-        *rc = reject(t, 503, "backend unavailable");
+                    e == EHOSTDOWN ? "no healthy backend in the pool" : strerror(e));
+        *rc = reject(t, 503, e == EHOSTDOWN ? "no healthy backend" : "backend unavailable");
         return -1;
     }
     /* A DATAGRAM value is the context id and the payload: max_capsule - 1. */
@@ -488,10 +521,7 @@ static int open_flow(tunnel_t *t, const req_target_t *target, int *rc)
     env_of(t)->counters->tunnels_opened++;
     env_of(t)->counters->tunnels_active++;
     ev_init(&t->timer, timer_cb);
-    session_table_t *st = env_of(t)->sessions;
-    if (st && lim->resume_grace_ms)
-        session_new(st, t, target); /* without one, the tunnel simply cannot be resumed */
-    return 0;
+    return 0; /* without a session, the tunnel simply cannot be resumed */
 }
 
 int tunnel_start(tunnel_t *t)

@@ -70,7 +70,8 @@ typedef struct tunnel_env {
     uint8_t *udp_buf;              /* TUNNEL_UDP_BUF bytes, shared by the loop */
     const struct sockaddr *echo;   /* where "builtin:echo" is bound, or NULL */
     socklen_t echo_len;
-    uint64_t rr;                   /* round-robin backend choice */
+    struct backend_table *backends; /* health and choice (backend.h); NULL: round-robin */
+    uint64_t rr;                   /* spreads tunnels without a session; round-robin */
     struct session_table *sessions; /* resumable flows (session.h); NULL: no resume */
     ratelimit_table_t rl;          /* per-tenant caps and aggregate buckets (ratelimit.h) */
     const config_t *cfg;           /* the newest snapshot: new requests are routed with its

@@ -1026,3 +1026,54 @@ Test(config, error_tenant_limits)
                                     "'limits':{'retry_after_s':3601}}]"},
                  "$.tenants[0].limits.retry_after_s: expected an integer from 0 to 3600, got 3601");
 }
+
+/* Backend health (docs/configuration.md, "Backend health"). */
+Test(config, pool_health_defaults_and_object_form)
+{
+    config_t *cfg = parse_ok((doc_t){
+        .regions = "{'local':{'sfu':['10.0.0.1:1'],"
+                   "'turn':{'backends':['10.0.0.2:3478','10.0.0.3:3478'],'probe':'none',"
+                   "'interval_ms':500,'timeout_ms':200,'down_after':1,'up_after':4}}}"});
+    const cfg_region_t *r = config_region(cfg, "local", 5);
+    const cfg_health_t *h = &r->pools[TUNNEL_KIND_SFU].health;
+    cr_assert_eq(h->probe, CFG_PROBE_STUN);
+    cr_assert_eq(h->interval_ms, 2000);
+    cr_assert_eq(h->timeout_ms, 1000);
+    cr_assert_eq(h->down_after, 3);
+    cr_assert_eq(h->up_after, 2);
+    h = &r->pools[TUNNEL_KIND_TURN].health;
+    cr_assert_eq(r->pools[TUNNEL_KIND_TURN].n, 2);
+    cr_assert_eq(h->probe, CFG_PROBE_NONE);
+    cr_assert_eq(h->interval_ms, 500);
+    cr_assert_eq(h->timeout_ms, 200);
+    cr_assert_eq(h->down_after, 1);
+    cr_assert_eq(h->up_after, 4);
+    config_unref(cfg);
+    cfg = parse_ok((doc_t){.regions = "{'local':{'sfu':{'backends':[]}}}"});
+    cr_assert_eq(config_region(cfg, "local", 5)->pools[TUNNEL_KIND_SFU].n, 0);
+    config_unref(cfg);
+}
+
+Test(config, error_pool_health)
+{
+    expect_error((doc_t){.regions = "{'local':{'sfu':{'probe':'none'}}}"},
+                 "$.regions.local.sfu.backends: required key is missing");
+    expect_error((doc_t){.regions = "{'local':{'sfu':{'backends':['10.0.0.1:1'],'probe':'icmp'}}}"},
+                 "$.regions.local.sfu.probe: expected \"stun\" or \"none\", got \"icmp\"");
+    expect_error((doc_t){.regions = "{'local':{'sfu':{'backends':['10.0.0.1:1'],'probe':1}}}"},
+                 "$.regions.local.sfu.probe: expected \"stun\" or \"none\", got 1");
+    expect_error((doc_t){.regions = "{'local':{'sfu':{'backends':['10.0.0.1'],'probe':'none'}}}"},
+                 "$.regions.local.sfu.backends[0]: \"10.0.0.1\" is not host:port");
+    expect_error((doc_t){.regions = "{'local':{'sfu':{'backends':['10.0.0.1:1'],'interval_ms':99}}}"},
+                 "$.regions.local.sfu.interval_ms: expected an integer from 100 to 600000, got 99");
+    expect_error((doc_t){.regions = "{'local':{'sfu':{'backends':['10.0.0.1:1'],'down_after':0}}}"},
+                 "$.regions.local.sfu.down_after: expected an integer from 1 to 100, got 0");
+    expect_error((doc_t){.regions = "{'local':{'sfu':{'backends':['10.0.0.1:1'],'up_after':101}}}"},
+                 "$.regions.local.sfu.up_after: expected an integer from 1 to 100, got 101");
+    expect_error((doc_t){.regions = "{'local':{'turn':{'backends':['10.0.0.1:1'],"
+                                    "'interval_ms':500,'timeout_ms':500}}}"},
+                 "$.regions.local.turn.timeout_ms: must be less than interval_ms (500), got 500");
+    expect_error((doc_t){.regions = "{'local':{'sfu':{'backends':['10.0.0.1:1'],'weight':1}}}"},
+                 "$.regions.local.sfu.weight: unknown key (expected one of: backends, probe, "
+                 "interval_ms, timeout_ms, down_after, up_after)");
+}

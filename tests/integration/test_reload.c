@@ -410,3 +410,37 @@ Test(reload, listeners_follow_the_config, .fini = teardown, .timeout = 60)
     ts_h2raw_close(&b);
     cr_assert_eq(ts_fixture_stop(&fx, &what, &code), 0, "%s exited with %d", what, code);
 }
+
+/* A reload that points the pool at another backend: the health table
+ * follows the new pools (backend_table_apply), so a new tunnel goes to the
+ * new backend while the old tunnel keeps the backend it has. */
+Test(reload, a_new_pool_takes_new_tunnels_and_old_ones_keep_their_backend, .fini = teardown,
+     .timeout = 60)
+{
+    start_gateway();
+    ts_echo_t *other = ts_echo_start(AF_INET);
+    cr_assert_not_null(other);
+    connect_ca(&a, &fx.gw.listen[0], NULL);
+    cr_assert_eq(request_on(&a, 1, ACME_PATH, NULL), 200);
+    burst(&a, 3);
+
+    ts_config_t cfg;
+    std_config(&cfg);
+    const char *pool[] = {ts_echo_addr_str(other), NULL};
+    cfg.regions[0].sfu = pool;
+    reload(&cfg, "config reloaded");
+
+    connect_ca(&b, &fx.gw.listen[0], NULL);
+    cr_assert_eq(request_on(&b, 1, ACME_PATH, NULL), 200, "no tunnel on the new pool");
+    burst(&b, 4);
+    burst(&a, 2);
+    cr_expect_eq(ts_echo_packets(other), 4u, "the new tunnel did not reach the new backend");
+    cr_expect_eq(ts_echo_packets(fx.echo), 5u, "the old tunnel moved off its backend");
+
+    const char *what;
+    int code;
+    ts_h2raw_close(&a);
+    ts_h2raw_close(&b);
+    cr_assert_eq(ts_fixture_stop(&fx, &what, &code), 0, "%s exited with %d", what, code);
+    ts_echo_stop(other);
+}

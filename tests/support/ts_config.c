@@ -24,7 +24,7 @@ static int str_array(char *out, size_t cap, size_t *pos, const char *const *item
 }
 
 static int pool(char *out, size_t cap, size_t *pos, int *first, const char *key,
-                const char **addrs)
+                const char **addrs, const char *health)
 {
     if (!addrs)
         return 0;
@@ -33,7 +33,11 @@ static int pool(char *out, size_t cap, size_t *pos, int *first, const char *key,
     *first = 0;
     if (ts_json_str(out, cap, pos, key) < 0 || ts_appendf(out, cap, pos, ":") < 0)
         return -1;
-    return str_array(out, cap, pos, addrs, 64);
+    if (!health)
+        return str_array(out, cap, pos, addrs, 64);
+    if (ts_appendf(out, cap, pos, "{\"backends\":") < 0 || str_array(out, cap, pos, addrs, 64) < 0)
+        return -1;
+    return ts_appendf(out, cap, pos, ",%s}", health);
 }
 
 static int tenant(char *out, size_t cap, size_t *pos, const ts_tenant_t *t)
@@ -90,8 +94,8 @@ int ts_config_render(const ts_config_t *c, char *out, size_t cap)
         int first = 1;
         if ((i && ts_appendf(out, cap, &pos, ",") < 0) ||
             ts_json_str(out, cap, &pos, r->name) < 0 || ts_appendf(out, cap, &pos, ":{") < 0 ||
-            pool(out, cap, &pos, &first, "sfu", r->sfu) < 0 ||
-            pool(out, cap, &pos, &first, "turn", r->turn) < 0 ||
+            pool(out, cap, &pos, &first, "sfu", r->sfu, r->sfu_health) < 0 ||
+            pool(out, cap, &pos, &first, "turn", r->turn, r->turn_health) < 0 ||
             ts_appendf(out, cap, &pos, "}") < 0)
             return -1;
     }

@@ -39,6 +39,10 @@ typedef struct ts_region {
     const char *name;                 /* NULL ends the regions array */
     const char **sfu;                 /* NULL: key omitted */
     const char **turn;
+    /* Extra members of a pool written as an object (gateway/backend.h), e.g.
+     * "\"probe\":\"none\"": {"backends": [...], <this>}. NULL: a plain array. */
+    const char *sfu_health;
+    const char *turn_health;
 } ts_region_t;
 
 typedef struct ts_config {

@@ -96,6 +96,11 @@ ts_echo_t *ts_echo_start(int family)
 
 ts_echo_t *ts_echo_start_hooked(int family, ts_echo_hook_t hook, void *ud)
 {
+    return ts_echo_start_at(family, 0, hook, ud);
+}
+
+ts_echo_t *ts_echo_start_at(int family, uint16_t port, ts_echo_hook_t hook, void *ud)
+{
     ts_echo_t *e = calloc(1, sizeof *e);
     if (!e)
         return NULL;
@@ -103,7 +108,7 @@ ts_echo_t *ts_echo_start_hooked(int family, ts_echo_hook_t hook, void *ud)
     e->hook_ud = ud;
     e->stop_pipe[0] = e->stop_pipe[1] = -1;
     pthread_mutex_init(&e->lock, NULL);
-    e->fd = ts_udp_bind(family, &e->addr);
+    e->fd = ts_udp_bind_port(family, port, &e->addr);
     if (e->fd < 0 || pipe2(e->stop_pipe, O_CLOEXEC) < 0)
         goto err;
     ts_addr_str(&e->addr, e->addr_str, sizeof e->addr_str);

@@ -33,6 +33,10 @@ typedef int (*ts_echo_hook_t)(void *ud, int fd, const uint8_t *p, size_t len,
 /* ts_echo_start with a hook (ts_stun is one). */
 ts_echo_t *ts_echo_start_hooked(int family, ts_echo_hook_t hook, void *ud);
 
+/* ts_echo_start_hooked on a given loopback port (0: any), for a backend that
+ * restarts where it was. */
+ts_echo_t *ts_echo_start_at(int family, uint16_t port, ts_echo_hook_t hook, void *ud);
+
 /* Where it listens, as an address and as "127.0.0.1:PORT" / "[::1]:PORT". */
 const ts_addr_t *ts_echo_addr(const ts_echo_t *e);
 const char *ts_echo_addr_str(const ts_echo_t *e);

@@ -29,7 +29,11 @@ void ts_fixture_std_config(ts_config_t *c, int family, const char *echo_addr)
     local_sfu[0] = echo_addr;
     local_sfu[1] = NULL;
 
-    c->regions[0] = (ts_region_t){.name = "local", .sfu = local_sfu, .turn = turn_none};
+    /* ts_echo does not speak STUN (it would echo the gateway's probes and be
+     * taken out), and tests count its sources: no probe, as for an SFU that
+     * answers no STUN (docs/configuration.md, "Backend health"). */
+    c->regions[0] = (ts_region_t){.name = "local", .sfu = local_sfu, .turn = turn_none,
+                                  .sfu_health = "\"probe\":\"none\""};
     c->regions[1] = (ts_region_t){.name = "eu", .sfu = eu_sfu};
     c->tenants[0] = (ts_tenant_t){
         .id = TS_FX_TENANT,

@@ -3,7 +3,7 @@
  * test, a gateway configured with the standard tenants, and shims.
  *
  * Standard config (TS_FX_* names below):
- *   region "local": sfu = [the test's echo backend], turn = []  (503)
+ *   region "local": sfu = [the test's echo backend] (probe none), turn = []  (503)
  *   region "eu":    sfu = ["builtin:echo"]
  *   tenant "acme":  secrets s1, s2 (rotation), sha1, max_ttl 3600,
  *                   regions [local], kinds [sfu, turn]

@@ -120,8 +120,13 @@ int ts_addr_eq(const ts_addr_t *a, const ts_addr_t *b)
 
 int ts_udp_bind(int family, ts_addr_t *bound)
 {
+    return ts_udp_bind_port(family, 0, bound);
+}
+
+int ts_udp_bind_port(int family, uint16_t port, ts_addr_t *bound)
+{
     ts_addr_t a;
-    ts_addr_loopback(&a, family, 0);
+    ts_addr_loopback(&a, family, port);
     int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;

@@ -35,6 +35,9 @@ int ts_addr_eq(const ts_addr_t *a, const ts_addr_t *b);
  * bound address goes to *bound (may be NULL). Returns the fd or -1. */
 int ts_udp_bind(int family, ts_addr_t *bound);
 
+/* ts_udp_bind on a given port (0: any). */
+int ts_udp_bind_port(int family, uint16_t port, ts_addr_t *bound);
+
 /* Sends one datagram. Returns 0, or -1 when it was not sent whole. */
 int ts_udp_send(int fd, const ts_addr_t *to, const void *buf, size_t len);
 

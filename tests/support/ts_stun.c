@@ -69,11 +69,16 @@ static int handle(void *ud, int fd, const uint8_t *p, size_t len, const ts_addr_
 
 ts_stun_t *ts_stun_start(int family)
 {
+    return ts_stun_start_at(family, 0);
+}
+
+ts_stun_t *ts_stun_start_at(int family, uint16_t port)
+{
     ts_stun_t *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
     pthread_mutex_init(&s->lock, NULL);
-    s->echo = ts_echo_start_hooked(family, handle, s);
+    s->echo = ts_echo_start_at(family, port, handle, s);
     if (!s->echo) {
         ts_stun_stop(s);
         return NULL;

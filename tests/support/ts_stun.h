@@ -22,6 +22,10 @@ typedef struct ts_stun ts_stun_t;
  * failure. */
 ts_stun_t *ts_stun_start(int family);
 
+/* ts_stun_start on a given loopback port (a backend restarted where it was).
+ * NULL on failure (the port is taken). */
+ts_stun_t *ts_stun_start_at(int family, uint16_t port);
+
 const ts_addr_t *ts_stun_addr(const ts_stun_t *s);
 const char *ts_stun_addr_str(const ts_stun_t *s); /* "127.0.0.1:PORT" / "[::1]:PORT" */
 
