@@ -119,6 +119,19 @@ typedef struct cfg_limits {
     uint32_t capsule_ping_ms;      /* PING capsule on every open tunnel this often; 0: none (20000) */
 } cfg_limits_t;
 
+enum cfg_store_type {
+    CFG_STORE_FILE = 0, /* tenants are $.tenants of the config file (the default) */
+    CFG_STORE_ETCD,     /* tenants are the keys under prefix in etcd (gateway/etcd.h) */
+};
+
+/* Where the tenant table comes from ("tenant_store", docs/configuration.md). */
+typedef struct cfg_store {
+    enum cfg_store_type type;
+    char **endpoints;   /* etcd: "http://host:port" without a trailing '/' (1 to 16) */
+    size_t nendpoints;
+    char *prefix;       /* etcd: the key prefix, e.g. "/sluice/tenants/" */
+} cfg_store_t;
+
 typedef struct config {
     int _refs;
     cfg_addr_t *listen;   /* listen addresses (port 0 allowed) */
@@ -137,6 +150,7 @@ typedef struct config {
     cfg_limits_t limits;
     cfg_addr_t echo;      /* where the built-in echo binds ("127.0.0.1:0") */
     int has_echo;         /* 1 when any pool names builtin:echo */
+    cfg_store_t store;
 } config_t;
 
 /* The idle limit of a tunnel of this kind, in ms. */
@@ -151,6 +165,16 @@ static inline uint32_t config_idle_ms(const cfg_limits_t *l, enum tunnel_kind ki
  * "$.tenants[1].secrets: expected a non-empty array of strings". */
 config_t *config_parse(const char *json, size_t len, const char *base_dir, char *err,
                        size_t errlen);
+
+/* config_parse for a document whose tenants come from a store: json is the
+ * config file (with "tenant_store", so without "tenants"), and docs[i]
+ * (lens[i] bytes) is one tenant object as in $.tenants[], validated the same
+ * way; an error in one starts with labels[i] (where it came from, e.g. its
+ * etcd key) followed by its JSON path inside that document ("key
+ * /sluice/tenants/acme: $.secrets: expected ..."). Nothing is retained. */
+config_t *config_parse_tenants(const char *json, size_t len, const char *base_dir,
+                               const char *const *docs, const size_t *lens,
+                               const char *const *labels, size_t n, char *err, size_t errlen);
 
 /* Reads a file and calls config_parse with its directory as base_dir. On error
  * err starts with the file name. */

@@ -12,6 +12,7 @@
 #include <sys/resource.h>
 
 #include "config.h"
+#include "etcd.h"
 #include "log.h"
 #include "server.h"
 #include "tls.h"
@@ -119,6 +120,7 @@ typedef struct signals {
     ev_signal term, intr, hup;
     server_t *srv;
     const char *config_path;
+    etcd_store_t *store; /* NULL: the tenants are in the config file */
 } signals_t;
 
 static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
@@ -136,6 +138,11 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
     signals_t *sig = w->data;
     char err[1024];
     log_msg(LOG_INFO, "SIGHUP: reloading %s", sig->config_path);
+    if (sig->store) { /* the file plus the tenants read from etcd (apply_snapshot) */
+        if (etcd_store_reload(sig->store, sig->config_path, err, sizeof err) < 0)
+            log_msg(LOG_ERROR, "reload failed, old config kept: %s", err);
+        return;
+    }
     config_t *cfg = config_load(sig->config_path, err, sizeof err);
     if (!cfg) {
         log_msg(LOG_ERROR, "reload failed, old config kept: %s", err);
@@ -145,6 +152,16 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
         server_reload(sig->srv, cfg, err, sizeof err) < 0)
         log_msg(LOG_ERROR, "reload failed, old config kept: %s: %s", sig->config_path, err);
     config_unref(cfg); /* the server holds its own reference */
+}
+
+/* A snapshot from the tenant store (etcd.h): the same checks and swap as
+ * SIGHUP. */
+static int apply_snapshot(void *ud, config_t *cfg, char *err, size_t errlen)
+{
+    signals_t *sig = ud;
+    if (fd_limit_check(cfg, err, errlen) < 0)
+        return -1;
+    return server_reload(sig->srv, cfg, err, errlen);
 }
 
 static int check_config(const char *path)
@@ -216,10 +233,26 @@ int main(int argc, char **argv)
         fprintf(stderr, "sluiced: %s\n", err);
         return 2;
     }
+    etcd_store_t *store = NULL;
+    if (cfg->store.type == CFG_STORE_ETCD) {
+        /* Never start without a valid tenant table: read it before anything
+         * else (exit 2: a bad tenant, named by key and JSON path; 1: etcd
+         * unreachable). */
+        config_t *full = NULL;
+        int code;
+        store = etcd_store_open(config_path, cfg, &full, &code, err, sizeof err);
+        config_unref(cfg);
+        if (!store) {
+            fprintf(stderr, "sluiced: %s\n", err);
+            return code;
+        }
+        cfg = full;
+    }
     rlim_t fd_before = fd_limit_raise();
     if (preflight(cfg, err, sizeof err) < 0) {
         fprintf(stderr, "sluiced: %s: %s\n", config_path, err);
         config_unref(cfg);
+        etcd_store_free(store);
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -231,10 +264,18 @@ int main(int argc, char **argv)
     config_unref(cfg); /* the server holds its own reference */
     if (rc < 0) {
         fprintf(stderr, "sluiced: %s\n", err);
+        etcd_store_free(store);
         ev_loop_destroy(loop);
         return 1;
     }
-    signals_t sig = {.srv = &srv, .config_path = config_path};
+    signals_t sig = {.srv = &srv, .config_path = config_path, .store = store};
+    if (store && etcd_store_start(store, loop, apply_snapshot, &sig, err, sizeof err) < 0) {
+        fprintf(stderr, "sluiced: %s\n", err);
+        etcd_store_free(store);
+        server_dispose(&srv);
+        ev_loop_destroy(loop);
+        return 1;
+    }
     ev_signal_init(&sig.term, on_signal, SIGTERM);
     ev_signal_init(&sig.intr, on_signal, SIGINT);
     ev_signal_init(&sig.hup, on_hup, SIGHUP);
@@ -257,6 +298,7 @@ int main(int argc, char **argv)
     ev_signal_stop(loop, &sig.term);
     ev_signal_stop(loop, &sig.intr);
     ev_signal_stop(loop, &sig.hup);
+    etcd_store_free(store);
     server_dispose(&srv);
     ev_loop_destroy(loop);
     return 0;
