@@ -41,7 +41,9 @@ static void usage(FILE *out)
           "SIGINT/SIGTERM drain gracefully (CLOSE to every tunnel, GOAWAY); a second\n"
           "signal stops at once. SIGHUP reloads the config file: a valid one applies\n"
           "to new connections and to live tunnels' tenants, listeners follow it;\n"
-          "an invalid one is logged and changes nothing.\n"
+          "an invalid one is logged and changes nothing. With \"tenant_store\" etcd\n"
+          "the tenants are read from etcd at start and every change to them is\n"
+          "applied the same way (docs/configuration.md, \"Tenant store\").\n"
           "Exit status: 0 ok, 1 runtime error, 2 bad usage/config (the config file,\n"
           "its TLS files, or a file descriptor limit too low for its limits).\n",
           out);

@@ -4,7 +4,8 @@
  * both within 1 s (the live tunnel gets CLOSE(tenant disabled), a new one 403;
  * a deleted tenant is unknown: 401);
  * with etcd killed both keep serving with their last table, and after a
- * restart on the same data and ports both pick up a change made then; a
+ * restart on the same data and ports both pick up a change made then; SIGHUP
+ * re-reads the file and keeps the tenants from etcd; a
  * gateway never starts with a bad tenant (exit 2, the key and JSON path) or
  * without etcd (exit 1).
  *
@@ -182,6 +183,14 @@ Test(etcd, a_switch_reaches_both_gateways_within_a_second_and_survives_an_etcd_r
     connect_to(&h[3], 1);
     cr_assert_eq(request_on(&h[3], 1, ACME_PATH), 200);
     cr_assert_eq(request_on(&h[2], 3, ACME_PATH), 200);
+
+    /* SIGHUP re-reads the file and keeps the tenants read from etcd. */
+    const char *log0 = gw[0].proc.err_path;
+    size_t reloads = ts_log_count(log0, "config reloaded");
+    cr_assert_eq(ts_proc_signal(&gw[0].proc, SIGHUP), 0);
+    cr_assert_eq(ts_log_wait(log0, "config reloaded", reloads + 1, ts_deadline(ts_ms(10000))), 0);
+    cr_assert_eq(ts_log_count(log0, "reload failed"), 0);
+    cr_assert_eq(request_on(&h[2], 5, ACME_PATH), 200, "SIGHUP lost the tenants from etcd");
 
     /* A deleted tenant is gone from both. */
     rev = ts_etcd_delete(&etcd, PREFIX "beta", ts_deadline(5000));
