@@ -322,3 +322,84 @@ Test(admin, inline_tenants_are_read_only, .fini = teardown, .timeout = 60)
     cr_assert(strstr(r.body, "inline in the config file"), "%s", r.body);
     stop();
 }
+
+/* Runs the build's sluicectl against the gateway's admin API with args
+ * (NULL-terminated, after --admin URL). Returns its exit code; r kept. */
+static int ctl(ts_run_t *r, const char *const *args)
+{
+    char bin[PATH_MAX], url[128];
+    cr_assert_eq(ts_build_path(NULL, "sluicectl", bin, sizeof bin), 0);
+    snprintf(url, sizeof url, "http://%s", admin_addr);
+    const char *argv[16] = {bin, "--admin", url};
+    size_t n = 3;
+    for (size_t i = 0; args[i] && n < 15; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    cr_assert_eq(ts_run((char *const *)argv, NULL, ts_deadline(ts_ms(20000)), r), 0);
+    return r->code;
+}
+
+Test(admin, sluicectl_end_to_end, .fini = teardown, .timeout = 60)
+{
+    write_files(1);
+    start();
+    char tokfile[PATH_MAX];
+    cr_assert_eq(ts_tmppath("token", tokfile, sizeof tokfile), 0);
+    cr_assert_eq(ts_write_file(tokfile, ROOT "\n", strlen(ROOT) + 1), 0);
+    ts_run_t r;
+
+    cr_assert_eq(ctl(&r, (const char *[]){"--token-file", tokfile, "tenant", "show", NULL}), 0,
+                 "%s", r.err);
+    cr_assert(strstr(r.out, "acme enabled_here=yes regions=local kinds=sfu,turn secrets=1"),
+              "%s", r.out);
+    cr_assert(strstr(r.out, "beta enabled_here=yes regions=local,eu"), "%s", r.out);
+    ts_run_free(&r);
+
+    connect_gw(&a);
+    cr_assert_eq(tunnel(&a, 1, "s1"), 200);
+    cr_assert_eq(ctl(&r, (const char *[]){"--token", ACME_TOK, "tenant", "disable", "acme",
+                                          "--region", "local", NULL}),
+                 0, "%s", r.err);
+    cr_assert(strstr(r.out, "acme enabled_here=no"), "%s", r.out);
+    ts_run_free(&r);
+    uint64_t code = UINT64_MAX;
+    cr_assert_eq(ts_h2raw_wait(&a, has_close, &code, ts_deadline(ts_ms(5000))), 0);
+    cr_assert_eq(code, CLOSE_TENANT_DISABLED);
+
+    cr_assert_eq(ctl(&r, (const char *[]){"--token", ROOT, "--json", "tenant", "limits", "acme",
+                                          "max_tunnels=3", "up_bits_s=64000", NULL}),
+                 0, "%s", r.err);
+    cr_assert(strstr(r.out, "\"max_tunnels\":3,") && strstr(r.out, "\"up_bits_s\":64000,"), "%s",
+              r.out);
+    ts_run_free(&r);
+
+    /* Exit codes: refused 1, usage 2, unreachable 3. */
+    cr_assert_eq(ctl(&r, (const char *[]){"--token", ACME_TOK, "tenant", "kinds", "beta", "sfu",
+                                          NULL}),
+                 1);
+    cr_assert(strstr(r.err, "403"), "%s", r.err);
+    ts_run_free(&r);
+    cr_assert_eq(ctl(&r, (const char *[]){"--token", ROOT, "tenant", "limits", "acme",
+                                          "colour=1", NULL}),
+                 1);
+    cr_assert(strstr(r.err, "$.limits"), "%s", r.err);
+    ts_run_free(&r);
+    cr_assert_eq(ctl(&r, (const char *[]){"--token", ROOT, "tenant", "enable", "acme", NULL}), 2);
+    ts_run_free(&r);
+
+    size_t len;
+    char *file = ts_read_file(tenants, 65536, &len);
+    cr_assert_not_null(file);
+    cr_assert(strstr(file, "\"revision\": 3") && strstr(file, "\"max_tunnels\": 3"), "%s", file);
+    free(file);
+    stop();
+    cr_assert_eq(ctl(&r, (const char *[]){"--token", ROOT, "tenant", "show", NULL}), 3);
+    ts_run_free(&r);
+    cr_assert_eq(ctl(&r, (const char *[]){"check", conf, NULL}), 0, "%s", r.err);
+    cr_assert(strstr(r.out, "config ok"), "%s", r.out);
+    ts_run_free(&r);
+    cr_assert_eq(ts_write_file(tenants, "{\"tenants\": 1}", 14), 0);
+    cr_assert_eq(ctl(&r, (const char *[]){"check", conf, NULL}), 1);
+    cr_assert(strstr(r.err, "tenants.json: $.tenants: expected an array"), "%s", r.err);
+    ts_run_free(&r);
+}
