@@ -197,10 +197,7 @@ static void map_error(char *err)
     const char *q = strchr(p, ']');
     if (!q)
         return;
-    if (q[1] == '.')
-        memmove((char *)p + 1, q + 1, strlen(q + 1) + 1);
-    else
-        memmove((char *)p + 1, q + 1, strlen(q + 1) + 1);
+    memmove((char *)p + 1, q + 1, strlen(q + 1) + 1); /* keeps "$" */
 }
 
 static int str_in(const json_t *arr, const char *s, size_t len, size_t *at)
