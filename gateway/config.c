@@ -1091,8 +1091,11 @@ static int store_tenants_parse(vctx_t *c, config_t *cfg)
     const char *doc = c->tenants_doc;
     if (!doc) {
         FILE *fp = fopen(cfg->store_path, "rb");
-        if (!fp)
+        if (!fp) {
+            path_push_key(c, "tenant_store", 12);
+            path_push_key(c, "path", 4);
             return fail(c, "tenant store %s: %s", cfg->store_path, strerror(errno));
+        }
         buf = malloc(TENANTS_FILE_MAX + 1);
         n = buf ? fread(buf, 1, TENANTS_FILE_MAX + 1, fp) : 0;
         int bad = !buf || ferror(fp);
