@@ -614,6 +614,12 @@ int admin_init(admin_t *a, struct ev_loop *loop, server_t *s, store_t *store, ch
         return -1;
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(a->_mhd, MHD_DAEMON_INFO_EPOLL_FD);
+    if (!info || info->epoll_fd < 0) {
+        snprintf(err, errlen, "admin listen %s: libmicrohttpd has no epoll mode", name);
+        MHD_stop_daemon(a->_mhd);
+        a->_mhd = NULL;
+        return -1;
+    }
     ev_io_init(&a->_io, on_io, info->epoll_fd, EV_READ);
     a->_io.data = a;
     ev_io_start(loop, &a->_io);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "json.h"
@@ -85,6 +86,9 @@ static int durable_replace(const char *path, const char *data, size_t len, char 
         snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
         goto out;
     }
+    struct stat st; /* mkstemp makes 0600: keep the file's own mode */
+    if (stat(path, &st) == 0)
+        fchmod(fd, st.st_mode & 07777);
     for (size_t off = 0; off < len;) {
         ssize_t n = write(fd, data + off, len - off);
         if (n < 0 && errno == EINTR)

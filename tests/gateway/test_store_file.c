@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../../gateway/json.h"
@@ -74,6 +75,7 @@ static size_t entries(void)
 Test(store_file, a_write_replaces_the_tenant_and_moves_the_revision, .init = setup,
      .fini = teardown)
 {
+    cr_assert_eq(chmod(path, 0640), 0);
     store_t *st = store_file_new(path);
     cr_assert_not_null(st);
     uint64_t rev;
@@ -95,6 +97,9 @@ Test(store_file, a_write_replaces_the_tenant_and_moves_the_revision, .init = set
     cr_assert_str_eq(json_get(list->items[1], "id")->str, "beta");
     json_free(v);
     cr_assert_eq(entries(), 1, "no temporary file is left");
+    struct stat sb;
+    cr_assert_eq(stat(path, &sb), 0);
+    cr_assert_eq(sb.st_mode & 0777, 0640, "the file keeps its mode");
 
     /* Stale: refused with the current revision, the file unchanged. */
     static const char acme2[] = "{\"id\": \"acme\", \"secrets\": [\"x\"]}";
