@@ -29,8 +29,11 @@ static ts_gateway_t gw;
 static ts_h2raw_t a, b;
 static char dir[PATH_MAX - 32], conf[PATH_MAX], tenants[PATH_MAX], admin_addr[64];
 
+static const char *extra_header; /* one more request header, or NULL */
+
 static void teardown(void)
 {
+    extra_header = NULL;
     ts_h2raw_close(&a);
     ts_h2raw_close(&b);
     ts_gateway_dispose(&gw);
@@ -115,6 +118,8 @@ static long call(const char *method, const char *path, const char *token, const 
         h = curl_slist_append(h, auth);
     }
     h = curl_slist_append(h, "Content-Type: application/json");
+    if (extra_header)
+        h = curl_slist_append(h, extra_header);
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
@@ -239,6 +244,15 @@ Test(admin, a_region_switched_off_closes_live_tunnels_and_on_again_serves, .fini
                  200, "%s", r.body);
     cr_assert(strstr(r.body, "\"enabled_here\":true"), "%s", r.body);
     cr_assert_eq(tunnel(&b, 5, "s1"), 200);
+
+    /* The revision may come as If-Match instead. */
+    extra_header = "If-Match: \"2\"";
+    cr_assert_eq(call("PATCH", "/v1/tenants/acme", ROOT, "{\"kinds\": [\"sfu\"]}", &r), 409);
+    extra_header = "If-Match: 3";
+    cr_assert_eq(call("PATCH", "/v1/tenants/acme", ROOT, "{\"kinds\": [\"sfu\"]}", &r), 200,
+                 "%s", r.body);
+    extra_header = NULL;
+    cr_assert(strstr(r.body, "\"kinds\":[\"sfu\"]"), "%s", r.body);
     stop();
 }
 
