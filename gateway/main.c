@@ -11,9 +11,11 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "admin.h"
 #include "config.h"
 #include "log.h"
 #include "server.h"
+#include "store.h"
 #include "tls.h"
 #include "util.h"
 
@@ -37,6 +39,8 @@ static void usage(FILE *out)
           "\n"
           "When ready, prints one line on stdout:\n"
           "  sluiced ready listen=ADDR:PORT ... [echo=ADDR:PORT]\n"
+          "and, with an admin API configured, then:\n"
+          "  sluiced admin listen=ADDR:PORT\n"
           "SIGINT/SIGTERM drain gracefully (CLOSE to every tunnel, GOAWAY); a second\n"
           "signal stops at once. SIGHUP reloads the config file: a valid one applies\n"
           "to new connections and to live tunnels' tenants, listeners follow it;\n"
@@ -248,7 +252,30 @@ int main(int argc, char **argv)
     log_msg(LOG_INFO, "sluiced %s started, region %s, open file limit %llu (was %llu)",
             SLUICE_VERSION, srv.cfg->region, (unsigned long long)rl.rlim_cur,
             (unsigned long long)fd_before);
+    /* The tenant store and the admin API (docs/admin.md): started at start-up
+     * only; a reload changes tokens and tenants, not the admin address. */
+    store_t *store = NULL;
+    admin_t admin = {0};
+    if (srv.cfg->store_type == CFG_STORE_FILE && !(store = store_file_new(srv.cfg->store_path))) {
+        fprintf(stderr, "sluiced: out of memory\n");
+        server_dispose(&srv);
+        ev_loop_destroy(loop);
+        return 1;
+    }
+    if (srv.cfg->admin.enabled && admin_init(&admin, loop, &srv, store, err, sizeof err) < 0) {
+        fprintf(stderr, "sluiced: %s\n", err);
+        store_free(store);
+        server_dispose(&srv);
+        ev_loop_destroy(loop);
+        return 1;
+    }
     server_print_ready(&srv, stdout);
+    if (srv.cfg->admin.enabled) {
+        char name[64];
+        printf("sluiced admin listen=%s\n",
+               config_addr_str((const struct sockaddr *)&admin.addr, name, sizeof name));
+        fflush(stdout);
+    }
     ev_run(loop, 0);
 
     const server_counters_t *k = &srv.counters;
@@ -257,6 +284,8 @@ int main(int argc, char **argv)
     ev_signal_stop(loop, &sig.term);
     ev_signal_stop(loop, &sig.intr);
     ev_signal_stop(loop, &sig.hup);
+    admin_dispose(&admin);
+    store_free(store);
     server_dispose(&srv);
     ev_loop_destroy(loop);
     return 0;
