@@ -17,7 +17,7 @@ WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wpointer-arith -Wformat=2 -Wno-unused-parameter -Werror
 CFLAGS  ?= -O2 -g
 override CFLAGS += -std=c11 -D_GNU_SOURCE -fno-strict-aliasing $(WARN) -MMD -MP
-LDLIBS  := -lssl -lcrypto -lnghttp2 -lev -lyajl -lcurl -lpacparser -lm
+LDLIBS  := -lssl -lcrypto -lnghttp2 -lev -lyajl -lcurl -lpacparser -lmicrohttpd -lm
 
 ifeq ($(SAN),1)
 override CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -31,6 +31,7 @@ COMMON_SRC  := $(wildcard common/*.c)
 GW_SRC      := $(filter-out gateway/main.c,$(wildcard gateway/*.c)) $(COMMON_SRC)
 SHIM_SRC    := $(wildcard client-shim/lib/*.c) $(COMMON_SRC)
 SHIMCLI_SRC := $(wildcard client-shim/cli/*.c)
+CTL_SRC     := $(wildcard tools/sluicectl/*.c)
 SUPPORT_SRC := $(wildcard tests/support/*.c)
 TEST_SRC    := $(wildcard tests/*/test_*.c)
 DEMO_SRC    := $(wildcard tests/demo/*.c)
@@ -43,12 +44,13 @@ LIB_SHIM    := $(BUILD)/libsluice-shim.a
 LIB_SUPPORT := $(BUILD)/libtestsupport.a
 SLUICED     := $(BUILD)/sluiced
 SHIM        := $(BUILD)/sluice-shim
+SLUICECTL   := $(BUILD)/sluicectl
 DEMO        := $(BUILD)/sluice-demo
 TESTS       := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 DEVCERT     := $(BUILD)/dev/cert.pem
 
 .PHONY: all tests run test test-plain test-asan demo devcert clean
-all: $(SLUICED) $(SHIM) $(LIB_SHIM) $(LIB_PROTO) $(if $(DEMO_SRC),$(DEMO))
+all: $(SLUICED) $(SHIM) $(SLUICECTL) $(LIB_SHIM) $(LIB_PROTO) $(if $(DEMO_SRC),$(DEMO))
 tests: all $(TESTS)
 
 $(BUILD)/obj/%.o: %.c
@@ -64,6 +66,8 @@ $(BUILD)/%.a:
 	rm -f $@ && ar rcs $@ $^
 
 $(SLUICED): $(call obj,gateway/main.c) $(LIB_GW) $(LIB_PROTO)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+$(SLUICECTL): $(call obj,$(CTL_SRC)) $(LIB_GW) $(LIB_PROTO)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 $(SHIM): $(call obj,$(SHIMCLI_SRC)) $(LIB_SHIM) $(LIB_PROTO)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@

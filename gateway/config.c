@@ -40,6 +40,9 @@
 typedef struct vctx {
     char path[256];
     size_t plen;
+    const char *tenants_doc; /* config_retenant: the tenant store's document */
+    size_t tenants_len;
+    int store_doc; /* validating the tenant store's document: a tenant may have no region */
     char *err;
     size_t errlen;
     const char *base_dir;
@@ -361,10 +364,18 @@ static void config_free(config_t *cfg)
         free(t->regions);
     }
     free(cfg->tenants);
+    for (size_t i = 0; cfg->admin.tokens && i < cfg->admin.ntokens; i++) {
+        free(cfg->admin.tokens[i].token);
+        free(cfg->admin.tokens[i].tenant);
+    }
+    free(cfg->admin.tokens);
+    free(cfg->store.path);
     for (size_t i = 0; cfg->store.endpoints && i < cfg->store.nendpoints; i++)
         free(cfg->store.endpoints[i]);
     free(cfg->store.endpoints);
     free(cfg->store.prefix);
+    free(cfg->_source);
+    free(cfg->_base_dir);
     free(cfg);
 }
 
@@ -715,6 +726,8 @@ static int secrets_parse(vctx_t *c, const json_t *v, cfg_tenant_t *t)
 static int tenant_regions_parse(vctx_t *c, const json_t *v, const config_t *cfg, cfg_tenant_t *t)
 {
     char d[QBUF];
+    if (v->type == JSON_ARRAY && v->n == 0 && c->store_doc)
+        return 0; /* disabled everywhere through the admin API */
     if (v->type != JSON_ARRAY || v->n == 0)
         return fail(c, "expected a non-empty array of region names, got %s",
                     describe(v, d, sizeof d));
@@ -979,12 +992,13 @@ static int tenants_parse(vctx_t *c, const json_t *v, config_t *cfg)
 #define STORE_ENDPOINTS_MAX 16u
 #define STORE_PREFIX_MAX 256u
 
-/* "tenant_store": {"type": "file"} (the default: "tenants" in this file) or
- * {"type": "etcd", "endpoints": ["http://host:port", ...], "prefix": "/..."}. */
+/* "tenant_store": {"type": "file", "path": "tenants.json"} or
+ * {"type": "etcd", "endpoints": ["http://host:port", ...], "prefix": "/..."}.
+ * Without it the tenants are $.tenants of this file (CFG_STORE_INLINE). */
 static int store_parse(vctx_t *c, const json_t *v, cfg_store_t *st)
 {
-    static const char *const names[] = {"type", "endpoints", "prefix"};
-    enum { F_TYPE, F_ENDPOINTS, F_PREFIX, F_COUNT };
+    static const char *const names[] = {"type", "path", "endpoints", "prefix"};
+    enum { F_TYPE, F_PATH, F_ENDPOINTS, F_PREFIX, F_COUNT };
     const json_t *f[F_COUNT];
     char d[QBUF];
     const char *s;
@@ -997,14 +1011,26 @@ static int store_parse(vctx_t *c, const json_t *v, cfg_store_t *st)
         return -1;
     if (len == 4 && !memcmp(s, "file", 4)) {
         path_pop(c, mark);
-        if (!f[F_ENDPOINTS] && !f[F_PREFIX])
-            return 0;
-        path_push_key(c, f[F_ENDPOINTS] ? "endpoints" : "prefix", f[F_ENDPOINTS] ? 9 : 6);
-        return fail(c, "only for type \"etcd\"");
+        if (f[F_ENDPOINTS] || f[F_PREFIX]) {
+            path_push_key(c, f[F_ENDPOINTS] ? "endpoints" : "prefix", f[F_ENDPOINTS] ? 9 : 6);
+            return fail(c, "only for type \"etcd\"");
+        }
+        if (require(c, f[F_PATH], "path"))
+            return -1;
+        path_push_key(c, "path", 4);
+        if (file_parse(c, f[F_PATH], &st->path))
+            return -1;
+        path_pop(c, mark);
+        st->type = CFG_STORE_FILE;
+        return 0;
     }
     if (!(len == 4 && !memcmp(s, "etcd", 4)))
         return fail(c, "expected \"file\" or \"etcd\", got %s", quote(s, len, d, sizeof d));
     path_pop(c, mark);
+    if (f[F_PATH]) {
+        path_push_key(c, "path", 4);
+        return fail(c, "only for type \"file\"");
+    }
     st->type = CFG_STORE_ETCD;
     if (require(c, f[F_ENDPOINTS], "endpoints") || require(c, f[F_PREFIX], "prefix"))
         return -1;
@@ -1070,14 +1096,153 @@ static int has_builtin_echo(const config_t *cfg)
     return 0;
 }
 
+static unsigned addr_port(const struct sockaddr_storage *sa)
+{
+    if (sa->ss_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)(const void *)sa)->sin_port);
+    return ntohs(((const struct sockaddr_in6 *)(const void *)sa)->sin6_port);
+}
+
+/* admin: {"listen": "host:port", "tokens": [{"token": "...", "tenant": "id"}]} */
+static int admin_parse(vctx_t *c, const json_t *v, config_t *cfg)
+{
+    static const char *const names[] = {"listen", "tokens"};
+    const json_t *f[2];
+    char d[QBUF];
+    if (get_fields(c, v, "an object with \"listen\" and \"tokens\"", names, 2, f) ||
+        require(c, f[0], "listen") || require(c, f[1], "tokens"))
+        return -1;
+    size_t mark = path_push_key(c, "listen", 6);
+    if (get_addr(c, f[0], ADDR_LISTEN, &cfg->admin.listen))
+        return -1;
+    /* The admin API never shares the public port (issue 7 §2). */
+    for (size_t i = 0; i < cfg->nlisten; i++) {
+        const cfg_addr_t *a = &cfg->listen[i];
+        if (a->len == cfg->admin.listen.len &&
+            !memcmp(&a->sa, &cfg->admin.listen.sa, a->len) &&
+            addr_port(&a->sa) != 0)
+            return fail(c, "%s is a public listen address ($.listen[%zu]); the admin API needs "
+                           "its own (loopback or internal) address",
+                        describe(f[0], d, sizeof d), i);
+    }
+    path_pop(c, mark);
+    path_push_key(c, "tokens", 6);
+    const json_t *t = f[1];
+    if (t->type != JSON_ARRAY || t->n == 0)
+        return fail(c, "expected a non-empty array of token objects, got %s",
+                    describe(t, d, sizeof d));
+    cfg->admin.tokens = calloc(t->n, sizeof *cfg->admin.tokens);
+    if (!cfg->admin.tokens)
+        return nomem(c);
+    cfg->admin.ntokens = t->n;
+    for (size_t i = 0; i < t->n; i++) {
+        static const char *const tnames[] = {"token", "tenant"};
+        const json_t *tf[2];
+        size_t m2 = path_push_index(c, i);
+        if (get_fields(c, t->items[i], "a token object", tnames, 2, tf) ||
+            require(c, tf[0], "token"))
+            return -1;
+        const char *s;
+        size_t len;
+        size_t m3 = path_push_key(c, "token", 5);
+        if (get_string(c, tf[0], "a token string", &s, &len))
+            return -1;
+        if (len < 16)
+            return fail(c, "a token must be at least 16 characters");
+        if (memchr(s, '\0', len))
+            return fail(c, "a token must not contain NUL");
+        cfg->admin.tokens[i].token = json_strdup(s, len);
+        cfg->admin.tokens[i].len = len;
+        if (!cfg->admin.tokens[i].token)
+            return nomem(c);
+        path_pop(c, m3);
+        if (tf[1]) {
+            path_push_key(c, "tenant", 6);
+            if (get_string(c, tf[1], "a tenant id", &s, &len))
+                return -1;
+            if (!name_valid(s, len))
+                return fail(c, "%s is not a valid tenant id", quote(s, len, d, sizeof d));
+            cfg->admin.tokens[i].tenant = json_strdup(s, len);
+            if (!cfg->admin.tokens[i].tenant)
+                return nomem(c);
+        }
+        path_pop(c, m2);
+    }
+    cfg->admin.enabled = 1;
+    return 0;
+}
+
+#define TENANTS_FILE_MAX (4u * 1024u * 1024u) /* bytes */
+
+/* The tenant store's document, {"revision": N, "tenants": [...]}: from
+ * config_retenant, or read from the file. Errors name the file and the path
+ * inside it. */
+static int store_tenants_parse(vctx_t *c, config_t *cfg)
+{
+    char *buf = NULL;
+    size_t n = 0;
+    const char *doc = c->tenants_doc;
+    if (!doc) {
+        FILE *fp = fopen(cfg->store.path, "rb");
+        if (!fp) {
+            path_push_key(c, "tenant_store", 12);
+            path_push_key(c, "path", 4);
+            return fail(c, "tenant store %s: %s", cfg->store.path, strerror(errno));
+        }
+        buf = malloc(TENANTS_FILE_MAX + 1);
+        n = buf ? fread(buf, 1, TENANTS_FILE_MAX + 1, fp) : 0;
+        int bad = !buf || ferror(fp);
+        fclose(fp);
+        if (bad || n > TENANTS_FILE_MAX) {
+            free(buf);
+            return fail(c, "tenant store %s: %s", cfg->store.path,
+                        bad ? "cannot read it" : "larger than 4 MiB");
+        }
+        doc = buf;
+    } else {
+        n = c->tenants_len;
+    }
+
+    /* Validate inside the document with its own path, then prefix the file. */
+    vctx_t t = {.path = "$", .plen = 1, .base_dir = c->base_dir, .store_doc = 1};
+    char terr[512] = "";
+    t.err = terr;
+    t.errlen = sizeof terr;
+    char msg[256];
+    int rc = -1;
+    json_t *root = json_parse(doc, n, msg, sizeof msg);
+    if (!root) {
+        fail(&t, "%s", msg);
+    } else {
+        static const char *const names[] = {"revision", "tenants"};
+        const json_t *f[2];
+        if (!get_fields(&t, root, "an object with \"revision\" and \"tenants\"", names, 2,
+                        f) &&
+            !require(&t, f[1], "tenants")) {
+            size_t mark = path_push_key(&t, "revision", 8);
+            if (!f[0] || !get_uint(&t, f[0], 0, UINT64_MAX / 2, &cfg->tenants_revision)) {
+                path_pop(&t, mark);
+                path_push_key(&t, "tenants", 7);
+                rc = tenants_parse(&t, f[1], cfg);
+            }
+        }
+    }
+    json_free(root);
+    free(buf);
+    if (rc && c->errlen)
+        snprintf(c->err, c->errlen, "tenant store %s: %s", cfg->store.path, terr);
+    return rc;
+}
+
 /* Validates the root object in a fixed order, so regions exist before the
  * names that refer to them are checked. */
 static int root_parse(vctx_t *c, const json_t *root, const json_t *const *store_tenants,
                       size_t nstore, const char *const *labels, config_t *cfg)
 {
-    static const char *const names[] = {"listen",  "tls",     "region",  "echo",
-                                        "limits",  "regions", "tenants", "tenant_store"};
-    enum { F_LISTEN, F_TLS, F_REGION, F_ECHO, F_LIMITS, F_REGIONS, F_TENANTS, F_STORE, F_COUNT };
+    static const char *const names[] = {"listen",  "tls",     "region", "echo",        "limits",
+                                        "regions", "tenants", "admin",  "tenant_store"};
+    enum { F_LISTEN, F_TLS, F_REGION, F_ECHO, F_LIMITS, F_REGIONS, F_TENANTS, F_ADMIN, F_STORE,
+           F_COUNT };
     const json_t *f[F_COUNT];
     if (get_fields(c, root, "an object", names, F_COUNT, f))
         return -1;
@@ -1088,12 +1253,15 @@ static int root_parse(vctx_t *c, const json_t *root, const json_t *const *store_
     if (f[F_STORE] && store_parse(c, f[F_STORE], &cfg->store))
         return -1;
     path_pop(c, mark);
-    if (cfg->store.type == CFG_STORE_FILE && require(c, f[F_TENANTS], "tenants"))
+    if (cfg->store.type == CFG_STORE_INLINE && require(c, f[F_TENANTS], "tenants"))
         return -1;
-    if (cfg->store.type != CFG_STORE_FILE && f[F_TENANTS]) {
+    if (cfg->store.type != CFG_STORE_INLINE && f[F_TENANTS]) {
         path_push_key(c, "tenants", 7);
-        return fail(c, "not allowed with $.tenant_store.type \"etcd\" (the tenants are in the "
-                       "store)");
+        if (cfg->store.type == CFG_STORE_FILE)
+            return fail(c, "not allowed with $.tenant_store: the tenants live in %s",
+                        cfg->store.path);
+        return fail(c, "not allowed with $.tenant_store: the tenants live in etcd under %s",
+                    cfg->store.prefix);
     }
 
     path_push_key(c, "listen", 6);
@@ -1128,13 +1296,30 @@ static int root_parse(vctx_t *c, const json_t *root, const json_t *const *store_
     path_pop(c, mark);
     cfg->has_echo = has_builtin_echo(cfg);
 
-    if (f[F_TENANTS]) {
+    if (f[F_ADMIN]) {
+        path_push_key(c, "admin", 5);
+        if (admin_parse(c, f[F_ADMIN], cfg))
+            return -1;
+        path_pop(c, mark);
+    }
+
+    if (nstore && cfg->store.type != CFG_STORE_ETCD)
+        return fail(c, "tenant documents were given, but $.tenant_store is not etcd");
+    switch (cfg->store.type) {
+    case CFG_STORE_INLINE:
         path_push_key(c, "tenants", 7);
         if (tenants_parse(c, f[F_TENANTS], cfg))
             return -1;
         path_pop(c, mark);
-    } else if (tenants_build(c, store_tenants, nstore, labels, cfg)) {
-        return -1;
+        break;
+    case CFG_STORE_FILE:
+        if (store_tenants_parse(c, cfg))
+            return -1;
+        break;
+    case CFG_STORE_ETCD:
+        if (tenants_build(c, store_tenants, nstore, labels, cfg))
+            return -1;
+        break;
     }
     credential_work(cfg);
     return 0;
@@ -1143,18 +1328,17 @@ static int root_parse(vctx_t *c, const json_t *root, const json_t *const *store_
 /* ------------------------------------------------------------------------ */
 /* Public API                                                                */
 
-config_t *config_parse(const char *json, size_t len, const char *base_dir, char *err,
-                       size_t errlen)
-{
-    return config_parse_tenants(json, len, base_dir, NULL, NULL, NULL, 0, err, errlen);
-}
-
-config_t *config_parse_tenants(const char *json, size_t len, const char *base_dir,
-                               const char *const *docs, const size_t *lens,
-                               const char *const *labels, size_t n, char *err, size_t errlen)
+/* config_parse, config_parse_tenants and config_retenant in one: the tenants
+ * come from $.tenants, the store file (or tenants_doc in its place), or the
+ * n etcd documents, as $.tenant_store says. */
+static config_t *config_parse_with(const char *json, size_t len, const char *base_dir,
+                                   const char *tenants_doc, size_t tenants_len,
+                                   const char *const *docs, const size_t *lens,
+                                   const char *const *labels, size_t n, char *err,
+                                   size_t errlen)
 {
     vctx_t c = {.path = "$", .plen = 1, .err = err, .errlen = err ? errlen : 0,
-                .base_dir = base_dir};
+                .base_dir = base_dir, .tenants_doc = tenants_doc, .tenants_len = tenants_len};
     if (c.errlen)
         err[0] = '\0';
     if (len > CONFIG_FILE_MAX) {
@@ -1174,9 +1358,17 @@ config_t *config_parse_tenants(const char *json, size_t len, const char *base_di
         goto out;
     }
     cfg->_refs = 1;
+    cfg->_source = json_strdup(json, len);
+    cfg->_source_len = len;
+    cfg->_base_dir = base_dir ? json_strdup(base_dir, strlen(base_dir)) : NULL;
+    if (!cfg->_source || (base_dir && !cfg->_base_dir)) {
+        nomem(&c);
+        goto bad;
+    }
     for (size_t i = 0; i < n; i++) {
         if (lens[i] > CONFIG_FILE_MAX) {
-            snprintf(err, c.errlen, "%s: larger than 1 MiB (%zu bytes)", labels[i], lens[i]);
+            if (c.errlen)
+                snprintf(err, c.errlen, "%s: larger than 1 MiB (%zu bytes)", labels[i], lens[i]);
             goto bad;
         }
         trees[i] = json_parse(docs[i], lens[i], msg, sizeof msg);
@@ -1197,6 +1389,34 @@ out:
     free(trees);
     json_free(root);
     return cfg;
+}
+
+config_t *config_parse_tenants(const char *json, size_t len, const char *base_dir,
+                               const char *const *docs, const size_t *lens,
+                               const char *const *labels, size_t n, char *err, size_t errlen)
+{
+    return config_parse_with(json, len, base_dir, NULL, 0, docs, lens, labels, n, err, errlen);
+}
+
+config_t *config_parse(const char *json, size_t len, const char *base_dir, char *err,
+                       size_t errlen)
+{
+    return config_parse_with(json, len, base_dir, NULL, 0, NULL, NULL, NULL, 0, err, errlen);
+}
+
+config_t *config_retenant(const config_t *cfg, const char *tenants_doc, size_t len, char *err,
+                          size_t errlen)
+{
+    if (cfg->store.type != CFG_STORE_FILE) {
+        if (err && errlen)
+            snprintf(err, errlen, cfg->store.type == CFG_STORE_ETCD
+                                      ? "the tenants are in etcd ($.tenant_store.type \"etcd\")"
+                                      : "the tenants are inline in the config file (no "
+                                        "$.tenant_store)");
+        return NULL;
+    }
+    return config_parse_with(cfg->_source, cfg->_source_len, cfg->_base_dir, tenants_doc,
+                             len, NULL, NULL, NULL, 0, err, errlen);
 }
 
 config_t *config_load(const char *path, char *err, size_t errlen)
@@ -1255,6 +1475,17 @@ void config_unref(config_t *cfg)
 {
     if (cfg && --cfg->_refs == 0)
         config_free(cfg);
+}
+
+size_t config_tenant_limit_count(void)
+{
+    return NTLIMITS;
+}
+
+const char *config_tenant_limit(size_t i, const cfg_tenant_limits_t *l, uint64_t *val)
+{
+    *val = *(const uint64_t *)(const void *)((const char *)l + tlimit_specs[i].off);
+    return tlimit_specs[i].name;
 }
 
 int config_kind_parse(const char *s, size_t len)

@@ -119,14 +119,33 @@ typedef struct cfg_limits {
     uint32_t capsule_ping_ms;      /* PING capsule on every open tunnel this often; 0: none (20000) */
 } cfg_limits_t;
 
+/* One admin API token ("admin.tokens[i]", docs/admin.md). */
+typedef struct cfg_admin_token {
+    char *token;  /* NUL-terminated; len bytes */
+    size_t len;
+    char *tenant; /* the one tenant it may see and change; NULL: every tenant */
+} cfg_admin_token_t;
+
+typedef struct cfg_admin {
+    int enabled;             /* "admin" is present */
+    cfg_addr_t listen;       /* never one of $.listen (the public port) */
+    cfg_admin_token_t *tokens;
+    size_t ntokens;
+} cfg_admin_t;
+
 enum cfg_store_type {
-    CFG_STORE_FILE = 0, /* tenants are $.tenants of the config file (the default) */
-    CFG_STORE_ETCD,     /* tenants are the keys under prefix in etcd (gateway/etcd.h) */
+    CFG_STORE_INLINE = 0, /* no "tenant_store": $.tenants of the config file; read-only for
+                           * the admin API */
+    CFG_STORE_FILE,       /* tenants in their own file, writable by the admin API
+                           * (gateway/store.h) */
+    CFG_STORE_ETCD,       /* the keys under prefix in etcd (gateway/etcd.h); read-only for
+                           * the admin API for now */
 };
 
 /* Where the tenant table comes from ("tenant_store", docs/configuration.md). */
 typedef struct cfg_store {
     enum cfg_store_type type;
+    char *path;         /* file: the tenants file, joined to the config's directory */
     char **endpoints;   /* etcd: "http://host:port" without a trailing '/' (1 to 16) */
     size_t nendpoints;
     char *prefix;       /* etcd: the key prefix, e.g. "/sluice/tenants/" */
@@ -150,7 +169,14 @@ typedef struct config {
     cfg_limits_t limits;
     cfg_addr_t echo;      /* where the built-in echo binds ("127.0.0.1:0") */
     int has_echo;         /* 1 when any pool names builtin:echo */
+    cfg_admin_t admin;
     cfg_store_t store;
+    uint64_t tenants_revision; /* the tenants file's "revision" (0 inline or etcd) */
+    /* The config file's bytes and directory, so that config_retenant can
+     * build the same snapshot with another tenants document. */
+    char *_source;
+    size_t _source_len;
+    char *_base_dir;
 } config_t;
 
 /* The idle limit of a tunnel of this kind, in ms. */
@@ -176,6 +202,15 @@ config_t *config_parse_tenants(const char *json, size_t len, const char *base_di
                                const char *const *docs, const size_t *lens,
                                const char *const *labels, size_t n, char *err, size_t errlen);
 
+/* The snapshot cfg's config file would give with the tenant store holding
+ * tenants_doc ({"revision": N, "tenants": [...]}, docs/admin.md) instead of
+ * what it holds: validated like config_parse, errors naming the path in
+ * tenants_doc ("$.tenants[0].limits.up_bits_s: ..."). cfg must use the file
+ * store (CFG_STORE_FILE); with inline or etcd tenants it fails. Returns a new
+ * snapshot with one reference, or NULL with err. */
+config_t *config_retenant(const config_t *cfg, const char *tenants_doc, size_t len, char *err,
+                          size_t errlen);
+
 /* Reads a file and calls config_parse with its directory as base_dir. On error
  * err starts with the file name. */
 config_t *config_load(const char *path, char *err, size_t errlen);
@@ -187,6 +222,11 @@ void config_unref(config_t *cfg); /* frees on the last reference; NULL is a no-o
 const cfg_tenant_t *config_tenant(const config_t *cfg, const char *id, size_t len);
 const cfg_region_t *config_region(const config_t *cfg, const char *name, size_t len);
 int config_tenant_in_region(const cfg_tenant_t *t, const char *region);
+
+/* The names of "tenants[i].limits" (docs/configuration.md), for writers such
+ * as the admin API: name i (i < config_tenant_limit_count()) and its value in l. */
+size_t config_tenant_limit_count(void);
+const char *config_tenant_limit(size_t i, const cfg_tenant_limits_t *l, uint64_t *val);
 
 /* Formats an address as "1.2.3.4:5" or "[::1]:5" into buf; returns buf. */
 const char *config_addr_str(const struct sockaddr *sa, char *buf, size_t cap);

@@ -230,3 +230,190 @@ json_t *json_parse(const char *json, size_t len, char *msg, size_t msglen)
     free(b.key);
     return NULL;
 }
+
+/* ------------------------------------------------------------------------ */
+/* Building and writing trees (the admin API's tenant documents)             */
+
+json_t *json_new(enum json_type type, const void *s, size_t len)
+{
+    json_t *v = calloc(1, sizeof *v);
+    if (!v)
+        return NULL;
+    v->type = type;
+    if (type == JSON_STRING || type == JSON_NUMBER) {
+        v->str = json_strdup(s, len);
+        v->len = len;
+        if (!v->str) {
+            free(v);
+            return NULL;
+        }
+    }
+    return v;
+}
+
+json_t *json_get(const json_t *obj, const char *key)
+{
+    if (!obj || obj->type != JSON_OBJECT)
+        return NULL;
+    size_t klen = strlen(key);
+    for (size_t i = obj->n; i-- > 0;)
+        if (obj->members[i].klen == klen && !memcmp(obj->members[i].key, key, klen))
+            return obj->members[i].val;
+    return NULL;
+}
+
+static int json_grow(json_t *c)
+{
+    if (c->n < c->cap)
+        return 0;
+    size_t cap = c->cap ? c->cap * 2 : 4;
+    void *p = c->type == JSON_ARRAY ? realloc(c->items, cap * sizeof *c->items)
+                                    : realloc(c->members, cap * sizeof *c->members);
+    if (!p)
+        return -1;
+    if (c->type == JSON_ARRAY)
+        c->items = p;
+    else
+        c->members = p;
+    c->cap = cap;
+    return 0;
+}
+
+int json_set(json_t *obj, const char *key, json_t *val)
+{
+    if (!val)
+        return -1;
+    size_t klen = strlen(key);
+    for (size_t i = 0; i < obj->n; i++) {
+        if (obj->members[i].klen == klen && !memcmp(obj->members[i].key, key, klen)) {
+            json_free(obj->members[i].val);
+            obj->members[i].val = val;
+            return 0;
+        }
+    }
+    char *k = json_strdup(key, klen);
+    if (!k || json_grow(obj)) {
+        free(k);
+        json_free(val);
+        return -1;
+    }
+    obj->members[obj->n++] = (json_member_t){k, klen, val};
+    return 0;
+}
+
+void json_remove(json_t *obj, const char *key)
+{
+    size_t klen = strlen(key);
+    for (size_t i = 0; i < obj->n; i++) {
+        if (obj->members[i].klen == klen && !memcmp(obj->members[i].key, key, klen)) {
+            free(obj->members[i].key);
+            json_free(obj->members[i].val);
+            memmove(&obj->members[i], &obj->members[i + 1],
+                    (obj->n - i - 1) * sizeof *obj->members);
+            obj->n--;
+            i--;
+        }
+    }
+}
+
+int json_push(json_t *arr, json_t *val)
+{
+    if (!val)
+        return -1;
+    if (json_grow(arr)) {
+        json_free(val);
+        return -1;
+    }
+    arr->items[arr->n++] = val;
+    return 0;
+}
+
+json_t *json_copy(const json_t *v)
+{
+    json_t *c = json_new(v->type, v->str, v->len);
+    if (!c)
+        return NULL;
+    c->boolean = v->boolean;
+    for (size_t i = 0; i < v->n; i++) {
+        int rc = v->type == JSON_ARRAY ? json_push(c, json_copy(v->items[i]))
+                                       : json_set(c, v->members[i].key, json_copy(v->members[i].val));
+        if (rc) {
+            json_free(c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+/* RFC 7396 §2: null removes a member, an object merges, anything else replaces. */
+int json_merge_patch(json_t *target, const json_t *patch)
+{
+    for (size_t i = 0; i < patch->n; i++) {
+        const json_member_t *m = &patch->members[i];
+        if (m->val->type == JSON_NULL) {
+            json_remove(target, m->key);
+            continue;
+        }
+        json_t *cur = json_get(target, m->key);
+        if (m->val->type == JSON_OBJECT && cur && cur->type == JSON_OBJECT) {
+            if (json_merge_patch(cur, m->val))
+                return -1;
+        } else if (json_set(target, m->key, json_copy(m->val))) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int json_gen_value(yajl_gen g, const json_t *v)
+{
+    yajl_gen_status st = yajl_gen_status_ok;
+    switch (v->type) {
+    case JSON_NULL: st = yajl_gen_null(g); break;
+    case JSON_BOOL: st = yajl_gen_bool(g, v->boolean); break;
+    case JSON_NUMBER: st = yajl_gen_number(g, v->str, v->len); break;
+    case JSON_STRING: st = yajl_gen_string(g, (const unsigned char *)v->str, v->len); break;
+    case JSON_ARRAY:
+        st = yajl_gen_array_open(g);
+        for (size_t i = 0; st == yajl_gen_status_ok && i < v->n; i++)
+            st = json_gen_value(g, v->items[i]) ? yajl_gen_generation_complete
+                                                : yajl_gen_status_ok;
+        if (st == yajl_gen_status_ok)
+            st = yajl_gen_array_close(g);
+        break;
+    case JSON_OBJECT:
+        st = yajl_gen_map_open(g);
+        for (size_t i = 0; st == yajl_gen_status_ok && i < v->n; i++) {
+            st = yajl_gen_string(g, (const unsigned char *)v->members[i].key, v->members[i].klen);
+            if (st == yajl_gen_status_ok && json_gen_value(g, v->members[i].val))
+                st = yajl_gen_generation_complete;
+        }
+        if (st == yajl_gen_status_ok)
+            st = yajl_gen_map_close(g);
+        break;
+    }
+    return st == yajl_gen_status_ok ? 0 : -1;
+}
+
+int json_gen(yajl_gen g, const json_t *v)
+{
+    return json_gen_value(g, v);
+}
+
+char *json_write(const json_t *v, size_t *len)
+{
+    yajl_gen g = yajl_gen_alloc(NULL);
+    char *out = NULL;
+    if (!g)
+        return NULL;
+    yajl_gen_config(g, yajl_gen_beautify, 1);
+    const unsigned char *buf;
+    size_t n;
+    if (!json_gen_value(g, v) && yajl_gen_get_buf(g, &buf, &n) == yajl_gen_status_ok) {
+        out = json_strdup(buf, n);
+        if (out && len)
+            *len = n;
+    }
+    yajl_gen_free(g);
+    return out;
+}

@@ -11,6 +11,7 @@
 #define SLUICE_JSON_H
 
 #include <stddef.h>
+#include <yajl/yajl_gen.h>
 
 #define JSON_DEPTH_MAX 32u /* the config schema needs 4 */
 
@@ -44,5 +45,29 @@ void json_free(json_t *v);
 
 /* A NUL-terminated copy of len bytes; NULL when out of memory. */
 char *json_strdup(const void *p, size_t len);
+
+/* Editing, for documents the gateway writes (the tenant store's file and the
+ * admin API's answers). Functions that take a json_t * val take ownership of
+ * it, also on failure; all return 0, or -1 when out of memory. */
+
+/* A new value; s/len is the text of a JSON_STRING or the literal of a
+ * JSON_NUMBER, ignored otherwise. NULL when out of memory. */
+json_t *json_new(enum json_type type, const void *s, size_t len);
+/* The last member named key of an object; NULL when absent or not an object. */
+json_t *json_get(const json_t *obj, const char *key);
+/* Replaces the member named key (the first one) or appends it. */
+int json_set(json_t *obj, const char *key, json_t *val);
+/* Removes every member named key. */
+void json_remove(json_t *obj, const char *key);
+int json_push(json_t *arr, json_t *val);
+/* A deep copy; NULL when out of memory. */
+json_t *json_copy(const json_t *v);
+/* Applies an RFC 7396 merge patch (an object) to target (an object). */
+int json_merge_patch(json_t *target, const json_t *patch);
+/* Writes v through g; returns 0 or -1. */
+int json_gen(yajl_gen g, const json_t *v);
+/* v as indented JSON text, NUL-terminated and malloc'd (length in *len when
+ * len is not NULL); NULL when out of memory. */
+char *json_write(const json_t *v, size_t *len);
 
 #endif

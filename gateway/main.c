@@ -11,10 +11,12 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "admin.h"
 #include "config.h"
 #include "etcd.h"
 #include "log.h"
 #include "server.h"
+#include "store.h"
 #include "tls.h"
 #include "util.h"
 
@@ -38,6 +40,8 @@ static void usage(FILE *out)
           "\n"
           "When ready, prints one line on stdout:\n"
           "  sluiced ready listen=ADDR:PORT ... [echo=ADDR:PORT]\n"
+          "and, with an admin API configured, then:\n"
+          "  sluiced admin listen=ADDR:PORT\n"
           "SIGINT/SIGTERM drain gracefully (CLOSE to every tunnel, GOAWAY); a second\n"
           "signal stops at once. SIGHUP reloads the config file: a valid one applies\n"
           "to new connections and to live tunnels' tenants, listeners follow it;\n"
@@ -122,7 +126,7 @@ typedef struct signals {
     ev_signal term, intr, hup;
     server_t *srv;
     const char *config_path;
-    etcd_store_t *store; /* NULL: the tenants are in the config file */
+    etcd_store_t *etcd; /* NULL: the tenants are not in etcd */
 } signals_t;
 
 static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
@@ -140,8 +144,8 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
     signals_t *sig = w->data;
     char err[1024];
     log_msg(LOG_INFO, "SIGHUP: reloading %s", sig->config_path);
-    if (sig->store) { /* the file plus the tenants read from etcd (apply_snapshot) */
-        if (etcd_store_reload(sig->store, sig->config_path, err, sizeof err) < 0)
+    if (sig->etcd) { /* the file plus the tenants read from etcd (apply_snapshot) */
+        if (etcd_store_reload(sig->etcd, sig->config_path, err, sizeof err) < 0)
             log_msg(LOG_ERROR, "reload failed, old config kept: %s", err);
         return;
     }
@@ -235,16 +239,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "sluiced: %s\n", err);
         return 2;
     }
-    etcd_store_t *store = NULL;
+    etcd_store_t *etcd = NULL;
     if (cfg->store.type == CFG_STORE_ETCD) {
         /* Never start without a valid tenant table: read it before anything
          * else (exit 2: a bad tenant, named by key and JSON path; 1: etcd
          * unreachable). */
         config_t *full = NULL;
         int code;
-        store = etcd_store_open(config_path, cfg, &full, &code, err, sizeof err);
+        etcd = etcd_store_open(config_path, cfg, &full, &code, err, sizeof err);
         config_unref(cfg);
-        if (!store) {
+        if (!etcd) {
             fprintf(stderr, "sluiced: %s\n", err);
             return code;
         }
@@ -254,7 +258,7 @@ int main(int argc, char **argv)
     if (preflight(cfg, err, sizeof err) < 0) {
         fprintf(stderr, "sluiced: %s: %s\n", config_path, err);
         config_unref(cfg);
-        etcd_store_free(store);
+        etcd_store_free(etcd);
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -266,14 +270,14 @@ int main(int argc, char **argv)
     config_unref(cfg); /* the server holds its own reference */
     if (rc < 0) {
         fprintf(stderr, "sluiced: %s\n", err);
-        etcd_store_free(store);
+        etcd_store_free(etcd);
         ev_loop_destroy(loop);
         return 1;
     }
-    signals_t sig = {.srv = &srv, .config_path = config_path, .store = store};
-    if (store && etcd_store_start(store, loop, apply_snapshot, &sig, err, sizeof err) < 0) {
+    signals_t sig = {.srv = &srv, .config_path = config_path, .etcd = etcd};
+    if (etcd && etcd_store_start(etcd, loop, apply_snapshot, &sig, err, sizeof err) < 0) {
         fprintf(stderr, "sluiced: %s\n", err);
-        etcd_store_free(store);
+        etcd_store_free(etcd);
         server_dispose(&srv);
         ev_loop_destroy(loop);
         return 1;
@@ -291,7 +295,34 @@ int main(int argc, char **argv)
     log_msg(LOG_INFO, "sluiced %s started, region %s, open file limit %llu (was %llu)",
             SLUICE_VERSION, srv.cfg->region, (unsigned long long)rl.rlim_cur,
             (unsigned long long)fd_before);
+    /* The file tenant store and the admin API (docs/admin.md): started at
+     * start-up only; a reload changes tokens and tenants, not the admin
+     * address. With etcd tenants the admin API has no store: it reads them
+     * from the snapshot and refuses writes (409). */
+    store_t *store = NULL;
+    admin_t admin = {0};
+    if (srv.cfg->store.type == CFG_STORE_FILE && !(store = store_file_new(srv.cfg->store.path))) {
+        fprintf(stderr, "sluiced: out of memory\n");
+        etcd_store_free(etcd);
+        server_dispose(&srv);
+        ev_loop_destroy(loop);
+        return 1;
+    }
+    if (srv.cfg->admin.enabled && admin_init(&admin, loop, &srv, store, err, sizeof err) < 0) {
+        fprintf(stderr, "sluiced: %s\n", err);
+        store_free(store);
+        etcd_store_free(etcd);
+        server_dispose(&srv);
+        ev_loop_destroy(loop);
+        return 1;
+    }
     server_print_ready(&srv, stdout);
+    if (srv.cfg->admin.enabled) {
+        char name[64];
+        printf("sluiced admin listen=%s\n",
+               config_addr_str((const struct sockaddr *)&admin.addr, name, sizeof name));
+        fflush(stdout);
+    }
     ev_run(loop, 0);
 
     const server_counters_t *k = &srv.counters;
@@ -300,7 +331,9 @@ int main(int argc, char **argv)
     ev_signal_stop(loop, &sig.term);
     ev_signal_stop(loop, &sig.intr);
     ev_signal_stop(loop, &sig.hup);
-    etcd_store_free(store);
+    admin_dispose(&admin);
+    store_free(store);
+    etcd_store_free(etcd);
     server_dispose(&srv);
     ev_loop_destroy(loop);
     return 0;

@@ -1107,7 +1107,19 @@ Test(config, tenant_store_etcd_takes_tenants_from_documents)
     cr_assert_eq(cfg->tenants[0].nsecrets, 2);
     cr_assert_eq(cfg->tenants[1].kinds, 1u << TUNNEL_KIND_TURN);
     cr_assert_eq(cfg->max_secrets, 2);
+    /* etcd tenants are not written through config_retenant (the admin API's path). */
+    const char *doc = "{\"revision\":1,\"tenants\":[]}";
+    cr_assert_null(config_retenant(cfg, doc, strlen(doc), err, sizeof err));
+    cr_assert_str_eq(err, "the tenants are in etcd ($.tenant_store.type \"etcd\")");
     config_unref(cfg);
+    free(json);
+
+    /* Tenant documents for a config whose tenants are elsewhere are refused. */
+    json = render((doc_t){.tenants = OMIT,
+                          .extra = "'tenant_store':{'type':'file','path':'/nonexistent/t.json'}"});
+    cr_assert_null(config_parse_tenants(json, strlen(json), "/base", docs, lens, labels, 2, err,
+                                        sizeof err));
+    cr_assert_str_eq(err, "$: tenant documents were given, but $.tenant_store is not etcd");
     free(a);
     free(b);
     free(json);
@@ -1140,7 +1152,8 @@ Test(config, tenant_store_errors_name_the_key_and_path)
     expect_tenant_error(ok, ok, "key /t/b: $.id: duplicate tenant id \"a\" (also key /t/a)");
     expect_tenant_error(ok, "{'id':'b',", "key /t/b: invalid JSON");
     expect_error((doc_t){.extra = ETCD_STORE},
-                 "$.tenants: not allowed with $.tenant_store.type \"etcd\"");
+                 "$.tenants: not allowed with $.tenant_store: the tenants live in etcd under "
+                 "/sluice/tenants/");
     expect_error((doc_t){.tenants = OMIT, .extra = "'tenant_store':{'type':'zk'}"},
                  "$.tenant_store.type: expected \"file\" or \"etcd\", got \"zk\"");
     expect_error((doc_t){.tenants = OMIT,
@@ -1151,5 +1164,99 @@ Test(config, tenant_store_errors_name_the_key_and_path)
                          .extra = "'tenant_store':{'type':'etcd','endpoints':['http://a:1']}"},
                  "$.tenant_store.prefix: required key is missing");
     expect_error((doc_t){.tenants = OMIT, .extra = "'tenant_store':{'type':'file'}"},
-                 "$.tenants: required key is missing");
+                 "$.tenant_store.path: required key is missing");
+    expect_error((doc_t){.tenants = OMIT,
+                         .extra = "'tenant_store':{'type':'etcd','path':'t.json',"
+                                  "'endpoints':['http://a:1'],'prefix':'/p/'}"},
+                 "$.tenant_store.path: only for type \"file\"");
+    expect_error((doc_t){.tenants = OMIT,
+                         .extra = "'tenant_store':{'type':'file','path':'t.json','prefix':'/p/'}"},
+                 "$.tenant_store.prefix: only for type \"etcd\"");
+    expect_error((doc_t){.tenants = OMIT}, "$.tenants: required key is missing");
+}
+
+/* ---- admin and tenant_store ------------------------------------------------ */
+
+Test(config, admin_tokens_and_listen)
+{
+    config_t *cfg = parse_ok((doc_t){
+        .extra = "'admin':{'listen':'127.0.0.1:0','tokens':[{'token':'0123456789abcdef'},"
+                 "{'token':'fedcba9876543210','tenant':'demo'}]}"});
+    cr_assert(cfg->admin.enabled);
+    cr_assert_eq(cfg->admin.ntokens, 2);
+    cr_assert_str_eq(cfg->admin.tokens[0].token, "0123456789abcdef");
+    cr_assert_null(cfg->admin.tokens[0].tenant);
+    cr_assert_str_eq(cfg->admin.tokens[1].tenant, "demo");
+    config_unref(cfg);
+
+    expect_error((doc_t){.listen = "['127.0.0.1:8443']",
+                         .extra = "'admin':{'listen':'127.0.0.1:8443','tokens':"
+                                  "[{'token':'0123456789abcdef'}]}"},
+                 "$.admin.listen: \"127.0.0.1:8443\" is a public listen address ($.listen[0])");
+    expect_error((doc_t){.extra = "'admin':{'listen':'127.0.0.1:0','tokens':[{'token':'short'}]}"},
+                 "$.admin.tokens[0].token: a token must be at least 16 characters");
+    expect_error((doc_t){.extra = "'admin':{'listen':'127.0.0.1:0','tokens':[]}"},
+                 "$.admin.tokens: expected a non-empty array of token objects");
+    expect_error((doc_t){.extra = "'admin':{'listen':'127.0.0.1:0'}"},
+                 "$.admin.tokens: required key is missing");
+}
+
+Test(config, tenant_store_file_and_retenant)
+{
+    make_tmpdir();
+    char path[128], tpath[128], err[512];
+    snprintf(path, sizeof path, "%s/gw.json", tmpdir);
+    snprintf(tpath, sizeof tpath, "%s/t.json", tmpdir);
+    char *json = render((doc_t){.tenants = OMIT,
+                                .extra = "'tenant_store':{'type':'file','path':'t.json'}"});
+    write_file(path, json, strlen(json));
+    free(json);
+    json = dq("{'revision':4,'tenants':[{'id':'demo','secrets':['s'],'regions':['local']}]}");
+    write_file(tpath, json, strlen(json));
+    free(json);
+
+    config_t *cfg = config_load(path, err, sizeof err);
+    cr_assert_not_null(cfg, "%s", err);
+    cr_assert_eq(cfg->store.type, CFG_STORE_FILE);
+    cr_assert_str_eq(cfg->store.path, tpath);
+    cr_assert_eq(cfg->tenants_revision, 4);
+    cr_assert_eq(cfg->ntenants, 1);
+
+    /* Another document, same config: the admin API's next snapshot. A tenant
+     * may have no region there (switched off everywhere). */
+    char *doc = dq("{'revision':5,'tenants':[{'id':'demo','secrets':['s'],'regions':[]},"
+                   "{'id':'more','secrets':['m'],'regions':['local']}]}");
+    config_t *next = config_retenant(cfg, doc, strlen(doc), err, sizeof err);
+    free(doc);
+    cr_assert_not_null(next, "%s", err);
+    cr_assert_eq(next->tenants_revision, 5);
+    cr_assert_eq(next->ntenants, 2);
+    cr_assert_not(config_tenant_in_region(config_tenant(next, "demo", 4), "local"));
+    config_unref(next);
+
+    doc = dq("{'revision':5,'tenants':[{'id':'demo','secrets':['s'],'regions':['mars']}]}");
+    cr_assert_null(config_retenant(cfg, doc, strlen(doc), err, sizeof err));
+    free(doc);
+    cr_assert(strstr(err, "t.json: $.tenants[0].regions[0]: \"mars\" is not a key of $.regions"),
+              "%s", err);
+    config_unref(cfg);
+
+    /* Errors: tenants in both places, a missing store file. */
+    json = render((doc_t){.extra = "'tenant_store':{'type':'file','path':'t.json'}"});
+    write_file(path, json, strlen(json));
+    free(json);
+    cr_assert_null(config_load(path, err, sizeof err));
+    cr_assert(strstr(err, "$.tenants: not allowed with $.tenant_store"), "%s", err);
+    cr_assert_eq(unlink(tpath), 0);
+    json = render((doc_t){.tenants = OMIT,
+                          .extra = "'tenant_store':{'type':'file','path':'t.json'}"});
+    write_file(path, json, strlen(json));
+    free(json);
+    cr_assert_null(config_load(path, err, sizeof err));
+    cr_assert(strstr(err, "$.tenant_store.path: tenant store"), "%s", err);
+    cr_assert(strstr(err, "No such file"), "%s", err);
+    remove_tree();
+
+    expect_error((doc_t){.extra = "'tenant_store':{'type':'etcd3'}"},
+                 "$.tenant_store.type: expected \"file\" or \"etcd\", got \"etcd3\"");
 }

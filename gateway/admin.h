@@ -1,0 +1,48 @@
+/*
+ * admin.h — the admin API: HTTP/1.1 + JSON on its own listener (docs/admin.md).
+ *
+ * libmicrohttpd parses HTTP; it runs on the gateway's libev loop in its
+ * epoll mode (no thread of its own): an ev_io on MHD's epoll descriptor and
+ * an ev_timer for MHD_get_timeout call MHD_run, so every handler runs on the
+ * loop and may touch the server. Tokens and tenants are read from the
+ * server's current snapshot on every request, so a reload changes them.
+ *
+ * Writes go to the tenant store (store.h); once the store says they are
+ * durable, the new tenants document is turned into a snapshot
+ * (config_retenant) and applied with server_reload, and only then is the
+ * request answered.
+ */
+#ifndef SLUICE_ADMIN_H
+#define SLUICE_ADMIN_H
+
+#include <ev.h>
+#include <sys/socket.h>
+
+#include "server.h"
+#include "store.h"
+
+#define ADMIN_BODY_MAX (64u * 1024u) /* bytes of a request body */
+#define ADMIN_CONNS_MAX 64u          /* concurrent admin connections */
+#define ADMIN_CONN_TIMEOUT_S 10u     /* an idle admin connection is closed */
+
+typedef struct admin {
+    struct MHD_Daemon *_mhd;
+    struct ev_loop *_loop;
+    server_t *_srv;
+    store_t *_store;      /* NULL: tenants inline or in etcd, read-only */
+    ev_io _io;            /* MHD's epoll descriptor */
+    ev_timer _timer;      /* MHD_get_timeout, and runs after a resume */
+    struct sockaddr_storage addr; /* bound address, port filled in */
+    socklen_t addrlen;
+} admin_t;
+
+/* Binds s->cfg->admin.listen and starts serving. store may be NULL; it is
+ * borrowed (the caller frees it after admin_dispose). Returns 0, or -1 with
+ * err filled and nothing left open. */
+int admin_init(admin_t *a, struct ev_loop *loop, server_t *s, store_t *store, char *err,
+               size_t errlen);
+
+/* Stops serving and closes every admin connection; idempotent. */
+void admin_dispose(admin_t *a);
+
+#endif
