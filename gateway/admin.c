@@ -172,7 +172,9 @@ static enum MHD_Result get_tenants(admin_t *a, struct MHD_Connection *conn,
     gen_str(g, "region");
     gen_str(g, cfg->region);
     gen_str(g, "store");
-    gen_str(g, a->_store ? a->_store->ops->type : "config");
+    gen_str(g, a->_store                          ? a->_store->ops->type
+               : cfg->store.type == CFG_STORE_ETCD ? "etcd"
+                                                   : "config");
     gen_str(g, "revision");
     yajl_gen_integer(g, (long long)cfg->tenants_revision);
     gen_str(g, "tenants");
@@ -370,6 +372,13 @@ static enum MHD_Result patch(admin_t *a, admin_req_t *r, const char *id)
     struct MHD_Connection *conn = r->conn;
     const config_t *cfg = a->_srv->cfg;
     char err[1024], msg[256];
+    /* Tenants in etcd are read-only here for now: writing them needs an etcd
+     * store_t (store.h: one key per tenant, a transaction on its
+     * mod_revision), which does not exist yet. */
+    if (!a->_store && cfg->store.type == CFG_STORE_ETCD)
+        return send_error(conn, MHD_HTTP_CONFLICT,
+                          "tenants are in etcd; writing through the admin API is not supported "
+                          "yet");
     if (!a->_store)
         return send_error(conn, MHD_HTTP_CONFLICT,
                           "the tenants are inline in the config file and read-only here; set "

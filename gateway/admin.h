@@ -29,7 +29,7 @@ typedef struct admin {
     struct MHD_Daemon *_mhd;
     struct ev_loop *_loop;
     server_t *_srv;
-    store_t *_store;      /* NULL: tenants inline, read-only */
+    store_t *_store;      /* NULL: tenants inline or in etcd, read-only */
     ev_io _io;            /* MHD's epoll descriptor */
     ev_timer _timer;      /* MHD_get_timeout, and runs after a resume */
     struct sockaddr_storage addr; /* bound address, port filled in */

@@ -46,6 +46,7 @@ typedef struct vctx {
     char *err;
     size_t errlen;
     const char *base_dir;
+    const char *label; /* non-NULL: errors start with it (a tenant from a store: its key) */
 } vctx_t;
 
 static int fail(vctx_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -54,7 +55,8 @@ static int fail(vctx_t *c, const char *fmt, ...) __attribute__((format(printf, 2
 static int fail(vctx_t *c, const char *fmt, ...)
 {
     if (c->errlen) {
-        int n = snprintf(c->err, c->errlen, "%s: ", c->path);
+        int n = c->label ? snprintf(c->err, c->errlen, "%s: %s: ", c->label, c->path)
+                         : snprintf(c->err, c->errlen, "%s: ", c->path);
         if (n > 0 && (size_t)n < c->errlen) {
             va_list ap;
             va_start(ap, fmt);
@@ -367,7 +369,11 @@ static void config_free(config_t *cfg)
         free(cfg->admin.tokens[i].tenant);
     }
     free(cfg->admin.tokens);
-    free(cfg->store_path);
+    free(cfg->store.path);
+    for (size_t i = 0; cfg->store.endpoints && i < cfg->store.nendpoints; i++)
+        free(cfg->store.endpoints[i]);
+    free(cfg->store.endpoints);
+    free(cfg->store.prefix);
     free(cfg->_source);
     free(cfg->_base_dir);
     free(cfg);
@@ -907,26 +913,38 @@ static int tenant_order_cmp(const void *a, const void *b)
     return r ? r : (x->idx > y->idx) - (x->idx < y->idx);
 }
 
-static int tenants_parse(vctx_t *c, const json_t *v, config_t *cfg)
+/* The tenants, from the file's "tenants" array (labels NULL: errors say
+ * "$.tenants[i]...") or from a store (labels[i] names where items[i] came
+ * from, e.g. its etcd key; errors say "<label>: $.secrets..."). */
+static int tenants_build(vctx_t *c, const json_t *const *items, size_t n,
+                         const char *const *labels, config_t *cfg)
 {
     char d[QBUF];
-    if (v->type != JSON_ARRAY)
-        return fail(c, "expected an array of tenant objects, got %s", describe(v, d, sizeof d));
-    if (v->n == 0)
+    if (n == 0)
         return 0;
-    cfg->tenants = calloc(v->n, sizeof *cfg->tenants);
+    cfg->tenants = calloc(n, sizeof *cfg->tenants);
     if (!cfg->tenants)
         return nomem(c);
-    cfg->ntenants = v->n;
-    for (size_t i = 0; i < v->n; i++) {
-        size_t mark = path_push_index(c, i);
-        if (tenant_parse(c, v->items[i], cfg, &cfg->tenants[i]))
+    cfg->ntenants = n;
+    vctx_t sub = *c; /* a store's tenant is a document of its own: path "$" */
+    for (size_t i = 0; i < n; i++) {
+        vctx_t *vc = c;
+        size_t mark = 0;
+        if (labels) {
+            sub.label = labels[i];
+            snprintf(sub.path, sizeof sub.path, "$");
+            sub.plen = 1;
+            vc = &sub;
+        } else {
+            mark = path_push_index(c, i);
+        }
+        if (tenant_parse(vc, items[i], cfg, &cfg->tenants[i]))
             return -1;
-        path_pop(c, mark);
+        if (!labels)
+            path_pop(c, mark);
     }
 
     /* Sort by id for binary search, finding repeated ids on the way. */
-    size_t n = cfg->ntenants;
     tenant_order_t *order = malloc(n * sizeof *order);
     cfg_tenant_t *sorted = malloc(n * sizeof *sorted);
     if (!order || !sorted) {
@@ -939,10 +957,17 @@ static int tenants_parse(vctx_t *c, const json_t *v, config_t *cfg)
     qsort(order, n, sizeof *order, tenant_order_cmp);
     for (size_t i = 1; i < n; i++) {
         if (!strcmp(order[i - 1].id, order[i].id)) {
-            path_push_index(c, order[i].idx);
-            path_push_key(c, "id", 2);
-            fail(c, "duplicate tenant id %s (also $.tenants[%zu].id)",
-                 quote(order[i].id, strlen(order[i].id), d, sizeof d), order[i - 1].idx);
+            quote(order[i].id, strlen(order[i].id), d, sizeof d);
+            if (labels) {
+                sub.label = labels[order[i].idx];
+                snprintf(sub.path, sizeof sub.path, "$.id");
+                sub.plen = 4;
+                fail(&sub, "duplicate tenant id %s (also %s)", d, labels[order[i - 1].idx]);
+            } else {
+                path_push_index(c, order[i].idx);
+                path_push_key(c, "id", 2);
+                fail(c, "duplicate tenant id %s (also $.tenants[%zu].id)", d, order[i - 1].idx);
+            }
             free(order);
             free(sorted);
             return -1;
@@ -953,6 +978,96 @@ static int tenants_parse(vctx_t *c, const json_t *v, config_t *cfg)
     free(cfg->tenants);
     cfg->tenants = sorted;
     free(order);
+    return 0;
+}
+
+static int tenants_parse(vctx_t *c, const json_t *v, config_t *cfg)
+{
+    char d[QBUF];
+    if (v->type != JSON_ARRAY)
+        return fail(c, "expected an array of tenant objects, got %s", describe(v, d, sizeof d));
+    return tenants_build(c, (const json_t *const *)v->items, v->n, NULL, cfg);
+}
+
+#define STORE_ENDPOINTS_MAX 16u
+#define STORE_PREFIX_MAX 256u
+
+/* "tenant_store": {"type": "file", "path": "tenants.json"} or
+ * {"type": "etcd", "endpoints": ["http://host:port", ...], "prefix": "/..."}.
+ * Without it the tenants are $.tenants of this file (CFG_STORE_INLINE). */
+static int store_parse(vctx_t *c, const json_t *v, cfg_store_t *st)
+{
+    static const char *const names[] = {"type", "path", "endpoints", "prefix"};
+    enum { F_TYPE, F_PATH, F_ENDPOINTS, F_PREFIX, F_COUNT };
+    const json_t *f[F_COUNT];
+    char d[QBUF];
+    const char *s;
+    size_t len;
+    if (get_fields(c, v, "a tenant store object", names, F_COUNT, f) ||
+        require(c, f[F_TYPE], "type"))
+        return -1;
+    size_t mark = path_push_key(c, "type", 4);
+    if (get_string(c, f[F_TYPE], "\"file\" or \"etcd\"", &s, &len))
+        return -1;
+    if (len == 4 && !memcmp(s, "file", 4)) {
+        path_pop(c, mark);
+        if (f[F_ENDPOINTS] || f[F_PREFIX]) {
+            path_push_key(c, f[F_ENDPOINTS] ? "endpoints" : "prefix", f[F_ENDPOINTS] ? 9 : 6);
+            return fail(c, "only for type \"etcd\"");
+        }
+        if (require(c, f[F_PATH], "path"))
+            return -1;
+        path_push_key(c, "path", 4);
+        if (file_parse(c, f[F_PATH], &st->path))
+            return -1;
+        path_pop(c, mark);
+        st->type = CFG_STORE_FILE;
+        return 0;
+    }
+    if (!(len == 4 && !memcmp(s, "etcd", 4)))
+        return fail(c, "expected \"file\" or \"etcd\", got %s", quote(s, len, d, sizeof d));
+    path_pop(c, mark);
+    if (f[F_PATH]) {
+        path_push_key(c, "path", 4);
+        return fail(c, "only for type \"file\"");
+    }
+    st->type = CFG_STORE_ETCD;
+    if (require(c, f[F_ENDPOINTS], "endpoints") || require(c, f[F_PREFIX], "prefix"))
+        return -1;
+    path_push_key(c, "endpoints", 9);
+    const json_t *e = f[F_ENDPOINTS];
+    if (e->type != JSON_ARRAY || e->n == 0 || e->n > STORE_ENDPOINTS_MAX)
+        return fail(c, "expected an array of 1 to %u \"http://host:port\" URLs, got %s",
+                    STORE_ENDPOINTS_MAX, describe(e, d, sizeof d));
+    st->endpoints = calloc(e->n, sizeof *st->endpoints);
+    if (!st->endpoints)
+        return nomem(c);
+    st->nendpoints = e->n;
+    for (size_t i = 0; i < e->n; i++) {
+        size_t m2 = path_push_index(c, i);
+        if (get_string(c, e->items[i], "a \"http://host:port\" URL", &s, &len))
+            return -1;
+        if (!((len > 7 && !memcmp(s, "http://", 7)) || (len > 8 && !memcmp(s, "https://", 8))))
+            return fail(c, "expected an http:// or https:// URL, got %s",
+                        quote(s, len, d, sizeof d));
+        while (len > 0 && s[len - 1] == '/')
+            len--; /* request paths are appended: "/v3/kv/range" */
+        st->endpoints[i] = json_strdup(s, len);
+        if (!st->endpoints[i])
+            return nomem(c);
+        path_pop(c, m2);
+    }
+    path_pop(c, mark);
+    path_push_key(c, "prefix", 6);
+    if (get_string(c, f[F_PREFIX], "a non-empty key prefix such as \"/sluice/tenants/\"", &s,
+                   &len))
+        return -1;
+    if (len > STORE_PREFIX_MAX)
+        return fail(c, "longer than %u bytes", STORE_PREFIX_MAX);
+    st->prefix = json_strdup(s, len);
+    if (!st->prefix)
+        return nomem(c);
+    path_pop(c, mark);
     return 0;
 }
 
@@ -1057,28 +1172,6 @@ static int admin_parse(vctx_t *c, const json_t *v, config_t *cfg)
     return 0;
 }
 
-/* tenant_store: {"type": "file", "path": "tenants.json"} */
-static int store_parse(vctx_t *c, const json_t *v, config_t *cfg)
-{
-    static const char *const names[] = {"type", "path"};
-    const json_t *f[2];
-    char d[QBUF];
-    if (get_fields(c, v, "an object with \"type\"", names, 2, f) || require(c, f[0], "type"))
-        return -1;
-    size_t mark = path_push_key(c, "type", 4);
-    if (!(f[0]->type == JSON_STRING && f[0]->len == 4 && !memcmp(f[0]->str, "file", 4)))
-        return fail(c, "expected \"file\", got %s", describe(f[0], d, sizeof d));
-    path_pop(c, mark);
-    if (require(c, f[1], "path"))
-        return -1;
-    path_push_key(c, "path", 4);
-    if (file_parse(c, f[1], &cfg->store_path))
-        return -1;
-    path_pop(c, mark);
-    cfg->store_type = CFG_STORE_FILE;
-    return 0;
-}
-
 #define TENANTS_FILE_MAX (4u * 1024u * 1024u) /* bytes */
 
 /* The tenant store's document, {"revision": N, "tenants": [...]}: from
@@ -1090,11 +1183,11 @@ static int store_tenants_parse(vctx_t *c, config_t *cfg)
     size_t n = 0;
     const char *doc = c->tenants_doc;
     if (!doc) {
-        FILE *fp = fopen(cfg->store_path, "rb");
+        FILE *fp = fopen(cfg->store.path, "rb");
         if (!fp) {
             path_push_key(c, "tenant_store", 12);
             path_push_key(c, "path", 4);
-            return fail(c, "tenant store %s: %s", cfg->store_path, strerror(errno));
+            return fail(c, "tenant store %s: %s", cfg->store.path, strerror(errno));
         }
         buf = malloc(TENANTS_FILE_MAX + 1);
         n = buf ? fread(buf, 1, TENANTS_FILE_MAX + 1, fp) : 0;
@@ -1102,7 +1195,7 @@ static int store_tenants_parse(vctx_t *c, config_t *cfg)
         fclose(fp);
         if (bad || n > TENANTS_FILE_MAX) {
             free(buf);
-            return fail(c, "tenant store %s: %s", cfg->store_path,
+            return fail(c, "tenant store %s: %s", cfg->store.path,
                         bad ? "cannot read it" : "larger than 4 MiB");
         }
         doc = buf;
@@ -1137,13 +1230,14 @@ static int store_tenants_parse(vctx_t *c, config_t *cfg)
     json_free(root);
     free(buf);
     if (rc && c->errlen)
-        snprintf(c->err, c->errlen, "tenant store %s: %s", cfg->store_path, terr);
+        snprintf(c->err, c->errlen, "tenant store %s: %s", cfg->store.path, terr);
     return rc;
 }
 
 /* Validates the root object in a fixed order, so regions exist before the
  * names that refer to them are checked. */
-static int root_parse(vctx_t *c, const json_t *root, config_t *cfg)
+static int root_parse(vctx_t *c, const json_t *root, const json_t *const *store_tenants,
+                      size_t nstore, const char *const *labels, config_t *cfg)
 {
     static const char *const names[] = {"listen",  "tls",     "region", "echo",        "limits",
                                         "regions", "tenants", "admin",  "tenant_store"};
@@ -1153,11 +1247,24 @@ static int root_parse(vctx_t *c, const json_t *root, config_t *cfg)
     if (get_fields(c, root, "an object", names, F_COUNT, f))
         return -1;
     if (require(c, f[F_LISTEN], "listen") || require(c, f[F_TLS], "tls") ||
-        require(c, f[F_REGION], "region") || require(c, f[F_REGIONS], "regions") ||
-        (!f[F_STORE] && require(c, f[F_TENANTS], "tenants")))
+        require(c, f[F_REGION], "region") || require(c, f[F_REGIONS], "regions"))
         return -1;
+    size_t mark = path_push_key(c, "tenant_store", 12);
+    if (f[F_STORE] && store_parse(c, f[F_STORE], &cfg->store))
+        return -1;
+    path_pop(c, mark);
+    if (cfg->store.type == CFG_STORE_INLINE && require(c, f[F_TENANTS], "tenants"))
+        return -1;
+    if (cfg->store.type != CFG_STORE_INLINE && f[F_TENANTS]) {
+        path_push_key(c, "tenants", 7);
+        if (cfg->store.type == CFG_STORE_FILE)
+            return fail(c, "not allowed with $.tenant_store: the tenants live in %s",
+                        cfg->store.path);
+        return fail(c, "not allowed with $.tenant_store: the tenants live in etcd under %s",
+                    cfg->store.prefix);
+    }
 
-    size_t mark = path_push_key(c, "listen", 6);
+    path_push_key(c, "listen", 6);
     if (listen_parse(c, f[F_LISTEN], cfg))
         return -1;
     path_pop(c, mark);
@@ -1196,23 +1303,23 @@ static int root_parse(vctx_t *c, const json_t *root, config_t *cfg)
         path_pop(c, mark);
     }
 
-    if (f[F_STORE]) {
-        path_push_key(c, "tenant_store", 12);
-        if (store_parse(c, f[F_STORE], cfg))
-            return -1;
-        path_pop(c, mark);
-        if (f[F_TENANTS]) {
-            path_push_key(c, "tenants", 7);
-            return fail(c, "not allowed with $.tenant_store: the tenants live in %s",
-                        cfg->store_path);
-        }
-        if (store_tenants_parse(c, cfg))
-            return -1;
-    } else {
+    if (nstore && cfg->store.type != CFG_STORE_ETCD)
+        return fail(c, "tenant documents were given, but $.tenant_store is not etcd");
+    switch (cfg->store.type) {
+    case CFG_STORE_INLINE:
         path_push_key(c, "tenants", 7);
         if (tenants_parse(c, f[F_TENANTS], cfg))
             return -1;
         path_pop(c, mark);
+        break;
+    case CFG_STORE_FILE:
+        if (store_tenants_parse(c, cfg))
+            return -1;
+        break;
+    case CFG_STORE_ETCD:
+        if (tenants_build(c, store_tenants, nstore, labels, cfg))
+            return -1;
+        break;
     }
     credential_work(cfg);
     return 0;
@@ -1221,8 +1328,13 @@ static int root_parse(vctx_t *c, const json_t *root, config_t *cfg)
 /* ------------------------------------------------------------------------ */
 /* Public API                                                                */
 
+/* config_parse, config_parse_tenants and config_retenant in one: the tenants
+ * come from $.tenants, the store file (or tenants_doc in its place), or the
+ * n etcd documents, as $.tenant_store says. */
 static config_t *config_parse_with(const char *json, size_t len, const char *base_dir,
-                                   const char *tenants_doc, size_t tenants_len, char *err,
+                                   const char *tenants_doc, size_t tenants_len,
+                                   const char *const *docs, const size_t *lens,
+                                   const char *const *labels, size_t n, char *err,
                                    size_t errlen)
 {
     vctx_t c = {.path = "$", .plen = 1, .err = err, .errlen = err ? errlen : 0,
@@ -1239,43 +1351,72 @@ static config_t *config_parse_with(const char *json, size_t len, const char *bas
         fail(&c, "%s", msg);
         return NULL;
     }
-    config_t *cfg = calloc(1, sizeof *cfg);
+    json_t **trees = n ? calloc(n, sizeof *trees) : NULL;
+    config_t *cfg = (!n || trees) ? calloc(1, sizeof *cfg) : NULL;
     if (!cfg) {
         nomem(&c);
-    } else {
-        cfg->_refs = 1;
-        cfg->_source = json_strdup(json, len);
-        cfg->_source_len = len;
-        cfg->_base_dir = base_dir ? json_strdup(base_dir, strlen(base_dir)) : NULL;
-        if (!cfg->_source || (base_dir && !cfg->_base_dir)) {
-            nomem(&c);
-            config_free(cfg);
-            cfg = NULL;
-        } else if (root_parse(&c, root, cfg)) {
-            config_free(cfg);
-            cfg = NULL;
+        goto out;
+    }
+    cfg->_refs = 1;
+    cfg->_source = json_strdup(json, len);
+    cfg->_source_len = len;
+    cfg->_base_dir = base_dir ? json_strdup(base_dir, strlen(base_dir)) : NULL;
+    if (!cfg->_source || (base_dir && !cfg->_base_dir)) {
+        nomem(&c);
+        goto bad;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (lens[i] > CONFIG_FILE_MAX) {
+            if (c.errlen)
+                snprintf(err, c.errlen, "%s: larger than 1 MiB (%zu bytes)", labels[i], lens[i]);
+            goto bad;
+        }
+        trees[i] = json_parse(docs[i], lens[i], msg, sizeof msg);
+        if (!trees[i]) {
+            if (c.errlen)
+                snprintf(err, c.errlen, "%s: %s", labels[i], msg);
+            goto bad;
         }
     }
+    if (root_parse(&c, root, (const json_t *const *)trees, n, labels, cfg) == 0)
+        goto out;
+bad:
+    config_free(cfg);
+    cfg = NULL;
+out:
+    for (size_t i = 0; trees && i < n; i++)
+        json_free(trees[i]);
+    free(trees);
     json_free(root);
     return cfg;
+}
+
+config_t *config_parse_tenants(const char *json, size_t len, const char *base_dir,
+                               const char *const *docs, const size_t *lens,
+                               const char *const *labels, size_t n, char *err, size_t errlen)
+{
+    return config_parse_with(json, len, base_dir, NULL, 0, docs, lens, labels, n, err, errlen);
 }
 
 config_t *config_parse(const char *json, size_t len, const char *base_dir, char *err,
                        size_t errlen)
 {
-    return config_parse_with(json, len, base_dir, NULL, 0, err, errlen);
+    return config_parse_with(json, len, base_dir, NULL, 0, NULL, NULL, NULL, 0, err, errlen);
 }
 
 config_t *config_retenant(const config_t *cfg, const char *tenants_doc, size_t len, char *err,
                           size_t errlen)
 {
-    if (cfg->store_type == CFG_STORE_INLINE) {
+    if (cfg->store.type != CFG_STORE_FILE) {
         if (err && errlen)
-            snprintf(err, errlen, "the tenants are inline in the config file (no $.tenant_store)");
+            snprintf(err, errlen, cfg->store.type == CFG_STORE_ETCD
+                                      ? "the tenants are in etcd ($.tenant_store.type \"etcd\")"
+                                      : "the tenants are inline in the config file (no "
+                                        "$.tenant_store)");
         return NULL;
     }
     return config_parse_with(cfg->_source, cfg->_source_len, cfg->_base_dir, tenants_doc,
-                             len, err, errlen);
+                             len, NULL, NULL, NULL, 0, err, errlen);
 }
 
 config_t *config_load(const char *path, char *err, size_t errlen)

@@ -134,9 +134,22 @@ typedef struct cfg_admin {
 } cfg_admin_t;
 
 enum cfg_store_type {
-    CFG_STORE_INLINE = 0, /* tenants in the config file itself: read-only for the admin API */
-    CFG_STORE_FILE,       /* tenants in their own file (gateway/store.h) */
+    CFG_STORE_INLINE = 0, /* no "tenant_store": $.tenants of the config file; read-only for
+                           * the admin API */
+    CFG_STORE_FILE,       /* tenants in their own file, writable by the admin API
+                           * (gateway/store.h) */
+    CFG_STORE_ETCD,       /* the keys under prefix in etcd (gateway/etcd.h); read-only for
+                           * the admin API for now */
 };
+
+/* Where the tenant table comes from ("tenant_store", docs/configuration.md). */
+typedef struct cfg_store {
+    enum cfg_store_type type;
+    char *path;         /* file: the tenants file, joined to the config's directory */
+    char **endpoints;   /* etcd: "http://host:port" without a trailing '/' (1 to 16) */
+    size_t nendpoints;
+    char *prefix;       /* etcd: the key prefix, e.g. "/sluice/tenants/" */
+} cfg_store_t;
 
 typedef struct config {
     int _refs;
@@ -157,9 +170,8 @@ typedef struct config {
     cfg_addr_t echo;      /* where the built-in echo binds ("127.0.0.1:0") */
     int has_echo;         /* 1 when any pool names builtin:echo */
     cfg_admin_t admin;
-    enum cfg_store_type store_type;
-    char *store_path;     /* CFG_STORE_FILE: the tenants file, joined to the config's directory */
-    uint64_t tenants_revision; /* the tenants document's "revision" (0 inline) */
+    cfg_store_t store;
+    uint64_t tenants_revision; /* the tenants file's "revision" (0 inline or etcd) */
     /* The config file's bytes and directory, so that config_retenant can
      * build the same snapshot with another tenants document. */
     char *_source;
@@ -180,11 +192,22 @@ static inline uint32_t config_idle_ms(const cfg_limits_t *l, enum tunnel_kind ki
 config_t *config_parse(const char *json, size_t len, const char *base_dir, char *err,
                        size_t errlen);
 
+/* config_parse for a document whose tenants come from a store: json is the
+ * config file (with "tenant_store", so without "tenants"), and docs[i]
+ * (lens[i] bytes) is one tenant object as in $.tenants[], validated the same
+ * way; an error in one starts with labels[i] (where it came from, e.g. its
+ * etcd key) followed by its JSON path inside that document ("key
+ * /sluice/tenants/acme: $.secrets: expected ..."). Nothing is retained. */
+config_t *config_parse_tenants(const char *json, size_t len, const char *base_dir,
+                               const char *const *docs, const size_t *lens,
+                               const char *const *labels, size_t n, char *err, size_t errlen);
+
 /* The snapshot cfg's config file would give with the tenant store holding
  * tenants_doc ({"revision": N, "tenants": [...]}, docs/admin.md) instead of
  * what it holds: validated like config_parse, errors naming the path in
- * tenants_doc ("$.tenants[0].limits.up_bits_s: ..."). cfg must use a tenant
- * store. Returns a new snapshot with one reference, or NULL with err. */
+ * tenants_doc ("$.tenants[0].limits.up_bits_s: ..."). cfg must use the file
+ * store (CFG_STORE_FILE); with inline or etcd tenants it fails. Returns a new
+ * snapshot with one reference, or NULL with err. */
 config_t *config_retenant(const config_t *cfg, const char *tenants_doc, size_t len, char *err,
                           size_t errlen);
 

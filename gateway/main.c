@@ -13,6 +13,7 @@
 
 #include "admin.h"
 #include "config.h"
+#include "etcd.h"
 #include "log.h"
 #include "server.h"
 #include "store.h"
@@ -44,7 +45,9 @@ static void usage(FILE *out)
           "SIGINT/SIGTERM drain gracefully (CLOSE to every tunnel, GOAWAY); a second\n"
           "signal stops at once. SIGHUP reloads the config file: a valid one applies\n"
           "to new connections and to live tunnels' tenants, listeners follow it;\n"
-          "an invalid one is logged and changes nothing.\n"
+          "an invalid one is logged and changes nothing. With \"tenant_store\" etcd\n"
+          "the tenants are read from etcd at start and every change to them is\n"
+          "applied the same way (docs/configuration.md, \"Tenant store\").\n"
           "Exit status: 0 ok, 1 runtime error, 2 bad usage/config (the config file,\n"
           "its TLS files, or a file descriptor limit too low for its limits).\n",
           out);
@@ -123,6 +126,7 @@ typedef struct signals {
     ev_signal term, intr, hup;
     server_t *srv;
     const char *config_path;
+    etcd_store_t *etcd; /* NULL: the tenants are not in etcd */
 } signals_t;
 
 static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
@@ -140,6 +144,11 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
     signals_t *sig = w->data;
     char err[1024];
     log_msg(LOG_INFO, "SIGHUP: reloading %s", sig->config_path);
+    if (sig->etcd) { /* the file plus the tenants read from etcd (apply_snapshot) */
+        if (etcd_store_reload(sig->etcd, sig->config_path, err, sizeof err) < 0)
+            log_msg(LOG_ERROR, "reload failed, old config kept: %s", err);
+        return;
+    }
     config_t *cfg = config_load(sig->config_path, err, sizeof err);
     if (!cfg) {
         log_msg(LOG_ERROR, "reload failed, old config kept: %s", err);
@@ -149,6 +158,16 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
         server_reload(sig->srv, cfg, err, sizeof err) < 0)
         log_msg(LOG_ERROR, "reload failed, old config kept: %s: %s", sig->config_path, err);
     config_unref(cfg); /* the server holds its own reference */
+}
+
+/* A snapshot from the tenant store (etcd.h): the same checks and swap as
+ * SIGHUP. */
+static int apply_snapshot(void *ud, config_t *cfg, char *err, size_t errlen)
+{
+    signals_t *sig = ud;
+    if (fd_limit_check(cfg, err, errlen) < 0)
+        return -1;
+    return server_reload(sig->srv, cfg, err, errlen);
 }
 
 static int check_config(const char *path)
@@ -220,10 +239,26 @@ int main(int argc, char **argv)
         fprintf(stderr, "sluiced: %s\n", err);
         return 2;
     }
+    etcd_store_t *etcd = NULL;
+    if (cfg->store.type == CFG_STORE_ETCD) {
+        /* Never start without a valid tenant table: read it before anything
+         * else (exit 2: a bad tenant, named by key and JSON path; 1: etcd
+         * unreachable). */
+        config_t *full = NULL;
+        int code;
+        etcd = etcd_store_open(config_path, cfg, &full, &code, err, sizeof err);
+        config_unref(cfg);
+        if (!etcd) {
+            fprintf(stderr, "sluiced: %s\n", err);
+            return code;
+        }
+        cfg = full;
+    }
     rlim_t fd_before = fd_limit_raise();
     if (preflight(cfg, err, sizeof err) < 0) {
         fprintf(stderr, "sluiced: %s: %s\n", config_path, err);
         config_unref(cfg);
+        etcd_store_free(etcd);
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -235,10 +270,18 @@ int main(int argc, char **argv)
     config_unref(cfg); /* the server holds its own reference */
     if (rc < 0) {
         fprintf(stderr, "sluiced: %s\n", err);
+        etcd_store_free(etcd);
         ev_loop_destroy(loop);
         return 1;
     }
-    signals_t sig = {.srv = &srv, .config_path = config_path};
+    signals_t sig = {.srv = &srv, .config_path = config_path, .etcd = etcd};
+    if (etcd && etcd_store_start(etcd, loop, apply_snapshot, &sig, err, sizeof err) < 0) {
+        fprintf(stderr, "sluiced: %s\n", err);
+        etcd_store_free(etcd);
+        server_dispose(&srv);
+        ev_loop_destroy(loop);
+        return 1;
+    }
     ev_signal_init(&sig.term, on_signal, SIGTERM);
     ev_signal_init(&sig.intr, on_signal, SIGINT);
     ev_signal_init(&sig.hup, on_hup, SIGHUP);
@@ -252,12 +295,15 @@ int main(int argc, char **argv)
     log_msg(LOG_INFO, "sluiced %s started, region %s, open file limit %llu (was %llu)",
             SLUICE_VERSION, srv.cfg->region, (unsigned long long)rl.rlim_cur,
             (unsigned long long)fd_before);
-    /* The tenant store and the admin API (docs/admin.md): started at start-up
-     * only; a reload changes tokens and tenants, not the admin address. */
+    /* The file tenant store and the admin API (docs/admin.md): started at
+     * start-up only; a reload changes tokens and tenants, not the admin
+     * address. With etcd tenants the admin API has no store: it reads them
+     * from the snapshot and refuses writes (409). */
     store_t *store = NULL;
     admin_t admin = {0};
-    if (srv.cfg->store_type == CFG_STORE_FILE && !(store = store_file_new(srv.cfg->store_path))) {
+    if (srv.cfg->store.type == CFG_STORE_FILE && !(store = store_file_new(srv.cfg->store.path))) {
         fprintf(stderr, "sluiced: out of memory\n");
+        etcd_store_free(etcd);
         server_dispose(&srv);
         ev_loop_destroy(loop);
         return 1;
@@ -265,6 +311,7 @@ int main(int argc, char **argv)
     if (srv.cfg->admin.enabled && admin_init(&admin, loop, &srv, store, err, sizeof err) < 0) {
         fprintf(stderr, "sluiced: %s\n", err);
         store_free(store);
+        etcd_store_free(etcd);
         server_dispose(&srv);
         ev_loop_destroy(loop);
         return 1;
@@ -286,6 +333,7 @@ int main(int argc, char **argv)
     ev_signal_stop(loop, &sig.hup);
     admin_dispose(&admin);
     store_free(store);
+    etcd_store_free(etcd);
     server_dispose(&srv);
     ev_loop_destroy(loop);
     return 0;

@@ -1078,6 +1078,103 @@ Test(config, error_pool_health)
                  "interval_ms, timeout_ms, down_after, up_after)");
 }
 
+/* ---- tenant_store: tenants from a store (gateway/etcd.c) ------------------- */
+
+#define ETCD_STORE "'tenant_store':{'type':'etcd','endpoints':['http://127.0.0.1:2379/'],'prefix':'/sluice/tenants/'}"
+
+Test(config, tenant_store_etcd_takes_tenants_from_documents)
+{
+    char *json = render((doc_t){.tenants = OMIT, .extra = ETCD_STORE});
+    char err[512];
+    config_t *base = parse_raw(json, strlen(json), err, sizeof err);
+    cr_assert_not_null(base, "%s", err);
+    cr_assert_eq(base->store.type, CFG_STORE_ETCD);
+    cr_assert_eq(base->store.nendpoints, 1);
+    cr_assert_str_eq(base->store.endpoints[0], "http://127.0.0.1:2379");
+    cr_assert_str_eq(base->store.prefix, "/sluice/tenants/");
+    cr_assert_eq(base->ntenants, 0);
+    config_unref(base);
+
+    char *b = dq("{'id':'bob','secrets':['s'],'regions':['local'],'kinds':['turn']}");
+    char *a = dq("{'id':'acme','secrets':['s1','s2'],'regions':['local']}");
+    const char *docs[] = {b, a}, *labels[] = {"key /t/bob", "key /t/acme"};
+    size_t lens[] = {strlen(b), strlen(a)};
+    config_t *cfg = config_parse_tenants(json, strlen(json), "/base", docs, lens, labels, 2, err,
+                                         sizeof err);
+    cr_assert_not_null(cfg, "%s", err);
+    cr_assert_eq(cfg->ntenants, 2);
+    cr_assert_str_eq(cfg->tenants[0].id, "acme"); /* sorted */
+    cr_assert_eq(cfg->tenants[0].nsecrets, 2);
+    cr_assert_eq(cfg->tenants[1].kinds, 1u << TUNNEL_KIND_TURN);
+    cr_assert_eq(cfg->max_secrets, 2);
+    /* etcd tenants are not written through config_retenant (the admin API's path). */
+    const char *doc = "{\"revision\":1,\"tenants\":[]}";
+    cr_assert_null(config_retenant(cfg, doc, strlen(doc), err, sizeof err));
+    cr_assert_str_eq(err, "the tenants are in etcd ($.tenant_store.type \"etcd\")");
+    config_unref(cfg);
+    free(json);
+
+    /* Tenant documents for a config whose tenants are elsewhere are refused. */
+    json = render((doc_t){.tenants = OMIT,
+                          .extra = "'tenant_store':{'type':'file','path':'/nonexistent/t.json'}"});
+    cr_assert_null(config_parse_tenants(json, strlen(json), "/base", docs, lens, labels, 2, err,
+                                        sizeof err));
+    cr_assert_str_eq(err, "$: tenant documents were given, but $.tenant_store is not etcd");
+    free(a);
+    free(b);
+    free(json);
+}
+
+static void expect_tenant_error(const char *tenant_a, const char *tenant_b, const char *want)
+{
+    char *json = render((doc_t){.tenants = OMIT, .extra = ETCD_STORE});
+    char *a = dq(tenant_a), *b = dq(tenant_b), err[512];
+    const char *docs[] = {a, b}, *labels[] = {"key /t/a", "key /t/b"};
+    size_t lens[] = {strlen(a), strlen(b)};
+    config_t *cfg = config_parse_tenants(json, strlen(json), "/base", docs, lens, labels, 2, err,
+                                         sizeof err);
+    cr_assert_null(cfg);
+    cr_assert(!strncmp(err, want, strlen(want)), "error\n  %s\ndoes not start with\n  %s", err,
+              want);
+    free(a);
+    free(b);
+    free(json);
+}
+
+Test(config, tenant_store_errors_name_the_key_and_path)
+{
+    const char *ok = "{'id':'a','secrets':['s'],'regions':['local']}";
+    expect_tenant_error(ok, "{'id':'b','secrets':[],'regions':['local']}",
+                        "key /t/b: $.secrets: expected a non-empty array of strings, got an "
+                        "empty array");
+    expect_tenant_error(ok, "{'id':'b','secrets':['s'],'regions':['mars']}",
+                        "key /t/b: $.regions[0]: \"mars\" is not a key of $.regions");
+    expect_tenant_error(ok, ok, "key /t/b: $.id: duplicate tenant id \"a\" (also key /t/a)");
+    expect_tenant_error(ok, "{'id':'b',", "key /t/b: invalid JSON");
+    expect_error((doc_t){.extra = ETCD_STORE},
+                 "$.tenants: not allowed with $.tenant_store: the tenants live in etcd under "
+                 "/sluice/tenants/");
+    expect_error((doc_t){.tenants = OMIT, .extra = "'tenant_store':{'type':'zk'}"},
+                 "$.tenant_store.type: expected \"file\" or \"etcd\", got \"zk\"");
+    expect_error((doc_t){.tenants = OMIT,
+                         .extra = "'tenant_store':{'type':'etcd','endpoints':['127.0.0.1:2379'],"
+                                  "'prefix':'/p/'}"},
+                 "$.tenant_store.endpoints[0]: expected an http:// or https:// URL");
+    expect_error((doc_t){.tenants = OMIT,
+                         .extra = "'tenant_store':{'type':'etcd','endpoints':['http://a:1']}"},
+                 "$.tenant_store.prefix: required key is missing");
+    expect_error((doc_t){.tenants = OMIT, .extra = "'tenant_store':{'type':'file'}"},
+                 "$.tenant_store.path: required key is missing");
+    expect_error((doc_t){.tenants = OMIT,
+                         .extra = "'tenant_store':{'type':'etcd','path':'t.json',"
+                                  "'endpoints':['http://a:1'],'prefix':'/p/'}"},
+                 "$.tenant_store.path: only for type \"file\"");
+    expect_error((doc_t){.tenants = OMIT,
+                         .extra = "'tenant_store':{'type':'file','path':'t.json','prefix':'/p/'}"},
+                 "$.tenant_store.prefix: only for type \"etcd\"");
+    expect_error((doc_t){.tenants = OMIT}, "$.tenants: required key is missing");
+}
+
 /* ---- admin and tenant_store ------------------------------------------------ */
 
 Test(config, admin_tokens_and_listen)
@@ -1120,8 +1217,8 @@ Test(config, tenant_store_file_and_retenant)
 
     config_t *cfg = config_load(path, err, sizeof err);
     cr_assert_not_null(cfg, "%s", err);
-    cr_assert_eq(cfg->store_type, CFG_STORE_FILE);
-    cr_assert_str_eq(cfg->store_path, tpath);
+    cr_assert_eq(cfg->store.type, CFG_STORE_FILE);
+    cr_assert_str_eq(cfg->store.path, tpath);
     cr_assert_eq(cfg->tenants_revision, 4);
     cr_assert_eq(cfg->ntenants, 1);
 
@@ -1161,5 +1258,5 @@ Test(config, tenant_store_file_and_retenant)
     remove_tree();
 
     expect_error((doc_t){.extra = "'tenant_store':{'type':'etcd3'}"},
-                 "$.tenant_store.type: expected \"file\", got \"etcd3\"");
+                 "$.tenant_store.type: expected \"file\" or \"etcd\", got \"etcd3\"");
 }
