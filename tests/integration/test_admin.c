@@ -8,7 +8,6 @@
  * surviving a restart; inline tenants are read-only (409).
  */
 #include <criterion/criterion.h>
-#include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +15,7 @@
 
 #include "../../proto/capsule.h"
 #include "../support/ts_config.h"
+#include "../support/ts_curl.h"
 #include "../support/ts_h2raw.h"
 #include "../support/ts_pkt.h"
 #include "../support/ts_sluice.h"
@@ -87,53 +87,20 @@ static void start(void)
     memcpy(admin_addr, addr, strlen(addr) + 1);
 }
 
-typedef struct reply {
-    long status;
-    char body[16384];
-    size_t len;
-} reply_t;
-
-static size_t on_body(char *p, size_t size, size_t n, void *arg)
-{
-    reply_t *r = arg;
-    size_t len = size * n, room = sizeof r->body - 1 - r->len;
-    memcpy(r->body + r->len, p, len < room ? len : room);
-    r->len += len < room ? len : room;
-    r->body[r->len] = '\0';
-    return len;
-}
+typedef ts_curl_reply_t reply_t;
 
 /* One admin request; token NULL sends none. Returns the status. */
 static long call(const char *method, const char *path, const char *token, const char *body,
                  reply_t *r)
 {
-    memset(r, 0, sizeof *r);
-    CURL *c = curl_easy_init();
-    cr_assert_not_null(c);
     char url[256], auth[128];
     snprintf(url, sizeof url, "http://%s%s", admin_addr, path);
-    struct curl_slist *h = NULL;
-    if (token) {
-        snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
-        h = curl_slist_append(h, auth);
-    }
-    h = curl_slist_append(h, "Content-Type: application/json");
-    if (extra_header)
-        h = curl_slist_append(h, extra_header);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
-    if (body)
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    CURLcode rc = curl_easy_perform(c);
-    cr_assert_eq(rc, CURLE_OK, "%s %s: %s", method, path, curl_easy_strerror(rc));
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
-    return r->status;
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", token ? token : "");
+    const char *h[] = {"Content-Type: application/json", token ? auth : extra_header,
+                       token ? extra_header : NULL, NULL};
+    long status = ts_curl(method, url, h, body, 10000L, r);
+    cr_assert_neq(status, -1, "%s %s: %s", method, path, r->err);
+    return status;
 }
 
 static void connect_gw(ts_h2raw_t *h)

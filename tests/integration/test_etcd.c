@@ -15,7 +15,6 @@
  * "etcd revision N applied" log line and printed.
  */
 #include <criterion/criterion.h>
-#include <curl/curl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +23,7 @@
 
 #include "../../proto/capsule.h"
 #include "../support/ts_config.h"
+#include "../support/ts_curl.h"
 #include "../support/ts_etcd.h"
 #include "../support/ts_h2raw.h"
 #include "../support/ts_log.h"
@@ -256,47 +256,19 @@ Test(etcd, a_bad_tenant_in_etcd_refused_at_start_and_kept_out_later, .fini = tea
     ts_run_free(&r);
 }
 
-typedef struct reply {
-    long status;
-    char body[8192];
-    size_t len;
-} reply_t;
-
-static size_t on_body(char *p, size_t size, size_t n, void *arg)
-{
-    reply_t *r = arg;
-    size_t len = size * n, room = sizeof r->body - 1 - r->len;
-    memcpy(r->body + r->len, p, len < room ? len : room);
-    r->len += len < room ? len : room;
-    r->body[r->len] = '\0';
-    return len;
-}
+typedef ts_curl_reply_t reply_t;
 
 /* One admin API request with the test's token; returns the status. */
 static long admin_call(const char *addr, const char *method, const char *path, const char *body,
                        reply_t *r)
 {
-    memset(r, 0, sizeof *r);
-    CURL *c = curl_easy_init();
-    cr_assert_not_null(c);
     char url[256];
     snprintf(url, sizeof url, "http://%s%s", addr, path);
-    struct curl_slist *hd = curl_slist_append(NULL, "Authorization: Bearer " ADMIN_TOKEN);
-    hd = curl_slist_append(hd, "Content-Type: application/json");
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hd);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
-    if (body)
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    CURLcode rc = curl_easy_perform(c);
-    cr_assert_eq(rc, CURLE_OK, "%s %s: %s", method, path, curl_easy_strerror(rc));
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
-    curl_slist_free_all(hd);
-    curl_easy_cleanup(c);
-    return r->status;
+    const char *hdrs[] = {"Authorization: Bearer " ADMIN_TOKEN, "Content-Type: application/json",
+                          NULL};
+    long status = ts_curl(method, url, hdrs, body, 10000L, r);
+    cr_assert_neq(status, -1, "%s %s: %s", method, path, r->err);
+    return status;
 }
 
 Test(etcd, the_admin_api_reads_etcd_tenants_and_refuses_writes, .fini = teardown, .timeout = 60)

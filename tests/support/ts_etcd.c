@@ -3,7 +3,6 @@
  */
 #include "ts_etcd.h"
 
-#include <curl/curl.h>
 #include <openssl/evp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -12,6 +11,7 @@
 #include <unistd.h>
 
 #include "ts_squid.h"
+#include "ts_curl.h"
 #include "ts_util.h"
 
 int ts_etcd_available(void)
@@ -19,43 +19,10 @@ int ts_etcd_available(void)
     return access(TS_ETCD_BIN, X_OK) == 0;
 }
 
-typedef struct body {
-    char buf[4096];
-    size_t len;
-} body_t;
-
-static size_t on_body(char *p, size_t size, size_t n, void *ud)
+/* POST (body non-NULL) or GET url; returns the HTTP status, or -1. */
+static long http(const char *url, const char *body, long timeout_ms, ts_curl_reply_t *out)
 {
-    body_t *b = ud;
-    size_t len = size * n, room = sizeof b->buf - 1 - b->len;
-    memcpy(b->buf + b->len, p, len < room ? len : room);
-    b->len += len < room ? len : room;
-    b->buf[b->len] = '\0';
-    return len;
-}
-
-/* POST (body non-NULL) or GET url; the response into out. Returns the HTTP
- * status, or -1. */
-static long http(const char *url, const char *body, long timeout_ms, body_t *out)
-{
-    CURL *c = curl_easy_init();
-    if (!c)
-        return -1;
-    out->len = 0;
-    out->buf[0] = '\0';
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
-    if (body)
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    long status = -1;
-    if (curl_easy_perform(c) == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(c);
-    return status;
+    return ts_curl(NULL, url, NULL, body, timeout_ms, out);
 }
 
 static void rm_dir(const char *dir)
@@ -95,11 +62,11 @@ int ts_etcd_start(ts_etcd_t *e, int64_t deadline)
         return -1;
     char url[96];
     snprintf(url, sizeof url, "%s/health", e->url);
-    body_t b;
+    ts_curl_reply_t b;
     for (int i = 0; i < 10000 && ts_now_ms() < deadline; i++) {
         if (!ts_proc_running(&e->proc))
             break;
-        if (http(url, NULL, 200, &b) == 200 && strstr(b.buf, "\"true\""))
+        if (http(url, NULL, 200, &b) == 200 && strstr(b.body, "\"true\""))
             return 0;
         usleep(20 * 1000); /* poll interval of a condition with a deadline */
     }
@@ -138,9 +105,9 @@ static char *b64(const char *s)
 }
 
 /* The header's "revision":"N" of a response. */
-static int64_t revision_of(const body_t *b)
+static int64_t revision_of(const ts_curl_reply_t *b)
 {
-    const char *r = strstr(b->buf, "\"revision\":\"");
+    const char *r = strstr(b->body, "\"revision\":\"");
     return r ? strtoll(r + 12, NULL, 10) : -1;
 }
 
@@ -150,7 +117,7 @@ int64_t ts_etcd_put(const ts_etcd_t *e, const char *key, const char *value, int6
     size_t cap = 64 + (k ? strlen(k) : 0) + (v ? strlen(v) : 0);
     char *body = malloc(cap), url[96];
     int64_t rev = -1;
-    body_t b;
+    ts_curl_reply_t b;
     if (k && v && body) {
         snprintf(body, cap, "{\"key\":\"%s\",\"value\":\"%s\"}", k, v);
         snprintf(url, sizeof url, "%s/v3/kv/put", e->url);
@@ -168,7 +135,7 @@ int64_t ts_etcd_delete(const ts_etcd_t *e, const char *key, int64_t deadline)
 {
     char *k = b64(key), body[512], url[96];
     int64_t rev = -1;
-    body_t b;
+    ts_curl_reply_t b;
     if (k && strlen(k) < 400) {
         snprintf(body, sizeof body, "{\"key\":\"%s\"}", k);
         snprintf(url, sizeof url, "%s/v3/kv/deleterange", e->url);
