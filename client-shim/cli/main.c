@@ -439,7 +439,7 @@ static void cli_on_sweep(struct ev_loop *loop, ev_timer *w, int revents)
 /* ---------------------------------------------------------------- lifecycle */
 
 /* Tunnels that live on, or wait, on the client. */
-static size_t shim_flowtab_count_tunnels(shim_flowtab_t *ft)
+static size_t cli_count_tunnels(shim_flowtab_t *ft)
 {
     size_t n = 0;
 
@@ -502,7 +502,7 @@ static void cli_on_state(sluice_client_t *c, sluice_state_t state, const char *d
     case SLUICE_RECONNECTING:
         if (cli->stopping) {
             cli_finish(cli, 0);
-        } else if (cli->connected && shim_flowtab_count_tunnels(&cli->flows) == 0) {
+        } else if (cli->connected && cli_count_tunnels(&cli->flows) == 0) {
             /* Nothing to carry: wait for traffic rather than hammer a
              * gateway that is away (or closed an idle connection). */
             cli_go_dormant(cli, c, detail);

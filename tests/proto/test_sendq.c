@@ -528,31 +528,6 @@ Test(sendq, drop_hook_sees_every_drop)
     sendq_dispose(&u);
 }
 
-/* The shim's keepalive: a PING goes after PONGs and ahead of packets; a newer
- * one replaces one not yet sent. */
-Test(sendq, ping_follows_pongs_and_precedes_packets)
-{
-    sendq_t u;
-    uint8_t s1[20], pong[8] = {1, 1, 1, 1, 1, 1, 1, 1};
-    uint8_t old[8] = {2, 2, 2, 2, 2, 2, 2, 2}, ping[8] = {3, 3, 3, 3, 3, 3, 3, 3};
-    decoded_t d;
-
-    q_init(&u, 65536, 65536, 0);
-    sendq_push(&u, s1, mk(s1, sizeof(s1), 0x01, 1), 0);
-    cr_assert_eq(sendq_push_ping(&u, old), SENDQ_OK);
-    cr_assert_eq(sendq_push_ping(&u, ping), SENDQ_OK);
-    cr_assert_eq(sendq_push_pong(&u, pong), SENDQ_OK);
-    drain(&u, 1000, 0, &d);
-    cr_assert_eq(d.n, 3);
-    expect_packet(&d, 0, CAPSULE_PONG, pong, 8);
-    expect_packet(&d, 1, CAPSULE_PING, ping, 8);
-    expect_packet(&d, 2, CAPSULE_SIGNAL, s1, sizeof(s1));
-    decoded_free(&d);
-    sendq_finish(&u, 0, 0, NULL);
-    cr_expect_eq(sendq_push_ping(&u, ping), SENDQ_ENDED);
-    sendq_dispose(&u);
-}
-
 /* A resumed session starts a new body: the capsule cut by the old stream is
  * not continued, the finish is undone, and queued packets go out whole. */
 Test(sendq, restart_begins_a_clean_body_and_keeps_the_queue)
