@@ -1,28 +1,23 @@
 /*
  * etcd.c — the tenant table read and watched from etcd v3 (see etcd.h).
  *
- * HTTP is libcurl's (the easy interface for the blocking read at start, the
- * multi interface on the libev loop afterwards: CURLMOPT_SOCKETFUNCTION and
- * CURLMOPT_TIMERFUNCTION, as curl's docs/examples/evhiperfifo.c does), JSON
- * is gateway/json.c's yajl-built tree. etcd's JSON gateway encodes keys and
+ * HTTP goes through etcd_client.c (libcurl on the libev loop), JSON is
+ * gateway/json.c's yajl-built tree. etcd's JSON gateway encodes keys and
  * values in base64 and 64-bit integers as strings.
  */
 #include "etcd.h"
 
-#include <curl/curl.h>
 #include <errno.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "etcd_client.h"
 #include "json.h"
 #include "log.h"
 
 #define ETCD_FILE_MAX (1024u * 1024u)   /* the config file, as config.c */
 #define ETCD_KEYS_MAX 10000u            /* tenants under the prefix */
-#define ETCD_BODY_MAX (64u * 1024u * 1024u) /* one range response or one watch line */
-#define ETCD_CONNECT_MS 2000L
 #define ETCD_RANGE_MS 5000L
 #define ETCD_BACKOFF_MIN_MS 100u
 #define ETCD_BACKOFF_MAX_MS 5000u
@@ -34,13 +29,6 @@ typedef struct etcd_kv {
     size_t vlen;
 } etcd_kv_t;
 
-enum etcd_req { REQ_NONE, REQ_RANGE, REQ_WATCH };
-
-typedef struct etcd_sock {
-    ev_io io;
-    etcd_store_t *owner;
-} etcd_sock_t;
-
 struct etcd_store {
     char *base;          /* the config file's text */
     size_t base_len;
@@ -51,19 +39,12 @@ struct etcd_store {
     etcd_kv_t *kvs;      /* sorted by key */
     size_t nkv;
     int64_t revision;
-    size_t ep;           /* endpoint in use */
 
+    etcd_client_t *client;
     struct ev_loop *loop;
     etcd_apply_fn apply;
     void *ud;
-    CURLM *multi;
-    CURL *easy;
-    enum etcd_req req;
-    char *buf;           /* response bytes not yet used */
-    size_t blen, bcap;
-    int abort_watch;     /* a watch message asked for a re-read */
-    char errbuf[CURL_ERROR_SIZE];
-    ev_timer curl_timer;
+    etcd_call_t *call;   /* the range read or the watch in flight */
     ev_timer retry;
     uint32_t backoff_ms;
     int unreachable;     /* the last attempt failed (logged once per change) */
@@ -72,50 +53,9 @@ struct etcd_store {
 /* ------------------------------------------------------------------------ */
 /* Helpers                                                                   */
 
-static char *b64_encode(const void *p, size_t len)
-{
-    char *out = malloc(4 * ((len + 2) / 3) + 1);
-    if (out)
-        EVP_EncodeBlock((unsigned char *)out, p, (int)len);
-    return out;
-}
-
-/* Decodes standard base64 into a NUL-terminated buffer; NULL when invalid. */
-static char *b64_decode(const char *s, size_t len, size_t *outlen)
-{
-    if (len % 4 || len > ETCD_BODY_MAX)
-        return NULL;
-    char *out = malloc(len / 4 * 3 + 1);
-    if (!out)
-        return NULL;
-    int n = len ? EVP_DecodeBlock((unsigned char *)out, (const unsigned char *)s, (int)len) : 0;
-    if (n < 0) {
-        free(out);
-        return NULL;
-    }
-    size_t pad = (len && s[len - 1] == '=') + (len > 1 && s[len - 2] == '=');
-    *outlen = (size_t)n - pad;
-    out[*outlen] = '\0';
-    return out;
-}
-
 static const json_t *jget(const json_t *obj, const char *key)
 {
-    if (!obj || obj->type != JSON_OBJECT)
-        return NULL;
-    size_t klen = strlen(key);
-    for (size_t i = 0; i < obj->n; i++)
-        if (obj->members[i].klen == klen && !memcmp(obj->members[i].key, key, klen))
-            return obj->members[i].val;
-    return NULL;
-}
-
-/* etcd's int64 fields are JSON strings ("revision":"12"); absent is 0. */
-static int64_t jint(const json_t *v)
-{
-    if (!v || (v->type != JSON_STRING && v->type != JSON_NUMBER))
-        return 0;
-    return strtoll(v->str, NULL, 10);
+    return obj && obj->type == JSON_OBJECT ? json_get(obj, key) : NULL;
 }
 
 static void kvs_clear(etcd_kv_t *kvs, size_t n)
@@ -153,8 +93,8 @@ static int kv_apply(etcd_store_t *s, const json_t *kv, int del)
     size_t klen, vlen = 0;
     if (!k || k->type != JSON_STRING)
         return -1;
-    char *key = b64_decode(k->str, k->len, &klen);
-    char *val = del ? NULL : v && v->type == JSON_STRING ? b64_decode(v->str, v->len, &vlen)
+    char *key = etcd_b64_decode(k->str, k->len, &klen);
+    char *val = del ? NULL : v && v->type == JSON_STRING ? etcd_b64_decode(v->str, v->len, &vlen)
                                                           : calloc(1, 1);
     if (!key || (!del && !val) || memchr(key, '\0', klen)) {
         free(key);
@@ -250,42 +190,7 @@ static int file_read(const char *path, char **text, size_t *len, char **dir, cha
 }
 
 /* ------------------------------------------------------------------------ */
-/* Requests                                                                  */
-
-static size_t on_write(char *p, size_t size, size_t n, void *ud);
-
-/* An easy handle for POST <endpoint><path> with body. */
-static CURL *request_new(etcd_store_t *s, const char *path, const char *body, long timeout_ms)
-{
-    char url[1024];
-    snprintf(url, sizeof url, "%s%s", s->cfg->store.endpoints[s->ep], path);
-    CURL *e = curl_easy_init();
-    if (!e)
-        return NULL;
-    s->blen = 0;
-    s->errbuf[0] = '\0';
-    int bad = 0;
-    bad |= curl_easy_setopt(e, CURLOPT_URL, url) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, body) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_NOPROXY, "*") != CURLE_OK; /* etcd is local to the fleet */
-    bad |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, ETCD_CONNECT_MS) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms) != CURLE_OK;
-    /* A watch is silent while nothing changes: TCP keepalive notices a
-     * vanished etcd host. */
-    bad |= curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_TCP_KEEPIDLE, 5L) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_TCP_KEEPINTVL, 2L) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_FAILONERROR, 1L) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, s->errbuf) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_WRITEDATA, s) != CURLE_OK;
-    if (bad) {
-        curl_easy_cleanup(e);
-        return NULL;
-    }
-    return e;
-}
+/* The range read and the watch on the loop                                  */
 
 /* Handles one watch message (a line). Returns 0, 1 when the table changed,
  * or -1 when the watch must be re-established (canceled, compacted, error). */
@@ -302,9 +207,9 @@ static int watch_message(etcd_store_t *s, const char *line, size_t len)
     }
     const json_t *canceled = jget(res, "canceled");
     if ((canceled && canceled->type == JSON_BOOL && canceled->boolean) ||
-        jint(jget(res, "compact_revision")) > 0) {
+        etcd_json_int(jget(res, "compact_revision")) > 0) {
         log_msg(LOG_WARN, "etcd watch canceled (compacted to revision %lld): re-reading",
-                (long long)jint(jget(res, "compact_revision")));
+                (long long)etcd_json_int(jget(res, "compact_revision")));
         json_free(root);
         return -1;
     }
@@ -321,7 +226,7 @@ static int watch_message(etcd_store_t *s, const char *line, size_t len)
         }
         changed = 1;
     }
-    int64_t rev = jint(jget(jget(res, "header"), "revision"));
+    int64_t rev = etcd_json_int(jget(jget(res, "header"), "revision"));
     if (rev > s->revision)
         s->revision = rev;
     json_free(root);
@@ -350,58 +255,13 @@ static void snapshot_apply(etcd_store_t *s)
     config_unref(cfg);
 }
 
-static size_t on_write(char *p, size_t size, size_t n, void *ud)
-{
-    etcd_store_t *s = ud;
-    size_t len = size * n;
-    if (s->blen + len > ETCD_BODY_MAX)
-        return 0; /* CURLE_WRITE_ERROR: a re-read follows */
-    if (s->blen + len > s->bcap) {
-        size_t cap = s->bcap ? s->bcap : 4096;
-        while (cap < s->blen + len)
-            cap *= 2;
-        char *grown = realloc(s->buf, cap);
-        if (!grown)
-            return 0;
-        s->buf = grown;
-        s->bcap = cap;
-    }
-    memcpy(s->buf + s->blen, p, len);
-    s->blen += len;
-    if (s->req != REQ_WATCH)
-        return len;
-    /* One JSON object per line (the gateway's stream delimiter). */
-    int changed = 0;
-    char *nl;
-    while ((nl = memchr(s->buf, '\n', s->blen)) != NULL) {
-        size_t line = (size_t)(nl - s->buf);
-        int rc = watch_message(s, s->buf, line);
-        memmove(s->buf, nl + 1, s->blen - line - 1);
-        s->blen -= line + 1;
-        if (rc < 0) {
-            s->abort_watch = 1;
-            break;
-        }
-        changed |= rc;
-        if (s->unreachable) {
-            s->unreachable = 0;
-            s->backoff_ms = 0;
-            log_msg(LOG_INFO, "etcd %s: watching again from revision %lld",
-                    s->cfg->store.endpoints[s->ep], (long long)s->revision);
-        }
-    }
-    if (changed)
-        snapshot_apply(s);
-    return s->abort_watch ? 0 : len;
-}
-
 /* Parses a range response into a fresh table. Returns 0 or -1 with err. */
-static int range_parse(etcd_store_t *s, char *err, size_t errlen)
+static int range_parse(etcd_store_t *s, const char *body, size_t len, char *err, size_t errlen)
 {
     char msg[256];
-    json_t *root = json_parse(s->buf ? s->buf : "", s->blen, msg, sizeof msg);
+    json_t *root = json_parse(body, len, msg, sizeof msg);
     const json_t *kvs = jget(root, "kvs");
-    int64_t rev = jint(jget(jget(root, "header"), "revision"));
+    int64_t rev = etcd_json_int(jget(jget(root, "header"), "revision"));
     if (!root || rev <= 0 || (kvs && kvs->type != JSON_ARRAY)) {
         snprintf(err, errlen, "unexpected range response (%s)", root ? "no revision" : msg);
         json_free(root);
@@ -428,21 +288,20 @@ static int range_parse(etcd_store_t *s, char *err, size_t errlen)
     return 0;
 }
 
-/* ------------------------------------------------------------------------ */
-/* The multi interface on libev                                              */
-
-static void request_begin(etcd_store_t *s, enum etcd_req req);
+static void range_begin(etcd_store_t *s);
+static void watch_begin(etcd_store_t *s);
 
 static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    request_begin(w->data, REQ_RANGE);
+    range_begin(w->data);
 }
 
 /* A range or a watch failed or ended: log the change of state once, try the
  * next endpoint after a back-off. */
 static void request_failed(etcd_store_t *s, const char *what)
 {
-    const char *ep = s->cfg->store.endpoints[s->ep];
+    s->call = NULL;
+    const char *ep = etcd_client_endpoint(s->client);
     if (!s->unreachable)
         log_msg(LOG_WARN,
                 "etcd %s: %s; serving with the last tenant table (revision %lld), retrying",
@@ -450,7 +309,7 @@ static void request_failed(etcd_store_t *s, const char *what)
     else
         log_msg(LOG_DEBUG, "etcd %s: %s", ep, what);
     s->unreachable = 1;
-    s->ep = (s->ep + 1) % s->cfg->store.nendpoints;
+    etcd_client_failover(s->client);
     s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : ETCD_BACKOFF_MIN_MS;
     if (s->backoff_ms > ETCD_BACKOFF_MAX_MS)
         s->backoff_ms = ETCD_BACKOFF_MAX_MS;
@@ -458,131 +317,73 @@ static void request_failed(etcd_store_t *s, const char *what)
     ev_timer_start(s->loop, &s->retry);
 }
 
-static void request_done(etcd_store_t *s, CURLcode rc)
+static int on_watch_line(void *ud, const char *line, size_t len)
 {
-    enum etcd_req req = s->req;
-    curl_multi_remove_handle(s->multi, s->easy);
-    curl_easy_cleanup(s->easy);
-    s->easy = NULL;
-    s->req = REQ_NONE;
-    char what[CURL_ERROR_SIZE + 64];
-    if (req == REQ_WATCH) {
-        snprintf(what, sizeof what, "watch lost (%s)",
-                 s->abort_watch ? "re-read asked" : rc == CURLE_OK ? "etcd closed it"
-                 : s->errbuf[0]                                    ? s->errbuf
-                                                                   : curl_easy_strerror(rc));
-        s->abort_watch = 0;
-        request_failed(s, what);
-        return;
+    etcd_store_t *s = ud;
+    int rc = watch_message(s, line, len);
+    if (rc < 0)
+        return -1;
+    if (s->unreachable) {
+        s->unreachable = 0;
+        s->backoff_ms = 0;
+        log_msg(LOG_INFO, "etcd %s: watching again from revision %lld",
+                etcd_client_endpoint(s->client), (long long)s->revision);
     }
-    char err[256];
+    if (rc > 0)
+        snapshot_apply(s);
+    return 0;
+}
+
+static void on_watch_done(void *ud, int status, const char *body, size_t len, const char *err)
+{
+    char what[512];
+    snprintf(what, sizeof what, "watch lost (%s)", status == 0 ? "etcd closed it" : err);
+    request_failed(ud, what);
+}
+
+static void watch_begin(etcd_store_t *s)
+{
+    char body[1024];
+    snprintf(body, sizeof body,
+             "{\"create_request\":{\"key\":\"%s\",\"range_end\":\"%s\","
+             "\"start_revision\":\"%lld\"}}",
+             s->key_b64, s->end_b64, (long long)s->revision + 1);
+    s->call = etcd_stream(s->client, "/v3/watch", body, on_watch_line, on_watch_done, s);
+    if (!s->call)
+        request_failed(s, "cannot set up the watch (out of memory?)");
+}
+
+static void on_range_done(void *ud, int status, const char *body, size_t len, const char *err)
+{
+    etcd_store_t *s = ud;
+    char why[512];
     int64_t before = s->revision;
-    if (rc != CURLE_OK) {
-        snprintf(what, sizeof what, "range read failed (%s)",
-                 s->errbuf[0] ? s->errbuf : curl_easy_strerror(rc));
-        request_failed(s, what);
+    s->call = NULL;
+    if (status < 0) {
+        snprintf(why, sizeof why, "range read failed (%s)", err);
+        request_failed(s, why);
         return;
     }
-    if (range_parse(s, err, sizeof err) < 0) {
-        request_failed(s, err);
+    if (range_parse(s, body, len, why, sizeof why) < 0) {
+        request_failed(s, why);
         return;
     }
     if (s->unreachable)
         log_msg(LOG_INFO, "etcd %s: reachable again, revision %lld read",
-                s->cfg->store.endpoints[s->ep], (long long)s->revision);
+                etcd_client_endpoint(s->client), (long long)s->revision);
     s->unreachable = 0;
     s->backoff_ms = 0;
     if (s->revision != before) /* the same revision is the same table */
         snapshot_apply(s);
-    request_begin(s, REQ_WATCH);
+    watch_begin(s);
 }
 
-static void drive(etcd_store_t *s, curl_socket_t fd, int mask)
+static void range_begin(etcd_store_t *s)
 {
-    int running = 0;
-    curl_multi_socket_action(s->multi, fd, mask, &running);
-    CURLMsg *m;
-    int left;
-    while ((m = curl_multi_info_read(s->multi, &left)) != NULL)
-        if (m->msg == CURLMSG_DONE && m->easy_handle == s->easy) {
-            request_done(s, m->data.result);
-            break; /* request_done may have started another request */
-        }
-}
-
-static void on_sock_io(struct ev_loop *loop, ev_io *w, int revents)
-{
-    etcd_sock_t *k = w->data;
-    drive(k->owner, w->fd,
-          ((revents & EV_READ) ? CURL_CSELECT_IN : 0) | ((revents & EV_WRITE) ? CURL_CSELECT_OUT : 0));
-}
-
-static void on_curl_timer(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    drive(w->data, CURL_SOCKET_TIMEOUT, 0);
-}
-
-/* CURLMOPT_SOCKETFUNCTION: one ev_io per socket curl uses. */
-static int on_socket(CURL *e, curl_socket_t fd, int what, void *userp, void *socketp)
-{
-    etcd_store_t *s = userp;
-    etcd_sock_t *k = socketp;
-    if (what == CURL_POLL_REMOVE) {
-        if (k) {
-            ev_io_stop(s->loop, &k->io);
-            free(k);
-            curl_multi_assign(s->multi, fd, NULL);
-        }
-        return 0;
-    }
-    if (!k) {
-        k = calloc(1, sizeof *k);
-        if (!k)
-            return -1;
-        k->owner = s;
-        ev_init(&k->io, on_sock_io);
-        k->io.data = k;
-        curl_multi_assign(s->multi, fd, k);
-    }
-    ev_io_stop(s->loop, &k->io);
-    ev_io_set(&k->io, fd, ((what & CURL_POLL_IN) ? EV_READ : 0) |
-                              ((what & CURL_POLL_OUT) ? EV_WRITE : 0));
-    ev_io_start(s->loop, &k->io);
-    return 0;
-}
-
-/* CURLMOPT_TIMERFUNCTION: -1 stops the timer. */
-static int on_timer_set(CURLM *multi, long timeout_ms, void *userp)
-{
-    etcd_store_t *s = userp;
-    ev_timer_stop(s->loop, &s->curl_timer);
-    if (timeout_ms >= 0) {
-        ev_timer_set(&s->curl_timer, timeout_ms / 1000.0, 0.);
-        ev_timer_start(s->loop, &s->curl_timer);
-    }
-    return 0;
-}
-
-static void request_begin(etcd_store_t *s, enum etcd_req req)
-{
-    char body[1024];
-    if (req == REQ_RANGE)
-        snprintf(body, sizeof body, "%s", s->range_body);
-    else
-        snprintf(body, sizeof body,
-                 "{\"create_request\":{\"key\":\"%s\",\"range_end\":\"%s\","
-                 "\"start_revision\":\"%lld\"}}",
-                 s->key_b64, s->end_b64, (long long)s->revision + 1);
-    s->req = req;
-    s->easy = request_new(s, req == REQ_RANGE ? "/v3/kv/range" : "/v3/watch", body,
-                          req == REQ_RANGE ? ETCD_RANGE_MS : 0L);
-    if (!s->easy || curl_multi_add_handle(s->multi, s->easy) != CURLM_OK) {
-        if (s->easy)
-            curl_easy_cleanup(s->easy);
-        s->easy = NULL;
-        s->req = REQ_NONE;
-        request_failed(s, "cannot set up a request (out of memory?)");
-    }
+    s->call = etcd_call(s->client, "/v3/kv/range", s->range_body, ETCD_RANGE_MS,
+                        on_range_done, s);
+    if (!s->call)
+        request_failed(s, "cannot set up the range read (out of memory?)");
 }
 
 /* ------------------------------------------------------------------------ */
@@ -593,13 +394,6 @@ etcd_store_t *etcd_store_open(const char *config_path, const config_t *base, con
 {
     *out = NULL;
     *code = 2;
-    static int curl_ready;
-    if (!curl_ready && curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        snprintf(err, errlen, "libcurl cannot be initialised");
-        *code = 1;
-        return NULL;
-    }
-    curl_ready = 1;
     etcd_store_t *s = calloc(1, sizeof *s);
     if (!s) {
         snprintf(err, errlen, "out of memory");
@@ -608,43 +402,38 @@ etcd_store_t *etcd_store_open(const char *config_path, const config_t *base, con
     s->cfg = config_ref((config_t *)base);
     if (file_read(config_path, &s->base, &s->base_len, &s->base_dir, err, errlen) < 0)
         goto fail;
-    /* range_end: the prefix with its last byte + 1 (etcd's "keys with this
-     * prefix"); a prefix of only 0xff bytes means every key from it on. */
     const char *prefix = base->store.prefix;
-    size_t plen = strlen(prefix);
-    char end[ETCD_LABEL_MAX];
-    memcpy(end, prefix, plen);
-    size_t elen = plen;
-    while (elen > 0 && (unsigned char)end[elen - 1] == 0xff)
-        elen--;
-    if (elen > 0)
-        end[elen - 1]++;
-    s->key_b64 = b64_encode(prefix, plen);
-    s->end_b64 = elen ? b64_encode(end, elen) : b64_encode("", 1);
-    size_t blen = 64 + 2 * (s->key_b64 ? strlen(s->key_b64) : 0) +
+    s->client = etcd_client_new((const char *const *)base->store.endpoints,
+                                base->store.nendpoints);
+    s->key_b64 = etcd_b64_encode(prefix, strlen(prefix));
+    s->end_b64 = etcd_prefix_end_b64(prefix);
+    size_t blen = 64 + (s->key_b64 ? strlen(s->key_b64) : 0) +
                   (s->end_b64 ? strlen(s->end_b64) : 0);
     s->range_body = malloc(blen);
-    if (!s->key_b64 || !s->end_b64 || !s->range_body) {
-        snprintf(err, errlen, "out of memory");
+    if (!s->client || !s->key_b64 || !s->end_b64 || !s->range_body) {
+        snprintf(err, errlen, "out of memory (or libcurl cannot start)");
+        *code = 1;
         goto fail;
     }
     snprintf(s->range_body, blen, "{\"key\":\"%s\",\"range_end\":\"%s\"}", s->key_b64,
              s->end_b64);
 
     /* The first read blocks: there is nothing to serve before it. */
-    char why[CURL_ERROR_SIZE + 64] = "";
-    for (s->ep = 0; s->ep < base->store.nendpoints; s->ep++) {
-        CURL *e = request_new(s, "/v3/kv/range", s->range_body, ETCD_RANGE_MS);
-        CURLcode rc = e ? curl_easy_perform(e) : CURLE_OUT_OF_MEMORY;
-        if (e)
-            curl_easy_cleanup(e);
-        if (rc == CURLE_OK && range_parse(s, why, sizeof why) == 0)
-            break;
-        if (rc != CURLE_OK)
-            snprintf(why, sizeof why, "%s", s->errbuf[0] ? s->errbuf : curl_easy_strerror(rc));
-        log_msg(LOG_WARN, "etcd %s: %s", base->store.endpoints[s->ep], why);
+    char why[512] = "";
+    size_t tried = 0;
+    for (; tried < base->store.nendpoints; tried++, etcd_client_failover(s->client)) {
+        char *body;
+        size_t len;
+        if (etcd_client_perform(s->client, "/v3/kv/range", s->range_body, ETCD_RANGE_MS,
+                                &body, &len, why, sizeof why) == 0) {
+            int rc = range_parse(s, body, len, why, sizeof why);
+            free(body);
+            if (rc == 0)
+                break;
+        }
+        log_msg(LOG_WARN, "etcd %s: %s", etcd_client_endpoint(s->client), why);
     }
-    if (s->ep == base->store.nendpoints) {
+    if (tried == base->store.nendpoints) {
         snprintf(err, errlen, "etcd: cannot read the tenants under %s from any endpoint (%s%s): %s",
                  prefix, base->store.endpoints[0], base->store.nendpoints > 1 ? ", ..." : "",
                  why);
@@ -660,7 +449,7 @@ etcd_store_t *etcd_store_open(const char *config_path, const config_t *base, con
     config_unref(s->cfg);
     s->cfg = config_ref(*out);
     log_msg(LOG_INFO, "etcd %s: revision %lld read: %zu tenants under %s",
-            base->store.endpoints[s->ep], (long long)s->revision, (*out)->ntenants, prefix);
+            etcd_client_endpoint(s->client), (long long)s->revision, (*out)->ntenants, prefix);
     return s;
 fail:
     etcd_store_free(s);
@@ -673,20 +462,13 @@ int etcd_store_start(etcd_store_t *s, struct ev_loop *loop, etcd_apply_fn apply,
     s->loop = loop;
     s->apply = apply;
     s->ud = ud;
-    s->multi = curl_multi_init();
-    if (!s->multi) {
+    if (etcd_client_attach(s->client, loop) < 0) {
         snprintf(err, errlen, "libcurl: cannot create a multi handle");
         return -1;
     }
-    ev_init(&s->curl_timer, on_curl_timer);
-    s->curl_timer.data = s;
     ev_init(&s->retry, on_retry);
     s->retry.data = s;
-    curl_multi_setopt(s->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-    curl_multi_setopt(s->multi, CURLMOPT_SOCKETDATA, s);
-    curl_multi_setopt(s->multi, CURLMOPT_TIMERFUNCTION, on_timer_set);
-    curl_multi_setopt(s->multi, CURLMOPT_TIMERDATA, s);
-    request_begin(s, REQ_WATCH);
+    watch_begin(s);
     return 0;
 }
 
@@ -741,15 +523,9 @@ void etcd_store_free(etcd_store_t *s)
 {
     if (!s)
         return;
-    if (s->multi) {
-        if (s->easy) {
-            curl_multi_remove_handle(s->multi, s->easy); /* closes its sockets: on_socket */
-            curl_easy_cleanup(s->easy);
-        }
-        curl_multi_cleanup(s->multi);
-        ev_timer_stop(s->loop, &s->curl_timer);
+    if (s->loop)
         ev_timer_stop(s->loop, &s->retry);
-    }
+    etcd_client_free(s->client); /* cancels the watch or range read */
     kvs_clear(s->kvs, s->nkv);
     config_unref(s->cfg);
     free(s->base);
@@ -757,6 +533,5 @@ void etcd_store_free(etcd_store_t *s)
     free(s->range_body);
     free(s->key_b64);
     free(s->end_b64);
-    free(s->buf);
     free(s);
 }
