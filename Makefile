@@ -4,7 +4,8 @@
 #   make run        run sluiced on conf/sluiced.json with $(BUILD)/dev's certificate
 #   make test       run every test, then again under ASan + UBSan
 #   make demo       shim -> gateway -> echo round trip with RTT and loss
-#   make bench      measure sluiced (memory per idle connection and tunnel); report in $(BUILD)/bench
+#   make bench      measure sluiced (memory per idle connection and tunnel, accuracy of the
+#                   tenant limits, tenant isolation); reports in $(BUILD)/bench
 #
 # Fresh machine: `sh .ci/bootstrap make test` installs the Debian packages first.
 
@@ -130,8 +131,10 @@ demo: all $(DEVCERT)
 	$(DEMO) --build $(BUILD)
 
 # Benchmarks: numbers in a report, never assertions in the test suite.
-# `make bench` measures sluiced's memory per idle connection and tunnel and
-# writes $(BUILD)/bench/report.txt.
+# `make bench` measures sluiced's memory per idle connection and tunnel
+# ($(BUILD)/bench/report.txt), then the accuracy of each tenant limit and one
+# tenant's latency while another floods ($(BUILD)/bench/limits.md, about 25 s;
+# docs/benchmarks.md).
 BENCH_SRC := $(wildcard tests/bench/*.c)
 BENCHES   := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 .PHONY: bench
@@ -140,6 +143,7 @@ $(BUILD)/bench/%: $(call obj,tests/bench/%.c) $(LIB_SUPPORT) $(LIB_SHIM) $(LIB_P
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 bench: all $(BENCHES) $(DEVCERT)
 	$(BUILD)/bench/bench_mem --build $(BUILD) --out $(BUILD)/bench/report.txt
+	$(BUILD)/bench/bench_limits --build $(BUILD) --out $(BUILD)/bench/limits.md
 
 # The suite runs twice: a plain -O2 build, then an ASan + UBSan build in which
 # any error or leak fails the run (skipped when the plain run fails). Each run
