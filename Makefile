@@ -17,7 +17,7 @@ WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wpointer-arith -Wformat=2 -Wno-unused-parameter -Werror
 CFLAGS  ?= -O2 -g
 override CFLAGS += -std=c11 -D_GNU_SOURCE -fno-strict-aliasing $(WARN) -MMD -MP
-LDLIBS  := -lssl -lcrypto -lnghttp2 -lev -lyajl -lcurl -lpacparser -lmicrohttpd -lm
+LDLIBS  := -lssl -lcrypto -lnghttp2 -lev -lyajl -lcurl -lpacparser -lmicrohttpd -lsystemd -lm
 
 ifeq ($(SAN),1)
 override CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
