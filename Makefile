@@ -87,7 +87,8 @@ $(BUILD)/tests/common/%: $(call obj,tests/common/%.c $(COMMON_SRC)) $(LIB_PROTO)
 	@mkdir -p $(@D)
 	$(TEST_LINK)
 # The etcd store and client tests run a real etcd (tests/support/ts_etcd.c).
-$(BUILD)/tests/gateway/test_etcd%: $(call obj,tests/gateway/test_etcd%.c) $(LIB_SUPPORT) $(LIB_GW) $(LIB_PROTO)
+ETCD_GW_TESTS := $(BUILD)/tests/gateway/test_etcd $(BUILD)/tests/gateway/test_etcd_client
+$(ETCD_GW_TESTS): $(BUILD)/tests/gateway/%: $(call obj,tests/gateway/%.c) $(LIB_SUPPORT) $(LIB_GW) $(LIB_PROTO)
 	@mkdir -p $(@D)
 	$(TEST_LINK)
 $(BUILD)/tests/gateway/%: $(call obj,tests/gateway/%.c) $(LIB_GW) $(LIB_PROTO)

@@ -248,8 +248,12 @@ static int watch_message(etcd_store_t *s, const char *line, size_t len)
         }
         changed = 1;
     }
+    /* Only a message with events says that everything up to its revision
+     * has been delivered: the "created" answer carries etcd's current
+     * revision while the events since start_revision are still to come. An
+     * admin write waits for its revision here (writes_settle). */
     int64_t rev = etcd_json_int(jget(jget(res, "header"), "revision"));
-    if (rev > s->revision)
+    if (changed && rev > s->revision)
         s->revision = rev;
     json_free(root);
     return rc < 0 ? -1 : changed;
