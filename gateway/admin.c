@@ -335,8 +335,9 @@ static void on_written(void *arg, int status, uint64_t revision, const char *wer
              * revision (every gateway applies it the same way), or after
              * its bounded wait: nothing to apply here. */
             applied = a->_srv->cfg->tenants_revision >= revision;
-            snprintf(err, sizeof err, "not applied here within 2 s (the watch applies it when "
-                                      "it arrives; see the log)");
+            snprintf(err, sizeof err, "not in force here: the watch did not apply it within "
+                                      "2 s (it will when it gets it) or refused the table (see "
+                                      "the log)");
         } else {
             char *doc = NULL;
             size_t len = 0;

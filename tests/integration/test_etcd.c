@@ -139,8 +139,9 @@ static int64_t wait_applied(int64_t rev, int64_t t0, const char *what)
     }
     for (size_t i = 0; i < 2; i++) {
         cr_assert(done[i], "gateway %zu did not log \"%s\" (%s)", i, needle, what);
-        fprintf(stderr, "test_etcd: %s: gateway %zu applied revision %lld %lld ms after the PUT\n",
-                what, i, (long long)rev, (long long)at[i]);
+        fprintf(stderr,
+                "test_etcd: %s: gateway %zu applied revision %lld %lld ms after the write\n", what,
+                i, (long long)rev, (long long)at[i]);
         if (at[i] > worst)
             worst = at[i];
     }
