@@ -332,9 +332,9 @@ int main(int argc, char **argv)
             (unsigned long long)fd_before);
     /* The file tenant store and the admin API (docs/admin.md): started at
      * start-up only; a reload changes tokens and tenants, not the admin
-     * address. With etcd tenants the admin API has no store: it reads them
-     * from the snapshot and refuses writes (409). */
-    store_t *store = NULL;
+     * address. With etcd tenants the admin API writes through the etcd
+     * store (owned by etcd: store_free on it does nothing). */
+    store_t *store = etcd ? etcd_store_admin(etcd) : NULL;
     admin_t admin = {0};
     if (srv.cfg->store.type == CFG_STORE_FILE && !(store = store_file_new(srv.cfg->store.path))) {
         fprintf(stderr, "sluiced: out of memory\n");
