@@ -437,6 +437,7 @@ conn_t *conn_new_memory(struct server *srv)
 
 int conn_feed(conn_t *c, const uint8_t *data, size_t len)
 {
+    c->srv->env.rx_ns = compat_mono_ns();
     ssize_t rv = nghttp2_session_mem_recv(c->h2, data, len);
     return rv < 0 ? (int)rv : 0;
 }
@@ -660,6 +661,7 @@ static int conn_read(conn_t *c)
             }
         }
         c->last_rx = now;
+        c->srv->env.rx_ns = compat_mono_ns(); /* when this record left the kernel */
         ssize_t rv = nghttp2_session_mem_recv(c->h2, buf, (size_t)n);
         if (rv < 0) {
             conn_log(c, "HTTP/2 error: %s", nghttp2_strerror((int)rv));

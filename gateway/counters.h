@@ -2,13 +2,15 @@
  * counters.h — packet, byte and drop counters, per tunnel and per server.
  *
  * Every packet the gateway does not deliver is counted under exactly one
- * reason. The metrics endpoint (a later issue) exposes server_counters_t; a
- * tunnel's own counters are logged when it closes.
+ * reason. /metrics (metrics.c) exposes server_counters_t and the per-tenant
+ * totals (stats.h); a tunnel's own counters are logged when it closes.
  */
 #ifndef SLUICE_COUNTERS_H
 #define SLUICE_COUNTERS_H
 
 #include <stdint.h>
+
+#include "prom.h"
 
 enum drop_reason {
     DROP_MEDIA_EVICTED = 0, /* downlink media evicted (drop-oldest) for a newer packet */
@@ -67,6 +69,12 @@ typedef struct server_counters {
     uint64_t sessions_taken_over;  /* attached tunnels moved to a new stream by a resume */
     uint64_t sessions_expired;     /* parked tunnels closed at the end of their grace period */
     tunnel_counters_t tunnel;      /* sums over all tunnels, live and closed */
+    prom_hist_t up_residence;      /* read from the client to sent to the backend */
+    prom_hist_t down_residence;    /* received from the backend to written to the stream */
+    prom_hist_t rtt;               /* client RTT from PING/PONG capsules */
 } server_counters_t;
+
+/* Bucket bounds of the histograms above (metrics.c). */
+extern const prom_bounds_t counters_residence_bounds, counters_rtt_bounds;
 
 #endif
