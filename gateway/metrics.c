@@ -88,22 +88,21 @@ static void render_conns(prom_buf_t *b, const server_counters_t *c)
     prom_label_t l[] = {{"reason", "max_connections"}};
     prom_u64(b, "sluice_connections_refused_total", l, 1,
              c->conns_refused > by_source ? c->conns_refused - by_source : 0);
-    counter(b, "sluice_tls_handshake_failures_total", "TLS handshakes failed or timed out.",
-            c->tls_failures);
-    prom_family(b, "sluice_connections_cut_total", PROM_COUNTER,
-                "Connections the gateway ended for cause, by reason.");
-    const struct {
-        const char *reason;
-        uint64_t v;
-    } cut[] = {
-        {"calm", c->conns_calmed},          {"auth_failures", c->auth_goaways},
-        {"write_stall", c->write_stalls},   {"ping_timeout", c->ping_timeouts},
-        {"header_overflow", c->header_overflows},
-    };
-    for (size_t i = 0; i < sizeof cut / sizeof *cut; i++) {
-        prom_label_t k[] = {{"reason", cut[i].reason}};
-        prom_u64(b, "sluice_connections_cut_total", k, 1, cut[i].v);
+    prom_family(b, "sluice_tls_handshake_failures_total", PROM_COUNTER,
+                "TLS handshakes that failed or timed out, by reason.");
+    for (int f = 0; f < TLS_FAIL_COUNT; f++) {
+        prom_label_t k[] = {{"reason", tls_fail_name((enum tls_fail)f)}};
+        prom_u64(b, "sluice_tls_handshake_failures_total", k, 1, c->tls_failures_by[f]);
     }
+    prom_family(b, "sluice_connections_closed_total", PROM_COUNTER,
+                "Client connections ended, by the first cause (docs/operations.md lists "
+                "them).");
+    for (int e = 0; e < CONN_END_COUNT; e++) {
+        prom_label_t k[] = {{"reason", conn_end_name((enum conn_end)e)}};
+        prom_u64(b, "sluice_connections_closed_total", k, 1, c->conns_closed[e]);
+    }
+    counter(b, "sluice_header_overflows_total",
+            "Header blocks over the advertised list size or field count.", c->header_overflows);
     counter(b, "sluice_protocol_errors_total", "Tunnels reset for a capsule protocol error.",
             c->protocol_errors);
 }

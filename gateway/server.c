@@ -450,7 +450,7 @@ void server_drain(server_t *s)
         if (c->state == CONN_H2)
             conn_drain(c);
         else
-            conn_close(c); /* still in the TLS handshake: nothing to say goodbye on */
+            conn_close(c, CONN_END_SHUTDOWN); /* in the TLS handshake: nothing to say goodbye on */
     }
     if (list_empty(&s->conns)) {
         ev_break(s->loop, EVBREAK_ALL);
