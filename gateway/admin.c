@@ -13,6 +13,9 @@
 #include "etcd.h"
 #include "json.h"
 #include "log.h"
+#include "metrics.h"
+
+#define METRICS_PAGE_MAX (16u * 1024u * 1024u) /* bytes; a page is KiBs per tenant */
 
 /* One request: its body, and the state of a write waiting for the store. */
 typedef struct admin_req {
@@ -69,12 +72,81 @@ static char *error_text(const char *msg, int with_rev, uint64_t rev)
     return out;
 }
 
+/* A plain-text answer; text is copied, or taken over (malloc'd) with own. */
+static enum MHD_Result send_text(struct MHD_Connection *conn, unsigned status, char *text,
+                                 size_t len, int own, const char *type)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(
+        len, text, own ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_MUST_COPY);
+    if (!r) {
+        if (own)
+            free(text);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", type);
+    MHD_add_response_header(r, "Cache-Control", "no-store");
+    enum MHD_Result rc = MHD_queue_response(conn, status, r);
+    MHD_destroy_response(r);
+    return rc;
+}
+
 static enum MHD_Result send_error(struct MHD_Connection *conn, unsigned status, const char *msg)
 {
     char *t = error_text(msg, 0, 0);
     enum MHD_Result rc = t ? send_json(conn, status, t, strlen(t)) : MHD_NO;
     free(t);
     return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The operators' endpoints: /metrics, /healthz, /readyz                     */
+
+#define TEXT_PLAIN "text/plain; charset=utf-8"
+
+static enum MHD_Result get_metrics(admin_t *a, struct MHD_Connection *conn)
+{
+    metrics_info_t info = {.version = "unknown", .store_type = "inline", .store_up = 1};
+    if (a->_info)
+        a->_info(a->_info_ud, &info);
+    prom_buf_t b = {.max = METRICS_PAGE_MAX};
+    if (metrics_render(a->_srv, &info, &b) < 0) {
+        prom_buf_free(&b);
+        log_msg(LOG_ERROR, "admin: /metrics: the page is over %u bytes or out of memory",
+                METRICS_PAGE_MAX);
+        return send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                          "the metrics page could not be made (see the log)");
+    }
+    return send_text(conn, MHD_HTTP_OK, b.p, b.len, 1,
+                     "text/plain; version=0.0.4; charset=utf-8");
+}
+
+/* Answers url when it is one of the operators' endpoints (no token: load
+ * balancers and scrapers on the internal network ask them); returns 0 when
+ * it is not. */
+static int ops_request(admin_t *a, struct MHD_Connection *conn, const char *url,
+                       const char *method, enum MHD_Result *rc)
+{
+    int metrics = !strcmp(url, "/metrics"), healthz = !strcmp(url, "/healthz"),
+        readyz = !strcmp(url, "/readyz");
+    if (!metrics && !healthz && !readyz)
+        return 0;
+    if (strcmp(method, "GET") && strcmp(method, "HEAD")) {
+        *rc = send_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "use GET");
+        return 1;
+    }
+    if (metrics) {
+        *rc = get_metrics(a, conn);
+    } else if (healthz) {
+        *rc = send_text(conn, MHD_HTTP_OK, "ok\n", 3, 0, TEXT_PLAIN);
+    } else {
+        const char *why = NULL;
+        char text[128];
+        int ready = server_ready(a->_srv, &why);
+        int n = snprintf(text, sizeof text, "%s\n", ready ? "ready" : why);
+        *rc = send_text(conn, ready ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, text,
+                        (size_t)n, 0, TEXT_PLAIN);
+    }
+    return 1;
 }
 
 static void gen_str(yajl_gen g, const char *s)
@@ -529,6 +601,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return send_json(conn, r->status, r->answer ? r->answer : "{}",
                          r->answer ? strlen(r->answer) : 2);
 
+    enum MHD_Result rc;
+    if (ops_request(a, conn, url, method, &rc))
+        return rc;
     const config_t *cfg = a->_srv->cfg;
     const char *why = NULL;
     const cfg_admin_token_t *tok = auth(cfg, conn, &why);
@@ -648,6 +723,12 @@ int admin_init(admin_t *a, struct ev_loop *loop, server_t *s, store_t *store, ch
     a->_timer.data = a;
     admin_run(a);
     return 0;
+}
+
+void admin_set_info(admin_t *a, metrics_info_fn fn, void *ud)
+{
+    a->_info = fn;
+    a->_info_ud = ud;
 }
 
 void admin_dispose(admin_t *a)

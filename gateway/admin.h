@@ -1,6 +1,10 @@
 /*
  * admin.h — the admin API: HTTP/1.1 + JSON on its own listener (docs/admin.md).
  *
+ * The same listener answers the operators' endpoints without a token:
+ * GET /metrics (Prometheus text, metrics.h), /healthz (the process runs) and
+ * /readyz (it wants new tunnels: server_ready).
+ *
  * libmicrohttpd parses HTTP; it runs on the gateway's libev loop in its
  * epoll mode (no thread of its own): an ev_io on MHD's epoll descriptor and
  * an ev_timer for MHD_get_timeout call MHD_run, so every handler runs on the
@@ -19,6 +23,7 @@
 #include <ev.h>
 #include <sys/socket.h>
 
+#include "metrics.h"
 #include "server.h"
 #include "store.h"
 
@@ -33,6 +38,8 @@ typedef struct admin {
     store_t *_store;      /* NULL: tenants inline, read-only */
     ev_io _io;            /* MHD's epoll descriptor */
     ev_timer _timer;      /* MHD_get_timeout, and runs after a resume */
+    metrics_info_fn _info; /* what /metrics shows of the process and the store */
+    void *_info_ud;
     struct sockaddr_storage addr; /* bound address, port filled in */
     socklen_t addrlen;
 } admin_t;
@@ -42,6 +49,9 @@ typedef struct admin {
  * err filled and nothing left open. */
 int admin_init(admin_t *a, struct ev_loop *loop, server_t *s, store_t *store, char *err,
                size_t errlen);
+
+/* /metrics asks fn(ud, ...) for what the server does not know (main.c). */
+void admin_set_info(admin_t *a, metrics_info_fn fn, void *ud);
 
 /* Stops serving and closes every admin connection; idempotent. */
 void admin_dispose(admin_t *a);

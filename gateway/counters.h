@@ -122,6 +122,8 @@ typedef struct server_counters {
     uint64_t sessions_resumed;     /* parked tunnels re-attached to a new stream */
     uint64_t sessions_taken_over;  /* attached tunnels moved to a new stream by a resume */
     uint64_t sessions_expired;     /* parked tunnels closed at the end of their grace period */
+    uint64_t reloads_ok, reloads_failed; /* config reloads (server_reload and its callers) */
+    uint64_t reload_last_ok;       /* unix seconds of the last successful reload; 0: none */
     tunnel_counters_t tunnel;      /* sums over all tunnels, live and closed */
     prom_hist_t up_residence;      /* read from the client to sent to the backend */
     prom_hist_t down_residence;    /* received from the backend to written to the stream */

@@ -824,6 +824,11 @@ int64_t etcd_store_revision(const etcd_store_t *s)
     return s->revision;
 }
 
+int etcd_store_up(const etcd_store_t *s)
+{
+    return !s->unreachable;
+}
+
 void etcd_store_free(etcd_store_t *s)
 {
     if (!s)

@@ -84,6 +84,10 @@ config_t *etcd_store_retenant(const etcd_store_t *s, const char *tenants_doc, si
 /* The revision of the last table read (0 before the first). */
 int64_t etcd_store_revision(const etcd_store_t *s);
 
+/* 1 while etcd answers (the watch runs); 0 from a failed read or a lost
+ * watch until the next success: the gateway then serves its last table. */
+int etcd_store_up(const etcd_store_t *s);
+
 /* Stops the watch and frees everything; NULL is a no-op. */
 void etcd_store_free(etcd_store_t *s);
 

@@ -9,12 +9,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/resource.h>
 
 #include "admin.h"
 #include "config.h"
 #include "etcd.h"
 #include "log.h"
+#include "metrics.h"
 #include "notify.h"
 #include "server.h"
 #include "store.h"
@@ -128,7 +130,23 @@ typedef struct signals {
     server_t *srv;
     const char *config_path;
     etcd_store_t *etcd; /* NULL: the tenants are not in etcd */
+    double started;     /* unix seconds */
 } signals_t;
+
+/* What /metrics shows of the process and the tenant store (metrics.h). */
+static void metrics_info(void *ud, metrics_info_t *info)
+{
+    const signals_t *sig = ud;
+    const config_t *cfg = sig->srv->cfg;
+    info->version = SLUICE_VERSION;
+    info->start_time_s = sig->started;
+    info->store_type = cfg->store.type == CFG_STORE_ETCD   ? "etcd"
+                       : cfg->store.type == CFG_STORE_FILE ? "file"
+                                                           : "inline";
+    info->store_up = sig->etcd ? etcd_store_up(sig->etcd) : 1;
+    info->store_revision = sig->etcd ? etcd_store_revision(sig->etcd)
+                                     : (int64_t)cfg->tenants_revision;
+}
 
 static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
@@ -144,30 +162,36 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
  * does not parse, or whose limits or TLS files would not let the gateway
  * start, changes nothing: the error is logged with its JSON path or file.
  * Returns 0 when applied, -1 when refused. */
+static int reload_try(signals_t *sig, char *err, size_t errlen)
+{
+    if (sig->etcd) /* the file plus the tenants read from etcd (apply_snapshot) */
+        return etcd_store_reload(sig->etcd, sig->config_path, err, errlen);
+    config_t *cfg = config_load(sig->config_path, err, errlen);
+    if (!cfg)
+        return -1;
+    char why[1024];
+    int rc = fd_limit_check(cfg, why, sizeof why) < 0 ||
+                     server_reload(sig->srv, cfg, why, sizeof why) < 0
+                 ? -1
+                 : 0;
+    if (rc < 0) /* config_load names the file itself */
+        snprintf(err, errlen, "%s: %.900s", sig->config_path, why);
+    config_unref(cfg); /* the server holds its own reference */
+    return rc;
+}
+
 static int reload_config(signals_t *sig)
 {
     char err[1024];
     log_msg(LOG_INFO, "SIGHUP: reloading %s", sig->config_path);
-    if (sig->etcd) { /* the file plus the tenants read from etcd (apply_snapshot) */
-        if (etcd_store_reload(sig->etcd, sig->config_path, err, sizeof err) < 0) {
-            log_msg(LOG_ERROR, "reload failed, old config kept: %s", err);
-            return -1;
-        }
+    server_counters_t *k = &sig->srv->counters;
+    uint64_t failed = k->reloads_failed;
+    if (reload_try(sig, err, sizeof err) == 0)
         return 0;
-    }
-    config_t *cfg = config_load(sig->config_path, err, sizeof err);
-    if (!cfg) {
-        log_msg(LOG_ERROR, "reload failed, old config kept: %s", err);
-        return -1;
-    }
-    int rc = 0;
-    if (fd_limit_check(cfg, err, sizeof err) < 0 ||
-        server_reload(sig->srv, cfg, err, sizeof err) < 0) {
-        log_msg(LOG_ERROR, "reload failed, old config kept: %s: %s", sig->config_path, err);
-        rc = -1;
-    }
-    config_unref(cfg); /* the server holds its own reference */
-    return rc;
+    if (k->reloads_failed == failed) /* refused before server_reload, which counts its own */
+        k->reloads_failed++;
+    log_msg(LOG_ERROR, "reload failed, old config kept: %s", err);
+    return -1;
 }
 
 /* STATUS= for `systemctl status` (notify.h): what the gateway serves now. */
@@ -309,7 +333,8 @@ int main(int argc, char **argv)
         ev_loop_destroy(loop);
         return 1;
     }
-    signals_t sig = {.srv = &srv, .config_path = config_path, .etcd = etcd};
+    signals_t sig = {.srv = &srv, .config_path = config_path, .etcd = etcd,
+                     .started = (double)time(NULL)};
     if (etcd && etcd_store_start(etcd, loop, apply_snapshot, &sig, err, sizeof err) < 0) {
         fprintf(stderr, "sluiced: %s\n", err);
         etcd_store_free(etcd);
@@ -351,6 +376,7 @@ int main(int argc, char **argv)
         ev_loop_destroy(loop);
         return 1;
     }
+    admin_set_info(&admin, metrics_info, &sig);
     server_print_ready(&srv, stdout);
     if (srv.cfg->admin.enabled) {
         char name[64];

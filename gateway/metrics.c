@@ -50,7 +50,7 @@ static void render_process(prom_buf_t *b, const metrics_info_t *info)
           info->start_time_s);
 }
 
-static void render_store(prom_buf_t *b, const metrics_info_t *info)
+static void render_store(prom_buf_t *b, const metrics_info_t *info, const server_counters_t *c)
 {
     prom_label_t st[] = {{"store", info->store_type}};
     prom_family(b, "sluice_tenant_store_up", PROM_GAUGE,
@@ -63,11 +63,12 @@ static void render_store(prom_buf_t *b, const metrics_info_t *info)
     prom_family(b, "sluice_config_reloads_total", PROM_COUNTER,
                 "Config reloads (SIGHUP, admin API, tenant store) by result.");
     prom_label_t r[] = {{"result", "success"}};
-    prom_u64(b, "sluice_config_reloads_total", r, 1, info->reloads_ok);
+    prom_u64(b, "sluice_config_reloads_total", r, 1, c->reloads_ok);
     r[0].value = "failure";
-    prom_u64(b, "sluice_config_reloads_total", r, 1, info->reloads_failed);
+    prom_u64(b, "sluice_config_reloads_total", r, 1, c->reloads_failed);
     gauge(b, "sluice_config_last_reload_success_timestamp_seconds",
-          "When the last reload succeeded, unix seconds; 0 if none has.", info->reload_last_ok_s);
+          "When the last reload succeeded, unix seconds; 0 if none has.",
+          (double)c->reload_last_ok);
 }
 
 static void render_conns(prom_buf_t *b, const server_counters_t *c)
@@ -249,7 +250,7 @@ static void render_latency(prom_buf_t *b, const server_counters_t *c)
 int metrics_render(const server_t *s, const metrics_info_t *info, prom_buf_t *b)
 {
     render_process(b, info);
-    render_store(b, info);
+    render_store(b, info, &s->counters);
     render_conns(b, &s->counters);
     render_requests(b, &s->counters);
     render_tenants(b, &s->stats);

@@ -27,9 +27,10 @@ typedef struct metrics_info {
     const char *store_type;     /* "inline", "file", "etcd" */
     int store_up;               /* etcd: the watch is running; else 1 */
     int64_t store_revision;     /* the tenant table's revision */
-    uint64_t reloads_ok, reloads_failed;
-    double reload_last_ok_s;    /* unix seconds; 0: never */
 } metrics_info_t;
+
+/* Fills info when a scrape asks (main.c). */
+typedef void (*metrics_info_fn)(void *ud, metrics_info_t *info);
 
 /* Writes the page into b. Returns 0, or -1 when b ran out of room or
  * memory (b->oom). */

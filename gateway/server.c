@@ -6,6 +6,7 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "conn.h"
@@ -278,7 +279,7 @@ size_t server_tenants_apply(server_t *s)
     return closed;
 }
 
-int server_reload(server_t *s, config_t *cfg, char *err, size_t errlen)
+static int reload_swap(server_t *s, config_t *cfg, char *err, size_t errlen)
 {
     if (s->draining) {
         snprintf(err, errlen, "shutting down: reload refused");
@@ -407,6 +408,39 @@ fail:
         echo_stop(&s->echo, s->loop);
     SSL_CTX_free(ctx);
     return -1;
+}
+
+int server_reload(server_t *s, config_t *cfg, char *err, size_t errlen)
+{
+    if (reload_swap(s, cfg, err, errlen) < 0) {
+        s->counters.reloads_failed++;
+        return -1;
+    }
+    s->counters.reloads_ok++;
+    s->counters.reload_last_ok = (uint64_t)time(NULL);
+    return 0;
+}
+
+int server_ready(const server_t *s, const char **why)
+{
+    if (s->draining) {
+        *why = "draining";
+        return 0;
+    }
+    /* Some backend of this gateway's region in selection (a pool with none
+     * refuses its own kind with 503, the other kind still works). */
+    const cfg_region_t *r = config_region(s->cfg, s->cfg->region, strlen(s->cfg->region));
+    for (int k = 0; r && k < TUNNEL_KIND_COUNT; k++)
+        for (size_t i = 0; i < r->pools[k].n; i++) {
+            const cfg_addr_t *a = &r->pools[k].addrs[i];
+            const backend_t *b =
+                a->builtin_echo ? NULL
+                                : backend_find(&s->backends, (const struct sockaddr *)&a->sa, a->len);
+            if (a->builtin_echo || !b || b->up)
+                return 1;
+        }
+    *why = "no healthy backend in this region";
+    return 0;
 }
 
 void server_print_ready(const server_t *s, FILE *out)

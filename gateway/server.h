@@ -81,9 +81,15 @@ int server_init(server_t *s, struct ev_loop *loop, config_t *cfg, char *err, siz
  * address is unchanged keep their socket, removed ones close, new ones
  * accept; new connections get the new TLS context and snapshot (a reference
  * is taken on cfg); and server_tenants_apply runs. Returns 0 and logs
- * "config reloaded" with a summary. Refused (-1) while draining. The echo
+ * "config reloaded" with a summary. Refused (-1) while draining. Counted in
+ * reloads_ok / reloads_failed (a caller that fails before it counts its own). The echo
  * backend's address is not changed by a reload (a change is logged). */
 int server_reload(server_t *s, config_t *cfg, char *err, size_t errlen);
+
+/* Whether the gateway should be sent new tunnels (GET /readyz): not while
+ * draining, nor while no backend of its region is in selection. Returns 1,
+ * or 0 with a static reason in *why. */
+int server_ready(const server_t *s, const char **why);
 
 /* Holds every live tunnel to the tenant table of s->cfg: an open tunnel (on
  * a stream or parked) whose tenant is gone, no longer enabled in this
