@@ -374,6 +374,8 @@ static void config_free(config_t *cfg)
         free(cfg->store.endpoints[i]);
     free(cfg->store.endpoints);
     free(cfg->store.prefix);
+    free(cfg->store.members_prefix);
+    free(cfg->node.id);
     free(cfg->_source);
     free(cfg->_base_dir);
     free(cfg);
@@ -992,13 +994,18 @@ static int tenants_parse(vctx_t *c, const json_t *v, config_t *cfg)
 #define STORE_ENDPOINTS_MAX 16u
 #define STORE_PREFIX_MAX 256u
 
+#define STORE_LEASE_TTL_S 10u
+#define STORE_MEMBERS_PREFIX "/sluice/members/"
+
 /* "tenant_store": {"type": "file", "path": "tenants.json"} or
- * {"type": "etcd", "endpoints": ["http://host:port", ...], "prefix": "/..."}.
+ * {"type": "etcd", "endpoints": ["http://host:port", ...], "prefix": "/...",
+ * "members_prefix": "/...", "lease_ttl_s": 10} (the last two: gateway/fleet.h).
  * Without it the tenants are $.tenants of this file (CFG_STORE_INLINE). */
 static int store_parse(vctx_t *c, const json_t *v, cfg_store_t *st)
 {
-    static const char *const names[] = {"type", "path", "endpoints", "prefix"};
-    enum { F_TYPE, F_PATH, F_ENDPOINTS, F_PREFIX, F_COUNT };
+    static const char *const names[] = {"type",   "path",           "endpoints",
+                                        "prefix", "members_prefix", "lease_ttl_s"};
+    enum { F_TYPE, F_PATH, F_ENDPOINTS, F_PREFIX, F_MEMBERS, F_TTL, F_COUNT };
     const json_t *f[F_COUNT];
     char d[QBUF];
     const char *s;
@@ -1011,9 +1018,11 @@ static int store_parse(vctx_t *c, const json_t *v, cfg_store_t *st)
         return -1;
     if (len == 4 && !memcmp(s, "file", 4)) {
         path_pop(c, mark);
-        if (f[F_ENDPOINTS] || f[F_PREFIX]) {
-            path_push_key(c, f[F_ENDPOINTS] ? "endpoints" : "prefix", f[F_ENDPOINTS] ? 9 : 6);
-            return fail(c, "only for type \"etcd\"");
+        for (size_t i = F_ENDPOINTS; i <= F_TTL; i++) {
+            if (f[i]) {
+                path_push_key(c, names[i], strlen(names[i]));
+                return fail(c, "only for type \"etcd\"");
+            }
         }
         if (require(c, f[F_PATH], "path"))
             return -1;
@@ -1066,6 +1075,62 @@ static int store_parse(vctx_t *c, const json_t *v, cfg_store_t *st)
         return fail(c, "longer than %u bytes", STORE_PREFIX_MAX);
     st->prefix = json_strdup(s, len);
     if (!st->prefix)
+        return nomem(c);
+    path_pop(c, mark);
+    s = STORE_MEMBERS_PREFIX;
+    len = strlen(s);
+    if (f[F_MEMBERS]) {
+        path_push_key(c, "members_prefix", 14);
+        if (get_string(c, f[F_MEMBERS], "a non-empty key prefix such as \"/sluice/members/\"", &s,
+                       &len))
+            return -1;
+        if (len > STORE_PREFIX_MAX)
+            return fail(c, "longer than %u bytes", STORE_PREFIX_MAX);
+        path_pop(c, mark);
+    }
+    st->members_prefix = json_strdup(s, len);
+    if (!st->members_prefix)
+        return nomem(c);
+    uint64_t ttl = STORE_LEASE_TTL_S;
+    if (f[F_TTL]) {
+        /* etcd raises a TTL under its minimum (2 s by default) to it. */
+        path_push_key(c, "lease_ttl_s", 11);
+        if (get_uint(c, f[F_TTL], 2, 3600, &ttl))
+            return -1;
+        path_pop(c, mark);
+    }
+    st->lease_ttl_s = (uint32_t)ttl;
+    return 0;
+}
+
+#define NODE_ID_MAX 128u /* gateway/fleet.h FLEET_NODE_ID_MAX */
+
+/* "node": {"id": "gw-eu-1"}: this gateway's name in the fleet (an object, so
+ * that more about the node can join later). The id becomes an etcd key's
+ * last segment: [A-Za-z0-9._-] only. */
+static int node_parse(vctx_t *c, const json_t *v, cfg_node_t *node)
+{
+    static const char *const names[] = {"id"};
+    const json_t *f[1];
+    char d[QBUF];
+    const char *s;
+    size_t len;
+    if (get_fields(c, v, "a node object", names, 1, f))
+        return -1;
+    if (!f[0])
+        return 0; /* "<hostname>-<pid>" (fleet.c) */
+    size_t mark = path_push_key(c, "id", 2);
+    if (get_string(c, f[0], "a node id such as \"gw-eu-1\"", &s, &len))
+        return -1;
+    if (len > NODE_ID_MAX)
+        return fail(c, "longer than %u bytes", NODE_ID_MAX);
+    for (size_t i = 0; i < len; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+              (s[i] >= '0' && s[i] <= '9') || s[i] == '.' || s[i] == '_' || s[i] == '-'))
+            return fail(c, "expected letters, digits, '.', '_' and '-' only, got %s",
+                        quote(s, len, d, sizeof d));
+    node->id = json_strdup(s, len);
+    if (!node->id)
         return nomem(c);
     path_pop(c, mark);
     return 0;
@@ -1239,10 +1304,11 @@ static int store_tenants_parse(vctx_t *c, config_t *cfg)
 static int root_parse(vctx_t *c, const json_t *root, const json_t *const *store_tenants,
                       size_t nstore, const char *const *labels, config_t *cfg)
 {
-    static const char *const names[] = {"listen",  "tls",     "region", "echo",        "limits",
-                                        "regions", "tenants", "admin",  "tenant_store"};
+    static const char *const names[] = {"listen",  "tls",     "region", "echo",
+                                        "limits",  "regions", "tenants", "admin",
+                                        "tenant_store", "node"};
     enum { F_LISTEN, F_TLS, F_REGION, F_ECHO, F_LIMITS, F_REGIONS, F_TENANTS, F_ADMIN, F_STORE,
-           F_COUNT };
+           F_NODE, F_COUNT };
     const json_t *f[F_COUNT];
     if (get_fields(c, root, "an object", names, F_COUNT, f))
         return -1;
@@ -1253,6 +1319,12 @@ static int root_parse(vctx_t *c, const json_t *root, const json_t *const *store_
     if (f[F_STORE] && store_parse(c, f[F_STORE], &cfg->store))
         return -1;
     path_pop(c, mark);
+    if (f[F_NODE]) {
+        path_push_key(c, "node", 4);
+        if (node_parse(c, f[F_NODE], &cfg->node))
+            return -1;
+        path_pop(c, mark);
+    }
     if (cfg->store.type == CFG_STORE_INLINE && require(c, f[F_TENANTS], "tenants"))
         return -1;
     if (cfg->store.type != CFG_STORE_INLINE && f[F_TENANTS]) {
