@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../../gateway/config.h"
 #include "../../gateway/fleet.h"
 #include "../../gateway/ratelimit.h"
 
@@ -198,4 +199,64 @@ Test(fleet, shared_aggregate_rate_measured)
      * burst, 0.4 Mbit). */
     double got = (double)passed_bits(2, 1), want = 4000000.0 * 5 + 400000.0;
     cr_assert(got > want * 0.95 && got < want * 1.05, "%.0f bits, want %.0f", got, want);
+}
+
+/* ---- the fleet's configuration ($.node, $.tenant_store) ------------------ */
+
+#define CFG_HEAD                                                                              \
+    "{\"listen\":[\"127.0.0.1:0\"],\"tls\":{\"cert\":\"c.pem\",\"key\":\"k.pem\"},"           \
+    "\"region\":\"local\",\"regions\":{\"local\":{\"sfu\":[\"builtin:echo\"]}}"
+#define ETCD_STORE "\"type\":\"etcd\",\"endpoints\":[\"http://127.0.0.1:2379\"],\"prefix\":\"/t/\""
+
+static config_t *parse(const char *tail, char *err, size_t errlen)
+{
+    char doc[2048];
+    snprintf(doc, sizeof doc, CFG_HEAD "%s}", tail);
+    return config_parse_tenants(doc, strlen(doc), "/base", NULL, NULL, NULL, 0, err, errlen);
+}
+
+static void expect_error(const char *tail, const char *want)
+{
+    char err[1024] = "";
+    config_t *cfg = parse(tail, err, sizeof err);
+    cr_assert_null(cfg, "accepted: %s", tail);
+    cr_assert_not_null(strstr(err, want), "error \"%s\", want \"%s\"", err, want);
+}
+
+Test(fleet, config_defaults_and_values)
+{
+    char err[1024] = "";
+    config_t *cfg = parse(",\"tenant_store\":{" ETCD_STORE "}", err, sizeof err);
+    cr_assert_not_null(cfg, "%s", err);
+    cr_assert_str_eq(cfg->store.members_prefix, "/sluice/members/");
+    cr_assert_eq(cfg->store.lease_ttl_s, 10);
+    cr_assert_null(cfg->node.id, "absent: <hostname>-<pid>, made by fleet.c");
+    config_unref(cfg);
+    cfg = parse(",\"node\":{\"id\":\"gw-eu_1.a\"},\"tenant_store\":{" ETCD_STORE
+                ",\"members_prefix\":\"/m/\",\"lease_ttl_s\":3}",
+                err, sizeof err);
+    cr_assert_not_null(cfg, "%s", err);
+    cr_assert_str_eq(cfg->store.members_prefix, "/m/");
+    cr_assert_eq(cfg->store.lease_ttl_s, 3);
+    cr_assert_str_eq(cfg->node.id, "gw-eu_1.a");
+    config_unref(cfg);
+    cfg = parse(",\"node\":{},\"tenant_store\":{" ETCD_STORE "}", err, sizeof err);
+    cr_assert_not_null(cfg, "an empty node object: %s", err);
+    config_unref(cfg);
+}
+
+Test(fleet, config_errors)
+{
+    expect_error(",\"node\":{\"id\":\"a/b\"}", "$.node.id: expected letters");
+    expect_error(",\"node\":{\"id\":\"\"}", "$.node.id:");
+    expect_error(",\"node\":\"gw\"", "$.node:");
+    expect_error(",\"node\":{\"address\":\"x\"}", "$.node.address: unknown key");
+    expect_error(",\"tenant_store\":{" ETCD_STORE ",\"lease_ttl_s\":1}",
+                 "$.tenant_store.lease_ttl_s:");
+    expect_error(",\"tenant_store\":{" ETCD_STORE ",\"lease_ttl_s\":3601}",
+                 "$.tenant_store.lease_ttl_s:");
+    expect_error(",\"tenant_store\":{" ETCD_STORE ",\"members_prefix\":\"\"}",
+                 "$.tenant_store.members_prefix:");
+    expect_error(",\"tenant_store\":{\"type\":\"file\",\"path\":\"t.json\",\"lease_ttl_s\":5}",
+                 "$.tenant_store.lease_ttl_s: only for type \"etcd\"");
 }
