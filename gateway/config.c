@@ -13,6 +13,11 @@
  * Every allocation belongs to the snapshot as soon as it is made (arrays are
  * calloc'd and their count set at once), so any error path just calls
  * config_free on the half-built snapshot.
+ *
+ * This file holds the validation context's helpers (shared with
+ * config_tenant.c through config_internal.h), addresses, listen/tls/limits,
+ * pools and regions, the root object and the public entry points. The tenant
+ * model, its store and admin access are in config_tenant.c.
  */
 #include "config.h"
 
@@ -27,32 +32,18 @@
 
 #include "../proto/hostport.h"
 #include "../proto/name.h"
+#include "config_internal.h"
 #include "json.h"
 
 #define CONFIG_FILE_MAX (1024u * 1024u) /* bytes; a real config is a few KiB */
 #define LISTEN_MAX 64u
 #define HOST_LEN_MAX 253u               /* RFC 1035 §2.3.4, dotted text form */
-#define QUOTE_MAX 64u                   /* bytes of a value echoed in a message */
 
 /* ------------------------------------------------------------------------ */
 /* Validation context: the JSON path being looked at and the error buffer.   */
 
-typedef struct vctx {
-    char path[256];
-    size_t plen;
-    const char *tenants_doc; /* config_retenant: the tenant store's document */
-    size_t tenants_len;
-    int store_doc; /* validating the tenant store's document: a tenant may have no region */
-    char *err;
-    size_t errlen;
-    const char *base_dir;
-    const char *label; /* non-NULL: errors start with it (a tenant from a store: its key) */
-} vctx_t;
-
-static int fail(vctx_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
 /* Writes "<path>: <message>" into the error buffer; returns -1. */
-static int fail(vctx_t *c, const char *fmt, ...)
+int config__fail(vctx_t *c, const char *fmt, ...)
 {
     if (c->errlen) {
         int n = c->label ? snprintf(c->err, c->errlen, "%s: %s: ", c->label, c->path)
@@ -69,7 +60,7 @@ static int fail(vctx_t *c, const char *fmt, ...)
 
 /* Writes s as a JSON-ish quoted string, escaping quotes, backslashes and
  * non-printable bytes, cut at QUOTE_MAX bytes with "...". Returns buf. */
-static const char *quote(const char *s, size_t len, char *buf, size_t cap)
+const char *config__quote(const char *s, size_t len, char *buf, size_t cap)
 {
     size_t o = 0;
     buf[o++] = '"';
@@ -101,11 +92,10 @@ static const char *quote(const char *s, size_t len, char *buf, size_t cap)
     return buf;
 }
 
-#define QBUF (QUOTE_MAX * 6 + 8) /* worst case: every byte escaped as \u00XX */
 
 /* Appends to the path; returns the old length for path_pop. Keys that are
  * not plain names, or that contain '.', use the bracket form ["a.b"]. */
-static size_t path_push_key(vctx_t *c, const char *key, size_t klen)
+size_t config__path_push_key(vctx_t *c, const char *key, size_t klen)
 {
     size_t mark = c->plen;
     int plain = klen > 0 && klen <= QUOTE_MAX;
@@ -114,14 +104,14 @@ static size_t path_push_key(vctx_t *c, const char *key, size_t klen)
     char q[QBUF];
     int n = plain ? snprintf(c->path + c->plen, sizeof c->path - c->plen, ".%.*s", (int)klen, key)
                   : snprintf(c->path + c->plen, sizeof c->path - c->plen, "[%s]",
-                             quote(key, klen, q, sizeof q));
+                             config__quote(key, klen, q, sizeof q));
     c->plen += n > 0 ? (size_t)n : 0;
     if (c->plen >= sizeof c->path)
         c->plen = sizeof c->path - 1;
     return mark;
 }
 
-static size_t path_push_index(vctx_t *c, size_t i)
+size_t config__path_push_index(vctx_t *c, size_t i)
 {
     size_t mark = c->plen;
     int n = snprintf(c->path + c->plen, sizeof c->path - c->plen, "[%zu]", i);
@@ -131,14 +121,14 @@ static size_t path_push_index(vctx_t *c, size_t i)
     return mark;
 }
 
-static void path_pop(vctx_t *c, size_t mark)
+void config__path_pop(vctx_t *c, size_t mark)
 {
     c->plen = mark;
     c->path[mark] = '\0';
 }
 
 /* "got ..." text for a value of the wrong type or range. */
-static const char *describe(const json_t *v, char *buf, size_t cap)
+const char *config__describe(const json_t *v, char *buf, size_t cap)
 {
     switch (v->type) {
     case JSON_NULL:
@@ -149,7 +139,7 @@ static const char *describe(const json_t *v, char *buf, size_t cap)
         snprintf(buf, cap, "%.*s", (int)(v->len < QUOTE_MAX ? v->len : QUOTE_MAX), v->str);
         return buf;
     case JSON_STRING:
-        return quote(v->str, v->len, buf, cap);
+        return config__quote(v->str, v->len, buf, cap);
     case JSON_ARRAY:
         return v->n ? "an array" : "an empty array";
     case JSON_OBJECT:
@@ -158,29 +148,30 @@ static const char *describe(const json_t *v, char *buf, size_t cap)
     return "?";
 }
 
-static int nomem(vctx_t *c)
+int config__nomem(vctx_t *c)
 {
-    return fail(c, "out of memory");
+    return config__fail(c, "out of memory");
 }
 
 /* ------------------------------------------------------------------------ */
 /* Typed accessors. Each reports at the current path.                        */
 
 /* A non-empty string without NUL bytes. what: the expectation, for messages. */
-static int get_string(vctx_t *c, const json_t *v, const char *what, const char **s, size_t *len)
+int config__get_string(vctx_t *c, const json_t *v, const char *what, const char **s, size_t *len)
 {
     char d[QBUF];
     if (v->type != JSON_STRING || v->len == 0)
-        return fail(c, "expected %s, got %s", what, describe(v, d, sizeof d));
+        return config__fail(c, "expected %s, got %s", what, config__describe(v, d, sizeof d));
     if (memchr(v->str, '\0', v->len))
-        return fail(c, "%s contains a NUL character", quote(v->str, v->len, d, sizeof d));
+        return config__fail(c, "%s contains a NUL character",
+                            config__quote(v->str, v->len, d, sizeof d));
     *s = v->str;
     *len = v->len;
     return 0;
 }
 
 /* A JSON integer literal (no fraction or exponent) in [min, max]. */
-static int get_uint(vctx_t *c, const json_t *v, uint64_t min, uint64_t max, uint64_t *out)
+int config__get_uint(vctx_t *c, const json_t *v, uint64_t min, uint64_t max, uint64_t *out)
 {
     uint64_t val = 0;
     int ok = v->type == JSON_NUMBER && v->len > 0 && v->len <= 20;
@@ -191,8 +182,9 @@ static int get_uint(vctx_t *c, const json_t *v, uint64_t min, uint64_t max, uint
     }
     if (!ok || val < min || val > max) {
         char d[QBUF];
-        return fail(c, "expected an integer from %llu to %llu, got %s", (unsigned long long)min,
-                    (unsigned long long)max, describe(v, d, sizeof d));
+        return config__fail(c, "expected an integer from %llu to %llu, got %s",
+                            (unsigned long long)min, (unsigned long long)max,
+                            config__describe(v, d, sizeof d));
     }
     *out = val;
     return 0;
@@ -200,12 +192,12 @@ static int get_uint(vctx_t *c, const json_t *v, uint64_t min, uint64_t max, uint
 
 /* Matches an object's members against the known keys: each found value goes
  * to vals[i] (NULL when absent). Unknown and repeated keys are errors. */
-static int get_fields(vctx_t *c, const json_t *obj, const char *what, const char *const *names,
-                      size_t nnames, const json_t **vals)
+int config__get_fields(vctx_t *c, const json_t *obj, const char *what, const char *const *names,
+                       size_t nnames, const json_t **vals)
 {
     char d[QBUF];
     if (obj->type != JSON_OBJECT)
-        return fail(c, "expected %s, got %s", what, describe(obj, d, sizeof d));
+        return config__fail(c, "expected %s, got %s", what, config__describe(obj, d, sizeof d));
     for (size_t k = 0; k < nnames; k++)
         vals[k] = NULL;
     for (size_t i = 0; i < obj->n; i++) {
@@ -213,34 +205,33 @@ static int get_fields(vctx_t *c, const json_t *obj, const char *what, const char
         size_t k = 0;
         while (k < nnames && !(strlen(names[k]) == m->klen && !memcmp(names[k], m->key, m->klen)))
             k++;
-        size_t mark = path_push_key(c, m->key, m->klen);
+        size_t mark = config__path_push_key(c, m->key, m->klen);
         if (k == nnames) {
             char known[256] = "";
             for (size_t j = 0; j < nnames; j++)
                 snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s",
                          j ? ", " : "", names[j]);
-            return fail(c, "unknown key (expected one of: %s)", known);
+            return config__fail(c, "unknown key (expected one of: %s)", known);
         }
         if (vals[k])
-            return fail(c, "duplicate key");
-        path_pop(c, mark);
+            return config__fail(c, "duplicate key");
+        config__path_pop(c, mark);
         vals[k] = m->val;
     }
     return 0;
 }
 
-static int require(vctx_t *c, const json_t *v, const char *name)
+int config__require(vctx_t *c, const json_t *v, const char *name)
 {
     if (v)
         return 0;
-    path_push_key(c, name, strlen(name));
-    return fail(c, "required key is missing");
+    config__path_push_key(c, name, strlen(name));
+    return config__fail(c, "required key is missing");
 }
 
 /* ------------------------------------------------------------------------ */
 /* Addresses                                                                 */
 
-enum addr_use { ADDR_LISTEN, ADDR_ECHO, ADDR_BACKEND };
 
 static int all_digits_and_dots(const char *s, size_t len)
 {
@@ -266,42 +257,43 @@ static int addr_is_loopback(const struct sockaddr *sa)
 static int addr_parse(vctx_t *c, const char *s, size_t len, enum addr_use use, cfg_addr_t *out)
 {
     char q[QBUF];
-    quote(s, len, q, sizeof q);
+    config__quote(s, len, q, sizeof q);
     memset(out, 0, sizeof *out);
     if (len == 12 && !memcmp(s, "builtin:echo", 12)) {
         if (use != ADDR_BACKEND)
-            return fail(c, "\"builtin:echo\" is only allowed in a region's sfu or turn pool");
+            return config__fail(c,
+                                "\"builtin:echo\" is only allowed in a region's sfu or turn pool");
         out->builtin_echo = 1;
         return 0;
     }
     hostport_t hp;
     int rc = hostport_split(s, len, 0, &hp);
     if (rc == HOSTPORT_ERR_UNBRACKETED)
-        return fail(c, "%s is not host:port (write an IPv6 address as [address]:port)", q);
+        return config__fail(c, "%s is not host:port (write an IPv6 address as [address]:port)", q);
     if (rc == HOSTPORT_ERR_PORT)
-        return fail(c, "%s: the port must be an integer from 0 to 65535", q);
+        return config__fail(c, "%s: the port must be an integer from 0 to 65535", q);
     if (rc != HOSTPORT_OK)
-        return fail(c, "%s is not host:port", q);
+        return config__fail(c, "%s is not host:port", q);
     const char *host = hp.host;
     size_t hlen = hp.host_len;
     int v6 = hp.bracketed;
     if (hp.port == 0 && use == ADDR_BACKEND)
-        return fail(c, "%s: port 0 is not allowed for a backend", q);
+        return config__fail(c, "%s: port 0 is not allowed for a backend", q);
 
     char hbuf[HOST_LEN_MAX + 1], pbuf[8];
     if (hlen > HOST_LEN_MAX)
-        return fail(c, "%s: the host name is longer than %u characters", q, HOST_LEN_MAX);
+        return config__fail(c, "%s: the host name is longer than %u characters", q, HOST_LEN_MAX);
     memcpy(hbuf, host, hlen);
     hbuf[hlen] = '\0';
     snprintf(pbuf, sizeof pbuf, "%u", (unsigned)hp.port);
     if (!v6) {
         for (size_t i = 0; i < hlen; i++)
             if (!name_char_valid((unsigned char)hbuf[i]))
-                return fail(c, "%s: the host is neither an IP address nor a host name", q);
+                return config__fail(c, "%s: the host is neither an IP address nor a host name", q);
         /* getaddrinfo would take "10.1" as 10.0.0.1; only dotted quads here. */
         struct in_addr a4;
         if (all_digits_and_dots(hbuf, hlen) && inet_pton(AF_INET, hbuf, &a4) != 1)
-            return fail(c, "%s: the host is not a valid IPv4 address", q);
+            return config__fail(c, "%s: the host is not a valid IPv4 address", q);
     }
 
     struct addrinfo hints = {0}, *res = NULL;
@@ -311,13 +303,13 @@ static int addr_parse(vctx_t *c, const char *s, size_t len, enum addr_use use, c
     rc = getaddrinfo(hbuf, pbuf, &hints, &res);
     if (rc != 0) {
         if (v6)
-            return fail(c, "%s: the host is not a valid IPv6 address", q);
-        return fail(c, "%s: cannot resolve \"%s\": %s", q, hbuf,
-                    rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
+            return config__fail(c, "%s: the host is not a valid IPv6 address", q);
+        return config__fail(c, "%s: cannot resolve \"%s\": %s", q, hbuf,
+                            rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
     }
     if (res->ai_addrlen > sizeof out->sa) {
         freeaddrinfo(res);
-        return fail(c, "%s: unsupported address family", q);
+        return config__fail(c, "%s: unsupported address family", q);
     }
     memcpy(&out->sa, res->ai_addr, res->ai_addrlen);
     out->len = res->ai_addrlen;
@@ -325,15 +317,16 @@ static int addr_parse(vctx_t *c, const char *s, size_t len, enum addr_use use, c
     /* The built-in echo reflects whatever reaches it: on any other address it
      * would be a reflector for anyone who can reach the host. */
     if (use == ADDR_ECHO && !addr_is_loopback((const struct sockaddr *)&out->sa))
-        return fail(c, "%s: the built-in echo binds loopback only (127.0.0.0/8 or [::1])", q);
+        return config__fail(c, "%s: the built-in echo binds loopback only (127.0.0.0/8 or [::1])",
+                            q);
     return 0;
 }
 
-static int get_addr(vctx_t *c, const json_t *v, enum addr_use use, cfg_addr_t *out)
+int config__get_addr(vctx_t *c, const json_t *v, enum addr_use use, cfg_addr_t *out)
 {
     const char *s;
     size_t len;
-    if (get_string(c, v, "a \"host:port\" string", &s, &len))
+    if (config__get_string(c, v, "a \"host:port\" string", &s, &len))
         return -1;
     return addr_parse(c, s, len, use, out);
 }
@@ -353,29 +346,7 @@ static void config_free(config_t *cfg)
             free(cfg->regions[i].pools[k].addrs);
     }
     free(cfg->regions);
-    for (size_t i = 0; cfg->tenants && i < cfg->ntenants; i++) {
-        cfg_tenant_t *t = &cfg->tenants[i];
-        free(t->id);
-        for (size_t j = 0; t->secrets && j < t->nsecrets; j++)
-            free((void *)t->secrets[j].key);
-        free(t->secrets);
-        for (size_t j = 0; t->regions && j < t->nregions; j++)
-            free(t->regions[j]);
-        free(t->regions);
-    }
-    free(cfg->tenants);
-    for (size_t i = 0; cfg->admin.tokens && i < cfg->admin.ntokens; i++) {
-        free(cfg->admin.tokens[i].token);
-        free(cfg->admin.tokens[i].tenant);
-    }
-    free(cfg->admin.tokens);
-    free(cfg->store.path);
-    for (size_t i = 0; cfg->store.endpoints && i < cfg->store.nendpoints; i++)
-        free(cfg->store.endpoints[i]);
-    free(cfg->store.endpoints);
-    free(cfg->store.prefix);
-    free(cfg->store.members_prefix);
-    free(cfg->node.id);
+    config__tenants_free(cfg);
     free(cfg->_source);
     free(cfg->_base_dir);
     free(cfg);
@@ -396,34 +367,34 @@ static int listen_parse(vctx_t *c, const json_t *v, config_t *cfg)
 {
     char d[QBUF];
     if (v->type != JSON_ARRAY || v->n == 0)
-        return fail(c, "expected a non-empty array of \"host:port\" strings, got %s",
-                    describe(v, d, sizeof d));
+        return config__fail(c, "expected a non-empty array of \"host:port\" strings, got %s",
+                            config__describe(v, d, sizeof d));
     if (v->n > LISTEN_MAX)
-        return fail(c, "at most %u listen addresses, got %zu", LISTEN_MAX, v->n);
+        return config__fail(c, "at most %u listen addresses, got %zu", LISTEN_MAX, v->n);
     cfg->listen = calloc(v->n, sizeof *cfg->listen);
     if (!cfg->listen)
-        return nomem(c);
+        return config__nomem(c);
     cfg->nlisten = v->n;
     for (size_t i = 0; i < v->n; i++) {
-        size_t mark = path_push_index(c, i);
+        size_t mark = config__path_push_index(c, i);
         cfg_addr_t *a = &cfg->listen[i];
-        if (get_addr(c, v->items[i], ADDR_LISTEN, a))
+        if (config__get_addr(c, v->items[i], ADDR_LISTEN, a))
             return -1;
         for (size_t j = 0; j < i; j++)
             if (a->len == cfg->listen[j].len && !memcmp(&a->sa, &cfg->listen[j].sa, a->len))
-                return fail(c, "%s is listed twice (also $.listen[%zu])",
-                            describe(v->items[i], d, sizeof d), j);
-        path_pop(c, mark);
+                return config__fail(c, "%s is listed twice (also $.listen[%zu])",
+                                    config__describe(v->items[i], d, sizeof d), j);
+        config__path_pop(c, mark);
     }
     return 0;
 }
 
 /* Relative paths are taken from base_dir (the config file's directory). */
-static int file_parse(vctx_t *c, const json_t *v, char **out)
+int config__file_parse(vctx_t *c, const json_t *v, char **out)
 {
     const char *s;
     size_t len;
-    if (get_string(c, v, "a non-empty file path", &s, &len))
+    if (config__get_string(c, v, "a non-empty file path", &s, &len))
         return -1;
     const char *dir = c->base_dir;
     if (s[0] == '/' || !dir || !dir[0]) {
@@ -440,24 +411,24 @@ static int file_parse(vctx_t *c, const json_t *v, char **out)
             (*out)[dlen + slash + len] = '\0';
         }
     }
-    return *out ? 0 : nomem(c);
+    return *out ? 0 : config__nomem(c);
 }
 
 static int tls_parse(vctx_t *c, const json_t *v, config_t *cfg)
 {
     static const char *const names[] = {"cert", "key"};
     const json_t *f[2];
-    if (get_fields(c, v, "an object with \"cert\" and \"key\"", names, 2, f) ||
-        require(c, f[0], "cert") || require(c, f[1], "key"))
+    if (config__get_fields(c, v, "an object with \"cert\" and \"key\"", names, 2, f) ||
+        config__require(c, f[0], "cert") || config__require(c, f[1], "key"))
         return -1;
-    size_t mark = path_push_key(c, "cert", 4);
-    if (file_parse(c, f[0], &cfg->cert_file))
+    size_t mark = config__path_push_key(c, "cert", 4);
+    if (config__file_parse(c, f[0], &cfg->cert_file))
         return -1;
-    path_pop(c, mark);
-    path_push_key(c, "key", 3);
-    if (file_parse(c, f[1], &cfg->key_file))
+    config__path_pop(c, mark);
+    config__path_push_key(c, "key", 3);
+    if (config__file_parse(c, f[1], &cfg->key_file))
         return -1;
-    path_pop(c, mark);
+    config__path_pop(c, mark);
     return 0;
 }
 
@@ -518,17 +489,17 @@ static int limits_parse(vctx_t *c, const json_t *v, cfg_limits_t *l)
     }
     if (!v)
         return 0;
-    if (get_fields(c, v, "an object", names, NLIMITS, f))
+    if (config__get_fields(c, v, "an object", names, NLIMITS, f))
         return -1;
     for (size_t i = 0; i < NLIMITS; i++) {
         if (!f[i])
             continue;
         uint64_t val;
-        size_t mark = path_push_key(c, names[i], strlen(names[i]));
-        if (get_uint(c, f[i], limit_specs[i].min, limit_specs[i].max, &val))
+        size_t mark = config__path_push_key(c, names[i], strlen(names[i]));
+        if (config__get_uint(c, f[i], limit_specs[i].min, limit_specs[i].max, &val))
             return -1;
         limit_set(l, &limit_specs[i], val);
-        path_pop(c, mark);
+        config__path_pop(c, mark);
     }
     return 0;
 }
@@ -553,21 +524,22 @@ static int addrs_parse(vctx_t *c, const json_t *v, cfg_pool_t *pool)
 {
     char d[QBUF];
     if (v->type != JSON_ARRAY)
-        return fail(c, "expected an array of \"host:port\" strings or \"builtin:echo\", got %s",
-                    describe(v, d, sizeof d));
+        return config__fail(
+            c, "expected an array of \"host:port\" strings or \"builtin:echo\", got %s",
+            config__describe(v, d, sizeof d));
     if (v->n == 0)
         return 0;
     if (v->n > CFG_POOL_MAX)
-        return fail(c, "at most %u backends in a pool, got %zu", CFG_POOL_MAX, v->n);
+        return config__fail(c, "at most %u backends in a pool, got %zu", CFG_POOL_MAX, v->n);
     pool->addrs = calloc(v->n, sizeof *pool->addrs);
     if (!pool->addrs)
-        return nomem(c);
+        return config__nomem(c);
     pool->n = v->n;
     for (size_t i = 0; i < v->n; i++) {
-        size_t mark = path_push_index(c, i);
-        if (get_addr(c, v->items[i], ADDR_BACKEND, &pool->addrs[i]))
+        size_t mark = config__path_push_index(c, i);
+        if (config__get_addr(c, v->items[i], ADDR_BACKEND, &pool->addrs[i]))
             return -1;
-        path_pop(c, mark);
+        config__path_pop(c, mark);
     }
     return 0;
 }
@@ -582,34 +554,34 @@ static int health_parse(vctx_t *c, const json_t *probe, const json_t *const *f,
         *(uint32_t *)(void *)((char *)h + health_specs[i].off) = health_specs[i].def;
     h->probe = CFG_PROBE_STUN;
     if (probe) {
-        size_t mark = path_push_key(c, "probe", 5);
+        size_t mark = config__path_push_key(c, "probe", 5);
         const char *s;
         size_t len;
-        if (get_string(c, probe, "\"stun\" or \"none\"", &s, &len))
+        if (config__get_string(c, probe, "\"stun\" or \"none\"", &s, &len))
             return -1;
         if (len == 4 && !memcmp(s, "stun", 4))
             h->probe = CFG_PROBE_STUN;
         else if (len == 4 && !memcmp(s, "none", 4))
             h->probe = CFG_PROBE_NONE;
         else
-            return fail(c, "expected \"stun\" or \"none\", got %s",
-                        quote(s, len, d, sizeof d));
-        path_pop(c, mark);
+            return config__fail(c, "expected \"stun\" or \"none\", got %s",
+                                config__quote(s, len, d, sizeof d));
+        config__path_pop(c, mark);
     }
     for (size_t i = 0; i < NHEALTH; i++) {
         if (!f[i])
             continue;
         uint64_t val;
-        size_t mark = path_push_key(c, health_specs[i].name, strlen(health_specs[i].name));
-        if (get_uint(c, f[i], health_specs[i].min, health_specs[i].max, &val))
+        size_t mark = config__path_push_key(c, health_specs[i].name, strlen(health_specs[i].name));
+        if (config__get_uint(c, f[i], health_specs[i].min, health_specs[i].max, &val))
             return -1;
         *(uint32_t *)(void *)((char *)h + health_specs[i].off) = (uint32_t)val;
-        path_pop(c, mark);
+        config__path_pop(c, mark);
     }
     if (h->timeout_ms >= h->interval_ms) {
-        path_push_key(c, "timeout_ms", 10);
-        return fail(c, "must be less than interval_ms (%u), got %u", h->interval_ms,
-                    h->timeout_ms);
+        config__path_push_key(c, "timeout_ms", 10);
+        return config__fail(c, "must be less than interval_ms (%u), got %u", h->interval_ms,
+                            h->timeout_ms);
     }
     return 0;
 }
@@ -630,12 +602,13 @@ static int pool_parse(vctx_t *c, const json_t *v, cfg_pool_t *pool)
     const json_t *f[2 + NHEALTH];
     for (size_t i = 0; i < NHEALTH; i++)
         names[2 + i] = health_specs[i].name;
-    if (get_fields(c, v, "an object", names, 2 + NHEALTH, f) || require(c, f[0], "backends"))
+    if (config__get_fields(c, v, "an object", names, 2 + NHEALTH, f) ||
+        config__require(c, f[0], "backends"))
         return -1;
-    size_t mark = path_push_key(c, "backends", 8);
+    size_t mark = config__path_push_key(c, "backends", 8);
     if (addrs_parse(c, f[0], pool))
         return -1;
-    path_pop(c, mark);
+    config__path_pop(c, mark);
     return health_parse(c, f[1], f + 2, &pool->health);
 }
 
@@ -648,40 +621,41 @@ static int regions_parse(vctx_t *c, const json_t *v, config_t *cfg)
 {
     char d[QBUF];
     if (v->type != JSON_OBJECT || v->n == 0)
-        return fail(c, "expected an object with at least one region, got %s",
-                    describe(v, d, sizeof d));
+        return config__fail(c, "expected an object with at least one region, got %s",
+                            config__describe(v, d, sizeof d));
     cfg->regions = calloc(v->n, sizeof *cfg->regions);
     if (!cfg->regions)
-        return nomem(c);
+        return config__nomem(c);
     cfg->nregions = v->n;
     static const char *const names[TUNNEL_KIND_COUNT] = {"sfu", "turn"};
     for (size_t i = 0; i < v->n; i++) {
         const json_member_t *m = &v->members[i];
         cfg_region_t *r = &cfg->regions[i];
-        size_t mark = path_push_key(c, m->key, m->klen);
+        size_t mark = config__path_push_key(c, m->key, m->klen);
         if (!name_valid(m->key, m->klen))
-            return fail(c, "not a valid region name (1 to 64 characters of A-Z a-z 0-9 . _ -)");
+            return config__fail(
+                c, "not a valid region name (1 to 64 characters of A-Z a-z 0-9 . _ -)");
         r->name = json_strdup(m->key, m->klen);
         if (!r->name)
-            return nomem(c);
+            return config__nomem(c);
         const json_t *f[TUNNEL_KIND_COUNT];
-        if (get_fields(c, m->val, "an object with \"sfu\" and/or \"turn\" pools", names,
-                       TUNNEL_KIND_COUNT, f))
+        if (config__get_fields(c, m->val, "an object with \"sfu\" and/or \"turn\" pools", names,
+                               TUNNEL_KIND_COUNT, f))
             return -1;
         for (int k = 0; k < TUNNEL_KIND_COUNT; k++) {
-            size_t kmark = path_push_key(c, names[k], strlen(names[k]));
+            size_t kmark = config__path_push_key(c, names[k], strlen(names[k]));
             if (pool_parse(c, f[k], &r->pools[k]))
                 return -1;
-            path_pop(c, kmark);
+            config__path_pop(c, kmark);
         }
-        path_pop(c, mark);
+        config__path_pop(c, mark);
     }
     /* Sorted for binary search; equal neighbours are repeated JSON keys. */
     qsort(cfg->regions, cfg->nregions, sizeof *cfg->regions, region_cmp);
     for (size_t i = 1; i < cfg->nregions; i++) {
         if (!strcmp(cfg->regions[i - 1].name, cfg->regions[i].name)) {
-            path_push_key(c, cfg->regions[i].name, strlen(cfg->regions[i].name));
-            return fail(c, "duplicate key");
+            config__path_push_key(c, cfg->regions[i].name, strlen(cfg->regions[i].name));
+            return config__fail(c, "duplicate key");
         }
     }
     return 0;
@@ -692,463 +666,12 @@ static int region_parse(vctx_t *c, const json_t *v, config_t *cfg)
     const char *s;
     size_t len;
     char q[QBUF];
-    if (get_string(c, v, "a region name", &s, &len))
+    if (config__get_string(c, v, "a region name", &s, &len))
         return -1;
     if (!config_region(cfg, s, len))
-        return fail(c, "%s is not a key of $.regions", quote(s, len, q, sizeof q));
+        return config__fail(c, "%s is not a key of $.regions", config__quote(s, len, q, sizeof q));
     cfg->region = json_strdup(s, len);
-    return cfg->region ? 0 : nomem(c);
-}
-
-static int secrets_parse(vctx_t *c, const json_t *v, cfg_tenant_t *t)
-{
-    char d[QBUF];
-    if (v->type != JSON_ARRAY || v->n == 0)
-        return fail(c, "expected a non-empty array of strings, got %s", describe(v, d, sizeof d));
-    t->secrets = calloc(v->n, sizeof *t->secrets);
-    if (!t->secrets)
-        return nomem(c);
-    t->nsecrets = v->n;
-    for (size_t i = 0; i < v->n; i++) {
-        const char *s;
-        size_t len;
-        size_t mark = path_push_index(c, i);
-        if (get_string(c, v->items[i], "a non-empty string", &s, &len))
-            return -1;
-        uint8_t *key = malloc(len);
-        if (!key)
-            return nomem(c);
-        memcpy(key, s, len);
-        t->secrets[i] = (cred_secret_t){key, len};
-        path_pop(c, mark);
-    }
-    return 0;
-}
-
-static int tenant_regions_parse(vctx_t *c, const json_t *v, const config_t *cfg, cfg_tenant_t *t)
-{
-    char d[QBUF];
-    if (v->type == JSON_ARRAY && v->n == 0 && c->store_doc)
-        return 0; /* disabled everywhere through the admin API */
-    if (v->type != JSON_ARRAY || v->n == 0)
-        return fail(c, "expected a non-empty array of region names, got %s",
-                    describe(v, d, sizeof d));
-    t->regions = calloc(v->n, sizeof *t->regions);
-    if (!t->regions)
-        return nomem(c);
-    t->nregions = v->n;
-    for (size_t i = 0; i < v->n; i++) {
-        const char *s;
-        size_t len;
-        size_t mark = path_push_index(c, i);
-        if (get_string(c, v->items[i], "a region name", &s, &len))
-            return -1;
-        if (!config_region(cfg, s, len))
-            return fail(c, "%s is not a key of $.regions", quote(s, len, d, sizeof d));
-        t->regions[i] = json_strdup(s, len);
-        if (!t->regions[i])
-            return nomem(c);
-        path_pop(c, mark);
-    }
-    return 0;
-}
-
-static int kinds_parse(vctx_t *c, const json_t *v, cfg_tenant_t *t)
-{
-    char d[QBUF];
-    t->kinds = (1u << TUNNEL_KIND_SFU) | (1u << TUNNEL_KIND_TURN);
-    if (!v)
-        return 0;
-    if (v->type != JSON_ARRAY || v->n == 0)
-        return fail(c, "expected a non-empty array of \"sfu\" and \"turn\", got %s",
-                    describe(v, d, sizeof d));
-    t->kinds = 0;
-    for (size_t i = 0; i < v->n; i++) {
-        const json_t *k = v->items[i];
-        int kind = k->type == JSON_STRING ? config_kind_parse(k->str, k->len) : -1;
-        if (kind < 0) {
-            path_push_index(c, i);
-            return fail(c, "expected \"sfu\" or \"turn\", got %s", describe(k, d, sizeof d));
-        }
-        t->kinds |= 1u << kind;
-    }
-    return 0;
-}
-
-/* tenants[i].limits: flat names, ranges in docs/configuration.md. */
-static const struct tlimit_spec {
-    const char *name;
-    size_t off;
-    uint64_t def, max;
-} tlimit_specs[] = {
-#define T(name, field, def, max) {name, offsetof(cfg_tenant_limits_t, field), def, max}
-    T("up_packets_s", up.packets_s, 0, 10000000),
-    T("up_packets_burst", up.packets_burst, 0, 10000000),
-    T("up_bits_s", up.bits_s, 0, 100000000000ull),
-    T("up_bits_burst", up.bits_burst, 0, 10000000000ull),
-    T("down_packets_s", down.packets_s, 0, 10000000),
-    T("down_packets_burst", down.packets_burst, 0, 10000000),
-    T("down_bits_s", down.bits_s, 0, 100000000000ull),
-    T("down_bits_burst", down.bits_burst, 0, 10000000000ull),
-    T("signal_packets_s", signal_packets_s, 50, 10000000),
-    T("signal_packets_burst", signal_packets_burst, 50, 10000000),
-    T("max_tunnels", max_tunnels, 0, 1000000),
-    T("max_tunnels_per_user", max_tunnels_per_user, 0, 1000000),
-    T("bits_s", bits_s, 0, 1000000000000ull),
-    T("bits_burst", bits_burst, 0, 10000000000ull),
-    T("retry_after_s", retry_after_s, 5, 3600),
-#undef T
-};
-#define NTLIMITS (sizeof tlimit_specs / sizeof tlimit_specs[0])
-
-/* A burst left at 0 under a rate is one second of that rate. */
-static void burst_default(uint64_t rate, uint64_t *burst)
-{
-    if (rate && !*burst)
-        *burst = rate < 10000000000ull ? rate : 10000000000ull;
-}
-
-static int tenant_limits_parse(vctx_t *c, const json_t *v, cfg_tenant_limits_t *l)
-{
-    const char *names[NTLIMITS];
-    const json_t *f[NTLIMITS];
-    for (size_t i = 0; i < NTLIMITS; i++) {
-        names[i] = tlimit_specs[i].name;
-        *(uint64_t *)(void *)((char *)l + tlimit_specs[i].off) = tlimit_specs[i].def;
-    }
-    if (v) {
-        if (get_fields(c, v, "an object", names, NTLIMITS, f))
-            return -1;
-        for (size_t i = 0; i < NTLIMITS; i++) {
-            if (!f[i])
-                continue;
-            size_t mark = path_push_key(c, names[i], strlen(names[i]));
-            if (get_uint(c, f[i], 0, tlimit_specs[i].max,
-                         (uint64_t *)(void *)((char *)l + tlimit_specs[i].off)))
-                return -1;
-            path_pop(c, mark);
-        }
-    }
-    burst_default(l->up.packets_s, &l->up.packets_burst);
-    burst_default(l->up.bits_s, &l->up.bits_burst);
-    burst_default(l->down.packets_s, &l->down.packets_burst);
-    burst_default(l->down.bits_s, &l->down.bits_burst);
-    burst_default(l->signal_packets_s, &l->signal_packets_burst);
-    burst_default(l->bits_s, &l->bits_burst);
-    return 0;
-}
-
-static int tenant_parse(vctx_t *c, const json_t *v, const config_t *cfg, cfg_tenant_t *t)
-{
-    static const char *const names[] = {"id",      "secrets", "hash",  "max_ttl",
-                                        "regions", "kinds",   "limits"};
-    enum { F_ID, F_SECRETS, F_HASH, F_TTL, F_REGIONS, F_KINDS, F_LIMITS, F_COUNT };
-    const json_t *f[F_COUNT];
-    char d[QBUF];
-    if (get_fields(c, v, "a tenant object", names, F_COUNT, f) || require(c, f[F_ID], "id") ||
-        require(c, f[F_SECRETS], "secrets") || require(c, f[F_REGIONS], "regions"))
-        return -1;
-
-    const char *s;
-    size_t len;
-    size_t mark = path_push_key(c, "id", 2);
-    if (get_string(c, f[F_ID], "a tenant id", &s, &len))
-        return -1;
-    if (!name_valid(s, len))
-        return fail(c, "%s is not a valid tenant id (1 to 64 characters of A-Z a-z 0-9 . _ -)",
-                    quote(s, len, d, sizeof d));
-    t->id = json_strdup(s, len);
-    if (!t->id)
-        return nomem(c);
-    path_pop(c, mark);
-
-    path_push_key(c, "secrets", 7);
-    if (secrets_parse(c, f[F_SECRETS], t))
-        return -1;
-    path_pop(c, mark);
-
-    t->hash = CRED_SHA1;
-    if (f[F_HASH]) {
-        const json_t *h = f[F_HASH];
-        path_push_key(c, "hash", 4);
-        if (h->type == JSON_STRING && h->len == 6 && !memcmp(h->str, "sha256", 6))
-            t->hash = CRED_SHA256;
-        else if (!(h->type == JSON_STRING && h->len == 4 && !memcmp(h->str, "sha1", 4)))
-            return fail(c, "expected \"sha1\" or \"sha256\", got %s", describe(h, d, sizeof d));
-        path_pop(c, mark);
-    }
-
-    t->max_ttl = 86400;
-    if (f[F_TTL]) {
-        path_push_key(c, "max_ttl", 7);
-        if (get_uint(c, f[F_TTL], 1, 31536000, &t->max_ttl))
-            return -1;
-        path_pop(c, mark);
-    }
-
-    path_push_key(c, "regions", 7);
-    if (tenant_regions_parse(c, f[F_REGIONS], cfg, t))
-        return -1;
-    path_pop(c, mark);
-
-    path_push_key(c, "kinds", 5);
-    if (kinds_parse(c, f[F_KINDS], t))
-        return -1;
-    path_pop(c, mark);
-
-    path_push_key(c, "limits", 6);
-    if (tenant_limits_parse(c, f[F_LIMITS], &t->limits))
-        return -1;
-    path_pop(c, mark);
-    return 0;
-}
-
-typedef struct tenant_order {
-    const char *id;
-    size_t idx; /* position in the document */
-} tenant_order_t;
-
-static int tenant_order_cmp(const void *a, const void *b)
-{
-    const tenant_order_t *x = a, *y = b;
-    int r = strcmp(x->id, y->id);
-    return r ? r : (x->idx > y->idx) - (x->idx < y->idx);
-}
-
-/* The tenants, from the file's "tenants" array (labels NULL: errors say
- * "$.tenants[i]...") or from a store (labels[i] names where items[i] came
- * from, e.g. its etcd key; errors say "<label>: $.secrets..."). */
-static int tenants_build(vctx_t *c, const json_t *const *items, size_t n,
-                         const char *const *labels, config_t *cfg)
-{
-    char d[QBUF];
-    if (n == 0)
-        return 0;
-    cfg->tenants = calloc(n, sizeof *cfg->tenants);
-    if (!cfg->tenants)
-        return nomem(c);
-    cfg->ntenants = n;
-    vctx_t sub = *c; /* a store's tenant is a document of its own: path "$" */
-    for (size_t i = 0; i < n; i++) {
-        vctx_t *vc = c;
-        size_t mark = 0;
-        if (labels) {
-            sub.label = labels[i];
-            snprintf(sub.path, sizeof sub.path, "$");
-            sub.plen = 1;
-            vc = &sub;
-        } else {
-            mark = path_push_index(c, i);
-        }
-        if (tenant_parse(vc, items[i], cfg, &cfg->tenants[i]))
-            return -1;
-        if (!labels)
-            path_pop(c, mark);
-    }
-
-    /* Sort by id for binary search, finding repeated ids on the way. */
-    tenant_order_t *order = malloc(n * sizeof *order);
-    cfg_tenant_t *sorted = malloc(n * sizeof *sorted);
-    if (!order || !sorted) {
-        free(order);
-        free(sorted);
-        return nomem(c);
-    }
-    for (size_t i = 0; i < n; i++)
-        order[i] = (tenant_order_t){cfg->tenants[i].id, i};
-    qsort(order, n, sizeof *order, tenant_order_cmp);
-    for (size_t i = 1; i < n; i++) {
-        if (!strcmp(order[i - 1].id, order[i].id)) {
-            quote(order[i].id, strlen(order[i].id), d, sizeof d);
-            if (labels) {
-                sub.label = labels[order[i].idx];
-                snprintf(sub.path, sizeof sub.path, "$.id");
-                sub.plen = 4;
-                fail(&sub, "duplicate tenant id %s (also %s)", d, labels[order[i - 1].idx]);
-            } else {
-                path_push_index(c, order[i].idx);
-                path_push_key(c, "id", 2);
-                fail(c, "duplicate tenant id %s (also $.tenants[%zu].id)", d, order[i - 1].idx);
-            }
-            free(order);
-            free(sorted);
-            return -1;
-        }
-    }
-    for (size_t i = 0; i < n; i++)
-        sorted[i] = cfg->tenants[order[i].idx];
-    free(cfg->tenants);
-    cfg->tenants = sorted;
-    free(order);
-    return 0;
-}
-
-static int tenants_parse(vctx_t *c, const json_t *v, config_t *cfg)
-{
-    char d[QBUF];
-    if (v->type != JSON_ARRAY)
-        return fail(c, "expected an array of tenant objects, got %s", describe(v, d, sizeof d));
-    return tenants_build(c, (const json_t *const *)v->items, v->n, NULL, cfg);
-}
-
-#define STORE_ENDPOINTS_MAX 16u
-#define STORE_PREFIX_MAX 256u
-
-#define STORE_LEASE_TTL_S 10u
-#define STORE_MEMBERS_PREFIX "/sluice/members/"
-
-/* "tenant_store": {"type": "file", "path": "tenants.json"} or
- * {"type": "etcd", "endpoints": ["http://host:port", ...], "prefix": "/...",
- * "members_prefix": "/...", "lease_ttl_s": 10} (the last two: gateway/fleet.h).
- * Without it the tenants are $.tenants of this file (CFG_STORE_INLINE). */
-static int store_parse(vctx_t *c, const json_t *v, cfg_store_t *st)
-{
-    static const char *const names[] = {"type",   "path",           "endpoints",
-                                        "prefix", "members_prefix", "lease_ttl_s"};
-    enum { F_TYPE, F_PATH, F_ENDPOINTS, F_PREFIX, F_MEMBERS, F_TTL, F_COUNT };
-    const json_t *f[F_COUNT];
-    char d[QBUF];
-    const char *s;
-    size_t len;
-    if (get_fields(c, v, "a tenant store object", names, F_COUNT, f) ||
-        require(c, f[F_TYPE], "type"))
-        return -1;
-    size_t mark = path_push_key(c, "type", 4);
-    if (get_string(c, f[F_TYPE], "\"file\" or \"etcd\"", &s, &len))
-        return -1;
-    if (len == 4 && !memcmp(s, "file", 4)) {
-        path_pop(c, mark);
-        for (size_t i = F_ENDPOINTS; i <= F_TTL; i++) {
-            if (f[i]) {
-                path_push_key(c, names[i], strlen(names[i]));
-                return fail(c, "only for type \"etcd\"");
-            }
-        }
-        if (require(c, f[F_PATH], "path"))
-            return -1;
-        path_push_key(c, "path", 4);
-        if (file_parse(c, f[F_PATH], &st->path))
-            return -1;
-        path_pop(c, mark);
-        st->type = CFG_STORE_FILE;
-        return 0;
-    }
-    if (!(len == 4 && !memcmp(s, "etcd", 4)))
-        return fail(c, "expected \"file\" or \"etcd\", got %s", quote(s, len, d, sizeof d));
-    path_pop(c, mark);
-    if (f[F_PATH]) {
-        path_push_key(c, "path", 4);
-        return fail(c, "only for type \"file\"");
-    }
-    st->type = CFG_STORE_ETCD;
-    if (require(c, f[F_ENDPOINTS], "endpoints") || require(c, f[F_PREFIX], "prefix"))
-        return -1;
-    path_push_key(c, "endpoints", 9);
-    const json_t *e = f[F_ENDPOINTS];
-    if (e->type != JSON_ARRAY || e->n == 0 || e->n > STORE_ENDPOINTS_MAX)
-        return fail(c, "expected an array of 1 to %u \"http://host:port\" URLs, got %s",
-                    STORE_ENDPOINTS_MAX, describe(e, d, sizeof d));
-    st->endpoints = calloc(e->n, sizeof *st->endpoints);
-    if (!st->endpoints)
-        return nomem(c);
-    st->nendpoints = e->n;
-    for (size_t i = 0; i < e->n; i++) {
-        size_t m2 = path_push_index(c, i);
-        if (get_string(c, e->items[i], "a \"http://host:port\" URL", &s, &len))
-            return -1;
-        if (!((len > 7 && !memcmp(s, "http://", 7)) || (len > 8 && !memcmp(s, "https://", 8))))
-            return fail(c, "expected an http:// or https:// URL, got %s",
-                        quote(s, len, d, sizeof d));
-        while (len > 0 && s[len - 1] == '/')
-            len--; /* request paths are appended: "/v3/kv/range" */
-        st->endpoints[i] = json_strdup(s, len);
-        if (!st->endpoints[i])
-            return nomem(c);
-        path_pop(c, m2);
-    }
-    path_pop(c, mark);
-    path_push_key(c, "prefix", 6);
-    if (get_string(c, f[F_PREFIX], "a non-empty key prefix such as \"/sluice/tenants/\"", &s,
-                   &len))
-        return -1;
-    if (len > STORE_PREFIX_MAX)
-        return fail(c, "longer than %u bytes", STORE_PREFIX_MAX);
-    st->prefix = json_strdup(s, len);
-    if (!st->prefix)
-        return nomem(c);
-    path_pop(c, mark);
-    s = STORE_MEMBERS_PREFIX;
-    len = strlen(s);
-    if (f[F_MEMBERS]) {
-        path_push_key(c, "members_prefix", 14);
-        if (get_string(c, f[F_MEMBERS], "a non-empty key prefix such as \"/sluice/members/\"", &s,
-                       &len))
-            return -1;
-        if (len > STORE_PREFIX_MAX)
-            return fail(c, "longer than %u bytes", STORE_PREFIX_MAX);
-        path_pop(c, mark);
-    }
-    st->members_prefix = json_strdup(s, len);
-    if (!st->members_prefix)
-        return nomem(c);
-    uint64_t ttl = STORE_LEASE_TTL_S;
-    if (f[F_TTL]) {
-        /* etcd raises a TTL under its minimum (2 s by default) to it. */
-        path_push_key(c, "lease_ttl_s", 11);
-        if (get_uint(c, f[F_TTL], 2, 3600, &ttl))
-            return -1;
-        path_pop(c, mark);
-    }
-    st->lease_ttl_s = (uint32_t)ttl;
-    return 0;
-}
-
-#define NODE_ID_MAX 128u /* gateway/fleet.h FLEET_NODE_ID_MAX */
-
-/* "node": {"id": "gw-eu-1"}: this gateway's name in the fleet (an object, so
- * that more about the node can join later). The id becomes an etcd key's
- * last segment: [A-Za-z0-9._-] only. */
-static int node_parse(vctx_t *c, const json_t *v, cfg_node_t *node)
-{
-    static const char *const names[] = {"id"};
-    const json_t *f[1];
-    char d[QBUF];
-    const char *s;
-    size_t len;
-    if (get_fields(c, v, "a node object", names, 1, f))
-        return -1;
-    if (!f[0])
-        return 0; /* "<hostname>-<pid>" (fleet.c) */
-    size_t mark = path_push_key(c, "id", 2);
-    if (get_string(c, f[0], "a node id such as \"gw-eu-1\"", &s, &len))
-        return -1;
-    if (len > NODE_ID_MAX)
-        return fail(c, "longer than %u bytes", NODE_ID_MAX);
-    for (size_t i = 0; i < len; i++)
-        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
-              (s[i] >= '0' && s[i] <= '9') || s[i] == '.' || s[i] == '_' || s[i] == '-'))
-            return fail(c, "expected letters, digits, '.', '_' and '-' only, got %s",
-                        quote(s, len, d, sizeof d));
-    node->id = json_strdup(s, len);
-    if (!node->id)
-        return nomem(c);
-    path_pop(c, mark);
-    return 0;
-}
-
-/* What an unknown tenant's credential check must cost to look like a known
- * one's: as many HMACs as the tenant with the most secrets, with the hash
- * most tenants use. */
-static void credential_work(config_t *cfg)
-{
-    size_t sha256 = 0;
-    cfg->max_secrets = 1;
-    for (size_t i = 0; i < cfg->ntenants; i++) {
-        if (cfg->tenants[i].nsecrets > cfg->max_secrets)
-            cfg->max_secrets = cfg->tenants[i].nsecrets;
-        sha256 += cfg->tenants[i].hash == CRED_SHA256;
-    }
-    cfg->decoy_hash = 2 * sha256 >= cfg->ntenants && sha256 ? CRED_SHA256 : CRED_SHA1;
+    return cfg->region ? 0 : config__nomem(c);
 }
 
 static int has_builtin_echo(const config_t *cfg)
@@ -1161,239 +684,99 @@ static int has_builtin_echo(const config_t *cfg)
     return 0;
 }
 
-static unsigned addr_port(const struct sockaddr_storage *sa)
-{
-    if (sa->ss_family == AF_INET)
-        return ntohs(((const struct sockaddr_in *)(const void *)sa)->sin_port);
-    return ntohs(((const struct sockaddr_in6 *)(const void *)sa)->sin6_port);
-}
-
-/* admin: {"listen": "host:port", "tokens": [{"token": "...", "tenant": "id"}]} */
-static int admin_parse(vctx_t *c, const json_t *v, config_t *cfg)
-{
-    static const char *const names[] = {"listen", "tokens"};
-    const json_t *f[2];
-    char d[QBUF];
-    if (get_fields(c, v, "an object with \"listen\" and \"tokens\"", names, 2, f) ||
-        require(c, f[0], "listen") || require(c, f[1], "tokens"))
-        return -1;
-    size_t mark = path_push_key(c, "listen", 6);
-    if (get_addr(c, f[0], ADDR_LISTEN, &cfg->admin.listen))
-        return -1;
-    /* The admin API never shares the public port (issue 7 §2). */
-    for (size_t i = 0; i < cfg->nlisten; i++) {
-        const cfg_addr_t *a = &cfg->listen[i];
-        if (a->len == cfg->admin.listen.len &&
-            !memcmp(&a->sa, &cfg->admin.listen.sa, a->len) &&
-            addr_port(&a->sa) != 0)
-            return fail(c, "%s is a public listen address ($.listen[%zu]); the admin API needs "
-                           "its own (loopback or internal) address",
-                        describe(f[0], d, sizeof d), i);
-    }
-    path_pop(c, mark);
-    path_push_key(c, "tokens", 6);
-    const json_t *t = f[1];
-    if (t->type != JSON_ARRAY || t->n == 0)
-        return fail(c, "expected a non-empty array of token objects, got %s",
-                    describe(t, d, sizeof d));
-    cfg->admin.tokens = calloc(t->n, sizeof *cfg->admin.tokens);
-    if (!cfg->admin.tokens)
-        return nomem(c);
-    cfg->admin.ntokens = t->n;
-    for (size_t i = 0; i < t->n; i++) {
-        static const char *const tnames[] = {"token", "tenant"};
-        const json_t *tf[2];
-        size_t m2 = path_push_index(c, i);
-        if (get_fields(c, t->items[i], "a token object", tnames, 2, tf) ||
-            require(c, tf[0], "token"))
-            return -1;
-        const char *s;
-        size_t len;
-        size_t m3 = path_push_key(c, "token", 5);
-        if (get_string(c, tf[0], "a token string", &s, &len))
-            return -1;
-        if (len < 16)
-            return fail(c, "a token must be at least 16 characters");
-        if (memchr(s, '\0', len))
-            return fail(c, "a token must not contain NUL");
-        cfg->admin.tokens[i].token = json_strdup(s, len);
-        cfg->admin.tokens[i].len = len;
-        if (!cfg->admin.tokens[i].token)
-            return nomem(c);
-        path_pop(c, m3);
-        if (tf[1]) {
-            path_push_key(c, "tenant", 6);
-            if (get_string(c, tf[1], "a tenant id", &s, &len))
-                return -1;
-            if (!name_valid(s, len))
-                return fail(c, "%s is not a valid tenant id", quote(s, len, d, sizeof d));
-            cfg->admin.tokens[i].tenant = json_strdup(s, len);
-            if (!cfg->admin.tokens[i].tenant)
-                return nomem(c);
-        }
-        path_pop(c, m2);
-    }
-    cfg->admin.enabled = 1;
-    return 0;
-}
-
-#define TENANTS_FILE_MAX (4u * 1024u * 1024u) /* bytes */
-
-/* The tenant store's document, {"revision": N, "tenants": [...]}: from
- * config_retenant, or read from the file. Errors name the file and the path
- * inside it. */
-static int store_tenants_parse(vctx_t *c, config_t *cfg)
-{
-    char *buf = NULL;
-    size_t n = 0;
-    const char *doc = c->tenants_doc;
-    if (!doc) {
-        FILE *fp = fopen(cfg->store.path, "rb");
-        if (!fp) {
-            path_push_key(c, "tenant_store", 12);
-            path_push_key(c, "path", 4);
-            return fail(c, "tenant store %s: %s", cfg->store.path, strerror(errno));
-        }
-        buf = malloc(TENANTS_FILE_MAX + 1);
-        n = buf ? fread(buf, 1, TENANTS_FILE_MAX + 1, fp) : 0;
-        int bad = !buf || ferror(fp);
-        fclose(fp);
-        if (bad || n > TENANTS_FILE_MAX) {
-            free(buf);
-            return fail(c, "tenant store %s: %s", cfg->store.path,
-                        bad ? "cannot read it" : "larger than 4 MiB");
-        }
-        doc = buf;
-    } else {
-        n = c->tenants_len;
-    }
-
-    /* Validate inside the document with its own path, then prefix the file. */
-    vctx_t t = {.path = "$", .plen = 1, .base_dir = c->base_dir, .store_doc = 1};
-    char terr[512] = "";
-    t.err = terr;
-    t.errlen = sizeof terr;
-    char msg[256];
-    int rc = -1;
-    json_t *root = json_parse(doc, n, msg, sizeof msg);
-    if (!root) {
-        fail(&t, "%s", msg);
-    } else {
-        static const char *const names[] = {"revision", "tenants"};
-        const json_t *f[2];
-        if (!get_fields(&t, root, "an object with \"revision\" and \"tenants\"", names, 2,
-                        f) &&
-            !require(&t, f[1], "tenants")) {
-            size_t mark = path_push_key(&t, "revision", 8);
-            if (!f[0] || !get_uint(&t, f[0], 0, UINT64_MAX / 2, &cfg->tenants_revision)) {
-                path_pop(&t, mark);
-                path_push_key(&t, "tenants", 7);
-                rc = tenants_parse(&t, f[1], cfg);
-            }
-        }
-    }
-    json_free(root);
-    free(buf);
-    if (rc && c->errlen)
-        snprintf(c->err, c->errlen, "tenant store %s: %s", cfg->store.path, terr);
-    return rc;
-}
-
 /* Validates the root object in a fixed order, so regions exist before the
  * names that refer to them are checked. */
 static int root_parse(vctx_t *c, const json_t *root, const json_t *const *store_tenants,
                       size_t nstore, const char *const *labels, config_t *cfg)
 {
-    static const char *const names[] = {"listen",  "tls",     "region", "echo",
-                                        "limits",  "regions", "tenants", "admin",
+    static const char *const names[] = {"listen",  "tls",     "region",       "echo",
+                                        "limits",  "regions", "tenants",      "admin",
                                         "tenant_store", "node"};
     enum { F_LISTEN, F_TLS, F_REGION, F_ECHO, F_LIMITS, F_REGIONS, F_TENANTS, F_ADMIN, F_STORE,
            F_NODE, F_COUNT };
     const json_t *f[F_COUNT];
-    if (get_fields(c, root, "an object", names, F_COUNT, f))
+    if (config__get_fields(c, root, "an object", names, F_COUNT, f))
         return -1;
-    if (require(c, f[F_LISTEN], "listen") || require(c, f[F_TLS], "tls") ||
-        require(c, f[F_REGION], "region") || require(c, f[F_REGIONS], "regions"))
+    if (config__require(c, f[F_LISTEN], "listen") || config__require(c, f[F_TLS], "tls") ||
+        config__require(c, f[F_REGION], "region") || config__require(c, f[F_REGIONS], "regions"))
         return -1;
-    size_t mark = path_push_key(c, "tenant_store", 12);
-    if (f[F_STORE] && store_parse(c, f[F_STORE], &cfg->store))
+    size_t mark = config__path_push_key(c, "tenant_store", 12);
+    if (f[F_STORE] && config__store_parse(c, f[F_STORE], &cfg->store))
         return -1;
-    path_pop(c, mark);
-    if (f[F_NODE]) {
-        path_push_key(c, "node", 4);
-        if (node_parse(c, f[F_NODE], &cfg->node))
-            return -1;
-        path_pop(c, mark);
-    }
-    if (cfg->store.type == CFG_STORE_INLINE && require(c, f[F_TENANTS], "tenants"))
+    config__path_pop(c, mark);
+    config__path_push_key(c, "node", 4);
+    if (f[F_NODE] && config__node_parse(c, f[F_NODE], &cfg->node))
+        return -1;
+    config__path_pop(c, mark);
+    if (cfg->store.type == CFG_STORE_INLINE && config__require(c, f[F_TENANTS], "tenants"))
         return -1;
     if (cfg->store.type != CFG_STORE_INLINE && f[F_TENANTS]) {
-        path_push_key(c, "tenants", 7);
+        config__path_push_key(c, "tenants", 7);
         if (cfg->store.type == CFG_STORE_FILE)
-            return fail(c, "not allowed with $.tenant_store: the tenants live in %s",
-                        cfg->store.path);
-        return fail(c, "not allowed with $.tenant_store: the tenants live in etcd under %s",
-                    cfg->store.prefix);
+            return config__fail(c, "not allowed with $.tenant_store: the tenants live in %s",
+                                cfg->store.path);
+        return config__fail(c, "not allowed with $.tenant_store: the tenants live in etcd under %s",
+                            cfg->store.prefix);
     }
 
-    path_push_key(c, "listen", 6);
+    config__path_push_key(c, "listen", 6);
     if (listen_parse(c, f[F_LISTEN], cfg))
         return -1;
-    path_pop(c, mark);
+    config__path_pop(c, mark);
 
-    path_push_key(c, "tls", 3);
+    config__path_push_key(c, "tls", 3);
     if (tls_parse(c, f[F_TLS], cfg))
         return -1;
-    path_pop(c, mark);
+    config__path_pop(c, mark);
 
-    path_push_key(c, "limits", 6);
+    config__path_push_key(c, "limits", 6);
     if (limits_parse(c, f[F_LIMITS], &cfg->limits))
         return -1;
-    path_pop(c, mark);
+    config__path_pop(c, mark);
 
-    path_push_key(c, "regions", 7);
+    config__path_push_key(c, "regions", 7);
     if (regions_parse(c, f[F_REGIONS], cfg))
         return -1;
-    path_pop(c, mark);
+    config__path_pop(c, mark);
 
-    path_push_key(c, "region", 6);
+    config__path_push_key(c, "region", 6);
     if (region_parse(c, f[F_REGION], cfg))
         return -1;
-    path_pop(c, mark);
+    config__path_pop(c, mark);
 
-    path_push_key(c, "echo", 4);
-    if (f[F_ECHO] ? get_addr(c, f[F_ECHO], ADDR_ECHO, &cfg->echo)
+    config__path_push_key(c, "echo", 4);
+    if (f[F_ECHO] ? config__get_addr(c, f[F_ECHO], ADDR_ECHO, &cfg->echo)
                   : addr_parse(c, "127.0.0.1:0", 11, ADDR_ECHO, &cfg->echo))
         return -1;
-    path_pop(c, mark);
+    config__path_pop(c, mark);
     cfg->has_echo = has_builtin_echo(cfg);
 
     if (f[F_ADMIN]) {
-        path_push_key(c, "admin", 5);
-        if (admin_parse(c, f[F_ADMIN], cfg))
+        config__path_push_key(c, "admin", 5);
+        if (config__admin_parse(c, f[F_ADMIN], cfg))
             return -1;
-        path_pop(c, mark);
+        config__path_pop(c, mark);
     }
 
     if (nstore && cfg->store.type != CFG_STORE_ETCD)
-        return fail(c, "tenant documents were given, but $.tenant_store is not etcd");
+        return config__fail(c, "tenant documents were given, but $.tenant_store is not etcd");
     switch (cfg->store.type) {
     case CFG_STORE_INLINE:
-        path_push_key(c, "tenants", 7);
-        if (tenants_parse(c, f[F_TENANTS], cfg))
+        config__path_push_key(c, "tenants", 7);
+        if (config__tenants_parse(c, f[F_TENANTS], cfg))
             return -1;
-        path_pop(c, mark);
+        config__path_pop(c, mark);
         break;
     case CFG_STORE_FILE:
-        if (store_tenants_parse(c, cfg))
+        if (config__store_tenants_parse(c, cfg))
             return -1;
         break;
     case CFG_STORE_ETCD:
-        if (tenants_build(c, store_tenants, nstore, labels, cfg))
+        if (config__tenants_build(c, store_tenants, nstore, labels, cfg))
             return -1;
         break;
     }
-    credential_work(cfg);
+    config__credential_work(cfg);
     return 0;
 }
 
@@ -1414,19 +797,19 @@ static config_t *config_parse_with(const char *json, size_t len, const char *bas
     if (c.errlen)
         err[0] = '\0';
     if (len > CONFIG_FILE_MAX) {
-        fail(&c, "the document is larger than 1 MiB (%zu bytes)", len);
+        config__fail(&c, "the document is larger than 1 MiB (%zu bytes)", len);
         return NULL;
     }
     char msg[256];
     json_t *root = json_parse(json, len, msg, sizeof msg);
     if (!root) {
-        fail(&c, "%s", msg);
+        config__fail(&c, "%s", msg);
         return NULL;
     }
     json_t **trees = n ? calloc(n, sizeof *trees) : NULL;
     config_t *cfg = (!n || trees) ? calloc(1, sizeof *cfg) : NULL;
     if (!cfg) {
-        nomem(&c);
+        config__nomem(&c);
         goto out;
     }
     cfg->_refs = 1;
@@ -1434,7 +817,7 @@ static config_t *config_parse_with(const char *json, size_t len, const char *bas
     cfg->_source_len = len;
     cfg->_base_dir = base_dir ? json_strdup(base_dir, strlen(base_dir)) : NULL;
     if (!cfg->_source || (base_dir && !cfg->_base_dir)) {
-        nomem(&c);
+        config__nomem(&c);
         goto bad;
     }
     for (size_t i = 0; i < n; i++) {
@@ -1549,42 +932,10 @@ void config_unref(config_t *cfg)
         config_free(cfg);
 }
 
-size_t config_tenant_limit_count(void)
-{
-    return NTLIMITS;
-}
-
-const char *config_tenant_limit(size_t i, const cfg_tenant_limits_t *l, uint64_t *val)
-{
-    *val = *(const uint64_t *)(const void *)((const char *)l + tlimit_specs[i].off);
-    return tlimit_specs[i].name;
-}
-
-int config_kind_parse(const char *s, size_t len)
-{
-    if (len == 3 && !memcmp(s, "sfu", 3))
-        return TUNNEL_KIND_SFU;
-    if (len == 4 && !memcmp(s, "turn", 4))
-        return TUNNEL_KIND_TURN;
-    return -1;
-}
-
-const char *config_kind_name(enum tunnel_kind kind)
-{
-    switch (kind) {
-    case TUNNEL_KIND_SFU:
-        return "sfu";
-    case TUNNEL_KIND_TURN:
-        return "turn";
-    default:
-        return "?";
-    }
-}
-
 /* Binary search of n elements of size bytes, sorted by the char * name at
  * name_off in each: the one lookup behind tenants and regions. */
-static const void *find_by_name(const void *base, size_t n, size_t size, size_t name_off,
-                                const char *key, size_t len)
+const void *config__find_by_name(const void *base, size_t n, size_t size, size_t name_off,
+                                 const char *key, size_t len)
 {
     size_t lo = 0, hi = n;
     while (lo < hi) {
@@ -1603,22 +954,14 @@ static const void *find_by_name(const void *base, size_t n, size_t size, size_t 
 
 const cfg_tenant_t *config_tenant(const config_t *cfg, const char *id, size_t len)
 {
-    return find_by_name(cfg->tenants, cfg->ntenants, sizeof *cfg->tenants,
-                        offsetof(cfg_tenant_t, id), id, len);
+    return config__find_by_name(cfg->tenants, cfg->ntenants, sizeof *cfg->tenants,
+                                offsetof(cfg_tenant_t, id), id, len);
 }
 
 const cfg_region_t *config_region(const config_t *cfg, const char *name, size_t len)
 {
-    return find_by_name(cfg->regions, cfg->nregions, sizeof *cfg->regions,
-                        offsetof(cfg_region_t, name), name, len);
-}
-
-int config_tenant_in_region(const cfg_tenant_t *t, const char *region)
-{
-    for (size_t i = 0; i < t->nregions; i++)
-        if (!strcmp(t->regions[i], region))
-            return 1;
-    return 0;
+    return config__find_by_name(cfg->regions, cfg->nregions, sizeof *cfg->regions,
+                                offsetof(cfg_region_t, name), name, len);
 }
 
 const char *config_addr_str(const struct sockaddr *sa, char *buf, size_t cap)

@@ -11,7 +11,7 @@
 
 #include "json.h"
 
-#define STORE_FILE_MAX (4u * 1024u * 1024u) /* as config.c's TENANTS_FILE_MAX */
+#define STORE_FILE_MAX (4u * 1024u * 1024u) /* as config_tenant.c's TENANTS_FILE_MAX */
 
 typedef struct store_file {
     store_t base;

@@ -1,6 +1,7 @@
 /* test_config.c — gateway/config.c: a full round trip, the defaults, every
  * documented error (message and JSON path), file loading, lookups and
- * reference counting. Under ASan every error path is also a leak check. */
+ * reference counting. Tenants, their store and $.admin (config_tenant.c) are
+ * in test_config_tenant.c. Under ASan every error path is also a leak check. */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -13,84 +14,9 @@
 
 #include "../../gateway/config.h"
 #include "../../proto/pktq.h"
+#include "config_doc.h"
 
 /* ---- helpers -------------------------------------------------------------- */
-
-/* Test documents are written with single quotes; this turns them into JSON. */
-static char *dq(const char *s)
-{
-    char *d = strdup(s);
-    cr_assert_not_null(d);
-    for (char *p = d; *p; p++)
-        if (*p == '\'')
-            *p = '"';
-    return d;
-}
-
-/* A document made of the minimal valid parts, any of which a test replaces;
- * OMIT leaves the key out. extra is appended inside the root object. */
-#define OMIT "-"
-typedef struct doc {
-    const char *listen, *tls, *region, *regions, *tenants, *extra;
-} doc_t;
-
-static char *render(doc_t d)
-{
-    const char *keys[] = {"listen", "tls", "region", "regions", "tenants"};
-    const char *vals[] = {
-        d.listen ? d.listen : "['127.0.0.1:0']",
-        d.tls ? d.tls : "{'cert':'c.pem','key':'k.pem'}",
-        d.region ? d.region : "'local'",
-        d.regions ? d.regions : "{'local':{'sfu':['builtin:echo']}}",
-        d.tenants ? d.tenants : "[{'id':'demo','secrets':['s'],'regions':['local']}]",
-    };
-    char buf[8192];
-    size_t o = 0;
-    buf[o++] = '{';
-    for (size_t i = 0; i < 5; i++) {
-        if (!strcmp(vals[i], OMIT))
-            continue;
-        o += (size_t)snprintf(buf + o, sizeof buf - o, "%s'%s':%s", o > 1 ? "," : "", keys[i],
-                              vals[i]);
-    }
-    if (d.extra)
-        o += (size_t)snprintf(buf + o, sizeof buf - o, ",%s", d.extra);
-    snprintf(buf + o, sizeof buf - o, "}");
-    return dq(buf);
-}
-
-static config_t *parse_raw(const char *json, size_t len, char *err, size_t errlen)
-{
-    return config_parse(json, len, "/base", err, errlen);
-}
-
-static config_t *parse_ok(doc_t d)
-{
-    char *json = render(d), err[512];
-    config_t *cfg = parse_raw(json, strlen(json), err, sizeof err);
-    cr_assert_not_null(cfg, "%s\nin: %s", err, json);
-    free(json);
-    return cfg;
-}
-
-/* Parses a document that must fail with want somewhere in the message. */
-static void expect_raw_error(const char *json, size_t len, const char *want)
-{
-    char err[512];
-    memset(err, 'X', sizeof err);
-    config_t *cfg = parse_raw(json, len, err, sizeof err);
-    cr_assert_null(cfg, "accepted: %.*s", (int)(len < 300 ? len : 300), json);
-    cr_assert_not_null(memchr(err, '\0', sizeof err), "err is not NUL-terminated");
-    cr_assert_not_null(strstr(err, want), "error\n  %s\ndoes not contain\n  %s", err, want);
-    cr_assert_eq(err[0], '$', "every parse error starts with a JSON path: %s", err);
-}
-
-static void expect_error(doc_t d, const char *want)
-{
-    char *json = render(d);
-    expect_raw_error(json, strlen(json), want);
-    free(json);
-}
 
 static void expect_error_q(const char *single_quoted, const char *want)
 {
@@ -326,33 +252,6 @@ Test(config, empty_tenants_and_ipv6_listen_only)
     config_unref(cfg);
 }
 
-/* The credential work every request is padded to (request.c). */
-Test(config, credential_work_is_the_largest_tenant)
-{
-    static const struct {
-        const char *tenants;
-        size_t max_secrets;
-        enum cred_hash hash;
-    } cases[] = {
-        {"[]", 1, CRED_SHA1},
-        {"[{'id':'a','secrets':['1'],'regions':['local']}]", 1, CRED_SHA1},
-        {"[{'id':'a','secrets':['1','2'],'regions':['local']},"
-         "{'id':'b','secrets':['1','2','3','4','5'],'hash':'sha256','regions':['local']},"
-         "{'id':'c','secrets':['1'],'regions':['local']}]",
-         5, CRED_SHA1},
-        {"[{'id':'a','secrets':['1'],'hash':'sha256','regions':['local']},"
-         "{'id':'b','secrets':['1','2','3'],'regions':['local']}]",
-         3, CRED_SHA256},
-        {"[{'id':'a','secrets':['1'],'hash':'sha256','regions':['local']}]", 1, CRED_SHA256},
-    };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        config_t *cfg = parse_ok((doc_t){.tenants = cases[i].tenants});
-        cr_expect_eq(cfg->max_secrets, cases[i].max_secrets, "case %zu", i);
-        cr_expect_eq(cfg->decoy_hash, cases[i].hash, "case %zu", i);
-        config_unref(cfg);
-    }
-}
-
 Test(config, hostname_backend_and_echo_resolve)
 {
     config_t *cfg = parse_ok((doc_t){.regions = "{'local':{'turn':['localhost:3479']}}",
@@ -455,18 +354,6 @@ Test(config, lookups_are_exact_and_length_delimited)
     config_unref(cfg);
 }
 
-Test(config, kinds)
-{
-    cr_assert_eq(config_kind_parse("sfu", 3), TUNNEL_KIND_SFU);
-    cr_assert_eq(config_kind_parse("turn", 4), TUNNEL_KIND_TURN);
-    cr_assert_eq(config_kind_parse("turnx", 4), TUNNEL_KIND_TURN);
-    cr_assert_eq(config_kind_parse("turn", 3), -1);
-    cr_assert_eq(config_kind_parse("SFU", 3), -1);
-    cr_assert_eq(config_kind_parse("", 0), -1);
-    cr_assert_str_eq(config_kind_name(TUNNEL_KIND_SFU), "sfu");
-    cr_assert_str_eq(config_kind_name(TUNNEL_KIND_TURN), "turn");
-}
-
 Test(config, addr_str)
 {
     char b[64];
@@ -485,21 +372,6 @@ Test(config, addr_str)
 }
 
 /* ---- errors: the documented examples ---------------------------------------- */
-
-Test(config, error_secrets_empty)
-{
-    expect_error((doc_t){.tenants = "[{'id':'a','secrets':['s'],'regions':['local']},"
-                                    "{'id':'b','secrets':[],'regions':['local']}]"},
-                 "$.tenants[1].secrets: expected a non-empty array of strings, got an empty array");
-    expect_error((doc_t){.tenants = "[{'id':'a','secrets':'s','regions':['local']}]"},
-                 "$.tenants[0].secrets: expected a non-empty array of strings, got \"s\"");
-    expect_error((doc_t){.tenants = "[{'id':'a','secrets':['s',''],'regions':['local']}]"},
-                 "$.tenants[0].secrets[1]: expected a non-empty string, got \"\"");
-    expect_error((doc_t){.tenants = "[{'id':'a','secrets':['s',7],'regions':['local']}]"},
-                 "$.tenants[0].secrets[1]: expected a non-empty string, got 7");
-    expect_error((doc_t){.tenants = "[{'id':'a','regions':['local']}]"},
-                 "$.tenants[0].secrets: required key is missing");
-}
 
 Test(config, error_backend_not_host_port)
 {
@@ -688,38 +560,6 @@ Test(config, error_names)
     config_unref(cfg);
 }
 
-/* One tenant, "a", with extra keys or its own regions. */
-#define TENANT(extra) \
-    (doc_t){.tenants = "[{'id':'a','secrets':['s'],'regions':['local']," extra "}]"}
-#define TENANT_R(regions) (doc_t){.tenants = "[{'id':'a','secrets':['s'],'regions':" regions "}]"}
-
-Test(config, error_tenant_fields)
-{
-    expect_error(TENANT("'hash':'md5'"),
-                 "$.tenants[0].hash: expected \"sha1\" or \"sha256\", got \"md5\"");
-    expect_error(TENANT("'hash':1"),
-                 "$.tenants[0].hash: expected \"sha1\" or \"sha256\", got 1");
-    expect_error(TENANT("'max_ttl':0"),
-                 "$.tenants[0].max_ttl: expected an integer from 1 to 31536000, got 0");
-    expect_error(TENANT("'max_ttl':31536001"),
-                 "$.tenants[0].max_ttl: expected an integer from 1 to 31536000, got 31536001");
-    expect_error(TENANT_R("['local','mars']"),
-                 "$.tenants[0].regions[1]: \"mars\" is not a key of $.regions");
-    expect_error(TENANT_R("[]"),
-                 "$.tenants[0].regions: expected a non-empty array of region names");
-    expect_error(TENANT_R("'local'"),
-                 "$.tenants[0].regions: expected a non-empty array of region names, got \"local\"");
-    expect_error(TENANT_R("[1]"),
-                 "$.tenants[0].regions[0]: expected a region name, got 1");
-    expect_error(TENANT("'kinds':['sfu','video']"),
-                 "$.tenants[0].kinds[1]: expected \"sfu\" or \"turn\", got \"video\"");
-    expect_error(TENANT("'kinds':[]"),
-                 "$.tenants[0].kinds: expected a non-empty array of \"sfu\" and \"turn\"");
-    expect_error(TENANT("'kinds':'sfu'"),
-                 "$.tenants[0].kinds: expected a non-empty array of \"sfu\" and \"turn\", "
-                 "got \"sfu\"");
-}
-
 Test(config, error_nul_in_strings)
 {
     expect_error((doc_t){.tenants = "[{'id':'a','secrets':['ab\\u0000cd'],'regions':['local']}]"},
@@ -832,29 +672,6 @@ Test(config, every_truncation_and_deletion_fails_cleanly)
 
 /* ---- config_load ------------------------------------------------------------ */
 
-static char tmpdir[64];
-
-static void make_tmpdir(void)
-{
-    strcpy(tmpdir, "/tmp/sluice-cfg-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
-}
-
-static void write_file(const char *path, const char *data, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    cr_assert_not_null(f, "%s: %s", path, strerror(errno));
-    cr_assert_eq(fwrite(data, 1, len, f), len);
-    fclose(f);
-}
-
-static void remove_tree(void)
-{
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    cr_assert_eq(system(cmd), 0);
-}
-
 Test(config, load_resolves_paths_against_the_file)
 {
     make_tmpdir();
@@ -965,68 +782,6 @@ Test(config, shipped_configs_load)
     config_unref(cfg);
 }
 
-/* ---- tenants[i].limits (issue 7 §3) ------------------------------------------ */
-
-Test(config, tenant_limits_default_to_none)
-{
-    config_t *cfg = parse_ok((doc_t){0});
-    const cfg_tenant_limits_t *l = &cfg->tenants[0].limits;
-    cr_assert_eq(l->up.packets_s, 0);
-    cr_assert_eq(l->up.bits_s, 0);
-    cr_assert_eq(l->down.packets_s, 0);
-    cr_assert_eq(l->down.bits_s, 0);
-    cr_assert_eq(l->max_tunnels, 0);
-    cr_assert_eq(l->max_tunnels_per_user, 0);
-    cr_assert_eq(l->bits_s, 0);
-    cr_assert_eq(l->signal_packets_s, 50);
-    cr_assert_eq(l->signal_packets_burst, 50);
-    cr_assert_eq(l->retry_after_s, 5);
-    config_unref(cfg);
-}
-
-Test(config, tenant_limits_parse_and_burst_defaults)
-{
-    config_t *cfg = parse_ok((doc_t){
-        .tenants = "[{'id':'demo','secrets':['s'],'regions':['local'],'limits':{"
-                   "'up_packets_s':100,'up_packets_burst':20,'up_bits_s':2000000,"
-                   "'down_packets_s':300,'down_bits_s':4000000,'down_bits_burst':96000,"
-                   "'signal_packets_s':10,'max_tunnels':3,'max_tunnels_per_user':1,"
-                   "'bits_s':8000000,'retry_after_s':30}}]"});
-    const cfg_tenant_limits_t *l = &cfg->tenants[0].limits;
-    cr_assert_eq(l->up.packets_s, 100);
-    cr_assert_eq(l->up.packets_burst, 20);
-    cr_assert_eq(l->up.bits_s, 2000000);
-    cr_assert_eq(l->up.bits_burst, 2000000, "a burst left out is one second of the rate");
-    cr_assert_eq(l->down.packets_s, 300);
-    cr_assert_eq(l->down.packets_burst, 300);
-    cr_assert_eq(l->down.bits_burst, 96000);
-    cr_assert_eq(l->signal_packets_s, 10);
-    cr_assert_eq(l->signal_packets_burst, 50);
-    cr_assert_eq(l->max_tunnels, 3);
-    cr_assert_eq(l->max_tunnels_per_user, 1);
-    cr_assert_eq(l->bits_s, 8000000);
-    cr_assert_eq(l->bits_burst, 8000000);
-    cr_assert_eq(l->retry_after_s, 30);
-    config_unref(cfg);
-}
-
-Test(config, error_tenant_limits)
-{
-    expect_error((doc_t){.tenants = "[{'id':'a','secrets':['s'],'regions':['local'],"
-                                    "'limits':{'up_packet_s':1}}]"},
-                 "$.tenants[0].limits.up_packet_s: unknown key (expected one of: up_packets_s,");
-    expect_error((doc_t){.tenants = "[{'id':'a','secrets':['s'],'regions':['local']},"
-                                    "{'id':'b','secrets':['s'],'regions':['local'],"
-                                    "'limits':{'max_tunnels':-1}}]"},
-                 "$.tenants[1].limits.max_tunnels: expected an integer from 0 to 1000000, got -1");
-    expect_error((doc_t){.tenants = "[{'id':'a','secrets':['s'],'regions':['local'],"
-                                    "'limits':[]}]"},
-                 "$.tenants[0].limits: expected an object, got an empty array");
-    expect_error((doc_t){.tenants = "[{'id':'a','secrets':['s'],'regions':['local'],"
-                                    "'limits':{'retry_after_s':3601}}]"},
-                 "$.tenants[0].limits.retry_after_s: expected an integer from 0 to 3600, got 3601");
-}
-
 /* Backend health (docs/configuration.md, "Backend health"). */
 Test(config, pool_health_defaults_and_object_form)
 {
@@ -1076,187 +831,4 @@ Test(config, error_pool_health)
     expect_error((doc_t){.regions = "{'local':{'sfu':{'backends':['10.0.0.1:1'],'weight':1}}}"},
                  "$.regions.local.sfu.weight: unknown key (expected one of: backends, probe, "
                  "interval_ms, timeout_ms, down_after, up_after)");
-}
-
-/* ---- tenant_store: tenants from a store (gateway/etcd.c) ------------------- */
-
-#define ETCD_STORE "'tenant_store':{'type':'etcd','endpoints':['http://127.0.0.1:2379/'],'prefix':'/sluice/tenants/'}"
-
-Test(config, tenant_store_etcd_takes_tenants_from_documents)
-{
-    char *json = render((doc_t){.tenants = OMIT, .extra = ETCD_STORE});
-    char err[512];
-    config_t *base = parse_raw(json, strlen(json), err, sizeof err);
-    cr_assert_not_null(base, "%s", err);
-    cr_assert_eq(base->store.type, CFG_STORE_ETCD);
-    cr_assert_eq(base->store.nendpoints, 1);
-    cr_assert_str_eq(base->store.endpoints[0], "http://127.0.0.1:2379");
-    cr_assert_str_eq(base->store.prefix, "/sluice/tenants/");
-    cr_assert_eq(base->ntenants, 0);
-    config_unref(base);
-
-    char *b = dq("{'id':'bob','secrets':['s'],'regions':['local'],'kinds':['turn']}");
-    char *a = dq("{'id':'acme','secrets':['s1','s2'],'regions':['local']}");
-    const char *docs[] = {b, a}, *labels[] = {"key /t/bob", "key /t/acme"};
-    size_t lens[] = {strlen(b), strlen(a)};
-    config_t *cfg = config_parse_tenants(json, strlen(json), "/base", docs, lens, labels, 2, err,
-                                         sizeof err);
-    cr_assert_not_null(cfg, "%s", err);
-    cr_assert_eq(cfg->ntenants, 2);
-    cr_assert_str_eq(cfg->tenants[0].id, "acme"); /* sorted */
-    cr_assert_eq(cfg->tenants[0].nsecrets, 2);
-    cr_assert_eq(cfg->tenants[1].kinds, 1u << TUNNEL_KIND_TURN);
-    cr_assert_eq(cfg->max_secrets, 2);
-    /* etcd tenants are not written through config_retenant (the admin API's path). */
-    const char *doc = "{\"revision\":1,\"tenants\":[]}";
-    cr_assert_null(config_retenant(cfg, doc, strlen(doc), err, sizeof err));
-    cr_assert_str_eq(err, "the tenants are in etcd ($.tenant_store.type \"etcd\")");
-    config_unref(cfg);
-    free(json);
-
-    /* Tenant documents for a config whose tenants are elsewhere are refused. */
-    json = render((doc_t){.tenants = OMIT,
-                          .extra = "'tenant_store':{'type':'file','path':'/nonexistent/t.json'}"});
-    cr_assert_null(config_parse_tenants(json, strlen(json), "/base", docs, lens, labels, 2, err,
-                                        sizeof err));
-    cr_assert_str_eq(err, "$: tenant documents were given, but $.tenant_store is not etcd");
-    free(a);
-    free(b);
-    free(json);
-}
-
-static void expect_tenant_error(const char *tenant_a, const char *tenant_b, const char *want)
-{
-    char *json = render((doc_t){.tenants = OMIT, .extra = ETCD_STORE});
-    char *a = dq(tenant_a), *b = dq(tenant_b), err[512];
-    const char *docs[] = {a, b}, *labels[] = {"key /t/a", "key /t/b"};
-    size_t lens[] = {strlen(a), strlen(b)};
-    config_t *cfg = config_parse_tenants(json, strlen(json), "/base", docs, lens, labels, 2, err,
-                                         sizeof err);
-    cr_assert_null(cfg);
-    cr_assert(!strncmp(err, want, strlen(want)), "error\n  %s\ndoes not start with\n  %s", err,
-              want);
-    free(a);
-    free(b);
-    free(json);
-}
-
-Test(config, tenant_store_errors_name_the_key_and_path)
-{
-    const char *ok = "{'id':'a','secrets':['s'],'regions':['local']}";
-    expect_tenant_error(ok, "{'id':'b','secrets':[],'regions':['local']}",
-                        "key /t/b: $.secrets: expected a non-empty array of strings, got an "
-                        "empty array");
-    expect_tenant_error(ok, "{'id':'b','secrets':['s'],'regions':['mars']}",
-                        "key /t/b: $.regions[0]: \"mars\" is not a key of $.regions");
-    expect_tenant_error(ok, ok, "key /t/b: $.id: duplicate tenant id \"a\" (also key /t/a)");
-    expect_tenant_error(ok, "{'id':'b',", "key /t/b: invalid JSON");
-    expect_error((doc_t){.extra = ETCD_STORE},
-                 "$.tenants: not allowed with $.tenant_store: the tenants live in etcd under "
-                 "/sluice/tenants/");
-    expect_error((doc_t){.tenants = OMIT, .extra = "'tenant_store':{'type':'zk'}"},
-                 "$.tenant_store.type: expected \"file\" or \"etcd\", got \"zk\"");
-    expect_error((doc_t){.tenants = OMIT,
-                         .extra = "'tenant_store':{'type':'etcd','endpoints':['127.0.0.1:2379'],"
-                                  "'prefix':'/p/'}"},
-                 "$.tenant_store.endpoints[0]: expected an http:// or https:// URL");
-    expect_error((doc_t){.tenants = OMIT,
-                         .extra = "'tenant_store':{'type':'etcd','endpoints':['http://a:1']}"},
-                 "$.tenant_store.prefix: required key is missing");
-    expect_error((doc_t){.tenants = OMIT, .extra = "'tenant_store':{'type':'file'}"},
-                 "$.tenant_store.path: required key is missing");
-    expect_error((doc_t){.tenants = OMIT,
-                         .extra = "'tenant_store':{'type':'etcd','path':'t.json',"
-                                  "'endpoints':['http://a:1'],'prefix':'/p/'}"},
-                 "$.tenant_store.path: only for type \"file\"");
-    expect_error((doc_t){.tenants = OMIT,
-                         .extra = "'tenant_store':{'type':'file','path':'t.json','prefix':'/p/'}"},
-                 "$.tenant_store.prefix: only for type \"etcd\"");
-    expect_error((doc_t){.tenants = OMIT}, "$.tenants: required key is missing");
-}
-
-/* ---- admin and tenant_store ------------------------------------------------ */
-
-Test(config, admin_tokens_and_listen)
-{
-    config_t *cfg = parse_ok((doc_t){
-        .extra = "'admin':{'listen':'127.0.0.1:0','tokens':[{'token':'0123456789abcdef'},"
-                 "{'token':'fedcba9876543210','tenant':'demo'}]}"});
-    cr_assert(cfg->admin.enabled);
-    cr_assert_eq(cfg->admin.ntokens, 2);
-    cr_assert_str_eq(cfg->admin.tokens[0].token, "0123456789abcdef");
-    cr_assert_null(cfg->admin.tokens[0].tenant);
-    cr_assert_str_eq(cfg->admin.tokens[1].tenant, "demo");
-    config_unref(cfg);
-
-    expect_error((doc_t){.listen = "['127.0.0.1:8443']",
-                         .extra = "'admin':{'listen':'127.0.0.1:8443','tokens':"
-                                  "[{'token':'0123456789abcdef'}]}"},
-                 "$.admin.listen: \"127.0.0.1:8443\" is a public listen address ($.listen[0])");
-    expect_error((doc_t){.extra = "'admin':{'listen':'127.0.0.1:0','tokens':[{'token':'short'}]}"},
-                 "$.admin.tokens[0].token: a token must be at least 16 characters");
-    expect_error((doc_t){.extra = "'admin':{'listen':'127.0.0.1:0','tokens':[]}"},
-                 "$.admin.tokens: expected a non-empty array of token objects");
-    expect_error((doc_t){.extra = "'admin':{'listen':'127.0.0.1:0'}"},
-                 "$.admin.tokens: required key is missing");
-}
-
-Test(config, tenant_store_file_and_retenant)
-{
-    make_tmpdir();
-    char path[128], tpath[128], err[512];
-    snprintf(path, sizeof path, "%s/gw.json", tmpdir);
-    snprintf(tpath, sizeof tpath, "%s/t.json", tmpdir);
-    char *json = render((doc_t){.tenants = OMIT,
-                                .extra = "'tenant_store':{'type':'file','path':'t.json'}"});
-    write_file(path, json, strlen(json));
-    free(json);
-    json = dq("{'revision':4,'tenants':[{'id':'demo','secrets':['s'],'regions':['local']}]}");
-    write_file(tpath, json, strlen(json));
-    free(json);
-
-    config_t *cfg = config_load(path, err, sizeof err);
-    cr_assert_not_null(cfg, "%s", err);
-    cr_assert_eq(cfg->store.type, CFG_STORE_FILE);
-    cr_assert_str_eq(cfg->store.path, tpath);
-    cr_assert_eq(cfg->tenants_revision, 4);
-    cr_assert_eq(cfg->ntenants, 1);
-
-    /* Another document, same config: the admin API's next snapshot. A tenant
-     * may have no region there (switched off everywhere). */
-    char *doc = dq("{'revision':5,'tenants':[{'id':'demo','secrets':['s'],'regions':[]},"
-                   "{'id':'more','secrets':['m'],'regions':['local']}]}");
-    config_t *next = config_retenant(cfg, doc, strlen(doc), err, sizeof err);
-    free(doc);
-    cr_assert_not_null(next, "%s", err);
-    cr_assert_eq(next->tenants_revision, 5);
-    cr_assert_eq(next->ntenants, 2);
-    cr_assert_not(config_tenant_in_region(config_tenant(next, "demo", 4), "local"));
-    config_unref(next);
-
-    doc = dq("{'revision':5,'tenants':[{'id':'demo','secrets':['s'],'regions':['mars']}]}");
-    cr_assert_null(config_retenant(cfg, doc, strlen(doc), err, sizeof err));
-    free(doc);
-    cr_assert(strstr(err, "t.json: $.tenants[0].regions[0]: \"mars\" is not a key of $.regions"),
-              "%s", err);
-    config_unref(cfg);
-
-    /* Errors: tenants in both places, a missing store file. */
-    json = render((doc_t){.extra = "'tenant_store':{'type':'file','path':'t.json'}"});
-    write_file(path, json, strlen(json));
-    free(json);
-    cr_assert_null(config_load(path, err, sizeof err));
-    cr_assert(strstr(err, "$.tenants: not allowed with $.tenant_store"), "%s", err);
-    cr_assert_eq(unlink(tpath), 0);
-    json = render((doc_t){.tenants = OMIT,
-                          .extra = "'tenant_store':{'type':'file','path':'t.json'}"});
-    write_file(path, json, strlen(json));
-    free(json);
-    cr_assert_null(config_load(path, err, sizeof err));
-    cr_assert(strstr(err, "$.tenant_store.path: tenant store"), "%s", err);
-    cr_assert(strstr(err, "No such file"), "%s", err);
-    remove_tree();
-
-    expect_error((doc_t){.extra = "'tenant_store':{'type':'etcd3'}"},
-                 "$.tenant_store.type: expected \"file\" or \"etcd\", got \"etcd3\"");
 }
