@@ -4,7 +4,11 @@
  * max_tunnels at 4, each of two gateways admits 2 and refuses the 3rd with
  * 429; a gateway stopped with SIGTERM revokes its lease, so the other admits
  * all 4 at once; a gateway SIGKILLed leaves its key to expire with its lease
- * (lease_ttl_s 2 here), after which the other's share rises to 4. The node
+ * (lease_ttl_s 2 here), after which the other's share rises to 4. With etcd
+ * killed both keep their share of 2 (logged once per chain) and after its
+ * restart a lease etcd no longer knows (revoked behind the gateway's back,
+ * as an expiry during a long outage would) is granted anew and the key put
+ * again; the gateway counts itself throughout. The node
  * ids are the default "<hostname>-<pid>": two gateways on one host do not
  * collide. The bits/s share is checked in tests/gateway/test_fleet.c.
  *
@@ -19,6 +23,7 @@
 
 #include "../../proto/cred.h"
 #include "../support/ts_config.h"
+#include "../support/ts_curl.h"
 #include "../support/ts_etcd.h"
 #include "../support/ts_h2raw.h"
 #include "../support/ts_log.h"
@@ -174,4 +179,76 @@ Test(fleet, sigkill_leaves_the_key_to_expire_then_the_share_rises, .fini = teard
     cr_assert_gt(ms, TTL_S * 1000 / 2, "rebalanced before the lease could expire");
     survivor_admits_four(9);
     stop_survivor();
+}
+
+/* Both gateways and etcd stop cleanly. */
+static void stop_all(void)
+{
+    for (size_t i = 0; i < 2; i++) {
+        ts_h2raw_close(&h[i]);
+        cr_assert_eq(ts_gateway_stop(&gw[i], ts_deadline(ts_ms(10000))), 0);
+    }
+    cr_assert_eq(ts_etcd_stop(&etcd, ts_deadline(ts_ms(10000))), 0);
+}
+
+/* The lease id of gateway g's n-th registration, from its log. */
+static long long lease_of(size_t g, size_t n)
+{
+    char line[TS_PROC_LINE_MAX];
+    cr_assert_eq(ts_log_line(gw[g].proc.err_path, " under lease ", n, line, sizeof line), 0,
+                 "gateway %zu: no registration %zu", g, n);
+    return strtoll(strstr(line, " under lease ") + 13, NULL, 10);
+}
+
+Test(fleet, etcd_away_keeps_the_share_and_a_lost_lease_registers_again, .fini = teardown,
+     .timeout = 90)
+{
+    start_fleet();
+    each_admits_two();
+    cr_assert_eq(ts_etcd_kill(&etcd), 0);
+    /* Both chains (the lease's keep-alive, the members' watch) notice. */
+    for (size_t g = 0; g < 2; g++)
+        cr_assert_eq(ts_log_wait(gw[g].proc.err_path, "keeping 2 live gateways", 2,
+                                 ts_deadline(ts_ms(10000))),
+                     0, "gateway %zu did not say it keeps its share", g);
+    /* A second keep-alive fails too (TTL/3 later): still said only once. */
+    int64_t t0 = ts_now_ms();
+    cr_assert_eq(ts_log_wait(gw[0].proc.err_path, "fleet: etcd", 3, t0 + TTL_S * 1000), -1);
+    cr_assert_eq(request(0, 7), 429, "the share changed while etcd was away");
+    for (size_t g = 0; g < 2; g++)
+        cr_assert_eq(ts_log_count(gw[g].proc.err_path, "keeping 2 live gateways"), 2,
+                     "gateway %zu: logged more than once per chain", g);
+
+    cr_assert_eq(ts_etcd_start(&etcd, ts_deadline(ts_ms(20000))), 0, "etcd did not restart");
+    for (size_t g = 0; g < 2; g++) {
+        cr_assert_eq(ts_log_wait(gw[g].proc.err_path, "lease calls answered again", 1,
+                                 ts_deadline(ts_ms(10000))),
+                     0, "gateway %zu: keep-alives did not resume", g);
+        cr_assert_eq(ts_log_wait(gw[g].proc.err_path, "members read again", 1,
+                                 ts_deadline(ts_ms(10000))),
+                     0, "gateway %zu: the members watch did not resume", g);
+    }
+    cr_assert_eq(ts_log_count(gw[0].proc.err_path, SHARED_BY(1)), 0,
+                 "the restart lost a member");
+
+    /* Gateway 1's lease vanishes (revoked here, as etcd expires a lease whose
+     * keep-alives did not arrive): its next keep-alive finds it gone, and it
+     * registers again under a new lease. */
+    long long lease = lease_of(1, 1);
+    char url[128], body[64];
+    ts_curl_reply_t r;
+    snprintf(url, sizeof url, "%s/v3/lease/revoke", etcd.url);
+    snprintf(body, sizeof body, "{\"ID\":\"%lld\"}", lease);
+    cr_assert_eq(ts_curl(NULL, url, NULL, body, 5000, &r), 200, "revoke: %s", r.err);
+    cr_assert_eq(ts_log_wait(gw[1].proc.err_path, " under lease ", 2,
+                             ts_deadline(ts_ms(TTL_S * 1000 + 5000))),
+                 0, "gateway 1 did not register again");
+    cr_assert_neq(lease_of(1, 2), lease, "registered again under the lost lease");
+    cr_assert_eq(ts_log_count(gw[1].proc.err_path, "expired; registering"), 1);
+    /* Gateway 0 saw it leave and come back; gateway 1 always counted itself. */
+    cr_assert_eq(ts_log_wait(gw[0].proc.err_path, SHARED_BY(2), 2, ts_deadline(ts_ms(10000))), 0,
+                 "gateway 0 did not count gateway 1 again");
+    cr_assert_eq(ts_log_count(gw[1].proc.err_path, SHARED_BY(1)), 0);
+    cr_assert_eq(request(0, 9), 429, "back to a share of 2");
+    stop_all();
 }
