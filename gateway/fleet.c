@@ -34,9 +34,10 @@ struct fleet {
     fleet_share_fn share;
     void *ud;
     char *id;                 /* node id */
-    char *key;                /* dir + id */
+    char *key;                /* <members_prefix><region>/<id> */
+    size_t dirlen;            /* the directory's length in key */
     char *region;
-    char *put_body_fmt_key;   /* base64 of key */
+    char *key_b64;            /* base64 of key */
     char *value_b64;          /* base64 of {"id":...} */
     char *dir_b64, *end_b64;  /* the members' range */
     uint32_t ttl_s;           /* as configured */
@@ -229,7 +230,7 @@ static void on_grant_done(void *ud, int status, const char *body, size_t len, co
     }
     char body_put[1024];
     snprintf(body_put, sizeof body_put, "{\"key\":\"%s\",\"value\":\"%s\",\"lease\":\"%lld\"}",
-             f->put_body_fmt_key, f->value_b64, (long long)id);
+             f->key_b64, f->value_b64, (long long)id);
     f->lease_call = etcd_call(f->client, "/v3/kv/put", body_put, (long)(every * 1000),
                               on_put_done, f);
 }
@@ -322,8 +323,7 @@ static int member_apply(fleet_t *f, const json_t *kv, int del)
     if (!key)
         return -1;
     const char *id;
-    size_t dirlen = strlen(f->key) - strlen(f->id);
-    int idlen = fleet_member_id(f->key, dirlen, key, klen, &id);
+    int idlen = fleet_member_id(f->key, f->dirlen, key, klen, &id);
     int rc = idlen < 0 ? 0 : fleet_set_update(&f->set, id, (size_t)idlen, !del);
     free(key);
     return rc < 0 ? -1 : 0;
@@ -479,15 +479,15 @@ fleet_t *fleet_start(const config_t *cfg, struct ev_loop *loop, fleet_share_fn s
     if (!f->id || !f->region || !f->client || !f->key)
         goto nomem;
     snprintf(f->key, klen + 1, "%s%s/", cfg->store.members_prefix, cfg->region);
-    size_t dirlen = strlen(f->key);
+    size_t dirlen = f->dirlen = strlen(f->key);
     f->dir_b64 = etcd_b64_encode(f->key, dirlen);
     f->end_b64 = etcd_prefix_end_b64(f->key);
     strcat(f->key, f->id);
-    f->put_body_fmt_key = etcd_b64_encode(f->key, klen);
+    f->key_b64 = etcd_b64_encode(f->key, klen);
     char value[FLEET_NODE_ID_MAX + 32];
     snprintf(value, sizeof value, "{\"id\":\"%s\"}", f->id); /* ids need no JSON escapes */
     f->value_b64 = etcd_b64_encode(value, strlen(value));
-    if (!f->dir_b64 || !f->end_b64 || !f->put_body_fmt_key || !f->value_b64)
+    if (!f->dir_b64 || !f->end_b64 || !f->key_b64 || !f->value_b64)
         goto nomem;
     if (etcd_client_attach(f->client, loop) < 0)
         goto nomem;
@@ -557,7 +557,7 @@ void fleet_free(fleet_t *f)
     free(f->id);
     free(f->key);
     free(f->region);
-    free(f->put_body_fmt_key);
+    free(f->key_b64);
     free(f->value_b64);
     free(f->dir_b64);
     free(f->end_b64);
