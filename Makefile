@@ -4,7 +4,10 @@
 #   make run        run sluiced on conf/sluiced.json with $(BUILD)/dev's certificate
 #   make test       run every test, then again under ASan + UBSan
 #   make demo       shim -> gateway -> echo round trip with RTT and loss
-#   make bench      measure sluiced (memory per idle connection and tunnel); report in $(BUILD)/bench
+#   make bench      measure sluiced (memory per idle connection and tunnel, accuracy of the
+#                   tenant limits, tenant isolation); reports in $(BUILD)/bench
+#   make install    install the programs, man pages, systemd unit and example config
+#                   under $(DESTDIR)$(PREFIX) (docs/operations.md, "Installing")
 #
 # Fresh machine: `sh .ci/bootstrap make test` installs the Debian packages first.
 
@@ -17,7 +20,7 @@ WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wpointer-arith -Wformat=2 -Wno-unused-parameter -Werror
 CFLAGS  ?= -O2 -g
 override CFLAGS += -std=c11 -D_GNU_SOURCE -fno-strict-aliasing $(WARN) -MMD -MP
-LDLIBS  := -lssl -lcrypto -lnghttp2 -lev -lyajl -lcurl -lpacparser -lmicrohttpd -lm
+LDLIBS  := -lssl -lcrypto -lnghttp2 -lev -lyajl -lcurl -lpacparser -lmicrohttpd -lsystemd -lm
 
 ifeq ($(SAN),1)
 override CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -49,7 +52,7 @@ DEMO        := $(BUILD)/sluice-demo
 TESTS       := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 DEVCERT     := $(BUILD)/dev/cert.pem
 
-.PHONY: all tests run test test-plain test-asan demo devcert clean
+.PHONY: all tests run test test-plain test-asan demo devcert clean install
 all: $(SLUICED) $(SHIM) $(SLUICECTL) $(LIB_SHIM) $(LIB_PROTO) $(if $(DEMO_SRC),$(DEMO))
 tests: all $(TESTS)
 
@@ -84,6 +87,11 @@ $(BUILD)/tests/proto/%: $(call obj,tests/proto/%.c) $(LIB_PROTO)
 	@mkdir -p $(@D)
 	$(TEST_LINK)
 $(BUILD)/tests/common/%: $(call obj,tests/common/%.c $(COMMON_SRC)) $(LIB_PROTO)
+	@mkdir -p $(@D)
+	$(TEST_LINK)
+# The etcd store and client tests run a real etcd (tests/support/ts_etcd.c).
+ETCD_GW_TESTS := $(BUILD)/tests/gateway/test_etcd $(BUILD)/tests/gateway/test_etcd_client
+$(ETCD_GW_TESTS): $(BUILD)/tests/gateway/%: $(call obj,tests/gateway/%.c) $(LIB_SUPPORT) $(LIB_GW) $(LIB_PROTO)
 	@mkdir -p $(@D)
 	$(TEST_LINK)
 $(BUILD)/tests/gateway/%: $(call obj,tests/gateway/%.c) $(LIB_GW) $(LIB_PROTO)
@@ -130,8 +138,10 @@ demo: all $(DEVCERT)
 	$(DEMO) --build $(BUILD)
 
 # Benchmarks: numbers in a report, never assertions in the test suite.
-# `make bench` measures sluiced's memory per idle connection and tunnel and
-# writes $(BUILD)/bench/report.txt.
+# `make bench` measures sluiced's memory per idle connection and tunnel
+# ($(BUILD)/bench/report.txt), then the accuracy of each tenant limit and one
+# tenant's latency while another floods ($(BUILD)/bench/limits.md, about 25 s;
+# docs/benchmarks.md).
 BENCH_SRC := $(wildcard tests/bench/*.c)
 BENCHES   := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 .PHONY: bench
@@ -140,6 +150,7 @@ $(BUILD)/bench/%: $(call obj,tests/bench/%.c) $(LIB_SUPPORT) $(LIB_SHIM) $(LIB_P
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 bench: all $(BENCHES) $(DEVCERT)
 	$(BUILD)/bench/bench_mem --build $(BUILD) --out $(BUILD)/bench/report.txt
+	$(BUILD)/bench/bench_limits --build $(BUILD) --out $(BUILD)/bench/limits.md
 
 # The suite runs twice: a plain -O2 build, then an ASan + UBSan build in which
 # any error or leak fails the run (skipped when the plain run fails). Each run
@@ -164,6 +175,31 @@ test-asan:
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	sh tests/run.sh $(BUILD)/asan
+
+# Installing (docs/operations.md, "Installing"): the three programs, their
+# man pages, the systemd unit and an example config. PREFIX is where they
+# live, DESTDIR a staging root prepended to every path (packaging, tests).
+# The unit names $(PREFIX)/bin/sluiced: the installed copy is rewritten to
+# match PREFIX. The example config goes to $(PREFIX)/share/doc/sluice, never
+# to /etc: an install never overwrites an operator's config.
+PREFIX      ?= /usr/local
+BINDIR      ?= $(PREFIX)/bin
+MANDIR      ?= $(PREFIX)/share/man
+DOCDIR      ?= $(PREFIX)/share/doc/sluice
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+INSTALL     ?= install
+MANPAGES    := docs/man/sluiced.8 docs/man/sluice-shim.1 docs/man/sluicectl.1
+
+install: all
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8 \
+	    $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)
+	$(INSTALL) -m 0755 $(SLUICED) $(SHIM) $(SLUICECTL) $(DESTDIR)$(BINDIR)/
+	$(INSTALL) -m 0644 docs/man/sluice-shim.1 docs/man/sluicectl.1 $(DESTDIR)$(MANDIR)/man1/
+	$(INSTALL) -m 0644 docs/man/sluiced.8 $(DESTDIR)$(MANDIR)/man8/
+	sed 's#/usr/local/bin/#$(BINDIR)/#g' conf/sluiced.service >$(DESTDIR)$(UNITDIR)/sluiced.service.tmp
+	chmod 0644 $(DESTDIR)$(UNITDIR)/sluiced.service.tmp
+	mv $(DESTDIR)$(UNITDIR)/sluiced.service.tmp $(DESTDIR)$(UNITDIR)/sluiced.service
+	$(INSTALL) -m 0644 conf/example-production.json $(DESTDIR)$(DOCDIR)/sluiced.json.example
 
 clean:
 	rm -rf $(BUILD)

@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <yajl/yajl_gen.h>
 
+#include "etcd.h"
 #include "json.h"
 #include "log.h"
 
@@ -320,19 +321,34 @@ static void on_written(void *arg, int status, uint64_t revision, const char *wer
                               "read again and retry",
                               1, revision));
     } else if (status != STORE_OK) {
+        /* etcd out of reach is a passing state of a service (nothing was
+         * written, retry later): 503; a file that cannot be written is 500. */
+        int etcd = etcd_store_of(a->_store) != NULL;
         snprintf(err, sizeof err, "tenant store: %s", werr ? werr : "error");
         log_msg(LOG_ERROR, "admin: %s", err);
-        answer_set(r, MHD_HTTP_INTERNAL_SERVER_ERROR, error_text(err, 0, 0));
+        answer_set(r, etcd ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_INTERNAL_SERVER_ERROR,
+                   error_text(err, 0, 0));
     } else {
-        char *doc = NULL;
-        size_t len = 0;
-        uint64_t rev = 0;
-        config_t *cfg = NULL;
-        if (store_read(a->_store, &doc, &len, &rev, err, sizeof err) == STORE_OK)
-            cfg = config_retenant(a->_srv->cfg, doc, len, err, sizeof err);
-        free(doc);
-        int applied = cfg && server_reload(a->_srv, cfg, err, sizeof err) == 0;
-        config_unref(cfg);
+        int applied;
+        if (etcd_store_of(a->_store)) {
+            /* The etcd store calls back once its watch has applied the
+             * revision (every gateway applies it the same way), or after
+             * its bounded wait: nothing to apply here. */
+            applied = a->_srv->cfg->tenants_revision >= revision;
+            snprintf(err, sizeof err, "not in force here: the watch did not apply it within "
+                                      "2 s (it will when it gets it) or refused the table (see "
+                                      "the log)");
+        } else {
+            char *doc = NULL;
+            size_t len = 0;
+            uint64_t rev = 0;
+            config_t *cfg = NULL;
+            if (store_read(a->_store, &doc, &len, &rev, err, sizeof err) == STORE_OK)
+                cfg = config_retenant(a->_srv->cfg, doc, len, err, sizeof err);
+            free(doc);
+            applied = cfg && server_reload(a->_srv, cfg, err, sizeof err) == 0;
+            config_unref(cfg);
+        }
         if (!applied) {
             char msg[1200];
             snprintf(msg, sizeof msg, "written (revision %llu) but not applied: %s",
@@ -372,13 +388,6 @@ static enum MHD_Result patch(admin_t *a, admin_req_t *r, const char *id)
     struct MHD_Connection *conn = r->conn;
     const config_t *cfg = a->_srv->cfg;
     char err[1024], msg[256];
-    /* Tenants in etcd are read-only here for now: writing them needs an etcd
-     * store_t (store.h: one key per tenant, a transaction on its
-     * mod_revision), which does not exist yet. */
-    if (!a->_store && cfg->store.type == CFG_STORE_ETCD)
-        return send_error(conn, MHD_HTTP_CONFLICT,
-                          "tenants are in etcd; writing through the admin API is not supported "
-                          "yet");
     if (!a->_store)
         return send_error(conn, MHD_HTTP_CONFLICT,
                           "the tenants are inline in the config file and read-only here; set "
@@ -446,7 +455,10 @@ static enum MHD_Result patch(admin_t *a, admin_req_t *r, const char *id)
     }
     /* Validate the whole new document as the gateway would load it. */
     char *cand = json_write(root, &len);
-    config_t *check = cand ? config_retenant(cfg, cand, len, err, sizeof err) : NULL;
+    const etcd_store_t *es = etcd_store_of(a->_store);
+    config_t *check = !cand ? NULL
+                      : es  ? etcd_store_retenant(es, cand, len, err, sizeof err)
+                            : config_retenant(cfg, cand, len, err, sizeof err);
     free(cand);
     if (!check) {
         const char *p = strstr(err, "$.");

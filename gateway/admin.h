@@ -10,7 +10,8 @@
  * Writes go to the tenant store (store.h); once the store says they are
  * durable, the new tenants document is turned into a snapshot
  * (config_retenant) and applied with server_reload, and only then is the
- * request answered.
+ * request answered. The etcd store (etcd.h) answers only once its own watch
+ * has applied the write, so nothing is applied twice.
  */
 #ifndef SLUICE_ADMIN_H
 #define SLUICE_ADMIN_H
@@ -29,7 +30,7 @@ typedef struct admin {
     struct MHD_Daemon *_mhd;
     struct ev_loop *_loop;
     server_t *_srv;
-    store_t *_store;      /* NULL: tenants inline or in etcd, read-only */
+    store_t *_store;      /* NULL: tenants inline, read-only */
     ev_io _io;            /* MHD's epoll descriptor */
     ev_timer _timer;      /* MHD_get_timeout, and runs after a resume */
     struct sockaddr_storage addr; /* bound address, port filled in */

@@ -181,7 +181,7 @@ typedef struct config {
     cfg_admin_t admin;
     cfg_store_t store;
     cfg_node_t node;
-    uint64_t tenants_revision; /* the tenants file's "revision" (0 inline or etcd) */
+    uint64_t tenants_revision; /* the tenants file's "revision"; etcd's (etcd.c); 0 inline */
     /* The config file's bytes and directory, so that config_retenant can
      * build the same snapshot with another tenants document. */
     char *_source;

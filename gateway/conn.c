@@ -36,6 +36,16 @@ static void conn_log(conn_t *c, const char *fmt, ...) __attribute__((format(prin
 static void conn_final_goaway(conn_t *c);
 static void conn_goaway(conn_t *c, uint32_t code, const char *why);
 
+/* Records why the connection ends; the first cause wins, so a GOAWAY's
+ * reason survives the close that follows it. */
+static void conn_end_as(conn_t *c, enum conn_end why)
+{
+    if (!c->end_set) {
+        c->end = why;
+        c->end_set = 1;
+    }
+}
+
 static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void conn_health_cb(struct ev_loop *loop, ev_timer *w, int revents);
@@ -155,6 +165,7 @@ static void host_refused(tunnel_t *t, int status)
     if (status != 401 || ++c->auth_failures != c->cfg->limits.max_auth_failures)
         return;
     c->srv->counters.auth_goaways++;
+    conn_end_as(c, CONN_END_AUTH);
     conn_log(c, "%u failed authentications; GOAWAY", c->auth_failures);
     conn_goaway(c, NGHTTP2_NO_ERROR, "too many failed authentications");
 }
@@ -359,10 +370,11 @@ void conn_want_write(conn_t *c)
     c->srv->flush = c;
 }
 
-void conn_close(conn_t *c)
+void conn_close(conn_t *c, enum conn_end why)
 {
     if (c->closing)
         return;
+    conn_end_as(c, why);
     c->closing = 1;
     struct ev_loop *loop = c->srv->loop;
     ev_io_stop(loop, &c->io);
@@ -388,7 +400,7 @@ static conn_t *conn_alloc(struct server *srv, int fd)
     list_push(&srv->conns, &c->_link);
     srv->counters.conns_accepted++;
     srv->counters.conns_active++;
-    c->since = compat_mono_ns();
+    c->since = c->accepted = compat_mono_ns();
     ev_init(&c->timer, conn_timer_cb);
     ev_init(&c->health, conn_health_cb);
     return c;
@@ -437,6 +449,7 @@ conn_t *conn_new_memory(struct server *srv)
 
 int conn_feed(conn_t *c, const uint8_t *data, size_t len)
 {
+    c->srv->env.rx_ns = compat_mono_ns();
     ssize_t rv = nghttp2_session_mem_recv(c->h2, data, len);
     return rv < 0 ? (int)rv : 0;
 }
@@ -463,6 +476,11 @@ void conn_free(conn_t *c)
     srclimit_release(&srv->sources, &c->source);
     list_remove(&c->_link);
     srv->counters.conns_active--;
+    if (!c->end_set)
+        c->end = srv->draining ? CONN_END_SHUTDOWN : CONN_END_PEER;
+    srv->counters.conns_closed[c->end]++;
+    conn_log(c, "closed (%s) after %llu ms", conn_end_name(c->end),
+             (unsigned long long)((compat_mono_ns() - c->accepted) / UTIL_MS_NS));
     config_unref(c->cfg);
     server_conn_gone(srv, c);
     free(c);
@@ -476,6 +494,7 @@ void conn_drain(conn_t *c)
 {
     if (c->state != CONN_H2 || c->closing)
         return;
+    conn_end_as(c, CONN_END_SHUTDOWN);
     c->host.refusing = 1;
     /* Every open tunnel is told, even on a connection that already had its
      * GOAWAY (idle, failed logins): tunnel_close ignores the closing ones. */
@@ -533,6 +552,7 @@ static void conn_calm(conn_t *c, const char *why)
     if (c->closing || (c->draining && nghttp2_session_want_read(c->h2) == 0))
         return;
     c->srv->counters.conns_calmed++;
+    conn_end_as(c, CONN_END_CALM);
     conn_log(c, "%s; GOAWAY(ENHANCE_YOUR_CALM)", why);
     conn_goaway(c, NGHTTP2_ENHANCE_YOUR_CALM, why);
     /* Read nothing more, even while streams are open; nghttp2 repeats the
@@ -555,6 +575,7 @@ static int conn_check_tls(conn_t *c)
         return -1;
     if (b == 22)
         return 1;
+    conn_end_as(c, CONN_END_NOT_TLS);
     static const char refusal[] = "HTTP/1.1 400 Bad Request\r\n"
                                   "Content-Type: text/plain\r\n"
                                   "Content-Length: 52\r\n"
@@ -573,6 +594,7 @@ static int conn_start_h2(conn_t *c)
     if (c->ssl)
         SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
     if (alpn_len != 2 || memcmp(alpn, "h2", 2) != 0) {
+        conn_end_as(c, CONN_END_NO_H2);
         conn_log(c, "no ALPN h2");
         return -1;
     }
@@ -602,6 +624,39 @@ static int conn_start_h2(conn_t *c)
     return 0;
 }
 
+/* The class of a failed handshake, from SSL_get_error's answer and the
+ * oldest error on OpenSSL's queue. */
+static enum tls_fail tls_fail_of(int ssl_error, unsigned long e)
+{
+    if (ERR_GET_LIB(e) != ERR_LIB_SSL)
+        return ssl_error == SSL_ERROR_SYSCALL || ssl_error == SSL_ERROR_ZERO_RETURN
+                   ? TLS_FAIL_EOF
+                   : TLS_FAIL_OTHER;
+    switch (ERR_GET_REASON(e)) {
+    case SSL_R_UNSUPPORTED_PROTOCOL:
+    case SSL_R_WRONG_VERSION_NUMBER:
+    case SSL_R_VERSION_TOO_LOW:
+    case SSL_R_NO_PROTOCOLS_AVAILABLE:
+    case SSL_R_HTTP_REQUEST:
+        return TLS_FAIL_PROTOCOL_VERSION;
+    case SSL_R_NO_SHARED_CIPHER:
+    case SSL_R_NO_SHARED_GROUPS:
+        return TLS_FAIL_NO_SHARED_CIPHER;
+    case SSL_R_TLSV1_ALERT_UNKNOWN_CA:
+    case SSL_R_SSLV3_ALERT_BAD_CERTIFICATE:
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN:
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED:
+    case SSL_R_TLSV1_ALERT_ACCESS_DENIED:
+        return TLS_FAIL_CERT_REJECTED;
+    case SSL_R_NO_APPLICATION_PROTOCOL:
+        return TLS_FAIL_NO_ALPN;
+    case SSL_R_UNEXPECTED_EOF_WHILE_READING:
+        return TLS_FAIL_EOF;
+    default:
+        return TLS_FAIL_OTHER;
+    }
+}
+
 /* Returns 0 to go on (state may now be CONN_H2), -1 to close. */
 static int conn_handshake(conn_t *c)
 {
@@ -625,8 +680,12 @@ static int conn_handshake(conn_t *c)
         break;
     default: {
         char why[256];
+        enum tls_fail f = tls_fail_of(SSL_get_error(c->ssl, rc), ERR_peek_error());
         c->srv->counters.tls_failures++;
-        conn_log(c, "TLS handshake failed: %s", tlserr_take(why, sizeof why, "unknown TLS error"));
+        c->srv->counters.tls_failures_by[f]++;
+        conn_end_as(c, CONN_END_TLS_HANDSHAKE);
+        conn_log(c, "TLS handshake failed (%s): %s", tls_fail_name(f),
+                 tlserr_take(why, sizeof why, "unknown TLS error"));
         return -1;
     }
     }
@@ -655,11 +714,17 @@ static int conn_read(conn_t *c)
             case SSL_ERROR_WANT_WRITE:
                 conn_want_write(c);
                 return 0;
+            case SSL_ERROR_ZERO_RETURN: /* close_notify */
+            case SSL_ERROR_SYSCALL:     /* EOF or reset */
+                conn_end_as(c, CONN_END_PEER);
+                return -1;
             default:
-                return -1; /* close_notify, reset, or a TLS error */
+                conn_end_as(c, CONN_END_TLS_ERROR);
+                return -1;
             }
         }
         c->last_rx = now;
+        c->srv->env.rx_ns = compat_mono_ns(); /* when this record left the kernel */
         ssize_t rv = nghttp2_session_mem_recv(c->h2, buf, (size_t)n);
         if (rv < 0) {
             conn_log(c, "HTTP/2 error: %s", nghttp2_strerror((int)rv));
@@ -671,6 +736,7 @@ static int conn_read(conn_t *c)
             if (rv != NGHTTP2_ERR_CALLBACK_FAILURE)
                 nghttp2_session_terminate_session(
                     c->h2, flood ? NGHTTP2_ENHANCE_YOUR_CALM : NGHTTP2_PROTOCOL_ERROR);
+            conn_end_as(c, flood ? CONN_END_CALM : CONN_END_PROTOCOL);
             return -1;
         }
     }
@@ -747,8 +813,12 @@ void conn_flush(conn_t *c)
 {
     if (c->closing)
         return;
-    if (conn_write(c) < 0 || conn_finished(c)) {
-        conn_close(c);
+    if (conn_write(c) < 0) {
+        conn_close(c, CONN_END_WRITE_ERROR);
+        return;
+    }
+    if (conn_finished(c)) {
+        conn_close(c, CONN_END_PEER); /* unless a GOAWAY of ours said why first */
         return;
     }
     int want = EV_READ;
@@ -762,7 +832,7 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
     conn_t *c = container_of(w, conn_t, io);
     if (c->state == CONN_HANDSHAKE) {
         if (conn_handshake(c) < 0) {
-            conn_close(c);
+            conn_close(c, CONN_END_PEER); /* unless the handshake said why */
             return;
         }
         if (c->state == CONN_HANDSHAKE)
@@ -772,7 +842,7 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
     }
     if ((revents & EV_READ) && conn_read(c) < 0) {
         conn_write(c); /* best effort: a GOAWAY nghttp2 queued */
-        conn_close(c);
+        conn_close(c, CONN_END_PEER); /* unless the read said why */
         return;
     }
     if (revents & EV_WRITE)
@@ -789,20 +859,21 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     const cfg_limits_t *lim = &c->cfg->limits;
     if (c->state == CONN_HANDSHAKE) {
         c->srv->counters.tls_failures++;
+        c->srv->counters.tls_failures_by[TLS_FAIL_TIMEOUT]++;
         conn_log(c, "TLS handshake timeout");
-        conn_close(c);
+        conn_close(c, CONN_END_HANDSHAKE_TIMEOUT);
         return;
     }
     uint64_t now = compat_mono_ns(), deadline;
     if (c->draining && c->nopen == 0) {
-        conn_close(c); /* GOAWAY had its grace period; the peer is not reading */
+        conn_close(c, CONN_END_SHUTDOWN); /* GOAWAY had its grace period; the peer is not reading */
         return;
     }
     if (!c->ever_opened) {
         deadline = c->since + (uint64_t)lim->header_timeout_ms * UTIL_MS_NS;
         if (now >= deadline) {
             conn_log(c, "no tunnel within the header timeout");
-            conn_close(c);
+            conn_close(c, CONN_END_HEADER_TIMEOUT);
             return;
         }
     } else if (c->nopen == 0) {
@@ -810,6 +881,7 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         if (now >= deadline) {
             /* RFC 9113 §6.8: say goodbye; with no stream left nghttp2 wants
              * nothing more once it is written, and the connection closes. */
+            conn_end_as(c, CONN_END_IDLE);
             conn_goaway(c, NGHTTP2_NO_ERROR, "idle");
             deadline = now + 1000 * UTIL_MS_NS;
         }
@@ -848,7 +920,7 @@ static void conn_health_cb(struct ev_loop *loop, ev_timer *w, int revents)
         conn_goaway(c, NGHTTP2_NO_ERROR, "write stalled");
         if (c->fd >= 0)
             conn_write(c); /* best effort: the client may still read this */
-        conn_close(c);
+        conn_close(c, CONN_END_WRITE_STALL);
         return;
     }
     if (c->ping_sent && c->last_rx > c->ping_sent)
@@ -856,7 +928,7 @@ static void conn_health_cb(struct ev_loop *loop, ev_timer *w, int revents)
     if (c->ping_sent && now - c->ping_sent >= timeout) {
         c->srv->counters.ping_timeouts++;
         conn_log(c, "nothing received for %u ms after a PING; closing", lim->ping_timeout_ms);
-        conn_close(c);
+        conn_close(c, CONN_END_PING_TIMEOUT);
         return;
     }
     if (!c->ping_sent && now - c->last_rx >= interval) {

@@ -67,6 +67,7 @@ typedef struct conn {
     uint32_t hdr_count;         /* the header block being received: fields ... */
     size_t hdr_bytes;           /* ... and RFC 7541 §4.1 size (name + value + 32 each) */
     uint64_t since;             /* monotonic ns: accept, or last moment with no tunnels */
+    uint64_t accepted;          /* monotonic ns: accept */
     unsigned ever_opened : 1;   /* a tunnel has opened on this connection */
     unsigned draining : 1;      /* GOAWAY sent; refuse new streams */
     unsigned peeked : 1;        /* first byte checked for a TLS record */
@@ -75,6 +76,8 @@ typedef struct conn {
     unsigned closing : 1;       /* conn_close called: on the dead list, watchers stopped */
     unsigned notice_sent : 1;   /* draining: GOAWAY(2^31-1) sent, final GOAWAY after the PING ack */
     uint32_t nopen;             /* tunnels open or closing */
+    enum conn_end end;          /* why it ends; the first cause wins (end_set) */
+    unsigned end_set : 1;
     const uint8_t *pend;        /* part of nghttp2's last mem_send not yet buffered */
     size_t pend_len;
     size_t out_off, out_len;
@@ -109,8 +112,10 @@ void conn_want_write(conn_t *c);
 void conn_flush(conn_t *c);
 
 /* Finishes the connection: stops its watchers now; the server frees it at the
- * end of the loop iteration. Safe from any callback; idempotent. */
-void conn_close(conn_t *c);
+ * end of the loop iteration. Safe from any callback; idempotent. why is
+ * counted (server_counters_t.conns_closed) and logged, unless an earlier
+ * cause was already recorded (a GOAWAY's reason, say). */
+void conn_close(conn_t *c, enum conn_end why);
 
 /* Graceful shutdown: CLOSE(shutting down) on every tunnel, then GOAWAY. */
 void conn_drain(conn_t *c);

@@ -2,13 +2,15 @@
  * counters.h — packet, byte and drop counters, per tunnel and per server.
  *
  * Every packet the gateway does not deliver is counted under exactly one
- * reason. The metrics endpoint (a later issue) exposes server_counters_t; a
- * tunnel's own counters are logged when it closes.
+ * reason. /metrics (metrics.c) exposes server_counters_t and the per-tenant
+ * totals (stats.h); a tunnel's own counters are logged when it closes.
  */
 #ifndef SLUICE_COUNTERS_H
 #define SLUICE_COUNTERS_H
 
 #include <stdint.h>
+
+#include "prom.h"
 
 enum drop_reason {
     DROP_MEDIA_EVICTED = 0, /* downlink media evicted (drop-oldest) for a newer packet */
@@ -39,6 +41,58 @@ static inline const char *drop_reason_name(enum drop_reason r)
     return (unsigned)r < DROP_REASON_COUNT ? names[r] : "unknown";
 }
 
+/* Why a client connection ended: the first cause wins (conn.c). */
+enum conn_end {
+    CONN_END_PEER = 0,          /* the client closed or reset it, or ended HTTP/2 */
+    CONN_END_NOT_TLS,           /* cleartext refused with a 400 */
+    CONN_END_TLS_HANDSHAKE,     /* the TLS handshake failed (tls_fail gives why) */
+    CONN_END_HANDSHAKE_TIMEOUT, /* the TLS handshake took longer than handshake_timeout_ms */
+    CONN_END_NO_H2,             /* TLS without ALPN h2 */
+    CONN_END_TLS_ERROR,         /* a TLS error after the handshake */
+    CONN_END_WRITE_ERROR,       /* the socket refused our output */
+    CONN_END_PROTOCOL,          /* HTTP/2 protocol error */
+    CONN_END_CALM,              /* flood or header abuse: GOAWAY(ENHANCE_YOUR_CALM) */
+    CONN_END_AUTH,              /* limits.max_auth_failures 401s: GOAWAY */
+    CONN_END_HEADER_TIMEOUT,    /* no tunnel within header_timeout_ms */
+    CONN_END_IDLE,              /* no tunnel for conn_idle_ms: GOAWAY */
+    CONN_END_WRITE_STALL,       /* the client took nothing for write_stall_ms */
+    CONN_END_PING_TIMEOUT,      /* no answer to a keepalive PING */
+    CONN_END_SHUTDOWN,          /* the gateway drained or stopped */
+    CONN_END_COUNT
+};
+
+static inline const char *conn_end_name(enum conn_end e)
+{
+    static const char *const names[CONN_END_COUNT] = {
+        "peer",          "not_tls",        "tls_handshake", "handshake_timeout",
+        "no_h2",         "tls_error",      "write_error",   "protocol_error",
+        "calm",          "auth_failures",  "header_timeout", "idle",
+        "write_stall",   "ping_timeout",   "shutdown",
+    };
+    return (unsigned)e < CONN_END_COUNT ? names[e] : "unknown";
+}
+
+/* Why a TLS handshake failed, from OpenSSL's reason code (conn.c). */
+enum tls_fail {
+    TLS_FAIL_OTHER = 0,
+    TLS_FAIL_PROTOCOL_VERSION, /* no TLS version in common, or not TLS at all */
+    TLS_FAIL_NO_SHARED_CIPHER,
+    TLS_FAIL_CERT_REJECTED,    /* the client's alert: it does not trust our certificate */
+    TLS_FAIL_NO_ALPN,          /* no application protocol in common */
+    TLS_FAIL_EOF,              /* the client went away mid-handshake */
+    TLS_FAIL_TIMEOUT,
+    TLS_FAIL_COUNT
+};
+
+static inline const char *tls_fail_name(enum tls_fail f)
+{
+    static const char *const names[TLS_FAIL_COUNT] = {
+        "other", "protocol_version", "no_shared_cipher", "certificate_rejected",
+        "no_alpn", "eof", "timeout",
+    };
+    return (unsigned)f < TLS_FAIL_COUNT ? names[f] : "other";
+}
+
 typedef struct tunnel_counters {
     uint64_t up_packets, up_bytes;     /* client -> backend, delivered to the socket */
     uint64_t down_packets, down_bytes; /* backend -> client, written into the stream */
@@ -54,6 +108,8 @@ typedef struct server_counters {
     uint64_t conns_accepted, conns_refused, conns_active;
     uint64_t conns_refused_source[3]; /* per source: over its rate, too many pending, table full */
     uint64_t tls_failures;
+    uint64_t tls_failures_by[TLS_FAIL_COUNT];
+    uint64_t conns_closed[CONN_END_COUNT];
     uint64_t tunnels_opened, tunnels_active;
     uint64_t requests_rejected[8]; /* 400 401 403 404 405 503 410 429, see request.h */
     uint64_t protocol_errors;
@@ -67,6 +123,12 @@ typedef struct server_counters {
     uint64_t sessions_taken_over;  /* attached tunnels moved to a new stream by a resume */
     uint64_t sessions_expired;     /* parked tunnels closed at the end of their grace period */
     tunnel_counters_t tunnel;      /* sums over all tunnels, live and closed */
+    prom_hist_t up_residence;      /* read from the client to sent to the backend */
+    prom_hist_t down_residence;    /* received from the backend to written to the stream */
+    prom_hist_t rtt;               /* client RTT from PING/PONG capsules */
 } server_counters_t;
+
+/* Bucket bounds of the histograms above (metrics.c). */
+extern const prom_bounds_t counters_residence_bounds, counters_rtt_bounds;
 
 #endif

@@ -22,6 +22,21 @@
 #define ETCD_BACKOFF_MIN_MS 100u
 #define ETCD_BACKOFF_MAX_MS 5000u
 #define ETCD_LABEL_MAX 300u
+#define ETCD_WRITE_MS 2000L             /* the txn call */
+#define ETCD_APPLY_WAIT_S 2.0           /* a committed write until the watch applies it */
+#define ETCD_WRITES_MAX 64u             /* admin writes in flight (ADMIN_CONNS_MAX) */
+
+/* An admin write: the txn in flight (call), then the wait for the watch to
+ * apply the revision it committed (rev > 0). */
+typedef struct etcd_write {
+    etcd_store_t *s;
+    etcd_call_t *call;
+    ev_timer wait;
+    int64_t rev;
+    store_write_cb cb;
+    void *arg;
+    struct etcd_write *next;
+} etcd_write_t;
 
 typedef struct etcd_kv {
     char *key;   /* NUL-terminated */
@@ -30,6 +45,7 @@ typedef struct etcd_kv {
 } etcd_kv_t;
 
 struct etcd_store {
+    store_t admin;       /* etcd_store_admin: read and write for the admin API */
     char *base;          /* the config file's text */
     size_t base_len;
     char *base_dir;
@@ -38,7 +54,9 @@ struct etcd_store {
     char *key_b64, *end_b64;
     etcd_kv_t *kvs;      /* sorted by key */
     size_t nkv;
-    int64_t revision;
+    int64_t revision;    /* the last revision seen (a range read, a watch message) */
+    int64_t applied;     /* the revision of the last snapshot applied */
+    char *prefix;
 
     etcd_client_t *client;
     struct ev_loop *loop;
@@ -48,6 +66,8 @@ struct etcd_store {
     ev_timer retry;
     uint32_t backoff_ms;
     int unreachable;     /* the last attempt failed (logged once per change) */
+    etcd_write_t *writes;
+    size_t nwrites;
 };
 
 /* ------------------------------------------------------------------------ */
@@ -153,6 +173,8 @@ static config_t *snapshot_build(const etcd_store_t *s, const char *base, size_t 
             lens[i] = s->kvs[i].vlen;
         }
         cfg = config_parse_tenants(base, base_len, base_dir, docs, lens, labels, n, err, errlen);
+        if (cfg) /* still ours alone: the admin API shows it and writes name it */
+            cfg->tenants_revision = (uint64_t)s->revision;
     } else {
         snprintf(err, errlen, "out of memory");
     }
@@ -226,8 +248,12 @@ static int watch_message(etcd_store_t *s, const char *line, size_t len)
         }
         changed = 1;
     }
+    /* Only a message with events says that everything up to its revision
+     * has been delivered: the "created" answer carries etcd's current
+     * revision while the events since start_revision are still to come. An
+     * admin write waits for its revision here (writes_settle). */
     int64_t rev = etcd_json_int(jget(jget(res, "header"), "revision"));
-    if (rev > s->revision)
+    if (changed && rev > s->revision)
         s->revision = rev;
     json_free(root);
     return rc < 0 ? -1 : changed;
@@ -249,6 +275,7 @@ static void snapshot_apply(etcd_store_t *s)
     } else {
         config_unref(s->cfg);
         s->cfg = config_ref(cfg);
+        s->applied = s->revision;
         log_msg(LOG_INFO, "etcd revision %lld applied: %zu tenants", (long long)s->revision,
                 cfg->ntenants);
     }
@@ -290,6 +317,7 @@ static int range_parse(etcd_store_t *s, const char *body, size_t len, char *err,
 
 static void range_begin(etcd_store_t *s);
 static void watch_begin(etcd_store_t *s);
+static void writes_settle(etcd_store_t *s);
 
 static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -331,6 +359,7 @@ static int on_watch_line(void *ud, const char *line, size_t len)
     }
     if (rc > 0)
         snapshot_apply(s);
+    writes_settle(s);
     return 0;
 }
 
@@ -375,6 +404,7 @@ static void on_range_done(void *ud, int status, const char *body, size_t len, co
     s->backoff_ms = 0;
     if (s->revision != before) /* the same revision is the same table */
         snapshot_apply(s);
+    writes_settle(s);
     watch_begin(s);
 }
 
@@ -385,6 +415,226 @@ static void range_begin(etcd_store_t *s)
     if (!s->call)
         request_failed(s, "cannot set up the range read (out of memory?)");
 }
+
+/* ------------------------------------------------------------------------ */
+/* The admin API's store (store.h)                                           */
+
+/* The tenants as a document {"revision": applied, "tenants": [...]}, in key
+ * order; a value that is not JSON is left out (it was refused anyway). */
+static json_t *doc_build(const etcd_store_t *s)
+{
+    json_t *root = json_new(JSON_OBJECT, NULL, 0), *list = json_new(JSON_ARRAY, NULL, 0);
+    char num[24];
+    int nl = snprintf(num, sizeof num, "%lld", (long long)s->applied);
+    if (!root || !list || json_set(root, "revision", json_new(JSON_NUMBER, num, (size_t)nl))) {
+        json_free(root);
+        json_free(list);
+        return NULL;
+    }
+    if (json_set(root, "tenants", list))
+        goto nomem;
+    for (size_t i = 0; i < s->nkv; i++) {
+        char msg[8];
+        json_t *t = json_parse(s->kvs[i].val, s->kvs[i].vlen, msg, sizeof msg);
+        if (t && json_push(list, t)) {
+            json_free(t);
+            goto nomem;
+        }
+    }
+    return root;
+nomem:
+    json_free(root);
+    return NULL;
+}
+
+static int ea_read(store_t *st, char **doc, size_t *len, uint64_t *revision, char *err,
+                   size_t errlen)
+{
+    etcd_store_t *s = etcd_store_of(st);
+    json_t *root = doc_build(s);
+    *doc = root ? json_write(root, len) : NULL;
+    json_free(root);
+    if (!*doc) {
+        snprintf(err, errlen, "out of memory");
+        return STORE_ERROR;
+    }
+    *revision = (uint64_t)s->applied;
+    return STORE_OK;
+}
+
+/* The key holding tenant id: the one whose document says so, else prefix +
+ * id (malloc'd; NULL when out of memory). */
+static char *key_for(const etcd_store_t *s, const char *id)
+{
+    for (size_t i = 0; i < s->nkv; i++) {
+        char msg[8];
+        json_t *t = json_parse(s->kvs[i].val, s->kvs[i].vlen, msg, sizeof msg);
+        const json_t *tid = jget(t, "id");
+        int match = tid && tid->type == JSON_STRING && !strcmp(tid->str, id);
+        json_free(t);
+        if (match)
+            return json_strdup(s->kvs[i].key, strlen(s->kvs[i].key));
+    }
+    size_t plen = strlen(s->prefix), ilen = strlen(id);
+    char *key = malloc(plen + ilen + 1);
+    if (key) {
+        memcpy(key, s->prefix, plen);
+        memcpy(key + plen, id, ilen + 1);
+    }
+    return key;
+}
+
+static void write_free(etcd_write_t *w)
+{
+    etcd_call_cancel(w->call);
+    if (w->s->loop)
+        ev_timer_stop(w->s->loop, &w->wait);
+    w->s->nwrites--;
+    free(w);
+}
+
+/* Unlinks w, runs its callback once and frees it. */
+static void write_finish(etcd_write_t *w, int status, int64_t rev, const char *err)
+{
+    etcd_store_t *s = w->s;
+    for (etcd_write_t **pp = &s->writes; *pp; pp = &(*pp)->next)
+        if (*pp == w) {
+            *pp = w->next;
+            break;
+        }
+    store_write_cb cb = w->cb;
+    void *arg = w->arg;
+    w->call = NULL; /* finished or being finished by its own done callback */
+    write_free(w);
+    cb(arg, status, (uint64_t)rev, err);
+}
+
+/* Every committed write whose revision the watch has now applied (or
+ * refused: the snapshot then stays as it was, and the admin API says so). */
+static void writes_settle(etcd_store_t *s)
+{
+    for (int again = 1; again;) {
+        again = 0;
+        for (etcd_write_t *w = s->writes; w; w = w->next)
+            if (w->rev > 0 && s->revision >= w->rev) {
+                write_finish(w, STORE_OK, w->rev, NULL);
+                again = 1; /* the callback may have changed the list */
+                break;
+            }
+    }
+}
+
+/* Committed, but the watch has not delivered the revision in time (etcd
+ * lost between the txn and the watch, or a slow watch): the write is durable
+ * and will be applied when the watch or its re-read gets it; the caller is
+ * told now, with a snapshot older than the revision. */
+static void on_write_wait(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    etcd_write_t *w = t->data;
+    log_msg(LOG_WARN, "etcd: revision %lld committed but not seen by the watch within %.0f s",
+            (long long)w->rev, ETCD_APPLY_WAIT_S);
+    write_finish(w, STORE_OK, w->rev, NULL);
+}
+
+static void on_txn_done(void *ud, int status, const char *body, size_t len, const char *err)
+{
+    etcd_write_t *w = ud;
+    etcd_store_t *s = w->s;
+    char why[512], msg[256];
+    w->call = NULL;
+    if (status < 0) {
+        snprintf(why, sizeof why, "etcd %s unreachable, nothing written: %s",
+                 etcd_client_endpoint(s->client), err);
+        write_finish(w, STORE_ERROR, s->applied, why);
+        return;
+    }
+    json_t *root = json_parse(body, len, msg, sizeof msg);
+    const json_t *ok = jget(root, "succeeded");
+    int64_t rev = etcd_json_int(jget(jget(root, "header"), "revision"));
+    int succeeded = ok && ok->type == JSON_BOOL && ok->boolean; /* false is left out */
+    json_free(root);
+    if (!root || rev <= 0) {
+        snprintf(why, sizeof why, "etcd %s: unexpected txn response (%s)",
+                 etcd_client_endpoint(s->client), root ? "no revision" : msg);
+        write_finish(w, STORE_ERROR, s->applied, why);
+    } else if (!succeeded) {
+        write_finish(w, STORE_CONFLICT, s->applied, NULL);
+    } else {
+        w->rev = rev;
+        if (s->revision >= rev) {
+            write_finish(w, STORE_OK, rev, NULL);
+            return;
+        }
+        ev_timer_init(&w->wait, on_write_wait, ETCD_APPLY_WAIT_S, 0.);
+        w->wait.data = w;
+        ev_timer_start(s->loop, &w->wait);
+    }
+}
+
+/* One transaction (etcd's KV.Txn, RFC-less: etcd's api/etcdserverpb): if the
+ * tenant's key has not been modified after the revision the admin read
+ * (mod_revision < expected + 1; a missing key has mod_revision 0), put the
+ * new document; else nothing, "succeeded" false: a conflict. */
+static void ea_write(store_t *st, const char *id, const char *tenant_json, size_t len,
+                     uint64_t expected, store_write_cb cb, void *arg)
+{
+    etcd_store_t *s = etcd_store_of(st);
+    char *key = NULL, *k64 = NULL, *v64 = NULL, *body = NULL;
+    const char *why = "out of memory";
+    if (!s->loop) {
+        why = "the etcd store is not started";
+        goto fail;
+    }
+    if (s->nwrites >= ETCD_WRITES_MAX) {
+        why = "too many writes in flight";
+        goto fail;
+    }
+    key = key_for(s, id);
+    k64 = key ? etcd_b64_encode(key, strlen(key)) : NULL;
+    v64 = etcd_b64_encode(tenant_json, len);
+    size_t blen = 256 + (k64 ? 2 * strlen(k64) : 0) + (v64 ? strlen(v64) : 0);
+    body = malloc(blen);
+    etcd_write_t *w = calloc(1, sizeof *w);
+    if (!k64 || !v64 || !body || !w) {
+        free(w);
+        goto fail;
+    }
+    snprintf(body, blen,
+             "{\"compare\":[{\"key\":\"%s\",\"target\":\"MOD\",\"result\":\"LESS\","
+             "\"mod_revision\":\"%llu\"}],"
+             "\"success\":[{\"request_put\":{\"key\":\"%s\",\"value\":\"%s\"}}]}",
+             k64, (unsigned long long)expected + 1, k64, v64);
+    w->s = s;
+    w->cb = cb;
+    w->arg = arg;
+    ev_init(&w->wait, on_write_wait);
+    w->call = etcd_call(s->client, "/v3/kv/txn", body, ETCD_WRITE_MS, on_txn_done, w);
+    if (!w->call) {
+        free(w);
+        goto fail;
+    }
+    w->next = s->writes;
+    s->writes = w;
+    s->nwrites++;
+    free(key);
+    free(k64);
+    free(v64);
+    free(body);
+    return;
+fail:
+    free(key);
+    free(k64);
+    free(v64);
+    free(body);
+    cb(arg, STORE_ERROR, (uint64_t)s->applied, why);
+}
+
+static void ea_free(store_t *st)
+{
+    (void)st; /* part of the etcd store: etcd_store_free frees it */
+}
+
+static const store_ops_t etcd_admin_ops = {"etcd", ea_read, ea_write, ea_free};
 
 /* ------------------------------------------------------------------------ */
 /* Public API                                                                */
@@ -403,6 +653,8 @@ etcd_store_t *etcd_store_open(const char *config_path, const config_t *base, con
     if (file_read(config_path, &s->base, &s->base_len, &s->base_dir, err, errlen) < 0)
         goto fail;
     const char *prefix = base->store.prefix;
+    s->admin.ops = &etcd_admin_ops;
+    s->prefix = json_strdup(prefix, strlen(prefix));
     s->client = etcd_client_new((const char *const *)base->store.endpoints,
                                 base->store.nendpoints);
     s->key_b64 = etcd_b64_encode(prefix, strlen(prefix));
@@ -410,7 +662,7 @@ etcd_store_t *etcd_store_open(const char *config_path, const config_t *base, con
     size_t blen = 64 + (s->key_b64 ? strlen(s->key_b64) : 0) +
                   (s->end_b64 ? strlen(s->end_b64) : 0);
     s->range_body = malloc(blen);
-    if (!s->client || !s->key_b64 || !s->end_b64 || !s->range_body) {
+    if (!s->prefix || !s->client || !s->key_b64 || !s->end_b64 || !s->range_body) {
         snprintf(err, errlen, "out of memory (or libcurl cannot start)");
         *code = 1;
         goto fail;
@@ -448,6 +700,7 @@ etcd_store_t *etcd_store_open(const char *config_path, const config_t *base, con
     }
     config_unref(s->cfg);
     s->cfg = config_ref(*out);
+    s->applied = s->revision;
     log_msg(LOG_INFO, "etcd %s: revision %lld read: %zu tenants under %s",
             etcd_client_endpoint(s->client), (long long)s->revision, (*out)->ntenants, prefix);
     return s;
@@ -514,6 +767,58 @@ int etcd_store_reload(etcd_store_t *s, const char *config_path, char *err, size_
     return rc;
 }
 
+store_t *etcd_store_admin(etcd_store_t *s)
+{
+    return &s->admin;
+}
+
+etcd_store_t *etcd_store_of(store_t *st)
+{
+    /* The store_t is the struct's first member. */
+    return st && st->ops == &etcd_admin_ops ? (etcd_store_t *)st : NULL;
+}
+
+config_t *etcd_store_retenant(const etcd_store_t *s, const char *tenants_doc, size_t len,
+                              char *err, size_t errlen)
+{
+    char msg[256];
+    json_t *root = json_parse(tenants_doc, len, msg, sizeof msg);
+    const json_t *list = jget(root, "tenants");
+    if (!list || list->type != JSON_ARRAY) {
+        snprintf(err, errlen, "$: %s", root ? "expected an object with a \"tenants\" array" : msg);
+        json_free(root);
+        return NULL;
+    }
+    size_t n = list->n;
+    char **docs = calloc(n + 1, sizeof *docs);
+    size_t *lens = calloc(n + 1, sizeof *lens);
+    const char **labels = calloc(n + 1, sizeof *labels);
+    char *lbuf = malloc((n + 1) * 32);
+    config_t *cfg = NULL;
+    size_t i = 0;
+    if (docs && lens && labels && lbuf) {
+        for (; i < n; i++) {
+            snprintf(lbuf + i * 32, 32, "tenant %zu", i); /* then its own "$.x" path */
+            labels[i] = lbuf + i * 32;
+            if (!(docs[i] = json_write(list->items[i], &lens[i])))
+                break;
+        }
+    }
+    if (i == n && docs && lens && labels && lbuf)
+        cfg = config_parse_tenants(s->base, s->base_len, s->base_dir, (const char *const *)docs,
+                                   lens, labels, n, err, errlen);
+    else
+        snprintf(err, errlen, "out of memory");
+    for (size_t j = 0; docs && j < n; j++)
+        free(docs[j]);
+    free(docs);
+    free(lens);
+    free(labels);
+    free(lbuf);
+    json_free(root);
+    return cfg;
+}
+
 int64_t etcd_store_revision(const etcd_store_t *s)
 {
     return s->revision;
@@ -523,6 +828,11 @@ void etcd_store_free(etcd_store_t *s)
 {
     if (!s)
         return;
+    while (s->writes) { /* dropped: their callers are gone too (store.h) */
+        etcd_write_t *w = s->writes;
+        s->writes = w->next;
+        write_free(w);
+    }
     if (s->loop)
         ev_timer_stop(s->loop, &s->retry);
     etcd_client_free(s->client); /* cancels the watch or range read */
@@ -533,5 +843,6 @@ void etcd_store_free(etcd_store_t *s)
     free(s->range_body);
     free(s->key_b64);
     free(s->end_b64);
+    free(s->prefix);
     free(s);
 }

@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "store.h"
 
 typedef struct etcd_store etcd_store_t;
 
@@ -51,6 +52,34 @@ int etcd_store_start(etcd_store_t *s, struct ev_loop *loop, etcd_apply_fn apply,
  * changed $.tenant_store (a new prefix or endpoints) needs a restart and is
  * refused. Returns 0, or -1 with err filled (nothing changed). */
 int etcd_store_reload(etcd_store_t *s, const char *config_path, char *err, size_t errlen);
+
+/* The admin API's store (store.h) over the same table, owned by s (valid
+ * until etcd_store_free; store_free on it does nothing); writes need
+ * etcd_store_start first.
+ *   read: {"revision": R, "tenants": [...]}, R the etcd revision of the
+ *     snapshot last applied (the snapshot's tenants_revision), the tenants
+ *     in key order.
+ *   write: one transaction (POST /v3/kv/txn) that puts the tenant's document
+ *     if its key's mod_revision < expected + 1 (unchanged since the revision
+ *     the admin read; a missing key has 0), else STORE_CONFLICT with R. The
+ *     key: the one whose document has that "id", else prefix + id. Once
+ *     committed, the callback waits until the watch has applied that
+ *     revision (at most 2 s: then STORE_OK all the same, the snapshot still
+ *     older, and the watch applies it when it arrives). etcd unreachable:
+ *     STORE_ERROR with the endpoint and curl's reason, nothing written. At
+ *     most 64 writes in flight; etcd_store_free drops them without calling
+ *     their callbacks. */
+store_t *etcd_store_admin(etcd_store_t *s);
+
+/* The etcd store behind st, or NULL when st is another store. */
+etcd_store_t *etcd_store_of(store_t *st);
+
+/* config_retenant for tenants in etcd: the snapshot the config file would
+ * give with tenants_doc ({"revision": N, "tenants": [...]}) as the table,
+ * validated as a watch's would be; an error names "tenant I: $.path". Returns
+ * a new snapshot (one reference), or NULL with err. */
+config_t *etcd_store_retenant(const etcd_store_t *s, const char *tenants_doc, size_t len,
+                              char *err, size_t errlen);
 
 /* The revision of the last table read (0 before the first). */
 int64_t etcd_store_revision(const etcd_store_t *s);

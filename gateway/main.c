@@ -16,6 +16,7 @@
 #include "etcd.h"
 #include "fleet.h"
 #include "log.h"
+#include "notify.h"
 #include "server.h"
 #include "store.h"
 #include "tls.h"
@@ -138,31 +139,62 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
     /* Leave the fleet first: the others take this gateway's share at once
      * rather than after the lease's TTL. */
     fleet_leave(sig->fleet);
+    notify_send(NOTIFY_STOPPING, "draining %llu connections, %llu tunnels",
+                (unsigned long long)sig->srv->counters.conns_active,
+                (unsigned long long)sig->srv->counters.tunnels_active);
     server_drain(sig->srv);
 }
 
 /* SIGHUP: re-read the config file and apply it (server_reload). A file that
  * does not parse, or whose limits or TLS files would not let the gateway
- * start, changes nothing: the error is logged with its JSON path or file. */
-static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
+ * start, changes nothing: the error is logged with its JSON path or file.
+ * Returns 0 when applied, -1 when refused. */
+static int reload_config(signals_t *sig)
 {
-    signals_t *sig = w->data;
     char err[1024];
     log_msg(LOG_INFO, "SIGHUP: reloading %s", sig->config_path);
     if (sig->etcd) { /* the file plus the tenants read from etcd (apply_snapshot) */
-        if (etcd_store_reload(sig->etcd, sig->config_path, err, sizeof err) < 0)
+        if (etcd_store_reload(sig->etcd, sig->config_path, err, sizeof err) < 0) {
             log_msg(LOG_ERROR, "reload failed, old config kept: %s", err);
-        return;
+            return -1;
+        }
+        return 0;
     }
     config_t *cfg = config_load(sig->config_path, err, sizeof err);
     if (!cfg) {
         log_msg(LOG_ERROR, "reload failed, old config kept: %s", err);
+        return -1;
+    }
+    int rc = 0;
+    if (fd_limit_check(cfg, err, sizeof err) < 0 ||
+        server_reload(sig->srv, cfg, err, sizeof err) < 0) {
+        log_msg(LOG_ERROR, "reload failed, old config kept: %s: %s", sig->config_path, err);
+        rc = -1;
+    }
+    config_unref(cfg); /* the server holds its own reference */
+    return rc;
+}
+
+/* STATUS= for `systemctl status` (notify.h): what the gateway serves now. */
+static void notify_serving(const server_t *srv, unsigned what, const char *note)
+{
+    notify_send(what, "serving region %s: %zu listeners, %zu tenants%s", srv->cfg->region,
+                srv->nlisteners, srv->cfg->ntenants, note);
+}
+
+/* The service manager hears RELOADING=1 then READY=1 around every reload
+ * (sd_notify(3)), applied or refused: either way the gateway serves. */
+static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    signals_t *sig = w->data;
+    if (sig->srv->draining) { /* server_reload refuses; STOPPING=1 was sent */
+        reload_config(sig);
         return;
     }
-    if (fd_limit_check(cfg, err, sizeof err) < 0 ||
-        server_reload(sig->srv, cfg, err, sizeof err) < 0)
-        log_msg(LOG_ERROR, "reload failed, old config kept: %s: %s", sig->config_path, err);
-    config_unref(cfg); /* the server holds its own reference */
+    notify_send(NOTIFY_RELOADING, "reloading %s", sig->config_path);
+    int rc = reload_config(sig);
+    notify_serving(sig->srv, NOTIFY_READY,
+                   rc < 0 ? "; last reload refused (see the log), old config kept" : "");
 }
 
 /* A snapshot from the tenant store (etcd.h): the same checks and swap as
@@ -172,7 +204,10 @@ static int apply_snapshot(void *ud, config_t *cfg, char *err, size_t errlen)
     signals_t *sig = ud;
     if (fd_limit_check(cfg, err, errlen) < 0)
         return -1;
-    return server_reload(sig->srv, cfg, err, errlen);
+    if (server_reload(sig->srv, cfg, err, errlen) < 0)
+        return -1;
+    notify_serving(sig->srv, NOTIFY_STATUS, "");
+    return 0;
 }
 
 /* The fleet counted n live gateways in this region (fleet.h). */
@@ -316,9 +351,9 @@ int main(int argc, char **argv)
             (unsigned long long)fd_before);
     /* The file tenant store and the admin API (docs/admin.md): started at
      * start-up only; a reload changes tokens and tenants, not the admin
-     * address. With etcd tenants the admin API has no store: it reads them
-     * from the snapshot and refuses writes (409). */
-    store_t *store = NULL;
+     * address. With etcd tenants the admin API writes through the etcd
+     * store (owned by etcd: store_free on it does nothing). */
+    store_t *store = etcd ? etcd_store_admin(etcd) : NULL;
     admin_t admin = {0};
     if (srv.cfg->store.type == CFG_STORE_FILE && !(store = store_file_new(srv.cfg->store.path))) {
         fprintf(stderr, "sluiced: out of memory\n");
@@ -344,6 +379,7 @@ int main(int argc, char **argv)
                config_addr_str((const struct sockaddr *)&admin.addr, name, sizeof name));
         fflush(stdout);
     }
+    notify_serving(&srv, NOTIFY_READY, ""); /* listeners accept, tenants loaded */
     ev_run(loop, 0);
 
     const server_counters_t *k = &srv.counters;

@@ -157,7 +157,7 @@ int server_init(server_t *s, struct ev_loop *loop, config_t *cfg, char *err, siz
                   LOG_LIMITS_WINDOW_S / 2.0);
     ev_timer_start(loop, &s->log_flush);
     s->env = (tunnel_env_t){.loop = loop, .counters = &s->counters, .logs = &s->logs,
-                            .cfg = cfg};
+                            .stats = &s->stats, .cfg = cfg};
     session_table_init(&s->sessions, &s->env);
     if (srclimit_init(&s->sources, SRCLIMIT_DEFAULT_ENTRIES) < 0) {
         snprintf(err, errlen, "per-source table: %s", strerror(errno));
@@ -274,6 +274,7 @@ size_t server_tenants_apply(server_t *s)
             closed++;
         }
     }
+    stats_prune(&s->stats, s->cfg); /* a tenant that left goes with its last tunnel */
     return closed;
 }
 
@@ -460,7 +461,7 @@ void server_drain(server_t *s)
         if (c->state == CONN_H2)
             conn_drain(c);
         else
-            conn_close(c); /* still in the TLS handshake: nothing to say goodbye on */
+            conn_close(c, CONN_END_SHUTDOWN); /* in the TLS handshake: nothing to say goodbye on */
     }
     if (list_empty(&s->conns)) {
         ev_break(s->loop, EVBREAK_ALL);
@@ -485,6 +486,7 @@ void server_dispose(server_t *s)
     while (!list_empty(&s->conns))
         conn_free(LIST_ENTRY(s->conns.next, conn_t, _link));
     session_table_dispose(&s->sessions); /* parked tunnels close */
+    stats_dispose(&s->stats);
     if (s->loop) {
         ev_prepare_stop(s->loop, &s->prepare);
         ev_timer_stop(s->loop, &s->log_flush);

@@ -58,6 +58,7 @@ typedef struct server {
     ev_prepare prepare;     /* flush, then free, once per loop iteration */
     uint64_t next_conn_id;
     server_counters_t counters;
+    stats_table_t stats;    /* traffic per tenant and kind (stats.h) */
     tunnel_env_t env;       /* what tunnels see of the server */
     session_table_t sessions; /* resumable tunnels, parked ones included */
     srclimit_t sources;     /* per-source pending connections and handshake rate */

@@ -7,14 +7,18 @@
  * silently: a write names the revision its author read, and a store whose
  * revision has moved on refuses it (STORE_CONFLICT, the admin API's 409).
  *
- * Two stores are meant to sit behind these calls: the file store here
- * (store_file_new, docs/admin.md) and an etcd store (one key per tenant,
- * its revision the etcd mod_revision). The admin API (gateway/admin.c) only
- * calls store_read and store_write; whoever applies a new snapshot afterwards
- * builds it with config_retenant and server_reload.
+ * Two stores sit behind these calls: the file store here (store_file_new,
+ * docs/admin.md) and the etcd store (etcd_store_admin in etcd.h: one key per
+ * tenant, a transaction on its mod_revision, the document's revision the
+ * etcd revision applied). The admin API (gateway/admin.c) only calls
+ * store_read and store_write; after a file store write it builds the new
+ * snapshot with config_retenant and server_reload, while the etcd store
+ * calls back only once its watch has applied the write.
  *
  * Writes are asynchronous: the callback runs exactly once, possibly before
- * store_write returns (the file store does its fsyncs in the call).
+ * store_write returns (the file store does its fsyncs in the call; the etcd
+ * store calls back from the loop, or at once when it cannot start the
+ * call), unless the store is freed first.
  */
 #ifndef SLUICE_STORE_H
 #define SLUICE_STORE_H

@@ -35,6 +35,8 @@ static const cfg_limits_t *limits_of(const tunnel_t *t)
     return &t->host->cfg->limits;
 }
 
+/* Traffic counts three times: the tunnel's own counters (its close log), the
+ * server's totals and its tenant's entry (stats.h, for /metrics). */
 static void count_down(tunnel_t *t, uint64_t packets, uint64_t bytes)
 {
     server_counters_t *sc = env_of(t)->counters;
@@ -42,12 +44,43 @@ static void count_down(tunnel_t *t, uint64_t packets, uint64_t bytes)
     t->counters.down_bytes += bytes;
     sc->tunnel.down_packets += packets;
     sc->tunnel.down_bytes += bytes;
+    if (t->stats) {
+        t->stats->traffic.down_packets += packets;
+        t->stats->traffic.down_bytes += bytes;
+    }
+}
+
+static void count_up(tunnel_t *t, size_t len, int is_signal)
+{
+    server_counters_t *sc = env_of(t)->counters;
+    t->counters.up_packets++;
+    t->counters.up_bytes += len;
+    t->counters.up_signal_packets += (unsigned)is_signal;
+    sc->tunnel.up_packets++;
+    sc->tunnel.up_bytes += len;
+    sc->tunnel.up_signal_packets += (unsigned)is_signal;
+    if (t->stats) {
+        t->stats->traffic.up_packets++;
+        t->stats->traffic.up_bytes += len;
+        t->stats->traffic.up_signal_packets += (unsigned)is_signal;
+    }
 }
 
 static void count_drop(tunnel_t *t, enum drop_reason r, uint64_t n)
 {
     t->counters.drops[r] += n;
     env_of(t)->counters->tunnel.drops[r] += n;
+    if (t->stats)
+        t->stats->traffic.drops[r] += n;
+}
+
+/* sendq's hook: a downlink packet left its queue for the stream after
+ * waiting this long in the gateway. */
+static void down_sent(void *ctx, uint64_t waited_ns)
+{
+    tunnel_t *t = ctx;
+    prom_hist_observe(&env_of(t)->counters->down_residence, &counters_residence_bounds,
+                      waited_ns);
 }
 
 /* sendq's drop hook: every downlink drop lands in the tunnel's and the
@@ -348,13 +381,7 @@ static void to_backend(tunnel_t *t, const uint8_t *p, size_t len, int is_signal)
 {
     for (;;) {
         if (send(t->fd, p, len, 0) >= 0) {
-            server_counters_t *sc = env_of(t)->counters;
-            t->counters.up_packets++;
-            t->counters.up_bytes += len;
-            t->counters.up_signal_packets += (unsigned)is_signal;
-            sc->tunnel.up_packets++;
-            sc->tunnel.up_bytes += len;
-            sc->tunnel.up_signal_packets += (unsigned)is_signal;
+            count_up(t, len, is_signal);
             return;
         }
         if (errno == EINTR)
@@ -514,10 +541,13 @@ static int open_flow(tunnel_t *t, const req_target_t *target, int *rc)
     /* A DATAGRAM value is the context id and the payload: max_capsule - 1. */
     sendq_init(&t->down, lim->media_queue_bytes, lim->signal_queue_bytes, lim->max_capsule - 1,
                (uint64_t)lim->media_queue_age_ms * UTIL_MS_NS, down_dropped, t);
+    t->down.on_sent = down_sent;
     snprintf(t->tenant, sizeof t->tenant, "%s", target->tenant->id);
     t->kind = target->kind;
     t->state = TUNNEL_OPEN;
     tunnel_touch(t, compat_mono_ns());
+    if ((t->stats = stats_hold(env->stats, t->tenant, t->kind)) != NULL)
+        t->stats->opened++;
     env_of(t)->counters->tunnels_opened++;
     env_of(t)->counters->tunnels_active++;
     ev_init(&t->timer, timer_cb);
@@ -609,6 +639,7 @@ void tunnel_take_flow(tunnel_t *t, tunnel_t *from, uint64_t park_until)
     t->req = NULL;
     sendq_init(&t->down, 0, 0, from->down.max_payload, from->down.media_max_age_ns, down_dropped,
                t);
+    t->down.on_sent = down_sent;
     sendq_take_queues(&t->down, &from->down);
     if (from->fd >= 0)
         ev_io_stop(env->loop, &from->udp_io);
@@ -625,6 +656,8 @@ void tunnel_take_flow(tunnel_t *t, tunnel_t *from, uint64_t park_until)
     t->rxq_dropped = from->rxq_dropped;
     t->counters = from->counters;
     memset(&from->counters, 0, sizeof from->counters);
+    t->stats = from->stats;
+    from->stats = NULL;
     t->expires = from->expires;
     t->last_active = from->last_active;
     t->session = from->session;
@@ -667,8 +700,13 @@ static int up_packet(void *ud, const uint8_t *p, size_t len, int is_signal)
     tunnel_t *t = ud;
     uint64_t now = compat_mono_ns();
     tunnel_touch(t, now);
-    if (!rate_drop(t, RATELIMIT_UP, len, is_signal, now))
+    if (!rate_drop(t, RATELIMIT_UP, len, is_signal, now)) {
+        tunnel_env_t *env = env_of(t);
         to_backend(t, p, len, is_signal);
+        /* From the read of the bytes that carried it to its send. */
+        prom_hist_observe(&env->counters->up_residence, &counters_residence_bounds,
+                          now > env->rx_ns ? now - env->rx_ns : 0);
+    }
     return t->state != TUNNEL_OPEN; /* the backend may have been declared unreachable */
 }
 
@@ -713,7 +751,8 @@ static void up_pong(void *ud, const uint8_t *value)
     if (!t->ping_sent || sent != t->ping_sent)
         return; /* not ours, or an older one */
     t->ping_sent = 0;
-    uint64_t rtt = (compat_mono_ns() - sent) / 1000u;
+    uint64_t rtt_ns = compat_mono_ns() - sent, rtt = rtt_ns / 1000u;
+    prom_hist_observe(&env_of(t)->counters->rtt, &counters_rtt_bounds, rtt_ns);
     t->counters.pongs_received++;
     env_of(t)->counters->tunnel.pongs_received++;
     t->counters.rtt_last_us = rtt;
@@ -798,7 +837,11 @@ void tunnel_free(tunnel_t *t)
                     (unsigned long long)drops, (unsigned long long)k->rtt_last_us,
                     (unsigned long long)k->rtt_min_us);
         ev_timer_stop(env->loop, &t->timer);
+        if (t->stats)
+            t->stats->closed[t->state == TUNNEL_CLOSING ? stats_close_slot(t->close_code)
+                                                        : STATS_CLOSE_RESET]++;
     }
+    stats_release(t->stats);
     backend_close(t);
     ratelimit_release(&t->rl);
     sendq_dispose(&t->down);

@@ -54,6 +54,7 @@
 #include "log.h"
 #include "ratelimit.h"
 #include "request.h"
+#include "stats.h"
 
 /* Receive buffer for backend datagrams: larger than any UDP payload. */
 #define TUNNEL_UDP_BUF 65536u
@@ -74,6 +75,9 @@ typedef struct tunnel_env {
     uint64_t rr;                   /* spreads tunnels without a session; round-robin */
     struct session_table *sessions; /* resumable flows (session.h); NULL: no resume */
     ratelimit_table_t rl;          /* per-tenant caps and aggregate buckets (ratelimit.h) */
+    stats_table_t *stats;          /* traffic per tenant and kind, for /metrics (stats.h) */
+    uint64_t rx_ns;                /* when the bytes being processed were read (monotonic
+                                    * ns): the start of a packet's time in the gateway */
     const config_t *cfg;           /* the newest snapshot: new requests are routed with its
                                     * tenants and regions (a reload applies at once); NULL:
                                     * the host's own */
@@ -156,6 +160,8 @@ struct tunnel {
     unsigned handed_over : 1;     /* its flow moved to another tunnel (session.h) */
     struct session *session;      /* resumable flow (owned by the server's table), or NULL */
     ratelimit_flow_t rl;          /* the tenant's limits on this flow; moves with it */
+    stats_entry_t *stats;         /* its tenant's traffic totals (a reference), or NULL;
+                                   * moves with the flow */
 
     char tenant[65];
     enum tunnel_kind kind;

@@ -115,6 +115,11 @@ int pktq_peek(const pktq_t *q, const uint8_t **p, size_t *len)
     return 1;
 }
 
+uint64_t pktq_peek_time(const pktq_t *q)
+{
+    return q->count ? hdr_at(q, q->_head).ns : 0;
+}
+
 void pktq_pop(pktq_t *q)
 {
     if (q->count == 0)

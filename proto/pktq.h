@@ -63,6 +63,9 @@ size_t pktq_expire(pktq_t *q, uint64_t min_ns);
  * *len is 0). */
 int pktq_peek(const pktq_t *q, const uint8_t **p, size_t *len);
 
+/* When the oldest packet was queued (its now_ns); 0 when empty. */
+uint64_t pktq_peek_time(const pktq_t *q);
+
 /* Removes the oldest packet (no-op when empty). */
 void pktq_pop(pktq_t *q);
 

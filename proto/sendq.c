@@ -184,7 +184,8 @@ static size_t emit(sendq_t *q, uint8_t *dst, size_t room, const uint8_t *head, s
 /* Packs the oldest packet of pq as a capsule of this type. Returns bytes
  * written to dst (0 when pq is empty). A packet that cannot be staged for lack
  * of memory is dropped, never half sent. */
-static size_t pack_packet(sendq_t *q, pktq_t *pq, uint64_t type, uint8_t *dst, size_t room)
+static size_t pack_packet(sendq_t *q, pktq_t *pq, uint64_t type, uint8_t *dst, size_t room,
+                          uint64_t now_ns)
 {
     uint8_t head[CAPSULE_MAX_OVERHEAD];
     const uint8_t *p;
@@ -201,6 +202,7 @@ static size_t pack_packet(sendq_t *q, pktq_t *pq, uint64_t type, uint8_t *dst, s
         h = capsule_encode_header(head, sizeof head, type, len);
     }
     size_t k = h > 0 ? emit(q, dst, room, head, (size_t)h, p, len) : EMIT_NOMEM;
+    uint64_t queued = pktq_peek_time(pq);
     pktq_pop(pq);
     if (k == EMIT_NOMEM) {
         drop(q, SENDQ_DROP_NOMEM, 1);
@@ -208,6 +210,8 @@ static size_t pack_packet(sendq_t *q, pktq_t *pq, uint64_t type, uint8_t *dst, s
     }
     q->tx_packets++;
     q->tx_bytes += len;
+    if (q->on_sent)
+        q->on_sent(q->ctx, now_ns > queued ? now_ns - queued : 0);
     return k;
 }
 
@@ -250,11 +254,11 @@ size_t sendq_fill(sendq_t *q, uint8_t *dst, size_t cap, uint64_t now_ns, int *eo
             continue;
         }
         if (q->signal.count) {
-            n += pack_packet(q, &q->signal, CAPSULE_SIGNAL, dst + n, room);
+            n += pack_packet(q, &q->signal, CAPSULE_SIGNAL, dst + n, room, now_ns);
             continue;
         }
         if (q->media.count) {
-            n += pack_packet(q, &q->media, CAPSULE_DATAGRAM, dst + n, room);
+            n += pack_packet(q, &q->media, CAPSULE_DATAGRAM, dst + n, room, now_ns);
             continue;
         }
         if (!q->_finishing)

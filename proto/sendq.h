@@ -51,12 +51,15 @@ enum sendq_drop {
 };
 
 typedef void (*sendq_drop_cb)(void *ctx, enum sendq_drop why, uint64_t n);
+/* A queued packet was written into the body after waiting waited_ns. */
+typedef void (*sendq_sent_cb)(void *ctx, uint64_t waited_ns);
 
 typedef struct sendq {
     pktq_t media, signal;
     size_t max_payload;        /* largest UDP payload accepted */
     uint64_t media_max_age_ns; /* 0: no age limit */
     sendq_drop_cb on_drop;     /* may be NULL */
+    sendq_sent_cb on_sent;     /* may be NULL; set after sendq_init (same ctx) */
     void *ctx;
     uint64_t tx_packets, tx_bytes;  /* payloads written into the body */
     uint64_t drops[SENDQ_DROP_COUNT];

@@ -151,7 +151,7 @@ void h_init_tenants(harness_t *h, const char *limits_json, uint32_t client_windo
     srv->cfg = h->cfg;
     srv->echo.fd = -1;
     srv->env = (tunnel_env_t){.loop = h->loop, .counters = &srv->counters, .logs = &srv->logs,
-                              .udp_buf = malloc(TUNNEL_UDP_BUF)};
+                              .stats = &srv->stats, .udp_buf = malloc(TUNNEL_UDP_BUF)};
     session_table_init(&srv->sessions, &srv->env);
     cr_assert(conn_h2_setup(&srv->h2_cbs, &srv->h2_opt) == 0);
     h_connect(h, client_window);
@@ -182,6 +182,7 @@ void h_fini(harness_t *h)
     if (h->conn)
         conn_free(h->conn);
     session_table_dispose(&h->srv.sessions);
+    stats_dispose(&h->srv.stats);
     nghttp2_session_del(h->client);
     for (int i = 0; i < h->nstreams; i++)
         free(h->streams[i].down);

@@ -301,6 +301,7 @@ Test(conn, client_that_takes_nothing_is_closed_after_the_write_stall_limit)
               "a client that takes nothing was kept beyond write_stall_ms");
     cr_assert(h.got_goaway, "the client was not told why");
     cr_assert_eq(h.srv.counters.write_stalls, 1u);
+    cr_assert_eq(h.conn->end, CONN_END_WRITE_STALL, "ends as %s", conn_end_name(h.conn->end));
     h_fini(&h);
 }
 
@@ -350,6 +351,7 @@ Test(conn, dead_peer_is_closed_after_the_ping_timeout)
     h_init(&h, "\"ping_interval_ms\":20,\"ping_timeout_ms\":50", 0);
     cr_assert(h_loop_until(&h, conn_is_closing, NULL, 5000), "a dead peer was kept");
     cr_assert_eq(h.srv.counters.ping_timeouts, 1u);
+    cr_assert_eq(h.conn->end, CONN_END_PING_TIMEOUT, "ends as %s", conn_end_name(h.conn->end));
     h_fini(&h);
 }
 
@@ -365,7 +367,9 @@ Test(conn, repeated_failed_authentication_gets_goaway)
     cr_assert(h.got_goaway, "no GOAWAY after max_auth_failures 401s");
     cr_assert_eq(h.goaway_error, NGHTTP2_NO_ERROR);
     cr_assert_eq(h.srv.counters.auth_goaways, 1u);
+    cr_assert_eq(h.conn->end, CONN_END_AUTH, "will end as %s", conn_end_name(h.conn->end));
     h_fini(&h);
+    cr_assert_eq(h.srv.counters.conns_closed[CONN_END_AUTH], 1u, "counted when it went");
 }
 
 /* Sends a request with extra headers on the harness client; returns its index. */
@@ -445,6 +449,7 @@ Test(conn, control_frame_flood_gets_enhance_your_calm)
     cr_assert(h.got_goaway);
     cr_assert_eq(h.goaway_error, NGHTTP2_ENHANCE_YOUR_CALM);
     cr_assert_eq(h.srv.counters.conns_calmed, 1u);
+    cr_assert_eq(h.conn->end, CONN_END_CALM, "ends as %s", conn_end_name(h.conn->end));
     h_fini(&h);
 }
 

@@ -7,9 +7,11 @@
  * restart on the same data and ports both pick up a change made then; SIGHUP
  * re-reads the file and keeps the tenants from etcd; a
  * gateway never starts with a bad tenant (exit 2, the key and JSON path) or
- * without etcd (exit 1). With an admin API as well, both run: the admin API
- * shows the tenants from etcd (and a change made in etcd) and refuses writes
- * with 409 (docs/admin.md).
+ * without etcd (exit 1). With an admin API as well (docs/admin.md): a switch
+ * written through one gateway's admin API is obeyed by both within 1 s; of
+ * two writes from the same revision the first wins and the second gets 409;
+ * with etcd down a write gets 503 and changes nothing, and works again once
+ * etcd is back; a change made in etcd shows in the admin API.
  *
  * Propagation is measured from the PUT's response to each gateway's
  * "etcd revision N applied" log line and printed.
@@ -137,8 +139,9 @@ static int64_t wait_applied(int64_t rev, int64_t t0, const char *what)
     }
     for (size_t i = 0; i < 2; i++) {
         cr_assert(done[i], "gateway %zu did not log \"%s\" (%s)", i, needle, what);
-        fprintf(stderr, "test_etcd: %s: gateway %zu applied revision %lld %lld ms after the PUT\n",
-                what, i, (long long)rev, (long long)at[i]);
+        fprintf(stderr,
+                "test_etcd: %s: gateway %zu applied revision %lld %lld ms after the write\n", what,
+                i, (long long)rev, (long long)at[i]);
         if (at[i] > worst)
             worst = at[i];
     }
@@ -271,43 +274,145 @@ static long admin_call(const char *addr, const char *method, const char *path, c
     return status;
 }
 
-Test(etcd, the_admin_api_reads_etcd_tenants_and_refuses_writes, .fini = teardown, .timeout = 60)
+/* The integer after the first "key": in body (the top-level one for
+ * /v1/tenants, whose "revision" comes before "tenants"); -1 when absent. */
+static int64_t int_after(const char *body, const char *key)
+{
+    char needle[64];
+    snprintf(needle, sizeof needle, "\"%s\":", key);
+    const char *p = strstr(body, needle);
+    return p ? strtoll(p + strlen(needle), NULL, 10) : -1;
+}
+
+/* Starts etcd with acme and beta and two gateways with an admin API each;
+ * their admin addresses into addr[]. */
+static void start_with_admin(char addr[2][TS_PROC_LINE_MAX])
 {
     cr_assert_not_null(ts_build_dir(), "SLUICE_BUILD is not set (tests/run.sh sets it)");
     if (!ts_etcd_available())
         cr_skip_test("no " TS_ETCD_BIN " (Debian package etcd-server)");
     cr_assert_eq(ts_etcd_start(&etcd, ts_deadline(ts_ms(20000))), 0, "etcd did not start");
     cr_assert_gt(ts_etcd_put(&etcd, PREFIX "acme", ACME_LOCAL, ts_deadline(5000)), 0);
+    cr_assert_gt(ts_etcd_put(&etcd, PREFIX "beta", BETA, ts_deadline(5000)), 0);
     char config[PATH_MAX];
     write_config_with(config, sizeof config, etcd.url,
                       ",\"admin\":{\"listen\":\"127.0.0.1:0\","
                       "\"tokens\":[{\"token\":\"" ADMIN_TOKEN "\"}]}");
-    cr_assert_eq(ts_gateway_start(&gw[0], NULL, config, ts_deadline(ts_ms(10000))), 0,
-                 "gateway did not start");
-    char line[TS_PROC_LINE_MAX];
-    cr_assert_eq(ts_proc_wait_line(&gw[0].proc, "sluiced admin listen=",
-                                   ts_deadline(ts_ms(5000)), line, sizeof line),
-                 0, "no admin line");
-    const char *addr = line + strlen("sluiced admin listen=");
+    for (size_t i = 0; i < 2; i++) {
+        cr_assert_eq(ts_gateway_start(&gw[i], NULL, config, ts_deadline(ts_ms(10000))), 0,
+                     "gateway %zu did not start", i);
+        char line[TS_PROC_LINE_MAX];
+        cr_assert_eq(ts_proc_wait_line(&gw[i].proc, "sluiced admin listen=",
+                                       ts_deadline(ts_ms(5000)), line, sizeof line),
+                     0, "no admin line from gateway %zu", i);
+        snprintf(addr[i], TS_PROC_LINE_MAX, "%s", line + strlen("sluiced admin listen="));
+    }
+}
 
+Test(etcd, an_admin_write_reaches_both_gateways_and_conflicts_are_refused, .fini = teardown,
+     .timeout = 120)
+{
+    char addr[2][TS_PROC_LINE_MAX];
+    start_with_admin(addr);
     reply_t r;
-    cr_assert_eq(admin_call(addr, "GET", "/v1/tenants", NULL, &r), 200, "%s", r.body);
+    cr_assert_eq(admin_call(addr[0], "GET", "/v1/tenants", NULL, &r), 200, "%s", r.body);
     cr_assert(strstr(r.body, "\"store\":\"etcd\"") && strstr(r.body, "\"id\":\"acme\""), "%s",
               r.body);
-    const char *patch = "{\"revision\":0,\"disable_region\":\"local\"}";
-    cr_assert_eq(admin_call(addr, "PATCH", "/v1/tenants/acme", patch, &r), 409, "%s", r.body);
-    cr_assert(strstr(r.body, "tenants are in etcd; writing through the admin API is not "
-                             "supported yet"),
-              "%s", r.body);
+    int64_t rev = int_after(r.body, "revision");
+    cr_assert_gt(rev, 0, "%s", r.body);
+    connect_to(&h[0], 0);
+    cr_assert_eq(request_on(&h[0], 1, ACME_PATH), 200);
+    connect_to(&h[1], 1);
+    cr_assert_eq(request_on(&h[1], 1, ACME_PATH), 200);
+
+    /* The switch through gateway 0's admin API: its 200 means applied there;
+     * gateway 1 gets it from its watch. */
+    char patch[128];
+    snprintf(patch, sizeof patch, "{\"revision\":%lld,\"disable_region\":\"local\"}",
+             (long long)rev);
+    int64_t t0 = ts_now_ms();
+    cr_assert_eq(admin_call(addr[0], "PATCH", "/v1/tenants/acme", patch, &r), 200, "%s", r.body);
+    int64_t answered = ts_now_ms() - t0;
+    cr_assert(strstr(r.body, "\"enabled_here\":false"), "%s", r.body);
+    int64_t wrote = int_after(r.body, "revision");
+    cr_assert_gt(wrote, rev, "%s", r.body);
+    int64_t worst = wait_applied(wrote, t0, "acme disabled through the admin API");
+    fprintf(stderr, "test_etcd: admin write answered in %lld ms, on both gateways in %lld ms\n",
+            (long long)answered, (long long)worst);
+    cr_assert_lt(worst, 1000, "the admin write took %lld ms to reach both", (long long)worst);
+    uint64_t code = UINT64_MAX;
+    for (size_t i = 0; i < 2; i++) {
+        cr_assert_eq(ts_h2raw_wait(&h[i], has_close, &code, ts_deadline(ts_ms(5000))), 0,
+                     "acme's live tunnel on gateway %zu got no CLOSE", i);
+        cr_assert_eq(code, CLOSE_TENANT_DISABLED);
+    }
+    connect_to(&h[2], 1);
+    cr_assert_eq(request_on(&h[2], 1, ACME_PATH), 403, "gateway 1 still serves acme");
+
+    /* Two admins who read the same revision: the first wins, the second
+     * gets 409 with the current revision, and the table holds the first. */
+    rev = wrote;
+    snprintf(patch, sizeof patch, "{\"revision\":%lld,\"max_ttl\":100}", (long long)rev);
+    cr_assert_eq(admin_call(addr[0], "PATCH", "/v1/tenants/beta", patch, &r), 200, "%s", r.body);
+    int64_t first = int_after(r.body, "revision");
+    snprintf(patch, sizeof patch, "{\"revision\":%lld,\"max_ttl\":200}", (long long)rev);
+    cr_assert_eq(admin_call(addr[1], "PATCH", "/v1/tenants/beta", patch, &r), 409, "%s", r.body);
+    cr_assert(strstr(r.body, "revision conflict"), "%s", r.body);
+    wait_applied(first, ts_now_ms(), "beta's max_ttl");
+    for (size_t i = 0; i < 2; i++) {
+        cr_assert_eq(admin_call(addr[i], "GET", "/v1/tenants/beta", NULL, &r), 200, "%s", r.body);
+        cr_assert_eq(int_after(r.body, "max_ttl"), 100, "gateway %zu: %s", i, r.body);
+    }
+
+    /* etcd gone: 503 naming it, nothing changed; back: writes work again. */
+    cr_assert_eq(ts_etcd_kill(&etcd), 0);
+    snprintf(patch, sizeof patch, "{\"revision\":%lld,\"max_ttl\":300}", (long long)first);
+    cr_assert_eq(admin_call(addr[0], "PATCH", "/v1/tenants/beta", patch, &r), 503, "%s", r.body);
+    cr_assert(strstr(r.body, "unreachable, nothing written") && strstr(r.body, etcd.url), "%s",
+              r.body);
+    cr_assert_eq(admin_call(addr[0], "GET", "/v1/tenants/beta", NULL, &r), 200, "%s", r.body);
+    cr_assert_eq(int_after(r.body, "max_ttl"), 100, "%s", r.body);
+    cr_assert_eq(int_after(r.body, "revision"), first, "%s", r.body);
+
+    size_t back = ts_log_count(gw[0].proc.err_path, "reachable again");
+    cr_assert_eq(ts_etcd_start(&etcd, ts_deadline(ts_ms(20000))), 0, "etcd did not restart");
+    cr_assert_eq(ts_log_wait(gw[0].proc.err_path, "reachable again", back + 1,
+                             ts_deadline(ts_ms(15000))),
+                 0, "gateway 0 did not re-read etcd");
+    cr_assert_eq(admin_call(addr[0], "PATCH", "/v1/tenants/beta", patch, &r), 200, "%s", r.body);
+    cr_assert_eq(int_after(r.body, "max_ttl"), 300, "%s", r.body);
+
+    for (size_t i = 0; i < 2; i++)
+        cr_assert_eq(ts_gateway_stop(&gw[i], ts_deadline(ts_ms(10000))), 0);
+    cr_assert_geq(ts_etcd_stop(&etcd, ts_deadline(ts_ms(10000))), 0);
+}
+
+Test(etcd, the_admin_api_shows_etcd_tenants_and_a_change_made_in_etcd, .fini = teardown,
+     .timeout = 60)
+{
+    char addr[2][TS_PROC_LINE_MAX];
+    start_with_admin(addr);
+    reply_t r;
+    cr_assert_eq(admin_call(addr[0], "GET", "/v1/tenants", NULL, &r), 200, "%s", r.body);
+    int64_t rev = int_after(r.body, "revision");
+    /* A change that does not validate is refused with its path, nothing written. */
+    char patch[128];
+    snprintf(patch, sizeof patch, "{\"revision\":%lld,\"kinds\":[\"nope\"]}", (long long)rev);
+    cr_assert_eq(admin_call(addr[0], "PATCH", "/v1/tenants/acme", patch, &r), 400, "%s", r.body);
+    cr_assert(strstr(r.body, "$.kinds"), "%s", r.body);
 
     /* The watch runs beside the admin API: a tenant put in etcd shows there. */
-    int64_t rev = ts_etcd_put(&etcd, PREFIX "beta", BETA, ts_deadline(5000));
+    rev = ts_etcd_put(&etcd, PREFIX "gamma",
+                      "{\"id\":\"gamma\",\"secrets\":[\"s3\"],\"regions\":[\"local\"]}",
+                      ts_deadline(5000));
     cr_assert_gt(rev, 0);
     char want[64];
     snprintf(want, sizeof want, "etcd revision %lld applied", (long long)rev);
     cr_assert_eq(ts_log_wait(gw[0].proc.err_path, want, 1, ts_deadline(ts_ms(5000))), 0,
                  "the gateway did not apply revision %lld", (long long)rev);
-    cr_assert_eq(admin_call(addr, "GET", "/v1/tenants/beta", NULL, &r), 200, "%s", r.body);
-    cr_assert_eq(ts_gateway_stop(&gw[0], ts_deadline(ts_ms(10000))), 0);
+    cr_assert_eq(admin_call(addr[0], "GET", "/v1/tenants/gamma", NULL, &r), 200, "%s", r.body);
+    cr_assert_eq(int_after(r.body, "revision"), rev, "%s", r.body);
+    for (size_t i = 0; i < 2; i++)
+        cr_assert_eq(ts_gateway_stop(&gw[i], ts_deadline(ts_ms(10000))), 0);
     cr_assert_geq(ts_etcd_stop(&etcd, ts_deadline(ts_ms(10000))), 0);
 }

@@ -75,6 +75,7 @@ Test(pktq, fifo_order_and_accounting)
     }
     for (uint32_t i = 0; i < 20; i++) {
         expect_head(&q, i, i * 10);
+        cr_assert_eq(pktq_peek_time(&q), i, "the oldest packet's enqueue time");
         pktq_pop(&q);
         total -= i * 10;
         cr_assert_eq(q.count, 19 - i);
@@ -83,6 +84,7 @@ Test(pktq, fifo_order_and_accounting)
     const uint8_t *p;
     size_t n;
     cr_assert_eq(pktq_peek(&q, &p, &n), 0);
+    cr_assert_eq(pktq_peek_time(&q), 0u, "empty");
     pktq_dispose(&q);
 }
 

@@ -551,3 +551,32 @@ Test(sendq, restart_begins_a_clean_body_and_keeps_the_queue)
     decoded_free(&d);
     sendq_dispose(&u);
 }
+
+static uint64_t waited_sum, waited_n;
+
+static void on_sent(void *ctx, uint64_t waited_ns)
+{
+    waited_sum += waited_ns;
+    waited_n++;
+}
+
+/* on_sent tells how long each packet waited: fill time minus push time. */
+Test(sendq, each_sent_packet_reports_its_wait)
+{
+    sendq_t u;
+    uint8_t m[10], s[10];
+    decoded_t d;
+
+    q_init(&u, 0, 0, 0);
+    u.on_sent = on_sent;
+    sendq_push(&u, m, mk(m, sizeof(m), 0x80, 1), MS(1000));
+    sendq_push(&u, s, mk(s, sizeof(s), 0x00, 2), MS(1100));
+    sendq_push_pong(&u, (const uint8_t *)"12345678"); /* not a queued packet: not timed */
+    waited_sum = waited_n = 0;
+    drain(&u, 16384, MS(1250), &d);
+    cr_assert_eq(d.n, 3);
+    cr_assert_eq(waited_n, 2u);
+    cr_assert_eq(waited_sum, MS(250) + MS(150));
+    decoded_free(&d);
+    sendq_dispose(&u);
+}

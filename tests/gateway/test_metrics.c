@@ -1,0 +1,219 @@
+/*
+ * test_metrics.c — gateway/metrics.c and the counters behind it (stats.c,
+ * the histograms), driven in memory by the harness: packets, bytes and
+ * drops land on the right tenant, kind and direction; every relayed packet
+ * is timed once in its direction; CLOSE codes are counted when a tunnel
+ * ends; a resumed flow stays one tunnel; a tenant that left the config
+ * leaves the page with its last tunnel; and Debian's promtool accepts the
+ * page.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "../../gateway/metrics.h"
+#include "../../proto/capsule.h"
+#include "harness.c"
+
+#define ACME "/v1/tunnel/acme/sfu"
+#define OTHER "/v1/tunnel/other/sfu"
+
+static const uint8_t rtp[] = {0x80, 0x60, 0x00, 0x01, 0x00, 0x00, 0x00, 0xa0,
+                              0x12, 0x34, 0x56, 0x78, 'm',  'e',  't'};
+
+static const metrics_info_t info = {.version = "test", .start_time_s = 1764645000,
+                                    .store_type = "inline", .store_up = 1};
+
+static char *render(harness_t *h)
+{
+    prom_buf_t b = {0};
+    cr_assert_eq(metrics_render(&h->srv, &info, &b), 0);
+    return b.p;
+}
+
+/* The value of the sample whose name and labels are exactly series, or -1
+ * when the page has no such line. */
+static double sample(const char *page, const char *series)
+{
+    size_t n = strlen(series);
+    for (const char *p = page; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+        if (!strncmp(p, series, n) && p[n] == ' ')
+            return strtod(p + n + 1, NULL);
+    return -1;
+}
+
+static void promtool_accepts(const char *page)
+{
+    FILE *f = popen("promtool check metrics", "w");
+    cr_assert(f, "promtool (Debian's prometheus package) cannot be run");
+    fputs(page, f);
+    int status = pclose(f);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+              "promtool check metrics refused the page:\n%s", page);
+}
+
+Test(metrics, traffic_by_tenant_kind_and_direction, .timeout = 30)
+{
+    harness_t h;
+    h_init(&h, "", 0);
+    int a = h_open(&h, ACME), o = h_open(&h, OTHER);
+    cr_assert_eq(h.streams[a].status, 200);
+    cr_assert_eq(h.streams[o].status, 200);
+    struct sockaddr_storage from = h_relay_up(&h, a, rtp, sizeof rtp);
+    h_relay_up(&h, a, rtp, sizeof rtp);
+    h_relay_up(&h, o, rtp, sizeof rtp);
+    h_backend_send(&h, &from, rtp, sizeof rtp); /* one packet down to acme */
+    h_wait_capsules(&h, a, 1);
+    h_send_capsule(&h, a, CAPSULE_DATAGRAM, "\x05xyz", 4); /* context id 5: dropped */
+    h_pump(&h);
+
+    char *page = render(&h);
+    cr_assert_eq(sample(page, "sluice_packets_total{tenant=\"acme\",kind=\"sfu\",direction=\"up\"}"), 2);
+    cr_assert_eq(sample(page, "sluice_bytes_total{tenant=\"acme\",kind=\"sfu\",direction=\"up\"}"),
+                 2 * sizeof rtp);
+    cr_assert_eq(sample(page, "sluice_packets_total{tenant=\"acme\",kind=\"sfu\",direction=\"down\"}"), 1);
+    cr_assert_eq(sample(page, "sluice_packets_total{tenant=\"other\",kind=\"sfu\",direction=\"up\"}"), 1);
+    cr_assert_eq(sample(page, "sluice_packets_total{tenant=\"other\",kind=\"sfu\",direction=\"down\"}"), 0);
+    cr_assert_eq(sample(page, "sluice_drops_total{tenant=\"acme\",kind=\"sfu\",reason=\"context_id\"}"), 1);
+    cr_assert_eq(sample(page, "sluice_drops_total{tenant=\"other\",kind=\"sfu\",reason=\"context_id\"}"), 0);
+    cr_assert_eq(sample(page, "sluice_tunnels_open{tenant=\"acme\",kind=\"sfu\"}"), 1);
+    cr_assert_eq(sample(page, "sluice_tunnels_opened_total{tenant=\"acme\",kind=\"sfu\"}"), 1);
+    cr_assert_eq(sample(page, "sluice_http_responses_total{status=\"200\"}"), 2);
+    cr_assert_eq(sample(page, "sluice_connections_open"), 1);
+    /* Every relayed packet is timed once, in its direction. */
+    cr_assert_eq(sample(page, "sluice_packet_residence_seconds_count{direction=\"up\"}"), 3);
+    cr_assert_eq(sample(page, "sluice_packet_residence_seconds_count{direction=\"down\"}"), 1);
+    cr_assert_eq(sample(page, "sluice_packet_residence_seconds_bucket{direction=\"up\",le=\"+Inf\"}"), 3);
+    cr_assert_eq(sample(page, "sluice_build_info{version=\"test\"}"), 1);
+    promtool_accepts(page);
+    free(page);
+    h_fini(&h);
+}
+
+Test(metrics, a_refusal_is_a_status_not_a_tenant)
+{
+    harness_t h;
+    h_init(&h, "", 0);
+    int x = h_open(&h, "/v1/tunnel/nobody/sfu");
+    cr_assert_eq(h.streams[x].status, 401);
+    char *page = render(&h);
+    cr_assert_eq(sample(page, "sluice_http_responses_total{status=\"401\"}"), 1);
+    cr_assert_null(strstr(page, "nobody"), "a client's text became a label");
+    free(page);
+    h_fini(&h);
+}
+
+/* Swaps in a config without tenant acme, as a reload does. */
+static void drop_acme(harness_t *h)
+{
+    int port = ntohs(((struct sockaddr_in *)&h->backend)->sin_port);
+    char json[1024], err[256];
+    snprintf(json, sizeof json,
+             "{\"listen\":[\"127.0.0.1:0\"],\"tls\":{\"cert\":\"c.pem\",\"key\":\"k.pem\"},"
+             "\"region\":\"local\",\"regions\":{\"local\":{\"sfu\":[\"127.0.0.1:%d\"]}},"
+             "\"tenants\":[{\"id\":\"other\",\"secrets\":[\"" H_SECRET "\"],"
+             "\"regions\":[\"local\"]}]}",
+             port);
+    config_t *cfg = config_parse(json, strlen(json), NULL, err, sizeof err);
+    cr_assert(cfg, "%s", err);
+    config_t *old = h->cfg;
+    h->cfg = h->srv.cfg = cfg;
+    h->srv.env.cfg = cfg;
+    config_unref(old);
+    server_tenants_apply(&h->srv);
+    h_pump(h);
+}
+
+static int no_stream_left(harness_t *h, void *arg)
+{
+    return h->srv.counters.tunnels_active == 0;
+}
+
+Test(metrics, close_codes_and_a_removed_tenant_leaves_with_its_last_tunnel)
+{
+    harness_t h;
+    h_init(&h, "\"resume_grace_ms\":0", 0);
+    int a = h_open(&h, ACME);
+    cr_assert_eq(h.streams[a].status, 200);
+    drop_acme(&h); /* CLOSE(tenant disabled); the tunnel lingers until the client ends */
+    char *page = render(&h);
+    cr_assert_eq(sample(page, "sluice_tunnels_open{tenant=\"acme\",kind=\"sfu\"}"), 1,
+                 "a closing tunnel still holds its entry");
+    free(page);
+    h_end(&h, a);
+    cr_assert(h_until(&h, no_stream_left, NULL, 2000), "the closed tunnel was not freed");
+    page = render(&h);
+    cr_assert_eq(sample(page, "sluice_tunnels_closed_total{tenant=\"acme\",kind=\"sfu\","
+                              "code=\"tenant_disabled\"}"),
+                 1);
+    cr_assert_eq(sample(page, "sluice_tunnels_open{tenant=\"acme\",kind=\"sfu\"}"), 0);
+    free(page);
+    drop_acme(&h); /* the next apply prunes what nothing holds and no tenant names */
+    page = render(&h);
+    cr_assert_null(strstr(page, "tenant=\"acme\""), "a removed tenant is still on the page");
+    free(page);
+    h_fini(&h);
+}
+
+Test(metrics, a_resumed_flow_is_one_tunnel)
+{
+    harness_t h;
+    h_init(&h, "", 0);
+    int a = h_open(&h, ACME);
+    cr_assert_eq(h.streams[a].status, 200);
+    char token[64];
+    snprintf(token, sizeof token, "%s", h.streams[a].session);
+    h_relay_up(&h, a, rtp, sizeof rtp);
+    h_reconnect(&h); /* parked */
+    int s = h_open_as(&h, ACME, 600, NULL, token);
+    cr_assert_eq(h.streams[s].status, 200);
+    h_relay_up(&h, s, rtp, sizeof rtp);
+    char *page = render(&h);
+    cr_assert_eq(sample(page, "sluice_tunnels_opened_total{tenant=\"acme\",kind=\"sfu\"}"), 1);
+    cr_assert_eq(sample(page, "sluice_tunnels_open{tenant=\"acme\",kind=\"sfu\"}"), 1);
+    cr_assert_eq(sample(page, "sluice_packets_total{tenant=\"acme\",kind=\"sfu\",direction=\"up\"}"), 2,
+                 "the counts moved with the flow");
+    cr_assert_eq(sample(page, "sluice_sessions_total{event=\"resumed\"}"), 1);
+    cr_assert_eq(sample(page, "sluice_tunnels_closed_total{tenant=\"acme\",kind=\"sfu\",code=\"none\"}"), 0,
+                 "the stream that went was not a tunnel's end");
+    free(page);
+    h_fini(&h);
+}
+
+static int pong_seen(harness_t *h, void *arg)
+{
+    return h->srv.counters.tunnel.pongs_received > 0;
+}
+
+static int has_ping(harness_t *h, void *arg)
+{
+    return h_count_capsules(h, *(int *)arg, CAPSULE_PING) > 0;
+}
+
+Test(metrics, client_rtt_from_ping_and_pong)
+{
+    harness_t h;
+    h_init(&h, "\"capsule_ping_ms\":100", 0);
+    int s = h_open(&h, ACME);
+    cr_assert_eq(h.streams[s].status, 200);
+    cr_assert(h_until(&h, has_ping, &s, 2000), "no PING capsule within 2 s");
+    uint64_t type;
+    const uint8_t *v = NULL;
+    size_t off = 0, len;
+    while (h_next_capsule(&h.streams[s], &off, &type, &v, &len) && type != CAPSULE_PING)
+        ;
+    uint8_t value[8];
+    memcpy(value, v, 8);
+    char *page = render(&h);
+    cr_assert_eq(sample(page, "sluice_client_rtt_seconds_count"), 0);
+    free(page);
+    h_send_capsule(&h, s, CAPSULE_PONG, value, 8);
+    cr_assert(h_until(&h, pong_seen, NULL, 1000), "the PONG was not counted");
+    page = render(&h);
+    cr_assert_eq(sample(page, "sluice_client_rtt_seconds_count"), 1);
+    cr_assert_gt(sample(page, "sluice_client_rtt_seconds_sum"), 0);
+    free(page);
+    h_fini(&h);
+}
