@@ -689,10 +689,11 @@ static int has_builtin_echo(const config_t *cfg)
 static int root_parse(vctx_t *c, const json_t *root, const json_t *const *store_tenants,
                       size_t nstore, const char *const *labels, config_t *cfg)
 {
-    static const char *const names[] = {"listen",  "tls",     "region", "echo",        "limits",
-                                        "regions", "tenants", "admin",  "tenant_store"};
+    static const char *const names[] = {"listen",  "tls",     "region",       "echo",
+                                        "limits",  "regions", "tenants",      "admin",
+                                        "tenant_store", "node"};
     enum { F_LISTEN, F_TLS, F_REGION, F_ECHO, F_LIMITS, F_REGIONS, F_TENANTS, F_ADMIN, F_STORE,
-           F_COUNT };
+           F_NODE, F_COUNT };
     const json_t *f[F_COUNT];
     if (config__get_fields(c, root, "an object", names, F_COUNT, f))
         return -1;
@@ -701,6 +702,10 @@ static int root_parse(vctx_t *c, const json_t *root, const json_t *const *store_
         return -1;
     size_t mark = config__path_push_key(c, "tenant_store", 12);
     if (f[F_STORE] && config__store_parse(c, f[F_STORE], &cfg->store))
+        return -1;
+    config__path_pop(c, mark);
+    config__path_push_key(c, "node", 4);
+    if (f[F_NODE] && config__node_parse(c, f[F_NODE], &cfg->node))
         return -1;
     config__path_pop(c, mark);
     if (cfg->store.type == CFG_STORE_INLINE && config__require(c, f[F_TENANTS], "tenants"))

@@ -149,7 +149,16 @@ typedef struct cfg_store {
     char **endpoints;   /* etcd: "http://host:port" without a trailing '/' (1 to 16) */
     size_t nendpoints;
     char *prefix;       /* etcd: the key prefix, e.g. "/sluice/tenants/" */
+    char *members_prefix; /* etcd: where the fleet's gateways register
+                           * ("/sluice/members/", gateway/fleet.h) */
+    uint32_t lease_ttl_s; /* etcd: the TTL of a gateway's member key (10) */
 } cfg_store_t;
+
+/* This gateway ("node", docs/configuration.md). An object, so that more
+ * about the node (its address) can join id later. */
+typedef struct cfg_node {
+    char *id; /* NULL: "<hostname>-<pid>" (fleet.c); [A-Za-z0-9._-], 1 to 128 bytes */
+} cfg_node_t;
 
 typedef struct config {
     int _refs;
@@ -171,6 +180,7 @@ typedef struct config {
     int has_echo;         /* 1 when any pool names builtin:echo */
     cfg_admin_t admin;
     cfg_store_t store;
+    cfg_node_t node;
     uint64_t tenants_revision; /* the tenants file's "revision"; etcd's (etcd.c); 0 inline */
     /* The config file's bytes and directory, so that config_retenant can
      * build the same snapshot with another tenants document. */

@@ -78,6 +78,8 @@ const void *config__find_by_name(const void *base, size_t n, size_t size, size_t
 
 /* $.tenant_store into st. */
 int config__store_parse(vctx_t *c, const json_t *v, cfg_store_t *st);
+/* $.node (the fleet's node id; config_tenant.c). */
+int config__node_parse(vctx_t *c, const json_t *v, cfg_node_t *node);
 /* $.tenants (an array of tenant objects) into cfg->tenants, sorted by id. */
 int config__tenants_parse(vctx_t *c, const json_t *v, config_t *cfg);
 /* n tenant documents from a store, labels[i] naming each in errors. */

@@ -325,13 +325,18 @@ int config__tenants_parse(vctx_t *c, const json_t *v, config_t *cfg)
 #define STORE_ENDPOINTS_MAX 16u
 #define STORE_PREFIX_MAX 256u
 
+#define STORE_LEASE_TTL_S 10u
+#define STORE_MEMBERS_PREFIX "/sluice/members/"
+
 /* "tenant_store": {"type": "file", "path": "tenants.json"} or
- * {"type": "etcd", "endpoints": ["http://host:port", ...], "prefix": "/..."}.
+ * {"type": "etcd", "endpoints": ["http://host:port", ...], "prefix": "/...",
+ * "members_prefix": "/...", "lease_ttl_s": 10} (the last two: gateway/fleet.h).
  * Without it the tenants are $.tenants of this file (CFG_STORE_INLINE). */
 int config__store_parse(vctx_t *c, const json_t *v, cfg_store_t *st)
 {
-    static const char *const names[] = {"type", "path", "endpoints", "prefix"};
-    enum { F_TYPE, F_PATH, F_ENDPOINTS, F_PREFIX, F_COUNT };
+    static const char *const names[] = {"type",   "path",           "endpoints",
+                                        "prefix", "members_prefix", "lease_ttl_s"};
+    enum { F_TYPE, F_PATH, F_ENDPOINTS, F_PREFIX, F_MEMBERS, F_TTL, F_COUNT };
     const json_t *f[F_COUNT];
     char d[QBUF];
     const char *s;
@@ -344,10 +349,11 @@ int config__store_parse(vctx_t *c, const json_t *v, cfg_store_t *st)
         return -1;
     if (len == 4 && !memcmp(s, "file", 4)) {
         config__path_pop(c, mark);
-        if (f[F_ENDPOINTS] || f[F_PREFIX]) {
-            config__path_push_key(c, f[F_ENDPOINTS] ? "endpoints" : "prefix",
-                                  f[F_ENDPOINTS] ? 9 : 6);
-            return config__fail(c, "only for type \"etcd\"");
+        for (size_t i = F_ENDPOINTS; i <= F_TTL; i++) {
+            if (f[i]) {
+                config__path_push_key(c, names[i], strlen(names[i]));
+                return config__fail(c, "only for type \"etcd\"");
+            }
         }
         if (config__require(c, f[F_PATH], "path"))
             return -1;
@@ -404,6 +410,62 @@ int config__store_parse(vctx_t *c, const json_t *v, cfg_store_t *st)
     if (!st->prefix)
         return config__nomem(c);
     config__path_pop(c, mark);
+    s = STORE_MEMBERS_PREFIX;
+    len = strlen(s);
+    if (f[F_MEMBERS]) {
+        config__path_push_key(c, "members_prefix", 14);
+        if (config__get_string(c, f[F_MEMBERS],
+                               "a non-empty key prefix such as \"/sluice/members/\"", &s, &len))
+            return -1;
+        if (len > STORE_PREFIX_MAX)
+            return config__fail(c, "longer than %u bytes", STORE_PREFIX_MAX);
+        config__path_pop(c, mark);
+    }
+    st->members_prefix = json_strdup(s, len);
+    if (!st->members_prefix)
+        return config__nomem(c);
+    uint64_t ttl = STORE_LEASE_TTL_S;
+    if (f[F_TTL]) {
+        /* etcd raises a TTL under its minimum (2 s by default) to it. */
+        config__path_push_key(c, "lease_ttl_s", 11);
+        if (config__get_uint(c, f[F_TTL], 2, 3600, &ttl))
+            return -1;
+        config__path_pop(c, mark);
+    }
+    st->lease_ttl_s = (uint32_t)ttl;
+    return 0;
+}
+
+#define NODE_ID_MAX 128u /* gateway/fleet.h FLEET_NODE_ID_MAX */
+
+/* "node": {"id": "gw-eu-1"}: this gateway's name in the fleet that shares
+ * the tenants' limits (an object, so that more about the node can join
+ * later). The id becomes an etcd key's last segment: [A-Za-z0-9._-] only. */
+int config__node_parse(vctx_t *c, const json_t *v, cfg_node_t *node)
+{
+    static const char *const names[] = {"id"};
+    const json_t *f[1];
+    char d[QBUF];
+    const char *s;
+    size_t len;
+    if (config__get_fields(c, v, "a node object", names, 1, f))
+        return -1;
+    if (!f[0])
+        return 0; /* "<hostname>-<pid>" (fleet.c) */
+    size_t mark = config__path_push_key(c, "id", 2);
+    if (config__get_string(c, f[0], "a node id such as \"gw-eu-1\"", &s, &len))
+        return -1;
+    if (len > NODE_ID_MAX)
+        return config__fail(c, "longer than %u bytes", NODE_ID_MAX);
+    for (size_t i = 0; i < len; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+              (s[i] >= '0' && s[i] <= '9') || s[i] == '.' || s[i] == '_' || s[i] == '-'))
+            return config__fail(c, "expected letters, digits, '.', '_' and '-' only, got %s",
+                                config__quote(s, len, d, sizeof d));
+    node->id = json_strdup(s, len);
+    if (!node->id)
+        return config__nomem(c);
+    config__path_pop(c, mark);
     return 0;
 }
 
@@ -448,6 +510,8 @@ void config__tenants_free(config_t *cfg)
         free(cfg->store.endpoints[i]);
     free(cfg->store.endpoints);
     free(cfg->store.prefix);
+    free(cfg->store.members_prefix);
+    free(cfg->node.id);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -15,6 +15,7 @@
 #include "admin.h"
 #include "config.h"
 #include "etcd.h"
+#include "fleet.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
@@ -131,6 +132,7 @@ typedef struct signals {
     const char *config_path;
     etcd_store_t *etcd; /* NULL: the tenants are not in etcd */
     double started;     /* unix seconds */
+    fleet_t *fleet;     /* with etcd: this gateway's share of the tenants' limits */
 } signals_t;
 
 /* What /metrics shows of the process and the tenant store (metrics.h). */
@@ -152,6 +154,9 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
     signals_t *sig = w->data;
     log_msg(LOG_INFO, "signal %d: shutting down", w->signum);
+    /* Leave the fleet first: the others take this gateway's share at once
+     * rather than after the lease's TTL. */
+    fleet_leave(sig->fleet);
     notify_send(NOTIFY_STOPPING, "draining %llu connections, %llu tunnels",
                 (unsigned long long)sig->srv->counters.conns_active,
                 (unsigned long long)sig->srv->counters.tunnels_active);
@@ -227,6 +232,13 @@ static int apply_snapshot(void *ud, config_t *cfg, char *err, size_t errlen)
         return -1;
     notify_serving(sig->srv, NOTIFY_STATUS, "");
     return 0;
+}
+
+/* The fleet counted n live gateways in this region (fleet.h). */
+static void on_share(void *ud, uint32_t n)
+{
+    signals_t *sig = ud;
+    server_share_set(sig->srv, n);
 }
 
 static int check_config(const char *path)
@@ -342,6 +354,13 @@ int main(int argc, char **argv)
         ev_loop_destroy(loop);
         return 1;
     }
+    if (etcd && !(sig.fleet = fleet_start(srv.cfg, loop, on_share, &sig, err, sizeof err))) {
+        fprintf(stderr, "sluiced: %s\n", err);
+        etcd_store_free(etcd);
+        server_dispose(&srv);
+        ev_loop_destroy(loop);
+        return 1;
+    }
     ev_signal_init(&sig.term, on_signal, SIGTERM);
     ev_signal_init(&sig.intr, on_signal, SIGINT);
     ev_signal_init(&sig.hup, on_hup, SIGHUP);
@@ -363,6 +382,7 @@ int main(int argc, char **argv)
     admin_t admin = {0};
     if (srv.cfg->store.type == CFG_STORE_FILE && !(store = store_file_new(srv.cfg->store.path))) {
         fprintf(stderr, "sluiced: out of memory\n");
+        fleet_free(sig.fleet);
         etcd_store_free(etcd);
         server_dispose(&srv);
         ev_loop_destroy(loop);
@@ -371,6 +391,7 @@ int main(int argc, char **argv)
     if (srv.cfg->admin.enabled && admin_init(&admin, loop, &srv, store, err, sizeof err) < 0) {
         fprintf(stderr, "sluiced: %s\n", err);
         store_free(store);
+        fleet_free(sig.fleet);
         etcd_store_free(etcd);
         server_dispose(&srv);
         ev_loop_destroy(loop);
@@ -395,6 +416,7 @@ int main(int argc, char **argv)
     ev_signal_stop(loop, &sig.hup);
     admin_dispose(&admin);
     store_free(store);
+    fleet_free(sig.fleet); /* revokes the lease if a signal did not */
     etcd_store_free(etcd);
     server_dispose(&srv);
     ev_loop_destroy(loop);

@@ -67,8 +67,45 @@ static int dir_limited(const cfg_rate_t *r, const cfg_tenant_limits_t *l)
     return r->packets_s || r->bits_s || l->bits_s;
 }
 
-void ratelimit_apply(ratelimit_flow_t *f, const cfg_tenant_limits_t *l, uint64_t now)
+/* A divided aggregate: 0 (no limit) stays 0; a limit stays at least floor. */
+static uint64_t share_div(uint64_t v, uint32_t n, uint64_t floor)
 {
+    if (!v)
+        return 0;
+    uint64_t q = v / n;
+    if (floor > v)
+        floor = v;
+    return q < floor ? floor : q;
+}
+
+void ratelimit_share(const cfg_tenant_limits_t *l, uint32_t n, cfg_tenant_limits_t *out)
+{
+    *out = *l;
+    if (n <= 1)
+        return;
+    out->bits_s = share_div(l->bits_s, n, 1);
+    out->bits_burst = share_div(l->bits_burst, n, RATELIMIT_SHARE_BURST_MIN);
+    /* ceil: N gateways admit at least the configured figure in all, and at
+     * most N - 1 more, rather than fewer than configured. */
+    if (l->max_tunnels)
+        out->max_tunnels = l->max_tunnels / n + (l->max_tunnels % n != 0);
+}
+
+void ratelimit_set_share(ratelimit_table_t *tb, uint32_t n)
+{
+    tb->_share = n ? n : 1;
+}
+
+uint32_t ratelimit_get_share(const ratelimit_table_t *tb)
+{
+    return tb->_share ? tb->_share : 1;
+}
+
+void ratelimit_apply(ratelimit_flow_t *f, const cfg_tenant_limits_t *cl, uint64_t now)
+{
+    cfg_tenant_limits_t shared;
+    ratelimit_share(cl, f->_table ? ratelimit_get_share(f->_table) : 1, &shared);
+    const cfg_tenant_limits_t *l = &shared;
     const cfg_rate_t *r[2] = {&l->up, &l->down};
     for (int d = 0; d < 2; d++) {
         bucket_set(&f->_packets[d], r[d]->packets_s, r[d]->packets_burst, now);
@@ -83,7 +120,9 @@ void ratelimit_apply(ratelimit_flow_t *f, const cfg_tenant_limits_t *l, uint64_t
 int ratelimit_admit(ratelimit_table_t *tb, const cfg_tenant_t *t, const char *user,
                     size_t user_len, ratelimit_flow_t *f, uint64_t now, const char **reason)
 {
-    const cfg_tenant_limits_t *l = &t->limits;
+    cfg_tenant_limits_t shared;
+    ratelimit_share(&t->limits, ratelimit_get_share(tb), &shared);
+    const cfg_tenant_limits_t *l = &shared;
     ratelimit_tenant_t *e = tenant_find(tb, t->id);
     ratelimit_user_t *u = e ? user_find(e, user, user_len) : NULL;
     /* Issue 7 §3: over a cap the new tunnel is refused; the open ones stay. */

@@ -17,6 +17,11 @@
  * closed because another would exceed them. ratelimit_apply takes new figures
  * for a live flow (a reload or the admin API: the buckets keep their tokens up
  * to the new bursts).
+ *
+ * In a fleet (gateway/fleet.h) the table knows how many gateways of its
+ * region are live (ratelimit_set_share) and admits and applies this gateway's
+ * share of each tenant's figures (ratelimit_share): the fleet as a whole
+ * enforces about the configured figure, not N times it.
  */
 #ifndef SLUICE_RATELIMIT_H
 #define SLUICE_RATELIMIT_H
@@ -32,6 +37,7 @@ typedef struct ratelimit_tenant ratelimit_tenant_t;
 
 typedef struct ratelimit_table {
     ratelimit_tenant_t *_tenants; /* entries with at least one tunnel */
+    uint32_t _share;              /* live gateways sharing the tenants' limits (0: 1) */
 } ratelimit_table_t;
 
 enum ratelimit_dir { RATELIMIT_UP = 0, RATELIMIT_DOWN = 1 };
@@ -59,15 +65,40 @@ typedef struct ratelimit_flow {
     unsigned _limited[2];          /* direction has a media limit: signaling budgeted */
 } ratelimit_flow_t;
 
+/* The smallest aggregate burst a share keeps (bits): one 1,500-byte packet,
+ * so that dividing a burst never leaves a bucket no media packet can pass
+ * (unless the configured burst itself is smaller). */
+#define RATELIMIT_SHARE_BURST_MIN 12000u
+
+/* One gateway's share of l when n gateways share it (n 0 counts as 1), into
+ * *out: the tenant's aggregate bits_s and bits_burst divided by n (a limit
+ * stays a limit: at least 1 bit/s, and a burst of at least
+ * RATELIMIT_SHARE_BURST_MIN or the configured one if smaller); max_tunnels
+ * becomes ceil(max_tunnels / n), at least 1. 0 (no limit) stays 0. Per
+ * tunnel figures and max_tunnels_per_user are per gateway and unchanged: a
+ * user's tunnels are few, and one user's client is guarded where its tunnels
+ * land (docs/configuration.md, "Tenant limits"). Pure. */
+void ratelimit_share(const cfg_tenant_limits_t *l, uint32_t n, cfg_tenant_limits_t *out);
+
+/* Sets how many live gateways share the tenants' limits (0 counts as 1);
+ * flows admitted from now on use the new share at once; live flows take it
+ * at their next ratelimit_apply (server_share_set runs it for all). */
+void ratelimit_set_share(ratelimit_table_t *tb, uint32_t n);
+
+/* The current share divisor (at least 1). */
+uint32_t ratelimit_get_share(const ratelimit_table_t *tb);
+
 /* Admits a new tunnel of tenant t for user (the username's user part, may be
  * empty) into f (zeroed by the caller). Returns RATELIMIT_OK with the counts
  * taken and f's buckets set from t->limits; RATELIMIT_ERR_CAP with *reason a
  * static sentence naming the cap; or RATELIMIT_ERR_NOMEM. f holds nothing
- * after an error. */
+ * after an error. Caps and the aggregate bucket are tb's share of
+ * t->limits. */
 int ratelimit_admit(ratelimit_table_t *tb, const cfg_tenant_t *t, const char *user,
                     size_t user_len, ratelimit_flow_t *f, uint64_t now, const char **reason);
 
-/* New figures for an admitted flow (and its tenant's aggregate bucket). */
+/* New figures for an admitted flow (and its tenant's aggregate bucket, as
+ * the flow's table's share of l). */
 void ratelimit_apply(ratelimit_flow_t *f, const cfg_tenant_limits_t *l, uint64_t now);
 
 /* Decides one packet of len UDP payload bytes in direction dir; takes tokens

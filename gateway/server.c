@@ -279,6 +279,17 @@ size_t server_tenants_apply(server_t *s)
     return closed;
 }
 
+void server_share_set(server_t *s, uint32_t n)
+{
+    uint32_t was = ratelimit_get_share(&s->env.rl);
+    ratelimit_set_share(&s->env.rl, n);
+    if (ratelimit_get_share(&s->env.rl) == was)
+        return;
+    server_tenants_apply(s); /* s->cfg is unchanged: it only re-applies the figures */
+    log_msg(LOG_INFO, "fleet: %u live gateways in region %s: tenant limits shared %u ways",
+            ratelimit_get_share(&s->env.rl), s->cfg->region, ratelimit_get_share(&s->env.rl));
+}
+
 static int reload_swap(server_t *s, config_t *cfg, char *err, size_t errlen)
 {
     if (s->draining) {

@@ -98,6 +98,13 @@ int server_ready(const server_t *s, const char **why);
  * the number of tunnels closed. */
 size_t server_tenants_apply(server_t *s);
 
+/* The fleet (fleet.h) counts n live gateways in this region: from now on
+ * this gateway admits and meters its share of every tenant's limits
+ * (ratelimit_share), and every live tunnel takes the new share at once
+ * through server_tenants_apply, the reload path: no tunnel is cut, and one
+ * over a smaller cap runs on (issue 7 §3). Logs the change. */
+void server_share_set(server_t *s, uint32_t n);
+
 /* Writes "sluiced ready listen=ADDR ... [echo=ADDR]\n" and flushes. */
 void server_print_ready(const server_t *s, FILE *out);
 

@@ -1,0 +1,565 @@
+/*
+ * fleet.c — this gateway's lease and member key in etcd, and the count of its
+ * region's live gateways (see fleet.h).
+ *
+ * Two independent chains of calls on the fleet's own etcd_client_t:
+ *  - the lease: grant -> put the member key -> keep-alive every TTL/3 (the
+ *    tick timer). A keep-alive answered with no TTL means etcd let the lease
+ *    expire (it was unreachable for longer than the TTL): grant and put again.
+ *  - the members: range read of the region's directory -> watch from the
+ *    next revision; a lost watch re-reads with back-off, as etcd.c does for
+ *    the tenants.
+ * Either failing leaves N as it was: the share a gateway enforces changes
+ * only on evidence that the fleet changed.
+ */
+#include "fleet.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "etcd_client.h"
+#include "json.h"
+#include "log.h"
+
+#define FLEET_RANGE_MS 5000L
+#define FLEET_REVOKE_MS 1000L
+#define FLEET_BACKOFF_MIN_MS 100u
+#define FLEET_BACKOFF_MAX_MS 5000u
+
+struct fleet {
+    etcd_client_t *client;
+    struct ev_loop *loop;
+    fleet_share_fn share;
+    void *ud;
+    char *id;                 /* node id */
+    char *key;                /* <members_prefix><region>/<id> */
+    size_t dirlen;            /* the directory's length in key */
+    char *region;
+    char *key_b64;            /* base64 of key */
+    char *value_b64;          /* base64 of {"id":...} */
+    char *dir_b64, *end_b64;  /* the members' range */
+    uint32_t ttl_s;           /* as configured */
+
+    /* the lease chain */
+    etcd_call_t *lease_call;
+    int64_t lease;            /* 0: none (grant next) */
+    int registered;           /* the key is put under lease */
+    int lease_down;           /* the last lease call failed (logged once) */
+    ev_timer tick;
+
+    /* the members chain */
+    etcd_call_t *members_call;
+    ev_timer retry;
+    uint32_t backoff_ms;
+    int members_down;
+    int64_t revision;
+    fleet_set_t set;
+    uint32_t n;
+
+    int left;
+};
+
+/* ------------------------------------------------------------------------ */
+/* Pure parts                                                                */
+
+int fleet_member_id(const char *dir, size_t dirlen, const char *key, size_t keylen,
+                    const char **id)
+{
+    if (keylen <= dirlen || memcmp(key, dir, dirlen))
+        return -1;
+    size_t len = keylen - dirlen;
+    const char *p = key + dirlen;
+    if (len > FLEET_NODE_ID_MAX || memchr(p, '/', len) || memchr(p, '\0', len))
+        return -1;
+    *id = p;
+    return (int)len;
+}
+
+/* Index of id, or -(insertion point) - 1. */
+static long set_find(const fleet_set_t *s, const char *id, size_t len)
+{
+    size_t lo = 0, hi = s->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const char *m = s->ids[mid];
+        size_t mlen = strlen(m);
+        int r = memcmp(m, id, mlen < len ? mlen : len);
+        if (r == 0)
+            r = mlen < len ? -1 : mlen > len;
+        if (r == 0)
+            return (long)mid;
+        if (r < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return -(long)lo - 1;
+}
+
+int fleet_set_update(fleet_set_t *s, const char *id, size_t len, int put)
+{
+    long at = set_find(s, id, len);
+    if (!put) {
+        if (at < 0)
+            return 0;
+        free(s->ids[at]);
+        memmove(&s->ids[at], &s->ids[at + 1], (s->n - (size_t)at - 1) * sizeof *s->ids);
+        s->n--;
+        return 1;
+    }
+    if (at >= 0)
+        return 0;
+    if (s->n >= FLEET_MEMBERS_MAX)
+        return -1;
+    char *copy = json_strdup(id, len);
+    char **grown = copy ? realloc(s->ids, (s->n + 1) * sizeof *s->ids) : NULL;
+    if (!grown) {
+        free(copy);
+        return -1;
+    }
+    s->ids = grown;
+    size_t pos = (size_t)(-at - 1);
+    memmove(&s->ids[pos + 1], &s->ids[pos], (s->n - pos) * sizeof *s->ids);
+    s->ids[pos] = copy;
+    s->n++;
+    return 1;
+}
+
+uint32_t fleet_set_count(const fleet_set_t *s, const char *self)
+{
+    size_t n = s->n + (set_find(s, self, strlen(self)) < 0);
+    return n ? (uint32_t)n : 1u;
+}
+
+void fleet_set_clear(fleet_set_t *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        free(s->ids[i]);
+    free(s->ids);
+    s->ids = NULL;
+    s->n = 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Helpers                                                                   */
+
+static const json_t *jget(const json_t *obj, const char *key)
+{
+    return obj && obj->type == JSON_OBJECT ? json_get(obj, key) : NULL;
+}
+
+/* The first line of a body (a streaming endpoint answered in one piece). */
+static json_t *parse_first(const char *body, size_t len, char *msg, size_t msglen)
+{
+    const char *nl = memchr(body, '\n', len);
+    return json_parse(body, nl ? (size_t)(nl - body) : len, msg, msglen);
+}
+
+static void count_members(fleet_t *f)
+{
+    uint32_t n = fleet_set_count(&f->set, f->id);
+    if (n == f->n)
+        return;
+    f->n = n;
+    f->share(f->ud, n);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The lease chain                                                           */
+
+static void lease_failed(fleet_t *f, const char *what, const char *err)
+{
+    if (!f->lease_down)
+        log_msg(LOG_WARN, "fleet: etcd %s: %s (%s); keeping %u live gateways, retrying",
+                etcd_client_endpoint(f->client), what, err, f->n);
+    f->lease_down = 1;
+    etcd_client_failover(f->client);
+}
+
+static void lease_ok(fleet_t *f)
+{
+    if (f->lease_down)
+        log_msg(LOG_INFO, "fleet: etcd %s: lease calls answered again",
+                etcd_client_endpoint(f->client));
+    f->lease_down = 0;
+}
+
+static void grant_begin(fleet_t *f);
+
+static void on_put_done(void *ud, int status, const char *body, size_t len, const char *err)
+{
+    fleet_t *f = ud;
+    f->lease_call = NULL;
+    if (status < 0) { /* the lease may be gone too: a new one next tick */
+        f->lease = 0;
+        lease_failed(f, "member key not written", err);
+        return;
+    }
+    lease_ok(f);
+    f->registered = 1;
+    log_msg(LOG_INFO, "fleet: registered %s under lease %lld", f->key, (long long)f->lease);
+}
+
+static void on_grant_done(void *ud, int status, const char *body, size_t len, const char *err)
+{
+    fleet_t *f = ud;
+    char msg[256];
+    f->lease_call = NULL;
+    if (status < 0) {
+        lease_failed(f, "lease grant failed", err);
+        return;
+    }
+    json_t *root = json_parse(body, len, msg, sizeof msg);
+    int64_t id = etcd_json_int(jget(root, "ID"));
+    int64_t ttl = etcd_json_int(jget(root, "TTL"));
+    const char *why = root ? "no ID or TTL" : msg;
+    json_free(root);
+    if (id == 0 || ttl <= 0) {
+        lease_failed(f, "lease grant refused", why);
+        return;
+    }
+    f->lease = id;
+    /* etcd may raise a short TTL to its minimum: keep-alive on what it granted. */
+    double every = (double)ttl / 3.0;
+    if (every != f->tick.repeat) {
+        ev_timer_stop(f->loop, &f->tick);
+        ev_timer_set(&f->tick, every, every);
+        ev_timer_start(f->loop, &f->tick);
+    }
+    char body_put[1024];
+    snprintf(body_put, sizeof body_put, "{\"key\":\"%s\",\"value\":\"%s\",\"lease\":\"%lld\"}",
+             f->key_b64, f->value_b64, (long long)id);
+    f->lease_call = etcd_call(f->client, "/v3/kv/put", body_put, (long)(every * 1000),
+                              on_put_done, f);
+}
+
+static void grant_begin(fleet_t *f)
+{
+    char body[64];
+    f->registered = 0;
+    snprintf(body, sizeof body, "{\"TTL\":\"%u\"}", f->ttl_s);
+    f->lease_call = etcd_call(f->client, "/v3/lease/grant", body,
+                              (long)(f->tick.repeat * 1000), on_grant_done, f);
+}
+
+static void on_keepalive_done(void *ud, int status, const char *body, size_t len,
+                              const char *err)
+{
+    fleet_t *f = ud;
+    char msg[256];
+    f->lease_call = NULL;
+    if (status < 0) {
+        lease_failed(f, "lease keep-alive failed", err);
+        return;
+    }
+    json_t *root = parse_first(body, len, msg, sizeof msg);
+    const json_t *res = jget(root, "result");
+    int64_t ttl = etcd_json_int(jget(res, "TTL"));
+    const char *why = root ? "no result" : msg;
+    json_free(root);
+    if (!res) {
+        lease_failed(f, "unexpected keep-alive answer", why);
+        return;
+    }
+    lease_ok(f);
+    if (ttl > 0)
+        return;
+    /* etcd no longer knows the lease: it expired while we could not reach
+     * it, and our key went with it. Register again at once. */
+    log_msg(LOG_WARN, "fleet: lease %lld expired; registering %s again", (long long)f->lease,
+            f->key);
+    f->lease = 0;
+    grant_begin(f);
+}
+
+static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    fleet_t *f = w->data;
+    if (f->lease_call)
+        return; /* still waiting (every call times out within a tick) */
+    if (!f->lease || !f->registered) {
+        if (f->lease && !f->registered) /* granted, not put: a fresh start */
+            f->lease = 0;
+        grant_begin(f);
+        return;
+    }
+    char body[64];
+    snprintf(body, sizeof body, "{\"ID\":\"%lld\"}", (long long)f->lease);
+    f->lease_call = etcd_call(f->client, "/v3/lease/keepalive", body,
+                              (long)(f->tick.repeat * 1000), on_keepalive_done, f);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The members chain                                                         */
+
+static void members_range(fleet_t *f);
+
+static void members_failed(fleet_t *f, const char *what)
+{
+    f->members_call = NULL;
+    if (!f->members_down)
+        log_msg(LOG_WARN, "fleet: etcd %s: %s; keeping %u live gateways, retrying",
+                etcd_client_endpoint(f->client), what, f->n);
+    f->members_down = 1;
+    etcd_client_failover(f->client);
+    f->backoff_ms = f->backoff_ms ? f->backoff_ms * 2 : FLEET_BACKOFF_MIN_MS;
+    if (f->backoff_ms > FLEET_BACKOFF_MAX_MS)
+        f->backoff_ms = FLEET_BACKOFF_MAX_MS;
+    ev_timer_set(&f->retry, f->backoff_ms / 1000.0, 0.);
+    ev_timer_start(f->loop, &f->retry);
+}
+
+/* One kv of a range or watch: a member's key put or deleted. Keys under the
+ * directory that are not a member's are ignored. Returns 0 or -1. */
+static int member_apply(fleet_t *f, const json_t *kv, int del)
+{
+    const json_t *k = jget(kv, "key");
+    size_t klen;
+    if (!k || k->type != JSON_STRING)
+        return -1;
+    char *key = etcd_b64_decode(k->str, k->len, &klen);
+    if (!key)
+        return -1;
+    const char *id;
+    int idlen = fleet_member_id(f->key, f->dirlen, key, klen, &id);
+    int rc = idlen < 0 ? 0 : fleet_set_update(&f->set, id, (size_t)idlen, !del);
+    free(key);
+    return rc < 0 ? -1 : 0;
+}
+
+static int on_watch_line(void *ud, const char *line, size_t len)
+{
+    fleet_t *f = ud;
+    char msg[256];
+    json_t *root = json_parse(line, len, msg, sizeof msg);
+    const json_t *res = jget(root, "result");
+    const json_t *canceled = jget(res, "canceled");
+    int rc = 0;
+    if (!res || jget(root, "error") ||
+        (canceled && canceled->type == JSON_BOOL && canceled->boolean) ||
+        etcd_json_int(jget(res, "compact_revision")) > 0) {
+        rc = -1;
+    } else {
+        const json_t *events = jget(res, "events");
+        for (size_t i = 0; events && events->type == JSON_ARRAY && i < events->n; i++) {
+            const json_t *type = jget(events->items[i], "type");
+            int del = type && type->type == JSON_STRING && type->len == 6 &&
+                      !memcmp(type->str, "DELETE", 6);
+            if (member_apply(f, jget(events->items[i], "kv"), del) < 0) {
+                rc = -1;
+                break;
+            }
+        }
+        int64_t rev = etcd_json_int(jget(jget(res, "header"), "revision"));
+        if (rev > f->revision)
+            f->revision = rev;
+    }
+    json_free(root);
+    if (rc < 0)
+        return -1; /* done runs: members_failed re-reads */
+    if (f->members_down)
+        log_msg(LOG_INFO, "fleet: etcd %s: watching the members again",
+                etcd_client_endpoint(f->client));
+    f->members_down = 0;
+    f->backoff_ms = 0;
+    count_members(f);
+    return 0;
+}
+
+static void on_watch_done(void *ud, int status, const char *body, size_t len, const char *err)
+{
+    char what[512];
+    snprintf(what, sizeof what, "members watch lost (%s)",
+             status == 0 ? "etcd closed it" : err);
+    members_failed(ud, what);
+}
+
+static void members_watch(fleet_t *f)
+{
+    char body[1024];
+    snprintf(body, sizeof body,
+             "{\"create_request\":{\"key\":\"%s\",\"range_end\":\"%s\","
+             "\"start_revision\":\"%lld\"}}",
+             f->dir_b64, f->end_b64, (long long)f->revision + 1);
+    f->members_call = etcd_stream(f->client, "/v3/watch", body, on_watch_line, on_watch_done, f);
+    if (!f->members_call)
+        members_failed(f, "cannot set up the members watch (out of memory?)");
+}
+
+static void on_range_done(void *ud, int status, const char *body, size_t len, const char *err)
+{
+    fleet_t *f = ud;
+    char msg[512];
+    f->members_call = NULL;
+    if (status < 0) {
+        snprintf(msg, sizeof msg, "members read failed (%s)", err);
+        members_failed(f, msg);
+        return;
+    }
+    json_t *root = json_parse(body, len, msg, sizeof msg);
+    const json_t *kvs = jget(root, "kvs");
+    int64_t rev = etcd_json_int(jget(jget(root, "header"), "revision"));
+    fleet_set_t old = f->set;
+    f->set = (fleet_set_t){0};
+    int bad = !root || rev <= 0 || (kvs && kvs->type != JSON_ARRAY);
+    for (size_t i = 0; !bad && kvs && i < kvs->n; i++)
+        bad = member_apply(f, kvs->items[i], 0) < 0;
+    json_free(root);
+    if (bad) {
+        fleet_set_clear(&f->set);
+        f->set = old;
+        members_failed(f, "unexpected members read answer");
+        return;
+    }
+    fleet_set_clear(&old);
+    f->revision = rev;
+    if (f->members_down)
+        log_msg(LOG_INFO, "fleet: etcd %s: members read again at revision %lld",
+                etcd_client_endpoint(f->client), (long long)rev);
+    f->members_down = 0;
+    f->backoff_ms = 0;
+    count_members(f);
+    members_watch(f);
+}
+
+static void members_range(fleet_t *f)
+{
+    char body[1024];
+    snprintf(body, sizeof body, "{\"key\":\"%s\",\"range_end\":\"%s\",\"keys_only\":true}",
+             f->dir_b64, f->end_b64);
+    f->members_call = etcd_call(f->client, "/v3/kv/range", body, FLEET_RANGE_MS, on_range_done,
+                                f);
+    if (!f->members_call)
+        members_failed(f, "cannot set up the members read (out of memory?)");
+}
+
+static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    members_range(w->data);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Public API                                                                */
+
+static char *default_id(void)
+{
+    char host[256] = "", out[FLEET_NODE_ID_MAX + 1];
+    if (gethostname(host, sizeof host - 1) < 0 || !host[0])
+        snprintf(host, sizeof host, "sluiced");
+    /* A hostname is [A-Za-z0-9.-]; anything else would not make a key. */
+    for (char *p = host; *p; p++)
+        if (*p == '/')
+            *p = '_';
+    snprintf(out, sizeof out, "%.100s-%ld", host, (long)getpid());
+    return json_strdup(out, strlen(out));
+}
+
+fleet_t *fleet_start(const config_t *cfg, struct ev_loop *loop, fleet_share_fn share, void *ud,
+                     char *err, size_t errlen)
+{
+    fleet_t *f = calloc(1, sizeof *f);
+    if (!f) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    f->loop = loop;
+    f->share = share;
+    f->ud = ud;
+    f->n = 1;
+    f->ttl_s = cfg->store.lease_ttl_s;
+    f->id = cfg->node.id ? json_strdup(cfg->node.id, strlen(cfg->node.id)) : default_id();
+    f->region = json_strdup(cfg->region, strlen(cfg->region));
+    f->client = etcd_client_new((const char *const *)cfg->store.endpoints,
+                                cfg->store.nendpoints);
+    size_t klen = strlen(cfg->store.members_prefix) + strlen(cfg->region) + 1 +
+                  (f->id ? strlen(f->id) : 0);
+    f->key = malloc(klen + 1);
+    if (!f->id || !f->region || !f->client || !f->key)
+        goto nomem;
+    snprintf(f->key, klen + 1, "%s%s/", cfg->store.members_prefix, cfg->region);
+    size_t dirlen = f->dirlen = strlen(f->key);
+    f->dir_b64 = etcd_b64_encode(f->key, dirlen);
+    f->end_b64 = etcd_prefix_end_b64(f->key);
+    strcat(f->key, f->id);
+    f->key_b64 = etcd_b64_encode(f->key, klen);
+    char value[FLEET_NODE_ID_MAX + 32];
+    snprintf(value, sizeof value, "{\"id\":\"%s\"}", f->id); /* ids need no JSON escapes */
+    f->value_b64 = etcd_b64_encode(value, strlen(value));
+    if (!f->dir_b64 || !f->end_b64 || !f->key_b64 || !f->value_b64)
+        goto nomem;
+    if (etcd_client_attach(f->client, loop) < 0)
+        goto nomem;
+    double every = f->ttl_s / 3.0;
+    ev_timer_init(&f->tick, on_tick, every, every);
+    f->tick.data = f;
+    ev_init(&f->retry, on_retry);
+    f->retry.data = f;
+    ev_timer_start(loop, &f->tick);
+    log_msg(LOG_INFO, "fleet: node %s in region %s, members under %.*s, lease TTL %u s", f->id,
+            f->region, (int)dirlen, f->key, f->ttl_s);
+    grant_begin(f);
+    members_range(f);
+    return f;
+nomem:
+    snprintf(err, errlen, "fleet: out of memory (or libcurl cannot start)");
+    fleet_free(f);
+    return NULL;
+}
+
+const char *fleet_node_id(const fleet_t *f)
+{
+    return f->id;
+}
+
+uint32_t fleet_members(const fleet_t *f)
+{
+    return f->n;
+}
+
+void fleet_leave(fleet_t *f)
+{
+    if (!f || f->left)
+        return;
+    f->left = 1;
+    if (f->loop) {
+        ev_timer_stop(f->loop, &f->tick);
+        ev_timer_stop(f->loop, &f->retry);
+    }
+    etcd_call_cancel(f->lease_call);
+    etcd_call_cancel(f->members_call);
+    f->lease_call = f->members_call = NULL;
+    if (!f->lease || !f->client)
+        return;
+    char body[64], why[256];
+    char *out = NULL;
+    size_t outlen;
+    snprintf(body, sizeof body, "{\"ID\":\"%lld\"}", (long long)f->lease);
+    if (etcd_client_perform(f->client, "/v3/lease/revoke", body, FLEET_REVOKE_MS, &out, &outlen,
+                            why, sizeof why) == 0)
+        log_msg(LOG_INFO, "fleet: lease %lld revoked: %s left the fleet", (long long)f->lease,
+                f->key);
+    else
+        log_msg(LOG_WARN, "fleet: lease %lld not revoked (%s): %s goes after the TTL",
+                (long long)f->lease, why, f->key);
+    free(out);
+    f->lease = 0;
+}
+
+void fleet_free(fleet_t *f)
+{
+    if (!f)
+        return;
+    fleet_leave(f);
+    etcd_client_free(f->client);
+    fleet_set_clear(&f->set);
+    free(f->id);
+    free(f->key);
+    free(f->region);
+    free(f->key_b64);
+    free(f->value_b64);
+    free(f->dir_b64);
+    free(f->end_b64);
+    free(f);
+}
