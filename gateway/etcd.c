@@ -725,14 +725,29 @@ int etcd_store_start(etcd_store_t *s, struct ev_loop *loop, etcd_apply_fn apply,
     return 0;
 }
 
-static int store_same(const cfg_store_t *a, const cfg_store_t *b)
+static int str_same(const char *a, const char *b)
 {
-    if (a->type != b->type || strcmp(a->prefix, b->prefix) || a->nendpoints != b->nendpoints)
-        return 0;
-    for (size_t i = 0; i < a->nendpoints; i++)
-        if (strcmp(a->endpoints[i], b->endpoints[i]))
-            return 0;
-    return 1;
+    return a == b || (a && b && !strcmp(a, b));
+}
+
+/* What a reload cannot change with etcd tenants: the store itself, and what
+ * the fleet registered at start (fleet.h). Returns the JSON path of the
+ * first difference, or NULL. */
+static const char *restart_needed(const config_t *a, const config_t *b)
+{
+    const cfg_store_t *x = &a->store, *y = &b->store;
+    int same = x->type == y->type && !strcmp(x->prefix, y->prefix) &&
+               x->nendpoints == y->nendpoints && str_same(x->members_prefix, y->members_prefix) &&
+               x->lease_ttl_s == y->lease_ttl_s;
+    for (size_t i = 0; same && i < x->nendpoints; i++)
+        same = !strcmp(x->endpoints[i], y->endpoints[i]);
+    if (!same)
+        return "$.tenant_store";
+    if (!str_same(a->node.id, b->node.id))
+        return "$.node.id";
+    if (strcmp(a->region, b->region))
+        return "$.region";
+    return NULL;
 }
 
 int etcd_store_reload(etcd_store_t *s, const char *config_path, char *err, size_t errlen)
@@ -743,12 +758,15 @@ int etcd_store_reload(etcd_store_t *s, const char *config_path, char *err, size_
         return -1;
     int rc = -1;
     char perr[1024];
+    const char *what;
     config_t *cfg = snapshot_build(s, text, len, dir, perr, sizeof perr);
     if (!cfg)
         snprintf(err, errlen, "%s: %s", config_path, perr);
-    else if (!store_same(&cfg->store, &s->cfg->store))
-        snprintf(err, errlen, "%s: $.tenant_store: changed; a new tenant store needs a restart",
-                 config_path);
+    else if ((what = restart_needed(cfg, s->cfg)) != NULL)
+        snprintf(err, errlen,
+                 "%s: %s: changed; with tenants in etcd this needs a restart (the tenant "
+                 "store and the fleet's registration are made at start)",
+                 config_path, what);
     else if (s->apply(s->ud, cfg, err, errlen) == 0)
         rc = 0;
     if (rc == 0) {

@@ -31,6 +31,7 @@ static ts_etcd_t etcd;
 static struct ev_loop *loop;
 static etcd_store_t *store;
 static config_t *base, *first;
+static char cfg_path[PATH_MAX];
 
 /* What the apply callback saw. */
 static int applied;
@@ -107,6 +108,7 @@ static void open_store(void)
              "\"prefix\":\"" PREFIX "\"}}",
              cert, key, etcd.url);
     cr_assert_eq(ts_config_write_raw(text, path, sizeof path), 0);
+    memcpy(cfg_path, path, sizeof cfg_path);
     base = config_load(path, err, sizeof err);
     cr_assert_not_null(base, "%s", err);
     int code = 0;
@@ -285,4 +287,45 @@ Test(etcd_store, admin_writes_are_transactions_on_the_key_revision, .fini = tear
               w.err);
     cr_assert_eq(applied, before);
     cr_assert_eq(config_tenant(last, "acme", 4)->max_ttl, 77);
+}
+
+/* Rewrites the config file with the given region, node and prefix, then
+ * reloads; returns etcd_store_reload's result with err. */
+static int reload_with(const char *region, const char *node, const char *prefix, char *err,
+                       size_t errlen)
+{
+    char cert[PATH_MAX], key[PATH_MAX], text[3 * PATH_MAX];
+    cr_assert_eq(ts_build_path(NULL, "dev/cert.pem", cert, sizeof cert), 0);
+    cr_assert_eq(ts_build_path(NULL, "dev/key.pem", key, sizeof key), 0);
+    snprintf(text, sizeof text,
+             "{\"listen\":[\"127.0.0.1:0\"],\"tls\":{\"cert\":\"%s\",\"key\":\"%s\"},"
+             "\"region\":\"%s\",\"regions\":{\"local\":{\"sfu\":[\"builtin:echo\"]},"
+             "\"eu\":{\"sfu\":[\"builtin:echo\"]}},%s"
+             "\"tenant_store\":{\"type\":\"etcd\",\"endpoints\":[\"%s\"],"
+             "\"prefix\":\"%s\"}}",
+             cert, key, region, node, etcd.url, prefix);
+    cr_assert_eq(ts_write_file(cfg_path, text, strlen(text)), 0);
+    return etcd_store_reload(store, cfg_path, err, errlen);
+}
+
+/* A reload applies the file with the tenants from etcd, but what was made at
+ * start from it (the store, the fleet's registration: region and node id) is
+ * refused with the JSON path, nothing changed. */
+Test(etcd_store, a_reload_that_would_move_the_store_or_the_node_is_refused, .fini = teardown,
+     .timeout = 60)
+{
+    open_store();
+    char err[1024];
+    int before = applied;
+    cr_assert_eq(reload_with("local", "", PREFIX, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(applied, before + 1, "the same file is applied again");
+    cr_assert_eq(reload_with("eu", "", PREFIX, err, sizeof err), -1);
+    cr_assert(strstr(err, "$.region: changed"), "%s", err);
+    cr_assert_eq(reload_with("local", "\"node\":{\"id\":\"other-node\"},", PREFIX, err,
+                             sizeof err),
+                 -1);
+    cr_assert(strstr(err, "$.node.id: changed"), "%s", err);
+    cr_assert_eq(reload_with("local", "", "/elsewhere/", err, sizeof err), -1);
+    cr_assert(strstr(err, "$.tenant_store: changed"), "%s", err);
+    cr_assert_eq(applied, before + 1, "a refused reload applied something");
 }
