@@ -567,6 +567,41 @@ out:
 /* ------------------------------------------------------------------------ */
 /* Routing                                                                   */
 
+/* POST /v1/reload: the config file re-read and applied as on SIGHUP; a file
+ * that does not load changes nothing and its error is the answer (422). */
+static enum MHD_Result post_reload(admin_t *a, struct MHD_Connection *conn,
+                                   const cfg_admin_token_t *tok, const char *method)
+{
+    if (strcmp(method, "POST") != 0)
+        return send_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "use POST /v1/reload");
+    if (tok->tenant)
+        return send_error(conn, MHD_HTTP_FORBIDDEN,
+                          "this token is limited to one tenant; a reload needs an operator's");
+    if (!a->_reload)
+        return send_error(conn, MHD_HTTP_NOT_FOUND, "no reload here");
+    char err[1024];
+    if (a->_reload(a->_reload_ud, err, sizeof err) < 0) {
+        char msg[1200];
+        snprintf(msg, sizeof msg, "reload refused, old config kept: %s", err);
+        return send_error(conn, MHD_HTTP_UNPROCESSABLE_CONTENT, msg);
+    }
+    yajl_gen g = yajl_gen_alloc(NULL);
+    if (!g)
+        return MHD_NO;
+    const config_t *cfg = a->_srv->cfg;
+    yajl_gen_map_open(g);
+    gen_str(g, "reloaded");
+    yajl_gen_bool(g, 1);
+    gen_str(g, "region");
+    gen_str(g, cfg->region);
+    gen_str(g, "tenants");
+    yajl_gen_integer(g, (long long)cfg->ntenants);
+    gen_str(g, "revision");
+    yajl_gen_integer(g, (long long)cfg->tenants_revision);
+    yajl_gen_map_close(g);
+    return send_gen(conn, MHD_HTTP_OK, g);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
@@ -610,6 +645,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (!tok)
         return send_error(conn, MHD_HTTP_UNAUTHORIZED, why);
 
+    if (!strcmp(url, "/v1/reload"))
+        return post_reload(a, conn, tok, method);
     static const char prefix[] = "/v1/tenants";
     if (strncmp(url, prefix, sizeof prefix - 1) != 0)
         return send_error(conn, MHD_HTTP_NOT_FOUND, "no such endpoint (try /v1/tenants)");
@@ -723,6 +760,12 @@ int admin_init(admin_t *a, struct ev_loop *loop, server_t *s, store_t *store, ch
     a->_timer.data = a;
     admin_run(a);
     return 0;
+}
+
+void admin_set_reload(admin_t *a, admin_reload_fn fn, void *ud)
+{
+    a->_reload = fn;
+    a->_reload_ud = ud;
 }
 
 void admin_set_info(admin_t *a, metrics_info_fn fn, void *ud)

@@ -31,6 +31,10 @@
 #define ADMIN_CONNS_MAX 64u          /* concurrent admin connections */
 #define ADMIN_CONN_TIMEOUT_S 10u     /* an idle admin connection is closed */
 
+/* Re-reads the config file and applies it as SIGHUP does (main.c). Returns
+ * 0, or -1 with err: the old config is kept. */
+typedef int (*admin_reload_fn)(void *ud, char *err, size_t errlen);
+
 typedef struct admin {
     struct MHD_Daemon *_mhd;
     struct ev_loop *_loop;
@@ -40,6 +44,8 @@ typedef struct admin {
     ev_timer _timer;      /* MHD_get_timeout, and runs after a resume */
     metrics_info_fn _info; /* what /metrics shows of the process and the store */
     void *_info_ud;
+    admin_reload_fn _reload; /* POST /v1/reload: re-read the config file */
+    void *_reload_ud;
     struct sockaddr_storage addr; /* bound address, port filled in */
     socklen_t addrlen;
 } admin_t;
@@ -52,6 +58,9 @@ int admin_init(admin_t *a, struct ev_loop *loop, server_t *s, store_t *store, ch
 
 /* /metrics asks fn(ud, ...) for what the server does not know (main.c). */
 void admin_set_info(admin_t *a, metrics_info_fn fn, void *ud);
+
+/* POST /v1/reload calls fn(ud, ...); without one it answers 404. */
+void admin_set_reload(admin_t *a, admin_reload_fn fn, void *ud);
 
 /* Stops serving and closes every admin connection; idempotent. */
 void admin_dispose(admin_t *a);

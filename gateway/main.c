@@ -186,13 +186,12 @@ static int reload_try(signals_t *sig, char *err, size_t errlen)
     return rc;
 }
 
-static int reload_config(signals_t *sig)
+static int reload_config(signals_t *sig, const char *why, char *err, size_t errlen)
 {
-    char err[1024];
-    log_msg(LOG_INFO, "SIGHUP: reloading %s", sig->config_path);
+    log_msg(LOG_INFO, "%s: reloading %s", why, sig->config_path);
     server_counters_t *k = &sig->srv->counters;
     uint64_t failed = k->reloads_failed;
-    if (reload_try(sig, err, sizeof err) == 0)
+    if (reload_try(sig, err, errlen) == 0)
         return 0;
     if (k->reloads_failed == failed) /* refused before server_reload, which counts its own */
         k->reloads_failed++;
@@ -208,18 +207,29 @@ static void notify_serving(const server_t *srv, unsigned what, const char *note)
 }
 
 /* The service manager hears RELOADING=1 then READY=1 around every reload
- * (sd_notify(3)), applied or refused: either way the gateway serves. */
-static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
+ * (sd_notify(3)), applied or refused: either way the gateway serves. During
+ * a drain server_reload refuses, and STOPPING=1 was sent. */
+static int reload_notified(signals_t *sig, const char *why, char *err, size_t errlen)
 {
-    signals_t *sig = w->data;
-    if (sig->srv->draining) { /* server_reload refuses; STOPPING=1 was sent */
-        reload_config(sig);
-        return;
-    }
+    if (sig->srv->draining)
+        return reload_config(sig, why, err, errlen);
     notify_send(NOTIFY_RELOADING, "reloading %s", sig->config_path);
-    int rc = reload_config(sig);
+    int rc = reload_config(sig, why, err, errlen);
     notify_serving(sig->srv, NOTIFY_READY,
                    rc < 0 ? "; last reload refused (see the log), old config kept" : "");
+    return rc;
+}
+
+static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    char err[1024];
+    reload_notified(w->data, "SIGHUP", err, sizeof err);
+}
+
+/* POST /v1/reload on the admin API (admin.h). */
+static int on_admin_reload(void *ud, char *err, size_t errlen)
+{
+    return reload_notified(ud, "admin API", err, errlen);
 }
 
 /* A snapshot from the tenant store (etcd.h): the same checks and swap as
@@ -399,6 +409,7 @@ int main(int argc, char **argv)
         return 1;
     }
     admin_set_info(&admin, metrics_info, &sig);
+    admin_set_reload(&admin, on_admin_reload, &sig);
     server_print_ready(&srv, stdout);
     if (srv.cfg->admin.enabled) {
         char name[64];

@@ -384,3 +384,58 @@ Test(admin, sluicectl_end_to_end, .fini = teardown, .timeout = 60)
     cr_assert(strstr(r.err, "tenants.json: $.tenants: expected an array"), "%s", r.err);
     ts_run_free(&r);
 }
+
+/* POST /v1/reload re-reads the config file as SIGHUP does: an operator's
+ * token only; a file that does not load is the answer (422, its path) and
+ * changes nothing; a good one applies (a tenant added to the file serves). */
+Test(admin, reload_through_the_api_and_sluicectl, .fini = teardown, .timeout = 60)
+{
+    write_files(0);
+    start();
+    reply_t r;
+    cr_assert_eq(call("POST", "/v1/reload", ACME_TOK, "", &r), 403, "%s", r.body);
+    cr_assert_eq(call("GET", "/v1/reload", ROOT, NULL, &r), 405);
+    cr_assert_eq(call("POST", "/v1/reload", ROOT, "", &r), 200, "%s", r.body);
+    cr_assert(strstr(r.body, "\"reloaded\":true") && strstr(r.body, "\"tenants\":2"), "%s",
+              r.body);
+
+    /* Broken: the error names the file and the path; the old config serves. */
+    size_t len;
+    char *good = ts_read_file(conf, 65536, &len);
+    cr_assert_not_null(good);
+    char *bad = strdup(good);
+    char *kinds = strstr(bad, "\"regions\": [\"local\"]}");
+    cr_assert_not_null(kinds);
+    memcpy(kinds, "\"regions\": [\"mars\"] }", 21);
+    cr_assert_eq(ts_write_file(conf, bad, strlen(bad)), 0);
+    cr_assert_eq(call("POST", "/v1/reload", ROOT, "", &r), 422, "%s", r.body);
+    cr_assert(strstr(r.body, "reload refused, old config kept") &&
+                  strstr(r.body, "$.tenants[0].regions[0]"),
+              "%s", r.body);
+    ts_run_t run;
+    cr_assert_eq(ctl(&run, (const char *[]){"--token", ROOT, "reload", NULL}), 1);
+    cr_assert(strstr(run.err, "422") && strstr(run.err, "$.tenants[0].regions[0]"), "%s",
+              run.err);
+    ts_run_free(&run);
+    connect_gw(&a);
+    cr_assert_eq(tunnel(&a, 1, "s1"), 200, "the old config no longer serves");
+
+    /* Fixed, with one more tenant: applied. */
+    char *more = malloc(len + 128);
+    cr_assert_not_null(more);
+    char *tail = strstr(good, "\"tenants\": [");
+    cr_assert_not_null(tail);
+    size_t head = (size_t)(tail - good) + strlen("\"tenants\": [");
+    memcpy(more, good, head);
+    strcpy(more + head, "{\"id\": \"gamma\", \"secrets\": [\"g1\"], \"regions\": [\"local\"]}, ");
+    strcat(more, good + head);
+    cr_assert_eq(ts_write_file(conf, more, strlen(more)), 0);
+    cr_assert_eq(ctl(&run, (const char *[]){"--token", ROOT, "reload", NULL}), 0, "%s", run.err);
+    cr_assert(strstr(run.out, "reloaded: region local, 3 tenants"), "%s", run.out);
+    ts_run_free(&run);
+    cr_assert_eq(call("GET", "/v1/tenants/gamma", ROOT, NULL, &r), 200, "%s", r.body);
+    free(good);
+    free(bad);
+    free(more);
+    stop();
+}

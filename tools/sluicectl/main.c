@@ -36,6 +36,7 @@ static void usage(FILE *out)
           "  tenant limits ID KEY=VALUE...     change limits (docs/configuration.md names)\n"
           "  tenant secret add ID SECRET       add a secret (rotation: add, move, retire)\n"
           "  tenant secret retire ID SECRET    retire one\n"
+          "  reload                            make the gateway re-read its config file\n"
           "  check FILE                        validate a sluiced config (and its TLS files)\n"
           "\n"
           "options:\n"
@@ -285,6 +286,30 @@ static int check(const char *path)
     return EXIT_OK;
 }
 
+/* POST /v1/reload: the gateway re-reads its config file (as on SIGHUP). */
+static int reload(const ctl_t *c)
+{
+    reply_t r;
+    int rc = call(c, "POST", "/v1/reload", "", &r);
+    if (rc)
+        return rc;
+    rc = outcome(&r);
+    if (rc == EXIT_OK && c->json) {
+        fwrite(r.body, 1, r.len, stdout);
+        putchar('\n');
+    } else if (rc == EXIT_OK) {
+        char msg[256];
+        json_t *v = json_parse(r.body, r.len, msg, sizeof msg);
+        const json_t *region = json_get(v, "region"), *n = json_get(v, "tenants");
+        printf("reloaded: region %s, %s tenants\n",
+               region && region->type == JSON_STRING ? region->str : "?",
+               n && n->type == JSON_NUMBER ? n->str : "?");
+        json_free(v);
+    }
+    free(r.body);
+    return rc;
+}
+
 static int read_token(const char *file, char *out, size_t cap)
 {
     FILE *f = fopen(file, "r");
@@ -335,6 +360,12 @@ int main(int argc, char **argv)
 #define IS(i, s) (n > (i) && !strcmp(args[i], s))
     if (IS(0, "check") && n == 2)
         return check(args[1]);
+    if (IS(0, "reload") && n == 1) {
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        int rc = reload(&c);
+        curl_global_cleanup();
+        return rc;
+    }
     if (!IS(0, "tenant") || n < 2) {
         usage(stderr);
         return EXIT_USAGE;
