@@ -159,12 +159,13 @@ static void print_tenant(const json_t *t)
     putchar('\n');
 }
 
-static int show(const ctl_t *c, const char *id)
+/* One request whose answer is printed: the API's JSON as is with --json,
+ * else print(answer, arg) on the parsed answer. Returns the exit code. */
+static int request_print(const ctl_t *c, const char *method, const char *path, const char *body,
+                         void (*print)(const json_t *, const void *), const void *arg)
 {
-    char path[256];
-    snprintf(path, sizeof path, "/v1/tenants%s%s", id ? "/" : "", id ? id : "");
     reply_t r;
-    int rc = call(c, "GET", path, NULL, &r);
+    int rc = call(c, method, path, body, &r);
     if (rc)
         return rc;
     rc = outcome(&r);
@@ -174,15 +175,28 @@ static int show(const ctl_t *c, const char *id)
     } else if (rc == EXIT_OK) {
         char msg[256];
         json_t *v = json_parse(r.body, r.len, msg, sizeof msg);
-        const json_t *list = id ? NULL : json_get(v, "tenants");
-        if (id)
-            print_tenant(v);
-        for (size_t i = 0; list && list->type == JSON_ARRAY && i < list->n; i++)
-            print_tenant(list->items[i]);
+        print(v, arg);
         json_free(v);
     }
     free(r.body);
     return rc;
+}
+
+/* GET /v1/tenants[/id]: one tenant, or the list. */
+static void print_show(const json_t *v, const void *id)
+{
+    const json_t *list = id ? NULL : json_get(v, "tenants");
+    if (id)
+        print_tenant(v);
+    for (size_t i = 0; list && list->type == JSON_ARRAY && i < list->n; i++)
+        print_tenant(list->items[i]);
+}
+
+static int show(const ctl_t *c, const char *id)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/v1/tenants%s%s", id ? "/" : "", id ? id : "");
+    return request_print(c, "GET", path, NULL, print_show, id);
 }
 
 typedef enum { P_STR, P_KINDS, P_LIMITS } ptype_t;
@@ -286,28 +300,18 @@ static int check(const char *path)
     return EXIT_OK;
 }
 
+static void print_reload(const json_t *v, const void *arg)
+{
+    const json_t *region = json_get(v, "region"), *n = json_get(v, "tenants");
+    printf("reloaded: region %s, %s tenants\n",
+           region && region->type == JSON_STRING ? region->str : "?",
+           n && n->type == JSON_NUMBER ? n->str : "?");
+}
+
 /* POST /v1/reload: the gateway re-reads its config file (as on SIGHUP). */
 static int reload(const ctl_t *c)
 {
-    reply_t r;
-    int rc = call(c, "POST", "/v1/reload", "", &r);
-    if (rc)
-        return rc;
-    rc = outcome(&r);
-    if (rc == EXIT_OK && c->json) {
-        fwrite(r.body, 1, r.len, stdout);
-        putchar('\n');
-    } else if (rc == EXIT_OK) {
-        char msg[256];
-        json_t *v = json_parse(r.body, r.len, msg, sizeof msg);
-        const json_t *region = json_get(v, "region"), *n = json_get(v, "tenants");
-        printf("reloaded: region %s, %s tenants\n",
-               region && region->type == JSON_STRING ? region->str : "?",
-               n && n->type == JSON_NUMBER ? n->str : "?");
-        json_free(v);
-    }
-    free(r.body);
-    return rc;
+    return request_print(c, "POST", "/v1/reload", "", print_reload, NULL);
 }
 
 static int read_token(const char *file, char *out, size_t cap)
