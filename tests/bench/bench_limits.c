@@ -693,20 +693,8 @@ out:
 static void machine_info(char *out, size_t cap, size_t *pos)
 {
     struct utsname u;
-    char model[128] = "unknown";
-    FILE *f = fopen("/proc/cpuinfo", "re");
-    if (f) {
-        char line[256];
-        while (fgets(line, sizeof line, f)) {
-            char *colon = strchr(line, ':');
-            if (strncmp(line, "model name", 10) == 0 && colon) {
-                snprintf(model, sizeof model, "%s", colon + 2);
-                model[strcspn(model, "\n")] = '\0';
-                break;
-            }
-        }
-        fclose(f);
-    }
+    char model[128];
+    ts_cpu_model(model, sizeof model);
     if (uname(&u) < 0)
         memset(&u, 0, sizeof u);
     ts_appendf(out, cap, pos, "- machine: %ld cpus (%s), %s %s %s\n",

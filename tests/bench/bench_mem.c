@@ -625,20 +625,8 @@ static const char *const step_name[S_COUNT] = {
 static void machine_info(char *out, size_t cap, size_t *pos)
 {
     struct utsname u;
-    char model[128] = "unknown";
-    FILE *f = fopen("/proc/cpuinfo", "re");
-    if (f) {
-        char line[256];
-        while (fgets(line, sizeof line, f)) {
-            char *colon = strchr(line, ':');
-            if (strncmp(line, "model name", 10) == 0 && colon) {
-                snprintf(model, sizeof model, "%s", colon + 2);
-                model[strcspn(model, "\n")] = '\0';
-                break;
-            }
-        }
-        fclose(f);
-    }
+    char model[128];
+    ts_cpu_model(model, sizeof model);
     char thp[128] = "unknown";
     char *t = ts_read_file("/sys/kernel/mm/transparent_hugepage/enabled", 128, NULL);
     if (t) {

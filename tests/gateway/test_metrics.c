@@ -15,6 +15,7 @@
 
 #include "../../gateway/metrics.h"
 #include "../../proto/capsule.h"
+#include "../support/ts_prometheus.h"
 #include "harness.c"
 
 #define ACME "/v1/tunnel/acme/sfu"
@@ -31,17 +32,6 @@ static char *render(harness_t *h)
     prom_buf_t b = {0};
     cr_assert_eq(metrics_render(&h->srv, &info, &b), 0);
     return b.p;
-}
-
-/* The value of the sample whose name and labels are exactly series, or -1
- * when the page has no such line. */
-static double sample(const char *page, const char *series)
-{
-    size_t n = strlen(series);
-    for (const char *p = page; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
-        if (!strncmp(p, series, n) && p[n] == ' ')
-            return strtod(p + n + 1, NULL);
-    return -1;
 }
 
 static void promtool_accepts(const char *page)
@@ -70,23 +60,23 @@ Test(metrics, traffic_by_tenant_kind_and_direction, .timeout = 30)
     h_pump(&h);
 
     char *page = render(&h);
-    cr_assert_eq(sample(page, "sluice_packets_total{tenant=\"acme\",kind=\"sfu\",direction=\"up\"}"), 2);
-    cr_assert_eq(sample(page, "sluice_bytes_total{tenant=\"acme\",kind=\"sfu\",direction=\"up\"}"),
+    cr_assert_eq(ts_prom_sample(page, "sluice_packets_total{tenant=\"acme\",kind=\"sfu\",direction=\"up\"}"), 2);
+    cr_assert_eq(ts_prom_sample(page, "sluice_bytes_total{tenant=\"acme\",kind=\"sfu\",direction=\"up\"}"),
                  2 * sizeof rtp);
-    cr_assert_eq(sample(page, "sluice_packets_total{tenant=\"acme\",kind=\"sfu\",direction=\"down\"}"), 1);
-    cr_assert_eq(sample(page, "sluice_packets_total{tenant=\"other\",kind=\"sfu\",direction=\"up\"}"), 1);
-    cr_assert_eq(sample(page, "sluice_packets_total{tenant=\"other\",kind=\"sfu\",direction=\"down\"}"), 0);
-    cr_assert_eq(sample(page, "sluice_drops_total{tenant=\"acme\",kind=\"sfu\",reason=\"context_id\"}"), 1);
-    cr_assert_eq(sample(page, "sluice_drops_total{tenant=\"other\",kind=\"sfu\",reason=\"context_id\"}"), 0);
-    cr_assert_eq(sample(page, "sluice_tunnels_open{tenant=\"acme\",kind=\"sfu\"}"), 1);
-    cr_assert_eq(sample(page, "sluice_tunnels_opened_total{tenant=\"acme\",kind=\"sfu\"}"), 1);
-    cr_assert_eq(sample(page, "sluice_http_responses_total{status=\"200\"}"), 2);
-    cr_assert_eq(sample(page, "sluice_connections_open"), 1);
+    cr_assert_eq(ts_prom_sample(page, "sluice_packets_total{tenant=\"acme\",kind=\"sfu\",direction=\"down\"}"), 1);
+    cr_assert_eq(ts_prom_sample(page, "sluice_packets_total{tenant=\"other\",kind=\"sfu\",direction=\"up\"}"), 1);
+    cr_assert_eq(ts_prom_sample(page, "sluice_packets_total{tenant=\"other\",kind=\"sfu\",direction=\"down\"}"), 0);
+    cr_assert_eq(ts_prom_sample(page, "sluice_drops_total{tenant=\"acme\",kind=\"sfu\",reason=\"context_id\"}"), 1);
+    cr_assert_eq(ts_prom_sample(page, "sluice_drops_total{tenant=\"other\",kind=\"sfu\",reason=\"context_id\"}"), 0);
+    cr_assert_eq(ts_prom_sample(page, "sluice_tunnels_open{tenant=\"acme\",kind=\"sfu\"}"), 1);
+    cr_assert_eq(ts_prom_sample(page, "sluice_tunnels_opened_total{tenant=\"acme\",kind=\"sfu\"}"), 1);
+    cr_assert_eq(ts_prom_sample(page, "sluice_http_responses_total{status=\"200\"}"), 2);
+    cr_assert_eq(ts_prom_sample(page, "sluice_connections_open"), 1);
     /* Every relayed packet is timed once, in its direction. */
-    cr_assert_eq(sample(page, "sluice_packet_residence_seconds_count{direction=\"up\"}"), 3);
-    cr_assert_eq(sample(page, "sluice_packet_residence_seconds_count{direction=\"down\"}"), 1);
-    cr_assert_eq(sample(page, "sluice_packet_residence_seconds_bucket{direction=\"up\",le=\"+Inf\"}"), 3);
-    cr_assert_eq(sample(page, "sluice_build_info{version=\"test\"}"), 1);
+    cr_assert_eq(ts_prom_sample(page, "sluice_packet_residence_seconds_count{direction=\"up\"}"), 3);
+    cr_assert_eq(ts_prom_sample(page, "sluice_packet_residence_seconds_count{direction=\"down\"}"), 1);
+    cr_assert_eq(ts_prom_sample(page, "sluice_packet_residence_seconds_bucket{direction=\"up\",le=\"+Inf\"}"), 3);
+    cr_assert_eq(ts_prom_sample(page, "sluice_build_info{version=\"test\"}"), 1);
     promtool_accepts(page);
     free(page);
     h_fini(&h);
@@ -99,7 +89,7 @@ Test(metrics, a_refusal_is_a_status_not_a_tenant)
     int x = h_open(&h, "/v1/tunnel/nobody/sfu");
     cr_assert_eq(h.streams[x].status, 401);
     char *page = render(&h);
-    cr_assert_eq(sample(page, "sluice_http_responses_total{status=\"401\"}"), 1);
+    cr_assert_eq(ts_prom_sample(page, "sluice_http_responses_total{status=\"401\"}"), 1);
     cr_assert_null(strstr(page, "nobody"), "a client's text became a label");
     free(page);
     h_fini(&h);
@@ -139,16 +129,16 @@ Test(metrics, close_codes_and_a_removed_tenant_leaves_with_its_last_tunnel)
     cr_assert_eq(h.streams[a].status, 200);
     drop_acme(&h); /* CLOSE(tenant disabled); the tunnel lingers until the client ends */
     char *page = render(&h);
-    cr_assert_eq(sample(page, "sluice_tunnels_open{tenant=\"acme\",kind=\"sfu\"}"), 1,
+    cr_assert_eq(ts_prom_sample(page, "sluice_tunnels_open{tenant=\"acme\",kind=\"sfu\"}"), 1,
                  "a closing tunnel still holds its entry");
     free(page);
     h_end(&h, a);
     cr_assert(h_until(&h, no_stream_left, NULL, 2000), "the closed tunnel was not freed");
     page = render(&h);
-    cr_assert_eq(sample(page, "sluice_tunnels_closed_total{tenant=\"acme\",kind=\"sfu\","
+    cr_assert_eq(ts_prom_sample(page, "sluice_tunnels_closed_total{tenant=\"acme\",kind=\"sfu\","
                               "code=\"tenant_disabled\"}"),
                  1);
-    cr_assert_eq(sample(page, "sluice_tunnels_open{tenant=\"acme\",kind=\"sfu\"}"), 0);
+    cr_assert_eq(ts_prom_sample(page, "sluice_tunnels_open{tenant=\"acme\",kind=\"sfu\"}"), 0);
     free(page);
     drop_acme(&h); /* the next apply prunes what nothing holds and no tenant names */
     page = render(&h);
@@ -171,12 +161,12 @@ Test(metrics, a_resumed_flow_is_one_tunnel)
     cr_assert_eq(h.streams[s].status, 200);
     h_relay_up(&h, s, rtp, sizeof rtp);
     char *page = render(&h);
-    cr_assert_eq(sample(page, "sluice_tunnels_opened_total{tenant=\"acme\",kind=\"sfu\"}"), 1);
-    cr_assert_eq(sample(page, "sluice_tunnels_open{tenant=\"acme\",kind=\"sfu\"}"), 1);
-    cr_assert_eq(sample(page, "sluice_packets_total{tenant=\"acme\",kind=\"sfu\",direction=\"up\"}"), 2,
+    cr_assert_eq(ts_prom_sample(page, "sluice_tunnels_opened_total{tenant=\"acme\",kind=\"sfu\"}"), 1);
+    cr_assert_eq(ts_prom_sample(page, "sluice_tunnels_open{tenant=\"acme\",kind=\"sfu\"}"), 1);
+    cr_assert_eq(ts_prom_sample(page, "sluice_packets_total{tenant=\"acme\",kind=\"sfu\",direction=\"up\"}"), 2,
                  "the counts moved with the flow");
-    cr_assert_eq(sample(page, "sluice_sessions_total{event=\"resumed\"}"), 1);
-    cr_assert_eq(sample(page, "sluice_tunnels_closed_total{tenant=\"acme\",kind=\"sfu\",code=\"none\"}"), 0,
+    cr_assert_eq(ts_prom_sample(page, "sluice_sessions_total{event=\"resumed\"}"), 1);
+    cr_assert_eq(ts_prom_sample(page, "sluice_tunnels_closed_total{tenant=\"acme\",kind=\"sfu\",code=\"none\"}"), 0,
                  "the stream that went was not a tunnel's end");
     free(page);
     h_fini(&h);
@@ -207,13 +197,13 @@ Test(metrics, client_rtt_from_ping_and_pong)
     uint8_t value[8];
     memcpy(value, v, 8);
     char *page = render(&h);
-    cr_assert_eq(sample(page, "sluice_client_rtt_seconds_count"), 0);
+    cr_assert_eq(ts_prom_sample(page, "sluice_client_rtt_seconds_count"), 0);
     free(page);
     h_send_capsule(&h, s, CAPSULE_PONG, value, 8);
     cr_assert(h_until(&h, pong_seen, NULL, 1000), "the PONG was not counted");
     page = render(&h);
-    cr_assert_eq(sample(page, "sluice_client_rtt_seconds_count"), 1);
-    cr_assert_gt(sample(page, "sluice_client_rtt_seconds_sum"), 0);
+    cr_assert_eq(ts_prom_sample(page, "sluice_client_rtt_seconds_count"), 1);
+    cr_assert_gt(ts_prom_sample(page, "sluice_client_rtt_seconds_sum"), 0);
     free(page);
     h_fini(&h);
 }

@@ -77,16 +77,6 @@ static long get(const char *path, ts_curl_reply_t *r)
     return status;
 }
 
-/* The value of the exact series on a page, or -1 when absent. */
-static double sample(const char *page, const char *series)
-{
-    size_t n = strlen(series);
-    for (const char *p = page; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
-        if (!strncmp(p, series, n) && p[n] == ' ')
-            return strtod(p + n + 1, NULL);
-    return -1;
-}
-
 /* Scrapes until series reaches want (counters only grow) or the deadline. */
 static double wait_sample(const char *series, double want)
 {
@@ -95,7 +85,7 @@ static double wait_sample(const char *series, double want)
     int64_t deadline = ts_deadline(ts_ms(10000));
     while (ts_now_ms() < deadline) {
         cr_assert_eq(get("/metrics", &r), 200);
-        if ((v = sample(r.body, series)) >= want)
+        if ((v = ts_prom_sample(r.body, series)) >= want)
             break;
         usleep(20 * 1000); /* poll interval of a condition with a deadline */
     }
@@ -114,14 +104,7 @@ static int tunnel(ts_h2raw_t *h, int32_t id)
     cr_assert_eq(ts_cred_mint(CRED_SHA1, "s1", 600, NULL, username, sizeof username, cred,
                               sizeof cred),
                  0);
-#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), strlen(n), strlen(v), NGHTTP2_NV_FLAG_NONE}
-    nghttp2_nv nva[] = {
-        NV(":method", "POST"),           NV(":scheme", "https"),
-        NV(":authority", "sluice"),      NV(":path", ACME_PATH),
-        NV("tunnel-username", username), NV("tunnel-credential", cred),
-    };
-#undef NV
-    cr_assert_eq(ts_h2raw_headers(h, id, nva, 6, 0), 0, "%s", h->err);
+    cr_assert_eq(ts_h2raw_request(h, id, ACME_PATH, username, cred, 0), 0, "%s", h->err);
     return ts_h2raw_wait_status(h, id, ts_deadline(ts_ms(10000)));
 }
 
@@ -167,14 +150,14 @@ Test(metrics, a_call_is_counted_promtool_accepts_the_page_and_prometheus_scrapes
     static ts_curl_reply_t m;
     cr_assert_eq(get("/metrics", &m), 200);
     cr_assert_lt(m.len, sizeof m.body - 1, "the page was cut by the test's buffer");
-    cr_assert_eq(sample(m.body, "sluice_packets_total{tenant=\"acme\",kind=\"sfu\",direction=\"down\"}"),
+    cr_assert_eq(ts_prom_sample(m.body, "sluice_packets_total{tenant=\"acme\",kind=\"sfu\",direction=\"down\"}"),
                  CALL_PACKETS);
-    cr_assert_eq(sample(m.body, "sluice_tunnels_open{tenant=\"acme\",kind=\"sfu\"}"), 1);
-    cr_assert_eq(sample(m.body, "sluice_connections_open"), 1);
-    cr_assert_eq(sample(m.body, "sluice_backend_up{backend=\"builtin:echo\"}"), 1);
-    cr_assert_eq(sample(m.body, "sluice_packet_residence_seconds_count{direction=\"up\"}"),
+    cr_assert_eq(ts_prom_sample(m.body, "sluice_tunnels_open{tenant=\"acme\",kind=\"sfu\"}"), 1);
+    cr_assert_eq(ts_prom_sample(m.body, "sluice_connections_open"), 1);
+    cr_assert_eq(ts_prom_sample(m.body, "sluice_backend_up{backend=\"builtin:echo\"}"), 1);
+    cr_assert_eq(ts_prom_sample(m.body, "sluice_packet_residence_seconds_count{direction=\"up\"}"),
                  CALL_PACKETS);
-    cr_assert_eq(sample(m.body, "sluice_tenant_store_up{store=\"inline\"}"), 1);
+    cr_assert_eq(ts_prom_sample(m.body, "sluice_tenant_store_up{store=\"inline\"}"), 1);
     cr_assert_null(strstr(m.body, "tenant=\"beta\""), "a tenant without tunnels has no series");
 
     FILE *f = popen("promtool check metrics", "w");

@@ -89,6 +89,15 @@ int ts_prometheus_query(const ts_prometheus_t *p, const char *promql, char *valu
     return -1;
 }
 
+double ts_prom_sample(const char *page, const char *series)
+{
+    size_t n = strlen(series);
+    for (const char *p = page; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+        if (!strncmp(p, series, n) && p[n] == ' ')
+            return strtod(p + n + 1, NULL);
+    return -1;
+}
+
 void ts_prometheus_dispose(ts_prometheus_t *p)
 {
     if (p->proc.pid > 0 && !p->proc.reaped) {

@@ -35,6 +35,10 @@ int ts_prometheus_start(ts_prometheus_t *p, const char *target, int64_t deadline
 int ts_prometheus_query(const ts_prometheus_t *p, const char *promql, char *value, size_t cap,
                         int64_t deadline);
 
+/* The value of the sample whose name and labels are exactly series on a
+ * /metrics page, or -1 when the page has no such line. */
+double ts_prom_sample(const char *page, const char *series);
+
 /* Stops it (SIGTERM by PID, SIGKILL after the deadline) and removes its
  * directory. Idempotent. */
 void ts_prometheus_dispose(ts_prometheus_t *p);

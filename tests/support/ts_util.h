@@ -65,4 +65,8 @@ int ts_appendf(char *out, size_t cap, size_t *pos, const char *fmt, ...)
  * with *out set, or -1 (not a number, trailing text, out of range). */
 int ts_parse_long(const char *s, long lo, long hi, long *out);
 
+/* The CPU's "model name" from /proc/cpuinfo into out, or "unknown" (for
+ * benchmark reports). Returns out. */
+const char *ts_cpu_model(char *out, size_t cap);
+
 #endif
