@@ -158,19 +158,21 @@ Test(metrics, tunnels_by_fallback_and_route, .timeout = 30)
     char *page = render(&h);
 #define FB(t, r) "sluice_tunnels_by_fallback_total{tenant=\"" t "\",kind=\"sfu\",reason=\"" r "\"}"
 #define RT(t, r) "sluice_tunnels_by_route_total{tenant=\"" t "\",kind=\"sfu\",route=\"" r "\"}"
-    cr_expect_eq(sample(page, FB("acme", "udp_blocked")), 2);
-    cr_expect_eq(sample(page, FB("acme", "forced")), 1);
-    cr_expect_eq(sample(page, FB("acme", "other")), 1);
-    cr_expect_eq(sample(page, FB("acme", "none")), 1);
-    cr_expect_eq(sample(page, FB("acme", "no_answer")), 0);
-    cr_expect_eq(sample(page, FB("acme", "direct_silent")), 0);
-    cr_expect_eq(sample(page, FB("other", "direct_silent")), 1);
-    cr_expect_eq(sample(page, RT("acme", "direct")), 2);
-    cr_expect_eq(sample(page, RT("acme", "proxy")), 1);
-    cr_expect_eq(sample(page, RT("acme", "other")), 1);
-    cr_expect_eq(sample(page, RT("acme", "none")), 1);
-    cr_expect_eq(sample(page, RT("other", "proxy")), 1);
-    cr_expect_eq(sample(page, "sluice_tunnels_opened_total{tenant=\"acme\",kind=\"sfu\"}"), 5);
+    static const struct {
+        const char *series;
+        double want;
+    } want[] = {
+        {FB("acme", "udp_blocked"), 2}, {FB("acme", "forced"), 1},
+        {FB("acme", "other"), 1},       {FB("acme", "none"), 1},
+        {FB("acme", "no_answer"), 0},   {FB("acme", "direct_silent"), 0},
+        {FB("other", "direct_silent"), 1},
+        {RT("acme", "direct"), 2},      {RT("acme", "proxy"), 1},
+        {RT("acme", "other"), 1},       {RT("acme", "none"), 1},
+        {RT("other", "proxy"), 1},
+        {"sluice_tunnels_opened_total{tenant=\"acme\",kind=\"sfu\"}", 5},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++)
+        cr_expect_eq(sample(page, want[i].series), want[i].want, "%s", want[i].series);
 #undef FB
 #undef RT
     cr_assert_null(strstr(page, "evil"), "a client's text became a label");

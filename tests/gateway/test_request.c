@@ -201,6 +201,19 @@ Test(request, unknown_tenant_is_indistinguishable_from_wrong_secret)
     cr_assert_eq(route(&h, &wrong, &t), 401);
 }
 
+/* POST /v1/tunnel/acme/sfu with these credential fields (NULL: absent). */
+static void bare(req_headers_t *h, const char *user, const char *cred)
+{
+    memset(h, 0, sizeof *h);
+    hdr(h, ":method", "POST");
+    hdr(h, ":scheme", "https");
+    hdr(h, ":path", "/v1/tunnel/acme/sfu");
+    if (user)
+        hdr(h, "tunnel-username", user);
+    if (cred)
+        hdr(h, "tunnel-credential", cred);
+}
+
 /* Each 401 has its cause for operators; the client's text stays the same
  * for an unknown tenant, a wrong secret and an expiry too far ahead. */
 Test(request, auth_failure_reasons)
@@ -231,11 +244,7 @@ Test(request, auth_failure_reasons)
         cr_expect_str_eq(why, cases[i].text, "case %zu", i);
     }
 
-    memset(&h, 0, sizeof h);
-    hdr(&h, ":method", "POST");
-    hdr(&h, ":scheme", "https");
-    hdr(&h, ":path", "/v1/tunnel/acme/sfu");
-    hdr(&h, "tunnel-username", "1700000060:alice");
+    bare(&h, "1700000060:alice", NULL);
     cr_assert_eq(route(&h, &why, &t), 401);
     cr_expect_eq(auth, AUTH_FAIL_MISSING, "no tunnel-credential");
     hdr(&h, "tunnel-credential", "not base64!");
@@ -243,24 +252,14 @@ Test(request, auth_failure_reasons)
     cr_expect_eq(auth, AUTH_FAIL_MALFORMED, "credential not base64");
     cr_expect_str_eq(why, "invalid credentials");
 
-    memset(&h, 0, sizeof h);
-    hdr(&h, ":method", "POST");
-    hdr(&h, ":scheme", "https");
-    hdr(&h, ":path", "/v1/tunnel/acme/sfu");
-    hdr(&h, "tunnel-username", "soon:alice");
-    hdr(&h, "tunnel-credential", "AAAA");
+    bare(&h, "soon:alice", "AAAA");
     cr_assert_eq(route(&h, &why, &t), 401);
     cr_expect_eq(auth, AUTH_FAIL_MALFORMED, "malformed username");
 
     char big[REQ_CREDENTIAL_MAX + 2];
     memset(big, 'A', sizeof big - 1);
     big[sizeof big - 1] = '\0';
-    memset(&h, 0, sizeof h);
-    hdr(&h, ":method", "POST");
-    hdr(&h, ":scheme", "https");
-    hdr(&h, ":path", "/v1/tunnel/acme/sfu");
-    hdr(&h, "tunnel-username", "1700000060:alice");
-    hdr(&h, "tunnel-credential", big);
+    bare(&h, "1700000060:alice", big);
     cr_assert_eq(route(&h, &why, &t), 401);
     cr_expect_eq(auth, AUTH_FAIL_MALFORMED, "over-long credential");
     cr_expect_str_eq(why, "invalid credentials");
