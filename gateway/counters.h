@@ -93,6 +93,60 @@ static inline const char *tls_fail_name(enum tls_fail f)
     return (unsigned)f < TLS_FAIL_COUNT ? names[f] : "other";
 }
 
+/* Why the client took the tunnel: its tunnel-fallback header
+ * (proto/README.md §2.1). NONE: absent; OTHER: a value not in this list.
+ * The names from FALLBACK_FORCED on are the wire values. */
+enum fallback {
+    FALLBACK_NONE = 0,
+    FALLBACK_OTHER,
+    FALLBACK_FORCED,        /* the client was not set up to try direct UDP */
+    FALLBACK_UDP_BLOCKED,   /* its host refused to send UDP (firewall, no route) */
+    FALLBACK_UDP_REFUSED,   /* ICMP port unreachable from the backend's address */
+    FALLBACK_NO_ANSWER,     /* no STUN answer within the client's budget */
+    FALLBACK_DIRECT_SILENT, /* a direct flow went silent mid-call */
+    FALLBACK_UDP_ERROR,     /* the client could not run its UDP check */
+    FALLBACK_COUNT
+};
+
+static inline const char *fallback_name(enum fallback f)
+{
+    static const char *const names[FALLBACK_COUNT] = {
+        "none",        "other",      "forced",        "udp_blocked",
+        "udp_refused", "no_answer",  "direct_silent", "udp_error",
+    };
+    return (unsigned)f < FALLBACK_COUNT ? names[f] : "other";
+}
+
+/* How the client reached the gateway: its tunnel-route header, same rules. */
+enum route { ROUTE_NONE = 0, ROUTE_OTHER, ROUTE_DIRECT, ROUTE_PROXY, ROUTE_COUNT };
+
+static inline const char *route_name(enum route r)
+{
+    static const char *const names[ROUTE_COUNT] = {"none", "other", "direct", "proxy"};
+    return (unsigned)r < ROUTE_COUNT ? names[r] : "other";
+}
+
+/* Why a request got 401 (request_route). The client's 401 text does not say
+ * which of the last three it was; only operators see them apart. */
+enum auth_fail {
+    AUTH_FAIL_NONE = -1,
+    AUTH_FAIL_MISSING = 0,   /* no tunnel-username or tunnel-credential */
+    AUTH_FAIL_MALFORMED,     /* username or credential not in its syntax, or over-long */
+    AUTH_FAIL_EXPIRED,       /* the username's expiry has passed */
+    AUTH_FAIL_TOO_FAR,       /* expiry beyond the tenant's max_ttl */
+    AUTH_FAIL_UNKNOWN_TENANT,
+    AUTH_FAIL_BAD_SIGNATURE, /* no secret of the tenant produces the credential */
+    AUTH_FAIL_COUNT
+};
+
+static inline const char *auth_fail_name(enum auth_fail a)
+{
+    static const char *const names[AUTH_FAIL_COUNT] = {
+        "missing", "malformed", "expired", "expiry_too_far", "unknown_tenant", "bad_signature",
+    };
+    return (unsigned)a < AUTH_FAIL_COUNT ? names[a] : "unknown";
+}
+
 typedef struct tunnel_counters {
     uint64_t up_packets, up_bytes;     /* client -> backend, delivered to the socket */
     uint64_t down_packets, down_bytes; /* backend -> client, written into the stream */
@@ -112,6 +166,7 @@ typedef struct server_counters {
     uint64_t conns_closed[CONN_END_COUNT];
     uint64_t tunnels_opened, tunnels_active;
     uint64_t requests_rejected[8]; /* 400 401 403 404 405 503 410 429, see request.h */
+    uint64_t auth_failures[AUTH_FAIL_COUNT]; /* of the 401s, by reason */
     uint64_t protocol_errors;
     uint64_t header_overflows;     /* header blocks over the advertised list size or field count */
     uint64_t conns_calmed;         /* GOAWAY(ENHANCE_YOUR_CALM): frame budget or header abuse */

@@ -118,6 +118,12 @@ static void render_requests(prom_buf_t *b, const server_counters_t *c)
         l[0].value = rejected_status[i];
         prom_u64(b, "sluice_http_responses_total", l, 1, c->requests_rejected[i]);
     }
+    prom_family(b, "sluice_auth_failures_total", PROM_COUNTER,
+                "Tunnel requests refused with 401, by reason (the client is not told which).");
+    for (int a = 0; a < AUTH_FAIL_COUNT; a++) {
+        prom_label_t k[] = {{"reason", auth_fail_name((enum auth_fail)a)}};
+        prom_u64(b, "sluice_auth_failures_total", k, 1, c->auth_failures[a]);
+    }
     prom_family(b, "sluice_sessions_total", PROM_COUNTER,
                 "Resumable sessions by event (proto/README.md section 8.1).");
     const struct {
@@ -145,6 +151,36 @@ static const char *close_slot_name(size_t slot)
     return slot < STATS_CLOSE_SLOTS ? names[slot] : "other";
 }
 
+/* The relay share: why clients needed the tunnel, and how they reached us
+ * (the shim's tunnel-fallback and tunnel-route, proto/README.md §2.1). */
+static void render_relay_share(prom_buf_t *b, const stats_table_t *st)
+{
+    prom_family(b, "sluice_tunnels_by_fallback_total", PROM_COUNTER,
+                "Tunnels opened, by tenant, kind and the client's reason for the tunnel "
+                "(\"none\": not reported).");
+    for (size_t i = 0; i < st->n; i++) {
+        const stats_entry_t *e = st->v[i];
+        for (int f = 0; f < FALLBACK_COUNT; f++) {
+            prom_label_t l[] = {{"tenant", e->tenant},
+                                {"kind", config_kind_name(e->kind)},
+                                {"reason", fallback_name((enum fallback)f)}};
+            prom_u64(b, "sluice_tunnels_by_fallback_total", l, 3, e->by_fallback[f]);
+        }
+    }
+    prom_family(b, "sluice_tunnels_by_route_total", PROM_COUNTER,
+                "Tunnels opened, by tenant, kind and the client's route to the gateway "
+                "(direct or through a proxy; \"none\": not reported).");
+    for (size_t i = 0; i < st->n; i++) {
+        const stats_entry_t *e = st->v[i];
+        for (int r = 0; r < ROUTE_COUNT; r++) {
+            prom_label_t l[] = {{"tenant", e->tenant},
+                                {"kind", config_kind_name(e->kind)},
+                                {"route", route_name((enum route)r)}};
+            prom_u64(b, "sluice_tunnels_by_route_total", l, 3, e->by_route[r]);
+        }
+    }
+}
+
 static void render_tenants(prom_buf_t *b, const stats_table_t *st)
 {
     prom_family(b, "sluice_tunnels_open", PROM_GAUGE,
@@ -161,6 +197,7 @@ static void render_tenants(prom_buf_t *b, const stats_table_t *st)
         prom_label_t l[] = {{"tenant", e->tenant}, {"kind", config_kind_name(e->kind)}};
         prom_u64(b, "sluice_tunnels_opened_total", l, 2, e->opened);
     }
+    render_relay_share(b, st);
     prom_family(b, "sluice_tunnels_closed_total", PROM_COUNTER,
                 "Tunnels ended, by tenant, kind and CLOSE code (\"none\": the stream or "
                 "connection went without one).");

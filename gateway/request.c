@@ -19,6 +19,8 @@ static const struct {
     [REQ_CREDENTIAL] = {"tunnel-credential", 17, offsetof(req_headers_t, credential),
                         REQ_CREDENTIAL_MAX},
     [REQ_RESUME] = {"tunnel-resume", 13, offsetof(req_headers_t, resume), TOKEN_TEXT_LEN},
+    [REQ_FALLBACK] = {"tunnel-fallback", 15, offsetof(req_headers_t, fallback), REQ_REPORT_MAX},
+    [REQ_ROUTE] = {"tunnel-route", 12, offsetof(req_headers_t, route), REQ_REPORT_MAX},
 };
 
 void request_add_header(req_headers_t *h, const uint8_t *name, size_t namelen,
@@ -86,10 +88,60 @@ static int parse_query(span_t query, span_t *region)
         return (status);                                                                       \
     } while (0)
 
+#define REJECT_AUTH(why, text)                                                                 \
+    do {                                                                                       \
+        *auth = (why);                                                                         \
+        REJECT(401, text);                                                                     \
+    } while (0)
+
+/* Values are matched against the label names themselves, so the wire list
+ * and the metric's label values cannot drift apart; "none" and "other" are
+ * labels, not wire values. */
+enum fallback request_fallback_parse(const char *value)
+{
+    for (int f = FALLBACK_FORCED; f < FALLBACK_COUNT; f++)
+        if (strcmp(value, fallback_name((enum fallback)f)) == 0)
+            return (enum fallback)f;
+    return FALLBACK_OTHER;
+}
+
+enum route request_route_parse(const char *value)
+{
+    for (int r = ROUTE_DIRECT; r < ROUTE_COUNT; r++)
+        if (strcmp(value, route_name((enum route)r)) == 0)
+            return (enum route)r;
+    return ROUTE_OTHER;
+}
+
+/* A report header: absent is NONE, anything unusable OTHER. */
+static int report(const req_headers_t *h, enum req_field f, const char *value, int none,
+                  int other, int (*parse)(const char *))
+{
+    unsigned bit = 1u << f;
+    if (!(h->present & bit))
+        return none;
+    if ((h->too_long | h->repeated) & bit)
+        return other;
+    return parse(value);
+}
+
+static int parse_fallback(const char *v)
+{
+    return (int)request_fallback_parse(v);
+}
+
+static int parse_route(const char *v)
+{
+    return (int)request_route_parse(v);
+}
+
 int request_route(const config_t *cfg, const req_headers_t *h, uint64_t now,
-                  req_target_t *target, const char **reason)
+                  req_target_t *target, const char **reason, enum auth_fail *auth)
 {
     static const char bad_cred[] = "invalid credentials";
+    /* Reports are counted, never judged: repeating them is not an error. */
+    const unsigned reports = (1u << REQ_FALLBACK) | (1u << REQ_ROUTE);
+    *auth = AUTH_FAIL_NONE;
     span_t tenant_id, kind_name, query, region_name;
 
     if (!(h->present & (1u << REQ_PATH)) || (h->too_long & (1u << REQ_PATH)))
@@ -101,7 +153,7 @@ int request_route(const config_t *cfg, const req_headers_t *h, uint64_t now,
         REJECT(404, "unknown tunnel kind; use sfu or turn");
     if (strcmp(h->method, "POST") != 0)
         REJECT(405, "method not allowed; open a tunnel with POST");
-    if (h->repeated)
+    if (h->repeated & ~reports)
         REJECT(400, "request header repeated");
     if (strcmp(h->scheme, "https") != 0)
         REJECT(400, ":scheme must be https");
@@ -117,19 +169,20 @@ int request_route(const config_t *cfg, const req_headers_t *h, uint64_t now,
 
     unsigned need = (1u << REQ_USERNAME) | (1u << REQ_CREDENTIAL);
     if ((h->present & need) != need)
-        REJECT(401, "missing tunnel-username or tunnel-credential header");
+        REJECT_AUTH(AUTH_FAIL_MISSING, "missing tunnel-username or tunnel-credential header");
     if (h->too_long & need)
-        REJECT(401, bad_cred);
+        REJECT_AUTH(AUTH_FAIL_MALFORMED, bad_cred);
     uint64_t expiry;
     const char *user;
     size_t user_len;
     size_t ulen = strlen(h->username);
     if (cred_parse_username(h->username, ulen, &expiry, &user, &user_len) != CRED_OK)
-        REJECT(401, "malformed tunnel-username; expected <expiry-unix-seconds>[:<user-id>]");
+        REJECT_AUTH(AUTH_FAIL_MALFORMED,
+                    "malformed tunnel-username; expected <expiry-unix-seconds>[:<user-id>]");
     /* Expiry is judged before the tenant is looked up, so "expired" says
      * nothing about whether the tenant exists. */
     if (expiry <= now)
-        REJECT(401, "credential expired");
+        REJECT_AUTH(AUTH_FAIL_EXPIRED, "credential expired");
 
     /* The same work whether the tenant exists or not, however many secrets it
      * has and however far ahead the expiry is: cfg->max_secrets HMACs, all
@@ -139,8 +192,14 @@ int request_route(const config_t *cfg, const req_headers_t *h, uint64_t now,
     int rc = cred_check_padded(t ? t->hash : cfg->decoy_hash, t ? t->secrets : NULL,
                                t ? t->nsecrets : 0, h->username, ulen, h->credential,
                                strlen(h->credential), now, t ? t->max_ttl : 0, cfg->max_secrets);
-    if (!t || rc != CRED_OK)
-        REJECT(401, bad_cred);
+    if (rc == CRED_ERR_MALFORMED) /* the credential is not base64 */
+        REJECT_AUTH(AUTH_FAIL_MALFORMED, bad_cred);
+    if (!t) /* the decoy's result (too far: max_ttl 0) says nothing */
+        REJECT_AUTH(AUTH_FAIL_UNKNOWN_TENANT, bad_cred);
+    if (rc == CRED_ERR_TOO_FAR)
+        REJECT_AUTH(AUTH_FAIL_TOO_FAR, bad_cred);
+    if (rc != CRED_OK)
+        REJECT_AUTH(AUTH_FAIL_BAD_SIGNATURE, bad_cred);
 
     if (!(t->kinds & (1u << kind)))
         REJECT(403, "tunnel kind not allowed for this tenant");
@@ -164,6 +223,10 @@ int request_route(const config_t *cfg, const req_headers_t *h, uint64_t now,
     target->resume = resume;
     if (resume)
         memcpy(target->token, token, TOKEN_BYTES);
+    target->fallback = (enum fallback)report(h, REQ_FALLBACK, h->fallback, FALLBACK_NONE,
+                                             FALLBACK_OTHER, parse_fallback);
+    target->route =
+        (enum route)report(h, REQ_ROUTE, h->route, ROUTE_NONE, ROUTE_OTHER, parse_route);
     *reason = "ok";
     return 200;
 }

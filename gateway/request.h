@@ -21,11 +21,13 @@
 #include "../proto/cred.h"
 #include "../proto/token.h"
 #include "config.h"
+#include "counters.h"
 
 #define REQ_PATH_MAX 512u
 #define REQ_METHOD_MAX 16u
 #define REQ_USERNAME_MAX CRED_USERNAME_MAX
 #define REQ_CREDENTIAL_MAX 128u
+#define REQ_REPORT_MAX 24u /* tunnel-fallback, tunnel-route: longer is "other" */
 
 enum req_field {
     REQ_METHOD = 0,
@@ -34,6 +36,8 @@ enum req_field {
     REQ_USERNAME,
     REQ_CREDENTIAL,
     REQ_RESUME,          /* tunnel-resume: a session token (proto/README.md §8.1) */
+    REQ_FALLBACK,        /* tunnel-fallback: why the client took the tunnel (§2.1) */
+    REQ_ROUTE,           /* tunnel-route: direct or through a proxy (§2.1) */
     REQ_FIELD_COUNT
 };
 
@@ -44,6 +48,8 @@ typedef struct req_headers {
     char username[REQ_USERNAME_MAX + 1];
     char credential[REQ_CREDENTIAL_MAX + 1];
     char resume[TOKEN_TEXT_LEN + 1];
+    char fallback[REQ_REPORT_MAX + 1];
+    char route[REQ_REPORT_MAX + 1];
     unsigned present;   /* bit per req_field seen */
     unsigned too_long;  /* bit per req_field whose value did not fit */
     unsigned repeated;  /* bit per req_field seen more than once */
@@ -63,12 +69,24 @@ typedef struct req_target {
     size_t user_len;
     int resume;                 /* 1: tunnel-resume named the session in token */
     uint8_t token[TOKEN_BYTES];
+    enum fallback fallback;     /* the client's report, for counting only */
+    enum route route;
 } req_target_t;
 
-/* Returns the HTTP status: 200 with *target filled (its user points into h,  which must outlive it), or an error status with
- * *reason set to a static, human-readable sentence for the response body. */
+/* Returns the HTTP status: 200 with *target filled (its user points into h,
+ * which must outlive it), or an error status with *reason set to a static,
+ * human-readable sentence for the response body. *auth is the 401's cause
+ * for operators (AUTH_FAIL_NONE for any other status); the body does not
+ * tell an unknown tenant, a bad signature and an expiry too far ahead apart.
+ * tunnel-fallback and tunnel-route never change the status: a repeated,
+ * over-long or unknown value counts as "other", an absent one as "none". */
 int request_route(const config_t *cfg, const req_headers_t *h, uint64_t now,
-                  req_target_t *target, const char **reason);
+                  req_target_t *target, const char **reason, enum auth_fail *auth);
+
+/* The fallback or route a header value names: a wire value from
+ * proto/README.md §2.1, else FALLBACK_OTHER / ROUTE_OTHER. */
+enum fallback request_fallback_parse(const char *value);
+enum route request_route_parse(const char *value);
 
 /* Index of an error status in server_counters_t.requests_rejected, or -1. */
 int request_status_index(int status);

@@ -33,6 +33,8 @@ typedef struct stats_entry {
     unsigned refs;              /* open tunnels holding it */
     uint64_t opened;            /* tunnels opened (200), resumes not counted */
     uint64_t closed[STATS_CLOSE_SLOTS];
+    uint64_t by_fallback[FALLBACK_COUNT]; /* of opened: the client's tunnel-fallback */
+    uint64_t by_route[ROUTE_COUNT];       /* of opened: the client's tunnel-route */
     tunnel_counters_t traffic;  /* packets, bytes, drops of its tunnels */
 } stats_entry_t;
 

@@ -546,8 +546,11 @@ static int open_flow(tunnel_t *t, const req_target_t *target, int *rc)
     t->kind = target->kind;
     t->state = TUNNEL_OPEN;
     tunnel_touch(t, compat_mono_ns());
-    if ((t->stats = stats_hold(env->stats, t->tenant, t->kind)) != NULL)
+    if ((t->stats = stats_hold(env->stats, t->tenant, t->kind)) != NULL) {
         t->stats->opened++;
+        t->stats->by_fallback[target->fallback]++;
+        t->stats->by_route[target->route]++;
+    }
     env_of(t)->counters->tunnels_opened++;
     env_of(t)->counters->tunnels_active++;
     ev_init(&t->timer, timer_cb);
@@ -564,15 +567,18 @@ int tunnel_start(tunnel_t *t)
     int status, rc;
     const char *reason;
     req_target_t target;
+    enum auth_fail auth = AUTH_FAIL_NONE;
     uint64_t wall_now = (uint64_t)time(NULL);
     if (t->host->refusing) {
         status = 503;
         reason = "gateway shutting down";
     } else {
         status = request_route(env->cfg ? env->cfg : t->host->cfg, req, wall_now, &target,
-                               &reason);
+                               &reason, &auth);
     }
     if (status != 200) {
+        if (auth != AUTH_FAIL_NONE)
+            env->counters->auth_failures[auth]++;
         free(req);
         return reject(t, status, reason);
     }

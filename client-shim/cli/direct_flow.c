@@ -63,13 +63,26 @@ static void dflow_free(dflow_t *df)
     free(df);
 }
 
-/* The flow goes through the tunnel; held packets follow it in order. */
-static void go_tunnel(cli_direct_t *d, shim_flow_t *f)
+/* The tunnel-fallback a UDP check's reason stands for. */
+static sluice_fallback_t check_fallback(sluice_udp_check_reason_t r)
+{
+    switch (r) {
+    case SLUICE_UDP_CHECK_NO_ANSWER: return SLUICE_FALLBACK_NO_ANSWER;
+    case SLUICE_UDP_CHECK_REFUSED: return SLUICE_FALLBACK_UDP_REFUSED;
+    case SLUICE_UDP_CHECK_BLOCKED: return SLUICE_FALLBACK_UDP_BLOCKED;
+    default: return SLUICE_FALLBACK_UDP_ERROR;
+    }
+}
+
+/* The flow goes through the tunnel, telling the gateway why; held packets
+ * follow it in order. */
+static void go_tunnel(cli_direct_t *d, shim_flow_t *f, sluice_fallback_t why)
 {
     dflow_t *df = f->direct;
     const uint8_t *p;
     size_t len;
 
+    f->fallback = why;
     if (d->ops.open_tunnel(d->ctx, f) < 0) {
         if (df)
             dflow_free(df);
@@ -104,9 +117,11 @@ static void relay_on_silent(shim_direct_relay_t *r, void *ud)
     snprintf(d->cached_detail, sizeof(d->cached_detail), "direct silent for %" PRIu32 " ms",
              d->o->direct_silence_ms);
     d->cached = -1;
+    d->cached_fallback = SLUICE_FALLBACK_DIRECT_SILENT;
     d->cached_until_ms = mono_ms() + DIRECT_CACHE_MS;
     say(f, "tunnel", "", d->cached_detail);
-    go_tunnel(d, f); /* frees df, relay included: touch neither after */
+    /* Frees df, relay included: touch neither after. */
+    go_tunnel(d, f, SLUICE_FALLBACK_DIRECT_SILENT);
 }
 
 /* The flow goes direct; held packets go out first. */
@@ -127,7 +142,7 @@ static void go_direct(cli_direct_t *d, shim_flow_t *f)
 
     if (shim_direct_relay_init(&df->relay, d->loop, &ro, err, sizeof(err)) < 0) {
         fprintf(stderr, "sluice-shim: %s; using the tunnel\n", err);
-        go_tunnel(d, f);
+        go_tunnel(d, f, SLUICE_FALLBACK_UDP_ERROR);
         return;
     }
     df->relay_up = 1;
@@ -144,6 +159,7 @@ static void check_on_done(sluice_udp_check_t *c, const sluice_udp_check_result_t
     cli_direct_t *d = ud;
 
     d->cached = r->reachable ? 1 : -1;
+    d->cached_fallback = check_fallback(r->reason);
     d->cached_until_ms = mono_ms() + DIRECT_CACHE_MS;
     snprintf(d->cached_detail, sizeof(d->cached_detail), "%s", r->detail);
     sluice_udp_check_free(c); /* deferred by the library until we return */
@@ -157,7 +173,7 @@ static void check_on_done(sluice_udp_check_t *c, const sluice_udp_check_result_t
         if (r->reachable)
             go_direct(d, f);
         else
-            go_tunnel(d, f);
+            go_tunnel(d, f, d->cached_fallback);
     }
 }
 
@@ -167,7 +183,7 @@ int cli_direct_flow_start(cli_direct_t *d, shim_flow_t *f, const uint8_t *p, siz
 
     if (d->cached < 0 && mono_ms() < d->cached_until_ms) {
         say(f, "tunnel", "cached: ", d->cached_detail);
-        go_tunnel(d, f);
+        go_tunnel(d, f, d->cached_fallback);
         if (f->state != SHIM_FLOW_ACTIVE || !f->tunnel)
             return -1;
         sluice_tunnel_send(f->tunnel, p, len);
@@ -204,7 +220,7 @@ int cli_direct_flow_start(cli_direct_t *d, shim_flow_t *f, const uint8_t *p, siz
         if (!d->check) {
             fprintf(stderr, "sluice-shim: %s\n", err);
             say(f, "tunnel", "", "no udp check");
-            go_tunnel(d, f);
+            go_tunnel(d, f, SLUICE_FALLBACK_UDP_ERROR);
         }
     }
     return 0;

@@ -5,7 +5,8 @@
  * runs; its packets are held meanwhile (bounded). The answer sends the flow
  * direct (a shim_direct_relay_t to the address) or through the tunnel. The
  * decision is cached for DIRECT_CACHE_MS, so later flows do not pay the
- * budget. A direct flow that goes silent moves to the tunnel.
+ * budget. A direct flow that goes silent moves to the tunnel. Every tunnel
+ * it opens tells the gateway why (f->fallback, sent as tunnel-fallback).
  *
  * stdout lines (flushed at once):
  *   sluice-shim flow <src> direct (<check detail>)
@@ -47,6 +48,7 @@ typedef struct cli_direct {
     int cached;                /* 1 direct, -1 tunnel, 0 nothing cached */
     uint64_t cached_until_ms;
     char cached_detail[128];
+    sluice_fallback_t cached_fallback; /* with cached -1: the tunnel-fallback it means */
     uint64_t held_dropped;     /* held packets evicted (bound reached) */
 } cli_direct_t;
 

@@ -255,6 +255,8 @@ static int flow_open_tunnel(cli_t *cli, shim_flow_t *f)
         .media_queue_bytes = o->queue_bytes,
         .signal_queue_bytes = o->queue_bytes,
         .ping_interval_ms = o->ping_interval_ms,
+        /* Without --direct the tunnel is the only way configured. */
+        .fallback = f->fallback ? f->fallback : SLUICE_FALLBACK_FORCED,
         .on_open = tun_on_open,
         .on_packet = tun_on_packet,
         .on_close = tun_on_close,

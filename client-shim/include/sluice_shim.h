@@ -247,6 +247,21 @@ int sluice_client_set_credential(sluice_client_t *client, const char *username,
 
 /* ---------------------------------------------------------------- tunnels */
 
+/* Why the application uses a tunnel rather than plain UDP to the backend,
+ * sent to the gateway as tunnel-fallback (proto/README.md §2.1) so that its
+ * operator sees what share of calls needed the relay and why. A report
+ * only: it changes nothing in how the tunnel works. With a UDP check
+ * (below), its result's reason gives the value. */
+typedef enum sluice_fallback {
+    SLUICE_FALLBACK_UNSET = 0,     /* not reported: no header */
+    SLUICE_FALLBACK_FORCED,        /* direct UDP was not tried (not configured, or off) */
+    SLUICE_FALLBACK_UDP_BLOCKED,   /* the check ended SLUICE_UDP_CHECK_BLOCKED */
+    SLUICE_FALLBACK_UDP_REFUSED,   /* ... SLUICE_UDP_CHECK_REFUSED */
+    SLUICE_FALLBACK_NO_ANSWER,     /* ... SLUICE_UDP_CHECK_NO_ANSWER */
+    SLUICE_FALLBACK_DIRECT_SILENT, /* a direct flow went silent mid-call */
+    SLUICE_FALLBACK_UDP_ERROR,     /* ... SLUICE_UDP_CHECK_ERROR, or no check could run */
+} sluice_fallback_t;
+
 typedef struct sluice_tunnel_opts {
     const char *tenant;     /* required; 1 to 64 of [A-Za-z0-9._-] (proto/name.h) */
     const char *kind;       /* required: "sfu" or "turn" (any token is sent as given) */
@@ -266,6 +281,10 @@ typedef struct sluice_tunnel_opts {
     /* PING capsule (keepalive through proxies, RTT) every this many ms
      * (0: 20000; UINT32_MAX: never). */
     uint32_t ping_interval_ms;
+    /* Sent as tunnel-fallback on every request of the tunnel (opens and
+     * resumes; the gateway counts opens). The route to the gateway goes
+     * along by itself as tunnel-route: direct or proxy. */
+    sluice_fallback_t fallback;
 
     /* The gateway answered 200: the tunnel carries packets both ways. Called
      * again after each resume or re-open on a new connection (see the stats'

@@ -221,10 +221,26 @@ int shim_h2__session_new(sluice_client_t *c, char *err, size_t errlen)
         (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE | (fl) \
     }
 
+/* The tunnel-fallback token of f (proto/README.md §2.1), or NULL. */
+static const char *fallback_token(sluice_fallback_t f)
+{
+    static const char *const names[] = {
+        [SLUICE_FALLBACK_FORCED] = "forced",
+        [SLUICE_FALLBACK_UDP_BLOCKED] = "udp_blocked",
+        [SLUICE_FALLBACK_UDP_REFUSED] = "udp_refused",
+        [SLUICE_FALLBACK_NO_ANSWER] = "no_answer",
+        [SLUICE_FALLBACK_DIRECT_SILENT] = "direct_silent",
+        [SLUICE_FALLBACK_UDP_ERROR] = "udp_error",
+    };
+    return (unsigned)f < sizeof(names) / sizeof(names[0]) ? names[f] : NULL;
+}
+
 int shim_h2__submit(sluice_tunnel_t *t)
 {
     sluice_client_t *c = t->client;
-    const nghttp2_nv nva[] = {
+    const char *fallback = fallback_token(t->_cb.fallback);
+    const proxy_route_t *route = c->_dial.route;
+    nghttp2_nv nva[10] = {
         NV(":method", "POST", 0),
         NV(":scheme", "https", 0),
         NV(":authority", c->_authority, 0),
@@ -234,11 +250,16 @@ int shim_h2__submit(sluice_tunnel_t *t)
         NV("tunnel-username", c->_cred_user ? c->_cred_user : t->_username, 0),
         /* RFC 7541 §7.1.3: keep the secret out of the HPACK tables. */
         NV("tunnel-credential", c->_cred ? c->_cred : t->_credential, NGHTTP2_NV_FLAG_NO_INDEX),
-        /* proto/README.md §8.1: re-attach the parked session; last, so
-         * that a request without it is the same as before. */
-        NV("tunnel-resume", t->_token, NGHTTP2_NV_FLAG_NO_INDEX),
     };
-    size_t nvlen = sizeof(nva) / sizeof(nva[0]) - (t->_token[0] ? 0 : 1);
+    size_t nvlen = 7;
+    /* proto/README.md §2.1: reports for the operator's relay share. */
+    if (fallback)
+        nva[nvlen++] = (nghttp2_nv)NV("tunnel-fallback", fallback, 0);
+    if (route)
+        nva[nvlen++] = (nghttp2_nv)NV("tunnel-route", route->direct ? "direct" : "proxy", 0);
+    /* proto/README.md §8.1: re-attach the parked session. */
+    if (t->_token[0])
+        nva[nvlen++] = (nghttp2_nv)NV("tunnel-resume", t->_token, NGHTTP2_NV_FLAG_NO_INDEX);
     nghttp2_data_provider body = {.source.ptr = t, .read_callback = h2_read_body};
     int32_t id = nghttp2_submit_request(c->_h2, NULL, nva, nvlen, &body, t);
 

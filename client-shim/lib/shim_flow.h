@@ -42,6 +42,7 @@ typedef struct shim_flow {
     void *owner;       /* the table's user (the CLI) */
     enum shim_flow_mode mode;
     void *direct;      /* CHECKING / DIRECT: the direct-flow state; NULL otherwise */
+    sluice_fallback_t fallback; /* why its tunnel, when it has one (UNSET: no --direct) */
 } shim_flow_t;
 
 typedef struct shim_flowtab {

@@ -95,6 +95,116 @@ Test(metrics, a_refusal_is_a_status_not_a_tenant)
     h_fini(&h);
 }
 
+/* A tunnel request with the given header fields (NULL: left out); user and
+ * cred default to a good credential for the harness' tenants. */
+static int open_with(harness_t *h, const char *path, const char *user, const char *cred,
+                     const char *fallback, const char *route)
+{
+    cr_assert(h->nstreams < H_STREAMS);
+    int idx = h->nstreams++;
+    h_stream_t *st = &h->streams[idx];
+    st->down = malloc(H_BODY_CAP);
+    char u[64], c[CRED_B64_MAX + 1];
+    snprintf(u, sizeof u, "%lld:m", (long long)time(NULL) + 600);
+    cr_assert(cred_sign(CRED_SHA1, (const uint8_t *)H_SECRET, strlen(H_SECRET), u, strlen(u), c,
+                        sizeof c) > 0);
+    const char *names[] = {":method", ":scheme", ":authority", ":path", "tunnel-username",
+                           "tunnel-credential", "tunnel-fallback", "tunnel-route"};
+    const char *values[] = {"POST", "https", "harness", path, user ? user : u,
+                            cred ? cred : c, fallback, route};
+    nghttp2_nv nva[8];
+    size_t n = 0;
+    for (size_t i = 0; i < 8; i++) {
+        if (!values[i] || !*values[i])
+            continue;
+        nva[n++] = (nghttp2_nv){(uint8_t *)names[i], (uint8_t *)values[i], strlen(names[i]),
+                                strlen(values[i]), NGHTTP2_NV_FLAG_NONE};
+    }
+    nghttp2_data_provider body = {.source.ptr = st, .read_callback = h_body};
+    st->id = nghttp2_submit_request(h->client, NULL, nva, n, &body, NULL);
+    cr_assert(st->id > 0);
+    h_pump(h);
+    return idx;
+}
+
+/* The relay share: tunnels counted by the client's tunnel-fallback and
+ * tunnel-route on their tenant and kind; an unknown value is "other", an
+ * absent one "none", and never a label of its own. */
+Test(metrics, tunnels_by_fallback_and_route, .timeout = 30)
+{
+    harness_t h;
+    h_init(&h, "", 0);
+    const struct {
+        const char *path, *fallback, *route;
+    } opens[] = {
+        {ACME, "udp_blocked", "direct"}, {ACME, "udp_blocked", "proxy"},
+        {ACME, "forced", "direct"},      {ACME, "evil\"label", "carrier-pigeon"},
+        {ACME, NULL, NULL},              {OTHER, "direct_silent", "proxy"},
+    };
+    for (size_t i = 0; i < sizeof opens / sizeof *opens; i++) {
+        int x = open_with(&h, opens[i].path, NULL, NULL, opens[i].fallback, opens[i].route);
+        cr_assert_eq(h.streams[x].status, 200, "open %zu", i);
+    }
+    char *page = render(&h);
+#define FB(t, r) "sluice_tunnels_by_fallback_total{tenant=\"" t "\",kind=\"sfu\",reason=\"" r "\"}"
+#define RT(t, r) "sluice_tunnels_by_route_total{tenant=\"" t "\",kind=\"sfu\",route=\"" r "\"}"
+    static const struct {
+        const char *series;
+        double want;
+    } want[] = {
+        {FB("acme", "udp_blocked"), 2}, {FB("acme", "forced"), 1},
+        {FB("acme", "other"), 1},       {FB("acme", "none"), 1},
+        {FB("acme", "no_answer"), 0},   {FB("acme", "direct_silent"), 0},
+        {FB("other", "direct_silent"), 1},
+        {RT("acme", "direct"), 2},      {RT("acme", "proxy"), 1},
+        {RT("acme", "other"), 1},       {RT("acme", "none"), 1},
+        {RT("other", "proxy"), 1},
+        {"sluice_tunnels_opened_total{tenant=\"acme\",kind=\"sfu\"}", 5},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++)
+        cr_expect_eq(sample(page, want[i].series), want[i].want, "%s", want[i].series);
+#undef FB
+#undef RT
+    cr_assert_null(strstr(page, "evil"), "a client's text became a label");
+    cr_assert_null(strstr(page, "pigeon"), "a client's text became a label");
+    promtool_accepts(page);
+    free(page);
+    h_fini(&h);
+}
+
+/* 401s by reason; the client's body does not say which. */
+Test(metrics, auth_failures_by_reason, .timeout = 30)
+{
+    harness_t h;
+    h_init(&h, "", 0);
+    char expired[32];
+    snprintf(expired, sizeof expired, "%lld:m", (long long)time(NULL) - 1);
+    int x[] = {
+        open_with(&h, "/v1/tunnel/nobody/sfu", NULL, NULL, NULL, NULL),
+        open_with(&h, ACME, NULL, "QJjVzy6hQ6LrFjiQB7BTji5igzY=", NULL, NULL),
+        open_with(&h, ACME, "soon:m", NULL, NULL, NULL),
+        open_with(&h, ACME, expired, NULL, NULL, NULL),
+    };
+    for (size_t i = 0; i < sizeof x / sizeof *x; i++)
+        cr_assert_eq(h.streams[x[i]].status, 401, "request %zu", i);
+    cr_assert_eq(h.streams[x[0]].down_len, h.streams[x[1]].down_len);
+    cr_assert(!memcmp(h.streams[x[0]].down, h.streams[x[1]].down, h.streams[x[0]].down_len),
+              "an unknown tenant and a bad signature look the same to the client");
+    char *page = render(&h);
+#define AF(r) "sluice_auth_failures_total{reason=\"" r "\"}"
+    cr_expect_eq(sample(page, AF("unknown_tenant")), 1);
+    cr_expect_eq(sample(page, AF("bad_signature")), 1);
+    cr_expect_eq(sample(page, AF("malformed")), 1);
+    cr_expect_eq(sample(page, AF("expired")), 1);
+    cr_expect_eq(sample(page, AF("missing")), 0);
+    cr_expect_eq(sample(page, AF("expiry_too_far")), 0);
+#undef AF
+    cr_expect_eq(sample(page, "sluice_http_responses_total{status=\"401\"}"), 4);
+    promtool_accepts(page);
+    free(page);
+    h_fini(&h);
+}
+
 /* Swaps in a config without tenant acme, as a reload does. */
 static void drop_acme(harness_t *h)
 {

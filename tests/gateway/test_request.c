@@ -61,9 +61,13 @@ static void make(req_headers_t *h, const char *method, const char *path, const c
     hdr(h, "tunnel-credential", cred);
 }
 
+/* request_route's 401 cause for operators, from the last call. */
+static enum auth_fail auth;
+
 static int route(const req_headers_t *h, const char **reason, req_target_t *t)
 {
-    return request_route(cfg, h, NOW, t, reason);
+    auth = (enum auth_fail)12345; /* request_route must always set it */
+    return request_route(cfg, h, NOW, t, reason, &auth);
 }
 
 Test(request, valid_request_routes_to_own_region)
@@ -197,6 +201,147 @@ Test(request, unknown_tenant_is_indistinguishable_from_wrong_secret)
     cr_assert_eq(route(&h, &wrong, &t), 401);
 }
 
+/* POST /v1/tunnel/acme/sfu with these credential fields (NULL: absent). */
+static void bare(req_headers_t *h, const char *user, const char *cred)
+{
+    memset(h, 0, sizeof *h);
+    hdr(h, ":method", "POST");
+    hdr(h, ":scheme", "https");
+    hdr(h, ":path", "/v1/tunnel/acme/sfu");
+    if (user)
+        hdr(h, "tunnel-username", user);
+    if (cred)
+        hdr(h, "tunnel-credential", cred);
+}
+
+/* Each 401 has its cause for operators; the client's text stays the same
+ * for an unknown tenant, a wrong secret and an expiry too far ahead. */
+Test(request, auth_failure_reasons)
+{
+    req_headers_t h;
+    req_target_t t;
+    const char *why;
+    static const struct {
+        const char *path, *secret;
+        uint64_t expiry;
+        enum auth_fail want;
+        const char *text;
+    } cases[] = {
+        {"/v1/tunnel/acme/sfu", "new", NOW, AUTH_FAIL_EXPIRED, "credential expired"},
+        {"/v1/tunnel/acme/sfu", "new", NOW + 3601, AUTH_FAIL_TOO_FAR, "invalid credentials"},
+        {"/v1/tunnel/acme/sfu", "wrong", NOW + 60, AUTH_FAIL_BAD_SIGNATURE,
+         "invalid credentials"},
+        {"/v1/tunnel/nosuchtenant/sfu", "new", NOW + 60, AUTH_FAIL_UNKNOWN_TENANT,
+         "invalid credentials"},
+        {"/v1/tunnel/nosuchtenant/sfu", "new", NOW + 999999, AUTH_FAIL_UNKNOWN_TENANT,
+         "invalid credentials"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        make(&h, "POST", cases[i].path, cases[i].secret, CRED_SHA1, cases[i].expiry);
+        cr_assert_eq(route(&h, &why, &t), 401, "case %zu", i);
+        cr_expect_eq(auth, cases[i].want, "case %zu: %s, want %s", i, auth_fail_name(auth),
+                     auth_fail_name(cases[i].want));
+        cr_expect_str_eq(why, cases[i].text, "case %zu", i);
+    }
+
+    bare(&h, "1700000060:alice", NULL);
+    cr_assert_eq(route(&h, &why, &t), 401);
+    cr_expect_eq(auth, AUTH_FAIL_MISSING, "no tunnel-credential");
+    hdr(&h, "tunnel-credential", "not base64!");
+    cr_assert_eq(route(&h, &why, &t), 401);
+    cr_expect_eq(auth, AUTH_FAIL_MALFORMED, "credential not base64");
+    cr_expect_str_eq(why, "invalid credentials");
+
+    bare(&h, "soon:alice", "AAAA");
+    cr_assert_eq(route(&h, &why, &t), 401);
+    cr_expect_eq(auth, AUTH_FAIL_MALFORMED, "malformed username");
+
+    char big[REQ_CREDENTIAL_MAX + 2];
+    memset(big, 'A', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    bare(&h, "1700000060:alice", big);
+    cr_assert_eq(route(&h, &why, &t), 401);
+    cr_expect_eq(auth, AUTH_FAIL_MALFORMED, "over-long credential");
+    cr_expect_str_eq(why, "invalid credentials");
+
+    /* Not a 401: no cause. */
+    make(&h, "POST", "/v1/tunnel/acme/sfu", "new", CRED_SHA1, NOW + 60);
+    cr_assert_eq(route(&h, &why, &t), 200);
+    cr_expect_eq(auth, AUTH_FAIL_NONE);
+    make(&h, "POST", "/v1/tunnel/sfuonly/turn", "s", CRED_SHA1, NOW + 60);
+    cr_assert_eq(route(&h, &why, &t), 403);
+    cr_expect_eq(auth, AUTH_FAIL_NONE);
+    make(&h, "GET", "/v1/tunnel/acme/sfu", "new", CRED_SHA1, NOW + 60);
+    cr_assert_eq(route(&h, &why, &t), 405);
+    cr_expect_eq(auth, AUTH_FAIL_NONE);
+}
+
+/* tunnel-fallback and tunnel-route (proto/README.md §2.1): the wire values
+ * map to their enum, anything else to OTHER, nothing to NONE, and neither
+ * header ever changes the status. */
+Test(request, fallback_and_route_reports)
+{
+    static const struct {
+        const char *value;
+        enum fallback want;
+    } fb[] = {
+        {"forced", FALLBACK_FORCED},
+        {"udp_blocked", FALLBACK_UDP_BLOCKED},
+        {"udp_refused", FALLBACK_UDP_REFUSED},
+        {"no_answer", FALLBACK_NO_ANSWER},
+        {"direct_silent", FALLBACK_DIRECT_SILENT},
+        {"udp_error", FALLBACK_UDP_ERROR},
+        {"none", FALLBACK_OTHER},
+        {"other", FALLBACK_OTHER},
+        {"FORCED", FALLBACK_OTHER},
+        {"forced ", FALLBACK_OTHER},
+        {"", FALLBACK_OTHER},
+        {"udp_blocked_but_longer_than_the_field", FALLBACK_OTHER},
+    };
+    req_headers_t h;
+    req_target_t t;
+    const char *why;
+    for (size_t i = 0; i < sizeof fb / sizeof *fb; i++) {
+        make(&h, "POST", "/v1/tunnel/acme/sfu", "new", CRED_SHA1, NOW + 60);
+        hdr(&h, "tunnel-fallback", fb[i].value);
+        cr_assert_eq(route(&h, &why, &t), 200, "'%s': %s", fb[i].value, why);
+        cr_expect_eq(t.fallback, fb[i].want, "'%s': got %s", fb[i].value,
+                     fallback_name(t.fallback));
+        cr_expect_eq(t.route, ROUTE_NONE);
+    }
+    static const struct {
+        const char *value;
+        enum route want;
+    } rt[] = {{"direct", ROUTE_DIRECT}, {"proxy", ROUTE_PROXY}, {"socks", ROUTE_OTHER},
+              {"none", ROUTE_OTHER}};
+    for (size_t i = 0; i < sizeof rt / sizeof *rt; i++) {
+        make(&h, "POST", "/v1/tunnel/acme/sfu", "new", CRED_SHA1, NOW + 60);
+        hdr(&h, "tunnel-route", rt[i].value);
+        cr_assert_eq(route(&h, &why, &t), 200, "'%s': %s", rt[i].value, why);
+        cr_expect_eq(t.route, rt[i].want, "'%s': got %s", rt[i].value, route_name(t.route));
+        cr_expect_eq(t.fallback, FALLBACK_NONE);
+    }
+
+    /* Repeated: counted as other, not refused as a repeated header is. */
+    make(&h, "POST", "/v1/tunnel/acme/sfu", "new", CRED_SHA1, NOW + 60);
+    hdr(&h, "tunnel-fallback", "forced");
+    hdr(&h, "tunnel-fallback", "forced");
+    hdr(&h, "tunnel-route", "proxy");
+    hdr(&h, "tunnel-route", "direct");
+    cr_assert_eq(route(&h, &why, &t), 200, "%s", why);
+    cr_expect_eq(t.fallback, FALLBACK_OTHER);
+    cr_expect_eq(t.route, ROUTE_OTHER);
+
+    /* Both at once, and the names the metric shows for them. */
+    make(&h, "POST", "/v1/tunnel/acme/sfu", "new", CRED_SHA1, NOW + 60);
+    hdr(&h, "tunnel-fallback", "udp_blocked");
+    hdr(&h, "tunnel-route", "proxy");
+    cr_assert_eq(route(&h, &why, &t), 200, "%s", why);
+    cr_expect_str_eq(fallback_name(t.fallback), "udp_blocked");
+    cr_expect_str_eq(route_name(t.route), "proxy");
+    cr_expect_str_eq(fallback_name(FALLBACK_NONE), "none");
+}
+
 Test(request, repeated_or_oversized_headers)
 {
     req_headers_t h;
@@ -294,7 +439,7 @@ Test(request, credential_check_work_does_not_depend_on_the_tenant)
         req_target_t t;
         const char *why;
         hmac_calls = 0;
-        cr_assert_eq(request_route(tc, &h[c], NOW, &t, &why), 401, "%s", timing_cases[c].name);
+        cr_assert_eq(request_route(tc, &h[c], NOW, &t, &why, &auth), 401, "%s", timing_cases[c].name);
         cr_expect_eq(hmac_calls, 4, "%s: %lu HMACs, expected max_secrets = 4",
                      timing_cases[c].name, hmac_calls);
     }
@@ -304,7 +449,7 @@ Test(request, credential_check_work_does_not_depend_on_the_tenant)
     hmac_calls = 0;
     req_target_t t;
     const char *why;
-    cr_assert_eq(request_route(tc, &e, NOW, &t, &why), 401);
+    cr_assert_eq(request_route(tc, &e, NOW, &t, &why, &auth), 401);
     cr_assert_str_eq(why, "credential expired");
     cr_expect_eq(hmac_calls, 0);
     config_unref(tc);
@@ -345,7 +490,7 @@ Test(request, credential_check_time_does_not_reveal_the_tenant, .timeout = 120)
             int status = 0;
             uint64_t t0 = compat_mono_ns();
             for (int b = 0; b < BATCH; b++)
-                status |= request_route(tc, &h[c], NOW, &t, &why);
+                status |= request_route(tc, &h[c], NOW, &t, &why, &auth);
             samples[c * ROUNDS + r] = compat_mono_ns() - t0;
             cr_assert_eq(status, 401, "%s: %d", timing_cases[c].name, status);
         }

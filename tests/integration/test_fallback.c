@@ -4,7 +4,9 @@
  * the flow direct (no tunnel); a silent address, or UDP dropped by an
  * nftables rule in a network namespace the test makes, sends it through the
  * tunnel; a direct flow whose path goes silent moves to the tunnel; and
- * `sluice-shim probe` reports the rungs.
+ * `sluice-shim probe` reports the rungs. Each tunnel's tunnel-fallback
+ * (why the shim took it) is counted by the gateway: its /metrics, on an
+ * admin listener, says so under the reason the shim really had.
  *
  * The decision lines are on the shim's stdout and waited for with a
  * deadline; nothing here sleeps.
@@ -19,6 +21,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "../support/ts_curl.h"
 #include "../support/ts_fixture.h"
 #include "../support/ts_net.h"
 #include "../support/ts_proc.h"
@@ -35,6 +38,7 @@ static int shim_started;
 static ts_stun_t *stun;
 static int app = -1, silent_fd = -1;
 static ts_run_t run;
+static char admin_addr[64];
 
 static void teardown(void)
 {
@@ -57,12 +61,65 @@ static void need_build(void)
     cr_assert_not_null(ts_build_dir(), "SLUICE_BUILD is not set (tests/run.sh sets it)");
 }
 
+/* ts_fixture_start with an admin listener (for /metrics) spliced into the
+ * standard config; its address goes to admin_addr. */
+static void start_gateway(void)
+{
+    memset(&fx, 0, sizeof fx);
+    fx.family = AF_INET;
+    fx.echo = ts_echo_start(AF_INET);
+    cr_assert_not_null(fx.echo, "the echo backend did not start");
+    ts_config_t c;
+    ts_fixture_std_config(&c, AF_INET, ts_echo_addr_str(fx.echo));
+    char text[8192];
+    int n = ts_config_render(&c, text, sizeof text - 128);
+    cr_assert_gt(n, 0);
+    char *end = strrchr(text, '}');
+    cr_assert_not_null(end);
+    snprintf(end, sizeof text - (size_t)(end - text),
+             ", \"admin\": {\"listen\": \"127.0.0.1:0\","
+             " \"tokens\": [{\"token\": \"root-token-0123456789\"}]}}");
+    cr_assert_eq(ts_config_write_raw(text, fx.config, sizeof fx.config), 0);
+    fx.gw_started = 1;
+    cr_assert_eq(ts_gateway_start(&fx.gw, NULL, fx.config, ts_deadline(ts_ms(START_MS))), 0,
+                 "sluiced did not start");
+    char line[TS_PROC_LINE_MAX];
+    cr_assert_eq(ts_proc_wait_line(&fx.gw.proc, "sluiced admin listen=",
+                                   ts_deadline(ts_ms(5000)), line, sizeof line),
+                 0, "no admin line");
+    const char *addr = line + strlen("sluiced admin listen=");
+    cr_assert_lt(strlen(addr), sizeof admin_addr);
+    memcpy(admin_addr, addr, strlen(addr) + 1);
+}
+
+/* The gateway's count of tunnels for acme/sfu with this tunnel-fallback
+ * reason (or route, with by "route"), from one scrape of /metrics; -1 when
+ * the series is absent (no tunnel for acme/sfu yet). The tunnel is counted
+ * before its 200 goes out, so after a round trip through it no waiting is
+ * needed. */
+static double relay_count(const char *by, const char *value)
+{
+    static ts_curl_reply_t r;
+    char url[128], series[160];
+    snprintf(url, sizeof url, "http://%s/metrics", admin_addr);
+    cr_assert_eq(ts_curl("GET", url, NULL, NULL, 10000L, &r), 200, "GET /metrics: %s", r.err);
+    snprintf(series, sizeof series,
+             "sluice_tunnels_by_%s_total{tenant=\"acme\",kind=\"sfu\",%s=\"%s\"}",
+             strcmp(by, "route") ? "fallback" : "route", strcmp(by, "route") ? "reason" : "route",
+             value);
+    size_t n = strlen(series);
+    for (const char *p = r.body; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+        if (!strncmp(p, series, n) && p[n] == ' ')
+            return strtod(p + n + 1, NULL);
+    return -1;
+}
+
 /* Gateway (with the test's echo as the sfu backend) and a shim with extra
  * arguments; the app socket is bound. */
 static void start_all(const char *const *extra)
 {
     char url[256];
-    cr_assert_eq(ts_fixture_start(&fx, AF_INET, NULL), 0, "sluiced did not start");
+    start_gateway();
     cr_assert_eq(ts_gateway_url(&fx.gw, 0, "", url, sizeof url), 0);
     ts_shim_opts_t o = {.gateway = url, .tenant = TS_FX_TENANT, .secret = TS_FX_SECRET};
     for (size_t i = 0; extra[i] && i < 7; i++)
@@ -140,6 +197,7 @@ Test(fallback, stun_answers_flow_goes_direct, .fini = teardown, .timeout = 60)
         cr_assert_eq(round_trip(i, ts_deadline(ts_ms(WAIT_MS))), 0, "packet %u", i);
     cr_expect_geq(ts_stun_echoed(stun), 21, "the app's packets reached the direct address");
     cr_expect_eq(ts_echo_packets(fx.echo), 0, "no packet went through the tunnel");
+    cr_expect_eq(relay_count("fallback", "forced"), -1, "no tunnel, so no relay share");
     fprintf(stderr, "fallback: %s\n", line);
 
     /* A second flow reuses the cached decision: no new check. */
@@ -185,6 +243,9 @@ Test(fallback, no_answer_flow_goes_through_tunnel, .fini = teardown, .timeout = 
     for (uint32_t i = 2; i < 12; i++)
         cr_assert_eq(round_trip(i, ts_deadline(ts_ms(WAIT_MS))), 0, "packet %u", i);
     cr_expect_geq(ts_echo_packets(fx.echo), 11, "the packets went through the gateway");
+    cr_expect_eq(relay_count("fallback", "no_answer"), 1, "the gateway knows why");
+    cr_expect_eq(relay_count("fallback", "none"), 0);
+    cr_expect_eq(relay_count("route", "direct"), 1);
     fprintf(stderr, "fallback: %s; first packet back after %lld ms\n", line, (long long)took);
 
     const char *what;
@@ -224,7 +285,28 @@ Test(fallback, direct_flow_that_goes_silent_moves_to_tunnel, .fini = teardown, .
     /* The app did nothing: its packets now come back through the gateway. */
     cr_assert_eq(round_trip(5000, ts_deadline(ts_ms(WAIT_MS))), 0);
     cr_expect_gt(ts_echo_packets(fx.echo), 0);
+    cr_expect_eq(relay_count("fallback", "direct_silent"), 1, "the gateway knows why");
+    cr_expect_eq(relay_count("fallback", "no_answer"), 0);
     fprintf(stderr, "fallback: %s after %lld ms of silence\n", line, (long long)took);
+
+    const char *what;
+    int code;
+    cr_assert_eq(ts_shim_stop(&shim, ts_deadline(ts_ms(5000))), 0);
+    shim_started = 0;
+    cr_assert_eq(ts_fixture_stop(&fx, &what, &code), 0, "%s exited with %d", what, code);
+}
+
+/* Without --direct the tunnel is the only way: "forced". */
+Test(fallback, without_direct_the_tunnel_is_forced, .fini = teardown, .timeout = 60)
+{
+    need_build();
+    const char *extra[] = {NULL};
+    start_all(extra);
+    cr_assert_eq(round_trip(1, ts_deadline(ts_ms(WAIT_MS))), 0);
+    cr_expect_eq(relay_count("fallback", "forced"), 1);
+    cr_expect_eq(relay_count("fallback", "none"), 0);
+    cr_expect_eq(relay_count("route", "direct"), 1);
+    cr_expect_eq(relay_count("route", "proxy"), 0);
 
     const char *what;
     int code;
@@ -276,6 +358,7 @@ Test(fallback, udp_dropped_by_nftables_goes_through_tunnel, .fini = teardown, .t
                        line);
     cr_expect_eq(ts_stun_requests(stun), 0, "the rule let a request through");
     cr_expect_geq(ts_echo_packets(fx.echo), 1);
+    cr_expect_eq(relay_count("fallback", "udp_blocked"), 1, "the gateway knows why");
     fprintf(stderr, "fallback (netns, nft drop): %s\n", line);
 
     const char *what;

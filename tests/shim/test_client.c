@@ -63,6 +63,7 @@ static struct {
     char cert[512], key[512];
     /* What the server saw. */
     char path[256], username[128], credential[128], content_type[64];
+    char fallback[64], route[64]; /* tunnel-fallback, tunnel-route; "" when absent */
     int requests, datagrams, signals, pongs, closes, up_ended, rsts, pings;
     int stream_closes;        /* streams nghttp2 closed on the server */
     uint32_t stream_close_code; /* the last one's error code */
@@ -136,6 +137,8 @@ static int srv_header(nghttp2_session *h, const nghttp2_frame *f, const uint8_t 
     KEEP("tunnel-username", S.username)
     KEEP("tunnel-credential", S.credential)
     KEEP("content-type", S.content_type)
+    KEEP("tunnel-fallback", S.fallback)
+    KEEP("tunnel-route", S.route)
     return 0;
 }
 
@@ -495,6 +498,7 @@ static void run_ready(void)
 
 static uint32_t keepalive_ms; /* for the next client() */
 static uint32_t response_timeout_ms; /* for the next tunnel(); 0: WAIT_MS */
+static sluice_fallback_t fallback;    /* for the next tunnel() */
 static sluice_tls_t *shared_tls; /* for the next client(): instead of the CA file */
 
 static sluice_client_t *client(app_t *a, const char *server_name, uint16_t port)
@@ -523,7 +527,7 @@ static sluice_tunnel_t *tunnel(app_t *a, const char *region)
         /* Deadlines no slow run reaches unless the test wants it to, and
          * queued media that does not expire while TLS is set up. */
         .response_timeout_ms = response_timeout_ms ? response_timeout_ms : WAIT_MS,
-        .close_timeout_ms = WAIT_MS, .media_max_age_ms = WAIT_MS,
+        .close_timeout_ms = WAIT_MS, .media_max_age_ms = WAIT_MS, .fallback = fallback,
         .on_open = on_open, .on_packet = on_packet, .on_close = on_close, .ud = a,
     };
     a->t = sluice_tunnel_open(a->c, &o);
@@ -567,6 +571,8 @@ Test(client, tunnel_opened_before_connect_echoes_and_closes_normally)
     cr_expect_str_eq(S.username, "1700000000:alice");
     cr_expect_str_eq(S.credential, "c3VwZXI=");
     cr_expect_str_eq(S.content_type, "application/octet-stream");
+    cr_expect_str_eq(S.fallback, "", "no fallback set: no tunnel-fallback");
+    cr_expect_str_eq(S.route, "direct", "the route goes along by itself");
     sluice_tunnel_stats(a.t, &st);
     cr_expect_eq(st.tx_packets, 2);
     cr_expect_eq(st.rx_packets, 2);
@@ -581,6 +587,38 @@ Test(client, tunnel_opened_before_connect_echoes_and_closes_normally)
     cr_expect_eq(S.closes, 1, "the server saw CLOSE");
     cr_expect_eq(S.close_code, CLOSE_NORMAL);
     cr_expect_eq(S.up_ended, 1, "and END_STREAM");
+    sluice_client_free(a.c);
+}
+
+/* proto/README.md §2.1: the tunnel's fallback goes to the gateway as its
+ * token, with the route. */
+Test(client, fallback_reason_is_sent)
+{
+    static const struct {
+        sluice_fallback_t f;
+        const char *token;
+    } cases[] = {
+        {SLUICE_FALLBACK_FORCED, "forced"},
+        {SLUICE_FALLBACK_UDP_BLOCKED, "udp_blocked"},
+        {SLUICE_FALLBACK_UDP_REFUSED, "udp_refused"},
+        {SLUICE_FALLBACK_NO_ANSWER, "no_answer"},
+        {SLUICE_FALLBACK_DIRECT_SILENT, "direct_silent"},
+        {SLUICE_FALLBACK_UDP_ERROR, "udp_error"},
+    };
+    app_t a = {0};
+
+    S.mode = M_ECHO;
+    client(&a, "localhost", 0);
+    sluice_client_connect(a.c);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int before = S.requests;
+        fallback = cases[i].f;
+        cr_assert_not_null(tunnel(&a, NULL));
+        fallback = SLUICE_FALLBACK_UNSET;
+        RUN_UNTIL(S.requests > before, WAIT_MS);
+        cr_expect_str_eq(S.fallback, cases[i].token);
+        cr_expect_str_eq(S.route, "direct");
+    }
     sluice_client_free(a.c);
 }
 
