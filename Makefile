@@ -174,7 +174,7 @@ test-asan:
 	sh tests/run.sh $(BUILD)/asan
 
 # Installing (docs/operations.md, "Installing"): the three programs, their
-# man pages, the systemd unit and an example config. PREFIX is where they
+# man pages, the systemd unit, an example config and the operators' files. PREFIX is where they
 # live, DESTDIR a staging root prepended to every path (packaging, tests).
 # The unit names $(PREFIX)/bin/sluiced: the installed copy is rewritten to
 # match PREFIX. The example config goes to $(PREFIX)/share/doc/sluice, never
@@ -186,6 +186,10 @@ DOCDIR      ?= $(PREFIX)/share/doc/sluice
 UNITDIR     ?= $(PREFIX)/lib/systemd/system
 INSTALL     ?= install
 MANPAGES    := docs/man/sluiced.8 docs/man/sluice-shim.1 docs/man/sluicectl.1
+# Alert rules, dashboard and HAProxy example (docs/operations.md), for the
+# operator to copy into Prometheus, Grafana and HAProxy.
+OPSFILES    := conf/prometheus/sluice-alerts.yml conf/grafana/sluice-dashboard.json \
+               conf/haproxy/sni-443.cfg
 
 install: all
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8 \
@@ -197,6 +201,7 @@ install: all
 	chmod 0644 $(DESTDIR)$(UNITDIR)/sluiced.service.tmp
 	mv $(DESTDIR)$(UNITDIR)/sluiced.service.tmp $(DESTDIR)$(UNITDIR)/sluiced.service
 	$(INSTALL) -m 0644 conf/example-production.json $(DESTDIR)$(DOCDIR)/sluiced.json.example
+	$(INSTALL) -m 0644 $(OPSFILES) $(DESTDIR)$(DOCDIR)/
 
 clean:
 	rm -rf $(BUILD)

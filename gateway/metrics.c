@@ -50,6 +50,16 @@ static void render_process(prom_buf_t *b, const metrics_info_t *info)
           info->start_time_s);
 }
 
+/* The answer /readyz gives, for alerting without a separate HTTP probe. */
+static void render_ready(prom_buf_t *b, const server_t *s)
+{
+    const char *why = NULL;
+    prom_family(b, "sluice_ready", PROM_GAUGE,
+                "1 while /readyz answers 200; 0 while draining or no backend of this "
+                "region is healthy.");
+    prom_u64(b, "sluice_ready", NULL, 0, (uint64_t)(server_ready(s, &why) != 0));
+}
+
 static void render_store(prom_buf_t *b, const metrics_info_t *info, const server_counters_t *c)
 {
     prom_label_t st[] = {{"store", info->store_type}};
@@ -287,6 +297,7 @@ static void render_latency(prom_buf_t *b, const server_counters_t *c)
 int metrics_render(const server_t *s, const metrics_info_t *info, prom_buf_t *b)
 {
     render_process(b, info);
+    render_ready(b, s);
     render_store(b, info, &s->counters);
     render_conns(b, &s->counters);
     render_requests(b, &s->counters);

@@ -153,7 +153,7 @@ void prom_hist_write(prom_buf_t *b, const char *name, const prom_label_t *labels
         b->oom = 1; /* a programming error: refuse to write a wrong page */
         return;
     }
-    if (n) /* labels may be NULL with n 0: memcpy wants a valid pointer even then */
+    if (n > 0) /* labels may be NULL with n 0; memcpy's pointers may not (C11 7.24.1) */
         memcpy(with_le, labels, n * sizeof *labels);
     char metric[128], le[32];
     snprintf(metric, sizeof metric, "%s_bucket", name);

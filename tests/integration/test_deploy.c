@@ -274,6 +274,9 @@ Test(deploy, make_install, .fini = teardown, .timeout = 120)
     assert_mode(dest, "/opt/sluice/share/man/man1/sluicectl.1", 0644);
     assert_mode(dest, "/opt/sluice/lib/systemd/system/sluiced.service", 0644);
     assert_mode(dest, "/opt/sluice/share/doc/sluice/sluiced.json.example", 0644);
+    assert_mode(dest, "/opt/sluice/share/doc/sluice/sluice-alerts.yml", 0644);
+    assert_mode(dest, "/opt/sluice/share/doc/sluice/sluice-dashboard.json", 0644);
+    assert_mode(dest, "/opt/sluice/share/doc/sluice/sni-443.cfg", 0644);
 
     /* The installed unit runs the installed binary. */
     char unit[PATH_MAX];
