@@ -90,7 +90,7 @@ $(BUILD)/tests/common/%: $(call obj,tests/common/%.c $(COMMON_SRC)) $(LIB_PROTO)
 	@mkdir -p $(@D)
 	$(TEST_LINK)
 # The etcd store and client tests run a real etcd (tests/support/ts_etcd.c).
-ETCD_GW_TESTS := $(BUILD)/tests/gateway/test_etcd $(BUILD)/tests/gateway/test_etcd_client
+ETCD_GW_TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/gateway/test_etcd*.c))
 $(ETCD_GW_TESTS): $(BUILD)/tests/gateway/%: $(call obj,tests/gateway/%.c) $(LIB_SUPPORT) $(LIB_GW) $(LIB_PROTO)
 	@mkdir -p $(@D)
 	$(TEST_LINK)
