@@ -13,14 +13,13 @@
 #include <string.h>
 
 #include "etcd_client.h"
+#include "etcd_watch.h"
 #include "json.h"
 #include "log.h"
 
 #define ETCD_FILE_MAX (1024u * 1024u)   /* the config file, as config.c */
 #define ETCD_KEYS_MAX 10000u            /* tenants under the prefix */
 #define ETCD_RANGE_MS 5000L
-#define ETCD_BACKOFF_MIN_MS 100u
-#define ETCD_BACKOFF_MAX_MS 5000u
 #define ETCD_LABEL_MAX 300u
 #define ETCD_WRITE_MS 2000L             /* the txn call */
 #define ETCD_APPLY_WAIT_S 2.0           /* a committed write until the watch applies it */
@@ -50,22 +49,18 @@ struct etcd_store {
     size_t base_len;
     char *base_dir;
     config_t *cfg;       /* the last snapshot built (for its tenant_store) */
-    char *range_body;    /* {"key":..,"range_end":..} */
-    char *key_b64, *end_b64;
     etcd_kv_t *kvs;      /* sorted by key */
     size_t nkv;
-    int64_t revision;    /* the last revision seen (a range read, a watch message) */
+    etcd_kv_t *old_kvs;  /* set aside while a range answer is read */
+    size_t nold;
     int64_t applied;     /* the revision of the last snapshot applied */
     char *prefix;
 
     etcd_client_t *client;
+    etcd_watch_t *watch; /* the range read and the watch; its revision is the table's */
     struct ev_loop *loop;
     etcd_apply_fn apply;
     void *ud;
-    etcd_call_t *call;   /* the range read or the watch in flight */
-    ev_timer retry;
-    uint32_t backoff_ms;
-    int unreachable;     /* the last attempt failed (logged once per change) */
     etcd_write_t *writes;
     size_t nwrites;
 };
@@ -76,6 +71,13 @@ struct etcd_store {
 static const json_t *jget(const json_t *obj, const char *key)
 {
     return obj && obj->type == JSON_OBJECT ? json_get(obj, key) : NULL;
+}
+
+/* The revision of the table: the watch's (a range read, a message with
+ * events). */
+static int64_t store_rev(const etcd_store_t *s)
+{
+    return etcd_watch_revision(s->watch);
 }
 
 static void kvs_clear(etcd_kv_t *kvs, size_t n)
@@ -104,19 +106,18 @@ static long kv_find(const etcd_store_t *s, const char *key)
     return -(long)lo - 1;
 }
 
-/* One kv of a range or watch response: key and value decoded. PUT (value
- * present, possibly empty) inserts or replaces; del removes. Returns 0 or -1
- * (undecodable, or more than ETCD_KEYS_MAX keys). */
-static int kv_apply(etcd_store_t *s, const json_t *kv, int del)
+/* One kv of a range or watch response (etcd_watch.h). PUT (value present,
+ * possibly empty) inserts or replaces; del removes. Returns 0 or -1 (a key
+ * with a NUL byte, out of memory, or more than ETCD_KEYS_MAX keys). */
+static int kv_apply(etcd_store_t *s, const etcd_watch_kv_t *kv)
 {
-    const json_t *k = jget(kv, "key"), *v = jget(kv, "value");
-    size_t klen, vlen = 0;
-    if (!k || k->type != JSON_STRING)
-        return -1;
-    char *key = etcd_b64_decode(k->str, k->len, &klen);
-    char *val = del ? NULL : v && v->type == JSON_STRING ? etcd_b64_decode(v->str, v->len, &vlen)
-                                                          : calloc(1, 1);
-    if (!key || (!del && !val) || memchr(key, '\0', klen)) {
+    int del = kv->deleted;
+    size_t vlen = kv->value_len;
+    char *key = memchr(kv->key, '\0', kv->key_len) ? NULL : json_strdup(kv->key, kv->key_len);
+    char *val = del ? NULL : malloc(vlen + 1);
+    if (val)
+        memcpy(val, kv->value, vlen + 1);
+    if (!key || (!del && !val)) {
         free(key);
         free(val);
         return -1;
@@ -174,7 +175,7 @@ static config_t *snapshot_build(const etcd_store_t *s, const char *base, size_t 
         }
         cfg = config_parse_tenants(base, base_len, base_dir, docs, lens, labels, n, err, errlen);
         if (cfg) /* still ours alone: the admin API shows it and writes name it */
-            cfg->tenants_revision = (uint64_t)s->revision;
+            cfg->tenants_revision = (uint64_t)store_rev(s);
     } else {
         snprintf(err, errlen, "out of memory");
     }
@@ -212,52 +213,9 @@ static int file_read(const char *path, char **text, size_t *len, char **dir, cha
 }
 
 /* ------------------------------------------------------------------------ */
-/* The range read and the watch on the loop                                  */
+/* The watch's callbacks (etcd_watch.h)                                      */
 
-/* Handles one watch message (a line). Returns 0, 1 when the table changed,
- * or -1 when the watch must be re-established (canceled, compacted, error). */
-static int watch_message(etcd_store_t *s, const char *line, size_t len)
-{
-    char msg[256];
-    json_t *root = json_parse(line, len, msg, sizeof msg);
-    const json_t *res = jget(root, "result");
-    if (!root || !res || jget(root, "error")) {
-        log_msg(LOG_WARN, "etcd watch: unexpected message (%s): re-reading",
-                root ? "an error or no result" : msg);
-        json_free(root);
-        return -1;
-    }
-    const json_t *canceled = jget(res, "canceled");
-    if ((canceled && canceled->type == JSON_BOOL && canceled->boolean) ||
-        etcd_json_int(jget(res, "compact_revision")) > 0) {
-        log_msg(LOG_WARN, "etcd watch canceled (compacted to revision %lld): re-reading",
-                (long long)etcd_json_int(jget(res, "compact_revision")));
-        json_free(root);
-        return -1;
-    }
-    const json_t *events = jget(res, "events");
-    int changed = 0, rc = 0;
-    for (size_t i = 0; events && events->type == JSON_ARRAY && i < events->n; i++) {
-        const json_t *type = jget(events->items[i], "type");
-        int del = type && type->type == JSON_STRING && type->len == 6 &&
-                  !memcmp(type->str, "DELETE", 6);
-        if (kv_apply(s, jget(events->items[i], "kv"), del) < 0) {
-            log_msg(LOG_WARN, "etcd watch: an event that does not decode: re-reading");
-            rc = -1;
-            break;
-        }
-        changed = 1;
-    }
-    /* Only a message with events says that everything up to its revision
-     * has been delivered: the "created" answer carries etcd's current
-     * revision while the events since start_revision are still to come. An
-     * admin write waits for its revision here (writes_settle). */
-    int64_t rev = etcd_json_int(jget(jget(res, "header"), "revision"));
-    if (changed && rev > s->revision)
-        s->revision = rev;
-    json_free(root);
-    return rc < 0 ? -1 : changed;
-}
+static void writes_settle(etcd_store_t *s);
 
 /* Builds and applies a snapshot from the current documents. */
 static void snapshot_apply(etcd_store_t *s)
@@ -266,155 +224,73 @@ static void snapshot_apply(etcd_store_t *s)
     config_t *cfg = snapshot_build(s, s->base, s->base_len, s->base_dir, err, sizeof err);
     if (!cfg) {
         log_msg(LOG_ERROR, "etcd revision %lld: tenant table refused, last snapshot kept: %s",
-                (long long)s->revision, err);
+                (long long)store_rev(s), err);
         return;
     }
     if (s->apply(s->ud, cfg, err, sizeof err) < 0) {
         log_msg(LOG_ERROR, "etcd revision %lld: not applied, last snapshot kept: %s",
-                (long long)s->revision, err);
+                (long long)store_rev(s), err);
     } else {
         config_unref(s->cfg);
         s->cfg = config_ref(cfg);
-        s->applied = s->revision;
-        log_msg(LOG_INFO, "etcd revision %lld applied: %zu tenants", (long long)s->revision,
+        s->applied = store_rev(s);
+        log_msg(LOG_INFO, "etcd revision %lld applied: %zu tenants", (long long)store_rev(s),
                 cfg->ntenants);
     }
     config_unref(cfg);
 }
 
-/* Parses a range response into a fresh table. Returns 0 or -1 with err. */
-static int range_parse(etcd_store_t *s, const char *body, size_t len, char *err, size_t errlen)
+/* A range answer is atomic: one that does not decode keeps the old table. */
+static void on_range(void *ud, etcd_watch_range_t step)
 {
-    char msg[256];
-    json_t *root = json_parse(body, len, msg, sizeof msg);
-    const json_t *kvs = jget(root, "kvs");
-    int64_t rev = etcd_json_int(jget(jget(root, "header"), "revision"));
-    if (!root || rev <= 0 || (kvs && kvs->type != JSON_ARRAY)) {
-        snprintf(err, errlen, "unexpected range response (%s)", root ? "no revision" : msg);
-        json_free(root);
-        return -1;
+    etcd_store_t *s = ud;
+    if (step == ETCD_WATCH_RANGE_BEGIN) {
+        s->old_kvs = s->kvs;
+        s->nold = s->nkv;
+        s->kvs = NULL;
+        s->nkv = 0;
+        return;
     }
-    etcd_kv_t *old = s->kvs;
-    size_t nold = s->nkv;
-    s->kvs = NULL;
-    s->nkv = 0;
-    for (size_t i = 0; kvs && i < kvs->n; i++) {
-        if (kv_apply(s, kvs->items[i], 0) < 0) {
-            snprintf(err, errlen, "a key or value that does not decode, or more than %u keys",
-                     ETCD_KEYS_MAX);
-            kvs_clear(s->kvs, s->nkv);
-            s->kvs = old;
-            s->nkv = nold;
-            json_free(root);
-            return -1;
-        }
+    if (step == ETCD_WATCH_RANGE_KEEP) {
+        kvs_clear(s->old_kvs, s->nold);
+    } else {
+        kvs_clear(s->kvs, s->nkv);
+        s->kvs = s->old_kvs;
+        s->nkv = s->nold;
     }
-    kvs_clear(old, nold);
-    s->revision = rev;
-    json_free(root);
-    return 0;
+    s->old_kvs = NULL;
+    s->nold = 0;
 }
 
-static void range_begin(etcd_store_t *s);
-static void watch_begin(etcd_store_t *s);
-static void writes_settle(etcd_store_t *s);
-
-static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
+static int on_kv(void *ud, const etcd_watch_kv_t *kv)
 {
-    range_begin(w->data);
+    return kv_apply(ud, kv);
 }
 
-/* A range or a watch failed or ended: log the change of state once, try the
- * next endpoint after a back-off. */
-static void request_failed(etcd_store_t *s, const char *what)
+/* A new table when something changed; then every admin write whose
+ * revision has now been applied is answered. */
+static void on_applied(void *ud, int64_t rev, int changed)
 {
-    s->call = NULL;
-    const char *ep = etcd_client_endpoint(s->client);
-    if (!s->unreachable)
+    etcd_store_t *s = ud;
+    (void)rev;
+    if (changed)
+        snapshot_apply(s);
+    writes_settle(s);
+}
+
+static void on_state(void *ud, int up, const char *why)
+{
+    etcd_store_t *s = ud;
+    if (up)
+        log_msg(LOG_INFO, "etcd %s: reachable again, revision %lld read",
+                etcd_client_endpoint(s->client), (long long)store_rev(s));
+    else
         log_msg(LOG_WARN,
                 "etcd %s: %s; serving with the last tenant table (revision %lld), retrying",
-                ep, what, (long long)s->revision);
-    else
-        log_msg(LOG_DEBUG, "etcd %s: %s", ep, what);
-    s->unreachable = 1;
-    etcd_client_failover(s->client);
-    s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : ETCD_BACKOFF_MIN_MS;
-    if (s->backoff_ms > ETCD_BACKOFF_MAX_MS)
-        s->backoff_ms = ETCD_BACKOFF_MAX_MS;
-    ev_timer_set(&s->retry, s->backoff_ms / 1000.0, 0.);
-    ev_timer_start(s->loop, &s->retry);
+                etcd_client_endpoint(s->client), why, (long long)store_rev(s));
 }
 
-static int on_watch_line(void *ud, const char *line, size_t len)
-{
-    etcd_store_t *s = ud;
-    int rc = watch_message(s, line, len);
-    if (rc < 0)
-        return -1;
-    if (s->unreachable) {
-        s->unreachable = 0;
-        s->backoff_ms = 0;
-        log_msg(LOG_INFO, "etcd %s: watching again from revision %lld",
-                etcd_client_endpoint(s->client), (long long)s->revision);
-    }
-    if (rc > 0)
-        snapshot_apply(s);
-    writes_settle(s);
-    return 0;
-}
-
-static void on_watch_done(void *ud, int status, const char *body, size_t len, const char *err)
-{
-    char what[512];
-    snprintf(what, sizeof what, "watch lost (%s)", status == 0 ? "etcd closed it" : err);
-    request_failed(ud, what);
-}
-
-static void watch_begin(etcd_store_t *s)
-{
-    char body[1024];
-    snprintf(body, sizeof body,
-             "{\"create_request\":{\"key\":\"%s\",\"range_end\":\"%s\","
-             "\"start_revision\":\"%lld\"}}",
-             s->key_b64, s->end_b64, (long long)s->revision + 1);
-    s->call = etcd_stream(s->client, "/v3/watch", body, on_watch_line, on_watch_done, s);
-    if (!s->call)
-        request_failed(s, "cannot set up the watch (out of memory?)");
-}
-
-static void on_range_done(void *ud, int status, const char *body, size_t len, const char *err)
-{
-    etcd_store_t *s = ud;
-    char why[512];
-    int64_t before = s->revision;
-    s->call = NULL;
-    if (status < 0) {
-        snprintf(why, sizeof why, "range read failed (%s)", err);
-        request_failed(s, why);
-        return;
-    }
-    if (range_parse(s, body, len, why, sizeof why) < 0) {
-        request_failed(s, why);
-        return;
-    }
-    if (s->unreachable)
-        log_msg(LOG_INFO, "etcd %s: reachable again, revision %lld read",
-                etcd_client_endpoint(s->client), (long long)s->revision);
-    s->unreachable = 0;
-    s->backoff_ms = 0;
-    if (s->revision != before) /* the same revision is the same table */
-        snapshot_apply(s);
-    writes_settle(s);
-    watch_begin(s);
-}
-
-static void range_begin(etcd_store_t *s)
-{
-    s->call = etcd_call(s->client, "/v3/kv/range", s->range_body, ETCD_RANGE_MS,
-                        on_range_done, s);
-    if (!s->call)
-        request_failed(s, "cannot set up the range read (out of memory?)");
-}
+static const etcd_watch_ops_t etcd_watch_ops = {on_range, on_kv, on_applied, on_state};
 
 /* ------------------------------------------------------------------------ */
 /* The admin API's store (store.h)                                           */
@@ -516,7 +392,7 @@ static void writes_settle(etcd_store_t *s)
     for (int again = 1; again;) {
         again = 0;
         for (etcd_write_t *w = s->writes; w; w = w->next)
-            if (w->rev > 0 && s->revision >= w->rev) {
+            if (w->rev > 0 && store_rev(s) >= w->rev) {
                 write_finish(w, STORE_OK, w->rev, NULL);
                 again = 1; /* the callback may have changed the list */
                 break;
@@ -561,7 +437,7 @@ static void on_txn_done(void *ud, int status, const char *body, size_t len, cons
         write_finish(w, STORE_CONFLICT, s->applied, NULL);
     } else {
         w->rev = rev;
-        if (s->revision >= rev) {
+        if (store_rev(s) >= rev) {
             write_finish(w, STORE_OK, rev, NULL);
             return;
         }
@@ -657,32 +533,22 @@ etcd_store_t *etcd_store_open(const char *config_path, const config_t *base, con
     s->prefix = json_strdup(prefix, strlen(prefix));
     s->client = etcd_client_new((const char *const *)base->store.endpoints,
                                 base->store.nendpoints);
-    s->key_b64 = etcd_b64_encode(prefix, strlen(prefix));
-    s->end_b64 = etcd_prefix_end_b64(prefix);
-    size_t blen = 64 + (s->key_b64 ? strlen(s->key_b64) : 0) +
-                  (s->end_b64 ? strlen(s->end_b64) : 0);
-    s->range_body = malloc(blen);
-    if (!s->prefix || !s->client || !s->key_b64 || !s->end_b64 || !s->range_body) {
+    const etcd_watch_conf_t wc = {.prefix = prefix, .range_timeout_ms = ETCD_RANGE_MS,
+                                  .log_prefix = "", .read_name = "range read",
+                                  .watch_name = "watch"};
+    s->watch = s->client ? etcd_watch_new(s->client, &wc, &etcd_watch_ops, s) : NULL;
+    if (!s->prefix || !s->client || !s->watch) {
         snprintf(err, errlen, "out of memory (or libcurl cannot start)");
         *code = 1;
         goto fail;
     }
-    snprintf(s->range_body, blen, "{\"key\":\"%s\",\"range_end\":\"%s\"}", s->key_b64,
-             s->end_b64);
 
     /* The first read blocks: there is nothing to serve before it. */
     char why[512] = "";
     size_t tried = 0;
     for (; tried < base->store.nendpoints; tried++, etcd_client_failover(s->client)) {
-        char *body;
-        size_t len;
-        if (etcd_client_perform(s->client, "/v3/kv/range", s->range_body, ETCD_RANGE_MS,
-                                &body, &len, why, sizeof why) == 0) {
-            int rc = range_parse(s, body, len, why, sizeof why);
-            free(body);
-            if (rc == 0)
-                break;
-        }
+        if (etcd_watch_read(s->watch, why, sizeof why) == 0)
+            break;
         log_msg(LOG_WARN, "etcd %s: %s", etcd_client_endpoint(s->client), why);
     }
     if (tried == base->store.nendpoints) {
@@ -695,14 +561,14 @@ etcd_store_t *etcd_store_open(const char *config_path, const config_t *base, con
     char perr[1024];
     *out = snapshot_build(s, s->base, s->base_len, s->base_dir, perr, sizeof perr);
     if (!*out) {
-        snprintf(err, errlen, "etcd revision %lld: %s", (long long)s->revision, perr);
+        snprintf(err, errlen, "etcd revision %lld: %s", (long long)store_rev(s), perr);
         goto fail;
     }
     config_unref(s->cfg);
     s->cfg = config_ref(*out);
-    s->applied = s->revision;
+    s->applied = store_rev(s);
     log_msg(LOG_INFO, "etcd %s: revision %lld read: %zu tenants under %s",
-            etcd_client_endpoint(s->client), (long long)s->revision, (*out)->ntenants, prefix);
+            etcd_client_endpoint(s->client), (long long)store_rev(s), (*out)->ntenants, prefix);
     return s;
 fail:
     etcd_store_free(s);
@@ -719,9 +585,7 @@ int etcd_store_start(etcd_store_t *s, struct ev_loop *loop, etcd_apply_fn apply,
         snprintf(err, errlen, "libcurl: cannot create a multi handle");
         return -1;
     }
-    ev_init(&s->retry, on_retry);
-    s->retry.data = s;
-    watch_begin(s);
+    etcd_watch_start(s->watch, loop); /* from the revision open read */
     return 0;
 }
 
@@ -839,12 +703,12 @@ config_t *etcd_store_retenant(const etcd_store_t *s, const char *tenants_doc, si
 
 int64_t etcd_store_revision(const etcd_store_t *s)
 {
-    return s->revision;
+    return store_rev(s);
 }
 
 int etcd_store_up(const etcd_store_t *s)
 {
-    return !s->unreachable;
+    return etcd_watch_up(s->watch);
 }
 
 void etcd_store_free(etcd_store_t *s)
@@ -856,16 +720,12 @@ void etcd_store_free(etcd_store_t *s)
         s->writes = w->next;
         write_free(w);
     }
-    if (s->loop)
-        ev_timer_stop(s->loop, &s->retry);
-    etcd_client_free(s->client); /* cancels the watch or range read */
+    etcd_watch_free(s->watch); /* cancels the watch or range read */
+    etcd_client_free(s->client);
     kvs_clear(s->kvs, s->nkv);
     config_unref(s->cfg);
     free(s->base);
     free(s->base_dir);
-    free(s->range_body);
-    free(s->key_b64);
-    free(s->end_b64);
     free(s->prefix);
     free(s);
 }

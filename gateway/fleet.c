@@ -7,8 +7,8 @@
  *    tick timer). A keep-alive answered with no TTL means etcd let the lease
  *    expire (it was unreachable for longer than the TTL): grant and put again.
  *  - the members: range read of the region's directory -> watch from the
- *    next revision; a lost watch re-reads with back-off, as etcd.c does for
- *    the tenants.
+ *    next revision, re-read with back-off when lost: an etcd_watch_t
+ *    (etcd_watch.h), as etcd.c's for the tenants.
  * Either failing leaves N as it was: the share a gateway enforces changes
  * only on evidence that the fleet changed.
  */
@@ -20,13 +20,12 @@
 #include <unistd.h>
 
 #include "etcd_client.h"
+#include "etcd_watch.h"
 #include "json.h"
 #include "log.h"
 
 #define FLEET_RANGE_MS 5000L
 #define FLEET_REVOKE_MS 1000L
-#define FLEET_BACKOFF_MIN_MS 100u
-#define FLEET_BACKOFF_MAX_MS 5000u
 
 struct fleet {
     etcd_client_t *client;
@@ -39,7 +38,6 @@ struct fleet {
     char *region;
     char *key_b64;            /* base64 of key */
     char *value_b64;          /* base64 of {"id":...} */
-    char *dir_b64, *end_b64;  /* the members' range */
     uint32_t ttl_s;           /* as configured */
 
     /* the lease chain */
@@ -50,12 +48,9 @@ struct fleet {
     ev_timer tick;
 
     /* the members chain */
-    etcd_call_t *members_call;
-    ev_timer retry;
-    uint32_t backoff_ms;
-    int members_down;
-    int64_t revision;
+    etcd_watch_t *members;
     fleet_set_t set;
+    fleet_set_t old;          /* set aside while a range answer is read */
     uint32_t n;
 
     int left;
@@ -294,151 +289,53 @@ static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
 /* ------------------------------------------------------------------------ */
 /* The members chain                                                         */
 
-static void members_range(fleet_t *f);
-
-static void members_failed(fleet_t *f, const char *what)
+/* A range answer is atomic: one that does not decode keeps the old set. */
+static void on_members_range(void *ud, etcd_watch_range_t step)
 {
-    f->members_call = NULL;
-    if (!f->members_down)
-        log_msg(LOG_WARN, "fleet: etcd %s: %s; keeping %u live gateways, retrying",
-                etcd_client_endpoint(f->client), what, f->n);
-    f->members_down = 1;
-    etcd_client_failover(f->client);
-    f->backoff_ms = f->backoff_ms ? f->backoff_ms * 2 : FLEET_BACKOFF_MIN_MS;
-    if (f->backoff_ms > FLEET_BACKOFF_MAX_MS)
-        f->backoff_ms = FLEET_BACKOFF_MAX_MS;
-    ev_timer_set(&f->retry, f->backoff_ms / 1000.0, 0.);
-    ev_timer_start(f->loop, &f->retry);
+    fleet_t *f = ud;
+    if (step == ETCD_WATCH_RANGE_BEGIN) {
+        f->old = f->set;
+        f->set = (fleet_set_t){0};
+        return;
+    }
+    if (step == ETCD_WATCH_RANGE_KEEP) {
+        fleet_set_clear(&f->old);
+    } else {
+        fleet_set_clear(&f->set);
+        f->set = f->old;
+    }
+    f->old = (fleet_set_t){0};
 }
 
-/* One kv of a range or watch: a member's key put or deleted. Keys under the
- * directory that are not a member's are ignored. Returns 0 or -1. */
-static int member_apply(fleet_t *f, const json_t *kv, int del)
+/* A member's key put or deleted. Keys under the directory that are not a
+ * member's are ignored. Returns 0, or -1 (out of memory, or the set full). */
+static int on_member(void *ud, const etcd_watch_kv_t *kv)
 {
-    const json_t *k = jget(kv, "key");
-    size_t klen;
-    if (!k || k->type != JSON_STRING)
-        return -1;
-    char *key = etcd_b64_decode(k->str, k->len, &klen);
-    if (!key)
-        return -1;
+    fleet_t *f = ud;
     const char *id;
-    int idlen = fleet_member_id(f->key, f->dirlen, key, klen, &id);
-    int rc = idlen < 0 ? 0 : fleet_set_update(&f->set, id, (size_t)idlen, !del);
-    free(key);
+    int idlen = fleet_member_id(f->key, f->dirlen, kv->key, kv->key_len, &id);
+    int rc = idlen < 0 ? 0 : fleet_set_update(&f->set, id, (size_t)idlen, !kv->deleted);
     return rc < 0 ? -1 : 0;
 }
 
-static int on_watch_line(void *ud, const char *line, size_t len)
+static void on_members_applied(void *ud, int64_t rev, int changed)
+{
+    count_members(ud);
+}
+
+static void on_members_state(void *ud, int up, const char *why)
 {
     fleet_t *f = ud;
-    char msg[256];
-    json_t *root = json_parse(line, len, msg, sizeof msg);
-    const json_t *res = jget(root, "result");
-    const json_t *canceled = jget(res, "canceled");
-    int rc = 0;
-    if (!res || jget(root, "error") ||
-        (canceled && canceled->type == JSON_BOOL && canceled->boolean) ||
-        etcd_json_int(jget(res, "compact_revision")) > 0) {
-        rc = -1;
-    } else {
-        const json_t *events = jget(res, "events");
-        for (size_t i = 0; events && events->type == JSON_ARRAY && i < events->n; i++) {
-            const json_t *type = jget(events->items[i], "type");
-            int del = type && type->type == JSON_STRING && type->len == 6 &&
-                      !memcmp(type->str, "DELETE", 6);
-            if (member_apply(f, jget(events->items[i], "kv"), del) < 0) {
-                rc = -1;
-                break;
-            }
-        }
-        int64_t rev = etcd_json_int(jget(jget(res, "header"), "revision"));
-        if (rev > f->revision)
-            f->revision = rev;
-    }
-    json_free(root);
-    if (rc < 0)
-        return -1; /* done runs: members_failed re-reads */
-    if (f->members_down)
-        log_msg(LOG_INFO, "fleet: etcd %s: watching the members again",
-                etcd_client_endpoint(f->client));
-    f->members_down = 0;
-    f->backoff_ms = 0;
-    count_members(f);
-    return 0;
-}
-
-static void on_watch_done(void *ud, int status, const char *body, size_t len, const char *err)
-{
-    char what[512];
-    snprintf(what, sizeof what, "members watch lost (%s)",
-             status == 0 ? "etcd closed it" : err);
-    members_failed(ud, what);
-}
-
-static void members_watch(fleet_t *f)
-{
-    char body[1024];
-    snprintf(body, sizeof body,
-             "{\"create_request\":{\"key\":\"%s\",\"range_end\":\"%s\","
-             "\"start_revision\":\"%lld\"}}",
-             f->dir_b64, f->end_b64, (long long)f->revision + 1);
-    f->members_call = etcd_stream(f->client, "/v3/watch", body, on_watch_line, on_watch_done, f);
-    if (!f->members_call)
-        members_failed(f, "cannot set up the members watch (out of memory?)");
-}
-
-static void on_range_done(void *ud, int status, const char *body, size_t len, const char *err)
-{
-    fleet_t *f = ud;
-    char msg[512];
-    f->members_call = NULL;
-    if (status < 0) {
-        snprintf(msg, sizeof msg, "members read failed (%s)", err);
-        members_failed(f, msg);
-        return;
-    }
-    json_t *root = json_parse(body, len, msg, sizeof msg);
-    const json_t *kvs = jget(root, "kvs");
-    int64_t rev = etcd_json_int(jget(jget(root, "header"), "revision"));
-    fleet_set_t old = f->set;
-    f->set = (fleet_set_t){0};
-    int bad = !root || rev <= 0 || (kvs && kvs->type != JSON_ARRAY);
-    for (size_t i = 0; !bad && kvs && i < kvs->n; i++)
-        bad = member_apply(f, kvs->items[i], 0) < 0;
-    json_free(root);
-    if (bad) {
-        fleet_set_clear(&f->set);
-        f->set = old;
-        members_failed(f, "unexpected members read answer");
-        return;
-    }
-    fleet_set_clear(&old);
-    f->revision = rev;
-    if (f->members_down)
+    if (up)
         log_msg(LOG_INFO, "fleet: etcd %s: members read again at revision %lld",
-                etcd_client_endpoint(f->client), (long long)rev);
-    f->members_down = 0;
-    f->backoff_ms = 0;
-    count_members(f);
-    members_watch(f);
+                etcd_client_endpoint(f->client), (long long)etcd_watch_revision(f->members));
+    else
+        log_msg(LOG_WARN, "fleet: etcd %s: %s; keeping %u live gateways, retrying",
+                etcd_client_endpoint(f->client), why, f->n);
 }
 
-static void members_range(fleet_t *f)
-{
-    char body[1024];
-    snprintf(body, sizeof body, "{\"key\":\"%s\",\"range_end\":\"%s\",\"keys_only\":true}",
-             f->dir_b64, f->end_b64);
-    f->members_call = etcd_call(f->client, "/v3/kv/range", body, FLEET_RANGE_MS, on_range_done,
-                                f);
-    if (!f->members_call)
-        members_failed(f, "cannot set up the members read (out of memory?)");
-}
-
-static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    members_range(w->data);
-}
+static const etcd_watch_ops_t members_ops = {on_members_range, on_member, on_members_applied,
+                                             on_members_state};
 
 /* ------------------------------------------------------------------------ */
 /* Public API                                                                */
@@ -480,27 +377,27 @@ fleet_t *fleet_start(const config_t *cfg, struct ev_loop *loop, fleet_share_fn s
         goto nomem;
     snprintf(f->key, klen + 1, "%s%s/", cfg->store.members_prefix, cfg->region);
     size_t dirlen = f->dirlen = strlen(f->key);
-    f->dir_b64 = etcd_b64_encode(f->key, dirlen);
-    f->end_b64 = etcd_prefix_end_b64(f->key);
+    const etcd_watch_conf_t wc = {.prefix = f->key, .keys_only = 1,
+                                  .range_timeout_ms = FLEET_RANGE_MS, .log_prefix = "fleet: ",
+                                  .read_name = "members read", .watch_name = "members watch"};
+    f->members = etcd_watch_new(f->client, &wc, &members_ops, f);
     strcat(f->key, f->id);
     f->key_b64 = etcd_b64_encode(f->key, klen);
     char value[FLEET_NODE_ID_MAX + 32];
     snprintf(value, sizeof value, "{\"id\":\"%s\"}", f->id); /* ids need no JSON escapes */
     f->value_b64 = etcd_b64_encode(value, strlen(value));
-    if (!f->dir_b64 || !f->end_b64 || !f->key_b64 || !f->value_b64)
+    if (!f->members || !f->key_b64 || !f->value_b64)
         goto nomem;
     if (etcd_client_attach(f->client, loop) < 0)
         goto nomem;
     double every = f->ttl_s / 3.0;
     ev_timer_init(&f->tick, on_tick, every, every);
     f->tick.data = f;
-    ev_init(&f->retry, on_retry);
-    f->retry.data = f;
     ev_timer_start(loop, &f->tick);
     log_msg(LOG_INFO, "fleet: node %s in region %s, members under %.*s, lease TTL %u s", f->id,
             f->region, (int)dirlen, f->key, f->ttl_s);
     grant_begin(f);
-    members_range(f);
+    etcd_watch_start(f->members, loop); /* a range read first */
     return f;
 nomem:
     snprintf(err, errlen, "fleet: out of memory (or libcurl cannot start)");
@@ -523,13 +420,12 @@ void fleet_leave(fleet_t *f)
     if (!f || f->left)
         return;
     f->left = 1;
-    if (f->loop) {
+    if (f->loop)
         ev_timer_stop(f->loop, &f->tick);
-        ev_timer_stop(f->loop, &f->retry);
-    }
     etcd_call_cancel(f->lease_call);
-    etcd_call_cancel(f->members_call);
-    f->lease_call = f->members_call = NULL;
+    f->lease_call = NULL;
+    if (f->members)
+        etcd_watch_stop(f->members);
     if (!f->lease || !f->client)
         return;
     char body[64], why[256];
@@ -552,6 +448,7 @@ void fleet_free(fleet_t *f)
     if (!f)
         return;
     fleet_leave(f);
+    etcd_watch_free(f->members);
     etcd_client_free(f->client);
     fleet_set_clear(&f->set);
     free(f->id);
@@ -559,7 +456,5 @@ void fleet_free(fleet_t *f)
     free(f->region);
     free(f->key_b64);
     free(f->value_b64);
-    free(f->dir_b64);
-    free(f->end_b64);
     free(f);
 }

@@ -63,9 +63,7 @@ static void teardown(void)
     if (loop)
         ev_loop_destroy(loop);
     loop = NULL;
-    if (ts_proc_running(&etcd.proc))
-        ts_etcd_stop(&etcd, ts_deadline(ts_ms(10000)));
-    ts_etcd_dispose(&etcd);
+    ts_etcd_end(&etcd);
 }
 
 static void on_tick(struct ev_loop *l, ev_timer *w, int revents)

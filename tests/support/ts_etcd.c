@@ -156,3 +156,10 @@ void ts_etcd_dispose(ts_etcd_t *e)
         rm_dir(e->dir);
     e->dir[0] = '\0';
 }
+
+void ts_etcd_end(ts_etcd_t *e)
+{
+    if (ts_proc_running(&e->proc))
+        ts_etcd_stop(e, ts_deadline(ts_ms(10000)));
+    ts_etcd_dispose(e);
+}

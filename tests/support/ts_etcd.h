@@ -50,4 +50,8 @@ int64_t ts_etcd_delete(const ts_etcd_t *e, const char *key, int64_t deadline);
 /* Stops what still runs and removes the directory. Idempotent. */
 void ts_etcd_dispose(ts_etcd_t *e);
 
+/* A test's teardown: stops it if it runs (SIGTERM, 10 s at most), then
+ * disposes. Idempotent. */
+void ts_etcd_end(ts_etcd_t *e);
+
 #endif
