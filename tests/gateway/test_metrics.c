@@ -162,7 +162,7 @@ Test(metrics, tunnels_by_fallback_and_route, .timeout = 30)
         {"sluice_tunnels_opened_total{tenant=\"acme\",kind=\"sfu\"}", 5},
     };
     for (size_t i = 0; i < sizeof want / sizeof *want; i++)
-        cr_expect_eq(sample(page, want[i].series), want[i].want, "%s", want[i].series);
+        cr_expect_eq(ts_prom_sample(page, want[i].series), want[i].want, "%s", want[i].series);
 #undef FB
 #undef RT
     cr_assert_null(strstr(page, "evil"), "a client's text became a label");
@@ -192,14 +192,14 @@ Test(metrics, auth_failures_by_reason, .timeout = 30)
               "an unknown tenant and a bad signature look the same to the client");
     char *page = render(&h);
 #define AF(r) "sluice_auth_failures_total{reason=\"" r "\"}"
-    cr_expect_eq(sample(page, AF("unknown_tenant")), 1);
-    cr_expect_eq(sample(page, AF("bad_signature")), 1);
-    cr_expect_eq(sample(page, AF("malformed")), 1);
-    cr_expect_eq(sample(page, AF("expired")), 1);
-    cr_expect_eq(sample(page, AF("missing")), 0);
-    cr_expect_eq(sample(page, AF("expiry_too_far")), 0);
+    cr_expect_eq(ts_prom_sample(page, AF("unknown_tenant")), 1);
+    cr_expect_eq(ts_prom_sample(page, AF("bad_signature")), 1);
+    cr_expect_eq(ts_prom_sample(page, AF("malformed")), 1);
+    cr_expect_eq(ts_prom_sample(page, AF("expired")), 1);
+    cr_expect_eq(ts_prom_sample(page, AF("missing")), 0);
+    cr_expect_eq(ts_prom_sample(page, AF("expiry_too_far")), 0);
 #undef AF
-    cr_expect_eq(sample(page, "sluice_http_responses_total{status=\"401\"}"), 4);
+    cr_expect_eq(ts_prom_sample(page, "sluice_http_responses_total{status=\"401\"}"), 4);
     promtool_accepts(page);
     free(page);
     h_fini(&h);
