@@ -428,8 +428,14 @@ static void on_written(void *arg, int status, uint64_t revision, const char *wer
             log_msg(LOG_ERROR, "admin: %s", msg);
             answer_set(r, MHD_HTTP_INTERNAL_SERVER_ERROR, error_text(msg, 1, revision));
         } else {
-            log_msg(LOG_INFO, "admin: tenant %s written, revision %llu", r->id,
-                    (unsigned long long)revision);
+            log_line_t l;
+            if (log_begin(&l, LOG_INFO, "tenant.change")) {
+                log_str(&l, "source", "admin");
+                log_str(&l, "tenant", r->id);
+                log_u64(&l, "revision", revision);
+                log_str(&l, "store", a->_srv->cfg->store.type == CFG_STORE_ETCD ? "etcd" : "file");
+                log_end(&l);
+            }
             const config_t *now = a->_srv->cfg;
             const cfg_tenant_t *t = config_tenant(now, r->id, strlen(r->id));
             yajl_gen g = yajl_gen_alloc(NULL);

@@ -71,6 +71,9 @@ static void probe_result(backend_t *b, int answered)
         b->oks = 0;
         if (++b->fails >= b->health.down_after)
             set_up(b, 0, "probes unanswered");
+        else if (b->up)
+            log_msg(LOG_DEBUG, "backend %s: probe unanswered (%u of %u before down)", b->name,
+                    b->fails, b->health.down_after);
     }
 }
 

@@ -143,6 +143,7 @@ static void host_opened(tunnel_t *t)
 {
     conn_t *c = conn_of(t);
     c->nopen++;
+    c->opened_total++;
     c->ever_opened = 1;
     srclimit_release(&c->srv->sources, &c->source); /* no longer pending */
 }
@@ -479,8 +480,15 @@ void conn_free(conn_t *c)
     if (!c->end_set)
         c->end = srv->draining ? CONN_END_SHUTDOWN : CONN_END_PEER;
     srv->counters.conns_closed[c->end]++;
-    conn_log(c, "closed (%s) after %llu ms", conn_end_name(c->end),
-             (unsigned long long)((compat_mono_ns() - c->accepted) / UTIL_MS_NS));
+    log_line_t l;
+    if (log_limit_take(&srv->logs.conn, compat_mono_ns(), LOG_INFO) &&
+        log_begin(&l, LOG_INFO, "conn.close")) {
+        log_str(&l, "peer", c->peer);
+        log_str(&l, "reason", conn_end_name(c->end));
+        log_u64(&l, "duration_ms", (compat_mono_ns() - c->accepted) / UTIL_MS_NS);
+        log_u64(&l, "tunnels", c->opened_total);
+        log_end(&l);
+    }
     config_unref(c->cfg);
     server_conn_gone(srv, c);
     free(c);
@@ -611,6 +619,14 @@ static int conn_start_h2(conn_t *c)
         return -1;
     c->state = CONN_H2;
     c->since = c->last_rx = c->last_drain = c->frame_refill = compat_mono_ns();
+    log_line_t l;
+    if (c->ssl && log_limit_take(&srv->logs.conn, c->since, LOG_INFO) &&
+        log_begin(&l, LOG_INFO, "conn.open")) {
+        log_str(&l, "peer", c->peer);
+        log_str(&l, "tls", SSL_get_version(c->ssl));
+        log_u64(&l, "handshake_ms", (c->since - c->accepted) / UTIL_MS_NS);
+        log_end(&l);
+    }
     c->frame_tokens = c->cfg->limits.max_control_frames_s;
     ev_timer_stop(srv->loop, &c->timer);
     ev_timer_set(&c->timer, c->cfg->limits.header_timeout_ms / 1000.0, 0.);

@@ -76,6 +76,7 @@ typedef struct conn {
     unsigned closing : 1;       /* conn_close called: on the dead list, watchers stopped */
     unsigned notice_sent : 1;   /* draining: GOAWAY(2^31-1) sent, final GOAWAY after the PING ack */
     uint32_t nopen;             /* tunnels open or closing */
+    uint32_t opened_total;      /* tunnels opened or resumed on it, for its close line */
     enum conn_end end;          /* why it ends; the first cause wins (end_set) */
     unsigned end_set : 1;
     const uint8_t *pend;        /* part of nghttp2's last mem_send not yet buffered */

@@ -234,8 +234,13 @@ static void snapshot_apply(etcd_store_t *s)
         config_unref(s->cfg);
         s->cfg = config_ref(cfg);
         s->applied = store_rev(s);
-        log_msg(LOG_INFO, "etcd revision %lld applied: %zu tenants", (long long)store_rev(s),
-                cfg->ntenants);
+        log_line_t l;
+        if (log_begin(&l, LOG_INFO, "tenant.table")) {
+            log_str(&l, "source", "etcd");
+            log_i64(&l, "revision", store_rev(s));
+            log_u64(&l, "tenants", cfg->ntenants);
+            log_end(&l);
+        }
     }
     config_unref(cfg);
 }

@@ -1,20 +1,28 @@
 /*
- * log.h — one-line structured logs on stderr, and a rate limiter for events
- * a peer can repeat at will.
+ * log.h — one-line structured logs on stderr (logfmt), and a rate limiter for
+ * events a peer can repeat at will.
  *
  * Logs are for operators: one line per connection or tunnel event, never one
- * per packet. Counters (counters.h) carry the per-packet story.
+ * per packet. Counters (counters.h, /metrics) carry the per-packet story.
  *
- * Peer text is data, not log format: pass anything a client or backend sent
- * through text_escape() (proto/text.h) before it reaches a format argument.
- * As a last line of defence log_msg() replaces any C0 control or DEL left in
- * the formatted line with '?', so a forgotten escape can never split a line
- * or forge another; it is not a substitute for text_escape().
+ * Every line is logfmt: space-separated key=value pairs, a value in double
+ * quotes when it is empty or holds a space, '=', '"' or a byte outside
+ * printable ASCII, with '\\', '"' and control bytes escaped (\n, \t, \xHH)
+ * inside the quotes. Every line starts
+ *
+ *     ts=2026-12-02T04:10:00.123Z level=info
+ *
+ * then either `event=<name>` and the event's fields (log_begin ... log_end),
+ * or `msg="<text>"` (log_msg). docs/operations.md ("Logs") lists every event
+ * and field. Values are escaped here, so peer text cannot split a line or
+ * forge a field; still pass it through text_escape() (proto/text.h) when it
+ * is formatted into a log_msg text, which then stays readable.
  */
 #ifndef SLUICE_LOG_H
 #define SLUICE_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 
 enum log_level {
@@ -28,11 +36,48 @@ enum log_level {
  * start-up, before the loop runs. */
 void log_set_level(enum log_level level);
 
-/* Writes "<UTC time> sluiced <level>: <message>" and a newline to stderr in
- * one write. Lines longer than 1 KiB are cut. */
+/* "error", "warn", "info", "debug" -> level; -1 for anything else. */
+int log_level_parse(const char *name);
+
+/* 1 when a line at level would be written. */
+int log_enabled(enum log_level level);
+
+/* Writes "ts=... level=... msg=<the formatted text>" and a newline to stderr
+ * in one write. Lines longer than LOG_LINE_MAX are cut (still one line). */
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void log_vmsg(enum log_level level, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));
+
+#define LOG_LINE_MAX 1024u
+
+/*
+ * Structured events:
+ *
+ *     log_line_t l;
+ *     if (log_begin(&l, LOG_INFO, "conn.close")) {
+ *         log_str(&l, "peer", c->peer);
+ *         log_str(&l, "reason", conn_end_name(c->end));
+ *         log_u64(&l, "duration_ms", ms);
+ *         log_end(&l);
+ *     }
+ *
+ * log_begin returns 0 (and the line is not built) when the level is off.
+ * Keys are constants of the code: [a-z0-9_.]. A line that would pass
+ * LOG_LINE_MAX drops the fields that do not fit and ends with truncated=1.
+ */
+typedef struct log_line {
+    char buf[LOG_LINE_MAX];
+    size_t len;
+    int full; /* a field did not fit */
+} log_line_t;
+
+int log_begin(log_line_t *l, enum log_level level, const char *event);
+void log_str(log_line_t *l, const char *key, const char *value);
+void log_strn(log_line_t *l, const char *key, const char *value, size_t len);
+void log_u64(log_line_t *l, const char *key, uint64_t value);
+void log_i64(log_line_t *l, const char *key, int64_t value);
+/* Writes the line (one write) and a newline. */
+void log_end(log_line_t *l);
 
 /*
  * Rate limiting repeated events.

@@ -28,7 +28,7 @@
 
 static void usage(FILE *out)
 {
-    fputs("usage: sluiced --config FILE [--verbose | --quiet]\n"
+    fputs("usage: sluiced --config FILE [--log-level LEVEL | --verbose | --quiet]\n"
           "       sluiced --check-config FILE\n"
           "\n"
           "HTTPS tunneling gateway for real-time media: clients open HTTP/2 streams\n"
@@ -37,8 +37,10 @@ static void usage(FILE *out)
           "\n"
           "  -c, --config FILE        run with this JSON config (docs/configuration.md)\n"
           "      --check-config FILE  validate a config, print 'config ok' or the error\n"
-          "  -v, --verbose            log debug detail\n"
-          "  -q, --quiet              log warnings and errors only\n"
+          "      --log-level LEVEL    error, warn, info (the default) or debug\n"
+          "  -v, --verbose            --log-level debug: also each health probe a backend\n"
+          "                           misses and each etcd retry while etcd is away\n"
+          "  -q, --quiet              --log-level warn: warnings and errors only\n"
           "  -h, --help               this text\n"
           "  -V, --version            print the version\n"
           "\n"
@@ -195,7 +197,12 @@ static int reload_config(signals_t *sig, const char *why, char *err, size_t errl
         return 0;
     if (k->reloads_failed == failed) /* refused before server_reload, which counts its own */
         k->reloads_failed++;
-    log_msg(LOG_ERROR, "reload failed, old config kept: %s", err);
+    log_line_t l;
+    if (log_begin(&l, LOG_ERROR, "config.reload_failed")) {
+        log_str(&l, "source", why);
+        log_str(&l, "error", err);
+        log_end(&l);
+    }
     return -1;
 }
 
@@ -278,6 +285,7 @@ int main(int argc, char **argv)
         {"check-config", required_argument, NULL, 'C'},
         {"verbose", no_argument, NULL, 'v'},
         {"quiet", no_argument, NULL, 'q'},
+        {"log-level", required_argument, NULL, 'L'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -297,6 +305,16 @@ int main(int argc, char **argv)
         case 'q':
             log_set_level(LOG_WARN);
             break;
+        case 'L': {
+            int level = log_level_parse(optarg);
+            if (level < 0) {
+                fprintf(stderr, "sluiced: --log-level %s: expected error, warn, info or debug\n",
+                        optarg);
+                return 2;
+            }
+            log_set_level((enum log_level)level);
+            break;
+        }
         case 'h':
             usage(stdout);
             return 0;
@@ -382,9 +400,15 @@ int main(int argc, char **argv)
 
     struct rlimit rl;
     getrlimit(RLIMIT_NOFILE, &rl);
-    log_msg(LOG_INFO, "sluiced %s started, region %s, open file limit %llu (was %llu)",
-            SLUICE_VERSION, srv.cfg->region, (unsigned long long)rl.rlim_cur,
-            (unsigned long long)fd_before);
+    log_line_t l;
+    if (log_begin(&l, LOG_INFO, "start")) {
+        log_str(&l, "version", SLUICE_VERSION);
+        log_str(&l, "region", srv.cfg->region);
+        log_str(&l, "config", config_path);
+        log_u64(&l, "fd_limit", (uint64_t)rl.rlim_cur);
+        log_u64(&l, "fd_limit_was", (uint64_t)fd_before);
+        log_end(&l);
+    }
     /* The file tenant store and the admin API (docs/admin.md): started at
      * start-up only; a reload changes tokens and tenants, not the admin
      * address. With etcd tenants the admin API writes through the etcd
@@ -418,11 +442,23 @@ int main(int argc, char **argv)
         fflush(stdout);
     }
     notify_serving(&srv, NOTIFY_READY, ""); /* listeners accept, tenants loaded */
+    if (log_begin(&l, LOG_INFO, "ready")) {
+        char name[64];
+        log_u64(&l, "listeners", srv.nlisteners);
+        log_u64(&l, "tenants", srv.cfg->ntenants);
+        if (srv.cfg->admin.enabled)
+            log_str(&l, "admin",
+                    config_addr_str((const struct sockaddr *)&admin.addr, name, sizeof name));
+        log_end(&l);
+    }
     ev_run(loop, 0);
 
     const server_counters_t *k = &srv.counters;
-    log_msg(LOG_INFO, "stopped: %llu connections, %llu tunnels served",
-            (unsigned long long)k->conns_accepted, (unsigned long long)k->tunnels_opened);
+    if (log_begin(&l, LOG_INFO, "stop")) {
+        log_u64(&l, "connections", k->conns_accepted);
+        log_u64(&l, "tunnels", k->tunnels_opened);
+        log_end(&l);
+    }
     ev_signal_stop(loop, &sig.term);
     ev_signal_stop(loop, &sig.intr);
     ev_signal_stop(loop, &sig.hup);

@@ -400,13 +400,21 @@ static int reload_swap(server_t *s, config_t *cfg, char *err, size_t errlen)
     size_t off = 0;
     list[0] = '\0';
     for (size_t i = 0; i < s->nlisteners && off < sizeof list; i++)
-        off += (size_t)snprintf(list + off, sizeof list - off, " listen=%s",
+        off += (size_t)snprintf(list + off, sizeof list - off, "%s%s", i ? " " : "",
                                 config_addr_str((const struct sockaddr *)&s->listeners[i].addr,
                                                 name, sizeof name));
-    log_msg(LOG_INFO,
-            "config reloaded: region %s, %zu tenants,%s (%zu kept, %zu opened, %zu closed), "
-            "%zu tunnels closed (tenant disabled)",
-            s->cfg->region, s->cfg->ntenants, list, kept, opened, removed, closed);
+    log_line_t l;
+    if (log_begin(&l, LOG_INFO, "config.reloaded")) {
+        log_str(&l, "region", s->cfg->region);
+        log_u64(&l, "tenants", s->cfg->ntenants);
+        log_u64(&l, "revision", s->cfg->tenants_revision);
+        log_str(&l, "listen", list);
+        log_u64(&l, "listeners_kept", kept);
+        log_u64(&l, "listeners_opened", opened);
+        log_u64(&l, "listeners_closed", removed);
+        log_u64(&l, "tunnels_closed", closed);
+        log_end(&l);
+    }
     return 0;
 fail:
     if (ls) {

@@ -474,18 +474,86 @@ static int backend_open(tunnel_t *t, const cfg_pool_t *pool, uint64_t key)
 
 /* ---- request and response ------------------------------------------------- */
 
-static int reject(tunnel_t *t, int status, const char *reason)
+/* tunnel.close (the flow ended: its whole story) or tunnel.detach (the
+ * stream went, the flow lives on in another tunnel: parked or resumed). */
+static void log_closed(const tunnel_t *t)
+{
+    log_line_t l;
+    if (!log_begin(&l, LOG_INFO, t->handed_over ? "tunnel.detach" : "tunnel.close"))
+        return;
+    const tunnel_counters_t *k = &t->counters;
+    log_str(&l, "conn", t->host->peer);
+    log_i64(&l, "stream", t->stream_id);
+    log_str(&l, "tenant", t->tenant);
+    log_str(&l, "kind", config_kind_name(t->kind));
+    log_str(&l, "backend", t->backend);
+    log_str(&l, "close", t->state == TUNNEL_CLOSING ? capsule_close_name(t->close_code) : "none");
+    if (!t->handed_over) {
+        log_u64(&l, "duration_ms", (compat_mono_ns() - t->opened_at) / UTIL_MS_NS);
+        log_u64(&l, "up_packets", k->up_packets);
+        log_u64(&l, "up_bytes", k->up_bytes);
+        log_u64(&l, "down_packets", k->down_packets);
+        log_u64(&l, "down_bytes", k->down_bytes);
+        for (int i = 0; i < DROP_REASON_COUNT; i++) {
+            if (!k->drops[i])
+                continue;
+            char key[40];
+            snprintf(key, sizeof key, "drops_%s", drop_reason_name((enum drop_reason)i));
+            log_u64(&l, key, k->drops[i]);
+        }
+        log_u64(&l, "rtt_us", k->rtt_last_us);
+        log_u64(&l, "rtt_min_us", k->rtt_min_us);
+    }
+    log_end(&l);
+}
+
+/* The tenant a request path names, for the log only (it may not exist):
+ * the segment after /v1/tunnel/, at most 64 bytes. */
+static size_t path_tenant(const char *path, const char **tenant)
+{
+    static const char prefix[] = "/v1/tunnel/";
+    *tenant = "";
+    if (!path || strncmp(path, prefix, sizeof prefix - 1) != 0)
+        return 0;
+    *tenant = path + sizeof prefix - 1;
+    size_t n = strcspn(*tenant, "/?");
+    return n > 64 ? 64 : n;
+}
+
+/* Answers status with reason as the body. The line (rate-limited: a client
+ * can repeat it at will) is request.refused, or auth.fail for a 401 with its
+ * cause and the tenant the path named; never the credential. */
+static int reject_as(tunnel_t *t, int status, const char *reason, enum auth_fail auth,
+                     const char *path)
 {
     int idx = request_status_index(status);
     if (idx >= 0)
         env_of(t)->counters->requests_rejected[idx]++;
-    log_limited(&env_of(t)->logs->refused, compat_mono_ns(), LOG_INFO, "conn %s stream %d: %d %s",
-                t->host->peer, t->stream_id, status, reason);
+    log_line_t l;
+    if (log_limit_take(&env_of(t)->logs->refused, compat_mono_ns(), LOG_INFO) &&
+        log_begin(&l, LOG_INFO, auth != AUTH_FAIL_NONE ? "auth.fail" : "request.refused")) {
+        const char *tenant;
+        size_t tlen = path_tenant(path, &tenant);
+        log_str(&l, "conn", t->host->peer);
+        log_i64(&l, "stream", t->stream_id);
+        log_i64(&l, "status", status);
+        if (auth != AUTH_FAIL_NONE)
+            log_str(&l, "auth", auth_fail_name(auth));
+        if (tlen)
+            log_strn(&l, "tenant", tenant, tlen);
+        log_str(&l, "reason", reason);
+        log_end(&l);
+    }
     t->state = TUNNEL_REJECTED;
     t->reason = reason;
     t->reason_off = 0;
     t->host->ops->refused(t, status);
     return t->host->ops->respond(t, status);
+}
+
+static int reject(tunnel_t *t, int status, const char *reason)
+{
+    return reject_as(t, status, reason, AUTH_FAIL_NONE, NULL);
 }
 
 /* Monotonic deadline for a wall-clock expiry (unix seconds). */
@@ -544,6 +612,7 @@ static int open_flow(tunnel_t *t, const req_target_t *target, int *rc)
     t->down.on_sent = down_sent;
     snprintf(t->tenant, sizeof t->tenant, "%s", target->tenant->id);
     t->kind = target->kind;
+    t->opened_at = compat_mono_ns();
     t->state = TUNNEL_OPEN;
     tunnel_touch(t, compat_mono_ns());
     if ((t->stats = stats_hold(env->stats, t->tenant, t->kind)) != NULL) {
@@ -579,8 +648,9 @@ int tunnel_start(tunnel_t *t)
     if (status != 200) {
         if (auth != AUTH_FAIL_NONE)
             env->counters->auth_failures[auth]++;
+        rc = reject_as(t, status, reason, auth, req->path);
         free(req);
-        return reject(t, status, reason);
+        return rc;
     }
 
     const cfg_limits_t *lim = limits_of(t);
@@ -631,9 +701,16 @@ int tunnel_start(tunnel_t *t)
     ping_start(t, now);
     timer_arm_open(t);
     t->host->ops->opened(t);
-    log_msg(LOG_INFO, "tunnel %s: conn %s stream %d tenant %s kind %s region %s backend %s",
-            s ? "resumed" : "open", t->host->peer, t->stream_id, t->tenant,
-            config_kind_name(t->kind), target.region->name, t->backend);
+    log_line_t l;
+    if (log_begin(&l, LOG_INFO, s ? "tunnel.resume" : "tunnel.open")) {
+        log_str(&l, "conn", t->host->peer);
+        log_i64(&l, "stream", t->stream_id);
+        log_str(&l, "tenant", t->tenant);
+        log_str(&l, "kind", config_kind_name(t->kind));
+        log_str(&l, "region", target.region->name);
+        log_str(&l, "backend", t->backend);
+        log_end(&l);
+    }
     free(req);
     return t->host->ops->respond(t, 200);
 }
@@ -658,6 +735,7 @@ void tunnel_take_flow(tunnel_t *t, tunnel_t *from, uint64_t park_until)
     memcpy(t->tenant, from->tenant, sizeof t->tenant);
     memcpy(t->backend, from->backend, sizeof t->backend);
     t->kind = from->kind;
+    t->opened_at = from->opened_at;
     t->backend_errors = from->backend_errors;
     t->rxq_dropped = from->rxq_dropped;
     t->counters = from->counters;
@@ -824,24 +902,7 @@ void tunnel_free(tunnel_t *t)
     if (was_open) {
         env->counters->tunnels_active--;
         sendq_discard(&t->down); /* whatever is still queued was never delivered */
-        const tunnel_counters_t *k = &t->counters;
-        uint64_t drops = 0;
-        for (int i = 0; i < DROP_REASON_COUNT; i++)
-            drops += k->drops[i];
-        if (t->handed_over)
-            log_msg(LOG_INFO, "tunnel detached: conn %s stream %d tenant %s close %s; flow kept",
-                    host->peer, t->stream_id, t->tenant,
-                    t->state == TUNNEL_CLOSING ? capsule_close_name(t->close_code) : "reset");
-        else
-            log_msg(LOG_INFO,
-                    "tunnel closed: conn %s stream %d tenant %s close %s up %llu/%llu B down "
-                    "%llu/%llu B drops %llu rtt %llu us (min %llu)",
-                    host->peer, t->stream_id, t->tenant,
-                    t->state == TUNNEL_CLOSING ? capsule_close_name(t->close_code) : "reset",
-                    (unsigned long long)k->up_packets, (unsigned long long)k->up_bytes,
-                    (unsigned long long)k->down_packets, (unsigned long long)k->down_bytes,
-                    (unsigned long long)drops, (unsigned long long)k->rtt_last_us,
-                    (unsigned long long)k->rtt_min_us);
+        log_closed(t);
         ev_timer_stop(env->loop, &t->timer);
         if (t->stats)
             t->stats->closed[t->state == TUNNEL_CLOSING ? stats_close_slot(t->close_code)

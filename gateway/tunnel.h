@@ -165,6 +165,7 @@ struct tunnel {
 
     char tenant[65];
     enum tunnel_kind kind;
+    uint64_t opened_at;           /* monotonic ns the flow opened (moves with it) */
     char backend[64];             /* for logs */
     tunnel_counters_t counters;
 };

@@ -76,9 +76,10 @@ Test(log, one_line_whatever_the_arguments)
     size_t lines;
     const char *out = output(&lines);
     cr_assert_eq(lines, 1, "%s", out);
-    cr_assert(strstr(out, "sluiced info: client said bye?2024-01-01T00:00:00Z sluiced info: "
-                          "forged??[2J?\n"),
+    cr_assert(strstr(out, " level=info msg=\"client said bye\\n2024-01-01T00:00:00Z sluiced info: "
+                          "forged\\r\\x1b[2J\\x7f\"\n"),
               "%s", out);
+    cr_assert(!strncmp(out, "ts=", 3), "%s", out);
 
     char big[4000];
     memset(big, 'x', sizeof big - 1);
@@ -96,7 +97,7 @@ Test(log, level_filters)
     size_t lines;
     const char *out = output(&lines);
     cr_assert_eq(lines, 1, "%s", out);
-    cr_assert(strstr(out, "sluiced warn: shown"));
+    cr_assert(strstr(out, " level=warn msg=shown\n"), "%s", out);
 }
 
 Test(log, burst_then_one_summary_when_the_kind_is_next_logged)
@@ -198,5 +199,60 @@ Test(log, zero_burst_mutes_but_counts)
     size_t lines;
     const char *out = output(&lines);
     cr_assert_eq(lines, 1, "%s", out);
-    cr_assert(strstr(out, "sluiced warn: muted: 7 similar lines suppressed"), "%s", out);
+    cr_assert(strstr(out, " level=warn msg=\"muted: 7 similar lines suppressed"), "%s", out);
+}
+
+/* An event: logfmt fields, quoted only when they must be, escaped inside. */
+Test(log, events_are_logfmt)
+{
+    log_line_t l;
+    cr_assert(log_begin(&l, LOG_INFO, "conn.close"));
+    log_str(&l, "peer", "127.0.0.1:4000");
+    log_str(&l, "reason", "write stall");
+    log_str(&l, "empty", "");
+    log_str(&l, "nul", NULL);
+    log_str(&l, "tricky", "a=b \"c\" \\d\te\x01");
+    log_u64(&l, "bytes", 18446744073709551615ull);
+    log_i64(&l, "delta", -5);
+    log_end(&l);
+    size_t lines;
+    const char *out = output(&lines);
+    cr_assert_eq(lines, 1);
+    cr_assert(strstr(out, " level=info event=conn.close peer=127.0.0.1:4000 reason=\"write stall\""
+                          " empty=\"\" nul=\"\" tricky=\"a=b \\\"c\\\" \\\\d\\te\\x01\""
+                          " bytes=18446744073709551615 delta=-5\n"),
+              "%s", out);
+    log_set_level(LOG_WARN);
+    cr_assert_not(log_begin(&l, LOG_INFO, "hidden"), "a level that is off builds nothing");
+}
+
+/* A field that does not fit is dropped whole and the line says so. */
+Test(log, an_overfull_event_drops_whole_fields)
+{
+    char big[700];
+    memset(big, 'y', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    log_line_t l;
+    cr_assert(log_begin(&l, LOG_INFO, "x"));
+    log_str(&l, "a", big);
+    log_str(&l, "b", big);
+    log_u64(&l, "c", 7);
+    log_end(&l);
+    size_t lines;
+    const char *out = output(&lines);
+    cr_assert_eq(lines, 1);
+    cr_assert(strstr(out, " a=yyy"), "%s", out);
+    cr_assert_null(strstr(out, " b="), "a half field");
+    cr_assert(strstr(out, " truncated=1\n"), "%s", out);
+    cr_assert_leq(strlen(out), LOG_LINE_MAX + 1);
+}
+
+Test(log, level_names)
+{
+    cr_assert_eq(log_level_parse("error"), LOG_ERROR);
+    cr_assert_eq(log_level_parse("warn"), LOG_WARN);
+    cr_assert_eq(log_level_parse("info"), LOG_INFO);
+    cr_assert_eq(log_level_parse("debug"), LOG_DEBUG);
+    cr_assert_eq(log_level_parse("verbose"), -1);
+    cr_assert_eq(log_level_parse(""), -1);
 }

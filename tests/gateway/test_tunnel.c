@@ -306,7 +306,7 @@ Test(tunnel, refused_requests_do_not_flood_the_log)
     }
     log_limits_flush(&h.srv.logs, UINT64_MAX);
     const char *text = captured(f);
-    int lines = count_lines_with(text, ": 404 ");
+    int lines = count_lines_with(text, " status=404 ");
     cr_assert_eq(lines, 10, "%d lines for 30 refused requests:\n%s", lines, text);
     cr_assert(strstr(text, "refused request: 20 similar lines suppressed"), "%s", text);
     h_fini(&h);
@@ -326,9 +326,11 @@ Test(tunnel, client_close_reason_is_escaped_in_the_log)
     h_send_capsule(&h, s, CAPSULE_CLOSE, v, sizeof evil);
     h_wait_capsules(&h, s, 1);
     const char *text = captured(f);
-    cr_assert(strstr(text, "client CLOSE normal: bye\\x0a2026"), "%s", text);
-    cr_assert(strstr(text, "forged\\x1b[2J"), "%s", text);
+    /* text_escape makes the newline \x0a; logfmt then escapes its backslash. */
+    cr_assert(strstr(text, "client CLOSE normal: bye\\\\x0a2026"), "%s", text);
+    cr_assert(strstr(text, "forged\\\\x1b[2J"), "%s", text);
     cr_assert_null(strstr(text, "\nsluiced error: forged"));
+    cr_assert_null(strstr(text, "\nts=2026-01-01"));
     cr_assert_null(strstr(text, "\n2026-01-01T"), "a forged line reached the log:\n%s", text);
     h_fini(&h);
 }

@@ -55,9 +55,9 @@ Test(cli, sighup_reloads_the_unchanged_file_and_keeps_serving, .fini = teardown,
     cr_assert_eq(ts_http(&q, &resp), 0, "cannot run curl");
     cr_expect_eq(resp.status, 405, "after SIGHUP: status %d (curl exit %d: %s)", resp.status,
                  resp.curl_exit, resp.err);
-    cr_expect_eq(ts_log_wait(fx.gw.proc.err_path, "config reloaded", 1,
+    cr_expect_eq(ts_log_wait(fx.gw.proc.err_path, "event=config.reloaded", 1,
                              ts_deadline(ts_ms(5000))),
-                 0, "no \"config reloaded\" line in the gateway's log");
+                 0, "no config.reloaded event in the gateway's log");
 
     const char *what;
     int code;
@@ -233,7 +233,7 @@ Test(cli, soft_fd_limit_is_raised_to_the_hard_limit, .fini = teardown, .timeout 
     cr_assert_eq(n, 2, "no open file limit in %s", limits_path);
     cr_expect_eq(hard, 4096, "%s", copy);
     cr_expect_eq(soft, 4096, "the soft limit was not raised to the hard one: %s", copy);
-    cr_expect_eq(ts_log_wait(proc.err_path, "open file limit 4096 (was 256)", 1,
+    cr_expect_eq(ts_log_wait(proc.err_path, "fd_limit=4096 fd_limit_was=256", 1,
                                 ts_deadline(ts_ms(5000))),
                  0, "the start-up line does not report the raised limit");
     cr_expect_eq(ts_proc_stop(&proc, ts_deadline(ts_ms(10000))), 0);

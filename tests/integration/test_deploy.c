@@ -183,7 +183,7 @@ Test(deploy, sd_notify_ready_reload_stop, .fini = teardown, .timeout = 60)
     cr_assert(has_line(msg, "READY=1"), "no READY=1 after the reload: %s", msg);
     cr_assert(has_prefix(msg, "STATUS=serving region local"), "%s", msg);
     cr_assert_null(strstr(msg, "refused"), "an applied reload reported as refused: %s", msg);
-    cr_assert_eq(ts_log_count(gw.err_path, "config reloaded"), 1);
+    cr_assert_eq(ts_log_count(gw.err_path, "event=config.reloaded"), 1);
 
     /* A refused reload (the file does not parse): READY=1 all the same, the
      * status says the old config is kept. */

@@ -14,7 +14,7 @@
  * etcd is back; a change made in etcd shows in the admin API.
  *
  * Propagation is measured from the PUT's response to each gateway's
- * "etcd revision N applied" log line and printed.
+ * "event=tenant.table source=etcd revision=N" log line and printed.
  */
 #include <criterion/criterion.h>
 #include <signal.h>
@@ -121,7 +121,8 @@ static int has_close(const ts_h2raw_t *c, void *arg)
 static int64_t wait_applied(int64_t rev, int64_t t0, const char *what)
 {
     char needle[64];
-    snprintf(needle, sizeof needle, "etcd revision %lld applied", (long long)rev);
+    snprintf(needle, sizeof needle, "event=tenant.table source=etcd revision=%lld ",
+             (long long)rev);
     int64_t worst = 0;
     int done[2] = {0, 0};
     int64_t at[2] = {0, 0};
@@ -199,10 +200,10 @@ Test(etcd, a_switch_reaches_both_gateways_within_a_second_and_survives_an_etcd_r
 
     /* SIGHUP re-reads the file and keeps the tenants read from etcd. */
     const char *log0 = gw[0].proc.err_path;
-    size_t reloads = ts_log_count(log0, "config reloaded");
+    size_t reloads = ts_log_count(log0, "event=config.reloaded");
     cr_assert_eq(ts_proc_signal(&gw[0].proc, SIGHUP), 0);
-    cr_assert_eq(ts_log_wait(log0, "config reloaded", reloads + 1, ts_deadline(ts_ms(10000))), 0);
-    cr_assert_eq(ts_log_count(log0, "reload failed"), 0);
+    cr_assert_eq(ts_log_wait(log0, "event=config.reloaded", reloads + 1, ts_deadline(ts_ms(10000))), 0);
+    cr_assert_eq(ts_log_count(log0, "event=config.reload_failed"), 0);
     cr_assert_eq(request_on(&h[2], 5, ACME_PATH), 200, "SIGHUP lost the tenants from etcd");
 
     /* A deleted tenant is gone from both. */
@@ -407,7 +408,7 @@ Test(etcd, the_admin_api_shows_etcd_tenants_and_a_change_made_in_etcd, .fini = t
                       ts_deadline(5000));
     cr_assert_gt(rev, 0);
     char want[64];
-    snprintf(want, sizeof want, "etcd revision %lld applied", (long long)rev);
+    snprintf(want, sizeof want, "event=tenant.table source=etcd revision=%lld ", (long long)rev);
     cr_assert_eq(ts_log_wait(gw[0].proc.err_path, want, 1, ts_deadline(ts_ms(5000))), 0,
                  "the gateway did not apply revision %lld", (long long)rev);
     cr_assert_eq(admin_call(addr[0], "GET", "/v1/tenants/gamma", NULL, &r), 200, "%s", r.body);

@@ -121,7 +121,7 @@ Test(resume_gw, a_new_connection_resumes_the_tunnel_on_the_same_backend_port,
     /* The connection dies (no CLOSE, no END_STREAM): the flow is parked. */
     int64_t cut = ts_now_ns();
     ts_h2raw_close(&a);
-    cr_assert_eq(ts_log_wait(fx.gw.proc.err_path, "tunnel detached:", 1,
+    cr_assert_eq(ts_log_wait(fx.gw.proc.err_path, "event=tunnel.detach", 1,
                              ts_deadline(ts_ms(5000))),
                  0, "the gateway did not park the tunnel");
 
@@ -196,9 +196,9 @@ Test(resume_gw, a_200_packet_burst_comes_back_whole, .fini = teardown, .timeout 
         uint8_t close[8];
         ssize_t n = capsule_encode_close(close, sizeof close, CLOSE_NORMAL, "", 0);
         ts_h2raw_send_frame(&a, 0, 1 /* END_STREAM */, 1, close, (size_t)n);
-        ts_log_wait(fx.gw.proc.err_path, "tunnel closed:", 1, ts_deadline(ts_ms(2000)));
+        ts_log_wait(fx.gw.proc.err_path, "event=tunnel.close", 1, ts_deadline(ts_ms(2000)));
         char line[512] = "";
-        ts_log_line(fx.gw.proc.err_path, "tunnel closed:", 1, line, sizeof line);
+        ts_log_line(fx.gw.proc.err_path, "event=tunnel.close", 1, line, sizeof line);
         cr_assert_fail("%zu of %zu body bytes came back; %s", s->body_len + s->body_over, want,
                        line);
     }

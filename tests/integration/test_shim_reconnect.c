@@ -423,7 +423,8 @@ Test(shim_reconnect, a_200_packet_burst_arrives_whole)
     cr_expect(strstr(line, "; tx 201 rx ") && strstr(line, " dropped 0 "),
               "the shim dropped part of the burst: %s", line);
     /* Primer + 200: every byte reached the gateway. */
-    cr_expect_eq(ts_log_wait(gw.proc.err_path, "up 201/240064 B", 1, ts_deadline(ts_ms(WAIT_MS))),
+    cr_expect_eq(ts_log_wait(gw.proc.err_path, "up_packets=201 up_bytes=240064", 1,
+                             ts_deadline(ts_ms(WAIT_MS))),
                  0, "the gateway did not receive the whole burst");
     cr_expect_eq(ts_gateway_stop(&gw, ts_deadline(ts_ms(WAIT_MS))), 0);
 }
