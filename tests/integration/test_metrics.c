@@ -4,7 +4,7 @@
  * tenant and direction, the page accepted by Debian's `promtool check
  * metrics`, a real Prometheus server scraping it and answering a query
  * through its HTTP API; connection ends and failed TLS handshakes counted by
- * reason; /readyz 503 while the gateway drains.
+ * reason. (/readyz during a drain: tests/integration/test_drain.c.)
  */
 #include <criterion/criterion.h>
 #include <signal.h>
@@ -212,22 +212,5 @@ Test(metrics, connection_ends_and_failed_handshakes_by_reason, .fini = teardown,
     cr_assert_eq(ts_tcp_send_all(fd, hello_start, sizeof hello_start), 0);
     close(fd);
     cr_assert_geq(wait_sample("sluice_tls_handshake_failures_total{reason=\"eof\"}", 1), 1);
-    stop();
-}
-
-Test(metrics, readyz_says_503_while_the_gateway_drains, .fini = teardown, .timeout = 60)
-{
-    start();
-    call(); /* a live tunnel keeps the drain going */
-    ts_curl_reply_t r;
-    cr_assert_eq(get("/readyz", &r), 200);
-    cr_assert_eq(ts_proc_signal(&gw.proc, SIGTERM), 0);
-    int64_t deadline = ts_deadline(ts_ms(10000));
-    long status = 200;
-    while (ts_now_ms() < deadline && (status = get("/readyz", &r)) == 200)
-        usleep(10 * 1000); /* poll interval of a condition with a deadline */
-    cr_assert_eq(status, 503);
-    cr_assert_str_eq(r.body, "draining\n");
-    cr_assert_eq(get("/healthz", &r), 200, "the process is alive while it drains");
     stop();
 }
