@@ -476,7 +476,7 @@ static void drain_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     server_t *s = container_of(w, server_t, drain_timer);
     if (s->drain_phase == DRAIN_CLOSE) {
-        log_msg(LOG_WARN, "drain: flush timeout: closing the remaining connections");
+        log_msg(LOG_WARN, "drain timeout: closing the remaining connections");
         ev_break(loop, EVBREAK_ALL);
         return;
     }
