@@ -32,6 +32,19 @@ static void listeners_set(server_t *s, int on)
     }
 }
 
+/* Drain: the listening sockets close, so a new connection is refused by the
+ * kernel (RST) rather than left in the backlog unanswered. */
+static void listeners_close(server_t *s)
+{
+    for (size_t i = 0; i < s->nlisteners; i++) {
+        if (s->listeners[i].fd < 0)
+            continue;
+        ev_io_stop(s->loop, &s->listeners[i].io);
+        close(s->listeners[i].fd);
+        s->listeners[i].fd = -1;
+    }
+}
+
 static void accept_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     server_t *s = container_of(w, server_t, accept_pause);
@@ -514,7 +527,7 @@ static void drain_enter(server_t *s, enum drain_phase phase)
         ms = lim->deregister_ms;
         break;
     case DRAIN_GOAWAY:
-        listeners_set(s, 0);
+        listeners_close(s);
         ev_timer_stop(s->loop, &s->accept_pause);
         s->sessions.closed = 1; /* nothing can resume here once the listeners are closed */
         list_for_each_safe(pos, tmp, &s->conns) {
@@ -526,7 +539,7 @@ static void drain_enter(server_t *s, enum drain_phase phase)
         ms = lim->drain_ms;
         break;
     case DRAIN_CLOSE:
-        listeners_set(s, 0);
+        listeners_close(s);
         ev_timer_stop(s->loop, &s->accept_pause);
         s->sessions.closed = 1; /* every tunnel gets CLOSE(shutting down): nothing to resume */
         list_for_each_safe(pos, tmp, &s->conns) {
