@@ -21,7 +21,10 @@
 #include "../../proto/cred.h"
 #include "../support/ts_config.h"
 #include "../support/ts_curl.h"
+#include "../support/ts_cutter.h"
 #include "../support/ts_h2raw.h"
+#include "../support/ts_log.h"
+#include "../support/ts_net.h"
 #include "../support/ts_sluice.h"
 #include "../support/ts_util.h"
 
@@ -33,18 +36,30 @@
 #define MAX_PKTS 1000
 #define PATH "/v1/tunnel/acme/sfu"
 
-static ts_gateway_t gw;
+static ts_gateway_t gw, gw_b;
 static ts_h2raw_t call, late;
 static char admin_addr[64];
+static ts_shim_t shim;
+static ts_cutter_t *front;
+static int app_fd = -1;
 
 static void teardown(void)
 {
     ts_h2raw_close(&call);
     ts_h2raw_close(&late);
+    ts_shim_dispose(&shim);
+    ts_cutter_stop(front);
+    front = NULL;
+    if (app_fd >= 0)
+        close(app_fd);
+    app_fd = -1;
     ts_gateway_dispose(&gw);
+    ts_gateway_dispose(&gw_b);
 }
 
-static void start(void)
+/* A gateway with the built-in echo, tenant acme, these drain limits and an
+ * admin listener whose address goes to admin (may be NULL). */
+static void start_gw(ts_gateway_t *g, int d_ms, int t_ms, char *admin, size_t admin_cap)
 {
     cr_assert_not_null(ts_build_dir(), "SLUICE_BUILD is not set (tests/run.sh sets it)");
     char cert[1024], key[1024], conf[PATH_MAX], text[4096];
@@ -58,17 +73,24 @@ static void start(void)
              " \"admin\": {\"listen\": \"127.0.0.1:0\","
              " \"tokens\": [{\"token\": \"root-token-0123456789\"}]},"
              " \"tenants\": [{\"id\": \"acme\", \"secrets\": [\"s1\"], \"regions\": [\"local\"]}]}",
-             cert, key, D_MS, T_MS, FLUSH_MS);
+             cert, key, d_ms, t_ms, FLUSH_MS);
     cr_assert_eq(ts_config_write_raw(text, conf, sizeof conf), 0);
-    cr_assert_eq(ts_gateway_start(&gw, NULL, conf, ts_deadline(ts_ms(10000))), 0,
+    cr_assert_eq(ts_gateway_start(g, NULL, conf, ts_deadline(ts_ms(10000))), 0,
                  "sluiced did not start (its output is above)");
     char line[TS_PROC_LINE_MAX];
-    cr_assert_eq(ts_proc_wait_line(&gw.proc, "sluiced admin listen=", ts_deadline(ts_ms(5000)),
+    cr_assert_eq(ts_proc_wait_line(&g->proc, "sluiced admin listen=", ts_deadline(ts_ms(5000)),
                                    line, sizeof line),
                  0, "no admin line");
     const char *addr = line + strlen("sluiced admin listen=");
-    cr_assert_lt(strlen(addr), sizeof admin_addr);
-    memcpy(admin_addr, addr, strlen(addr) + 1);
+    if (admin) {
+        cr_assert_lt(strlen(addr), admin_cap);
+        memcpy(admin, addr, strlen(addr) + 1);
+    }
+}
+
+static void start(void)
+{
+    start_gw(&gw, D_MS, T_MS, admin_addr, sizeof admin_addr);
 }
 
 static long readyz(void)
@@ -237,4 +259,98 @@ Test(drain, a_call_runs_through_the_drain_and_loses_nothing, .fini = teardown, .
     cr_assert_gt(counted, T_MS / EVERY_MS / 2, "the call sent too little (%u)", counted);
     cr_assert_eq(lost, 0u, "%u of %u packets sent before the drain deadline were lost", lost,
                  counted);
+}
+
+/* Two gateways behind a front (a TCP relay standing in for an L4 balancer):
+ * A drains while a call runs through sluice-shim. When A's /readyz turns
+ * 503 the front sends new connections to B, as a balancer would; at A's
+ * GOAWAY the shim leaves A, reconnects through the front to B, its resume is
+ * refused there (410: B does not hold the session) and the tunnel opens
+ * fresh. The call goes on; the longest silence is measured and printed. */
+#define B_D_MS 500
+#define B_T_MS 10000
+#define B_PKTS 1200
+
+Test(drain, a_call_moves_to_another_gateway, .fini = teardown, .timeout = 90)
+{
+    start_gw(&gw, B_D_MS, B_T_MS, admin_addr, sizeof admin_addr);
+    start_gw(&gw_b, B_D_MS, B_T_MS, NULL, 0);
+    front = ts_cutter_start(&gw.listen[0]);
+    cr_assert_not_null(front);
+    char url[128];
+    snprintf(url, sizeof url, "https://%s", ts_cutter_addr_str(front));
+    ts_shim_opts_t o = {.gateway = url, .tenant = "acme", .kind = "sfu", .secret = "s1",
+                        .extra = {"--reconnect-min-ms", "20", NULL}};
+    cr_assert_eq(ts_shim_start(&shim, &o, ts_deadline(ts_ms(15000))), 0, "sluice-shim did not "
+                                                                         "connect");
+    app_fd = ts_udp_bind(AF_INET, NULL);
+    cr_assert_geq(app_fd, 0);
+
+    static int64_t sent_at[B_PKTS], back_at[B_PKTS];
+    unsigned n = 0, nback = 0;
+    int64_t t_term = -1, t_moved = -1, t_exit = -1;
+    int a_code = -2;
+    int64_t end = ts_deadline(ts_ms(20000));
+    while (n < B_PKTS && ts_now_ms() < end) {
+        uint8_t pkt[12] = {0x80, 0x60, (uint8_t)(n >> 8), (uint8_t)n, 0, 0, 0, 0,
+                           0x0b, 0xad, 0xca, 0xfe};
+        sent_at[n] = ts_now_ms();
+        back_at[n] = -1;
+        cr_assert_eq(ts_udp_send(app_fd, &shim.listen, pkt, sizeof pkt), 0);
+        n++;
+        int64_t next = sent_at[n - 1] + EVERY_MS;
+        uint8_t in[64];
+        ssize_t r;
+        while ((r = ts_udp_recv(app_fd, in, sizeof in, next, NULL)) >= 0) {
+            unsigned seq = r == 12 ? (unsigned)(in[2] << 8 | in[3]) : B_PKTS;
+            if (seq < n && back_at[seq] < 0) {
+                back_at[seq] = ts_now_ms();
+                nback++;
+            }
+        }
+        if (n == 100) { /* the call is established: stop A */
+            t_term = ts_now_ms();
+            cr_assert_eq(ts_proc_signal(&gw.proc, SIGTERM), 0);
+        }
+        if (t_term >= 0 && t_moved < 0 && readyz() == 503) {
+            ts_cutter_retarget(front, &gw_b.listen[0]); /* the balancer notices */
+            t_moved = ts_now_ms();
+        }
+        if (t_term >= 0 && t_exit < 0 && (a_code = ts_proc_wait_exit(&gw.proc, 0)) >= 0)
+            t_exit = ts_now_ms();
+        if (t_exit >= 0 && n > 100 && sent_at[n - 1] - t_exit > 1000)
+            break; /* a second of the call on B is enough */
+    }
+    cr_assert_geq(t_moved, 0, "A's /readyz never turned 503");
+    cr_assert_geq(t_exit, 0, "A did not exit within 20 s (drain time %d ms)", B_T_MS);
+    cr_assert_eq(a_code, 0, "A exited with %d", a_code);
+
+    /* The longest silence: from a packet that came back to the next one. */
+    int64_t gap = 0, last = -1;
+    unsigned lost = 0, after = 0;
+    for (unsigned i = 0; i < n; i++) {
+        if (back_at[i] < 0) {
+            lost++;
+            continue;
+        }
+        if (last >= 0 && back_at[i] - last > gap)
+            gap = back_at[i] - last;
+        last = back_at[i];
+        if (sent_at[i] > t_exit)
+            after++;
+    }
+    cr_log_info("drain to another gateway: readyz 503 after %lld ms, A exited after %lld ms "
+                "(its drain time %d ms), longest silence %lld ms, %u of %u packets lost, %u "
+                "came back through B after A exited",
+                (long long)(t_moved - t_term), (long long)(t_exit - t_term), B_T_MS,
+                (long long)gap, lost, n, after);
+    cr_assert_lt(t_exit - t_term, B_T_MS, "A waited for its drain time: the shim did not leave");
+    cr_assert_gt(after, 100u, "the call did not continue on B (%u packets came back)", after);
+    cr_assert_lt(gap, 2000, "the call was silent for %lld ms", (long long)gap);
+    cr_assert_eq(ts_log_count(gw_b.proc.err_path, ": 410 session unknown"), 1,
+                 "B was not asked to resume the session A held");
+    cr_assert_eq(ts_log_count(gw_b.proc.err_path, "tunnel open"), 1,
+                 "B did not open exactly one (fresh) tunnel for the call");
+    cr_assert_eq(ts_shim_stop(&shim, ts_deadline(ts_ms(10000))), 0);
+    cr_assert_eq(ts_gateway_stop(&gw_b, ts_deadline(ts_ms(10000))), 0);
 }
