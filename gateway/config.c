@@ -454,6 +454,8 @@ static const struct limit_spec {
     L(handshake_timeout_ms, LIMIT_U32, 10000, 1, 600000),
     L(header_timeout_ms, LIMIT_U32, 10000, 1, 600000),
     L(conn_idle_ms, LIMIT_U32, 60000, 1, 86400000),
+    L(deregister_ms, LIMIT_U32, 0, 0, 600000),
+    L(drain_ms, LIMIT_U32, 30000, 0, 3600000),
     L(drain_timeout_ms, LIMIT_U32, 5000, 1, 600000),
     L(max_tunnels, LIMIT_U32, 8192, 1, 1000000),
     L(close_linger_ms, LIMIT_U32, 5000, 1, 600000),

@@ -105,6 +105,8 @@ typedef struct cfg_limits {
     uint32_t handshake_timeout_ms; /* TLS handshake deadline (10000) */
     uint32_t header_timeout_ms;    /* first complete request deadline (10000) */
     uint32_t conn_idle_ms;         /* close a connection with no tunnels (60000) */
+    uint32_t deregister_ms;        /* shutdown: readyz 503, still accepting this long (0) */
+    uint32_t drain_ms;             /* shutdown: after GOAWAY, tunnels run this long (30000) */
     uint32_t drain_timeout_ms;     /* max time to flush CLOSEs on shutdown (5000) */
     uint32_t max_tunnels;          /* concurrent tunnels, all connections (8192) */
     uint32_t close_linger_ms;      /* CLOSE sent: wait this long for END_STREAM, then RST (5000) */

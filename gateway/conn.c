@@ -478,7 +478,7 @@ void conn_free(conn_t *c)
     list_remove(&c->_link);
     srv->counters.conns_active--;
     if (!c->end_set)
-        c->end = srv->draining ? CONN_END_SHUTDOWN : CONN_END_PEER;
+        c->end = srv->drain_phase >= DRAIN_GOAWAY ? CONN_END_SHUTDOWN : CONN_END_PEER;
     srv->counters.conns_closed[c->end]++;
     log_line_t l;
     if (log_limit_take(&srv->logs.conn, compat_mono_ns(), LOG_INFO) &&
@@ -498,18 +498,12 @@ void conn_free(conn_t *c)
  * flight reach us and get a 503 with a reason instead of vanishing; the final
  * GOAWAY, naming the last stream we processed, follows once the client has
  * answered the PING sent with the notice (one round trip). */
-void conn_drain(conn_t *c)
+void conn_refuse_new(conn_t *c)
 {
     if (c->state != CONN_H2 || c->closing)
         return;
     conn_end_as(c, CONN_END_SHUTDOWN);
     c->host.refusing = 1;
-    /* Every open tunnel is told, even on a connection that already had its
-     * GOAWAY (idle, failed logins): tunnel_close ignores the closing ones. */
-    list_t *pos, *tmp;
-    list_for_each_safe(pos, tmp, &c->host.tunnels)
-        tunnel_close(LIST_ENTRY(pos, tunnel_t, _link), CLOSE_SHUTTING_DOWN,
-                     "gateway shutting down", 0);
     if (!c->draining) {
         c->draining = 1;
         if (nghttp2_submit_shutdown_notice(c->h2) == 0 &&
@@ -518,6 +512,20 @@ void conn_drain(conn_t *c)
         else
             conn_final_goaway(c);
     }
+    conn_want_write(c);
+}
+
+void conn_drain(conn_t *c)
+{
+    if (c->state != CONN_H2 || c->closing)
+        return;
+    conn_refuse_new(c);
+    /* Every open tunnel is told, even on a connection that already had its
+     * GOAWAY (idle, failed logins): tunnel_close ignores the closing ones. */
+    list_t *pos, *tmp;
+    list_for_each_safe(pos, tmp, &c->host.tunnels)
+        tunnel_close(LIST_ENTRY(pos, tunnel_t, _link), CLOSE_SHUTTING_DOWN,
+                     "gateway shutting down", 0);
     conn_want_write(c);
 }
 
@@ -635,7 +643,11 @@ static int conn_start_h2(conn_t *c)
     uint32_t first = lim->write_stall_ms / 4 + 1;
     c->health.repeat = (first < lim->ping_interval_ms ? first : lim->ping_interval_ms) / 1000.0;
     ev_timer_again(srv->loop, &c->health);
-    if (srv->draining)
+    /* Past the deregistration delay a connection that was still in its
+     * handshake hears GOAWAY at once; at the drain deadline, CLOSE too. */
+    if (srv->drain_phase == DRAIN_GOAWAY)
+        conn_refuse_new(c);
+    else if (srv->drain_phase == DRAIN_CLOSE)
         conn_drain(c);
     return 0;
 }

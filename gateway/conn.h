@@ -118,7 +118,13 @@ void conn_flush(conn_t *c);
  * cause was already recorded (a GOAWAY's reason, say). */
 void conn_close(conn_t *c, enum conn_end why);
 
-/* Graceful shutdown: CLOSE(shutting down) on every tunnel, then GOAWAY. */
+/* Drain, first step (server_drain's GOAWAY phase): new streams are refused
+ * and the client is told with GOAWAY, in two steps (RFC 9113 §6.8); open
+ * tunnels keep relaying both ways. Idempotent; no-op before HTTP/2. */
+void conn_refuse_new(conn_t *c);
+
+/* Drain, last step: conn_refuse_new, then CLOSE(shutting down) on every open
+ * tunnel (proto/README.md §4). Idempotent; no-op before HTTP/2. */
 void conn_drain(conn_t *c);
 
 /* Frees the connection and its tunnels at once. Only the server calls it,

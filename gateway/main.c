@@ -462,6 +462,10 @@ int main(int argc, char **argv)
     ev_signal_stop(loop, &sig.term);
     ev_signal_stop(loop, &sig.intr);
     ev_signal_stop(loop, &sig.hup);
+    /* The stop is done: a late SIGTERM (a supervisor repeating its request)
+     * must not turn the clean exit below into death by signal. */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
     admin_dispose(&admin);
     store_free(store);
     fleet_free(sig.fleet); /* revokes the lease if a signal did not */

@@ -11,6 +11,7 @@
 
 #include "conn.h"
 #include "log.h"
+#include "notify.h"
 #include "tls.h"
 #include "util.h"
 
@@ -31,10 +32,23 @@ static void listeners_set(server_t *s, int on)
     }
 }
 
+/* Drain: the listening sockets close, so a new connection is refused by the
+ * kernel (RST) rather than left in the backlog unanswered. */
+static void listeners_close(server_t *s)
+{
+    for (size_t i = 0; i < s->nlisteners; i++) {
+        if (s->listeners[i].fd < 0)
+            continue;
+        ev_io_stop(s->loop, &s->listeners[i].io);
+        close(s->listeners[i].fd);
+        s->listeners[i].fd = -1;
+    }
+}
+
 static void accept_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     server_t *s = container_of(w, server_t, accept_pause);
-    if (!s->draining)
+    if (s->drain_phase < DRAIN_GOAWAY)
         listeners_set(s, 1);
 }
 
@@ -477,10 +491,82 @@ void server_print_ready(const server_t *s, FILE *out)
     fflush(out);
 }
 
-static void drain_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void drain_enter(server_t *s, enum drain_phase phase);
+
+static void drain_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    log_msg(LOG_WARN, "drain timeout: closing the remaining connections");
-    ev_break(loop, EVBREAK_ALL);
+    server_t *s = container_of(w, server_t, drain_timer);
+    if (s->drain_phase == DRAIN_CLOSE) {
+        log_msg(LOG_WARN, "drain timeout: closing the remaining connections");
+        ev_break(loop, EVBREAK_ALL);
+        return;
+    }
+    drain_enter(s, s->drain_phase + 1);
+}
+
+static void drain_status(const server_t *s, const char *what)
+{
+    log_msg(LOG_INFO, "drain: %s (%llu connections, %llu tunnels)", what,
+            (unsigned long long)s->counters.conns_active,
+            (unsigned long long)s->counters.tunnels_active);
+    notify_send(NOTIFY_STATUS, "draining: %s (%llu connections, %llu tunnels)", what,
+                (unsigned long long)s->counters.conns_active,
+                (unsigned long long)s->counters.tunnels_active);
+}
+
+/* Enters phase, or the first later one that has time to run (a phase of
+ * 0 ms, or a GOAWAY phase with no connection left, is skipped). */
+static void drain_enter(server_t *s, enum drain_phase phase)
+{
+    const cfg_limits_t *lim = &s->cfg->limits;
+    list_t *pos, *tmp;
+    ev_timer_stop(s->loop, &s->drain_timer);
+    if (phase == DRAIN_DEREGISTER && lim->deregister_ms == 0)
+        phase = DRAIN_GOAWAY;
+    if (phase == DRAIN_GOAWAY && (lim->drain_ms == 0 || list_empty(&s->conns)))
+        phase = DRAIN_CLOSE;
+    s->drain_phase = phase;
+    uint32_t ms = 0;
+    switch (phase) {
+    case DRAIN_NONE:
+        return;
+    case DRAIN_DEREGISTER:
+        drain_status(s, "readyz 503, still accepting");
+        ms = lim->deregister_ms;
+        break;
+    case DRAIN_GOAWAY:
+        listeners_close(s);
+        ev_timer_stop(s->loop, &s->accept_pause);
+        s->sessions.closed = 1; /* nothing can resume here once the listeners are closed */
+        list_for_each_safe(pos, tmp, &s->conns) {
+            conn_t *c = LIST_ENTRY(pos, conn_t, _link);
+            if (c->state == CONN_H2)
+                conn_refuse_new(c); /* one in its handshake hears GOAWAY when it ends */
+        }
+        drain_status(s, "GOAWAY sent, tunnels run on");
+        ms = lim->drain_ms;
+        break;
+    case DRAIN_CLOSE:
+        listeners_close(s);
+        ev_timer_stop(s->loop, &s->accept_pause);
+        s->sessions.closed = 1; /* every tunnel gets CLOSE(shutting down): nothing to resume */
+        list_for_each_safe(pos, tmp, &s->conns) {
+            conn_t *c = LIST_ENTRY(pos, conn_t, _link);
+            if (c->state == CONN_H2)
+                conn_drain(c);
+            else
+                conn_close(c, CONN_END_SHUTDOWN); /* in the TLS handshake: nothing to say goodbye on */
+        }
+        drain_status(s, "CLOSE(shutting down) sent");
+        if (list_empty(&s->conns)) {
+            ev_break(s->loop, EVBREAK_ALL);
+            return;
+        }
+        ms = lim->drain_timeout_ms;
+        break;
+    }
+    ev_timer_init(&s->drain_timer, drain_timer_cb, ms / 1000.0, 0.);
+    ev_timer_start(s->loop, &s->drain_timer);
 }
 
 void server_drain(server_t *s)
@@ -491,32 +577,14 @@ void server_drain(server_t *s)
         return;
     }
     s->draining = 1;
-    s->sessions.closed = 1; /* every tunnel gets CLOSE(shutting down): nothing to resume */
-    log_msg(LOG_INFO, "draining %llu connections, %llu tunnels",
-            (unsigned long long)s->counters.conns_active,
-            (unsigned long long)s->counters.tunnels_active);
-    listeners_set(s, 0);
-    ev_timer_stop(s->loop, &s->accept_pause);
-    list_t *pos, *tmp;
-    list_for_each_safe(pos, tmp, &s->conns) {
-        conn_t *c = LIST_ENTRY(pos, conn_t, _link);
-        if (c->state == CONN_H2)
-            conn_drain(c);
-        else
-            conn_close(c, CONN_END_SHUTDOWN); /* in the TLS handshake: nothing to say goodbye on */
-    }
-    if (list_empty(&s->conns)) {
-        ev_break(s->loop, EVBREAK_ALL);
-        return;
-    }
-    ev_timer_init(&s->drain_timer, drain_timeout_cb, s->cfg->limits.drain_timeout_ms / 1000.0,
-                  0.);
-    ev_timer_start(s->loop, &s->drain_timer);
+    drain_enter(s, DRAIN_DEREGISTER);
 }
 
 void server_conn_gone(server_t *s, struct conn *c)
 {
-    if (s->draining && list_empty(&s->conns))
+    /* No connection left: the GOAWAY phase has nothing to wait for, the
+     * CLOSE phase nothing to flush. */
+    if (s->drain_phase >= DRAIN_GOAWAY && list_empty(&s->conns))
         ev_break(s->loop, EVBREAK_ALL);
 }
 

@@ -41,6 +41,15 @@ typedef struct listener {
     socklen_t addrlen;
 } listener_t;
 
+/* Where a graceful shutdown is (server_drain). Ordered: later phases are
+ * larger. */
+enum drain_phase {
+    DRAIN_NONE = 0,     /* serving */
+    DRAIN_DEREGISTER,   /* /readyz 503; still accepting for limits.deregister_ms */
+    DRAIN_GOAWAY,       /* listeners closed, GOAWAY sent; tunnels relay for limits.drain_ms */
+    DRAIN_CLOSE,        /* CLOSE(shutting down) sent; flushing for limits.drain_timeout_ms */
+};
+
 typedef struct server {
     struct ev_loop *loop;
     config_t *cfg;
@@ -64,8 +73,9 @@ typedef struct server {
     srclimit_t sources;     /* per-source pending connections and handshake rate */
     log_limits_t logs;      /* rate limits for lines peers can cause */
     ev_timer log_flush;     /* reports suppressed lines once their window has ended */
-    unsigned draining : 1;
-    ev_timer drain_timer;
+    unsigned draining : 1;  /* a stop was asked for (drain_phase > DRAIN_NONE) */
+    enum drain_phase drain_phase;
+    ev_timer drain_timer;   /* ends the current drain phase */
 } server_t;
 
 /* Builds the TLS context, binds listeners and the echo backend. Takes a
@@ -108,9 +118,19 @@ void server_share_set(server_t *s, uint32_t n);
 /* Writes "sluiced ready listen=ADDR ... [echo=ADDR]\n" and flushes. */
 void server_print_ready(const server_t *s, FILE *out);
 
-/* Starts a graceful shutdown: stop accepting, CLOSE(shutting down) every
- * tunnel, GOAWAY every connection; the loop stops when the last connection is
- * gone or the drain timeout passes. A second call stops at once. */
+/* Starts a graceful shutdown (docs/operations.md, "Drain and rolling
+ * restarts"), phase by phase, each logged and told to the service manager
+ * (STATUS=):
+ *  1. DRAIN_DEREGISTER: /readyz answers 503 at once (server_ready), and for
+ *     limits.deregister_ms everything else goes on: connections and tunnels
+ *     are accepted, so a load balancer has time to notice;
+ *  2. DRAIN_GOAWAY: the listeners close, every connection gets GOAWAY
+ *     (conn_refuse_new) and refuses new streams, nothing parks any more; open
+ *     tunnels relay both ways for limits.drain_ms, or until none is left;
+ *  3. DRAIN_CLOSE: CLOSE(shutting down) on every tunnel left (conn_drain); the
+ *     loop stops when the last connection is gone or limits.drain_timeout_ms
+ *     passes. Parked tunnels close when the server is disposed.
+ * A phase of 0 ms is skipped. A second call stops the loop at once. */
 void server_drain(server_t *s);
 
 /* A connection was freed (called by conn_free). */

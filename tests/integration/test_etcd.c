@@ -65,7 +65,8 @@ static void write_config_with(char *out, size_t cap, const char *endpoint, const
     snprintf(text, sizeof text,
              "{\"listen\":[\"127.0.0.1:0\"],\"tls\":{\"cert\":\"%s\",\"key\":\"%s\"},"
              "\"region\":\"local\",\"regions\":{\"local\":{\"sfu\":[\"builtin:echo\"]},"
-             "\"eu\":{\"sfu\":[\"builtin:echo\"]}},\"limits\":{\"capsule_ping_ms\":0},"
+             "\"eu\":{\"sfu\":[\"builtin:echo\"]}},"
+             "\"limits\":{\"capsule_ping_ms\":0,\"drain_ms\":0}," /* stop: CLOSE at once */
              "\"tenant_store\":{\"type\":\"etcd\",\"endpoints\":[\"%s\"],"
              "\"prefix\":\"" PREFIX "\"}%s}",
              cert, key, endpoint, extra);

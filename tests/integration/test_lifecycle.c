@@ -38,7 +38,9 @@ static void teardown(void)
 static void start_gateway(void)
 {
     cr_assert_not_null(ts_build_dir(), "SLUICE_BUILD is not set (tests/run.sh sets it)");
-    cr_assert_eq(ts_fixture_start(&fx, AF_INET, NULL), 0,
+    /* drain_ms 0: SIGTERM sends CLOSE at once, as these tests expect; the
+     * phases of a longer drain are test_drain's. */
+    cr_assert_eq(ts_fixture_start(&fx, AF_INET, "{\"drain_ms\":0}"), 0,
                  "sluiced did not print its ready line (its output is above)");
 }
 

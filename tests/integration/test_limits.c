@@ -101,7 +101,7 @@ static int gateway_logged(const char *text)
  * end the process within the 15 s this test allows. */
 Test(limits, second_signal_stops_at_once, .fini = teardown, .timeout = 90)
 {
-    start_gateway("{\"drain_timeout_ms\":60000}");
+    start_gateway("{\"drain_ms\":0,\"drain_timeout_ms\":60000}");
     ts_h2raw_t *c = &clients[0];
     connect_client(c);
     open_tunnel(c);
@@ -129,7 +129,7 @@ Test(limits, second_signal_stops_at_once, .fini = teardown, .timeout = 90)
  * exits 0 soon after the 300 ms drain timeout and says why. */
 Test(limits, drain_timeout_bounds_a_drain, .fini = teardown, .timeout = 90)
 {
-    start_gateway("{\"drain_timeout_ms\":300}");
+    start_gateway("{\"drain_ms\":0,\"drain_timeout_ms\":300}");
     ts_h2raw_t *c = &clients[0];
     connect_client(c);
     open_tunnel(c);

@@ -46,10 +46,11 @@ struct ts_cutter {
     int ctl[2];               /* commands to the thread: 'c' cut, 'q' quit */
     pthread_t thread;
     int started;
-    ts_addr_t addr, target;
+    ts_addr_t addr;
     char addr_str[64];
     conn_t conns[TS_CUTTER_MAX_CONNS];
     pthread_mutex_t lock;     /* guards the fields below */
+    ts_addr_t target;         /* where new connections go (ts_cutter_retarget) */
     pthread_cond_t cut_done_cv;
     uint64_t accepted, bytes_up, bytes_down;
     size_t live;
@@ -110,18 +111,19 @@ static void accept_some(ts_cutter_t *c)
             return;
         pthread_mutex_lock(&c->lock);
         c->accepted++;
+        ts_addr_t target = c->target;
         pthread_mutex_unlock(&c->lock);
         conn_t *k = NULL;
         for (size_t j = 0; j < TS_CUTTER_MAX_CONNS && !k; j++)
             if (!c->conns[j].used)
                 k = &c->conns[j];
-        int tfd = k ? socket(c->target.sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
+        int tfd = k ? socket(target.sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
                     : -1;
         if (tfd < 0) {
             reset_fd(cfd); /* full, or no socket: refuse as a dead proxy would */
             continue;
         }
-        int r = connect(tfd, (const struct sockaddr *)&c->target.sa, c->target.len);
+        int r = connect(tfd, (const struct sockaddr *)&target.sa, target.len);
         if (r < 0 && errno != EINPROGRESS) {
             reset_fd(tfd);
             reset_fd(cfd);
@@ -397,4 +399,11 @@ void ts_cutter_stop(ts_cutter_t *c)
     pthread_cond_destroy(&c->cut_done_cv);
     pthread_mutex_destroy(&c->lock);
     free(c);
+}
+
+void ts_cutter_retarget(ts_cutter_t *c, const ts_addr_t *target)
+{
+    pthread_mutex_lock(&c->lock);
+    c->target = *target;
+    pthread_mutex_unlock(&c->lock);
 }

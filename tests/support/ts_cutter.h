@@ -3,7 +3,8 @@
  * in for a proxy or a network that kills long-lived connections.
  *
  * It listens on the loopback (port 0, read back) and, for each connection it
- * accepts, connects to a fixed target and copies bytes both ways; a half close
+ * accepts, connects to its target (ts_cutter_retarget moves it for new
+ * connections) and copies bytes both ways; a half close
  * (FIN) is passed on after the bytes before it, and a reset or error on one
  * side resets the other. ts_cutter_cut_all() resets every live connection on
  * both sides (SO_LINGER 0 + close: the peers see RST, RFC 9293 §3.5.2) and
@@ -52,6 +53,10 @@ uint64_t ts_cutter_bytes_down(ts_cutter_t *c);
  * has done it (bounded by a deadline of its own). Returns how many connections
  * were cut, or -1 when the thread did not answer in time. */
 int ts_cutter_cut_all(ts_cutter_t *c);
+
+/* New connections go to target from now on (a load balancer taking a
+ * backend out); live ones stay where they are. */
+void ts_cutter_retarget(ts_cutter_t *c, const ts_addr_t *target);
 
 /* Stops the thread, resets what is still live, closes the listener and frees
  * c. NULL is a no-op. */
