@@ -506,9 +506,15 @@ static void drain_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 static void drain_status(const server_t *s, const char *what)
 {
-    log_msg(LOG_INFO, "drain: %s (%llu connections, %llu tunnels)", what,
-            (unsigned long long)s->counters.conns_active,
-            (unsigned long long)s->counters.tunnels_active);
+    static const char *const phases[] = {"none", "deregister", "goaway", "close"};
+    log_line_t l;
+    if (log_begin(&l, LOG_INFO, "drain")) {
+        log_str(&l, "phase", phases[s->drain_phase]);
+        log_u64(&l, "connections", s->counters.conns_active);
+        log_u64(&l, "tunnels", s->counters.tunnels_active);
+        log_str(&l, "msg", what);
+        log_end(&l);
+    }
     notify_send(NOTIFY_STATUS, "draining: %s (%llu connections, %llu tunnels)", what,
                 (unsigned long long)s->counters.conns_active,
                 (unsigned long long)s->counters.tunnels_active);
