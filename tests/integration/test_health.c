@@ -138,7 +138,9 @@ Test(health, dead_alive_dead_pool_answers_every_new_tunnel, .fini = teardown, .t
         const char *why;
         cr_assert_eq(live_tunnel(&why), 0, "tunnel %d of %d: %s", i + 1, NSHIMS, why);
     }
-    snprintf(needle, sizeof needle, "backend %s", ts_stun_addr_str(stun[0]));
+    /* tunnel.open lines end "region=R backend=ADDR" (tunnel.close has no region). */
+    cr_expect_eq(ts_log_count(gw.proc.err_path, "event=tunnel.open "), NSHIMS);
+    snprintf(needle, sizeof needle, "region=local backend=%s", ts_stun_addr_str(stun[0]));
     cr_expect_eq(ts_log_count(gw.proc.err_path, needle), NSHIMS,
                  "every tunnel should have opened on the live backend");
     /* One probe per interval (100 ms), not one per timeout (50 ms). */
