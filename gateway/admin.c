@@ -15,7 +15,7 @@
 #include "log.h"
 #include "metrics.h"
 
-#define METRICS_PAGE_MAX (16u * 1024u * 1024u) /* bytes; a page is KiBs per tenant */
+#define METRICS_SLICE (32u * 1024u) /* bytes of /metrics rendered per write */
 
 /* One request: its body, and the state of a write waiting for the store. */
 typedef struct admin_req {
@@ -103,21 +103,69 @@ static enum MHD_Result send_error(struct MHD_Connection *conn, unsigned status, 
 
 #define TEXT_PLAIN "text/plain; charset=utf-8"
 
+/* A page being streamed: rendered a slice per write libmicrohttpd asks
+ * for (it calls the reader when the socket can take more, from MHD_run on
+ * our loop), so a page of many tenants never holds the loop for long. */
+typedef struct scrape_io {
+    metrics_scrape_t *m;
+    prom_buf_t b;
+    size_t off;
+    int done;
+} scrape_io_t;
+
+static ssize_t scrape_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    scrape_io_t *io = cls;
+    if (io->off == io->b.len) {
+        if (io->done)
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        io->b.len = io->off = 0;
+        int rc = metrics_scrape_next(io->m, &io->b, METRICS_SLICE);
+        if (rc < 0) {
+            log_msg(LOG_ERROR, "admin: /metrics: out of memory mid-page");
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+        io->done = rc == 0;
+        if (io->b.len == 0)
+            return MHD_CONTENT_READER_END_OF_STREAM;
+    }
+    size_t n = io->b.len - io->off < max ? io->b.len - io->off : max;
+    memcpy(buf, io->b.p + io->off, n);
+    io->off += n;
+    return (ssize_t)n;
+}
+
+static void scrape_free(void *cls)
+{
+    scrape_io_t *io = cls;
+    metrics_scrape_free(io->m);
+    prom_buf_free(&io->b);
+    free(io);
+}
+
 static enum MHD_Result get_metrics(admin_t *a, struct MHD_Connection *conn)
 {
     metrics_info_t info = {.version = "unknown", .store_type = "inline", .store_up = 1};
     if (a->_info)
         a->_info(a->_info_ud, &info);
-    prom_buf_t b = {.max = METRICS_PAGE_MAX};
-    if (metrics_render(a->_srv, &info, &b) < 0) {
-        prom_buf_free(&b);
-        log_msg(LOG_ERROR, "admin: /metrics: the page is over %u bytes or out of memory",
-                METRICS_PAGE_MAX);
-        return send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR,
-                          "the metrics page could not be made (see the log)");
+    scrape_io_t *io = calloc(1, sizeof *io);
+    if (io)
+        io->m = metrics_scrape_new(a->_srv, &info);
+    if (!io || !io->m) {
+        free(io);
+        return send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory: try again");
     }
-    return send_text(conn, MHD_HTTP_OK, b.p, b.len, 1,
-                     "text/plain; version=0.0.4; charset=utf-8");
+    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, METRICS_SLICE,
+                                                               scrape_read, io, scrape_free);
+    if (!r) {
+        scrape_free(io);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    MHD_add_response_header(r, "Cache-Control", "no-store");
+    enum MHD_Result rc = MHD_queue_response(conn, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return rc;
 }
 
 /* Answers url when it is one of the operators' endpoints (no token: load

@@ -3,7 +3,9 @@
  */
 #include "metrics.h"
 
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "backend.h"
@@ -48,16 +50,6 @@ static void render_process(prom_buf_t *b, const metrics_info_t *info)
     prom_u64(b, "sluice_build_info", v, 1, 1);
     gauge(b, "process_start_time_seconds", "Start time of the process, unix seconds.",
           info->start_time_s);
-}
-
-/* The answer /readyz gives, for alerting without a separate HTTP probe. */
-static void render_ready(prom_buf_t *b, const server_t *s)
-{
-    const char *why = NULL;
-    prom_family(b, "sluice_ready", PROM_GAUGE,
-                "1 while /readyz answers 200; 0 while draining or no backend of this "
-                "region is healthy.");
-    prom_u64(b, "sluice_ready", NULL, 0, (uint64_t)(server_ready(s, &why) != 0));
 }
 
 static void render_store(prom_buf_t *b, const metrics_info_t *info, const server_counters_t *c)
@@ -161,119 +153,135 @@ static const char *close_slot_name(size_t slot)
     return slot < STATS_CLOSE_SLOTS ? names[slot] : "other";
 }
 
-/* The relay share: why clients needed the tunnel, and how they reached us
- * (the shim's tunnel-fallback and tunnel-route, proto/README.md §2.1). */
-static void render_relay_share(prom_buf_t *b, const stats_table_t *st)
+/* Per-tenant families: a head, then the rows of each (tenant, kind) entry.
+ * A scrape renders them a slice of entries at a time (metrics_scrape_next),
+ * so a long table never holds the loop for long. */
+
+/* The (tenant, kind) labels and one more. */
+#define TK_LABELS(e, k3, v3)                                                                  \
+    {{"tenant", (e)->tenant}, {"kind", config_kind_name((e)->kind)}, {(k3), (v3)}}
+
+static void rows_open(prom_buf_t *b, const char *name, const stats_entry_t *e)
 {
-    prom_family(b, "sluice_tunnels_by_fallback_total", PROM_COUNTER,
-                "Tunnels opened, by tenant, kind and the client's reason for the tunnel "
-                "(\"none\": not reported).");
-    for (size_t i = 0; i < st->n; i++) {
-        const stats_entry_t *e = st->v[i];
-        for (int f = 0; f < FALLBACK_COUNT; f++) {
-            prom_label_t l[] = {{"tenant", e->tenant},
-                                {"kind", config_kind_name(e->kind)},
-                                {"reason", fallback_name((enum fallback)f)}};
-            prom_u64(b, "sluice_tunnels_by_fallback_total", l, 3, e->by_fallback[f]);
-        }
-    }
-    prom_family(b, "sluice_tunnels_by_route_total", PROM_COUNTER,
-                "Tunnels opened, by tenant, kind and the client's route to the gateway "
-                "(direct or through a proxy; \"none\": not reported).");
-    for (size_t i = 0; i < st->n; i++) {
-        const stats_entry_t *e = st->v[i];
-        for (int r = 0; r < ROUTE_COUNT; r++) {
-            prom_label_t l[] = {{"tenant", e->tenant},
-                                {"kind", config_kind_name(e->kind)},
-                                {"route", route_name((enum route)r)}};
-            prom_u64(b, "sluice_tunnels_by_route_total", l, 3, e->by_route[r]);
-        }
+    prom_label_t l[] = TK_LABELS(e, NULL, NULL);
+    prom_u64(b, name, l, 2, e->refs);
+}
+
+static void rows_opened(prom_buf_t *b, const char *name, const stats_entry_t *e)
+{
+    prom_label_t l[] = TK_LABELS(e, NULL, NULL);
+    prom_u64(b, name, l, 2, e->opened);
+}
+
+static void rows_fallback(prom_buf_t *b, const char *name, const stats_entry_t *e)
+{
+    for (int f = 0; f < FALLBACK_COUNT; f++) {
+        prom_label_t l[] = TK_LABELS(e, "reason", fallback_name((enum fallback)f));
+        prom_u64(b, name, l, 3, e->by_fallback[f]);
     }
 }
 
-static void render_tenants(prom_buf_t *b, const stats_table_t *st)
+static void rows_route(prom_buf_t *b, const char *name, const stats_entry_t *e)
 {
-    prom_family(b, "sluice_tunnels_open", PROM_GAUGE,
-                "Tunnels open now (on a stream, closing or parked), by tenant and kind.");
-    for (size_t i = 0; i < st->n; i++) {
-        const stats_entry_t *e = st->v[i];
-        prom_label_t l[] = {{"tenant", e->tenant}, {"kind", config_kind_name(e->kind)}};
-        prom_u64(b, "sluice_tunnels_open", l, 2, e->refs);
-    }
-    prom_family(b, "sluice_tunnels_opened_total", PROM_COUNTER,
-                "Tunnels opened (200), by tenant and kind; resumes are not counted.");
-    for (size_t i = 0; i < st->n; i++) {
-        const stats_entry_t *e = st->v[i];
-        prom_label_t l[] = {{"tenant", e->tenant}, {"kind", config_kind_name(e->kind)}};
-        prom_u64(b, "sluice_tunnels_opened_total", l, 2, e->opened);
-    }
-    render_relay_share(b, st);
-    prom_family(b, "sluice_tunnels_closed_total", PROM_COUNTER,
-                "Tunnels ended, by tenant, kind and CLOSE code (\"none\": the stream or "
-                "connection went without one).");
-    for (size_t i = 0; i < st->n; i++) {
-        const stats_entry_t *e = st->v[i];
-        for (size_t k = 0; k < STATS_CLOSE_SLOTS; k++) {
-            prom_label_t l[] = {{"tenant", e->tenant},
-                                {"kind", config_kind_name(e->kind)},
-                                {"code", close_slot_name(k)}};
-            prom_u64(b, "sluice_tunnels_closed_total", l, 3, e->closed[k]);
-        }
-    }
-    prom_family(b, "sluice_packets_total", PROM_COUNTER,
-                "Packets relayed, by tenant, kind and direction (up: to the backend).");
-    for (size_t i = 0; i < st->n; i++) {
-        const stats_entry_t *e = st->v[i];
-        prom_label_t l[] = {{"tenant", e->tenant},
-                            {"kind", config_kind_name(e->kind)},
-                            {"direction", "up"}};
-        prom_u64(b, "sluice_packets_total", l, 3, e->traffic.up_packets);
-        l[2].value = "down";
-        prom_u64(b, "sluice_packets_total", l, 3, e->traffic.down_packets);
-    }
-    prom_family(b, "sluice_bytes_total", PROM_COUNTER,
-                "UDP payload bytes relayed, by tenant, kind and direction.");
-    for (size_t i = 0; i < st->n; i++) {
-        const stats_entry_t *e = st->v[i];
-        prom_label_t l[] = {{"tenant", e->tenant},
-                            {"kind", config_kind_name(e->kind)},
-                            {"direction", "up"}};
-        prom_u64(b, "sluice_bytes_total", l, 3, e->traffic.up_bytes);
-        l[2].value = "down";
-        prom_u64(b, "sluice_bytes_total", l, 3, e->traffic.down_bytes);
-    }
-    prom_family(b, "sluice_drops_total", PROM_COUNTER,
-                "Packets not relayed, by tenant, kind and reason (docs/operations.md lists "
-                "the reasons).");
-    for (size_t i = 0; i < st->n; i++) {
-        const stats_entry_t *e = st->v[i];
-        for (int r = 0; r < DROP_REASON_COUNT; r++) {
-            prom_label_t l[] = {{"tenant", e->tenant},
-                                {"kind", config_kind_name(e->kind)},
-                                {"reason", drop_reason_name((enum drop_reason)r)}};
-            prom_u64(b, "sluice_drops_total", l, 3, e->traffic.drops[r]);
-        }
+    for (int r = 0; r < ROUTE_COUNT; r++) {
+        prom_label_t l[] = TK_LABELS(e, "route", route_name((enum route)r));
+        prom_u64(b, name, l, 3, e->by_route[r]);
     }
 }
 
-static void render_backends(prom_buf_t *b, const backend_table_t *bt)
+static void rows_closed(prom_buf_t *b, const char *name, const stats_entry_t *e)
+{
+    for (size_t k = 0; k < STATS_CLOSE_SLOTS; k++) {
+        prom_label_t l[] = TK_LABELS(e, "code", close_slot_name(k));
+        prom_u64(b, name, l, 3, e->closed[k]);
+    }
+}
+
+static void rows_packets(prom_buf_t *b, const char *name, const stats_entry_t *e)
+{
+    prom_label_t l[] = TK_LABELS(e, "direction", "up");
+    prom_u64(b, name, l, 3, e->traffic.up_packets);
+    l[2].value = "down";
+    prom_u64(b, name, l, 3, e->traffic.down_packets);
+}
+
+static void rows_bytes(prom_buf_t *b, const char *name, const stats_entry_t *e)
+{
+    prom_label_t l[] = TK_LABELS(e, "direction", "up");
+    prom_u64(b, name, l, 3, e->traffic.up_bytes);
+    l[2].value = "down";
+    prom_u64(b, name, l, 3, e->traffic.down_bytes);
+}
+
+static void rows_drops(prom_buf_t *b, const char *name, const stats_entry_t *e)
+{
+    for (int r = 0; r < DROP_REASON_COUNT; r++) {
+        prom_label_t l[] = TK_LABELS(e, "reason", drop_reason_name((enum drop_reason)r));
+        prom_u64(b, name, l, 3, e->traffic.drops[r]);
+    }
+}
+
+typedef struct tenant_family {
+    const char *name;
+    enum prom_type type;
+    const char *help;
+    void (*rows)(prom_buf_t *b, const char *name, const stats_entry_t *e);
+} tenant_family_t;
+
+static const tenant_family_t tenant_families[] = {
+    {"sluice_tunnels_open", PROM_GAUGE,
+     "Tunnels open now (on a stream, closing or parked), by tenant and kind.", rows_open},
+    {"sluice_tunnels_opened_total", PROM_COUNTER,
+     "Tunnels opened (200), by tenant and kind; resumes are not counted.", rows_opened},
+    /* The relay share: why clients needed the tunnel, and how they reached us
+     * (the shim's tunnel-fallback and tunnel-route, proto/README.md §2.1). */
+    {"sluice_tunnels_by_fallback_total", PROM_COUNTER,
+     "Tunnels opened, by tenant, kind and the client's reason for the tunnel "
+     "(\"none\": not reported).",
+     rows_fallback},
+    {"sluice_tunnels_by_route_total", PROM_COUNTER,
+     "Tunnels opened, by tenant, kind and the client's route to the gateway "
+     "(direct or through a proxy; \"none\": not reported).",
+     rows_route},
+    {"sluice_tunnels_closed_total", PROM_COUNTER,
+     "Tunnels ended, by tenant, kind and CLOSE code (\"none\": the stream or "
+     "connection went without one).",
+     rows_closed},
+    {"sluice_packets_total", PROM_COUNTER,
+     "Packets relayed, by tenant, kind and direction (up: to the backend).", rows_packets},
+    {"sluice_bytes_total", PROM_COUNTER,
+     "UDP payload bytes relayed, by tenant, kind and direction.", rows_bytes},
+    {"sluice_drops_total", PROM_COUNTER,
+     "Packets not relayed, by tenant, kind and reason (docs/operations.md lists the "
+     "reasons).",
+     rows_drops},
+};
+
+#define TENANT_FAMILIES (sizeof tenant_families / sizeof *tenant_families)
+
+/* What the page shows of a backend, copied when the scrape starts. */
+typedef struct backend_view {
+    char name[64];
+    int up;
+    uint64_t sent, answered;
+} backend_view_t;
+
+static void render_backends(prom_buf_t *b, const backend_view_t *bv, size_t n)
 {
     prom_family(b, "sluice_backend_up", PROM_GAUGE,
                 "1 while a backend is in selection (probes answered, no ICMP errors).");
-    for (size_t i = 0; bt && i < bt->n; i++) {
-        prom_label_t l[] = {{"backend", bt->items[i].name}};
-        prom_u64(b, "sluice_backend_up", l, 1, (uint64_t)(bt->items[i].up != 0));
+    for (size_t i = 0; i < n; i++) {
+        prom_label_t l[] = {{"backend", bv[i].name}};
+        prom_u64(b, "sluice_backend_up", l, 1, (uint64_t)(bv[i].up != 0));
     }
     prom_family(b, "sluice_backend_probes_total", PROM_COUNTER,
                 "Health probes sent to a backend, by result.");
-    for (size_t i = 0; bt && i < bt->n; i++) {
-        const backend_t *be = &bt->items[i];
-        prom_label_t l[] = {{"backend", be->name}, {"result", "answered"}};
-        prom_u64(b, "sluice_backend_probes_total", l, 2, be->probes_answered);
+    for (size_t i = 0; i < n; i++) {
+        prom_label_t l[] = {{"backend", bv[i].name}, {"result", "answered"}};
+        prom_u64(b, "sluice_backend_probes_total", l, 2, bv[i].answered);
         l[1].value = "unanswered";
         prom_u64(b, "sluice_backend_probes_total", l, 2,
-                 be->probes_sent > be->probes_answered ? be->probes_sent - be->probes_answered
-                                                        : 0);
+                 bv[i].sent > bv[i].answered ? bv[i].sent - bv[i].answered : 0);
     }
 }
 
@@ -294,15 +302,104 @@ static void render_latency(prom_buf_t *b, const server_counters_t *c)
     prom_hist_write(b, "sluice_client_rtt_seconds", NULL, 0, &c->rtt, &counters_rtt_bounds);
 }
 
+/* ------------------------------------------------------------------------ */
+/* A scrape: a copy of the counters, rendered a slice at a time              */
+
+struct metrics_scrape {
+    metrics_info_t info;
+    server_counters_t counters;
+    int ready;
+    stats_entry_t *entries; /* copies of the table's entries, in its order */
+    size_t n;
+    backend_view_t *backends;
+    size_t nbackends;
+    size_t step; /* 0: the fixed head; 1..TENANT_FAMILIES: a family; then the tail */
+    size_t i;    /* the next entry of the family being written */
+};
+
+metrics_scrape_t *metrics_scrape_new(const server_t *s, const metrics_info_t *info)
+{
+    metrics_scrape_t *m = calloc(1, sizeof *m);
+    if (!m)
+        return NULL;
+    m->info = *info;
+    m->counters = s->counters;
+    const char *why;
+    m->ready = server_ready(s, &why);
+    m->entries = s->stats.n ? malloc(s->stats.n * sizeof *m->entries) : NULL;
+    m->backends = s->backends.n ? calloc(s->backends.n, sizeof *m->backends) : NULL;
+    if ((s->stats.n && !m->entries) || (s->backends.n && !m->backends)) {
+        metrics_scrape_free(m);
+        return NULL;
+    }
+    for (size_t i = 0; i < s->stats.n; i++)
+        m->entries[i] = *s->stats.v[i];
+    m->n = s->stats.n;
+    for (size_t i = 0; i < s->backends.n; i++) {
+        const backend_t *be = &s->backends.items[i];
+        backend_view_t *v = &m->backends[i];
+        snprintf(v->name, sizeof v->name, "%s", be->name);
+        v->up = be->up;
+        v->sent = be->probes_sent;
+        v->answered = be->probes_answered;
+    }
+    m->nbackends = s->backends.n;
+    return m;
+}
+
+int metrics_scrape_next(metrics_scrape_t *m, prom_buf_t *b, size_t budget)
+{
+    size_t start = b->len;
+    while (!b->oom && b->len - start < budget) {
+        if (m->step == 0) {
+            render_process(b, &m->info);
+            /* The answer /readyz gives, for alerting without an HTTP probe. */
+            prom_family(b, "sluice_ready", PROM_GAUGE,
+                        "1 while /readyz answers 200; 0 while draining or no backend of this "
+                        "region is healthy.");
+            prom_u64(b, "sluice_ready", NULL, 0, (uint64_t)(m->ready != 0));
+            render_store(b, &m->info, &m->counters);
+            render_conns(b, &m->counters);
+            render_requests(b, &m->counters);
+            m->step++;
+        } else if (m->step <= TENANT_FAMILIES) {
+            const tenant_family_t *f = &tenant_families[m->step - 1];
+            if (m->i == 0)
+                prom_family(b, f->name, f->type, f->help);
+            if (m->i < m->n) {
+                f->rows(b, f->name, &m->entries[m->i++]);
+            } else {
+                m->step++;
+                m->i = 0;
+            }
+        } else if (m->step == TENANT_FAMILIES + 1) {
+            render_backends(b, m->backends, m->nbackends);
+            render_latency(b, &m->counters);
+            m->step++;
+        } else {
+            break;
+        }
+    }
+    if (b->oom)
+        return -1;
+    return m->step <= TENANT_FAMILIES + 1;
+}
+
+void metrics_scrape_free(metrics_scrape_t *m)
+{
+    if (!m)
+        return;
+    free(m->entries);
+    free(m->backends);
+    free(m);
+}
+
 int metrics_render(const server_t *s, const metrics_info_t *info, prom_buf_t *b)
 {
-    render_process(b, info);
-    render_ready(b, s);
-    render_store(b, info, &s->counters);
-    render_conns(b, &s->counters);
-    render_requests(b, &s->counters);
-    render_tenants(b, &s->stats);
-    render_backends(b, &s->backends);
-    render_latency(b, &s->counters);
-    return b->oom ? -1 : 0;
+    metrics_scrape_t *m = metrics_scrape_new(s, info);
+    int rc = m ? 1 : -1;
+    while (rc == 1)
+        rc = metrics_scrape_next(m, b, SIZE_MAX);
+    metrics_scrape_free(m);
+    return rc < 0 || b->oom ? -1 : 0;
 }

@@ -3,8 +3,10 @@
  *
  * Everything is read at scrape time from counters the loop keeps anyway
  * (server_counters_t, the per-tenant entries of stats.h, the backend
- * table): the hot path only adds to integers it owns, and a scrape is a walk
- * over tables bounded by the config. Label values come from the config
+ * table): the hot path only adds to integers it owns. A scrape copies them
+ * (a memcpy bounded by the config) and the admin listener streams the page
+ * out a slice per write (metrics_scrape_next), so even a page of many
+ * tenants never holds the loop for more than a slice. Label values come from the config
  * (tenants, kinds, backends) or from fixed lists in the code (reasons,
  * directions, CLOSE names); never from a client.
  *
@@ -32,8 +34,25 @@ typedef struct metrics_info {
 /* Fills info when a scrape asks (main.c). */
 typedef void (*metrics_info_fn)(void *ud, metrics_info_t *info);
 
-/* Writes the page into b. Returns 0, or -1 when b ran out of room or
- * memory (b->oom). */
+/* A scrape in progress: a copy of every counter the page shows, taken at
+ * once (so the page is one consistent moment, and tunnels and reloads may
+ * come and go while it is written), rendered a slice at a time. The copy is
+ * O(tenants with traffic + backends): a memcpy, not a render. */
+typedef struct metrics_scrape metrics_scrape_t;
+
+/* NULL when out of memory. */
+metrics_scrape_t *metrics_scrape_new(const server_t *s, const metrics_info_t *info);
+
+/* Appends the next part of the page to b, stopping at the first row boundary
+ * after budget bytes. Returns 1 when more follows, 0 when the page is
+ * complete, -1 when b ran out of room or memory. */
+int metrics_scrape_next(metrics_scrape_t *m, prom_buf_t *b, size_t budget);
+
+/* NULL is a no-op. */
+void metrics_scrape_free(metrics_scrape_t *m);
+
+/* The whole page into b at once (tests, benchmarks). Returns 0, or -1 when b
+ * ran out of room or memory (b->oom). */
 int metrics_render(const server_t *s, const metrics_info_t *info, prom_buf_t *b);
 
 #endif

@@ -317,3 +317,47 @@ Test(metrics, client_rtt_from_ping_and_pong)
     free(page);
     h_fini(&h);
 }
+
+/* A scrape is a copy taken at once, rendered a slice at a time: the slices
+ * make exactly the page a whole render makes, each stops at a row boundary
+ * soon after its budget, and traffic after the copy does not show in it. */
+Test(metrics, a_scrape_streams_in_slices_of_one_moment)
+{
+    harness_t h;
+    h_init(&h, "", 0);
+    int a = h_open(&h, ACME), o = h_open(&h, OTHER);
+    cr_assert_eq(h.streams[a].status, 200);
+    cr_assert_eq(h.streams[o].status, 200);
+    h_relay_up(&h, a, rtp, sizeof rtp);
+    prom_buf_t whole = {0};
+    cr_assert_eq(metrics_render(&h.srv, &info, &whole), 0);
+
+    metrics_scrape_t *m = metrics_scrape_new(&h.srv, &info);
+    cr_assert_not_null(m);
+    h_relay_up(&h, a, rtp, sizeof rtp); /* after the copy: not on this page */
+    prom_buf_t sliced = {0};
+    int rc, calls = 0;
+    size_t biggest = 0;
+    do {
+        size_t before = sliced.len;
+        rc = metrics_scrape_next(m, &sliced, 1);
+        cr_assert_geq(rc, 0);
+        cr_assert(sliced.len == before || sliced.p[sliced.len - 1] == '\n',
+                  "a slice ended inside a line");
+        biggest = sliced.len - before > biggest ? sliced.len - before : biggest;
+        calls++;
+    } while (rc == 1 && calls < 10000);
+    cr_assert_eq(rc, 0);
+    cr_assert_eq(metrics_scrape_next(m, &sliced, 1), 0, "a finished scrape adds nothing");
+    metrics_scrape_free(m);
+    cr_assert_gt(calls, 2 * 8, "one slice per tenant row group: %d calls", calls);
+    cr_assert_lt(biggest, 16384u, "a slice of %zu bytes for a budget of 1", biggest);
+    cr_assert_eq(sliced.len, whole.len);
+    cr_assert(!memcmp(sliced.p, whole.p, whole.len), "the slices differ from the whole page");
+    cr_assert_eq(ts_prom_sample(sliced.p, "sluice_packets_total{tenant=\"acme\",kind=\"sfu\","
+                                          "direction=\"up\"}"),
+                 1, "traffic after the copy reached the page");
+    prom_buf_free(&whole);
+    prom_buf_free(&sliced);
+    h_fini(&h);
+}
