@@ -185,8 +185,10 @@ int shim_tunnel__refused(sluice_tunnel_t *t)
 {
     /* 421: another node holds the session; resume there, or else afresh. */
     if (t->status == 421 && t->_resuming && !t->_closing) {
-        if (t->_hdr_node[0] && shim_client__redirect(t->client, t->_hdr_node))
+        if (t->_hdr_node[0] && shim_client__redirect(t->client, t->_hdr_node)) {
+            shim_tunnel__detach(t); /* token kept: it resumes on the next connection */
             return 1;
+        }
         t->status = 410;
     }
     /* 410: the session is unknown or expired; open a fresh tunnel. */
