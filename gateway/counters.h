@@ -166,7 +166,7 @@ typedef struct server_counters {
     uint64_t tls_failures_by[TLS_FAIL_COUNT];
     uint64_t conns_closed[CONN_END_COUNT];
     uint64_t tunnels_opened, tunnels_active;
-    uint64_t requests_rejected[8]; /* 400 401 403 404 405 503 410 429, see request.h */
+    uint64_t requests_rejected[9]; /* 400 401 403 404 405 503 410 429 421, see request.h */
     uint64_t auth_failures[AUTH_FAIL_COUNT]; /* of the 401s, by reason */
     uint64_t protocol_errors;
     uint64_t header_overflows;     /* header blocks over the advertised list size or field count */

@@ -348,6 +348,7 @@ Test(resume, tokens_name_their_node_and_another_nodes_get_a_421)
     cr_assert_eq(h.streams[s].status, 421, "another live node's session");
     cr_assert_str_eq(h.streams[s].node, "127.0.0.1:9443");
     cr_assert_str_eq(h.streams[s].session, "", "no token of ours");
+    cr_assert_eq(h.srv.counters.requests_rejected[request_status_index(421)], 1u);
     s = h_open_as(&h, PATH, 600, NULL, a);
     cr_assert_eq(h.streams[s].status, 410, "our own tag, no such session: never a loop");
     s = h_open_as(&h, PATH, 600, NULL, z);
