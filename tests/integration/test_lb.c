@@ -245,10 +245,23 @@ Test(lb, gateways_log_the_real_client_and_tunnels_spread)
     cr_expect_eq(on0 + on1, SHIMS);
     cr_expect_geq(on0, 1, "gateway 0 got no tunnel");
     cr_expect_geq(on1, 1, "gateway 1 got no tunnel");
-    /* The tunnels' log lines name clients, never HAProxy's own connections:
-     * every conn a tunnel opened on also had its PROXY header line. */
     for (int g = 0; g < 2; g++)
         cr_expect_eq(ts_log_count(gw[g].proc.err_path, "closed (proxy_header)"), 0);
+
+    /* A client that reaches the PROXY listener itself, without a header: a
+     * TLS ClientHello where the header belongs is refused and counted. */
+    fd = ts_tcp_connect(&gw[0].listen[0], ts_deadline(ts_ms(WAIT_MS)));
+    cr_assert_geq(fd, 0);
+    static const uint8_t hello[] = {0x16, 0x03, 0x01, 0x00, 0x05, 0x01, 0x00, 0x00, 0x01, 0x00};
+    cr_assert_eq(ts_tcp_send_all(fd, hello, sizeof hello), 0);
+    cr_expect_eq(ts_log_wait(gw[0].proc.err_path,
+                             "bad PROXY protocol header: no PROXY protocol header", 1,
+                             ts_deadline(ts_ms(WAIT_MS))),
+                 0);
+    cr_expect_eq(ts_log_wait(gw[0].proc.err_path, "closed (proxy_header)", 1,
+                             ts_deadline(ts_ms(WAIT_MS))),
+                 0);
+    close(fd);
 }
 
 static void cut(void)
