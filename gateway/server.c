@@ -93,9 +93,11 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
          * PROXY protocol listener the source is the client the header names
          * (conn.c), not the balancer. */
         srclimit_key_t key = {0};
-        int rc = l->proxy_protocol ? SRCLIMIT_OK : srclimit_admit(&s->sources, (struct sockaddr *)&peer, len,
-                                lim->max_pending_per_source, lim->handshakes_per_source_s,
-                                compat_mono_ns(), &key);
+        int rc = l->proxy_protocol
+                     ? SRCLIMIT_OK
+                     : srclimit_admit(&s->sources, (struct sockaddr *)&peer, len,
+                                      lim->max_pending_per_source, lim->handshakes_per_source_s,
+                                      compat_mono_ns(), &key);
         if (rc != SRCLIMIT_OK) {
             s->counters.conns_refused++;
             if (rc == SRCLIMIT_RATE || rc == SRCLIMIT_PENDING || rc == SRCLIMIT_FULL)
