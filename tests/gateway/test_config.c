@@ -264,7 +264,8 @@ Test(config, listen_objects_opt_in_to_proxy_protocol)
     cr_assert_str_eq(addr(&cfg->listen[1], b, sizeof b), "127.0.0.1:1");
     cr_assert_eq(cfg->listen[2].proxy_protocol, 0);
     config_unref(cfg);
-    expect_error((doc_t){.listen = "[{'proxy_protocol':true}]"}, "$.listen[0].address: required key is missing");
+    expect_error((doc_t){.listen = "[{'proxy_protocol':true}]"},
+                 "$.listen[0].address: required key is missing");
     expect_error((doc_t){.listen = "[{'address':'127.0.0.1:0','proxy_protocol':1}]"},
                  "$.listen[0].proxy_protocol: expected true or false, got 1");
     expect_error((doc_t){.listen = "[{'address':8443}]"},

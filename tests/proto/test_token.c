@@ -143,12 +143,14 @@ Test(token, node_tags)
                                tags[i].line);
     }
     /* gw-eu-1's tag and the random bytes 0102...0c. */
-    uint8_t raw[TOKEN_BYTES] = {0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, back[TOKEN_BYTES];
+    uint8_t raw[TOKEN_BYTES] = {0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    uint8_t back[TOKEN_BYTES];
     char text[TOKEN_TEXT_LEN + 1];
     token_set_tag(raw, token_node_tag("gw-eu-1", 7));
     token_encode(raw, text);
     cr_assert_str_eq(text, "0-Gy-gECAwQFBgcICQoLDA");
-    cr_assert_not_null(strstr(doc, "bytes d3e1b2fa0102030405060708090a0b0c   token 0-Gy-gECAwQFBgcICQoLDA"));
+    cr_assert_not_null(
+        strstr(doc, "bytes d3e1b2fa0102030405060708090a0b0c   token 0-Gy-gECAwQFBgcICQoLDA"));
     cr_assert_eq(token_decode(text, TOKEN_TEXT_LEN, back), 0);
     cr_assert_eq(token_tag(back), 0xd3e1b2fau);
     cr_assert_arr_eq(back + TOKEN_TAG_BYTES, raw + TOKEN_TAG_BYTES, TOKEN_BYTES - TOKEN_TAG_BYTES);
