@@ -363,11 +363,40 @@ static int name_cmp(const char *name, size_t len, const char *s)
     return len < slen ? -1 : len > slen;
 }
 
+/* One $.listen entry: "host:port", or {"address": "host:port",
+ * "proxy_protocol": true|false} to opt in to a PROXY protocol header from a
+ * load balancer in front (docs/configuration.md). */
+static int listen_entry_parse(vctx_t *c, const json_t *v, cfg_addr_t *a)
+{
+    static const char *const names[] = {"address", "proxy_protocol"};
+    const json_t *f[2];
+    char d[QBUF];
+    if (v->type != JSON_OBJECT)
+        return config__get_addr(c, v, ADDR_LISTEN, a);
+    if (config__get_fields(c, v, "a listener object", names, 2, f) ||
+        config__require(c, f[0], "address"))
+        return -1;
+    size_t mark = config__path_push_key(c, "address", 7);
+    if (config__get_addr(c, f[0], ADDR_LISTEN, a))
+        return -1;
+    config__path_pop(c, mark);
+    if (f[1]) {
+        mark = config__path_push_key(c, "proxy_protocol", 14);
+        if (f[1]->type != JSON_BOOL)
+            return config__fail(c, "expected true or false, got %s",
+                                config__describe(f[1], d, sizeof d));
+        a->proxy_protocol = f[1]->boolean;
+        config__path_pop(c, mark);
+    }
+    return 0;
+}
+
 static int listen_parse(vctx_t *c, const json_t *v, config_t *cfg)
 {
     char d[QBUF];
     if (v->type != JSON_ARRAY || v->n == 0)
-        return config__fail(c, "expected a non-empty array of \"host:port\" strings, got %s",
+        return config__fail(c, "expected a non-empty array of \"host:port\" strings or "
+                            "{\"address\": ..., \"proxy_protocol\": ...} objects, got %s",
                             config__describe(v, d, sizeof d));
     if (v->n > LISTEN_MAX)
         return config__fail(c, "at most %u listen addresses, got %zu", LISTEN_MAX, v->n);
@@ -378,7 +407,7 @@ static int listen_parse(vctx_t *c, const json_t *v, config_t *cfg)
     for (size_t i = 0; i < v->n; i++) {
         size_t mark = config__path_push_index(c, i);
         cfg_addr_t *a = &cfg->listen[i];
-        if (config__get_addr(c, v->items[i], ADDR_LISTEN, a))
+        if (listen_entry_parse(c, v->items[i], a))
             return -1;
         for (size_t j = 0; j < i; j++)
             if (a->len == cfg->listen[j].len && !memcmp(&a->sa, &cfg->listen[j].sa, a->len))

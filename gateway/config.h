@@ -29,6 +29,8 @@ typedef struct cfg_addr {
     struct sockaddr_storage sa;
     socklen_t len;
     int builtin_echo; /* 1: the gateway's built-in echo backend ("builtin:echo") */
+    int proxy_protocol; /* $.listen[i] only: a PROXY protocol header (v1 or v2) comes
+                         * before the TLS ClientHello (conn.c, proto/proxyproto.h) */
 } cfg_addr_t;
 
 enum cfg_probe {
@@ -156,10 +158,13 @@ typedef struct cfg_store {
     uint32_t lease_ttl_s; /* etcd: the TTL of a gateway's member key (10) */
 } cfg_store_t;
 
-/* This gateway ("node", docs/configuration.md). An object, so that more
- * about the node (its address) can join id later. */
+#define CFG_NODE_ADDRESS_MAX 255u /* bytes of $.node.address */
+
+/* This gateway ("node", docs/configuration.md). */
 typedef struct cfg_node {
     char *id; /* NULL: "<hostname>-<pid>" (fleet.c); [A-Za-z0-9._-], 1 to 128 bytes */
+    char *address; /* "host:port" a shim reaches this node at directly (the 421 of a
+                    * misdirected resume, proto/README.md §8.1); NULL: none. Needs id */
 } cfg_node_t;
 
 typedef struct config {

@@ -441,18 +441,68 @@ int config__store_parse(vctx_t *c, const json_t *v, cfg_store_t *st)
 /* "node": {"id": "gw-eu-1"}: this gateway's name in the fleet that shares
  * the tenants' limits (an object, so that more about the node can join
  * later). The id becomes an etcd key's last segment: [A-Za-z0-9._-] only. */
+/* "host:port" with a port of 1 to 65535 and a host of DNS name characters,
+ * or an IPv6 literal in brackets: it goes into a tunnel-node response field
+ * as it is, so nothing else may pass. */
+static int node_address_ok(const char *s, size_t len)
+{
+    const char *colon = NULL;
+    for (size_t i = len; i-- > 0;)
+        if (s[i] == ':') {
+            colon = s + i;
+            break;
+        }
+    if (!colon || colon == s || (size_t)(s + len - colon - 1) - 1 >= 5)
+        return 0;
+    unsigned long port = 0;
+    for (const char *p = colon + 1; p < s + len; p++) {
+        if (*p < '0' || *p > '9')
+            return 0;
+        port = port * 10 + (unsigned long)(*p - '0');
+    }
+    if (port == 0 || port > 65535)
+        return 0;
+    size_t hlen = (size_t)(colon - s);
+    int v6 = s[0] == '[';
+    if (v6 && (hlen < 3 || s[hlen - 1] != ']'))
+        return 0;
+    for (size_t i = v6; i < hlen - v6; i++) {
+        char ch = s[i];
+        int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                 ch == '.' || ch == '-' || (v6 && ch == ':');
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
 int config__node_parse(vctx_t *c, const json_t *v, cfg_node_t *node)
 {
-    static const char *const names[] = {"id"};
-    const json_t *f[1];
+    static const char *const names[] = {"id", "address"};
+    const json_t *f[2];
     char d[QBUF];
     const char *s;
-    size_t len;
-    if (config__get_fields(c, v, "a node object", names, 1, f))
+    size_t len, mark;
+    if (config__get_fields(c, v, "a node object", names, 2, f))
         return -1;
+    if (f[1]) {
+        mark = config__path_push_key(c, "address", 7);
+        if (config__get_string(c, f[1], "\"host:port\" such as \"gw-2.example.net:443\"", &s,
+                               &len))
+            return -1;
+        if (len > CFG_NODE_ADDRESS_MAX || !node_address_ok(s, len))
+            return config__fail(c, "expected \"host:port\" such as \"gw-2.example.net:443\", "
+                                   "got %s", config__quote(s, len, d, sizeof d));
+        if (!f[0])
+            return config__fail(c, "needs $.node.id: the address is found by the id's tag");
+        node->address = json_strdup(s, len);
+        if (!node->address)
+            return config__nomem(c);
+        config__path_pop(c, mark);
+    }
     if (!f[0])
         return 0; /* "<hostname>-<pid>" (fleet.c) */
-    size_t mark = config__path_push_key(c, "id", 2);
+    mark = config__path_push_key(c, "id", 2);
     if (config__get_string(c, f[0], "a node id such as \"gw-eu-1\"", &s, &len))
         return -1;
     if (len > NODE_ID_MAX)
@@ -512,6 +562,7 @@ void config__tenants_free(config_t *cfg)
     free(cfg->store.prefix);
     free(cfg->store.members_prefix);
     free(cfg->node.id);
+    free(cfg->node.address);
 }
 
 /* ------------------------------------------------------------------------ */

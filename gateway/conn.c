@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include "../common/tlserr.h"
+#include "../proto/proto.h"
+#include "../proto/proxyproto.h"
 #include "log.h"
 #include "server.h"
 #include "tls.h"
@@ -112,6 +114,8 @@ static int host_respond(tunnel_t *t, int status)
         nva[nnv++] = challenge;
     else if (status == 429 && t->retry_after[0]) /* RFC 6585 §4, RFC 9110 §10.2.3 */
         nva[nnv++] = (nghttp2_nv)NV("retry-after", t->retry_after);
+    else if (status == 421 && t->redirect) /* proto/README.md §8.1: the owning node */
+        nva[nnv++] = (nghttp2_nv)NV("tunnel-node", t->redirect);
     /* proto/README.md §8.1: the token a resume names. */
     const char *token = status == 200 ? tunnel_session_token(t) : NULL;
     if (token)
@@ -474,6 +478,7 @@ void conn_free(conn_t *c)
     if (c->fd >= 0)
         close(c->fd);
     free(c->out);
+    free(c->proxy_buf);
     srclimit_release(&srv->sources, &c->source);
     list_remove(&c->_link);
     srv->counters.conns_active--;
@@ -685,9 +690,99 @@ static enum tls_fail tls_fail_of(int ssl_error, unsigned long e)
     }
 }
 
+void conn_expect_proxy(conn_t *c)
+{
+    c->proxy_wait = 1;
+}
+
+/* The client's real address from a PROXY header (the connection's own for
+ * LOCAL/UNKNOWN), admitted by the per-source limits as at accept (server.c).
+ * Returns 0, or -1 to close (refused, counted and logged). */
+static int conn_proxy_admit(conn_t *c, const proxyproto_t *p)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    memset(&ss, 0, sizeof ss);
+    if (p->family == PROXYPROTO_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+        in->sin_family = AF_INET;
+        memcpy(&in->sin_addr, p->src, 4);
+        in->sin_port = htons(p->src_port);
+        len = sizeof *in;
+    } else if (p->family == PROXYPROTO_INET6) {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+        in6->sin6_family = AF_INET6;
+        memcpy(&in6->sin6_addr, p->src, 16);
+        in6->sin6_port = htons(p->src_port);
+        len = sizeof *in6;
+    } else if (getpeername(c->fd, (struct sockaddr *)&ss, &len) < 0) {
+        return -1;
+    }
+    char via[64];
+    snprintf(via, sizeof via, "%s", c->peer);
+    config_addr_str((struct sockaddr *)&ss, c->peer, sizeof c->peer);
+    server_t *srv = c->srv;
+    const cfg_limits_t *lim = &c->cfg->limits;
+    int rc = srclimit_admit(&srv->sources, (struct sockaddr *)&ss, len,
+                            lim->max_pending_per_source, lim->handshakes_per_source_s,
+                            compat_mono_ns(), &c->source);
+    if (rc != SRCLIMIT_OK) {
+        srv->counters.conns_refused++;
+        if (rc == SRCLIMIT_RATE || rc == SRCLIMIT_PENDING || rc == SRCLIMIT_FULL)
+            srv->counters.conns_refused_source[-rc - 1]++;
+        conn_end_as(c, CONN_END_PROXY_HEADER);
+        conn_log(c, "refused after its PROXY header (via %s): source over its limit (%s)", via,
+                 srclimit_rc_name(rc));
+        return -1;
+    }
+    conn_log(c, "PROXY v%u header from %s", p->version, via);
+    return 0;
+}
+
+/* Reads the PROXY protocol header (proto/proxyproto.h) without taking a
+ * byte of TLS: bytes are peeked, and only those that belong to the header
+ * are consumed (all of them while it is incomplete: a header has no other
+ * end). At most PROXYPROTO_MAX bytes; the handshake timer bounds the time.
+ * Returns 1 when read, 0 to wait, -1 to close (counted and logged). */
+static int conn_read_proxy(conn_t *c)
+{
+    if (!c->proxy_buf && !(c->proxy_buf = malloc(PROXYPROTO_MAX)))
+        return -1;
+    ssize_t r = recv(c->fd, c->proxy_buf + c->proxy_len, PROXYPROTO_MAX - c->proxy_len,
+                     MSG_PEEK);
+    if (r < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
+    if (r == 0)
+        return -1;
+    proxyproto_t p;
+    const char *why;
+    size_t have = c->proxy_len + (size_t)r;
+    int n = proxyproto_decode(c->proxy_buf, have, &p, &why);
+    if (n < 0 && n != PROTO_INCOMPLETE) {
+        conn_end_as(c, CONN_END_PROXY_HEADER);
+        conn_log(c, "bad PROXY protocol header: %s", why);
+        return -1;
+    }
+    size_t take = n > 0 ? (size_t)n - c->proxy_len : (size_t)r;
+    if (recv(c->fd, c->proxy_buf + c->proxy_len, take, 0) != (ssize_t)take)
+        return -1; /* peeked bytes are there to take */
+    c->proxy_len += take;
+    if (n == PROTO_INCOMPLETE)
+        return 0;
+    free(c->proxy_buf);
+    c->proxy_buf = NULL;
+    c->proxy_wait = 0;
+    return conn_proxy_admit(c, &p) < 0 ? -1 : 1;
+}
+
 /* Returns 0 to go on (state may now be CONN_H2), -1 to close. */
 static int conn_handshake(conn_t *c)
 {
+    if (c->proxy_wait) {
+        int rc = conn_read_proxy(c);
+        if (rc <= 0)
+            return rc;
+    }
     if (!c->peeked) {
         int rc = conn_check_tls(c);
         if (rc <= 0)
@@ -885,6 +980,11 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     conn_t *c = container_of(w, conn_t, timer);
     const cfg_limits_t *lim = &c->cfg->limits;
+    if (c->state == CONN_HANDSHAKE && c->proxy_wait) {
+        conn_log(c, "no complete PROXY protocol header within the handshake timeout");
+        conn_close(c, CONN_END_PROXY_HEADER);
+        return;
+    }
     if (c->state == CONN_HANDSHAKE) {
         c->srv->counters.tls_failures++;
         c->srv->counters.tls_failures_by[TLS_FAIL_TIMEOUT]++;

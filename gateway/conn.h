@@ -71,6 +71,7 @@ typedef struct conn {
     unsigned ever_opened : 1;   /* a tunnel has opened on this connection */
     unsigned draining : 1;      /* GOAWAY sent; refuse new streams */
     unsigned peeked : 1;        /* first byte checked for a TLS record */
+    unsigned proxy_wait : 1;    /* a PROXY protocol header comes first (conn_expect_proxy) */
     unsigned write_blocked : 1; /* SSL_write wants to be retried as it was */
     unsigned in_flush : 1;      /* on the server's flush list */
     unsigned closing : 1;       /* conn_close called: on the dead list, watchers stopped */
@@ -83,6 +84,8 @@ typedef struct conn {
     size_t pend_len;
     size_t out_off, out_len;
     uint8_t *out;               /* CONN_OUT_CAP bytes while there is output; NULL otherwise */
+    uint8_t *proxy_buf;         /* PROXYPROTO_MAX bytes while proxy_wait; NULL otherwise */
+    size_t proxy_len;
 } conn_t;
 
 /* Session callbacks and options shared by every connection of a server. */
@@ -93,6 +96,13 @@ int conn_h2_setup(nghttp2_session_callbacks **cbs, nghttp2_option **opt);
  * key released) when out of memory. */
 conn_t *conn_new(struct server *srv, int fd, const struct sockaddr *peer, socklen_t peerlen,
                  srclimit_key_t source);
+
+/* c's listener has "proxy_protocol" ($.listen, docs/configuration.md): a
+ * PROXY protocol v1 or v2 header comes before the TLS ClientHello, within
+ * the handshake timeout. c was created with a zeroed source key: its real
+ * client address is admitted by srclimit once the header is read, and names
+ * it in logs. Call right after conn_new. */
+void conn_expect_proxy(conn_t *c);
 
 /* A connection with no socket and no TLS, already speaking HTTP/2: the
  * in-memory test harness drives it with conn_feed and conn_pull. */

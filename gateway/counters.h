@@ -58,6 +58,7 @@ enum conn_end {
     CONN_END_WRITE_STALL,       /* the client took nothing for write_stall_ms */
     CONN_END_PING_TIMEOUT,      /* no answer to a keepalive PING */
     CONN_END_SHUTDOWN,          /* the gateway drained or stopped */
+    CONN_END_PROXY_HEADER,      /* a PROXY protocol listener: a bad or late header */
     CONN_END_COUNT
 };
 
@@ -67,7 +68,7 @@ static inline const char *conn_end_name(enum conn_end e)
         "peer",          "not_tls",        "tls_handshake", "handshake_timeout",
         "no_h2",         "tls_error",      "write_error",   "protocol_error",
         "calm",          "auth_failures",  "header_timeout", "idle",
-        "write_stall",   "ping_timeout",   "shutdown",
+        "write_stall",   "ping_timeout",   "shutdown",      "proxy_header",
     };
     return (unsigned)e < CONN_END_COUNT ? names[e] : "unknown";
 }
@@ -165,7 +166,7 @@ typedef struct server_counters {
     uint64_t tls_failures_by[TLS_FAIL_COUNT];
     uint64_t conns_closed[CONN_END_COUNT];
     uint64_t tunnels_opened, tunnels_active;
-    uint64_t requests_rejected[8]; /* 400 401 403 404 405 503 410 429, see request.h */
+    uint64_t requests_rejected[9]; /* 400 401 403 404 405 503 410 429 421, see request.h */
     uint64_t auth_failures[AUTH_FAIL_COUNT]; /* of the 401s, by reason */
     uint64_t protocol_errors;
     uint64_t header_overflows;     /* header blocks over the advertised list size or field count */

@@ -21,6 +21,7 @@
 
 #include "etcd_client.h"
 #include "etcd_watch.h"
+#include "../proto/token.h"
 #include "json.h"
 #include "log.h"
 
@@ -72,6 +73,11 @@ int fleet_member_id(const char *dir, size_t dirlen, const char *key, size_t keyl
     return (int)len;
 }
 
+static const json_t *jget_pure(const json_t *obj, const char *key)
+{
+    return obj && obj->type == JSON_OBJECT ? json_get(obj, key) : NULL;
+}
+
 /* Index of id, or -(insertion point) - 1. */
 static long set_find(const fleet_set_t *s, const char *id, size_t len)
 {
@@ -93,33 +99,103 @@ static long set_find(const fleet_set_t *s, const char *id, size_t len)
     return -(long)lo - 1;
 }
 
-int fleet_set_update(fleet_set_t *s, const char *id, size_t len, int put)
+int fleet_set_put(fleet_set_t *s, const char *id, size_t len, const char *addr, size_t alen)
 {
     long at = set_find(s, id, len);
-    if (!put) {
-        if (at < 0)
-            return 0;
-        free(s->ids[at]);
-        memmove(&s->ids[at], &s->ids[at + 1], (s->n - (size_t)at - 1) * sizeof *s->ids);
-        s->n--;
-        return 1;
-    }
-    if (at >= 0)
+    char *acopy = alen ? json_strdup(addr, alen) : NULL;
+    if (alen && !acopy)
+        return -1;
+    if (at >= 0) { /* known: its address may have changed */
+        free(s->addrs[at]);
+        s->addrs[at] = acopy;
         return 0;
-    if (s->n >= FLEET_MEMBERS_MAX)
-        return -1;
-    char *copy = json_strdup(id, len);
-    char **grown = copy ? realloc(s->ids, (s->n + 1) * sizeof *s->ids) : NULL;
-    if (!grown) {
-        free(copy);
+    }
+    if (s->n >= FLEET_MEMBERS_MAX) {
+        free(acopy);
         return -1;
     }
-    s->ids = grown;
-    size_t pos = (size_t)(-at - 1);
-    memmove(&s->ids[pos + 1], &s->ids[pos], (s->n - pos) * sizeof *s->ids);
+    char *copy = json_strdup(id, len);
+    char **ids = copy ? realloc(s->ids, (s->n + 1) * sizeof *s->ids) : NULL;
+    if (ids)
+        s->ids = ids;
+    char **addrs = ids ? realloc(s->addrs, (s->n + 1) * sizeof *s->addrs) : NULL;
+    if (addrs)
+        s->addrs = addrs;
+    uint32_t *tags = addrs ? realloc(s->tags, (s->n + 1) * sizeof *s->tags) : NULL;
+    if (!tags) { /* the arrays that grew keep n entries in use: nothing to undo */
+        free(copy);
+        free(acopy);
+        return -1;
+    }
+    s->tags = tags;
+    size_t pos = (size_t)(-at - 1), tail = s->n - pos;
+    memmove(&s->ids[pos + 1], &s->ids[pos], tail * sizeof *s->ids);
+    memmove(&s->addrs[pos + 1], &s->addrs[pos], tail * sizeof *s->addrs);
+    memmove(&s->tags[pos + 1], &s->tags[pos], tail * sizeof *s->tags);
     s->ids[pos] = copy;
+    s->addrs[pos] = acopy;
+    s->tags[pos] = token_node_tag(id, len);
     s->n++;
     return 1;
+}
+
+int fleet_set_update(fleet_set_t *s, const char *id, size_t len, int put)
+{
+    if (put)
+        return set_find(s, id, len) >= 0 ? 0 : fleet_set_put(s, id, len, NULL, 0);
+    long at = set_find(s, id, len);
+    if (at < 0)
+        return 0;
+    size_t tail = s->n - (size_t)at - 1;
+    free(s->ids[at]);
+    free(s->addrs[at]);
+    memmove(&s->ids[at], &s->ids[at + 1], tail * sizeof *s->ids);
+    memmove(&s->addrs[at], &s->addrs[at + 1], tail * sizeof *s->addrs);
+    memmove(&s->tags[at], &s->tags[at + 1], tail * sizeof *s->tags);
+    s->n--;
+    return 1;
+}
+
+const char *fleet_set_address(const fleet_set_t *s, uint32_t tag, const char *self)
+{
+    const char *found = NULL;
+    int hits = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        if (s->tags[i] != tag || strcmp(s->ids[i], self) == 0)
+            continue;
+        found = s->addrs[i];
+        hits++;
+    }
+    return hits == 1 ? found : NULL;
+}
+
+int fleet_member_address(const char *value, size_t len, char *out, size_t cap)
+{
+    char msg[128];
+    json_t *root = json_parse(value, len, msg, sizeof msg);
+    const json_t *a = jget_pure(root, "address");
+    int rc = -1;
+    if (!root || root->type != JSON_OBJECT)
+        goto done;
+    if (!a) {
+        rc = 0;
+        goto done;
+    }
+    if (a->type != JSON_STRING || a->len == 0 || a->len > CFG_NODE_ADDRESS_MAX ||
+        a->len >= cap || !memchr(a->str, ':', a->len))
+        goto done;
+    for (size_t i = 0; i < a->len; i++) {
+        char ch = a->str[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '-' || ch == ':' || ch == '[' || ch == ']'))
+            goto done;
+    }
+    memcpy(out, a->str, a->len);
+    out[a->len] = '\0';
+    rc = (int)a->len;
+done:
+    json_free(root);
+    return rc;
 }
 
 uint32_t fleet_set_count(const fleet_set_t *s, const char *self)
@@ -130,11 +206,14 @@ uint32_t fleet_set_count(const fleet_set_t *s, const char *self)
 
 void fleet_set_clear(fleet_set_t *s)
 {
-    for (size_t i = 0; i < s->n; i++)
+    for (size_t i = 0; i < s->n; i++) {
         free(s->ids[i]);
+        free(s->addrs[i]);
+    }
     free(s->ids);
-    s->ids = NULL;
-    s->n = 0;
+    free(s->addrs);
+    free(s->tags);
+    *s = (fleet_set_t){0};
 }
 
 /* ------------------------------------------------------------------------ */
@@ -314,7 +393,14 @@ static int on_member(void *ud, const etcd_watch_kv_t *kv)
     fleet_t *f = ud;
     const char *id;
     int idlen = fleet_member_id(f->key, f->dirlen, kv->key, kv->key_len, &id);
-    int rc = idlen < 0 ? 0 : fleet_set_update(&f->set, id, (size_t)idlen, !kv->deleted);
+    if (idlen < 0)
+        return 0;
+    if (kv->deleted)
+        return fleet_set_update(&f->set, id, (size_t)idlen, 0) < 0 ? -1 : 0;
+    /* A value that is not ours still counts the member, without an address. */
+    char addr[CFG_NODE_ADDRESS_MAX + 1];
+    int alen = kv->value ? fleet_member_address(kv->value, kv->value_len, addr, sizeof addr) : 0;
+    int rc = fleet_set_put(&f->set, id, (size_t)idlen, addr, alen > 0 ? (size_t)alen : 0);
     return rc < 0 ? -1 : 0;
 }
 
@@ -377,14 +463,19 @@ fleet_t *fleet_start(const config_t *cfg, struct ev_loop *loop, fleet_share_fn s
         goto nomem;
     snprintf(f->key, klen + 1, "%s%s/", cfg->store.members_prefix, cfg->region);
     size_t dirlen = f->dirlen = strlen(f->key);
-    const etcd_watch_conf_t wc = {.prefix = f->key, .keys_only = 1,
+    const etcd_watch_conf_t wc = {.prefix = f->key, .keys_only = 0, /* values: addresses */
                                   .range_timeout_ms = FLEET_RANGE_MS, .log_prefix = "fleet: ",
                                   .read_name = "members read", .watch_name = "members watch"};
     f->members = etcd_watch_new(f->client, &wc, &members_ops, f);
     strcat(f->key, f->id);
     f->key_b64 = etcd_b64_encode(f->key, klen);
-    char value[FLEET_NODE_ID_MAX + 32];
-    snprintf(value, sizeof value, "{\"id\":\"%s\"}", f->id); /* ids need no JSON escapes */
+    char value[FLEET_NODE_ID_MAX + CFG_NODE_ADDRESS_MAX + 64];
+    /* Ids and addresses need no JSON escapes (config_tenant.c checks both). */
+    if (cfg->node.address)
+        snprintf(value, sizeof value, "{\"id\":\"%s\",\"address\":\"%s\"}", f->id,
+                 cfg->node.address);
+    else
+        snprintf(value, sizeof value, "{\"id\":\"%s\"}", f->id);
     f->value_b64 = etcd_b64_encode(value, strlen(value));
     if (!f->members || !f->key_b64 || !f->value_b64)
         goto nomem;
@@ -403,6 +494,12 @@ nomem:
     snprintf(err, errlen, "fleet: out of memory (or libcurl cannot start)");
     fleet_free(f);
     return NULL;
+}
+
+const char *fleet_peer_address(void *ud, uint32_t tag)
+{
+    fleet_t *f = ud;
+    return fleet_set_address(&f->set, tag, f->id);
 }
 
 const char *fleet_node_id(const fleet_t *f)

@@ -5,11 +5,13 @@
  *
  * With $.tenant_store etcd, the gateway grants a lease of
  * $.tenant_store.lease_ttl_s (POST /v3/lease/grant), puts
- * <members_prefix><region>/<node id> under it (POST /v3/kv/put) and keeps it
+ * <members_prefix><region>/<node id> = {"id": ..., "address": ...} (the
+ * address only with $.node.address) under it (POST /v3/kv/put) and keeps it
  * alive every TTL/3 (POST /v3/lease/keepalive). It reads and watches the keys
  * under <members_prefix><region>/ (POST /v3/kv/range, then /v3/watch from the
  * next revision) to know N, the live gateways of its region (itself always
- * counted), and hands every change of N to the share callback (main.c:
+ * counted) and their addresses by node tag (the 421 of a misdirected resume,
+ * issue 8 §4), and hands every change of N to the share callback (main.c:
  * server_share_set). A key expires with its lease when its gateway dies
  * (after the TTL) and is revoked at once on a clean exit (fleet_leave).
  *
@@ -46,6 +48,10 @@ typedef void (*fleet_share_fn)(void *ud, uint32_t n);
 fleet_t *fleet_start(const config_t *cfg, struct ev_loop *loop, fleet_share_fn share, void *ud,
                      char *err, size_t errlen);
 
+/* The advertised address of the live node of this region whose node id has
+ * this tag (session.h's session_peer_fn; f is the ud), or NULL. */
+const char *fleet_peer_address(void *f, uint32_t tag);
+
 /* This gateway's node id. */
 const char *fleet_node_id(const fleet_t *f);
 
@@ -69,15 +75,35 @@ void fleet_free(fleet_t *f);
 int fleet_member_id(const char *dir, size_t dirlen, const char *key, size_t keylen,
                     const char **id);
 
-/* A sorted set of member ids. Zeroed is empty. */
+/* A sorted set of member ids, each with its node tag (token.h) and its
+ * advertised address (NULL: none). Zeroed is empty. */
 typedef struct fleet_set {
     char **ids;
+    char **addrs;
+    uint32_t *tags;
     size_t n;
 } fleet_set_t;
 
-/* Adds (put) or removes (!put) id. Returns 1 when the set changed, 0 when
- * not, -1 when out of memory or full (FLEET_MEMBERS_MAX). */
+/* Adds (put) or removes (!put) id, without an address. Returns 1 when the
+ * set changed, 0 when not, -1 when out of memory or full (FLEET_MEMBERS_MAX). */
 int fleet_set_update(fleet_set_t *s, const char *id, size_t len, int put);
+
+/* Adds id, or updates it, with the address addr[0..alen) (alen 0: none).
+ * Returns as fleet_set_update (1 only when id is new). */
+int fleet_set_put(fleet_set_t *s, const char *id, size_t len, const char *addr, size_t alen);
+
+/* The address of the one member other than self whose tag is tag; NULL when
+ * none has an address, or when two members share the tag (a collision:
+ * nobody can tell whose session it is). */
+const char *fleet_set_address(const fleet_set_t *s, uint32_t tag, const char *self);
+
+/* The address a member key's value gives: the value is the JSON object
+ * {"id": ..., "address": "host:port"} fleet_start writes. Copies it with a
+ * NUL into out (cap bytes) and returns its length; 0 when the value has no
+ * address; -1 when the value is not such an object or the address is not a
+ * plain host:port of at most CFG_NODE_ADDRESS_MAX bytes (it becomes a
+ * response field as it is). */
+int fleet_member_address(const char *value, size_t len, char *out, size_t cap);
 
 /* N: the members, plus self when self is not among them (a gateway counts
  * itself even while its own key is away). At least 1. */

@@ -390,6 +390,10 @@ int main(int argc, char **argv)
         ev_loop_destroy(loop);
         return 1;
     }
+    if (sig.fleet) { /* a resume of another node's session gets a 421 (issue 8 §4) */
+        srv.sessions.peer = fleet_peer_address;
+        srv.sessions.peer_ud = sig.fleet;
+    }
     ev_signal_init(&sig.term, on_signal, SIGTERM);
     ev_signal_init(&sig.intr, on_signal, SIGINT);
     ev_signal_init(&sig.hup, on_hup, SIGHUP);
@@ -468,6 +472,7 @@ int main(int argc, char **argv)
     signal(SIGINT, SIG_IGN);
     admin_dispose(&admin);
     store_free(store);
+    srv.sessions.peer = NULL;
     fleet_free(sig.fleet); /* revokes the lease if a signal did not */
     etcd_store_free(etcd);
     server_dispose(&srv);

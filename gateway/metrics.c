@@ -28,8 +28,8 @@ const prom_bounds_t counters_rtt_bounds = {rtt_ns, sizeof rtt_ns / sizeof *rtt_n
 
 /* The statuses of server_counters_t.requests_rejected, in its order
  * (request_status_index). */
-static const char *const rejected_status[8] = {"400", "401", "403", "404",
-                                               "405", "503", "410", "429"};
+static const char *const rejected_status[9] = {"400", "401", "403", "404", "405",
+                                               "503", "410", "429", "421"};
 
 static void counter(prom_buf_t *b, const char *name, const char *help, uint64_t v)
 {
@@ -116,7 +116,7 @@ static void render_requests(prom_buf_t *b, const server_counters_t *c)
                 "Responses to tunnel requests, by status.");
     prom_label_t l[] = {{"status", "200"}};
     prom_u64(b, "sluice_http_responses_total", l, 1, c->tunnels_opened);
-    for (size_t i = 0; i < 8; i++) {
+    for (size_t i = 0; i < sizeof rejected_status / sizeof *rejected_status; i++) {
         l[0].value = rejected_status[i];
         prom_u64(b, "sluice_http_responses_total", l, 1, c->requests_rejected[i]);
     }

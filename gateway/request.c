@@ -242,6 +242,7 @@ int request_status_index(int status)
     case 503: return 5;
     case 410: return 6;
     case 429: return 7;
+    case 421: return 8;
     default: return -1;
     }
 }

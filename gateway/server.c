@@ -103,11 +103,15 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             continue;
         }
         /* One source cannot take everyone's slots: a cap on its connections
-         * that have no tunnel yet, and on its rate of new ones. */
-        srclimit_key_t key;
-        int rc = srclimit_admit(&s->sources, (struct sockaddr *)&peer, len,
-                                lim->max_pending_per_source, lim->handshakes_per_source_s,
-                                compat_mono_ns(), &key);
+         * that have no tunnel yet, and on its rate of new ones. Behind a
+         * PROXY protocol listener the source is the client the header names
+         * (conn.c), not the balancer. */
+        srclimit_key_t key = {0};
+        int rc = l->proxy_protocol
+                     ? SRCLIMIT_OK
+                     : srclimit_admit(&s->sources, (struct sockaddr *)&peer, len,
+                                      lim->max_pending_per_source, lim->handshakes_per_source_s,
+                                      compat_mono_ns(), &key);
         if (rc != SRCLIMIT_OK) {
             s->counters.conns_refused++;
             if (rc == SRCLIMIT_RATE || rc == SRCLIMIT_PENDING || rc == SRCLIMIT_FULL)
@@ -128,7 +132,9 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
          * kernel too (RFC 5482): a vanished peer does not pin buffers. */
         unsigned int uto = s->cfg->limits.write_stall_ms;
         setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto, sizeof uto);
-        conn_new(s, fd, (struct sockaddr *)&peer, len, key);
+        conn_t *c = conn_new(s, fd, (struct sockaddr *)&peer, len, key);
+        if (c && l->proxy_protocol)
+            conn_expect_proxy(c);
     }
 }
 
@@ -151,6 +157,7 @@ static int listener_open(server_t *s, listener_t *l, const cfg_addr_t *a, char *
         getsockname(l->fd, (struct sockaddr *)&l->addr, &l->addrlen) < 0)
         goto fail;
     ev_io_init(&l->io, accept_cb, l->fd, EV_READ);
+    l->proxy_protocol = a->proxy_protocol;
     return 0;
 fail:
     snprintf(err, errlen, "listen %s: %s", name, strerror(errno));
@@ -378,6 +385,7 @@ static int reload_swap(server_t *s, config_t *cfg, char *err, size_t errlen)
         ls[i].fd = o->fd;
         ls[i].addr = o->addr;
         ls[i].addrlen = o->addrlen;
+        ls[i].proxy_protocol = cfg->listen[i].proxy_protocol; /* a reload may switch it */
         ev_io_init(&ls[i].io, accept_cb, ls[i].fd, EV_READ);
         kept++;
     }

@@ -39,6 +39,7 @@ typedef struct listener {
     struct server *srv;
     struct sockaddr_storage addr; /* bound address, port filled in */
     socklen_t addrlen;
+    int proxy_protocol;           /* $.listen[i].proxy_protocol: a PROXY header first */
 } listener_t;
 
 /* Where a graceful shutdown is (server_drain). Ordered: later phases are

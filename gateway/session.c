@@ -13,7 +13,8 @@
 static list_t *bucket_of(session_table_t *st, const uint8_t token[TOKEN_BYTES])
 {
     uint32_t h;
-    memcpy(&h, token, sizeof h); /* random bytes: any four are a good hash */
+    /* Random bytes: any four are a good hash, but not the node tag's. */
+    memcpy(&h, token + TOKEN_TAG_BYTES, sizeof h);
     return &st->buckets[h & (SESSION_BUCKETS - 1)];
 }
 
@@ -90,6 +91,9 @@ session_t *session_new(session_table_t *st, tunnel_t *t, const req_target_t *tar
         free(s);
         return NULL;
     }
+    const char *node = t->host->cfg ? t->host->cfg->node.id : NULL;
+    if (node) /* issue 8 §4: the token names its node */
+        token_set_tag(s->token, token_node_tag(node, strlen(node)));
     token_encode(s->token, s->text);
     s->_table = st;
     s->kind = target->kind;
@@ -123,6 +127,18 @@ session_t *session_find(session_table_t *st, const req_target_t *target)
         return s;
     }
     return NULL;
+}
+
+const char *session_redirect(const session_table_t *st, const config_t *cfg,
+                             const req_target_t *target)
+{
+    if (!st->peer)
+        return NULL;
+    uint32_t tag = token_tag(target->token);
+    /* Our own tag: the session was ours and is gone (410), never a loop. */
+    if (cfg->node.id && tag == token_node_tag(cfg->node.id, strlen(cfg->node.id)))
+        return NULL;
+    return st->peer(st->peer_ud, tag);
 }
 
 int session_parked(const session_t *s)

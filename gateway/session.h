@@ -5,7 +5,8 @@
  *
  * The server owns one session_table_t. When resume is on
  * (limits.resume_grace_ms > 0) every tunnel that opens gets a session: an
- * unguessable token (RAND_bytes), bound to the tenant, kind, backend region
+ * unguessable token (RAND_bytes; with $.node.id its first 4 bytes are the
+ * node's tag, token.h, and 12 stay random), bound to the tenant, kind, backend region
  * and the credential's user part. A session exists exactly as long as its
  * flow's socket is open; session->t is always the one tunnel that holds that
  * socket, either
@@ -37,8 +38,15 @@
 
 #define SESSION_BUCKETS 1024u  /* power of two */
 
+/* The advertised address of the fleet's node whose id has this tag
+ * (token.h), or NULL when no live node or more than one has it (fleet.h:
+ * fleet_peer_address). Valid until the loop runs again. */
+typedef const char *(*session_peer_fn)(void *ud, uint32_t tag);
+
 typedef struct session_table {
     tunnel_env_t *env;
+    session_peer_fn peer;     /* NULL: no fleet, every miss is a 410 (set by main.c) */
+    void *peer_ud;
     list_t buckets[SESSION_BUCKETS];
     size_t count;             /* sessions with a flow (resumable) */
     unsigned closed : 1;      /* shutting down: nothing parks any more */
@@ -75,6 +83,14 @@ session_t *session_new(session_table_t *st, tunnel_t *t, const req_target_t *tar
  * target's tenant, kind, region and user; NULL otherwise (one answer for all
  * misses: no oracle). */
 session_t *session_find(session_table_t *st, const req_target_t *target);
+
+/* A resume this table has no session for (session_find gave NULL): the
+ * advertised address of the node its token names, when that is another live
+ * node of the fleet with an address (the 421 of proto/README.md §8.1); NULL
+ * for a 410 (no fleet, this node's own tag, an unknown or ambiguous tag).
+ * cfg is the snapshot the request was checked with (its $.node.id). */
+const char *session_redirect(const session_table_t *st, const config_t *cfg,
+                             const req_target_t *target);
 
 /* Moves s's flow off its attached tunnel into a parked one, for
  * limits.resume_grace_ms. Returns 0, or -1 (table closed, out of memory: the

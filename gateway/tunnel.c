@@ -659,7 +659,18 @@ int tunnel_start(tunnel_t *t)
         /* One answer for unknown, expired and foreign tokens: no oracle. */
         s = env->sessions && lim->resume_grace_ms ? session_find(env->sessions, &target) : NULL;
         if (!s) {
+            /* Issue 8 §4: another node's session; tell the client where. */
+            const char *node = env->sessions
+                                   ? session_redirect(env->sessions,
+                                                      env->cfg ? env->cfg : t->host->cfg, &target)
+                                   : NULL;
             free(req);
+            if (node) {
+                t->redirect = node; /* read by respond, within reject */
+                rc = reject(t, 421, "session held by another node");
+                t->redirect = NULL;
+                return rc;
+            }
             return reject(t, 410, "session unknown or expired");
         }
     } else if (env->counters->tunnels_active >= lim->max_tunnels) {

@@ -137,6 +137,7 @@ struct tunnel {
     const char *reason;           /* TUNNEL_REJECTED: response body */
     size_t reason_off;
     char retry_after[12];         /* a 429's retry-after (seconds), "" otherwise */
+    const char *redirect;         /* a 421's tunnel-node address while it is answered */
 
     int fd;                       /* connected UDP socket to the backend, or -1 */
     ev_io udp_io;

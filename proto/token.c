@@ -63,3 +63,26 @@ int token_decode(const char *text, size_t len, uint8_t raw[TOKEN_BYTES])
         return PROTO_ERR_MALFORMED;
     return 0;
 }
+
+uint32_t token_node_tag(const char *id, size_t len)
+{
+    uint32_t h = 0x811c9dc5u; /* FNV-1a, 32 bits */
+    for (size_t i = 0; i < len; i++) {
+        h ^= (uint8_t)id[i];
+        h *= 0x01000193u;
+    }
+    return h;
+}
+
+uint32_t token_tag(const uint8_t raw[TOKEN_BYTES])
+{
+    return (uint32_t)raw[0] << 24 | (uint32_t)raw[1] << 16 | (uint32_t)raw[2] << 8 | raw[3];
+}
+
+void token_set_tag(uint8_t raw[TOKEN_BYTES], uint32_t tag)
+{
+    raw[0] = (uint8_t)(tag >> 24);
+    raw[1] = (uint8_t)(tag >> 16);
+    raw[2] = (uint8_t)(tag >> 8);
+    raw[3] = (uint8_t)tag;
+}

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "../../common/tlserr.h"
+#include "../../proto/hostport.h"
 #include "proxy.h"
 #include "shim_addr.h"
 #include "shim_internal.h"
@@ -319,7 +320,9 @@ static void client_park(sluice_client_t *c)
     c->_rng ^= c->_rng >> 17;
     c->_rng ^= c->_rng << 5;
     wait = shim_backoff_ms(c->_reconnect_min_ms, c->_reconnect_max_ms, c->_attempt, c->_rng);
-    if (c->_attempt < 32)
+    if (c->_redir == 1) /* a redirect is not a failure: go now */
+        wait = 0;
+    else if (c->_attempt < 32)
         c->_attempt++;
     snprintf(c->_reconnect_detail, sizeof(c->_reconnect_detail), "in %u ms: %s",
              (unsigned)wait, c->_detail);
@@ -328,11 +331,47 @@ static void client_park(sluice_client_t *c)
     ev_timer_start(c->loop, &c->_retry);
 }
 
+/* ---------------------------------------------------------------- redirect */
+
+int shim_client__redirect(sluice_client_t *c, const char *node)
+{
+    hostport_t hp;
+
+    /* One hop: a 421 on the node we were sent to is a 410 (no ping-pong). */
+    if (c->_redir || !shim_client__reconnects(c) ||
+        hostport_split(node, strlen(node), 0, &hp) != HOSTPORT_OK ||
+        hp.host_len >= sizeof(c->_redir_host))
+        return 0;
+    memcpy(c->_redir_host, hp.host, hp.host_len);
+    c->_redir_host[hp.host_len] = '\0';
+    c->_redir_port = hp.port;
+    c->_redir = 1;
+    shim_client__end(c, SLUICE_CLOSED, SLUICE_FAIL_LOST, "session held by node %s: resuming there",
+                     node);
+    return 1;
+}
+
+/* The end of a connection: a redirected one that never came up sends its
+ * tunnels back to the gateway's own address as fresh tunnels; once it has
+ * served, the next connection goes to the gateway's address again. */
+static void client_redirect_end(sluice_client_t *c)
+{
+    if (c->_redir != 2)
+        return;
+    if (c->phase < SHIM_PHASE_READY) {
+        list_t *pos, *tmp;
+        list_for_each_safe(pos, tmp, &c->_tunnels)
+            SHIM_TUNNEL(pos)->_token[0] = '\0';
+    }
+    c->_redir = 0;
+}
+
 static void client_teardown(sluice_client_t *c)
 {
     const char *what = c->_end_state == SLUICE_CLOSED ? "connection closed" : "connection lost";
     int reconnect = client_will_reconnect(c);
 
+    client_redirect_end(c);
     c->_end_pending = 0;
     /* Best effort: a TLS alert or close_notify still waiting goes out once;
      * whatever the pipe does not take is dropped with the connection. */
@@ -686,6 +725,8 @@ static void client_dial(sluice_client_t *c)
     int n;
 
     c->phase = SHIM_PHASE_DIALING;
+    if (c->_redir == 1)
+        c->_redir = 2;
     c->_dial.ud = c;
     c->_dial.on_attempt = client_on_attempt; /* reports CONNECTING for each route */
     n = client_routes(c, routes, err, sizeof(err));
@@ -693,7 +734,9 @@ static void client_dial(sluice_client_t *c)
         c->_report_connecting = 1;
         snprintf(c->_connecting_detail, sizeof(c->_connecting_detail), "%s", c->_authority);
         shim_client__end(c, SLUICE_FAILED, SLUICE_FAIL_PROXY_CONFIG, "%s", err);
-    } else if (shim_dial_start(&c->_dial, routes, (size_t)n, c->_host, c->port,
+    } else if (shim_dial_start(&c->_dial, routes, (size_t)n,
+                               c->_redir ? c->_redir_host : c->_host,
+                               c->_redir ? c->_redir_port : c->port,
                                c->_connect_timeout_ms, c->_proxy_user, c->_proxy_password,
                                client_on_dialed, c) < 0) {
         shim_client__end(c, SLUICE_FAILED, SLUICE_FAIL_PROXY_CONFIG, "no route to try");

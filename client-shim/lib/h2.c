@@ -48,6 +48,9 @@ static int h2_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_
         t->_hdr_status = (value[0] - '0') * 100 + (value[1] - '0') * 10 + (value[2] - '0');
     else if (namelen == 14 && memcmp(name, "tunnel-session", 14) == 0)
         shim_session_token(value, valuelen, t->_hdr_token, sizeof(t->_hdr_token));
+    else if (namelen == 11 && memcmp(name, "tunnel-node", 11) == 0 &&
+             valuelen < sizeof(t->_hdr_node)) /* checked by shim_client__redirect */
+        snprintf(t->_hdr_node, sizeof(t->_hdr_node), "%.*s", (int)valuelen, (const char *)value);
     return 0;
 }
 

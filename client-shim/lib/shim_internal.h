@@ -101,6 +101,7 @@ struct st_sluice_tunnel_t {
     /* Session resume and re-submission (see above). */
     char _token[SHIM_TOKEN_MAX + 1]; /* "" until a 200 carried tunnel-session */
     char _hdr_token[SHIM_TOKEN_MAX + 1]; /* tunnel-session of the HEADERS being received */
+    char _hdr_node[SHIM_AUTHORITY_MAX]; /* tunnel-node of the HEADERS being received (a 421) */
     int _resuming;         /* the current request carries tunnel-resume */
     int _opened;           /* a 200 was seen on some stream */
     int _detach;           /* the stream is being dropped: its end does not finish t */
@@ -164,6 +165,11 @@ struct st_sluice_client_t {
     int _app_closed;      /* sluice_client_close was called: never reconnect */
     int _report_reconnecting;
     char _reconnect_detail[SHIM_DETAIL_MAX + 32];
+    /* A resume answered 421 (docs/shim.md, "Fleet redirect"): the next
+     * connection goes to the owning node; TLS name and :authority stay. */
+    int _redir;           /* 0 none; 1 the next dial goes there; 2 this connection did */
+    char _redir_host[SHIM_AUTHORITY_MAX];
+    uint16_t _redir_port;
     /* sluice_client_set_credential: replaces the tunnels' own when set. */
     char *_cred_user;
     char *_cred;
@@ -198,6 +204,11 @@ void shim_client__kick(sluice_client_t *c);
 void shim_client__end(sluice_client_t *c, sluice_state_t state, sluice_fail_t fail,
                       const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 int shim_client__usable(const sluice_client_t *c);
+/* t's resume was answered 421 with tunnel-node node (proto/README.md §8.1):
+ * with reconnect on and no redirect yet on this connection, the client ends
+ * it and connects to node at once, where its tunnels resume. Returns 1 when
+ * it does (t keeps its token), 0 otherwise (the caller treats it as a 410). */
+int shim_client__redirect(sluice_client_t *c, const char *node);
 /* 1 when the client reconnects after transient failures. */
 int shim_client__reconnects(const sluice_client_t *c);
 /* Back-off before reconnect attempt number attempt (0: the first): min

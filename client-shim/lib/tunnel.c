@@ -149,6 +149,7 @@ void shim_tunnel__reset_stream(sluice_tunnel_t *t)
     t->_reason_len = 0;
     t->_reason[0] = '\0';
     t->_hdr_token[0] = '\0';
+    t->_hdr_node[0] = '\0';
     t->_rst_after_eof = 0;
     t->_detach = 0;
     t->_resuming = 0;
@@ -182,6 +183,14 @@ void shim_tunnel__detach(sluice_tunnel_t *t)
 
 int shim_tunnel__refused(sluice_tunnel_t *t)
 {
+    /* 421: another node holds the session; resume there, or else afresh. */
+    if (t->status == 421 && t->_resuming && !t->_closing) {
+        if (t->_hdr_node[0] && shim_client__redirect(t->client, t->_hdr_node)) {
+            shim_tunnel__detach(t); /* token kept: it resumes on the next connection */
+            return 1;
+        }
+        t->status = 410;
+    }
     /* 410: the session is unknown or expired; open a fresh tunnel. */
     if (t->status == 410 && t->_resuming && !t->_closing) {
         t->_token[0] = '\0';

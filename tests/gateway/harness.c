@@ -32,6 +32,8 @@ static int h_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t
         st->status = atoi((const char *)value);
     if (st && namelen == 14 && memcmp(name, "tunnel-session", 14) == 0)
         snprintf(st->session, sizeof st->session, "%.*s", (int)valuelen, (const char *)value);
+    if (st && namelen == 11 && memcmp(name, "tunnel-node", 11) == 0)
+        snprintf(st->node, sizeof st->node, "%.*s", (int)valuelen, (const char *)value);
     if (st && namelen == 11 && memcmp(name, "retry-after", 11) == 0)
         snprintf(st->retry_after, sizeof st->retry_after, "%.*s", (int)valuelen,
                  (const char *)value);

@@ -38,6 +38,7 @@ typedef struct h_stream {
     int end_stream;          /* response body ended with END_STREAM */
     char session[64];        /* the tunnel-session response header, "" when absent */
     char retry_after[16];    /* the retry-after response header, "" when absent */
+    char node[64];           /* the tunnel-node response header (a 421), "" when absent */
 } h_stream_t;
 
 typedef struct harness {

@@ -252,6 +252,30 @@ Test(config, empty_tenants_and_ipv6_listen_only)
     config_unref(cfg);
 }
 
+/* Issue 8 §4: a listener may opt in to a PROXY protocol header. */
+Test(config, listen_objects_opt_in_to_proxy_protocol)
+{
+    config_t *cfg = parse_ok((doc_t){.listen = "['127.0.0.1:0',{'address':'127.0.0.1:1',"
+                                               "'proxy_protocol':true},{'address':'[::1]:0'}]"});
+    char b[64];
+    cr_assert_eq(cfg->nlisten, 3);
+    cr_assert_eq(cfg->listen[0].proxy_protocol, 0);
+    cr_assert_eq(cfg->listen[1].proxy_protocol, 1);
+    cr_assert_str_eq(addr(&cfg->listen[1], b, sizeof b), "127.0.0.1:1");
+    cr_assert_eq(cfg->listen[2].proxy_protocol, 0);
+    config_unref(cfg);
+    expect_error((doc_t){.listen = "[{'proxy_protocol':true}]"},
+                 "$.listen[0].address: required key is missing");
+    expect_error((doc_t){.listen = "[{'address':'127.0.0.1:0','proxy_protocol':1}]"},
+                 "$.listen[0].proxy_protocol: expected true or false, got 1");
+    expect_error((doc_t){.listen = "[{'address':8443}]"},
+                 "$.listen[0].address: expected a \"host:port\" string, got 8443");
+    expect_error((doc_t){.listen = "[{'address':'127.0.0.1:0','proxy':true}]"},
+                 "$.listen[0].proxy: unknown key");
+    expect_error((doc_t){.listen = "['127.0.0.1:5',{'address':'127.0.0.1:5'}]"},
+                 "is listed twice (also $.listen[0])");
+}
+
 Test(config, hostname_backend_and_echo_resolve)
 {
     config_t *cfg = parse_ok((doc_t){.regions = "{'local':{'turn':['localhost:3479']}}",
@@ -488,11 +512,11 @@ Test(config, error_required_and_types)
     expect_error((doc_t){.tls = "{'cert':'c','key':true}"},
                  "$.tls.key: expected a non-empty file path, got true");
     expect_error((doc_t){.listen = "[]"},
-                 "$.listen: expected a non-empty array of \"host:port\" strings, "
-                 "got an empty array");
+                 "$.listen: expected a non-empty array of \"host:port\" strings or "
+                 "{\"address\": ..., \"proxy_protocol\": ...} objects, got an empty array");
     expect_error((doc_t){.listen = "'127.0.0.1:1'"},
-                 "$.listen: expected a non-empty array of \"host:port\" strings, "
-                 "got \"127.0.0.1:1\"");
+                 "$.listen: expected a non-empty array of \"host:port\" strings or "
+                 "{\"address\": ..., \"proxy_protocol\": ...} objects, got \"127.0.0.1:1\"");
     expect_error((doc_t){.listen = "[8443]"},
                  "$.listen[0]: expected a \"host:port\" string, got 8443");
     expect_error((doc_t){.regions = "{}"},

@@ -11,6 +11,7 @@
 
 #include "../../gateway/config.h"
 #include "../../gateway/fleet.h"
+#include "../../proto/token.h"
 #include "../../gateway/ratelimit.h"
 
 #define DIR "/sluice/members/eu/"
@@ -66,6 +67,44 @@ Test(fleet, member_set_and_count)
     cr_assert_str_eq(s.ids[0], "bb");
     fleet_set_clear(&s);
     cr_assert_eq(s.n, 0);
+}
+
+/* Issue 8 §4: the members' addresses by node tag, for a 421. */
+Test(fleet, member_addresses_by_tag)
+{
+    fleet_set_t s = {0};
+    uint32_t t1 = token_node_tag("gw-1", 4), t2 = token_node_tag("gw-2", 4);
+    cr_assert_eq(fleet_set_put(&s, "gw-1", 4, "127.0.0.1:1001", 14), 1);
+    cr_assert_eq(fleet_set_put(&s, "gw-2", 4, NULL, 0), 1);
+    cr_assert_eq(fleet_set_update(&s, "gw-3", 4, 1), 1);
+    cr_assert_str_eq(fleet_set_address(&s, t1, "gw-2"), "127.0.0.1:1001");
+    cr_assert_null(fleet_set_address(&s, t1, "gw-1"), "never self");
+    cr_assert_null(fleet_set_address(&s, t2, "gw-1"), "gw-2 has no address");
+    cr_assert_eq(fleet_set_put(&s, "gw-2", 4, "gw-2.example.net:443", 20), 0, "an update");
+    cr_assert_str_eq(fleet_set_address(&s, t2, "gw-1"), "gw-2.example.net:443");
+    cr_assert_eq(fleet_set_count(&s, "gw-1"), 3);
+    cr_assert_null(fleet_set_address(&s, 0x12345678u, "gw-1"), "an unknown tag");
+    cr_assert_eq(fleet_set_update(&s, "gw-1", 4, 0), 1);
+    cr_assert_null(fleet_set_address(&s, t1, "gw-2"), "gone with its key");
+    cr_assert_str_eq(fleet_set_address(&s, t2, "gw-3"), "gw-2.example.net:443",
+                     "the arrays moved together");
+    fleet_set_clear(&s);
+    cr_assert_eq(s.n, 0);
+}
+
+Test(fleet, member_values)
+{
+    char a[CFG_NODE_ADDRESS_MAX + 1];
+    const char *v = "{\"id\":\"gw-1\",\"address\":\"127.0.0.1:443\"}";
+    cr_assert_eq(fleet_member_address(v, strlen(v), a, sizeof a), 13);
+    cr_assert_str_eq(a, "127.0.0.1:443");
+    v = "{\"id\":\"gw-1\"}";
+    cr_assert_eq(fleet_member_address(v, strlen(v), a, sizeof a), 0);
+    static const char *const bad[] = {"", "[]", "{\"address\":1}", "{\"address\":\"\"}",
+                                      "{\"address\":\"h\"}", "{\"address\":\"h:1\\r\\nx: y\"}",
+                                      "{\"address\":\"h :1\"}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        cr_assert_eq(fleet_member_address(bad[i], strlen(bad[i]), a, sizeof a), -1, "%s", bad[i]);
 }
 
 Test(fleet, member_set_is_bounded)
@@ -240,6 +279,17 @@ Test(fleet, config_defaults_and_values)
     cr_assert_eq(cfg->store.lease_ttl_s, 3);
     cr_assert_str_eq(cfg->node.id, "gw-eu_1.a");
     config_unref(cfg);
+    static const char *const good[] = {"gw-2.example.net:443", "127.0.0.1:1", "[::1]:65535"};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        char tail[256];
+        snprintf(tail, sizeof tail,
+                 ",\"node\":{\"id\":\"a\",\"address\":\"%s\"},\"tenant_store\":{" ETCD_STORE "}",
+                 good[i]);
+        cfg = parse(tail, err, sizeof err);
+        cr_assert_not_null(cfg, "%s: %s", good[i], err);
+        cr_assert_str_eq(cfg->node.address, good[i]);
+        config_unref(cfg);
+    }
     cfg = parse(",\"node\":{},\"tenant_store\":{" ETCD_STORE "}", err, sizeof err);
     cr_assert_not_null(cfg, "an empty node object: %s", err);
     config_unref(cfg);
@@ -250,7 +300,15 @@ Test(fleet, config_errors)
     expect_error(",\"node\":{\"id\":\"a/b\"}", "$.node.id: expected letters");
     expect_error(",\"node\":{\"id\":\"\"}", "$.node.id:");
     expect_error(",\"node\":\"gw\"", "$.node:");
-    expect_error(",\"node\":{\"address\":\"x\"}", "$.node.address: unknown key");
+    expect_error(",\"node\":{\"address\":\"x\"}", "$.node.address: expected \"host:port\"");
+    expect_error(",\"node\":{\"address\":\"h:443\"}", "$.node.address: needs $.node.id");
+    static const char *const bad[] = {"h", "h:", ":443", "h:0", "h:65536", "h:123456",
+                                      "h h:1", "h\\r:1", "[::1:1", "h:1x", "a/b:1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char tail[256];
+        snprintf(tail, sizeof tail, ",\"node\":{\"id\":\"a\",\"address\":\"%s\"}", bad[i]);
+        expect_error(tail, "$.node.address: expected \"host:port\"");
+    }
     expect_error(",\"tenant_store\":{" ETCD_STORE ",\"lease_ttl_s\":1}",
                  "$.tenant_store.lease_ttl_s:");
     expect_error(",\"tenant_store\":{" ETCD_STORE ",\"lease_ttl_s\":3601}",

@@ -308,3 +308,54 @@ Test(resume, off_when_the_grace_period_is_zero)
     cr_assert_eq(h.streams[s].status, 410);
     h_fini(&h);
 }
+
+/* Issue 8 §4: the fleet's peers, as fleet.c would give them. */
+static const char *peer_stub(void *ud, uint32_t tag)
+{
+    return tag == token_node_tag("gw-b", 4) ? "127.0.0.1:9443" : NULL;
+}
+
+static void tagged(const char *node, uint8_t fill, char out[TOKEN_TEXT_LEN + 1])
+{
+    uint8_t raw[TOKEN_BYTES];
+    memset(raw, fill, sizeof raw);
+    token_set_tag(raw, token_node_tag(node, strlen(node)));
+    token_encode(raw, out);
+}
+
+Test(resume, tokens_name_their_node_and_another_nodes_get_a_421)
+{
+    harness_t h;
+    h_init(&h, LONG_AGE, 0);
+    h.cfg->node.id = strdup("gw-a"); /* the harness's snapshot, as $.node.id would set it */
+    char token[32];
+    open_live(&h, PATH, token);
+    uint8_t raw[TOKEN_BYTES];
+    cr_assert_eq(token_decode(token, TOKEN_TEXT_LEN, raw), 0);
+    cr_assert_eq(token_tag(raw), token_node_tag("gw-a", 4), "the token names this node");
+
+    char b[TOKEN_TEXT_LEN + 1], a[TOKEN_TEXT_LEN + 1], z[TOKEN_TEXT_LEN + 1];
+    tagged("gw-b", 7, b);
+    tagged("gw-a", 7, a);
+    tagged("gw-z", 7, z);
+    /* No fleet: every miss is a 410. */
+    int s = h_open_as(&h, PATH, 600, NULL, b);
+    cr_assert_eq(h.streams[s].status, 410);
+    cr_assert_str_eq(h.streams[s].node, "");
+
+    h.srv.sessions.peer = peer_stub;
+    s = h_open_as(&h, PATH, 600, NULL, b);
+    cr_assert_eq(h.streams[s].status, 421, "another live node's session");
+    cr_assert_str_eq(h.streams[s].node, "127.0.0.1:9443");
+    cr_assert_str_eq(h.streams[s].session, "", "no token of ours");
+    cr_assert_eq(h.srv.counters.requests_rejected[request_status_index(421)], 1u);
+    s = h_open_as(&h, PATH, 600, NULL, a);
+    cr_assert_eq(h.streams[s].status, 410, "our own tag, no such session: never a loop");
+    s = h_open_as(&h, PATH, 600, NULL, z);
+    cr_assert_eq(h.streams[s].status, 410, "a node the fleet does not know");
+    /* The real session still resumes. */
+    s = h_open_as(&h, PATH, 600, NULL, token);
+    cr_assert_eq(h.streams[s].status, 200);
+    h.srv.sessions.peer = NULL;
+    h_fini(&h);
+}

@@ -121,3 +121,47 @@ Test(token, every_byte_value_round_trips)
         }
     }
 }
+
+/* §9.4: node tags, computed outside this code (Python, FNV-1a 32). */
+Test(token, node_tags)
+{
+    const char *doc = readme();
+    static const struct {
+        const char *id;
+        uint32_t tag;
+        const char *line;
+    } tags[] = {
+        {"gw-eu-1", 0xd3e1b2fau, "node id gw-eu-1   tag d3e1b2fa"},
+        {"gw-eu-2", 0xd2e1b167u, "node id gw-eu-2   tag d2e1b167"},
+        {"", 0x811c9dc5u, NULL},
+    };
+    for (size_t i = 0; i < sizeof tags / sizeof tags[0]; i++) {
+        cr_assert_eq(token_node_tag(tags[i].id, strlen(tags[i].id)), tags[i].tag, "%s",
+                     tags[i].id);
+        if (tags[i].line)
+            cr_assert_not_null(strstr(doc, tags[i].line), "README §9.4 lacks \"%s\"",
+                               tags[i].line);
+    }
+    /* gw-eu-1's tag and the random bytes 0102...0c. */
+    uint8_t raw[TOKEN_BYTES] = {0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    uint8_t back[TOKEN_BYTES];
+    char text[TOKEN_TEXT_LEN + 1];
+    token_set_tag(raw, token_node_tag("gw-eu-1", 7));
+    token_encode(raw, text);
+    cr_assert_str_eq(text, "0-Gy-gECAwQFBgcICQoLDA");
+    cr_assert_not_null(
+        strstr(doc, "bytes d3e1b2fa0102030405060708090a0b0c   token 0-Gy-gECAwQFBgcICQoLDA"));
+    cr_assert_eq(token_decode(text, TOKEN_TEXT_LEN, back), 0);
+    cr_assert_eq(token_tag(back), 0xd3e1b2fau);
+    cr_assert_arr_eq(back + TOKEN_TAG_BYTES, raw + TOKEN_TAG_BYTES, TOKEN_BYTES - TOKEN_TAG_BYTES);
+}
+
+/* Every truncation of a tagged token is refused, not read as another tag. */
+Test(token, tagged_truncations)
+{
+    const char *full = "0-Gy-gECAwQFBgcICQoLDA";
+    for (size_t len = 0; len < TOKEN_TEXT_LEN; len++) {
+        uint8_t raw[TOKEN_BYTES];
+        cr_assert_eq(token_decode(full, len, raw), PROTO_ERR_MALFORMED, "length %zu", len);
+    }
+}
