@@ -144,7 +144,7 @@ static void shim_start(int i, const char *to)
 static size_t tunnels_on(int g, const char *how)
 {
     char needle[32];
-    snprintf(needle, sizeof needle, "tunnel %s: conn ", how);
+    snprintf(needle, sizeof needle, "event=tunnel.%s ", how);
     return ts_log_count(gw[g].proc.err_path, needle);
 }
 
@@ -246,7 +246,7 @@ Test(lb, gateways_log_the_real_client_and_tunnels_spread)
     cr_expect_geq(on0, 1, "gateway 0 got no tunnel");
     cr_expect_geq(on1, 1, "gateway 1 got no tunnel");
     for (int g = 0; g < 2; g++)
-        cr_expect_eq(ts_log_count(gw[g].proc.err_path, "closed (proxy_header)"), 0);
+        cr_expect_eq(ts_log_count(gw[g].proc.err_path, " reason=proxy_header "), 0);
 
     /* A client that reaches the PROXY listener itself, without a header: a
      * TLS ClientHello where the header belongs is refused and counted. */
@@ -258,7 +258,7 @@ Test(lb, gateways_log_the_real_client_and_tunnels_spread)
                              "bad PROXY protocol header: no PROXY protocol header", 1,
                              ts_deadline(ts_ms(WAIT_MS))),
                  0);
-    cr_expect_eq(ts_log_wait(gw[0].proc.err_path, "closed (proxy_header)", 1,
+    cr_expect_eq(ts_log_wait(gw[0].proc.err_path, " reason=proxy_header ", 1,
                              ts_deadline(ts_ms(WAIT_MS))),
                  0);
     close(fd);
@@ -290,9 +290,9 @@ Test(lb, a_resume_on_the_wrong_node_gets_421_and_resumes_on_its_own)
     snprintf(needle, sizeof needle, "session held by node %s", direct[owner]);
     cr_expect_geq(ts_log_count(shim[0].err_path, needle), 1, "the shim was not sent to %s",
                   direct[owner]);
-    cr_expect_geq(ts_log_count(gw[1 - owner].proc.err_path, ": 421 session held by another node"),
+    cr_expect_geq(ts_log_count(gw[1 - owner].proc.err_path, " status=421 "),
                   1, "the other gateway answered no 421");
-    cr_expect_eq(tunnels_on(owner, "resumed"), 1, "the owner did not resume the tunnel");
+    cr_expect_eq(tunnels_on(owner, "resume"), 1, "the owner did not resume the tunnel");
     cr_expect_eq(tunnels_on(1 - owner, "open"), 0, "the other gateway opened a tunnel");
     /* The call's packets came from one source (the gateways' health probes
      * come from others, with a packet or two each). */
