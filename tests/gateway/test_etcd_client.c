@@ -16,39 +16,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "../../gateway/etcd_client.h"
-#include "../support/ts_etcd.h"
 #include "../support/ts_squid.h"
-#include "../support/ts_util.h"
-
-static ts_etcd_t etcd;
-static struct ev_loop *loop;
-static etcd_client_t *client;
+#include "etcd_loop.h"
 
 static void teardown(void)
 {
-    etcd_client_free(client);
-    client = NULL;
-    if (loop)
-        ev_loop_destroy(loop);
-    loop = NULL;
-    ts_etcd_end(&etcd);
-}
-
-static void start_etcd(void)
-{
-    if (!ts_etcd_available())
-        cr_skip_test("no " TS_ETCD_BIN " (Debian package etcd-server)");
-    cr_assert_eq(ts_etcd_start(&etcd, ts_deadline(ts_ms(20000))), 0, "etcd did not start");
-    loop = ev_loop_new(EVFLAG_AUTO);
-    cr_assert_not_null(loop);
-}
-
-static void client_on(const char *const *eps, size_t n)
-{
-    client = etcd_client_new(eps, n);
-    cr_assert_not_null(client);
-    cr_assert_eq(etcd_client_attach(client, loop), 0);
+    etcd_loop_end();
 }
 
 /* What a call's callbacks saw. */
@@ -168,9 +141,9 @@ Test(etcd_client, base64_int_and_prefix_end_helpers)
 
 Test(etcd_client, a_call_and_a_blocking_perform, .fini = teardown, .timeout = 60)
 {
-    start_etcd();
+    etcd_loop_start();
     const char *eps[] = {etcd.url};
-    client_on(eps, 1);
+    etcd_loop_client(eps, 1);
     cr_assert_str_eq(etcd_client_endpoint(client), etcd.url);
 
     char *k = b64("/t/a"), *v = b64("{\"x\":1}"), body[256];
@@ -215,11 +188,11 @@ Test(etcd_client, a_call_and_a_blocking_perform, .fini = teardown, .timeout = 60
 Test(etcd_client, a_dead_endpoint_fails_then_failover_reaches_the_live_one, .fini = teardown,
      .timeout = 60)
 {
-    start_etcd();
+    etcd_loop_start();
     char dead[64];
     dead_url(dead, sizeof dead);
     const char *eps[] = {dead, etcd.url};
-    client_on(eps, 2);
+    etcd_loop_client(eps, 2);
     const char *body = "{\"key\":\"AA==\"}";
     char *out = NULL, err[256] = "";
     size_t len = 0;
@@ -263,9 +236,9 @@ static etcd_call_t *watch(seen_t *s)
 Test(etcd_client, a_stream_hands_out_lines_and_ends_when_the_reader_says, .fini = teardown,
      .timeout = 60)
 {
-    start_etcd();
+    etcd_loop_start();
     const char *eps[] = {etcd.url};
-    client_on(eps, 1);
+    etcd_loop_client(eps, 1);
     seen_t w = {.stop_at = 3};
     watch(&w);
     cr_assert_eq(run_until(&w.lines, 1, ts_deadline(ts_ms(5000))), 0, "no created message");
@@ -287,9 +260,9 @@ Test(etcd_client, a_stream_hands_out_lines_and_ends_when_the_reader_says, .fini 
 Test(etcd_client, a_cancel_from_a_line_or_a_done_callback_silences_the_call, .fini = teardown,
      .timeout = 60)
 {
-    start_etcd();
+    etcd_loop_start();
     const char *eps[] = {etcd.url};
-    client_on(eps, 1);
+    etcd_loop_client(eps, 1);
     /* w1 cancels itself on its first line; w2 is cancelled from the done
      * callback of a range call; w3 keeps watching and shows when the puts
      * have been delivered. */

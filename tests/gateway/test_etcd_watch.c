@@ -18,8 +18,7 @@
 #include <string.h>
 
 #include "../../gateway/etcd_watch.h"
-#include "../support/ts_etcd.h"
-#include "../support/ts_util.h"
+#include "etcd_loop.h"
 
 #define PREFIX "/w/"
 #define NOTES_MAX 64
@@ -39,9 +38,6 @@ typedef struct owner {
     int seen;
 } owner_t;
 
-static ts_etcd_t etcd;
-static struct ev_loop *loop;
-static etcd_client_t *client;
 static owner_t *owners[2];
 
 static void note(owner_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -117,26 +113,15 @@ static void teardown(void)
         free(owners[i]);
         owners[i] = NULL;
     }
-    etcd_client_free(client);
-    client = NULL;
-    if (loop)
-        ev_loop_destroy(loop);
-    loop = NULL;
-    ts_etcd_end(&etcd);
+    etcd_loop_end();
 }
 
 /* etcd, a loop and a client on it. */
 static void setup(void)
 {
-    if (!ts_etcd_available())
-        cr_skip_test("no " TS_ETCD_BIN " (Debian package etcd-server)");
-    cr_assert_eq(ts_etcd_start(&etcd, ts_deadline(ts_ms(20000))), 0, "etcd did not start");
-    loop = ev_loop_new(EVFLAG_AUTO);
-    cr_assert_not_null(loop);
+    etcd_loop_start();
     const char *eps[] = {etcd.url};
-    client = etcd_client_new(eps, 1);
-    cr_assert_not_null(client);
-    cr_assert_eq(etcd_client_attach(client, loop), 0);
+    etcd_loop_client(eps, 1);
 }
 
 /* An owner with a watch of PREFIX (not started). */
