@@ -107,6 +107,7 @@ static enum MHD_Result send_error(struct MHD_Connection *conn, unsigned status, 
  * for (it calls the reader when the socket can take more, from MHD_run on
  * our loop), so a page of many tenants never holds the loop for long. */
 typedef struct scrape_io {
+    admin_t *admin;
     metrics_scrape_t *m;
     prom_buf_t b;
     size_t off;
@@ -138,6 +139,7 @@ static ssize_t scrape_read(void *cls, uint64_t pos, char *buf, size_t max)
 static void scrape_free(void *cls)
 {
     scrape_io_t *io = cls;
+    io->admin->_scrapes--;
     metrics_scrape_free(io->m);
     prom_buf_free(&io->b);
     free(io);
@@ -148,6 +150,10 @@ static enum MHD_Result get_metrics(admin_t *a, struct MHD_Connection *conn)
     metrics_info_t info = {.version = "unknown", .store_type = "inline", .store_up = 1};
     if (a->_info)
         a->_info(a->_info_ud, &info);
+    /* Each scrape holds a copy of the counters until its page is out. */
+    if (a->_scrapes >= ADMIN_SCRAPES_MAX)
+        return send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE,
+                          "too many scrapes at once: try again");
     scrape_io_t *io = calloc(1, sizeof *io);
     if (io)
         io->m = metrics_scrape_new(a->_srv, &info);
@@ -155,6 +161,8 @@ static enum MHD_Result get_metrics(admin_t *a, struct MHD_Connection *conn)
         free(io);
         return send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory: try again");
     }
+    io->admin = a;
+    a->_scrapes++;
     struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, METRICS_SLICE,
                                                                scrape_read, io, scrape_free);
     if (!r) {

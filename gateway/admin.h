@@ -30,6 +30,7 @@
 #define ADMIN_BODY_MAX (64u * 1024u) /* bytes of a request body */
 #define ADMIN_CONNS_MAX 64u          /* concurrent admin connections */
 #define ADMIN_CONN_TIMEOUT_S 10u     /* an idle admin connection is closed */
+#define ADMIN_SCRAPES_MAX 4u         /* /metrics pages being written at once */
 
 /* Re-reads the config file and applies it as SIGHUP does (main.c). Returns
  * 0, or -1 with err: the old config is kept. */
@@ -44,6 +45,7 @@ typedef struct admin {
     ev_timer _timer;      /* MHD_get_timeout, and runs after a resume */
     metrics_info_fn _info; /* what /metrics shows of the process and the store */
     void *_info_ud;
+    unsigned _scrapes;    /* /metrics pages being written (each holds a copy) */
     admin_reload_fn _reload; /* POST /v1/reload: re-read the config file */
     void *_reload_ud;
     struct sockaddr_storage addr; /* bound address, port filled in */
