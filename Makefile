@@ -138,7 +138,8 @@ demo: all $(DEVCERT)
 # `make bench` measures sluiced's memory per idle connection and tunnel
 # ($(BUILD)/bench/report.txt), then the accuracy of each tenant limit and one
 # tenant's latency while another floods ($(BUILD)/bench/limits.md, about 25 s;
-# docs/benchmarks.md).
+# docs/benchmarks.md), then RTT, loss and sluiced's CPU per relayed packet
+# under an open-loop load ($(BUILD)/bench/load.md, about 20 s).
 BENCH_SRC := $(wildcard tests/bench/*.c)
 BENCHES   := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 .PHONY: bench
@@ -153,6 +154,7 @@ bench: all $(BENCHES) $(DEVCERT)
 	$(BUILD)/bench/bench_mem --build $(BUILD) --out $(BUILD)/bench/report.txt
 	$(BUILD)/bench/bench_limits --build $(BUILD) --out $(BUILD)/bench/limits.md
 	$(BUILD)/bench/bench_scrape --out $(BUILD)/bench/scrape.md
+	$(BUILD)/bench/bench_load --build $(BUILD) --out $(BUILD)/bench/load.md
 
 # The suite runs twice: a plain -O2 build, then an ASan + UBSan build in which
 # any error or leak fails the run (skipped when the plain run fails). Each run
