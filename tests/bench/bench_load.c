@@ -35,9 +35,12 @@
  *   RTT       send (the call to sluice_tunnel_send) to arrival in on_packet,
  *             in a log-linear histogram (tests/support/ts_hist.h, <= 3.1 %
  *             bucket width): p50, p90, p99, p99.9, max
- *   loss      1 - received / sent after the drain; the client queues are
- *             large enough that the client itself never drops (its drops are
- *             reported separately if any)
+ *   loss      1 - received / sent after the drain, split into up (sent, not
+ *             received by the backend) and down (echoed, not received by the
+ *             client); the client queues are large enough that the client
+ *             itself never drops (its drops are reported separately if any),
+ *             and the host's UDP RcvbufErrors are noted when they moved (a
+ *             full socket buffer: the backend thread's or sluiced's)
  *   reordered packets that arrived with a sequence number at or below the
  *             highest already received on their tunnel
  *   CPU       sluiced's utime + stime (/proc/PID/stat) from just before the
@@ -113,6 +116,7 @@ typedef struct row {
     char why[256];
     double paced_s;
     uint64_t sent, rx, reordered, bad, client_dropped, backend_rx;
+    long rcvbuf_drops;          /* host-wide UDP RcvbufErrors during the load; -1: unknown */
     ts_hist_t rtt;              /* ns */
     ts_pstat_t gw_ready, gw_open, gw_after;
     double gw_cpu_s;
@@ -344,6 +348,36 @@ static uint64_t client_dropped(const run_t *r)
     return n;
 }
 
+/* The host's UDP RcvbufErrors (/proc/net/snmp): datagrams the kernel dropped
+ * because a socket's receive buffer was full. Host-wide, so other processes'
+ * drops count too; -1 when it cannot be read. */
+static long udp_rcvbuf_errors(void)
+{
+    char *t = ts_read_file("/proc/net/snmp", 65536, NULL);
+    long v = -1;
+    /* Two "Udp:" lines: the field names, then the values in the same order. */
+    char *names = t ? strstr(t, "\nUdp:") : NULL;
+    char *values = names ? strstr(names + 1, "\nUdp:") : NULL;
+    if (names && values) {
+        char *np = names + 5, *vp = values + 5;
+        for (int i = 0; i < 32; i++) {
+            size_t nl = strcspn(np += strspn(np, " "), " \n");
+            char *end;
+            long n = strtol(vp, &end, 10);
+            if (nl == 0 || end == vp)
+                break;
+            if (nl == 12 && strncmp(np, "RcvbufErrors", 12) == 0) {
+                v = n;
+                break;
+            }
+            np += nl;
+            vp = end;
+        }
+    }
+    free(t);
+    return v;
+}
+
 static double self_cpu_s(void)
 {
     struct rusage ru;
@@ -428,6 +462,7 @@ static void run_row(bench_t *b, row_t *row)
         goto out;
     }
     uint64_t backend0 = ts_echo_packets(b->echo);
+    long rcvbuf0 = udp_rcvbuf_errors();
     double gen0 = self_cpu_s();
     if (ts_pstat_read(pid, &row->gw_open) < 0) {
         snprintf(row->why, sizeof row->why, "cannot read sluiced's /proc entries");
@@ -461,6 +496,8 @@ static void run_row(bench_t *b, row_t *row)
         goto out;
     }
     row->backend_rx = ts_echo_packets(b->echo) - backend0;
+    long rcvbuf1 = udp_rcvbuf_errors();
+    row->rcvbuf_drops = rcvbuf0 < 0 || rcvbuf1 < 0 ? -1 : rcvbuf1 - rcvbuf0;
     row->client_dropped = client_dropped(&r);
     row->gw_cpu_s = (double)(row->gw_after.utime_ns + row->gw_after.stime_ns -
                              row->gw_open.utime_ns - row->gw_open.stime_ns) / 1e9;
@@ -574,6 +611,11 @@ static void report(const bench_t *b, const row_t *rows, size_t nrows, const char
                        "\n%s: %" PRIu64 " packets did not parse, the client dropped %" PRIu64
                        "\n",
                        w->label, w->bad, w->client_dropped);
+        if (w->done && w->rcvbuf_drops != 0)
+            ts_appendf(out, cap, &pos,
+                       "\n%s: the host's UDP receive buffers dropped %ld datagrams during the "
+                       "load (/proc/net/snmp RcvbufErrors, host-wide)\n",
+                       w->label, w->rcvbuf_drops);
         if (w->gw_exit != 0)
             ts_appendf(out, cap, &pos, "\n%s: sluiced exit %d\n", w->label, w->gw_exit);
     }
