@@ -5,7 +5,8 @@
 #   make test       run every test, then again under ASan + UBSan
 #   make demo       shim -> gateway -> echo round trip with RTT and loss
 #   make bench      measure sluiced (memory per idle connection and tunnel, accuracy of the
-#                   tenant limits, tenant isolation); reports in $(BUILD)/bench
+#                   tenant limits, tenant isolation, RTT and CPU per packet under load);
+#                   reports in $(BUILD)/bench
 #   make install    install the programs, man pages, systemd unit and example config
 #                   under $(DESTDIR)$(PREFIX) (docs/operations.md, "Installing")
 #
