@@ -57,6 +57,7 @@
 #include "../support/ts_echo.h"
 #include "../support/ts_net.h"
 #include "../support/ts_sluice.h"
+#include "../support/ts_report.h"
 #include "../support/ts_util.h"
 #include "sluice_shim.h"
 
@@ -690,20 +691,6 @@ out:
 
 /* ---------------------------------------------------------------- report */
 
-static void machine_info(char *out, size_t cap, size_t *pos)
-{
-    struct utsname u;
-    char model[128];
-    ts_cpu_model(model, sizeof model);
-    if (uname(&u) < 0)
-        memset(&u, 0, sizeof u);
-    ts_appendf(out, cap, pos, "- machine: %ld cpus (%s), %s %s %s\n",
-               sysconf(_SC_NPROCESSORS_ONLN), model, u.sysname, u.release, u.machine);
-    ts_appendf(out, cap, pos, "- libraries: %s, nghttp2 %s, libev %d.%d\n",
-               OpenSSL_version(OPENSSL_VERSION), nghttp2_version(0)->version_str,
-               ev_version_major(), ev_version_minor());
-}
-
 static void report(bench_t *b, row_t *rows, size_t nrows, const iso_phase_t ph[2],
                    const char *iso_why, const char *path)
 {
@@ -714,7 +701,7 @@ static void report(bench_t *b, row_t *rows, size_t nrows, const iso_phase_t ph[2
     strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S UTC", gmtime(&now));
     ts_appendf(out, cap, &pos, "# sluice tenant limits: accuracy and isolation (make bench)\n\n");
     ts_appendf(out, cap, &pos, "- date: %s\n", date);
-    machine_info(out, cap, &pos);
+    ts_report_machine(out, cap, &pos);
     ts_appendf(out, cap, &pos,
                "- method: real sluiced on loopback, a UDP backend thread, libsluice-shim "
                "clients; media payloads %d B, STUN %d B; load %dx each limit for %d s\n\n",

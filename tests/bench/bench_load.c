@@ -85,6 +85,7 @@
 #include "../support/ts_net.h"
 #include "../support/ts_pstat.h"
 #include "../support/ts_sluice.h"
+#include "../support/ts_report.h"
 #include "../support/ts_util.h"
 #include "sluice_shim.h"
 
@@ -517,20 +518,6 @@ out:
 
 /* ---------------------------------------------------------------- report */
 
-static void machine_info(char *out, size_t cap, size_t *pos)
-{
-    struct utsname u;
-    char model[128];
-    ts_cpu_model(model, sizeof model);
-    if (uname(&u) < 0)
-        memset(&u, 0, sizeof u);
-    ts_appendf(out, cap, pos, "- machine: %ld cpus (%s), %s %s %s\n",
-               sysconf(_SC_NPROCESSORS_ONLN), model, u.sysname, u.release, u.machine);
-    ts_appendf(out, cap, pos, "- libraries: %s, nghttp2 %s, libev %d.%d\n",
-               OpenSSL_version(OPENSSL_VERSION), nghttp2_version(0)->version_str,
-               ev_version_major(), ev_version_minor());
-}
-
 static double ms(uint64_t ns)
 {
     return (double)ns / 1e6;
@@ -545,7 +532,7 @@ static void report(const bench_t *b, const row_t *rows, size_t nrows, const char
     strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S UTC", gmtime(&now));
     ts_appendf(out, cap, &pos, "# sluice under load: open loop through a UDP echo (make bench)\n\n");
     ts_appendf(out, cap, &pos, "- date: %s\n", date);
-    machine_info(out, cap, &pos);
+    ts_report_machine(out, cap, &pos);
     ts_appendf(out, cap, &pos,
                "- method: real sluiced on loopback (%s), a UDP echo backend thread, "
                "libsluice-shim clients on one libev loop in this process; each row %ld s of "
