@@ -483,3 +483,25 @@ void h_assert_close(harness_t *h, int idx, int nth, uint64_t code)
     cr_assert_eq(got, code, "CLOSE code %llu, want %llu", (unsigned long long)got,
                  (unsigned long long)code);
 }
+
+size_t h_retenant(harness_t *h, const char *acme_json)
+{
+    int port = ntohs(((struct sockaddr_in *)&h->backend)->sin_port);
+    char json[2048], err[256];
+    snprintf(json, sizeof json,
+             "{\"listen\":[\"127.0.0.1:0\"],\"tls\":{\"cert\":\"c.pem\",\"key\":\"k.pem\"},"
+             "\"region\":\"local\",\"regions\":{\"local\":{\"sfu\":[\"127.0.0.1:%d\"]},"
+             "\"eu\":{\"sfu\":[\"127.0.0.1:%d\"]}},"
+             "\"tenants\":[%s{\"id\":\"other\",\"secrets\":[\"" H_SECRET "\"],"
+             "\"regions\":[\"local\"]}]}",
+             port, port, acme_json);
+    config_t *cfg = config_parse(json, strlen(json), NULL, err, sizeof err);
+    cr_assert(cfg, "new config: %s", err);
+    config_t *old = h->cfg;
+    h->cfg = h->srv.cfg = cfg;
+    h->srv.env.cfg = cfg;
+    config_unref(old); /* the connection holds its own */
+    size_t n = server_tenants_apply(&h->srv);
+    h_pump(h);
+    return n;
+}

@@ -96,6 +96,13 @@ int h_open_as(harness_t *h, const char *path, int ttl_s, const char *user, const
  * Stream records are cleared (indices start again at 0). */
 void h_reconnect(harness_t *h);
 
+/* Swaps in a new snapshot as server_reload does (without TLS or listeners):
+ * the harness's config (regions "local" and "eu" on the backend, tenant
+ * "other") with tenant acme as acme_json ("" leaves it out), then applies it
+ * to the live tunnels (server_tenants_apply) and pumps. Returns how many
+ * tunnels were closed. */
+size_t h_retenant(harness_t *h, const char *acme_json);
+
 /* Queues uplink bytes on a stream and pumps. */
 void h_send(harness_t *h, int idx, const void *bytes, size_t len);
 void h_send_capsule(harness_t *h, int idx, uint64_t type, const void *value, size_t len);

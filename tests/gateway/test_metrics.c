@@ -205,27 +205,6 @@ Test(metrics, auth_failures_by_reason, .timeout = 30)
     h_fini(&h);
 }
 
-/* Swaps in a config without tenant acme, as a reload does. */
-static void drop_acme(harness_t *h)
-{
-    int port = ntohs(((struct sockaddr_in *)&h->backend)->sin_port);
-    char json[1024], err[256];
-    snprintf(json, sizeof json,
-             "{\"listen\":[\"127.0.0.1:0\"],\"tls\":{\"cert\":\"c.pem\",\"key\":\"k.pem\"},"
-             "\"region\":\"local\",\"regions\":{\"local\":{\"sfu\":[\"127.0.0.1:%d\"]}},"
-             "\"tenants\":[{\"id\":\"other\",\"secrets\":[\"" H_SECRET "\"],"
-             "\"regions\":[\"local\"]}]}",
-             port);
-    config_t *cfg = config_parse(json, strlen(json), NULL, err, sizeof err);
-    cr_assert(cfg, "%s", err);
-    config_t *old = h->cfg;
-    h->cfg = h->srv.cfg = cfg;
-    h->srv.env.cfg = cfg;
-    config_unref(old);
-    server_tenants_apply(&h->srv);
-    h_pump(h);
-}
-
 static int no_stream_left(harness_t *h, void *arg)
 {
     return h->srv.counters.tunnels_active == 0;
@@ -237,7 +216,7 @@ Test(metrics, close_codes_and_a_removed_tenant_leaves_with_its_last_tunnel)
     h_init(&h, "\"resume_grace_ms\":0", 0);
     int a = h_open(&h, ACME);
     cr_assert_eq(h.streams[a].status, 200);
-    drop_acme(&h); /* CLOSE(tenant disabled); the tunnel lingers until the client ends */
+    h_retenant(&h, ""); /* CLOSE(tenant disabled); the tunnel lingers until the client ends */
     char *page = render(&h);
     cr_assert_eq(ts_prom_sample(page, "sluice_tunnels_open{tenant=\"acme\",kind=\"sfu\"}"), 1,
                  "a closing tunnel still holds its entry");
@@ -250,7 +229,7 @@ Test(metrics, close_codes_and_a_removed_tenant_leaves_with_its_last_tunnel)
                  1);
     cr_assert_eq(ts_prom_sample(page, "sluice_tunnels_open{tenant=\"acme\",kind=\"sfu\"}"), 0);
     free(page);
-    drop_acme(&h); /* the next apply prunes what nothing holds and no tenant names */
+    h_retenant(&h, ""); /* the next apply prunes what nothing holds and no tenant names */
     page = render(&h);
     cr_assert_null(strstr(page, "tenant=\"acme\""), "a removed tenant is still on the page");
     free(page);

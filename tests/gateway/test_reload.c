@@ -19,31 +19,6 @@
 static const uint8_t rtp[] = {0x80, 0x60, 0x00, 0x01, 0x00, 0x00, 0x00, 0xa0,
                               0x12, 0x34, 0x56, 0x78, 'r',  'l',  'd'};
 
-/* Swaps in a new snapshot as server_reload does (without TLS or listeners):
- * the harness's config with tenant acme as acme_json ("" leaves it out),
- * then applies it to the live tunnels. Returns how many were closed. */
-static size_t apply(harness_t *h, const char *acme_json)
-{
-    int port = ntohs(((struct sockaddr_in *)&h->backend)->sin_port);
-    char json[2048], err[256];
-    snprintf(json, sizeof json,
-             "{\"listen\":[\"127.0.0.1:0\"],\"tls\":{\"cert\":\"c.pem\",\"key\":\"k.pem\"},"
-             "\"region\":\"local\",\"regions\":{\"local\":{\"sfu\":[\"127.0.0.1:%d\"]},"
-             "\"eu\":{\"sfu\":[\"127.0.0.1:%d\"]}},"
-             "\"tenants\":[%s{\"id\":\"other\",\"secrets\":[\"" H_SECRET "\"],"
-             "\"regions\":[\"local\"]}]}",
-             port, port, acme_json);
-    config_t *cfg = config_parse(json, strlen(json), NULL, err, sizeof err);
-    cr_assert(cfg, "new config: %s", err);
-    config_t *old = h->cfg;
-    h->cfg = h->srv.cfg = cfg;
-    h->srv.env.cfg = cfg;
-    config_unref(old); /* the connection holds its own */
-    size_t n = server_tenants_apply(&h->srv);
-    h_pump(h);
-    return n;
-}
-
 Test(reload, a_kind_no_longer_allowed_closes_the_tunnel_and_others_run_on)
 {
     harness_t h;
@@ -53,7 +28,7 @@ Test(reload, a_kind_no_longer_allowed_closes_the_tunnel_and_others_run_on)
     cr_assert_eq(h.streams[o].status, 200);
     h_relay_up(&h, a, rtp, sizeof rtp);
 
-    cr_assert_eq(apply(&h, "{\"id\":\"acme\",\"secrets\":[\"" H_SECRET "\"],"
+    cr_assert_eq(h_retenant(&h, "{\"id\":\"acme\",\"secrets\":[\"" H_SECRET "\"],"
                            "\"regions\":[\"local\"],\"kinds\":[\"turn\"]},"),
                  1u);
     cr_assert_eq(h_close_code(&h, a), CLOSE_TENANT_DISABLED);
@@ -66,7 +41,7 @@ Test(reload, a_kind_no_longer_allowed_closes_the_tunnel_and_others_run_on)
     int again = h_open(&h, ACME);
     cr_assert_eq(h.streams[again].status, 403);
     /* Nothing changes for tenants the new table still allows. */
-    cr_assert_eq(apply(&h, "{\"id\":\"acme\",\"secrets\":[\"" H_SECRET "\"],"
+    cr_assert_eq(h_retenant(&h, "{\"id\":\"acme\",\"secrets\":[\"" H_SECRET "\"],"
                            "\"regions\":[\"local\"]},"),
                  0u);
     h_fini(&h);
@@ -84,7 +59,7 @@ Test(reload, a_parked_flow_of_a_removed_tenant_closes_at_once)
     cr_assert_eq(h.srv.sessions.count, 1u);
     cr_assert_eq(h.srv.counters.tunnels_active, 1u);
 
-    cr_assert_eq(apply(&h, ""), 1u);
+    cr_assert_eq(h_retenant(&h, ""), 1u);
     cr_assert_eq(h.srv.sessions.count, 0u, "the parked flow is still resumable");
     cr_assert_eq(h.srv.counters.tunnels_active, 0u, "the parked tunnel was not freed");
     h_fini(&h);
@@ -96,7 +71,7 @@ Test(reload, a_tenant_moved_to_another_region_is_closed)
     h_init(&h, "", 0);
     int a = h_open(&h, ACME);
     cr_assert_eq(h.streams[a].status, 200);
-    cr_assert_eq(apply(&h, "{\"id\":\"acme\",\"secrets\":[\"" H_SECRET "\"],"
+    cr_assert_eq(h_retenant(&h, "{\"id\":\"acme\",\"secrets\":[\"" H_SECRET "\"],"
                            "\"regions\":[\"eu\"]},"),
                  1u);
     cr_assert_eq(h_close_code(&h, a), CLOSE_TENANT_DISABLED);
@@ -117,7 +92,7 @@ Test(reload, new_limits_apply_to_a_live_tunnel)
     h_pump(&h);
     cr_assert_eq(h.srv.counters.tunnel.drops[DROP_RATE_TUNNEL], 0u, "dropped before any limit");
 
-    cr_assert_eq(apply(&h, "{\"id\":\"acme\",\"secrets\":[\"" H_SECRET "\"],"
+    cr_assert_eq(h_retenant(&h, "{\"id\":\"acme\",\"secrets\":[\"" H_SECRET "\"],"
                            "\"regions\":[\"local\"],"
                            "\"limits\":{\"up_packets_s\":10,\"up_packets_burst\":5}},"),
                  0u);
