@@ -34,7 +34,9 @@ typedef struct ts_gateway {
  * for its "sluiced ready " line, parsing every listen= and echo=. Returns 0;
  * or -1 (no build dir, spawn failure, no ready line before deadline, a ready
  * line that does not parse) with the gateway's output dumped. After a failure
- * the caller still disposes gw. */
+ * the caller still disposes gw. $TS_GATEWAY_WRAP, when set, is a command put
+ * before sluiced (words split at spaces), e.g. "valgrind --tool=callgrind
+ * --callgrind-out-file=F" for the instruction counts in docs/benchmarks.md. */
 int ts_gateway_start(ts_gateway_t *gw, const char *build, const char *config_path,
                      int64_t deadline);
 
