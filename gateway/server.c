@@ -189,7 +189,7 @@ int server_init(server_t *s, struct ev_loop *loop, config_t *cfg, char *err, siz
     if (!s->ssl_ctx)
         goto fail;
     if (conn_h2_setup(&s->h2_cbs, &s->h2_opt) < 0 ||
-        !(s->env.udp_buf = malloc(TUNNEL_UDP_BUF))) {
+        !(s->env.udp_buf = malloc((size_t)TUNNEL_UDP_BATCH * TUNNEL_UDP_BUF))) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }

@@ -18,8 +18,9 @@
 #include "session.h"
 #include "util.h"
 
-/* Fairness: a busy backend cannot starve other watchers of the loop. */
-#define UDP_READS_PER_EVENT 64
+/* Fairness: a busy backend cannot starve other watchers of the loop
+ * (UDP_BATCHES_PER_EVENT * TUNNEL_UDP_BATCH datagrams at most per event). */
+#define UDP_BATCHES_PER_EVENT 4
 /* This many ICMP errors in a row, with no reply between, closes the tunnel. */
 #define BACKEND_ERRORS_MAX 8
 /* Bytes of a client's CLOSE reason that reach the log (escaped). */
@@ -335,40 +336,60 @@ static int rate_drop(tunnel_t *t, enum ratelimit_dir dir, size_t len, int is_sig
     return 1;
 }
 
+/* One backend datagram, as udp_cb takes it from the socket. */
+static void udp_datagram(tunnel_t *t, const uint8_t *p, size_t len, uint64_t now)
+{
+    int is_signal = classify_packet(p, len) == PKT_SIGNAL;
+    if (is_signal) {
+        t->counters.down_signal_packets++;
+        env_of(t)->counters->tunnel.down_signal_packets++;
+    }
+    if (rate_drop(t, RATELIMIT_DOWN, len, is_signal, now))
+        return;
+    sendq_push(&t->down, p, len, now); /* drops are counted by the hook */
+}
+
+/* Takes up to TUNNEL_UDP_BATCH datagrams per recvmmsg. A short batch means
+ * the socket was empty: no further call just to hear EAGAIN (the watcher is
+ * level-triggered and fires again for anything that arrives later). */
 static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     tunnel_t *t = container_of(w, tunnel_t, udp_io);
-    uint8_t *buf = env_of(t)->udp_buf;
+    uint8_t *area = env_of(t)->udp_buf;
     uint64_t now = compat_mono_ns();
     int got = 0;
-    for (int i = 0; i < UDP_READS_PER_EVENT && t->state == TUNNEL_OPEN; i++) {
-        union {
-            struct cmsghdr align;
-            char buf[CMSG_SPACE(sizeof(uint32_t))];
-        } ctl;
-        struct iovec iov = {buf, TUNNEL_UDP_BUF};
-        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-                            .msg_controllen = sizeof ctl.buf};
-        ssize_t r = recvmsg(t->fd, &mh, 0);
-        if (r < 0) {
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(uint32_t))];
+    } ctl[TUNNEL_UDP_BATCH];
+    struct iovec iov[TUNNEL_UDP_BATCH];
+    struct mmsghdr mm[TUNNEL_UDP_BATCH];
+    for (int i = 0; i < UDP_BATCHES_PER_EVENT && t->state == TUNNEL_OPEN; i++) {
+        for (unsigned k = 0; k < TUNNEL_UDP_BATCH; k++) {
+            iov[k] = (struct iovec){area + (size_t)k * TUNNEL_UDP_BUF, TUNNEL_UDP_BUF};
+            mm[k] = (struct mmsghdr){.msg_hdr = {.msg_iov = &iov[k], .msg_iovlen = 1,
+                                                 .msg_control = ctl[k].buf,
+                                                 .msg_controllen = sizeof ctl[k].buf}};
+        }
+        int n = recvmmsg(t->fd, mm, TUNNEL_UDP_BATCH, 0, NULL);
+        if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 break;
             if (errno == EINTR)
                 continue;
-            backend_error(t, errno);
+            backend_error(t, errno); /* an ICMP error, reported once per call */
             continue;
         }
-        count_rxq_overflow(t, &mh);
-        got = 1;
-        t->backend_errors = 0;
-        int is_signal = classify_packet(buf, (size_t)r) == PKT_SIGNAL;
-        if (is_signal) {
-            t->counters.down_signal_packets++;
-            env_of(t)->counters->tunnel.down_signal_packets++;
+        for (int k = 0; k < n && t->state == TUNNEL_OPEN; k++) {
+            count_rxq_overflow(t, &mm[k].msg_hdr);
+            udp_datagram(t, iov[k].iov_base, mm[k].msg_len, now);
         }
-        if (rate_drop(t, RATELIMIT_DOWN, (size_t)r, is_signal, now))
-            continue;
-        sendq_push(&t->down, buf, (size_t)r, now); /* drops are counted by the hook */
+        if (n > 0) {
+            got = 1;
+            t->backend_errors = 0;
+        }
+        if ((unsigned)n < TUNNEL_UDP_BATCH)
+            break;
     }
     if (got) {
         tunnel_touch(t, now);

@@ -58,6 +58,10 @@
 
 /* Receive buffer for backend datagrams: larger than any UDP payload. */
 #define TUNNEL_UDP_BUF 65536u
+/* Datagrams one recvmmsg takes from a backend socket. The loop's receive
+ * area holds this many TUNNEL_UDP_BUF slots; only the pages datagrams touch
+ * become resident. */
+#define TUNNEL_UDP_BATCH 16u
 
 typedef struct tunnel tunnel_t;
 struct session;
@@ -68,7 +72,7 @@ typedef struct tunnel_env {
     struct ev_loop *loop;
     server_counters_t *counters;   /* sums over all tunnels, live and closed */
     log_limits_t *logs;            /* rate limits for lines a client can repeat */
-    uint8_t *udp_buf;              /* TUNNEL_UDP_BUF bytes, shared by the loop */
+    uint8_t *udp_buf;              /* TUNNEL_UDP_BATCH * TUNNEL_UDP_BUF bytes, shared by the loop */
     const struct sockaddr *echo;   /* where "builtin:echo" is bound, or NULL */
     socklen_t echo_len;
     struct backend_table *backends; /* health and choice (backend.h); NULL: round-robin */

@@ -153,7 +153,7 @@ void h_init_tenants(harness_t *h, const char *limits_json, uint32_t client_windo
     srv->cfg = h->cfg;
     srv->echo.fd = -1;
     srv->env = (tunnel_env_t){.loop = h->loop, .counters = &srv->counters, .logs = &srv->logs,
-                              .stats = &srv->stats, .udp_buf = malloc(TUNNEL_UDP_BUF)};
+                              .stats = &srv->stats, .udp_buf = malloc((size_t)TUNNEL_UDP_BATCH * TUNNEL_UDP_BUF)};
     session_table_init(&srv->sessions, &srv->env);
     cr_assert(conn_h2_setup(&srv->h2_cbs, &srv->h2_opt) == 0);
     h_connect(h, client_window);
