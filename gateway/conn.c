@@ -49,6 +49,7 @@ static void conn_end_as(conn_t *c, enum conn_end why)
 }
 
 static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void conn_more_cb(struct ev_loop *loop, ev_idle *w, int revents);
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void conn_health_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static int conn_write(conn_t *c);
@@ -385,6 +386,7 @@ void conn_close(conn_t *c, enum conn_end why)
     ev_io_stop(loop, &c->io);
     ev_timer_stop(loop, &c->timer);
     ev_timer_stop(loop, &c->health);
+    ev_idle_stop(loop, &c->more);
     c->_dead_next = c->srv->dead;
     c->srv->dead = c;
 }
@@ -408,6 +410,7 @@ static conn_t *conn_alloc(struct server *srv, int fd)
     c->since = c->accepted = compat_mono_ns();
     ev_init(&c->timer, conn_timer_cb);
     ev_init(&c->health, conn_health_cb);
+    ev_idle_init(&c->more, conn_more_cb);
     return c;
 }
 
@@ -820,18 +823,56 @@ static int conn_handshake(conn_t *c)
     return 0;
 }
 
+/* SSL_get_error is reliable only if the thread's error queue was empty
+ * before the call, and clearing it costs about as much as decrypting a small
+ * record. So it is not cleared up front: a call that fails in a way an old
+ * entry could explain (SSL_ERROR_SSL or SSL_ERROR_SYSCALL with a queue that
+ * is not empty) is made again on an empty queue, and that answer counts. A
+ * real failure fails again; WANT_READ/WANT_WRITE never look at the queue. */
+static int tls_retry(SSL *ssl, int n, int *err)
+{
+    *err = n > 0 ? SSL_ERROR_NONE : SSL_get_error(ssl, n);
+    if ((*err != SSL_ERROR_SSL && *err != SSL_ERROR_SYSCALL) || !ERR_peek_error())
+        return 0;
+    ERR_clear_error();
+    return 1;
+}
+
+static int tls_read(SSL *ssl, void *buf, int len, int *err)
+{
+    int n = SSL_read(ssl, buf, len);
+    if (tls_retry(ssl, n, err)) {
+        n = SSL_read(ssl, buf, len);
+        *err = n > 0 ? SSL_ERROR_NONE : SSL_get_error(ssl, n);
+    }
+    return n;
+}
+
+static int tls_write(SSL *ssl, const void *buf, int len, int *err)
+{
+    int n = SSL_write(ssl, buf, len);
+    if (tls_retry(ssl, n, err)) {
+        n = SSL_write(ssl, buf, len);
+        *err = n > 0 ? SSL_ERROR_NONE : SSL_get_error(ssl, n);
+    }
+    return n;
+}
+
 /* Returns 0, or -1 when the connection is finished (peer gone, TLS or HTTP/2
  * error). nghttp2 queues its own GOAWAY for protocol errors; the caller flushes
- * what it can before closing. */
+ * what it can before closing. With read-ahead (tls.c) one read() brings in
+ * every record the kernel had; once TLS holds no further bytes the loop stops
+ * instead of calling read() again only to hear EAGAIN (the watcher is
+ * level-triggered: anything that arrived since wakes it again). */
 static int conn_read(conn_t *c)
 {
     uint8_t buf[READ_CHUNK];
     uint64_t now = compat_mono_ns();
     for (int i = 0; i < READS_PER_EVENT && !c->closing; i++) {
-        ERR_clear_error();
-        int n = SSL_read(c->ssl, buf, sizeof buf);
+        int err;
+        int n = tls_read(c->ssl, buf, sizeof buf, &err);
         if (n <= 0) {
-            switch (SSL_get_error(c->ssl, n)) {
+            switch (err) {
             case SSL_ERROR_WANT_READ:
                 return 0;
             case SSL_ERROR_WANT_WRITE:
@@ -862,7 +903,14 @@ static int conn_read(conn_t *c)
             conn_end_as(c, flood ? CONN_END_CALM : CONN_END_PROTOCOL);
             return -1;
         }
+        if (!SSL_has_pending(c->ssl))
+            return 0;
     }
+    /* This event's share is read but TLS still holds records the kernel has
+     * already handed over, so no readiness will come for them: go on once the
+     * loop has nothing else to do (an idle watcher keeps it from blocking). */
+    if (!c->closing && SSL_has_pending(c->ssl))
+        ev_idle_start(c->srv->loop, &c->more);
     return 0;
 }
 
@@ -898,10 +946,10 @@ static int conn_write(conn_t *c)
         }
         if (c->out_off == c->out_len)
             break;
-        ERR_clear_error();
-        int w = SSL_write(c->ssl, c->out + c->out_off, (int)(c->out_len - c->out_off));
+        int err;
+        int w = tls_write(c->ssl, c->out + c->out_off, (int)(c->out_len - c->out_off), &err);
         if (w <= 0) {
-            switch (SSL_get_error(c->ssl, w)) {
+            switch (err) {
             case SSL_ERROR_WANT_WRITE:
             case SSL_ERROR_WANT_READ:
                 c->write_blocked = 1;
@@ -948,6 +996,14 @@ void conn_flush(conn_t *c)
     if (c->out_len || c->pend_len || c->write_blocked || nghttp2_session_want_write(c->h2))
         want |= EV_WRITE;
     conn_set_events(c, want);
+}
+
+/* Records read-ahead left in TLS after conn_read's share (see there). */
+static void conn_more_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    conn_t *c = container_of(w, conn_t, more);
+    ev_idle_stop(loop, w);
+    conn_io_cb(loop, &c->io, EV_READ);
 }
 
 static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)

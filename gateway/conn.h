@@ -57,6 +57,7 @@ typedef struct conn {
     ev_io io;
     ev_timer timer;             /* handshake, first-tunnel and idle deadlines */
     ev_timer health;            /* HTTP/2 only: keepalive PINGs and the write-stall check */
+    ev_idle more;               /* read-ahead left records in TLS after a read's share */
     uint64_t last_rx;           /* monotonic ns: bytes last read from the client */
     uint64_t last_drain;        /* monotonic ns: TLS last took output (or there was none) */
     uint64_t ping_sent;         /* monotonic ns of our unanswered PING; 0 when none */
