@@ -459,6 +459,7 @@ int conn_feed(conn_t *c, const uint8_t *data, size_t len)
 {
     c->srv->env.rx_ns = compat_mono_ns();
     ssize_t rv = nghttp2_session_mem_recv(c->h2, data, len);
+    tunnel_uplink_flush(&c->srv->env);
     return rv < 0 ? (int)rv : 0;
 }
 
@@ -890,6 +891,7 @@ static int conn_read(conn_t *c)
         c->last_rx = now;
         c->srv->env.rx_ns = compat_mono_ns(); /* when this record left the kernel */
         ssize_t rv = nghttp2_session_mem_recv(c->h2, buf, (size_t)n);
+        tunnel_uplink_flush(&c->srv->env); /* this record's packets, one sendmmsg per tunnel */
         if (rv < 0) {
             conn_log(c, "HTTP/2 error: %s", nghttp2_strerror((int)rv));
             /* RFC 9113 §5.4.1: say why before closing. nghttp2 queues no

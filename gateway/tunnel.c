@@ -398,26 +398,76 @@ static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
     }
 }
 
-static void to_backend(tunnel_t *t, const uint8_t *p, size_t len, int is_signal)
+/* What happens to an uplink packet the socket refused (errno err). */
+static void uplink_refused(tunnel_t *t, int err)
 {
-    for (;;) {
-        if (send(t->fd, p, len, 0) >= 0) {
-            count_up(t, len, is_signal);
+    if (err == ECONNREFUSED || err == EHOSTUNREACH || err == ENETUNREACH)
+        backend_error(t, err);
+    else
+        count_drop(t, DROP_UPLINK_SEND, 1); /* EAGAIN, ENOBUFS: a full socket drops */
+}
+
+void tunnel_uplink_flush(tunnel_env_t *env)
+{
+    tunnel_upbatch_t *b = &env->up;
+    tunnel_t *t = b->t;
+    if (!t)
+        return;
+    unsigned n = b->n;
+    b->t = NULL; /* backend_error may close t, whose backend_close flushes */
+    b->n = 0;
+    b->used = 0;
+    struct iovec iov[TUNNEL_UP_BATCH];
+    struct mmsghdr mm[TUNNEL_UP_BATCH];
+    size_t off = 0;
+    for (unsigned k = 0; k < n; k++) {
+        iov[k] = (struct iovec){b->area + off, b->len[k]};
+        mm[k] = (struct mmsghdr){.msg_hdr = {.msg_iov = &iov[k], .msg_iovlen = 1}};
+        off += b->len[k];
+    }
+    unsigned i = 0;
+    while (i < n) {
+        if (t->fd < 0 || t->state != TUNNEL_OPEN) { /* closed by an error just now */
+            count_drop(t, DROP_UPLINK_SEND, n - i);
             return;
         }
-        if (errno == EINTR)
+        int r = sendmmsg(t->fd, mm + i, n - i, 0);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            uplink_refused(t, errno); /* the first packet not sent */
+            i++;
             continue;
-        if (errno == ECONNREFUSED || errno == EHOSTUNREACH || errno == ENETUNREACH)
-            backend_error(t, errno);
-        else
-            count_drop(t, DROP_UPLINK_SEND, 1); /* EAGAIN, ENOBUFS: a full socket drops */
+        }
+        for (int k = 0; k < r; k++, i++)
+            count_up(t, b->len[i], b->signal[i]);
+    }
+}
+
+/* Copies the packet into the loop's uplink batch; packets of another tunnel,
+ * a full batch or the end of the read send it (tunnel_uplink_flush). */
+static void to_backend(tunnel_t *t, const uint8_t *p, size_t len, int is_signal)
+{
+    tunnel_upbatch_t *b = &env_of(t)->up;
+    if (b->t != t || b->n == TUNNEL_UP_BATCH || b->used + len > sizeof b->area)
+        tunnel_uplink_flush(env_of(t));
+    if (len > sizeof b->area) { /* larger than any UDP payload: the kernel refuses it */
+        count_drop(t, DROP_UPLINK_SEND, 1);
         return;
     }
+    memcpy(b->area + b->used, p, len);
+    b->used += len;
+    b->len[b->n] = len;
+    b->signal[b->n] = (uint8_t)is_signal;
+    b->n++;
+    b->t = t;
 }
 
 /* Closes the flow's socket; a session naming this flow ends with it. */
 static void backend_close(tunnel_t *t)
 {
+    if (env_of(t)->up.t == t) /* what the client sent before this goes out first */
+        tunnel_uplink_flush(env_of(t));
     if (t->fd >= 0) {
         ev_io_stop(env_of(t)->loop, &t->udp_io);
         close(t->fd);
@@ -750,6 +800,8 @@ int tunnel_start(tunnel_t *t)
 void tunnel_take_flow(tunnel_t *t, tunnel_t *from, uint64_t park_until)
 {
     tunnel_env_t *env = env_of(t);
+    if (env->up.t == from) /* the socket changes hands: its packets go first */
+        tunnel_uplink_flush(env);
     free(t->req);
     t->req = NULL;
     sendq_init(&t->down, 0, 0, from->down.max_payload, from->down.media_max_age_ns, down_dropped,
@@ -910,6 +962,11 @@ void tunnel_close(tunnel_t *t, uint64_t code, const char *reason, int rst)
 {
     if (t->state != TUNNEL_OPEN)
         return;
+    if (env_of(t)->up.t == t) { /* what the client sent before this goes out first */
+        tunnel_uplink_flush(env_of(t));
+        if (t->state != TUNNEL_OPEN) /* the flush found the backend unreachable */
+            return;
+    }
     t->state = TUNNEL_CLOSING;
     t->close_code = code;
     t->rst_after_close = rst ? 1 : 0;
@@ -924,6 +981,8 @@ void tunnel_close(tunnel_t *t, uint64_t code, const char *reason, int rst)
 
 void tunnel_free(tunnel_t *t)
 {
+    if (t->host->env->up.t == t)
+        tunnel_uplink_flush(t->host->env);
     /* The stream went away without CLOSE or END_STREAM (reset, connection
      * lost): the flow waits for a resume. */
     if (t->state == TUNNEL_OPEN && t->session && !t->host->parking)

@@ -63,9 +63,25 @@
  * become resident. */
 #define TUNNEL_UDP_BATCH 16u
 
+/* Uplink datagrams gathered for one sendmmsg: those of one tunnel that
+ * arrive together (one TLS read), up to this many. */
+#define TUNNEL_UP_BATCH 16u
+
 typedef struct tunnel tunnel_t;
 struct session;
 struct session_table;
+
+/* Uplink packets copied out of the capsules of one read, waiting for one
+ * sendmmsg on their tunnel's socket (tunnel_uplink_flush). Owned by the
+ * loop's tunnel_env_t; empty whenever control returns to the loop. */
+typedef struct tunnel_upbatch {
+    tunnel_t *t;                   /* whose packets wait; NULL: empty */
+    unsigned n;
+    size_t used;                   /* bytes of area in use */
+    size_t len[TUNNEL_UP_BATCH];
+    uint8_t signal[TUNNEL_UP_BATCH];
+    uint8_t area[TUNNEL_UDP_BUF];
+} tunnel_upbatch_t;
 
 /* What the server lends every tunnel of its loop. */
 typedef struct tunnel_env {
@@ -85,6 +101,7 @@ typedef struct tunnel_env {
     const config_t *cfg;           /* the newest snapshot: new requests are routed with its
                                     * tenants and regions (a reload applies at once); NULL:
                                     * the host's own */
+    tunnel_upbatch_t up;           /* uplink packets waiting for one sendmmsg */
 } tunnel_env_t;
 
 /* Operations a transport provides to the tunnels it carries. */
@@ -193,8 +210,13 @@ void tunnel_add_header(tunnel_t *t, const uint8_t *name, size_t namelen, const u
  * and respond. Returns 0, or the negative error of host->ops->respond. */
 int tunnel_start(tunnel_t *t);
 
-/* A chunk of the request body. */
+/* A chunk of the request body. Its packets may wait in env->up: the host
+ * calls tunnel_uplink_flush once it has fed what one read brought. */
 void tunnel_recv_data(tunnel_t *t, const uint8_t *data, size_t len);
+
+/* Sends the uplink packets gathered in env->up with one sendmmsg (more if the
+ * socket refuses one midway), counting each as sent or dropped. */
+void tunnel_uplink_flush(tunnel_env_t *env);
 
 /* The client ended its side (END_STREAM). */
 void tunnel_remote_end(tunnel_t *t);

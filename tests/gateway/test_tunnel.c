@@ -334,3 +334,67 @@ Test(tunnel, client_close_reason_is_escaped_in_the_log)
     cr_assert_null(strstr(text, "\n2026-01-01T"), "a forged line reached the log:\n%s", text);
     h_fini(&h);
 }
+
+/* Uplink packets that arrive together go out in sendmmsg batches
+ * (tunnel_uplink_flush): every one reaches the backend, in order, and is
+ * counted once; packets sent just before a CLOSE still go out. */
+static size_t burst(uint8_t *buf, size_t cap, uint32_t first, uint32_t count)
+{
+    size_t off = 0;
+    for (uint32_t i = first; i < first + count; i++) {
+        uint8_t pkt[100];
+        memcpy(pkt, rtp, sizeof rtp);
+        memset(pkt + sizeof rtp, 0, sizeof pkt - sizeof rtp);
+        memcpy(pkt + sizeof rtp, &i, sizeof i);
+        ssize_t n = capsule_encode_datagram(buf + off, cap - off, pkt, sizeof pkt);
+        cr_assert_gt(n, 0);
+        off += (size_t)n;
+    }
+    return off;
+}
+
+static void expect_backend_ids(harness_t *h, uint32_t first, uint32_t count)
+{
+    for (uint32_t i = first; i < first + count; i++) {
+        uint8_t got[200];
+        struct sockaddr_storage from;
+        ssize_t n = h_backend_recv(h, got, sizeof got, &from, 2000);
+        cr_assert_eq(n, 100, "packet %u did not reach the backend", i);
+        uint32_t id;
+        memcpy(&id, got + sizeof rtp, sizeof id);
+        cr_assert_eq(id, i, "packet %u arrived as %u: out of order", i, id);
+    }
+}
+
+Test(tunnel, a_burst_of_uplink_packets_reaches_the_backend_whole_and_in_order)
+{
+    harness_t h;
+    h_init(&h, "", 0);
+    int s = h_open(&h, PATH);
+    h_relay_up(&h, s, rtp, sizeof rtp);
+    uint8_t buf[60 * 110];
+    /* 60 packets in one DATA frame: more than one batch (TUNNEL_UP_BATCH). */
+    h_send(&h, s, buf, burst(buf, sizeof buf, 0, 60));
+    expect_backend_ids(&h, 0, 60);
+    tunnel_t *t = tunnel_first(&h.conn->host);
+    cr_assert_eq(t->counters.up_packets, 61u);
+    cr_assert_eq(h.srv.counters.tunnel.up_packets, 61u);
+    cr_assert_eq(t->counters.drops[DROP_UPLINK_SEND], 0u);
+    cr_assert_null(h.srv.env.up.t, "nothing waits once the read is done");
+    h_fini(&h);
+}
+
+Test(tunnel, packets_just_before_a_close_still_reach_the_backend)
+{
+    harness_t h;
+    h_init(&h, "", 0);
+    int s = h_open(&h, PATH);
+    h_relay_up(&h, s, rtp, sizeof rtp);
+    uint8_t buf[5 * 110 + 64];
+    size_t n = burst(buf, sizeof buf, 100, 5);
+    ssize_t c = capsule_encode_close(buf + n, sizeof buf - n, CLOSE_NORMAL, "bye", 3);
+    cr_assert_gt(c, 0);
+    h_send(&h, s, buf, n + (size_t)c); /* one chunk: 5 packets, then CLOSE */
+    expect_backend_ids(&h, 100, 5);
+    h_fini(&h);
+}
