@@ -151,7 +151,13 @@ $(BUILD)/bench/bench_scrape: $(call obj,tests/bench/bench_scrape.c) $(LIB_GW) $(
 $(BUILD)/bench/%: $(call obj,tests/bench/%.c) $(LIB_SUPPORT) $(LIB_SHIM) $(LIB_PROTO)
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
-bench: all $(BENCHES) $(DEVCERT)
+# udp_fwd, the floor in bench_load's table, is a helper program of its own
+# (tests/bench/fwd/, not a benchmark): plain C, no project library.
+FWD := $(BUILD)/bench/fwd/udp_fwd
+$(FWD): $(call obj,tests/bench/fwd/udp_fwd.c)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) $^ -o $@
+bench: all $(BENCHES) $(FWD) $(DEVCERT)
 	$(BUILD)/bench/bench_mem --build $(BUILD) --out $(BUILD)/bench/report.txt
 	$(BUILD)/bench/bench_limits --build $(BUILD) --out $(BUILD)/bench/limits.md
 	$(BUILD)/bench/bench_scrape --out $(BUILD)/bench/scrape.md
