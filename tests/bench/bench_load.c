@@ -67,7 +67,6 @@
  * DIR/bench/load.md). Exit status: 0 when every row completed and each relay
  * stopped cleanly; 1 otherwise; 2 for bad arguments.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <ev.h>
 #include <getopt.h>
@@ -89,6 +88,7 @@
 #include "../support/ts_coturn.h"
 #include "../support/ts_echo.h"
 #include "../support/ts_hist.h"
+#include "../support/ts_host.h"
 #include "../support/ts_mload.h"
 #include "../support/ts_net.h"
 #include "../support/ts_proc.h"
@@ -434,45 +434,6 @@ static uint64_t client_dropped(const run_t *r)
     return n;
 }
 
-/* The host's UDP RcvbufErrors (/proc/net/snmp): datagrams the kernel dropped
- * because a socket's receive buffer was full. Host-wide, so other processes'
- * drops count too; -1 when it cannot be read. */
-static long udp_rcvbuf_errors(void)
-{
-    char *t = ts_read_file("/proc/net/snmp", 65536, NULL);
-    long v = -1;
-    /* Two "Udp:" lines: the field names, then the values in the same order. */
-    char *names = t ? strstr(t, "\nUdp:") : NULL;
-    char *values = names ? strstr(names + 1, "\nUdp:") : NULL;
-    if (names && values) {
-        char *np = names + 5, *vp = values + 5;
-        for (int i = 0; i < 32; i++) {
-            size_t nl = strcspn(np += strspn(np, " "), " \n");
-            char *end;
-            long n = strtol(vp, &end, 10);
-            if (nl == 0 || end == vp)
-                break;
-            if (nl == 12 && strncmp(np, "RcvbufErrors", 12) == 0) {
-                v = n;
-                break;
-            }
-            np += nl;
-            vp = end;
-        }
-    }
-    free(t);
-    return v;
-}
-
-static double self_cpu_s(void)
-{
-    struct rusage ru;
-    if (getrusage(RUSAGE_SELF, &ru) < 0)
-        return 0;
-    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
-
 /* ---------------------------------------------------------------- relays */
 
 typedef struct bench {
@@ -494,33 +455,6 @@ typedef struct server {
     ts_addr_t addr;             /* where clients go (fwd, turn-*) */
     uint16_t port;              /* sluiced's */
 } server_t;
-
-/* sched_setaffinity on every thread of pid (coturn runs several). */
-static int pin_all_threads(pid_t pid, long cpu, char *why, size_t cap)
-{
-    char dir[64];
-    snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
-    DIR *d = opendir(dir);
-    if (!d) {
-        snprintf(why, cap, "cannot list %s", dir);
-        return -1;
-    }
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET((int)cpu, &set);
-    int rc = 0;
-    struct dirent *e;
-    for (int n = 0; n < 4096 && (e = readdir(d)); n++) {
-        long tid = strtol(e->d_name, NULL, 10);
-        if (tid > 0 && sched_setaffinity((pid_t)tid, sizeof set, &set) < 0 && errno != ESRCH) {
-            snprintf(why, cap, "cannot pin thread %ld to CPU %ld: %s", tid, cpu,
-                     strerror(errno));
-            rc = -1;
-        }
-    }
-    closedir(d);
-    return rc;
-}
 
 static int start_sluiced(bench_t *b, const row_t *row, server_t *s, char *why, size_t cap)
 {
@@ -607,7 +541,7 @@ static int server_start(bench_t *b, const row_t *row, server_t *s, char *why, si
         rc = start_coturn(b, s, row->sys == SYS_TURN_TLS, why, cap);
     }
     if (rc == 0 && b->pin >= 0)
-        rc = pin_all_threads(s->pid, b->pin, why, cap);
+        rc = ts_host_pin_threads(s->pid, b->pin, why, cap);
     return rc;
 }
 
@@ -668,8 +602,8 @@ static void run_row(bench_t *b, row_t *row)
         goto out;
     }
     uint64_t backend0 = ts_echo_packets(b->echo);
-    long rcvbuf0 = udp_rcvbuf_errors();
-    double gen0 = self_cpu_s();
+    long rcvbuf0 = ts_host_udp_rcvbuf_errors();
+    double gen0 = ts_host_self_cpu_s();
     if (ts_pstat_read(srv.pid, &row->srv_open) < 0) {
         snprintf(row->why, sizeof row->why, "cannot read the relay's /proc entries");
         goto out;
@@ -687,7 +621,7 @@ static void run_row(bench_t *b, row_t *row)
         ev_run(r.loop, EVRUN_ONCE);
     r.pacing = 0;
     row->paced_s = (double)(ts_now_ns() - r.t0_ns) / 1e9;
-    row->gen_cpu_s = self_cpu_s() - gen0;
+    row->gen_cpu_s = ts_host_self_cpu_s() - gen0;
 
     /* Drain. */
     int64_t drain_end = ts_now_ms() + DRAIN_MAX_MS, quiet_since = ts_now_ms();
@@ -705,7 +639,7 @@ static void run_row(bench_t *b, row_t *row)
         goto out;
     }
     row->backend_rx = ts_echo_packets(b->echo) - backend0;
-    long rcvbuf1 = udp_rcvbuf_errors();
+    long rcvbuf1 = ts_host_udp_rcvbuf_errors();
     row->rcvbuf_drops = rcvbuf0 < 0 || rcvbuf1 < 0 ? -1 : rcvbuf1 - rcvbuf0;
     row->client_dropped = client_dropped(&r);
     if (r.ml)
