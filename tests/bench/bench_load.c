@@ -713,6 +713,15 @@ static double ms(uint64_t ns)
     return (double)ns / 1e6;
 }
 
+/* Offered msg/s the row aims at: the paced rate and the keyframe bursts. */
+static double row_target(const row_t *w)
+{
+    double t = (double)w->users * w->rate;
+    if (w->keyframe_ms > 0)
+        t += (double)w->users * (double)w->burst * 1000.0 / (double)w->keyframe_ms;
+    return t;
+}
+
 static void report(const bench_t *b, const row_t *rows, size_t nrows, const char *path)
 {
     static char out[65536];
@@ -750,7 +759,7 @@ static void report(const bench_t *b, const row_t *rows, size_t nrows, const char
     ts_appendf(out, cap, &pos, "|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (size_t i = 0; i < nrows; i++) {
         const row_t *w = &rows[i];
-        double target = (double)w->users * w->rate;
+        double target = row_target(w);
         char name[64];
         snprintf(name, sizeof name, "%s%s%s", sys_names[w->sys], w->label[0] ? ", " : "",
                  w->label);
