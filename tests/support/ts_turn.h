@@ -12,6 +12,9 @@
  * ts_turn_setup runs the four transactions of one allocation over a blocking
  * exchange (a connected UDP socket, or a TLS connection), each with its own
  * deadline; the relay then carries ChannelData on the same transport.
+ *
+ * Not thread-safe: MESSAGE-INTEGRITY and ts_turn_setup use static scratch
+ * buffers (one caller thread at a time, as in bench_load).
  */
 #ifndef SLUICE_TS_TURN_H
 #define SLUICE_TS_TURN_H
