@@ -5,8 +5,8 @@
 #   make test       run every test, then again under ASan + UBSan
 #   make demo       shim -> gateway -> echo round trip with RTT and loss
 #   make bench      measure sluiced (memory per idle connection and tunnel, accuracy of the
-#                   tenant limits, tenant isolation, RTT and CPU per packet under load);
-#                   reports in $(BUILD)/bench
+#                   tenant limits, tenant isolation, RTT and CPU per packet under load side
+#                   by side with a plain UDP forwarder and coturn); reports in $(BUILD)/bench
 #   make install    install the programs, man pages, systemd unit and example config
 #                   under $(DESTDIR)$(PREFIX) (docs/operations.md, "Installing")
 #
@@ -139,8 +139,9 @@ demo: all $(DEVCERT)
 # `make bench` measures sluiced's memory per idle connection and tunnel
 # ($(BUILD)/bench/report.txt), then the accuracy of each tenant limit and one
 # tenant's latency while another floods ($(BUILD)/bench/limits.md, about 25 s;
-# docs/benchmarks.md), then RTT, loss and sluiced's CPU per relayed packet
-# under an open-loop load ($(BUILD)/bench/load.md, about 20 s).
+# docs/benchmarks.md), then RTT, loss and the relay's CPU per relayed packet
+# under an open-loop load through udp_fwd, sluiced and coturn (TURN/TLS and
+# TURN/UDP) side by side ($(BUILD)/bench/load.md, about 35 s).
 BENCH_SRC := $(wildcard tests/bench/*.c)
 BENCHES   := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 .PHONY: bench
@@ -151,7 +152,13 @@ $(BUILD)/bench/bench_scrape: $(call obj,tests/bench/bench_scrape.c) $(LIB_GW) $(
 $(BUILD)/bench/%: $(call obj,tests/bench/%.c) $(LIB_SUPPORT) $(LIB_SHIM) $(LIB_PROTO)
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
-bench: all $(BENCHES) $(DEVCERT)
+# udp_fwd, the floor in bench_load's table, is a helper program of its own
+# (tests/bench/fwd/, not a benchmark): plain C, no project library.
+FWD := $(BUILD)/bench/fwd/udp_fwd
+$(FWD): $(call obj,tests/bench/fwd/udp_fwd.c)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) $^ -o $@
+bench: all $(BENCHES) $(FWD) $(DEVCERT)
 	$(BUILD)/bench/bench_mem --build $(BUILD) --out $(BUILD)/bench/report.txt
 	$(BUILD)/bench/bench_limits --build $(BUILD) --out $(BUILD)/bench/limits.md
 	$(BUILD)/bench/bench_scrape --out $(BUILD)/bench/scrape.md

@@ -83,11 +83,28 @@ static int is_echo(const uint8_t *buf, size_t n, const uint8_t *req)
     return n == TS_STUN_HEADER && memcmp(buf, req, n) == 0;
 }
 
-static int spawn_turnserver(ts_coturn_t *t, uint16_t port, uint16_t relay_lo)
+static uint16_t free_tcp_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ts_addr_t a;
+    ts_addr_loopback(&a, AF_INET, 0);
+    socklen_t sl = sizeof a.sa;
+    uint16_t port = 0;
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a.sa, a.len) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a.sa, &sl) == 0)
+        port = ts_addr_port(&a);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
+static int spawn_turnserver(ts_coturn_t *t, const ts_coturn_opts_t *o, uint16_t port,
+                            uint16_t tls_port, uint16_t relay_lo, unsigned nrelay)
 {
     char port_arg[16], min_arg[16], max_arg[16], user_arg[128], db[PATH_MAX], pid[PATH_MAX];
+    char tls_arg[16];
     t->min_port = relay_lo;
-    t->max_port = (uint16_t)(relay_lo + TS_COTURN_RELAY_PORTS - 1);
+    t->max_port = (uint16_t)(relay_lo + nrelay - 1);
     snprintf(port_arg, sizeof port_arg, "%u", port);
     snprintf(min_arg, sizeof min_arg, "%u", t->min_port);
     snprintf(max_arg, sizeof max_arg, "%u", t->max_port);
@@ -97,25 +114,67 @@ static int spawn_turnserver(ts_coturn_t *t, uint16_t port, uint16_t relay_lo)
     ts_addr_loopback(&t->listen, AF_INET, port);
     ts_addr_str(&t->listen, t->listen_str, sizeof t->listen_str);
 
-    char *argv[] = {
+    snprintf(tls_arg, sizeof tls_arg, "%u", tls_port);
+    if (t->has_tls)
+        ts_addr_loopback(&t->tls_listen, AF_INET, tls_port);
+    char *argv[40] = {
         TS_COTURN_BIN, "-n", "-v",
         "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1",
         "--listening-port", port_arg,
         "--min-port", min_arg, "--max-port", max_arg,
         /* RFC 8656 §21: a relay to loopback is refused unless asked for. */
         "--allow-loopback-peers",
-        "--no-tcp", "--no-tls", "--no-dtls", "--no-cli", "--no-rfc5780",
+        "--no-tcp", "--no-dtls", "--no-cli", "--no-rfc5780",
         "--lt-cred-mech", "--user", user_arg, "--realm", TS_COTURN_REALM,
         "--userdb", db, "--pidfile", pid,
         "--log-file", t->log_path, "--simple-log", "--no-stdout-log",
-        NULL,
     };
+    size_t n = 0;
+    while (argv[n])
+        n++;
+    if (t->has_tls) {
+        /* TLS only: --no-tcp leaves the TLS listener on (coturn's own split). */
+        char *tls[] = {"--tls-listening-port", tls_arg, "--cert", (char *)o->cert,
+                       "--pkey", (char *)o->key};
+        for (size_t i = 0; i < sizeof tls / sizeof tls[0]; i++)
+            argv[n++] = tls[i];
+    } else {
+        argv[n++] = "--no-tls";
+    }
+    argv[n] = NULL;
     return ts_proc_spawn(&t->proc, "turnserver", argv, 0);
+}
+
+/* Connects to the TLS port until it accepts (coturn opens its listeners in
+ * no promised order). 0 or -1. */
+static int wait_tls(ts_coturn_t *t, int64_t deadline)
+{
+    while (ts_remaining_ms(deadline) > 0 && ts_proc_running(&t->proc)) {
+        int fd = ts_tcp_connect(&t->tls_listen, ts_deadline(PROBE_EVERY_MS));
+        if (fd >= 0) {
+            close(fd);
+            return 0;
+        }
+        poll(NULL, 0, 10);
+    }
+    return -1;
 }
 
 int ts_coturn_start(ts_coturn_t *t, int64_t deadline)
 {
+    return ts_coturn_start_opts(t, NULL, deadline);
+}
+
+int ts_coturn_start_opts(ts_coturn_t *t, const ts_coturn_opts_t *o, int64_t deadline)
+{
+    static const ts_coturn_opts_t none;
+    if (!o)
+        o = &none;
+    unsigned nrelay = o->relay_ports ? o->relay_ports : TS_COTURN_RELAY_PORTS;
+    if (nrelay > 16384)
+        nrelay = 16384;
     memset(t, 0, sizeof *t);
+    t->has_tls = o->cert && o->key;
     t->proc.out_fd = t->proc.in_fd = t->proc._pidfd = -1;
     const char *tmp = ts_tmpdir();
     if (!tmp || (size_t)snprintf(t->dir, sizeof t->dir, "%s/coturn.XXXXXX", tmp) >= sizeof t->dir ||
@@ -128,22 +187,24 @@ int ts_coturn_start(ts_coturn_t *t, int64_t deadline)
 
     for (int attempt = 0; attempt < START_TRIES; attempt++) {
         uint16_t port = free_udp_port(), relay = free_udp_port();
-        if (port == 0 || relay == 0)
+        uint16_t tls_port = t->has_tls ? free_tcp_port() : 0;
+        if (port == 0 || relay == 0 || (t->has_tls && tls_port == 0))
             return -1;
-        if (relay > 65535 - TS_COTURN_RELAY_PORTS)
-            relay = (uint16_t)(65535 - TS_COTURN_RELAY_PORTS);
-        if (port >= relay && port < relay + TS_COTURN_RELAY_PORTS)
+        if (relay > 65535 - nrelay)
+            relay = (uint16_t)(65535 - nrelay);
+        if (port >= relay && port < relay + nrelay)
             continue; /* would collide with its own range */
         if (ts_proc_running(&t->proc))
             ts_proc_dispose(&t->proc);
-        if (spawn_turnserver(t, port, relay) < 0) {
+        if (spawn_turnserver(t, o, port, tls_port, relay, nrelay) < 0) {
             fprintf(stderr, "ts_coturn_start: cannot run %s: %s\n", TS_COTURN_BIN,
                     strerror(errno));
             return -1;
         }
         uint8_t req[TS_STUN_HEADER];
         ts_pkt_stun(req, sizeof req, (uint32_t)port);
-        if (probe_until(&t->proc, &t->listen, req, sizeof req, is_binding_answer, deadline) == 0)
+        if (probe_until(&t->proc, &t->listen, req, sizeof req, is_binding_answer, deadline) == 0 &&
+            (!t->has_tls || wait_tls(t, deadline) == 0))
             return 0;
         if (ts_proc_running(&t->proc))
             break; /* still up but silent until the deadline: do not retry */

@@ -16,6 +16,11 @@
  * that port, and a start whose port was taken in between is retried with new
  * ports (a bounded number of times).
  *
+ * ts_coturn_start_opts adds what a benchmark needs: a TLS listener (RFC 8656
+ * §3.1, TURN over TLS; --cert/--pkey, its TCP port picked the same way and
+ * waited for until it accepts) and a relay range of its own size (one port
+ * per allocation).
+ *
  * It is stopped by pid (ts_proc: SIGTERM, then SIGKILL to its group); the
  * ts_proc net kills it if the test dies first.
  */
@@ -45,7 +50,14 @@ typedef struct ts_coturn {
     char listen_str[64];
     uint16_t min_port;        /* relay range, inclusive */
     uint16_t max_port;
+    int has_tls;              /* ts_coturn_start_opts with a certificate */
+    ts_addr_t tls_listen;     /* 127.0.0.1:PORT, TLS over TCP */
 } ts_coturn_t;
+
+typedef struct ts_coturn_opts {
+    const char *cert, *key;   /* PEM files; both set: a TLS listener too */
+    unsigned relay_ports;     /* size of the relay range; 0: TS_COTURN_RELAY_PORTS */
+} ts_coturn_opts_t;
 
 /* 1 when /usr/bin/turnserver, turnutils_peer and turnutils_uclient are all
  * executable (a test can then fail with a clear message instead of a spawn
@@ -56,6 +68,10 @@ int ts_coturn_available(void);
  * Binding request. Returns 0; or -1 (spawn failure, exit, no answer before
  * deadline) with its output dumped. The caller disposes t after a failure too. */
 int ts_coturn_start(ts_coturn_t *t, int64_t deadline);
+
+/* ts_coturn_start with opts (NULL: the same as ts_coturn_start). With a
+ * certificate, it also returns only once the TLS port accepts a connection. */
+int ts_coturn_start_opts(ts_coturn_t *t, const ts_coturn_opts_t *opts, int64_t deadline);
 
 /* ts_proc_stop on turnserver: its exit code, or -1. */
 int ts_coturn_stop(ts_coturn_t *t, int64_t deadline);
