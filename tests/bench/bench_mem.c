@@ -79,10 +79,11 @@
 #define START_MS 15000
 #define STOP_MS 10000
 #define SETTLE_MS 200     /* after a condition holds, before RSS is read */
-/* Idle steps settle longer than a connection's quiet time (CONN_QUIET_MS,
- * 1 s) plus one health tick (write_stall_ms / 4 + 1 ms = 501 ms with this
- * config): by then every idle connection has released its TLS buffers. */
-#define IDLE_SETTLE_MS 2000
+/* Idle steps settle longer than a connection's quiet time (CONN_QUIET_NS,
+ * 1 s), plus one health tick (write_stall_ms / 4 + 1 ms = 501 ms with this
+ * config), plus one tick of the server's trim timer (1 s): by then every
+ * idle connection has released its TLS buffers and the heap is trimmed. */
+#define IDLE_SETTLE_MS 3000
 #define CFG_WRITE_STALL_MS 2000
 /* After the load: how long the RSS may take to come back (the gateway
  * trims its heap a little after its load fell: server.c), and how close. */
