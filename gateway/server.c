@@ -96,6 +96,8 @@ static void trim_cb(struct ev_loop *loop, ev_timer *w, int revents)
     if (!fell && s->trim_released < TRIM_MIN_RELEASED)
         return;
     uint64_t t0 = compat_mono_ns();
+    if (fell)
+        pool_trim(&s->env.readers);
     malloc_trim(0);
     log_line_t l;
     if (log_begin(&l, LOG_DEBUG, "memory.trim")) {
@@ -225,6 +227,7 @@ int server_init(server_t *s, struct ev_loop *loop, config_t *cfg, char *err, siz
     ev_timer_start(loop, &s->trim);
     s->env = (tunnel_env_t){.loop = loop, .counters = &s->counters, .logs = &s->logs,
                             .stats = &s->stats, .cfg = cfg};
+    pool_init(&s->env.readers, 0, TUNNEL_READERS_KEPT);
     session_table_init(&s->sessions, &s->env);
     if (srclimit_init(&s->sources, SRCLIMIT_DEFAULT_ENTRIES) < 0) {
         snprintf(err, errlen, "per-source table: %s", strerror(errno));
@@ -677,6 +680,7 @@ void server_dispose(server_t *s)
     echo_stop(&s->echo, s->loop);
     free(s->env.udp_buf);
     s->env.udp_buf = NULL;
+    pool_dispose(&s->env.readers);
     if (s->h2_cbs)
         nghttp2_session_callbacks_del(s->h2_cbs);
     if (s->h2_opt)

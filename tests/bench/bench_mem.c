@@ -708,7 +708,7 @@ static void report(const bench_result_t *r, const bench_opts_t *o, const char *p
                CFG_RESUME_GRACE_MS);
     ts_appendf(out, cap, &pos,
                "structs   sizeof conn_t %zu, tunnel_t %zu (of which sendq_t %zu), "
-               "tunnel reader buffer %ld (malloc'd at open)\n",
+               "tunnel reader buffer %ld (lent only while a capsule is split)\n",
                sizeof(conn_t), sizeof(tunnel_t), sizeof(sendq_t),
                o->max_capsule + CAPSULE_MAX_HEADER);
     ts_appendf(out, cap, &pos,
