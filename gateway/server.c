@@ -83,10 +83,14 @@ static void prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
  * packet path, and only when there is something to give back:
  * the load (connections + tunnels) fell to half of its peak since the last
  * trim, by at least TRIM_MIN_DROP, or at least TRIM_MIN_RELEASED idle
- * connections released their TLS buffers (conn_release_idle). */
+ * connections released their TLS buffers (conn_release_idle) and the last
+ * trim is TRIM_RELEASED_GAP_NS old: connections that wake every few seconds
+ * (keepalive PINGs) release again and again, and the heap walk must not
+ * follow them every second. */
 #define TRIM_CHECK_S 1.0
 #define TRIM_MIN_DROP 64
 #define TRIM_MIN_RELEASED 128
+#define TRIM_RELEASED_GAP_NS (5000 * UTIL_MS_NS)
 
 static void trim_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -95,9 +99,11 @@ static void trim_cb(struct ev_loop *loop, ev_timer *w, int revents)
     if (load > s->trim_peak)
         s->trim_peak = load;
     int fell = load * 2 <= s->trim_peak && s->trim_peak - load >= TRIM_MIN_DROP;
-    if (!fell && s->trim_released < TRIM_MIN_RELEASED)
-        return;
     uint64_t t0 = compat_mono_ns();
+    if (!fell && (s->trim_released < TRIM_MIN_RELEASED ||
+                  (s->trim_last && t0 - s->trim_last < TRIM_RELEASED_GAP_NS)))
+        return;
+    s->trim_last = t0;
     if (fell)
         pool_trim(&s->env.readers);
     malloc_trim(0);

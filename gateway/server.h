@@ -80,6 +80,7 @@ typedef struct server {
     ev_timer trim;          /* every TRIM_CHECK_S: gives freed heap back (server.c) */
     uint64_t trim_peak;     /* the highest load (connections + tunnels) since the last trim */
     uint32_t trim_released; /* idle connections' buffer releases since the last trim */
+    uint64_t trim_last;     /* monotonic ns of the last trim; 0: none yet */
 } server_t;
 
 /* Builds the TLS context, binds listeners and the echo backend. Takes a

@@ -81,9 +81,10 @@
 #define SETTLE_MS 200     /* after a condition holds, before RSS is read */
 /* Idle steps settle longer than a connection's quiet time (CONN_QUIET_NS,
  * 1 s), plus one health tick (write_stall_ms / 4 + 1 ms = 501 ms with this
- * config), plus one tick of the server's trim timer (1 s): by then every
- * idle connection has released its TLS buffers and the heap is trimmed. */
-#define IDLE_SETTLE_MS 3000
+ * config), plus the server's gap between two trims for released buffers
+ * (5 s) and one tick of its trim timer (1 s): by then every idle connection
+ * has released its TLS buffers and the heap is trimmed. */
+#define IDLE_SETTLE_MS 7500
 #define CFG_WRITE_STALL_MS 2000
 /* After the load: how long the RSS may take to come back (the gateway
  * trims its heap a little after its load fell: server.c), and how close. */
@@ -873,7 +874,7 @@ static int run_round(bench_result_t *r, int k, const bench_opts_t *o, ts_gateway
         fail(r, k, S_BARE, "sluiced did not accept every connection before the deadline");
         goto out;
     }
-    if (take(r, k, S_BARE, pid, t0, IDLE_SETTLE_MS) < 0) {
+    if (take(r, k, S_BARE, pid, t0, SETTLE_MS) < 0) {
         fail(r, k, S_BARE, proc_err);
         goto out;
     }
