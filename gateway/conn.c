@@ -32,7 +32,7 @@
 #define H2_MAX_HEADER_OFFENCES 3  /* header blocks over the limits before GOAWAY */
 /* A connection that has neither read nor written for this long gives its
  * buffers back at its next health tick (conn_release_idle). */
-#define CONN_QUIET_NS (1000 * UTIL_MS_NS)
+#define CONN_QUIET_NS (1000ull * UTIL_MS_NS)
 /* Opaque data of the PING that follows a shutdown notice (RFC 9113 §6.8). */
 static const uint8_t drain_ping[8] = {'s', 'l', 'u', 'i', 'c', 'e', 'd', 'r'};
 

@@ -90,7 +90,7 @@ static void prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 #define TRIM_CHECK_S 1.0
 #define TRIM_MIN_DROP 64
 #define TRIM_MIN_RELEASED 128
-#define TRIM_RELEASED_GAP_NS (5000 * UTIL_MS_NS)
+#define TRIM_RELEASED_GAP_NS (5000ull * UTIL_MS_NS) /* ull: 5e9 overflows unsigned */
 
 static void trim_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
