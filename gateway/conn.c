@@ -30,6 +30,9 @@
 #define H2_MAX_HEADER_LIST 16384  /* advertised, and enforced by on_header */
 #define H2_MAX_HEADERS 64         /* header fields per block */
 #define H2_MAX_HEADER_OFFENCES 3  /* header blocks over the limits before GOAWAY */
+/* A connection that has neither read nor written for this long gives its
+ * buffers back at its next health tick (conn_release_idle). */
+#define CONN_QUIET_NS (1000ull * UTIL_MS_NS)
 /* Opaque data of the PING that follows a shutdown notice (RFC 9113 §6.8). */
 static const uint8_t drain_ping[8] = {'s', 'l', 'u', 'i', 'c', 'e', 'd', 'r'};
 
@@ -1078,6 +1081,31 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     ev_timer_again(loop, w);
 }
 
+/* Idle memory: OpenSSL keeps a read and a write buffer (about 17 KiB and
+ * 16 KiB) in every SSL that has been used, and the output buffer stays while
+ * tunnels are open. A connection that has been quiet both ways for
+ * CONN_QUIET_NS, with nothing half-written, half-read or queued, gives them
+ * back; the next record allocates them again. This runs from the health
+ * timer, never per packet: a connection carrying media is never quiet for a
+ * second, so it keeps its buffers (SSL_MODE_RELEASE_BUFFERS would free and
+ * reallocate them around every record instead). */
+static void conn_release_idle(conn_t *c, uint64_t now)
+{
+    if (c->out_len || c->pend_len || c->write_blocked || now - c->last_rx < CONN_QUIET_NS ||
+        now - c->last_drain < CONN_QUIET_NS)
+        return;
+    if (c->released_at >= c->last_rx && c->released_at >= c->last_drain)
+        return; /* nothing was read or written since the last release */
+    free(c->out);
+    c->out = NULL;
+    /* Refused (0) while a record is partly read or written: kept for the
+     * next tick. Safe since OpenSSL 3.0.14 (CVE-2024-4741). */
+    if (c->ssl && (SSL_has_pending(c->ssl) || !SSL_free_buffers(c->ssl)))
+        return;
+    c->released_at = now;
+    server_memory_released(c->srv);
+}
+
 /* Keepalive and progress, every HTTP/2 connection:
  *  - write stall: output TLS will not take, or tunnel bytes the client leaves
  *    in our queues (zero flow-control window), for write_stall_ms: GOAWAY and
@@ -1124,6 +1152,7 @@ static void conn_health_cb(struct ev_loop *loop, ev_timer *w, int revents)
             conn_want_write(c);
         }
     }
+    conn_release_idle(c, now);
     uint64_t next = c->ping_sent ? c->ping_sent + timeout : c->last_rx + interval;
     if (since && since + stall < next)
         next = since + stall;

@@ -61,6 +61,7 @@ typedef struct conn {
     uint64_t last_rx;           /* monotonic ns: bytes last read from the client */
     uint64_t last_drain;        /* monotonic ns: TLS last took output (or there was none) */
     uint64_t ping_sent;         /* monotonic ns of our unanswered PING; 0 when none */
+    uint64_t released_at;       /* monotonic ns its idle buffers were last released; 0: never */
     uint64_t frame_refill;      /* monotonic ns of the last budget refill */
     uint32_t frame_tokens;      /* control frames the client may still send this second */
     uint32_t auth_failures;     /* 401s on this connection */

@@ -77,6 +77,10 @@ typedef struct server {
     unsigned draining : 1;  /* a stop was asked for (drain_phase > DRAIN_NONE) */
     enum drain_phase drain_phase;
     ev_timer drain_timer;   /* ends the current drain phase */
+    ev_timer trim;          /* every TRIM_CHECK_S: gives freed heap back (server.c) */
+    uint64_t trim_peak;     /* the highest load (connections + tunnels) since the last trim */
+    uint32_t trim_released; /* idle connections' buffer releases since the last trim */
+    uint64_t trim_last;     /* monotonic ns of the last trim; 0: none yet */
 } server_t;
 
 /* Builds the TLS context, binds listeners and the echo backend. Takes a
@@ -136,6 +140,10 @@ void server_drain(server_t *s);
 
 /* A connection was freed (called by conn_free). */
 void server_conn_gone(server_t *s, struct conn *c);
+
+/* An idle connection gave its TLS and output buffers back to malloc (called
+ * by conn.c's idle release); counted towards the next heap trim. */
+void server_memory_released(server_t *s);
 
 /* Releases everything; idempotent. */
 void server_dispose(server_t *s);

@@ -762,12 +762,6 @@ int tunnel_start(tunnel_t *t)
             return reject(t, 429, reason);
         }
     }
-    t->reader_buf = malloc(lim->max_capsule + CAPSULE_MAX_HEADER);
-    if (!t->reader_buf) {
-        ratelimit_release(&t->rl);
-        free(req);
-        return reject(t, 503, "gateway out of memory");
-    }
     if (s) {
         resume_flow(t, s);
     } else if (open_flow(t, &target, &rc) < 0) {
@@ -775,8 +769,7 @@ int tunnel_start(tunnel_t *t)
         free(req);
         return rc;
     }
-    capsule_reader_init(&t->reader, t->reader_buf, lim->max_capsule + CAPSULE_MAX_HEADER,
-                        lim->max_capsule);
+    capsule_reader_init(&t->reader, NULL, 0, lim->max_capsule); /* a buffer per chunk */
     uint64_t now = compat_mono_ns();
     /* A resume brings a fresh credential: its expiry is the one that counts. */
     t->expires = expiry_deadline(target.expiry, wall_now, now);
@@ -936,14 +929,50 @@ static const dispatch_ops_t up_ops = {
     .on_pong = up_pong,
 };
 
+/* The capsule reader needs a max_capsule + header buffer only for a capsule
+ * split across DATA chunks; whole capsules are decoded in place. So an idle
+ * tunnel holds none (64 KiB each at the default max_capsule): a buffer is
+ * lent from the loop's pool for each chunk and kept only while a capsule is
+ * left partial, then given back. The pool keeps a few, so the lending makes
+ * no allocation per packet. */
+static int reader_lend(tunnel_t *t)
+{
+    pool_t *p = &env_of(t)->readers;
+    size_t max = limits_of(t)->max_capsule;
+    pool_grow(p, max + CAPSULE_MAX_HEADER);
+    if (!(t->reader_buf = pool_get(p)))
+        return -1;
+    t->reader_cap = p->size;
+    capsule_reader_init(&t->reader, t->reader_buf, t->reader_cap, max);
+    return 0;
+}
+
+static void reader_return(tunnel_t *t)
+{
+    pool_put(&env_of(t)->readers, t->reader_buf, t->reader_cap);
+    t->reader_buf = NULL;
+    capsule_reader_init(&t->reader, NULL, 0, limits_of(t)->max_capsule);
+}
+
 void tunnel_recv_data(tunnel_t *t, const uint8_t *data, size_t len)
 {
     if (t->state != TUNNEL_OPEN)
         return; /* rejected or closing: the rest of the body is discarded */
+    if (!t->reader_buf && reader_lend(t) < 0) {
+        log_limited(&env_of(t)->logs->tunnel, compat_mono_ns(), LOG_WARN,
+                    "tunnel %s/%d: no memory for the capsule reader", t->host->peer,
+                    t->stream_id);
+        tunnel_close(t, CLOSE_INTERNAL_ERROR, "gateway out of memory", 0);
+        return;
+    }
     const char *err = NULL;
     int rc = dispatch_feed(&t->reader, data, len, &up_ops, t, &err);
-    if (rc < 0)
+    if (rc < 0) {
         protocol_error(t, err ? err : proto_strerror(rc));
+        return; /* the reader is unusable; its buffer goes with the tunnel */
+    }
+    if (!capsule_reader_pending(&t->reader))
+        reader_return(t);
 }
 
 void tunnel_remote_end(tunnel_t *t)
@@ -1003,7 +1032,7 @@ void tunnel_free(tunnel_t *t)
     backend_close(t);
     ratelimit_release(&t->rl);
     sendq_dispose(&t->down);
-    free(t->reader_buf);
+    pool_put(&env->readers, t->reader_buf, t->reader_cap);
     free(t->req);
     list_remove(&t->_link);
     host->ops->gone(t, was_open);

@@ -52,6 +52,7 @@
 #include "config.h"
 #include "counters.h"
 #include "log.h"
+#include "pool.h"
 #include "ratelimit.h"
 #include "request.h"
 #include "stats.h"
@@ -66,6 +67,10 @@
 /* Uplink datagrams gathered for one sendmmsg: those of one tunnel that
  * arrive together (one TLS read), up to this many. */
 #define TUNNEL_UP_BATCH 16u
+
+/* Capsule reassembly buffers the loop keeps for reuse (tunnel_env_t.readers):
+ * at max_capsule 65535, up to 4 MiB, given back by the server's trim. */
+#define TUNNEL_READERS_KEPT 64
 
 typedef struct tunnel tunnel_t;
 struct session;
@@ -89,6 +94,9 @@ typedef struct tunnel_env {
     server_counters_t *counters;   /* sums over all tunnels, live and closed */
     log_limits_t *logs;            /* rate limits for lines a client can repeat */
     uint8_t *udp_buf;              /* TUNNEL_UDP_BATCH * TUNNEL_UDP_BUF bytes, shared by the loop */
+    pool_t readers;                /* capsule reader buffers, lent per DATA chunk and kept
+                                    * by a tunnel only while a capsule is split (a zeroed
+                                    * pool keeps none; server_init keeps TUNNEL_READERS_KEPT) */
     const struct sockaddr *echo;   /* where "builtin:echo" is bound, or NULL */
     socklen_t echo_len;
     struct backend_table *backends; /* health and choice (backend.h); NULL: round-robin */
@@ -174,7 +182,8 @@ struct tunnel {
     uint32_t rxq_dropped;         /* kernel receive-queue drops seen so far (SO_RXQ_OVFL) */
 
     capsule_reader_t reader;      /* uplink capsules */
-    uint8_t *reader_buf;
+    uint8_t *reader_buf;          /* from env->readers while a capsule is split; else NULL */
+    size_t reader_cap;            /* its size (the pool's when it was lent) */
     sendq_t down;                 /* downlink: queues, PONGs, CLOSE, capsule packer */
     uint64_t close_code;          /* valid once TUNNEL_CLOSING */
     unsigned body_ended : 1;      /* the response body is complete (CLOSE sent) */

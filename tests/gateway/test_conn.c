@@ -327,6 +327,35 @@ Test(conn, client_that_reads_is_not_a_write_stall)
     h_fini(&h);
 }
 
+static int released(harness_t *h, void *arg)
+{
+    return h->srv.trim_released > 0;
+}
+
+/* "A connection quiet for a second both ways gives its buffers back, from its
+ * health timer" (docs/architecture.md, memory): not before the second, once,
+ * and not again while it stays quiet. (The in-memory connection has no TLS:
+ * what is checked is when the release runs and that the server counts it
+ * towards its heap trim.) */
+Test(conn, quiet_connection_releases_its_buffers_once)
+{
+    harness_t h;
+    h_init(&h, "\"write_stall_ms\":40", 0); /* a health tick every 11 ms */
+    int s = h_open(&h, PATH);
+    h_relay_up(&h, s, rtp, sizeof rtp);
+    uint64_t t0 = h.conn->last_rx > h.conn->last_drain ? h.conn->last_rx : h.conn->last_drain;
+    cr_assert(h_until(&h, released, NULL, 3000), "a quiet connection kept its buffers");
+    uint64_t at = h.conn->released_at;
+    cr_assert_geq(at - t0, 1000000000u, "released %llu ms after the last I/O",
+                  (unsigned long long)((at - t0) / 1000000));
+    h_until(&h, never, NULL, 200); /* about 18 more ticks, still quiet */
+    cr_assert_eq(h.srv.trim_released, 1u, "released %u times while quiet",
+                 h.srv.trim_released);
+    cr_assert_eq(h.conn->released_at, at);
+    cr_assert_not(h.conn->closing);
+    h_fini(&h);
+}
+
 static int got_ping(harness_t *h, void *arg)
 {
     return h->pings > 0;

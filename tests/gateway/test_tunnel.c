@@ -68,6 +68,37 @@ Test(tunnel, eight_icmp_errors_close_with_backend_unreachable)
     h_fini(&h);
 }
 
+/* "an idle tunnel holds no capsule reader buffer; one is lent only while a
+ * capsule is split across DATA chunks" (docs/architecture.md, memory). */
+Test(tunnel, reader_buffer_is_held_only_while_a_capsule_is_split)
+{
+    harness_t h;
+    h_init(&h, "", 0);
+    int s = h_open(&h, PATH);
+    cr_assert_eq(h.streams[s].status, 200);
+    tunnel_t *t = tunnel_first(&h.conn->host);
+    cr_assert(t);
+    cr_assert_null(t->reader_buf, "an idle tunnel holds a reader buffer");
+    h_relay_up(&h, s, rtp, sizeof rtp); /* a whole capsule in one DATA frame */
+    cr_assert_null(t->reader_buf, "a whole capsule left a reader buffer behind");
+
+    uint8_t v[1 + sizeof rtp], cap[64];
+    v[0] = 0; /* context id */
+    memcpy(v + 1, rtp, sizeof rtp);
+    ssize_t n = capsule_encode(cap, sizeof cap, CAPSULE_DATAGRAM, v, sizeof v);
+    cr_assert_gt(n, 6);
+    h_send(&h, s, cap, 5); /* the header and a little: one DATA frame */
+    cr_assert_not_null(t->reader_buf, "a split capsule has no buffer to wait in");
+    h_send(&h, s, cap + 5, (size_t)n - 5);
+    uint8_t got[2048];
+    struct sockaddr_storage from;
+    ssize_t r = h_backend_recv(&h, got, sizeof got, &from, 2000);
+    cr_assert_eq(r, (ssize_t)sizeof rtp, "backend got %zd bytes, want %zu", r, sizeof rtp);
+    cr_assert_arr_eq(got, rtp, sizeof rtp);
+    cr_assert_null(t->reader_buf, "the buffer is kept after the capsule completed");
+    h_fini(&h);
+}
+
 static int elapsed(harness_t *h, void *arg)
 {
     return now_ms() >= *(double *)arg;
