@@ -9,7 +9,9 @@
 #include <string.h>
 
 #include "backend.h"
+#include "log.h"
 #include "stats.h"
+#include "worker.h"
 
 /* Time inside the gateway: 10 µs to 1 s. */
 static const uint64_t residence_ns[] = {
@@ -326,6 +328,7 @@ metrics_scrape_t *metrics_scrape_new(const server_t *s, const metrics_info_t *in
     m->counters = s->counters;
     const char *why;
     m->ready = server_ready(s, &why);
+    size_t cap = s->stats.n;
     m->entries = s->stats.n ? malloc(s->stats.n * sizeof *m->entries) : NULL;
     m->backends = s->backends.n ? calloc(s->backends.n, sizeof *m->backends) : NULL;
     if ((s->stats.n && !m->entries) || (s->backends.n && !m->backends)) {
@@ -335,6 +338,14 @@ metrics_scrape_t *metrics_scrape_new(const server_t *s, const metrics_info_t *in
     for (size_t i = 0; i < s->stats.n; i++)
         m->entries[i] = *s->stats.v[i];
     m->n = s->stats.n;
+    /* Every other worker copies its own counters and entries on its own
+     * thread (worker.h); they are summed here, off the hot path. A worker
+     * that does not answer leaves its part out rather than the page. */
+    if (s->group && workers_count(s->group) > 1) {
+        if (workers_collect(s->group, &m->counters, &m->entries, &m->n, &cap) < 0)
+            log_msg(LOG_WARN, "metrics: a worker's counters are missing from this scrape");
+        m->n = stats_merge(m->entries, m->n);
+    }
     for (size_t i = 0; i < s->backends.n; i++) {
         const backend_t *be = &s->backends.items[i];
         backend_view_t *v = &m->backends[i];

@@ -15,8 +15,8 @@ struct ratelimit_tenant {
     ratelimit_tenant_t *next;
     uint64_t tunnels;
     ratelimit_user_t *users; /* users with at least one tunnel */
-    bucket_t bits;           /* aggregate media, both directions */
     char id[65];
+    bucket_t bits[];         /* aggregate media, both directions: one per slot */
 };
 
 static ratelimit_tenant_t *tenant_find(const ratelimit_table_t *tb, const char *id)
@@ -91,14 +91,79 @@ void ratelimit_share(const cfg_tenant_limits_t *l, uint32_t n, cfg_tenant_limits
         out->max_tunnels = l->max_tunnels / n + (l->max_tunnels % n != 0);
 }
 
+static ratelimit_table_t *owner_of(const ratelimit_table_t *tb)
+{
+    return tb->_owner ? tb->_owner : (ratelimit_table_t *)tb;
+}
+
+static uint32_t slots_of(const ratelimit_table_t *tb)
+{
+    uint32_t n = owner_of(tb)->_slots;
+    return n ? n : 1;
+}
+
+static void lock(const ratelimit_table_t *o)
+{
+    if (o->_lock)
+        pthread_mutex_lock(o->_lock);
+}
+
+static void unlock(const ratelimit_table_t *o)
+{
+    if (o->_lock)
+        pthread_mutex_unlock(o->_lock);
+}
+
+int ratelimit_table_lock_init(ratelimit_table_t *tb, uint32_t slots)
+{
+    if (tb->_lock)
+        return 0;
+    pthread_mutex_t *m = malloc(sizeof *m);
+    if (!m || pthread_mutex_init(m, NULL) != 0) {
+        free(m);
+        return -1;
+    }
+    tb->_lock = m;
+    tb->_slots = slots ? slots : 1;
+    return 0;
+}
+
+void ratelimit_table_view(ratelimit_table_t *v, ratelimit_table_t *owner, uint32_t slot)
+{
+    memset(v, 0, sizeof *v);
+    v->_owner = owner;
+    v->_slot = slot;
+}
+
+void ratelimit_table_dispose(ratelimit_table_t *tb)
+{
+    if (!tb->_owner && tb->_lock) {
+        pthread_mutex_destroy(tb->_lock);
+        free(tb->_lock);
+    }
+    tb->_lock = NULL;
+}
+
 void ratelimit_set_share(ratelimit_table_t *tb, uint32_t n)
 {
-    tb->_share = n ? n : 1;
+    __atomic_store_n(&owner_of(tb)->_share, n ? n : 1, __ATOMIC_RELAXED);
 }
 
 uint32_t ratelimit_get_share(const ratelimit_table_t *tb)
 {
-    return tb->_share ? tb->_share : 1;
+    uint32_t n = __atomic_load_n(&owner_of(tb)->_share, __ATOMIC_RELAXED);
+    return n ? n : 1;
+}
+
+/* The aggregate figures of one slot: a 1/slots share of l's (already the
+ * fleet's share), as ratelimit_share divides them between gateways. */
+static void slot_share(const cfg_tenant_limits_t *l, uint32_t slots, uint64_t *rate,
+                       uint64_t *burst)
+{
+    cfg_tenant_limits_t s;
+    ratelimit_share(l, slots, &s);
+    *rate = s.bits_s;
+    *burst = s.bits_burst;
 }
 
 void ratelimit_apply(ratelimit_flow_t *f, const cfg_tenant_limits_t *cl, uint64_t now)
@@ -113,16 +178,22 @@ void ratelimit_apply(ratelimit_flow_t *f, const cfg_tenant_limits_t *cl, uint64_
         bucket_set(&f->_signal[d], l->signal_packets_s, l->signal_packets_burst, now);
         f->_limited[d] = (unsigned)dir_limited(r[d], l);
     }
-    if (f->_tenant && (f->_tenant->bits.rate != l->bits_s || f->_tenant->bits.burst != l->bits_burst))
-        bucket_set(&f->_tenant->bits, l->bits_s, l->bits_burst, now);
+    /* The flow's own slot: only its worker touches it, no lock. */
+    uint64_t rate, burst;
+    if (f->_agg) {
+        slot_share(l, slots_of(f->_table), &rate, &burst);
+        if (f->_agg->rate != rate || f->_agg->burst != burst)
+            bucket_set(f->_agg, rate, burst, now);
+    }
 }
 
-int ratelimit_admit(ratelimit_table_t *tb, const cfg_tenant_t *t, const char *user,
-                    size_t user_len, ratelimit_flow_t *f, uint64_t now, const char **reason)
+/* The counting part of ratelimit_admit, under the owner's mutex: caps, then
+ * the entries (a new tenant entry gets every slot's bucket). */
+static int admit_locked(ratelimit_table_t *tb, const cfg_tenant_t *t, const char *user,
+                        size_t user_len, const cfg_tenant_limits_t *l, uint32_t slots,
+                        uint64_t rate, uint64_t burst, uint64_t now, const char **reason,
+                        ratelimit_flow_t *f)
 {
-    cfg_tenant_limits_t shared;
-    ratelimit_share(&t->limits, ratelimit_get_share(tb), &shared);
-    const cfg_tenant_limits_t *l = &shared;
     ratelimit_tenant_t *e = tenant_find(tb, t->id);
     ratelimit_user_t *u = e ? user_find(e, user, user_len) : NULL;
     /* Issue 7 §3: over a cap the new tunnel is refused; the open ones stay. */
@@ -136,11 +207,12 @@ int ratelimit_admit(ratelimit_table_t *tb, const cfg_tenant_t *t, const char *us
     }
     int new_e = 0;
     if (!e) {
-        e = calloc(1, sizeof *e);
+        e = calloc(1, sizeof *e + slots * sizeof e->bits[0]);
         if (!e)
             return RATELIMIT_ERR_NOMEM;
         memcpy(e->id, t->id, strnlen(t->id, sizeof e->id - 1));
-        bucket_init(&e->bits, l->bits_s, l->bits_burst, now);
+        for (uint32_t i = 0; i < slots; i++)
+            bucket_init(&e->bits[i], rate, burst, now);
         e->next = tb->_tenants;
         tb->_tenants = e;
         new_e = 1;
@@ -160,9 +232,34 @@ int ratelimit_admit(ratelimit_table_t *tb, const cfg_tenant_t *t, const char *us
     e->tunnels++;
     u->tunnels++;
     memset(f, 0, sizeof *f);
-    f->_table = tb;
     f->_tenant = e;
     f->_user = u;
+    return RATELIMIT_OK;
+}
+
+int ratelimit_admit(ratelimit_table_t *tb, const cfg_tenant_t *t, const char *user,
+                    size_t user_len, ratelimit_flow_t *f, uint64_t now, const char **reason)
+{
+    cfg_tenant_limits_t shared;
+    ratelimit_share(&t->limits, ratelimit_get_share(tb), &shared);
+    const cfg_tenant_limits_t *l = &shared;
+    ratelimit_table_t *o = owner_of(tb);
+    uint32_t slots = slots_of(tb);
+    uint64_t rate, burst;
+    slot_share(l, slots, &rate, &burst);
+    lock(o);
+    int rc = admit_locked(o, t, user, user_len, l, slots, rate, burst, now, reason, f);
+    if (rc == RATELIMIT_OK) {
+        /* This worker's slot of an entry it may share with others: only
+         * its own flows take from it. */
+        f->_table = tb;
+        f->_agg = &f->_tenant->bits[tb->_slot];
+        if (f->_agg->rate != rate || f->_agg->burst != burst)
+            bucket_set(f->_agg, rate, burst, now); /* a newer snapshot's figures */
+    }
+    unlock(o);
+    if (rc != RATELIMIT_OK)
+        return rc;
     const cfg_rate_t *r[2] = {&l->up, &l->down};
     for (int d = 0; d < 2; d++) {
         bucket_init(&f->_packets[d], r[d]->packets_s, r[d]->packets_burst, now);
@@ -170,8 +267,6 @@ int ratelimit_admit(ratelimit_table_t *tb, const cfg_tenant_t *t, const char *us
         bucket_init(&f->_signal[d], l->signal_packets_s, l->signal_packets_burst, now);
         f->_limited[d] = (unsigned)dir_limited(r[d], l);
     }
-    if (e->bits.rate != l->bits_s || e->bits.burst != l->bits_burst)
-        bucket_set(&e->bits, l->bits_s, l->bits_burst, now); /* a newer snapshot's figures */
     return RATELIMIT_OK;
 }
 
@@ -187,7 +282,7 @@ enum ratelimit_verdict ratelimit_pass(ratelimit_flow_t *f, enum ratelimit_dir di
      * limit costs the others nothing. */
     if (bucket_wait_ns(&f->_packets[dir], 1, now) || bucket_wait_ns(&f->_bits[dir], bits, now))
         return RATELIMIT_DROP_TUNNEL;
-    if (!bucket_take(&f->_tenant->bits, bits, now))
+    if (!bucket_take(f->_agg, bits, now))
         return RATELIMIT_DROP_TENANT;
     bucket_take(&f->_packets[dir], 1, now);
     bucket_take(&f->_bits[dir], bits, now);
@@ -198,14 +293,18 @@ void ratelimit_release(ratelimit_flow_t *f)
 {
     if (!f->_table)
         return;
+    ratelimit_table_t *o = owner_of(f->_table);
     ratelimit_tenant_t *e = f->_tenant;
+    lock(o);
     e->tunnels--;
     f->_user->tunnels--;
     user_drop_if_unused(e, f->_user);
-    tenant_drop_if_unused(f->_table, e);
+    tenant_drop_if_unused(o, e);
+    unlock(o);
     f->_table = NULL;
     f->_tenant = NULL;
     f->_user = NULL;
+    f->_agg = NULL;
 }
 
 void ratelimit_move(ratelimit_flow_t *to, ratelimit_flow_t *from)
@@ -216,6 +315,10 @@ void ratelimit_move(ratelimit_flow_t *to, ratelimit_flow_t *from)
 
 uint64_t ratelimit_tenant_tunnels(const ratelimit_table_t *tb, const char *id)
 {
-    const ratelimit_tenant_t *e = tenant_find(tb, id);
-    return e ? e->tunnels : 0;
+    const ratelimit_table_t *o = owner_of(tb);
+    lock(o);
+    const ratelimit_tenant_t *e = tenant_find(o, id);
+    uint64_t n = e ? e->tunnels : 0;
+    unlock(o);
+    return n;
 }

@@ -22,10 +22,23 @@
  * region are live (ratelimit_set_share) and admits and applies this gateway's
  * share of each tenant's figures (ratelimit_share): the fleet as a whole
  * enforces about the configured figure, not N times it.
+ *
+ * Within one process the tenants are counted once for all workers
+ * (worker.h): the first worker's table is the owner, made lockable with
+ * ratelimit_table_lock_init(slots), and every other worker's table is a view
+ * of it (ratelimit_table_view, with its own slot). Admit and release (a
+ * tunnel opening and closing) take the owner's mutex, so max_tunnels and
+ * max_tunnels_per_user hold for the process as a whole. The per-packet path
+ * takes no lock: a tenant's aggregate bits/s bucket is split into one bucket
+ * per slot, each a 1/slots share of the figure (as a fleet splits it between
+ * gateways), used only by its worker's flows. A share does not rebalance:
+ * a tenant whose media all lands on one of N workers gets about 1/N of its
+ * aggregate (docs/architecture.md, "Workers").
  */
 #ifndef SLUICE_RATELIMIT_H
 #define SLUICE_RATELIMIT_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -37,7 +50,12 @@ typedef struct ratelimit_tenant ratelimit_tenant_t;
 
 typedef struct ratelimit_table {
     ratelimit_tenant_t *_tenants; /* entries with at least one tunnel */
-    uint32_t _share;              /* live gateways sharing the tenants' limits (0: 1) */
+    uint32_t _share;              /* live gateways sharing the tenants' limits (0: 1);
+                                   * atomic: set by the main thread */
+    struct ratelimit_table *_owner; /* a view: entries and counts live in the owner */
+    pthread_mutex_t *_lock;       /* the owner's, once ratelimit_table_lock_init ran */
+    uint32_t _slot;               /* this table's aggregate bucket in each entry */
+    uint32_t _slots;              /* the owner's: aggregate buckets per entry (0: 1) */
 } ratelimit_table_t;
 
 enum ratelimit_dir { RATELIMIT_UP = 0, RATELIMIT_DOWN = 1 };
@@ -61,6 +79,7 @@ typedef struct ratelimit_flow {
     ratelimit_table_t *_table;     /* NULL: not admitted (or released) */
     ratelimit_tenant_t *_tenant;
     ratelimit_user_t *_user;
+    bucket_t *_agg;                /* the tenant's aggregate bucket of this flow's slot */
     bucket_t _packets[2], _bits[2], _signal[2]; /* per enum ratelimit_dir */
     unsigned _limited[2];          /* direction has a media limit: signaling budgeted */
 } ratelimit_flow_t;
@@ -69,6 +88,18 @@ typedef struct ratelimit_flow {
  * so that dividing a burst never leaves a bucket no media packet can pass
  * (unless the configured burst itself is smaller). */
 #define RATELIMIT_SHARE_BURST_MIN 12000u
+
+/* Makes an empty owner table lockable and splits every tenant's aggregate
+ * bucket into slots shares (1..1024), slot 0 its own. Call before any admit.
+ * Returns 0 or -1 (out of memory). */
+int ratelimit_table_lock_init(ratelimit_table_t *tb, uint32_t slots);
+
+/* Makes v (zeroed) a view of owner using aggregate slot (1..slots-1); owner
+ * must outlive v and its flows. */
+void ratelimit_table_view(ratelimit_table_t *v, ratelimit_table_t *owner, uint32_t slot);
+
+/* Frees the owner's mutex (every flow released first); a no-op on a view. */
+void ratelimit_table_dispose(ratelimit_table_t *tb);
 
 /* One gateway's share of l when n gateways share it (n 0 counts as 1), into
  * *out: the tenant's aggregate bits_s and bits_burst divided by n (a limit
@@ -109,7 +140,8 @@ enum ratelimit_verdict ratelimit_pass(ratelimit_flow_t *f, enum ratelimit_dir di
 /* Gives back the flow's counts (idempotent). */
 void ratelimit_release(ratelimit_flow_t *f);
 
-/* Moves an admitted flow from one tunnel to another; from holds nothing after. */
+/* Moves an admitted flow from one tunnel to another of the same worker;
+ * from holds nothing after. */
 void ratelimit_move(ratelimit_flow_t *to, ratelimit_flow_t *from);
 
 /* This gateway's open tunnels of a tenant (0 when none). */

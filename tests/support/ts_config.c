@@ -109,6 +109,8 @@ int ts_config_render(const ts_config_t *c, char *out, size_t cap)
         return -1;
     if (c->limits_json && ts_appendf(out, cap, &pos, ",\"limits\":%s", c->limits_json) < 0)
         return -1;
+    if (ts_appendf(out, cap, &pos, ",\"workers\":%u", c->workers ? c->workers : 1u) < 0)
+        return -1;
     if (ts_appendf(out, cap, &pos, "}\n") < 0)
         return -1;
     return (int)pos;
