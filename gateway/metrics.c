@@ -75,6 +75,9 @@ static void render_store(prom_buf_t *b, const metrics_info_t *info, const server
           (double)c->reload_last_ok);
 }
 
+struct metrics_scrape;
+static void render_workers(prom_buf_t *b, const struct metrics_scrape *m);
+
 static void render_conns(prom_buf_t *b, const server_counters_t *c)
 {
     prom_family(b, "sluice_connections_open", PROM_GAUGE, "Client connections open now.");
@@ -310,6 +313,9 @@ static void render_latency(prom_buf_t *b, const server_counters_t *c)
 struct metrics_scrape {
     metrics_info_t info;
     server_counters_t counters;
+    size_t nworkers;                         /* event loops ($.workers) */
+    uint64_t worker_accepted[CFG_WORKERS_MAX]; /* per loop: connections accepted */
+    uint64_t worker_open[CFG_WORKERS_MAX];     /* per loop: connections open now */
     int ready;
     stats_entry_t *entries; /* copies of the table's entries, in its order */
     size_t n;
@@ -318,6 +324,28 @@ struct metrics_scrape {
     size_t step; /* 0: the fixed head; 1..TENANT_FAMILIES: a family; then the tail */
     size_t i;    /* the next entry of the family being written */
 };
+
+/* How the kernel spread connections over the loops (SO_REUSEPORT): every
+ * other family is their sum. */
+static void render_workers(prom_buf_t *b, const struct metrics_scrape *m)
+{
+    prom_family(b, "sluice_worker_connections_accepted_total", PROM_COUNTER,
+                "Client connections accepted, per event loop ($.workers).");
+    for (size_t i = 0; i < m->nworkers; i++) {
+        char id[12];
+        snprintf(id, sizeof id, "%zu", i);
+        prom_label_t l[] = {{"worker", id}};
+        prom_u64(b, "sluice_worker_connections_accepted_total", l, 1, m->worker_accepted[i]);
+    }
+    prom_family(b, "sluice_worker_connections_open", PROM_GAUGE,
+                "Client connections open now, per event loop ($.workers).");
+    for (size_t i = 0; i < m->nworkers; i++) {
+        char id[12];
+        snprintf(id, sizeof id, "%zu", i);
+        prom_label_t l[] = {{"worker", id}};
+        prom_u64(b, "sluice_worker_connections_open", l, 1, m->worker_open[i]);
+    }
+}
 
 metrics_scrape_t *metrics_scrape_new(const server_t *s, const metrics_info_t *info)
 {
@@ -341,8 +369,12 @@ metrics_scrape_t *metrics_scrape_new(const server_t *s, const metrics_info_t *in
     /* Every other worker copies its own counters and entries on its own
      * thread (worker.h); they are summed here, off the hot path. A worker
      * that does not answer leaves its part out rather than the page. */
-    if (s->group && workers_count(s->group) > 1) {
-        if (workers_collect(s->group, &m->counters, &m->entries, &m->n, &cap) < 0)
+    m->nworkers = s->group ? workers_count(s->group) : 1;
+    m->worker_accepted[0] = s->counters.conns_accepted;
+    m->worker_open[0] = s->counters.conns_active;
+    if (m->nworkers > 1) {
+        if (workers_collect(s->group, &m->counters, &m->entries, &m->n, &cap,
+                            m->worker_accepted, m->worker_open) < 0)
             log_msg(LOG_WARN, "metrics: a worker's counters are missing from this scrape");
         m->n = stats_merge(m->entries, m->n);
     }
@@ -371,6 +403,7 @@ int metrics_scrape_next(metrics_scrape_t *m, prom_buf_t *b, size_t budget)
             prom_u64(b, "sluice_ready", NULL, 0, (uint64_t)(m->ready != 0));
             render_store(b, &m->info, &m->counters);
             render_conns(b, &m->counters);
+            render_workers(b, m);
             render_requests(b, &m->counters);
             m->step++;
         } else if (m->step <= TENANT_FAMILIES) {

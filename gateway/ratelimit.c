@@ -313,6 +313,14 @@ void ratelimit_move(ratelimit_flow_t *to, ratelimit_flow_t *from)
     memset(from, 0, sizeof *from);
 }
 
+void ratelimit_rehome(ratelimit_flow_t *f, ratelimit_table_t *tb)
+{
+    if (!f->_table)
+        return;
+    f->_table = tb;
+    f->_agg = &f->_tenant->bits[tb->_slot];
+}
+
 uint64_t ratelimit_tenant_tunnels(const ratelimit_table_t *tb, const char *id)
 {
     const ratelimit_table_t *o = owner_of(tb);

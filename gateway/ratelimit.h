@@ -144,6 +144,11 @@ void ratelimit_release(ratelimit_flow_t *f);
  * from holds nothing after. */
 void ratelimit_move(ratelimit_flow_t *to, ratelimit_flow_t *from);
 
+/* An admitted flow moved to another worker (a session handed off between
+ * loops, session.h): it now takes from tb's aggregate slot. Call on tb's
+ * worker; tb must be a view of (or be) the owner f was admitted in. */
+void ratelimit_rehome(ratelimit_flow_t *f, ratelimit_table_t *tb);
+
 /* This gateway's open tunnels of a tenant (0 when none). */
 uint64_t ratelimit_tenant_tunnels(const ratelimit_table_t *tb, const char *id);
 

@@ -13,12 +13,14 @@
 
 typedef struct worker worker_t;
 
-/* One message on a follower's queue. A call's message lives on the caller's
- * stack; a post's is allocated and freed by the follower. */
+/* One message on a worker's queue. A call's message lives on the caller's
+ * stack; a post's is allocated and freed by the worker that runs it. */
 typedef struct worker_msg {
     struct worker_msg *next;
     void (*fn)(worker_t *w, void *arg);
     void *arg;
+    void (*sfn)(session_table_t *st, void *arg); /* instead of fn: a session router's post,
+                                                  * run with the worker's session table */
     int post;  /* 1: nobody waits; free it after running */
     int state; /* MSG_QUEUED, MSG_RUNNING, MSG_DONE (under the worker's lock) */
 } worker_msg_t;
@@ -26,7 +28,9 @@ typedef struct worker_msg {
 enum { MSG_QUEUED = 0, MSG_RUNNING, MSG_DONE };
 
 struct worker {
-    server_t srv;
+    server_t *srv;             /* the lead's (w[0]), or _own */
+    server_t _own;             /* a follower's server */
+    session_router_t router;   /* its session table's way to the others */
     struct ev_loop *loop;
     pthread_t thread;
     int thread_started;
@@ -40,22 +44,29 @@ struct worker {
     int stopping;              /* atomic: workers_stop asked the loop to end */
 };
 
+/* The session directory: which worker holds each resumable token. */
+typedef struct dir_entry {
+    struct dir_entry *next;
+    uint8_t token[TOKEN_BYTES];
+    int worker;
+} dir_entry_t;
+
+#define DIR_BUCKETS 4096u /* power of two */
+
 struct workers {
     server_t *lead;
     ev_async lead_wake;        /* a follower went idle */
-    size_t n;                  /* followers */
-    worker_t *w;               /* n of them */
+    size_t n;                  /* followers: w[1..n]; w[0] is the lead's queue */
+    worker_t *w;               /* n + 1 of them */
+    pthread_mutex_t dir_lock;
+    dir_entry_t *dir[DIR_BUCKETS];
 };
 
 /* ---- the follower's side ------------------------------------------------ */
 
-static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
+/* Runs every queued message, in order. */
+static void wake_run(worker_t *w)
 {
-    worker_t *w = container_of(a, worker_t, wake);
-    if (__atomic_load_n(&w->stopping, __ATOMIC_ACQUIRE)) {
-        ev_break(loop, EVBREAK_ALL);
-        return;
-    }
     for (;;) {
         pthread_mutex_lock(&w->lock);
         worker_msg_t *m = w->head;
@@ -68,7 +79,10 @@ static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
         pthread_mutex_unlock(&w->lock);
         if (!m)
             return;
-        m->fn(w, m->arg);
+        if (m->sfn)
+            m->sfn(&w->srv->sessions, m->arg);
+        else
+            m->fn(w, m->arg);
         if (m->post) {
             free(m);
             continue;
@@ -78,6 +92,16 @@ static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
         pthread_cond_broadcast(&w->done);
         pthread_mutex_unlock(&w->lock);
     }
+}
+
+static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
+{
+    worker_t *w = container_of(a, worker_t, wake);
+    if (__atomic_load_n(&w->stopping, __ATOMIC_ACQUIRE)) {
+        ev_break(loop, EVBREAK_ALL);
+        return;
+    }
+    wake_run(w);
 }
 
 static void *thread_main(void *arg)
@@ -159,69 +183,156 @@ static void lead_wake_cb(struct ev_loop *loop, ev_async *a, int revents)
     server_followers_idle(g->lead);
 }
 
+/* ---- the session router (session.h) -------------------------------------- */
+
+static uint32_t dir_hash(const uint8_t *token)
+{
+    uint32_t h;
+    /* Random bytes past the node tag: any four are a good hash. */
+    memcpy(&h, token + TOKEN_TAG_BYTES, sizeof h);
+    return h & (DIR_BUCKETS - 1);
+}
+
+static int dir_owner(void *ud, const uint8_t *token)
+{
+    workers_t *g = ud;
+    int w = -1;
+    pthread_mutex_lock(&g->dir_lock);
+    for (dir_entry_t *e = g->dir[dir_hash(token)]; e; e = e->next) {
+        if (!memcmp(e->token, token, TOKEN_BYTES)) {
+            w = e->worker;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&g->dir_lock);
+    return w;
+}
+
+static void dir_set_owner(void *ud, const uint8_t *token, int worker, int expect)
+{
+    workers_t *g = ud;
+    pthread_mutex_lock(&g->dir_lock);
+    dir_entry_t **pp = &g->dir[dir_hash(token)];
+    while (*pp && memcmp((*pp)->token, token, TOKEN_BYTES))
+        pp = &(*pp)->next;
+    if (worker >= 0) {
+        dir_entry_t *e = *pp;
+        if (!e && (e = calloc(1, sizeof *e)) != NULL) {
+            memcpy(e->token, token, TOKEN_BYTES);
+            e->next = g->dir[dir_hash(token)];
+            g->dir[dir_hash(token)] = e;
+        }
+        if (e) /* out of memory: the session is only resumable on its own worker */
+            e->worker = worker;
+    } else if (*pp && (expect < 0 || (*pp)->worker == expect)) {
+        dir_entry_t *e = *pp;
+        *pp = e->next;
+        free(e);
+    }
+    pthread_mutex_unlock(&g->dir_lock);
+}
+
+static int router_post(void *ud, unsigned worker, void (*fn)(session_table_t *, void *),
+                       void *arg)
+{
+    workers_t *g = ud;
+    worker_msg_t *m = calloc(1, sizeof *m);
+    if (!m)
+        return -1;
+    m->sfn = fn;
+    m->arg = arg;
+    m->post = 1;
+    push(&g->w[worker], m);
+    return 0;
+}
+
+/* ---- start and stop -------------------------------------------------------- */
+
+/* Runs what is left on every queue once no loop runs any more (a flow in
+ * transit between two workers lands somewhere, to be closed with its
+ * server). Bounded: a handoff takes two messages. */
+static void queues_drain(workers_t *g)
+{
+    for (int round = 0; round < 4; round++) {
+        for (size_t i = 0; i <= g->n; i++) {
+            worker_t *w = &g->w[i];
+            if (w->loop)
+                wake_run(w);
+        }
+    }
+}
+
 /* Undoes what start did for follower w (its thread already joined, or never
  * started). */
 static void follower_dispose(worker_t *w)
 {
-    server_dispose(&w->srv);
+    w->srv->sessions.router = NULL;
+    server_dispose(w->srv);
     ev_async_stop(w->loop, &w->wake);
     ev_loop_destroy(w->loop);
+    w->loop = NULL;
     pthread_cond_destroy(&w->done);
     pthread_mutex_destroy(&w->lock);
-    /* Posts nobody ran (the loop stopped first) are freed here. */
-    while (w->head) {
-        worker_msg_t *m = w->head;
-        w->head = m->next;
-        if (m->post)
-            free(m);
-    }
+}
+
+static void worker_queue_init(workers_t *g, worker_t *w, unsigned index, struct ev_loop *loop)
+{
+    w->group = g;
+    w->index = index;
+    w->loop = loop;
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->done, NULL);
+    ev_async_init(&w->wake, wake_cb);
+    ev_async_start(loop, &w->wake);
+    w->router = (session_router_t){.ud = g, .worker = index, .owner = dir_owner,
+                                   .set_owner = dir_set_owner, .post = router_post};
 }
 
 workers_t *workers_start(server_t *lead, config_t *cfg, char *err, size_t errlen)
 {
     workers_t *g = calloc(1, sizeof *g);
     size_t n = cfg->workers > 1 ? cfg->workers - 1 : 0;
-    if (!g || (n && !(g->w = calloc(n, sizeof *g->w)))) {
+    if (!g || !(g->w = calloc(n + 1, sizeof *g->w))) {
         free(g);
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
     g->lead = lead;
+    pthread_mutex_init(&g->dir_lock, NULL);
     ev_async_init(&g->lead_wake, lead_wake_cb);
     ev_async_start(lead->loop, &g->lead_wake);
+    worker_queue_init(g, &g->w[0], 0, lead->loop);
+    g->w[0].srv = lead;
+    if (n)
+        lead->sessions.router = &g->w[0].router;
     /* Followers take no signal: SIGTERM, SIGINT and SIGHUP are the main
      * loop's (main.c); a thread inherits the mask it is created with. */
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 1; i <= n; i++) {
         worker_t *w = &g->w[i];
-        w->group = g;
-        w->index = (unsigned)i + 1;
-        pthread_mutex_init(&w->lock, NULL);
-        pthread_cond_init(&w->done, NULL);
-        w->loop = ev_loop_new(EVFLAG_AUTO);
-        if (!w->loop) {
-            snprintf(err, errlen, "worker %u: cannot create an event loop", w->index);
-            pthread_cond_destroy(&w->done);
-            pthread_mutex_destroy(&w->lock);
-            g->n = i;
+        struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+        if (!loop) {
+            snprintf(err, errlen, "worker %zu: cannot create an event loop", i);
             goto fail;
         }
-        ev_async_init(&w->wake, wake_cb);
-        ev_async_start(w->loop, &w->wake);
+        worker_queue_init(g, w, (unsigned)i, loop);
+        w->srv = &w->_own;
         char why[512];
-        if (server_init_follower(&w->srv, w->loop, cfg, lead, w->index, why, sizeof why) < 0) {
+        if (server_init_follower(w->srv, loop, cfg, lead, w->index, why, sizeof why) < 0) {
             snprintf(err, errlen, "worker %u: %s", w->index, why);
-            ev_async_stop(w->loop, &w->wake);
-            ev_loop_destroy(w->loop);
+            ev_async_stop(loop, &w->wake);
+            ev_loop_destroy(loop);
+            w->loop = NULL;
             pthread_cond_destroy(&w->done);
             pthread_mutex_destroy(&w->lock);
-            g->n = i;
             goto fail;
         }
-        w->srv.group = g;
-        g->n = i + 1;
+        w->srv->group = g;
+        w->srv->sessions.router = &w->router;
+        w->srv->sessions.peer_fleet = lead->sessions.peer != NULL;
+        g->n = i;
         int rc = pthread_create(&w->thread, NULL, thread_main, w);
         if (rc != 0) {
             snprintf(err, errlen, "worker %u: cannot start a thread: %s", w->index, strerror(rc));
@@ -242,21 +353,38 @@ void workers_stop(workers_t *g)
 {
     if (!g)
         return;
-    for (size_t i = 0; i < g->n; i++) {
+    for (size_t i = 1; i <= g->n; i++) {
         if (g->w[i].thread_started) {
             __atomic_store_n(&g->w[i].stopping, 1, __ATOMIC_RELEASE);
             ev_async_send(g->w[i].loop, &g->w[i].wake);
         }
     }
-    for (size_t i = 0; i < g->n; i++) {
-        worker_t *w = &g->w[i];
-        if (w->thread_started)
-            pthread_join(w->thread, NULL);
-        follower_dispose(w);
-    }
+    for (size_t i = 1; i <= g->n; i++)
+        if (g->w[i].thread_started)
+            pthread_join(g->w[i].thread, NULL);
+    /* Every loop has stopped: this thread alone runs what is still queued. */
+    for (size_t i = 1; i <= g->n; i++)
+        __atomic_store_n(&g->w[i].stopping, 0, __ATOMIC_RELAXED);
+    queues_drain(g);
+    for (size_t i = 1; i <= g->n; i++)
+        follower_dispose(&g->w[i]);
+    /* The lead's queue: its table forgets the directory, which goes now. */
+    worker_t *l = &g->w[0];
+    l->srv->sessions.router = NULL;
+    ev_async_stop(l->loop, &l->wake);
+    pthread_cond_destroy(&l->done);
+    pthread_mutex_destroy(&l->lock);
     ev_async_stop(g->lead->loop, &g->lead_wake);
     if (g->lead->group == g)
         g->lead->group = NULL;
+    for (size_t b = 0; b < DIR_BUCKETS; b++) {
+        while (g->dir[b]) {
+            dir_entry_t *e = g->dir[b];
+            g->dir[b] = e->next;
+            free(e);
+        }
+    }
+    pthread_mutex_destroy(&g->dir_lock);
     free(g->w);
     free(g);
 }
@@ -275,13 +403,13 @@ typedef struct reload_arg {
 static void reload_fn(worker_t *w, void *arg)
 {
     reload_arg_t *a = arg;
-    a->rc = server_reload_follow(&w->srv, a->cfg, a->err, sizeof a->err);
+    a->rc = server_reload_follow(w->srv, a->cfg, a->err, sizeof a->err);
 }
 
 int workers_reload(workers_t *g, config_t *cfg, char *err, size_t errlen)
 {
     int rc = 0;
-    for (size_t i = 0; i < g->n; i++) {
+    for (size_t i = 1; i <= g->n; i++) {
         reload_arg_t a = {.cfg = cfg, .rc = -1};
         snprintf(a.err, sizeof a.err, "no answer");
         if (call(&g->w[i], reload_fn, &a) < 0 || a.rc < 0) {
@@ -296,36 +424,36 @@ int workers_reload(workers_t *g, config_t *cfg, char *err, size_t errlen)
 
 static void tenants_fn(worker_t *w, void *arg)
 {
-    server_tenants_apply(&w->srv);
+    server_tenants_apply(w->srv);
 }
 
 void workers_tenants_apply(workers_t *g)
 {
-    for (size_t i = 0; i < g->n; i++)
+    for (size_t i = 1; i <= g->n; i++)
         call(&g->w[i], tenants_fn, NULL);
 }
 
 static void drain_fn(worker_t *w, void *arg)
 {
-    server_drain_follow(&w->srv, (enum drain_phase)(intptr_t)arg);
+    server_drain_follow(w->srv, (enum drain_phase)(intptr_t)arg);
 }
 
 void workers_drain_phase(workers_t *g, enum drain_phase phase)
 {
-    for (size_t i = 0; i < g->n; i++)
+    for (size_t i = 1; i <= g->n; i++)
         if (post(&g->w[i], drain_fn, (void *)(intptr_t)phase) < 0)
             log_msg(LOG_ERROR, "worker %u: out of memory for the drain", g->w[i].index);
 }
 
 void workers_idle(workers_t *g, unsigned index)
 {
-    __atomic_store_n(&g->w[index - 1].idle, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&g->w[index].idle, 1, __ATOMIC_RELEASE);
     ev_async_send(g->lead->loop, &g->lead_wake);
 }
 
 int workers_followers_idle(const workers_t *g)
 {
-    for (size_t i = 0; i < g->n; i++)
+    for (size_t i = 1; i <= g->n; i++)
         if (!__atomic_load_n(&g->w[i].idle, __ATOMIC_ACQUIRE))
             return 0;
     return 1;
@@ -343,7 +471,7 @@ typedef struct collect_arg {
 static void collect_fn(worker_t *w, void *arg)
 {
     collect_arg_t *a = arg;
-    const server_t *s = &w->srv;
+    const server_t *s = w->srv;
     a->counters = s->counters;
     if (!s->stats.n)
         return;
@@ -357,10 +485,10 @@ static void collect_fn(worker_t *w, void *arg)
 }
 
 int workers_collect(workers_t *g, server_counters_t *sum, stats_entry_t **v, size_t *n,
-                    size_t *cap)
+                    size_t *cap, uint64_t *accepted, uint64_t *open)
 {
     int rc = 0;
-    for (size_t i = 0; i < g->n; i++) {
+    for (size_t i = 1; i <= g->n; i++) {
         collect_arg_t *a = calloc(1, sizeof *a); /* a server_counters_t is large */
         if (!a)
             return -1;
@@ -371,6 +499,8 @@ int workers_collect(workers_t *g, server_counters_t *sum, stats_entry_t **v, siz
             continue;
         }
         server_counters_add(sum, &a->counters);
+        accepted[i] = a->counters.conns_accepted;
+        open[i] = a->counters.conns_active;
         if (a->n && *n + a->n > *cap) {
             size_t want = (*n + a->n) * 2;
             stats_entry_t *nv = realloc(*v, want * sizeof *nv);

@@ -38,7 +38,9 @@
 typedef struct workers workers_t;
 
 /* Starts cfg->workers - 1 followers around lead (initialised with cfg on the
- * main loop, not running yet) and sets lead->group. With cfg->workers 1 it
+ * main loop, not running yet) and sets lead->group. When the lead's session
+ * table has a fleet (session.h, peer: set it first), every follower's asks
+ * the lead about a token no worker holds, for a 421. With cfg->workers 1 it
  * returns a group of the lead alone. Returns the group, or NULL with err
  * filled (every follower started is stopped again; lead->group stays NULL). */
 workers_t *workers_start(server_t *lead, config_t *cfg, char *err, size_t errlen);
@@ -73,10 +75,12 @@ int workers_followers_idle(const workers_t *g);
 /* Adds every follower's counters into *sum (server_counters_add) and appends
  * copies of its stats entries to *v (*n of them, *cap allocated; realloc'd,
  * the caller frees *v), each copied by the follower on its own thread.
+ * accepted[i] and open[i] (workers_count entries, i 1..) get follower i's
+ * connections accepted and open; the caller fills in the lead's, [0].
  * Returns 0, or -1 (out of memory, or a follower did not answer in time:
  * what was collected stays). */
 int workers_collect(workers_t *g, server_counters_t *sum, stats_entry_t **v, size_t *n,
-                    size_t *cap);
+                    size_t *cap, uint64_t *accepted, uint64_t *open);
 
 /* dst += src for every counter; gauges too (active connections and tunnels
  * are per worker); reload_last_ok takes the later. Histograms bucket by

@@ -97,7 +97,7 @@ static void start_fleet(void)
                  "{\"listen\":[{\"address\":\"127.0.0.1:0\",\"proxy_protocol\":true},\"%s\"],"
                  "\"tls\":{\"cert\":\"%s\",\"key\":\"%s\"},"
                  "\"region\":\"local\",\"regions\":{\"local\":{\"sfu\":[\"%s\"]}},"
-                 "\"limits\":{\"capsule_ping_ms\":0},\"workers\":1,"
+                 "\"limits\":{\"capsule_ping_ms\":0},"
                  "\"node\":{\"id\":\"gw-%d\",\"address\":\"%s\"},"
                  "\"tenant_store\":{\"type\":\"etcd\",\"endpoints\":[\"%s\"],"
                  "\"prefix\":\"" PREFIX "\",\"lease_ttl_s\":2}}",
