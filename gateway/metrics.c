@@ -332,7 +332,7 @@ static void render_workers(prom_buf_t *b, const struct metrics_scrape *m)
     prom_family(b, "sluice_worker_connections_accepted_total", PROM_COUNTER,
                 "Client connections accepted, per event loop ($.workers).");
     for (size_t i = 0; i < m->nworkers; i++) {
-        char id[12];
+        char id[24];
         snprintf(id, sizeof id, "%zu", i);
         prom_label_t l[] = {{"worker", id}};
         prom_u64(b, "sluice_worker_connections_accepted_total", l, 1, m->worker_accepted[i]);
@@ -340,7 +340,7 @@ static void render_workers(prom_buf_t *b, const struct metrics_scrape *m)
     prom_family(b, "sluice_worker_connections_open", PROM_GAUGE,
                 "Client connections open now, per event loop ($.workers).");
     for (size_t i = 0; i < m->nworkers; i++) {
-        char id[12];
+        char id[24];
         snprintf(id, sizeof id, "%zu", i);
         prom_label_t l[] = {{"worker", id}};
         prom_u64(b, "sluice_worker_connections_open", l, 1, m->worker_open[i]);

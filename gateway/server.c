@@ -98,7 +98,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             return; /* EAGAIN, or a connection that died in the backlog */
         }
         const cfg_limits_t *lim = &s->cfg->limits;
-        if (s->counters.conns_active >= lim->max_connections) {
+        if (s->counters.conns_active >= tunnel_env_share(&s->env, lim->max_connections)) {
             s->counters.conns_refused++;
             close(fd);
             continue;

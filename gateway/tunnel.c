@@ -707,7 +707,7 @@ int tunnel_start(tunnel_t *t)
             }
             return reject(t, 410, "session unknown or expired");
         }
-    } else if (env->counters->tunnels_active >= lim->max_tunnels) {
+    } else if (env->counters->tunnels_active >= tunnel_env_share(env, lim->max_tunnels)) {
         /* Parked tunnels count: each holds a socket. A resume adds none. */
         free(req);
         return reject(t, 503, "gateway at its tunnel capacity; try another");

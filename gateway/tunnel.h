@@ -81,7 +81,18 @@ typedef struct tunnel_env {
     const config_t *cfg;           /* the newest snapshot: new requests are routed with its
                                     * tenants and regions (a reload applies at once); NULL:
                                     * the host's own */
+    uint32_t loops;                /* event loops sharing limits.max_connections and
+                                    * max_tunnels evenly (worker.h); 0: 1 */
 } tunnel_env_t;
+
+/* This loop's share of a process-wide cap: ceil(max / loops), so that the
+ * loops together hold at most max + loops - 1 (and the descriptor limit
+ * main.c checks for max holds within that slack). */
+static inline uint64_t tunnel_env_share(const tunnel_env_t *env, uint64_t max)
+{
+    uint64_t n = env->loops ? env->loops : 1;
+    return (max + n - 1) / n;
+}
 
 /* Operations a transport provides to the tunnels it carries. */
 typedef struct tunnel_host_ops {

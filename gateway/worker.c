@@ -303,6 +303,7 @@ workers_t *workers_start(server_t *lead, config_t *cfg, char *err, size_t errlen
     ev_async_start(lead->loop, &g->lead_wake);
     worker_queue_init(g, &g->w[0], 0, lead->loop);
     g->w[0].srv = lead;
+    lead->env.loops = (uint32_t)(n + 1); /* before any follower runs: read on each loop */
     if (n)
         lead->sessions.router = &g->w[0].router;
     /* Followers take no signal: SIGTERM, SIGINT and SIGHUP are the main
@@ -332,6 +333,7 @@ workers_t *workers_start(server_t *lead, config_t *cfg, char *err, size_t errlen
         w->srv->group = g;
         w->srv->sessions.router = &w->router;
         w->srv->sessions.peer_fleet = lead->sessions.peer != NULL;
+        w->srv->env.loops = (uint32_t)(n + 1);
         g->n = i;
         int rc = pthread_create(&w->thread, NULL, thread_main, w);
         if (rc != 0) {

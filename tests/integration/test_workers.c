@@ -5,7 +5,8 @@
  * loop (tunnels of a removed tenant close on each, a new tenant opens on
  * each); a drain reaches every loop and the process exits 0; a session
  * resumed on another loop moves there (parked and attached, the backend
- * sees one source throughout); a tenant's max_tunnels holds for the process.
+ * sees one source throughout); a tenant's max_tunnels and the gateway's
+ * max_connections hold for the process.
  *
  * Which loop a connection lands on is the kernel's SO_REUSEPORT hash of its
  * source port: a test opens connections until /metrics shows every loop has
@@ -56,6 +57,8 @@ static void teardown(void)
 
 /* The config: workers loops, tenants (a JSON array), the test's echo as the
  * only backend (no probe: it would count as a source), an admin listener. */
+static const char *extra_limits = ""; /* more "limits" members, ",\"k\":v" */
+
 static void write_config(int workers, const char *tenants)
 {
     char cert[1024], key[1024], text[4096];
@@ -64,11 +67,11 @@ static void write_config(int workers, const char *tenants)
     snprintf(text, sizeof text,
              "{\"listen\":[\"127.0.0.1:0\"],\"tls\":{\"cert\":\"%s\",\"key\":\"%s\"},"
              "\"workers\":%d,\"region\":\"local\","
-             "\"limits\":{\"capsule_ping_ms\":0,\"drain_ms\":300,\"resume_grace_ms\":10000},"
+             "\"limits\":{\"capsule_ping_ms\":0,\"drain_ms\":300,\"resume_grace_ms\":10000%s},"
              "\"regions\":{\"local\":{\"sfu\":{\"backends\":[\"%s\"],\"probe\":\"none\"}}},"
              "\"admin\":{\"listen\":\"127.0.0.1:0\",\"tokens\":[{\"token\":\"" ROOT "\"}]},"
              "\"tenants\":%s}",
-             cert, key, workers, ts_echo_addr_str(echo), tenants);
+             cert, key, workers, extra_limits, ts_echo_addr_str(echo), tenants);
     if (!conf[0]) {
         cr_assert_eq(ts_config_write_raw(text, conf, sizeof conf), 0);
         return;
@@ -378,5 +381,27 @@ Test(workers, a_tenant_cap_holds_across_loops, .fini = teardown, .timeout = 60)
         got = request(connect_one(), 1, "acme", NULL);
     cr_assert_eq(got, 200, "the freed slot was not given out");
     cr_assert_eq(sample("sluice_tunnels_open{tenant=\"acme\",kind=\"sfu\"}"), 3.0);
+    stop_ok();
+}
+
+/* limits.max_connections is the process's: with 2 loops each takes 1 of 2,
+ * so at most 2 are open however many arrive (each loop alone would take 2). */
+Test(workers, max_connections_is_shared_by_the_loops, .fini = teardown, .timeout = 60)
+{
+    char tenants[256];
+    snprintf(tenants, sizeof tenants, ACME, "");
+    extra_limits = ",\"max_connections\":2";
+    start(2, tenants);
+    for (int i = 0; i < 12; i++) {
+        ts_h2raw_t *c = &conns[nconns++];
+        ts_h2raw_connect(c, &gw.listen[0], NULL, ts_deadline(ts_ms(5000))); /* may be refused */
+    }
+    double open = sample("sluice_connections_open");
+    double refused = sample("sluice_connections_refused_total{reason=\"max_connections\"}");
+    cr_assert_leq(open, 2.0, "%.0f connections open with max_connections 2", open);
+    cr_assert_eq(open + refused, 12.0, "open %.0f, refused %.0f", open, refused);
+    cr_assert_geq(worker_sample("sluice_worker_connections_open", 0) +
+                      worker_sample("sluice_worker_connections_open", 1),
+                  open);
     stop_ok();
 }
