@@ -11,12 +11,34 @@ struct ratelimit_user {
     char name[]; /* the user part, len bytes (not NUL-terminated) */
 };
 
+/* A worker's lease on its tenant's aggregate bucket (several slots only):
+ * tokens moved out of the shared bucket under the lock, spent by that
+ * worker's flows without it. Tokens are moved, never made, so the slots and
+ * the bucket together never pass more than the bucket alone would; what a
+ * lease holds (at most LEASE_CHUNK's bound) is the only slack. */
+struct ratelimit_lease {
+    uint64_t tokens;
+    uint64_t retry_at; /* after a refused refill: no lock until then (monotonic ns) */
+};
+
+/* How much a refill moves: 10 ms of the rate, at most burst / (2 x slots) so
+ * that the leases together hold at most half the burst, and at least what
+ * the packet needs; only what it needs while the bucket holds less than two
+ * such chunks (the tenant at its limit: the lock is then taken once per
+ * passing packet, and not for dropped ones, see retry_at). An unlimited aggregate (rate 0) grants this many at a
+ * time, so that a reload that sets a limit is felt within it. */
+#define LEASE_MS 10u
+#define LEASE_UNLIMITED 10000000ull /* bits */
+#define LEASE_RETRY_MAX_NS 10000000ull
+
 struct ratelimit_tenant {
     ratelimit_tenant_t *next;
     uint64_t tunnels;
     ratelimit_user_t *users; /* users with at least one tunnel */
     char id[65];
-    bucket_t bits[];         /* aggregate media, both directions: one per slot */
+    bucket_t bits;           /* aggregate media, both directions (under the owner's lock
+                              * when the table has several slots) */
+    ratelimit_lease_t lease[]; /* per slot: tokens taken from bits for its flows alone */
 };
 
 static ratelimit_tenant_t *tenant_find(const ratelimit_table_t *tb, const char *id)
@@ -155,15 +177,58 @@ uint32_t ratelimit_get_share(const ratelimit_table_t *tb)
     return n ? n : 1;
 }
 
-/* The aggregate figures of one slot: a 1/slots share of l's (already the
- * fleet's share), as ratelimit_share divides them between gateways. */
-static void slot_share(const cfg_tenant_limits_t *l, uint32_t slots, uint64_t *rate,
-                       uint64_t *burst)
+/* Refills f's lease from its tenant's bucket so that it holds need tokens,
+ * under the owner's lock. Returns 1, or 0 when the bucket has not enough
+ * (the lease then waits until the bucket could have them). */
+static int lease_refill(ratelimit_flow_t *f, uint64_t need, uint64_t now)
 {
-    cfg_tenant_limits_t s;
-    ratelimit_share(l, slots, &s);
-    *rate = s.bits_s;
-    *burst = s.bits_burst;
+    ratelimit_table_t *o = owner_of(f->_table);
+    ratelimit_tenant_t *e = f->_tenant;
+    ratelimit_lease_t *ls = f->_lease;
+    uint64_t missing = need - ls->tokens;
+    int ok;
+    lock(o);
+    bucket_t *b = &e->bits;
+    if (!b->rate) {
+        ls->tokens += missing > LEASE_UNLIMITED ? missing : LEASE_UNLIMITED;
+        ok = 1;
+    } else {
+        uint64_t chunk = b->rate * LEASE_MS / 1000u, cap = b->burst / (2u * slots_of(o));
+        if (chunk > cap)
+            chunk = cap;
+        if (chunk < missing)
+            chunk = missing;
+        uint64_t have = bucket_tokens(b, now);
+        if (have < missing) {
+            uint64_t wait = bucket_wait_ns(b, missing, now);
+            ls->retry_at = now + (wait < LEASE_RETRY_MAX_NS ? wait : LEASE_RETRY_MAX_NS);
+            ok = 0;
+        } else {
+            /* Scarce (the tenant at its limit): only what this packet
+             * needs, so that a worker that asks first does not take what
+             * the others' next packets need. */
+            if (have < 2 * chunk)
+                chunk = missing;
+            bucket_take(b, chunk, now);
+            ls->tokens += chunk;
+            ok = 1;
+        }
+    }
+    unlock(o);
+    return ok;
+}
+
+/* Takes bits from the tenant's aggregate for f: straight from the bucket
+ * with one slot (one thread), from the worker's lease with several. */
+static int tenant_take(ratelimit_flow_t *f, uint64_t bits, uint64_t now)
+{
+    if (!f->_lease)
+        return bucket_take(&f->_tenant->bits, bits, now);
+    ratelimit_lease_t *ls = f->_lease;
+    if (ls->tokens < bits && (now < ls->retry_at || !lease_refill(f, bits, now)))
+        return 0;
+    ls->tokens -= bits;
+    return 1;
 }
 
 void ratelimit_apply(ratelimit_flow_t *f, const cfg_tenant_limits_t *cl, uint64_t now)
@@ -178,12 +243,12 @@ void ratelimit_apply(ratelimit_flow_t *f, const cfg_tenant_limits_t *cl, uint64_
         bucket_set(&f->_signal[d], l->signal_packets_s, l->signal_packets_burst, now);
         f->_limited[d] = (unsigned)dir_limited(r[d], l);
     }
-    /* The flow's own slot: only its worker touches it, no lock. */
-    uint64_t rate, burst;
-    if (f->_agg) {
-        slot_share(l, slots_of(f->_table), &rate, &burst);
-        if (f->_agg->rate != rate || f->_agg->burst != burst)
-            bucket_set(f->_agg, rate, burst, now);
+    if (f->_tenant) { /* the tenant's aggregate: shared, so under the lock */
+        ratelimit_table_t *o = owner_of(f->_table);
+        lock(o);
+        if (f->_tenant->bits.rate != l->bits_s || f->_tenant->bits.burst != l->bits_burst)
+            bucket_set(&f->_tenant->bits, l->bits_s, l->bits_burst, now);
+        unlock(o);
     }
 }
 
@@ -191,8 +256,7 @@ void ratelimit_apply(ratelimit_flow_t *f, const cfg_tenant_limits_t *cl, uint64_
  * the entries (a new tenant entry gets every slot's bucket). */
 static int admit_locked(ratelimit_table_t *tb, const cfg_tenant_t *t, const char *user,
                         size_t user_len, const cfg_tenant_limits_t *l, uint32_t slots,
-                        uint64_t rate, uint64_t burst, uint64_t now, const char **reason,
-                        ratelimit_flow_t *f)
+                        uint64_t now, const char **reason, ratelimit_flow_t *f)
 {
     ratelimit_tenant_t *e = tenant_find(tb, t->id);
     ratelimit_user_t *u = e ? user_find(e, user, user_len) : NULL;
@@ -207,12 +271,11 @@ static int admit_locked(ratelimit_table_t *tb, const cfg_tenant_t *t, const char
     }
     int new_e = 0;
     if (!e) {
-        e = calloc(1, sizeof *e + slots * sizeof e->bits[0]);
+        e = calloc(1, sizeof *e + (slots > 1 ? slots : 0) * sizeof e->lease[0]);
         if (!e)
             return RATELIMIT_ERR_NOMEM;
         memcpy(e->id, t->id, strnlen(t->id, sizeof e->id - 1));
-        for (uint32_t i = 0; i < slots; i++)
-            bucket_init(&e->bits[i], rate, burst, now);
+        bucket_init(&e->bits, l->bits_s, l->bits_burst, now);
         e->next = tb->_tenants;
         tb->_tenants = e;
         new_e = 1;
@@ -245,17 +308,15 @@ int ratelimit_admit(ratelimit_table_t *tb, const cfg_tenant_t *t, const char *us
     const cfg_tenant_limits_t *l = &shared;
     ratelimit_table_t *o = owner_of(tb);
     uint32_t slots = slots_of(tb);
-    uint64_t rate, burst;
-    slot_share(l, slots, &rate, &burst);
     lock(o);
-    int rc = admit_locked(o, t, user, user_len, l, slots, rate, burst, now, reason, f);
+    int rc = admit_locked(o, t, user, user_len, l, slots, now, reason, f);
     if (rc == RATELIMIT_OK) {
-        /* This worker's slot of an entry it may share with others: only
-         * its own flows take from it. */
         f->_table = tb;
-        f->_agg = &f->_tenant->bits[tb->_slot];
-        if (f->_agg->rate != rate || f->_agg->burst != burst)
-            bucket_set(f->_agg, rate, burst, now); /* a newer snapshot's figures */
+        /* With several workers, this worker's lease on the aggregate. */
+        f->_lease = slots > 1 ? &f->_tenant->lease[tb->_slot] : NULL;
+        ratelimit_tenant_t *e = f->_tenant;
+        if (e->bits.rate != l->bits_s || e->bits.burst != l->bits_burst)
+            bucket_set(&e->bits, l->bits_s, l->bits_burst, now); /* a newer snapshot's */
     }
     unlock(o);
     if (rc != RATELIMIT_OK)
@@ -282,7 +343,7 @@ enum ratelimit_verdict ratelimit_pass(ratelimit_flow_t *f, enum ratelimit_dir di
      * limit costs the others nothing. */
     if (bucket_wait_ns(&f->_packets[dir], 1, now) || bucket_wait_ns(&f->_bits[dir], bits, now))
         return RATELIMIT_DROP_TUNNEL;
-    if (!bucket_take(f->_agg, bits, now))
+    if (!tenant_take(f, bits, now))
         return RATELIMIT_DROP_TENANT;
     bucket_take(&f->_packets[dir], 1, now);
     bucket_take(&f->_bits[dir], bits, now);
@@ -304,7 +365,7 @@ void ratelimit_release(ratelimit_flow_t *f)
     f->_table = NULL;
     f->_tenant = NULL;
     f->_user = NULL;
-    f->_agg = NULL;
+    f->_lease = NULL;
 }
 
 void ratelimit_move(ratelimit_flow_t *to, ratelimit_flow_t *from)
@@ -318,7 +379,7 @@ void ratelimit_rehome(ratelimit_flow_t *f, ratelimit_table_t *tb)
     if (!f->_table)
         return;
     f->_table = tb;
-    f->_agg = &f->_tenant->bits[tb->_slot];
+    f->_lease = slots_of(tb) > 1 ? &f->_tenant->lease[tb->_slot] : NULL;
 }
 
 uint64_t ratelimit_tenant_tunnels(const ratelimit_table_t *tb, const char *id)

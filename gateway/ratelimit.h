@@ -28,12 +28,15 @@
  * ratelimit_table_lock_init(slots), and every other worker's table is a view
  * of it (ratelimit_table_view, with its own slot). Admit and release (a
  * tunnel opening and closing) take the owner's mutex, so max_tunnels and
- * max_tunnels_per_user hold for the process as a whole. The per-packet path
- * takes no lock: a tenant's aggregate bits/s bucket is split into one bucket
- * per slot, each a 1/slots share of the figure (as a fleet splits it between
- * gateways), used only by its worker's flows. A share does not rebalance:
- * a tenant whose media all lands on one of N workers gets about 1/N of its
- * aggregate (docs/architecture.md, "Workers").
+ * max_tunnels_per_user hold for the process as a whole. A tenant's aggregate
+ * bits/s bucket is one for the process too, but a packet does not take the
+ * lock: each worker holds a lease of tokens moved out of the bucket under
+ * the lock (about 10 ms of the rate at a time, the leases together at most
+ * half the burst), spends it alone, and refills it when it runs out. Tokens
+ * are moved, not made, so the process never passes more than the bucket
+ * allows, however the tenant's media spreads over the workers; a lease
+ * left in an idle worker is the only slack (docs/architecture.md,
+ * "Workers").
  */
 #ifndef SLUICE_RATELIMIT_H
 #define SLUICE_RATELIMIT_H
@@ -46,6 +49,7 @@
 #include "config.h"
 
 typedef struct ratelimit_user ratelimit_user_t;
+typedef struct ratelimit_lease ratelimit_lease_t;
 typedef struct ratelimit_tenant ratelimit_tenant_t;
 
 typedef struct ratelimit_table {
@@ -79,7 +83,8 @@ typedef struct ratelimit_flow {
     ratelimit_table_t *_table;     /* NULL: not admitted (or released) */
     ratelimit_tenant_t *_tenant;
     ratelimit_user_t *_user;
-    bucket_t *_agg;                /* the tenant's aggregate bucket of this flow's slot */
+    struct ratelimit_lease *_lease; /* several workers: this worker's lease on the
+                                    * tenant's aggregate bucket; NULL: the bucket itself */
     bucket_t _packets[2], _bits[2], _signal[2]; /* per enum ratelimit_dir */
     unsigned _limited[2];          /* direction has a media limit: signaling budgeted */
 } ratelimit_flow_t;
@@ -89,8 +94,9 @@ typedef struct ratelimit_flow {
  * (unless the configured burst itself is smaller). */
 #define RATELIMIT_SHARE_BURST_MIN 12000u
 
-/* Makes an empty owner table lockable and splits every tenant's aggregate
- * bucket into slots shares (1..1024), slot 0 its own. Call before any admit.
+/* Makes an empty owner table lockable for slots workers (1..1024), slot 0
+ * its own, each with a lease on every tenant's aggregate. Call before any
+ * admit.
  * Returns 0 or -1 (out of memory). */
 int ratelimit_table_lock_init(ratelimit_table_t *tb, uint32_t slots);
 
@@ -145,7 +151,7 @@ void ratelimit_release(ratelimit_flow_t *f);
 void ratelimit_move(ratelimit_flow_t *to, ratelimit_flow_t *from);
 
 /* An admitted flow moved to another worker (a session handed off between
- * loops, session.h): it now takes from tb's aggregate slot. Call on tb's
+ * loops, session.h): it now spends tb's lease. Call on tb's
  * worker; tb must be a view of (or be) the owner f was admitted in. */
 void ratelimit_rehome(ratelimit_flow_t *f, ratelimit_table_t *tb);
 
