@@ -28,6 +28,7 @@
 #include "../support/ts_h2raw.h"
 #include "../support/ts_log.h"
 #include "../support/ts_pkt.h"
+#include "../support/ts_proc.h"
 #include "../support/ts_prometheus.h"
 #include "../support/ts_sluice.h"
 #include "../support/ts_util.h"
@@ -404,4 +405,33 @@ Test(workers, max_connections_is_shared_by_the_loops, .fini = teardown, .timeout
                       worker_sample("sluice_worker_connections_open", 1),
                   open);
     stop_ok();
+}
+
+/* $.workers is validated like every key: out of range, a JSON-path error
+ * and exit 2; in range, "config ok". */
+Test(workers, the_key_is_checked_with_its_path, .fini = teardown, .timeout = 30)
+{
+    cr_assert_not_null(ts_build_dir(), "SLUICE_BUILD is not set (tests/run.sh sets it)");
+    cr_assert_not_null(echo = ts_echo_start(AF_INET));
+    char bin[PATH_MAX];
+    cr_assert_eq(ts_build_path(NULL, "sluiced", bin, sizeof bin), 0);
+    static const struct {
+        int workers, code;
+        const char *say;
+    } cases[] = {
+        {0, 2, "$.workers: expected an integer from 1 to 64, got 0"},
+        {65, 2, "$.workers: expected an integer from 1 to 64, got 65"},
+        {64, 0, "config ok"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        conf[0] = '\0';
+        write_config(cases[i].workers, "[]");
+        char *argv[] = {bin, "--check-config", conf, NULL};
+        ts_run_t r = {0};
+        cr_assert_eq(ts_run(argv, NULL, ts_deadline(ts_ms(10000)), &r), 0);
+        cr_expect_eq(r.code, cases[i].code, "workers %d: exit %d", cases[i].workers, r.code);
+        cr_expect(strstr(r.out, cases[i].say) || strstr(r.err, cases[i].say),
+                  "workers %d: no \"%s\" in\n%s%s", cases[i].workers, cases[i].say, r.out, r.err);
+        ts_run_free(&r);
+    }
 }
