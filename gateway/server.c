@@ -361,7 +361,14 @@ void server_share_set(server_t *s, uint32_t n)
             ratelimit_get_share(&s->env.rl), s->cfg->region, ratelimit_get_share(&s->env.rl));
 }
 
-static int reload_swap(server_t *s, config_t *cfg, char *err, size_t errlen)
+/* What a reload changed, for its log line. */
+typedef struct reload_note {
+    size_t kept, opened, removed; /* listeners */
+    size_t closed;                /* tunnels closed by server_tenants_apply */
+} reload_note_t;
+
+static int reload_swap(server_t *s, config_t *cfg, reload_note_t *note, char *err,
+                       size_t errlen)
 {
     if (s->draining) {
         snprintf(err, errlen, "shutting down: reload refused");
@@ -478,27 +485,8 @@ static int reload_swap(server_t *s, config_t *cfg, char *err, size_t errlen)
     s->cfg = config_ref(cfg);
     s->env.cfg = s->cfg;
     config_unref(prev); /* connections that started under it hold their own */
-    size_t closed = server_tenants_apply(s);
-
-    char list[RELOAD_LOG_CAP], name[64];
-    size_t off = 0;
-    list[0] = '\0';
-    for (size_t i = 0; i < s->nlisteners && off < sizeof list; i++)
-        off += (size_t)snprintf(list + off, sizeof list - off, "%s%s", i ? " " : "",
-                                config_addr_str((const struct sockaddr *)&s->listeners[i].addr,
-                                                name, sizeof name));
-    log_line_t l;
-    if (!s->lead && log_begin(&l, LOG_INFO, "config.reloaded")) {
-        log_str(&l, "region", s->cfg->region);
-        log_u64(&l, "tenants", s->cfg->ntenants);
-        log_u64(&l, "revision", s->cfg->tenants_revision);
-        log_str(&l, "listen", list);
-        log_u64(&l, "listeners_kept", kept);
-        log_u64(&l, "listeners_opened", opened);
-        log_u64(&l, "listeners_closed", removed);
-        log_u64(&l, "tunnels_closed", closed);
-        log_end(&l);
-    }
+    *note = (reload_note_t){.kept = kept, .opened = opened, .removed = removed,
+                            .closed = server_tenants_apply(s)};
     return 0;
 fail:
     if (ls) {
@@ -513,21 +501,54 @@ fail:
     return -1;
 }
 
+/* One line for the whole process: the listeners as the lead has them, the
+ * tunnels closed on every loop. */
+static void reload_log(const server_t *s, const reload_note_t *n)
+{
+    char list[RELOAD_LOG_CAP], name[64];
+    size_t off = 0;
+    list[0] = '\0';
+    for (size_t i = 0; i < s->nlisteners && off < sizeof list; i++)
+        off += (size_t)snprintf(list + off, sizeof list - off, "%s%s", i ? " " : "",
+                                config_addr_str((const struct sockaddr *)&s->listeners[i].addr,
+                                                name, sizeof name));
+    log_line_t l;
+    if (log_begin(&l, LOG_INFO, "config.reloaded")) {
+        log_str(&l, "region", s->cfg->region);
+        log_u64(&l, "tenants", s->cfg->ntenants);
+        log_u64(&l, "revision", s->cfg->tenants_revision);
+        log_str(&l, "listen", list);
+        log_u64(&l, "listeners_kept", n->kept);
+        log_u64(&l, "listeners_opened", n->opened);
+        log_u64(&l, "listeners_closed", n->removed);
+        log_u64(&l, "tunnels_closed", n->closed);
+        log_end(&l);
+    }
+}
+
 int server_reload(server_t *s, config_t *cfg, char *err, size_t errlen)
 {
-    if (reload_swap(s, cfg, err, errlen) < 0 ||
-        (s->group && workers_reload(s->group, cfg, err, errlen) < 0)) {
+    reload_note_t note;
+    size_t closed_elsewhere = 0;
+    if (reload_swap(s, cfg, &note, err, errlen) < 0 ||
+        (s->group && workers_reload(s->group, cfg, &closed_elsewhere, err, errlen) < 0)) {
         s->counters.reloads_failed++;
         return -1;
     }
+    note.closed += closed_elsewhere;
+    reload_log(s, &note);
     s->counters.reloads_ok++;
     s->counters.reload_last_ok = (uint64_t)time(NULL);
     return 0;
 }
 
-int server_reload_follow(server_t *s, config_t *cfg, char *err, size_t errlen)
+int server_reload_follow(server_t *s, config_t *cfg, size_t *closed, char *err, size_t errlen)
 {
-    return reload_swap(s, cfg, err, errlen);
+    reload_note_t note;
+    if (reload_swap(s, cfg, &note, err, errlen) < 0)
+        return -1;
+    *closed = note.closed;
+    return 0;
 }
 
 int server_ready(const server_t *s, const char **why)

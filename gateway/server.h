@@ -113,8 +113,10 @@ int server_init_follower(server_t *s, struct ev_loop *loop, config_t *cfg, serve
 
 /* On a follower's thread, after its lead's reload_swap succeeded with cfg:
  * the same swap with the lead's new TLS context and bound addresses. Returns
- * 0 or -1 with err filled (a listener that could not join its group). */
-int server_reload_follow(server_t *s, config_t *cfg, char *err, size_t errlen);
+ * 0 with *closed the tunnels server_tenants_apply closed here, or -1 with
+ * err filled (a listener that could not join its group). */
+int server_reload_follow(server_t *s, config_t *cfg, size_t *closed, char *err,
+                         size_t errlen);
 
 /* On a follower's thread: the lead entered drain phase (worker.h posts it):
  * the same step without timers of its own (the lead's decide). */
@@ -133,9 +135,10 @@ void server_followers_idle(server_t *s);
  * accept; new connections get the new TLS context and snapshot (a reference
  * is taken on cfg); and server_tenants_apply runs. Returns 0 and logs
  * "config reloaded" with a summary. On a lead with followers, each follower
- * then applies the same snapshot on its own thread (server_reload_follow),
- * the lead waiting; a follower that fails is logged and makes the call
- * return -1 (the lead and the others run the new snapshot).
+ * first applies the same snapshot on its own thread (server_reload_follow),
+ * the lead waiting, and the line counts every loop's closed tunnels; a
+ * follower that fails is logged and makes the call return -1 (the lead and
+ * the others run the new snapshot).
  * Refused (-1) while draining. Counted in
  * reloads_ok / reloads_failed (a caller that fails before it counts its own). The echo
  * backend's address is not changed by a reload (a change is logged). */

@@ -399,18 +399,20 @@ size_t workers_count(const workers_t *g)
 typedef struct reload_arg {
     config_t *cfg;
     int rc;
+    size_t closed;
     char err[512];
 } reload_arg_t;
 
 static void reload_fn(worker_t *w, void *arg)
 {
     reload_arg_t *a = arg;
-    a->rc = server_reload_follow(w->srv, a->cfg, a->err, sizeof a->err);
+    a->rc = server_reload_follow(w->srv, a->cfg, &a->closed, a->err, sizeof a->err);
 }
 
-int workers_reload(workers_t *g, config_t *cfg, char *err, size_t errlen)
+int workers_reload(workers_t *g, config_t *cfg, size_t *closed, char *err, size_t errlen)
 {
     int rc = 0;
+    *closed = 0;
     for (size_t i = 1; i <= g->n; i++) {
         reload_arg_t a = {.cfg = cfg, .rc = -1};
         snprintf(a.err, sizeof a.err, "no answer");
@@ -420,6 +422,7 @@ int workers_reload(workers_t *g, config_t *cfg, char *err, size_t errlen)
                 snprintf(err, errlen, "worker %u: %s", g->w[i].index, a.err);
             rc = -1;
         }
+        *closed += a.closed;
     }
     return rc;
 }

@@ -54,9 +54,10 @@ void workers_stop(workers_t *g);
 /* Loops in the group, the lead's included. */
 size_t workers_count(const workers_t *g);
 
-/* Every follower applies cfg (server_reload_follow), one after the other.
- * Returns 0, or -1 with err naming the first follower that failed. */
-int workers_reload(workers_t *g, config_t *cfg, char *err, size_t errlen);
+/* Every follower applies cfg (server_reload_follow), one after the other;
+ * *closed gets the tunnels they closed in all. Returns 0, or -1 with err
+ * naming the first follower that failed. */
+int workers_reload(workers_t *g, config_t *cfg, size_t *closed, char *err, size_t errlen);
 
 /* Every follower holds its live tunnels to its snapshot again
  * (server_tenants_apply: a new fleet share). */

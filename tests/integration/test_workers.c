@@ -258,6 +258,10 @@ Test(workers, a_reload_reaches_every_loop, .fini = teardown, .timeout = 60)
         cr_assert_eq(code, CLOSE_TENANT_DISABLED, "connection %zu: CLOSE 0x%llx", i,
                      (unsigned long long)code);
     }
+    char line[1024], want[48];
+    cr_assert_eq(ts_log_line(gw.proc.err_path, "event=config.reloaded", 1, line, sizeof line), 0);
+    snprintf(want, sizeof want, " tunnels_closed=%zu", n);
+    cr_assert(strstr(line, want), "every loop's closed tunnels in one line: %s", line);
     /* New connections, on every loop again, open the new tenant. */
     size_t before = nconns;
     for (int w = 0; w < 2; w++) {
