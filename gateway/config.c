@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../proto/hostport.h"
 #include "../proto/name.h"
@@ -705,6 +706,22 @@ static int region_parse(vctx_t *c, const json_t *v, config_t *cfg)
     return cfg->region ? 0 : config__nomem(c);
 }
 
+/* $.workers: 1 to CFG_WORKERS_MAX event loops; absent: one per online CPU
+ * (sysconf), so a gateway uses every core unless told otherwise. */
+static int workers_parse(vctx_t *c, const json_t *v, config_t *cfg)
+{
+    if (!v) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        cfg->workers = n < 1 ? 1u : n > (long)CFG_WORKERS_MAX ? CFG_WORKERS_MAX : (unsigned)n;
+        return 0;
+    }
+    uint64_t n;
+    if (config__get_uint(c, v, 1, CFG_WORKERS_MAX, &n))
+        return -1;
+    cfg->workers = (unsigned)n;
+    return 0;
+}
+
 static int has_builtin_echo(const config_t *cfg)
 {
     for (size_t i = 0; i < cfg->nregions; i++)
@@ -722,9 +739,9 @@ static int root_parse(vctx_t *c, const json_t *root, const json_t *const *store_
 {
     static const char *const names[] = {"listen",  "tls",     "region",       "echo",
                                         "limits",  "regions", "tenants",      "admin",
-                                        "tenant_store", "node"};
+                                        "tenant_store", "node", "workers"};
     enum { F_LISTEN, F_TLS, F_REGION, F_ECHO, F_LIMITS, F_REGIONS, F_TENANTS, F_ADMIN, F_STORE,
-           F_NODE, F_COUNT };
+           F_NODE, F_WORKERS, F_COUNT };
     const json_t *f[F_COUNT];
     if (config__get_fields(c, root, "an object", names, F_COUNT, f))
         return -1;
@@ -752,6 +769,11 @@ static int root_parse(vctx_t *c, const json_t *root, const json_t *const *store_
 
     config__path_push_key(c, "listen", 6);
     if (listen_parse(c, f[F_LISTEN], cfg))
+        return -1;
+    config__path_pop(c, mark);
+
+    config__path_push_key(c, "workers", 7);
+    if (workers_parse(c, f[F_WORKERS], cfg))
         return -1;
     config__path_pop(c, mark);
 
@@ -952,14 +974,15 @@ config_t *config_load(const char *path, char *err, size_t errlen)
 
 config_t *config_ref(config_t *cfg)
 {
-    if (cfg)
-        cfg->_refs++;
+    if (cfg) /* relaxed: a reference is only taken from one already held */
+        __atomic_add_fetch(&cfg->_refs, 1, __ATOMIC_RELAXED);
     return cfg;
 }
 
 void config_unref(config_t *cfg)
 {
-    if (cfg && --cfg->_refs == 0)
+    /* acq_rel: every thread's reads of the snapshot happen before the free. */
+    if (cfg && __atomic_sub_fetch(&cfg->_refs, 1, __ATOMIC_ACQ_REL) == 0)
         config_free(cfg);
 }
 

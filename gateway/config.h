@@ -167,8 +167,13 @@ typedef struct cfg_node {
                     * misdirected resume, proto/README.md §8.1); NULL: none. Needs id */
 } cfg_node_t;
 
+/* Largest $.workers. */
+#define CFG_WORKERS_MAX 64u
+
 typedef struct config {
-    int _refs;
+    int _refs;            /* atomic: snapshots are shared by every worker thread */
+    unsigned workers;     /* $.workers: event loops, one per thread (worker.h); read at
+                           * start only. Default: the online CPUs (at most CFG_WORKERS_MAX) */
     cfg_addr_t *listen;   /* listen addresses (port 0 allowed) */
     size_t nlisten;
     char *cert_file;      /* as written, joined to the config file's directory if relative */
@@ -232,6 +237,8 @@ config_t *config_retenant(const config_t *cfg, const char *tenants_doc, size_t l
  * err starts with the file name. */
 config_t *config_load(const char *path, char *err, size_t errlen);
 
+/* A snapshot is immutable once built and may be read by every worker thread
+ * at once; these two are atomic, so any thread may take or drop a reference. */
 config_t *config_ref(config_t *cfg);
 void config_unref(config_t *cfg); /* frees on the last reference; NULL is a no-op */
 

@@ -23,6 +23,7 @@
 #include "store.h"
 #include "tls.h"
 #include "util.h"
+#include "worker.h"
 
 #define SLUICE_VERSION "0.1.0"
 
@@ -438,6 +439,20 @@ int main(int argc, char **argv)
     }
     admin_set_info(&admin, metrics_info, &sig);
     admin_set_reload(&admin, on_admin_reload, &sig);
+    /* The other $.workers loops, each on its own thread with listeners in
+     * the lead's SO_REUSEPORT groups (worker.h): started last, so that a
+     * failure above has only the main loop to undo. */
+    workers_t *workers = workers_start(&srv, srv.cfg, err, sizeof err);
+    if (!workers) {
+        fprintf(stderr, "sluiced: %s\n", err);
+        admin_dispose(&admin);
+        store_free(store);
+        fleet_free(sig.fleet);
+        etcd_store_free(etcd);
+        server_dispose(&srv);
+        ev_loop_destroy(loop);
+        return 1;
+    }
     server_print_ready(&srv, stdout);
     if (srv.cfg->admin.enabled) {
         char name[64];
@@ -449,6 +464,7 @@ int main(int argc, char **argv)
     if (log_begin(&l, LOG_INFO, "ready")) {
         char name[64];
         log_u64(&l, "listeners", srv.nlisteners);
+        log_u64(&l, "workers", workers_count(workers));
         log_u64(&l, "tenants", srv.cfg->ntenants);
         if (srv.cfg->admin.enabled)
             log_str(&l, "admin",
@@ -472,6 +488,7 @@ int main(int argc, char **argv)
     signal(SIGINT, SIG_IGN);
     admin_dispose(&admin);
     store_free(store);
+    workers_stop(workers); /* their connections close and their threads end first */
     srv.sessions.peer = NULL;
     fleet_free(sig.fleet); /* revokes the lease if a signal did not */
     etcd_store_free(etcd);

@@ -9,7 +9,9 @@
 #include <string.h>
 
 #include "backend.h"
+#include "log.h"
 #include "stats.h"
+#include "worker.h"
 
 /* Time inside the gateway: 10 µs to 1 s. */
 static const uint64_t residence_ns[] = {
@@ -72,6 +74,9 @@ static void render_store(prom_buf_t *b, const metrics_info_t *info, const server
           "When the last reload succeeded, unix seconds; 0 if none has.",
           (double)c->reload_last_ok);
 }
+
+struct metrics_scrape;
+static void render_workers(prom_buf_t *b, const struct metrics_scrape *m);
 
 static void render_conns(prom_buf_t *b, const server_counters_t *c)
 {
@@ -308,6 +313,9 @@ static void render_latency(prom_buf_t *b, const server_counters_t *c)
 struct metrics_scrape {
     metrics_info_t info;
     server_counters_t counters;
+    size_t nworkers;                         /* event loops ($.workers) */
+    uint64_t worker_accepted[CFG_WORKERS_MAX]; /* per loop: connections accepted */
+    uint64_t worker_open[CFG_WORKERS_MAX];     /* per loop: connections open now */
     int ready;
     stats_entry_t *entries; /* copies of the table's entries, in its order */
     size_t n;
@@ -316,6 +324,28 @@ struct metrics_scrape {
     size_t step; /* 0: the fixed head; 1..TENANT_FAMILIES: a family; then the tail */
     size_t i;    /* the next entry of the family being written */
 };
+
+/* How the kernel spread connections over the loops (SO_REUSEPORT): every
+ * other family is their sum. */
+static void render_workers(prom_buf_t *b, const struct metrics_scrape *m)
+{
+    prom_family(b, "sluice_worker_connections_accepted_total", PROM_COUNTER,
+                "Client connections accepted, per event loop ($.workers).");
+    for (size_t i = 0; i < m->nworkers; i++) {
+        char id[24];
+        snprintf(id, sizeof id, "%zu", i);
+        prom_label_t l[] = {{"worker", id}};
+        prom_u64(b, "sluice_worker_connections_accepted_total", l, 1, m->worker_accepted[i]);
+    }
+    prom_family(b, "sluice_worker_connections_open", PROM_GAUGE,
+                "Client connections open now, per event loop ($.workers).");
+    for (size_t i = 0; i < m->nworkers; i++) {
+        char id[24];
+        snprintf(id, sizeof id, "%zu", i);
+        prom_label_t l[] = {{"worker", id}};
+        prom_u64(b, "sluice_worker_connections_open", l, 1, m->worker_open[i]);
+    }
+}
 
 metrics_scrape_t *metrics_scrape_new(const server_t *s, const metrics_info_t *info)
 {
@@ -326,6 +356,7 @@ metrics_scrape_t *metrics_scrape_new(const server_t *s, const metrics_info_t *in
     m->counters = s->counters;
     const char *why;
     m->ready = server_ready(s, &why);
+    size_t cap = s->stats.n;
     m->entries = s->stats.n ? malloc(s->stats.n * sizeof *m->entries) : NULL;
     m->backends = s->backends.n ? calloc(s->backends.n, sizeof *m->backends) : NULL;
     if ((s->stats.n && !m->entries) || (s->backends.n && !m->backends)) {
@@ -335,6 +366,18 @@ metrics_scrape_t *metrics_scrape_new(const server_t *s, const metrics_info_t *in
     for (size_t i = 0; i < s->stats.n; i++)
         m->entries[i] = *s->stats.v[i];
     m->n = s->stats.n;
+    /* Every other worker copies its own counters and entries on its own
+     * thread (worker.h); they are summed here, off the hot path. A worker
+     * that does not answer leaves its part out rather than the page. */
+    m->nworkers = s->group ? workers_count(s->group) : 1;
+    m->worker_accepted[0] = s->counters.conns_accepted;
+    m->worker_open[0] = s->counters.conns_active;
+    if (m->nworkers > 1) {
+        if (workers_collect(s->group, &m->counters, &m->entries, &m->n, &cap,
+                            m->worker_accepted, m->worker_open) < 0)
+            log_msg(LOG_WARN, "metrics: a worker's counters are missing from this scrape");
+        m->n = stats_merge(m->entries, m->n);
+    }
     for (size_t i = 0; i < s->backends.n; i++) {
         const backend_t *be = &s->backends.items[i];
         backend_view_t *v = &m->backends[i];
@@ -360,6 +403,7 @@ int metrics_scrape_next(metrics_scrape_t *m, prom_buf_t *b, size_t budget)
             prom_u64(b, "sluice_ready", NULL, 0, (uint64_t)(m->ready != 0));
             render_store(b, &m->info, &m->counters);
             render_conns(b, &m->counters);
+            render_workers(b, m);
             render_requests(b, &m->counters);
             m->step++;
         } else if (m->step <= TENANT_FAMILIES) {

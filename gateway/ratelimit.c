@@ -11,12 +11,34 @@ struct ratelimit_user {
     char name[]; /* the user part, len bytes (not NUL-terminated) */
 };
 
+/* A worker's lease on its tenant's aggregate bucket (several slots only):
+ * tokens moved out of the shared bucket under the lock, spent by that
+ * worker's flows without it. Tokens are moved, never made, so the slots and
+ * the bucket together never pass more than the bucket alone would; what a
+ * lease holds (at most LEASE_CHUNK's bound) is the only slack. */
+struct ratelimit_lease {
+    uint64_t tokens;
+    uint64_t retry_at; /* after a refused refill: no lock until then (monotonic ns) */
+};
+
+/* How much a refill moves: 10 ms of the rate, at most burst / (2 x slots) so
+ * that the leases together hold at most half the burst, and at least what
+ * the packet needs; only what it needs while the bucket holds less than two
+ * such chunks (the tenant at its limit: the lock is then taken once per
+ * passing packet, and not for dropped ones, see retry_at). An unlimited aggregate (rate 0) grants this many at a
+ * time, so that a reload that sets a limit is felt within it. */
+#define LEASE_MS 10u
+#define LEASE_UNLIMITED 10000000ull /* bits */
+#define LEASE_RETRY_MAX_NS 10000000ull
+
 struct ratelimit_tenant {
     ratelimit_tenant_t *next;
     uint64_t tunnels;
     ratelimit_user_t *users; /* users with at least one tunnel */
-    bucket_t bits;           /* aggregate media, both directions */
     char id[65];
+    bucket_t bits;           /* aggregate media, both directions (under the owner's lock
+                              * when the table has several slots) */
+    ratelimit_lease_t lease[]; /* per slot: tokens taken from bits for its flows alone */
 };
 
 static ratelimit_tenant_t *tenant_find(const ratelimit_table_t *tb, const char *id)
@@ -91,14 +113,122 @@ void ratelimit_share(const cfg_tenant_limits_t *l, uint32_t n, cfg_tenant_limits
         out->max_tunnels = l->max_tunnels / n + (l->max_tunnels % n != 0);
 }
 
+static ratelimit_table_t *owner_of(const ratelimit_table_t *tb)
+{
+    return tb->_owner ? tb->_owner : (ratelimit_table_t *)tb;
+}
+
+static uint32_t slots_of(const ratelimit_table_t *tb)
+{
+    uint32_t n = owner_of(tb)->_slots;
+    return n ? n : 1;
+}
+
+static void lock(const ratelimit_table_t *o)
+{
+    if (o->_lock)
+        pthread_mutex_lock(o->_lock);
+}
+
+static void unlock(const ratelimit_table_t *o)
+{
+    if (o->_lock)
+        pthread_mutex_unlock(o->_lock);
+}
+
+int ratelimit_table_lock_init(ratelimit_table_t *tb, uint32_t slots)
+{
+    if (tb->_lock)
+        return 0;
+    pthread_mutex_t *m = malloc(sizeof *m);
+    if (!m || pthread_mutex_init(m, NULL) != 0) {
+        free(m);
+        return -1;
+    }
+    tb->_lock = m;
+    tb->_slots = slots ? slots : 1;
+    return 0;
+}
+
+void ratelimit_table_view(ratelimit_table_t *v, ratelimit_table_t *owner, uint32_t slot)
+{
+    memset(v, 0, sizeof *v);
+    v->_owner = owner;
+    v->_slot = slot;
+}
+
+void ratelimit_table_dispose(ratelimit_table_t *tb)
+{
+    if (!tb->_owner && tb->_lock) {
+        pthread_mutex_destroy(tb->_lock);
+        free(tb->_lock);
+    }
+    tb->_lock = NULL;
+}
+
 void ratelimit_set_share(ratelimit_table_t *tb, uint32_t n)
 {
-    tb->_share = n ? n : 1;
+    __atomic_store_n(&owner_of(tb)->_share, n ? n : 1, __ATOMIC_RELAXED);
 }
 
 uint32_t ratelimit_get_share(const ratelimit_table_t *tb)
 {
-    return tb->_share ? tb->_share : 1;
+    uint32_t n = __atomic_load_n(&owner_of(tb)->_share, __ATOMIC_RELAXED);
+    return n ? n : 1;
+}
+
+/* Refills f's lease from its tenant's bucket so that it holds need tokens,
+ * under the owner's lock. Returns 1, or 0 when the bucket has not enough
+ * (the lease then waits until the bucket could have them). */
+static int lease_refill(ratelimit_flow_t *f, uint64_t need, uint64_t now)
+{
+    ratelimit_table_t *o = owner_of(f->_table);
+    ratelimit_tenant_t *e = f->_tenant;
+    ratelimit_lease_t *ls = f->_lease;
+    uint64_t missing = need - ls->tokens;
+    int ok;
+    lock(o);
+    bucket_t *b = &e->bits;
+    if (!b->rate) {
+        ls->tokens += missing > LEASE_UNLIMITED ? missing : LEASE_UNLIMITED;
+        ok = 1;
+    } else {
+        uint64_t chunk = b->rate * LEASE_MS / 1000u, cap = b->burst / (2u * slots_of(o));
+        if (chunk > cap)
+            chunk = cap;
+        if (chunk < missing)
+            chunk = missing;
+        uint64_t have = bucket_tokens(b, now);
+        if (have < missing) {
+            uint64_t wait = bucket_wait_ns(b, missing, now);
+            ls->retry_at = now + (wait < LEASE_RETRY_MAX_NS ? wait : LEASE_RETRY_MAX_NS);
+            ok = 0;
+        } else {
+            /* Scarce (the tenant at its limit): only what this packet
+             * needs, so that a worker that asks first does not take what
+             * the others' next packets need. */
+            if (have < 2 * chunk)
+                chunk = missing;
+            bucket_take(b, chunk, now);
+            ls->tokens += chunk;
+            ok = 1;
+        }
+    }
+    unlock(o);
+    return ok;
+}
+
+/* Takes bits from the tenant's aggregate for f: straight from the bucket
+ * with one slot (one thread), from the worker's lease with several. */
+static int tenant_take(ratelimit_flow_t *f, uint64_t bits, uint64_t now)
+{
+    if (!f->_lease)
+        return bucket_take(&f->_tenant->bits, bits, now);
+    ratelimit_lease_t *ls = f->_lease;
+    if (ls->tokens < bits && (now < ls->retry_at || !lease_refill(f, bits, now)))
+        return 0;
+    ls->tokens -= bits;
+    return 1;
 }
 
 void ratelimit_apply(ratelimit_flow_t *f, const cfg_tenant_limits_t *cl, uint64_t now)
@@ -113,16 +243,21 @@ void ratelimit_apply(ratelimit_flow_t *f, const cfg_tenant_limits_t *cl, uint64_
         bucket_set(&f->_signal[d], l->signal_packets_s, l->signal_packets_burst, now);
         f->_limited[d] = (unsigned)dir_limited(r[d], l);
     }
-    if (f->_tenant && (f->_tenant->bits.rate != l->bits_s || f->_tenant->bits.burst != l->bits_burst))
-        bucket_set(&f->_tenant->bits, l->bits_s, l->bits_burst, now);
+    if (f->_tenant) { /* the tenant's aggregate: shared, so under the lock */
+        ratelimit_table_t *o = owner_of(f->_table);
+        lock(o);
+        if (f->_tenant->bits.rate != l->bits_s || f->_tenant->bits.burst != l->bits_burst)
+            bucket_set(&f->_tenant->bits, l->bits_s, l->bits_burst, now);
+        unlock(o);
+    }
 }
 
-int ratelimit_admit(ratelimit_table_t *tb, const cfg_tenant_t *t, const char *user,
-                    size_t user_len, ratelimit_flow_t *f, uint64_t now, const char **reason)
+/* The counting part of ratelimit_admit, under the owner's mutex: caps, then
+ * the entries (a new tenant entry gets every slot's bucket). */
+static int admit_locked(ratelimit_table_t *tb, const cfg_tenant_t *t, const char *user,
+                        size_t user_len, const cfg_tenant_limits_t *l, uint32_t slots,
+                        uint64_t now, const char **reason, ratelimit_flow_t *f)
 {
-    cfg_tenant_limits_t shared;
-    ratelimit_share(&t->limits, ratelimit_get_share(tb), &shared);
-    const cfg_tenant_limits_t *l = &shared;
     ratelimit_tenant_t *e = tenant_find(tb, t->id);
     ratelimit_user_t *u = e ? user_find(e, user, user_len) : NULL;
     /* Issue 7 §3: over a cap the new tunnel is refused; the open ones stay. */
@@ -136,7 +271,7 @@ int ratelimit_admit(ratelimit_table_t *tb, const cfg_tenant_t *t, const char *us
     }
     int new_e = 0;
     if (!e) {
-        e = calloc(1, sizeof *e);
+        e = calloc(1, sizeof *e + (slots > 1 ? slots : 0) * sizeof e->lease[0]);
         if (!e)
             return RATELIMIT_ERR_NOMEM;
         memcpy(e->id, t->id, strnlen(t->id, sizeof e->id - 1));
@@ -160,9 +295,32 @@ int ratelimit_admit(ratelimit_table_t *tb, const cfg_tenant_t *t, const char *us
     e->tunnels++;
     u->tunnels++;
     memset(f, 0, sizeof *f);
-    f->_table = tb;
     f->_tenant = e;
     f->_user = u;
+    return RATELIMIT_OK;
+}
+
+int ratelimit_admit(ratelimit_table_t *tb, const cfg_tenant_t *t, const char *user,
+                    size_t user_len, ratelimit_flow_t *f, uint64_t now, const char **reason)
+{
+    cfg_tenant_limits_t shared;
+    ratelimit_share(&t->limits, ratelimit_get_share(tb), &shared);
+    const cfg_tenant_limits_t *l = &shared;
+    ratelimit_table_t *o = owner_of(tb);
+    uint32_t slots = slots_of(tb);
+    lock(o);
+    int rc = admit_locked(o, t, user, user_len, l, slots, now, reason, f);
+    if (rc == RATELIMIT_OK) {
+        f->_table = tb;
+        /* With several workers, this worker's lease on the aggregate. */
+        f->_lease = slots > 1 ? &f->_tenant->lease[tb->_slot] : NULL;
+        ratelimit_tenant_t *e = f->_tenant;
+        if (e->bits.rate != l->bits_s || e->bits.burst != l->bits_burst)
+            bucket_set(&e->bits, l->bits_s, l->bits_burst, now); /* a newer snapshot's */
+    }
+    unlock(o);
+    if (rc != RATELIMIT_OK)
+        return rc;
     const cfg_rate_t *r[2] = {&l->up, &l->down};
     for (int d = 0; d < 2; d++) {
         bucket_init(&f->_packets[d], r[d]->packets_s, r[d]->packets_burst, now);
@@ -170,8 +328,6 @@ int ratelimit_admit(ratelimit_table_t *tb, const cfg_tenant_t *t, const char *us
         bucket_init(&f->_signal[d], l->signal_packets_s, l->signal_packets_burst, now);
         f->_limited[d] = (unsigned)dir_limited(r[d], l);
     }
-    if (e->bits.rate != l->bits_s || e->bits.burst != l->bits_burst)
-        bucket_set(&e->bits, l->bits_s, l->bits_burst, now); /* a newer snapshot's figures */
     return RATELIMIT_OK;
 }
 
@@ -187,7 +343,7 @@ enum ratelimit_verdict ratelimit_pass(ratelimit_flow_t *f, enum ratelimit_dir di
      * limit costs the others nothing. */
     if (bucket_wait_ns(&f->_packets[dir], 1, now) || bucket_wait_ns(&f->_bits[dir], bits, now))
         return RATELIMIT_DROP_TUNNEL;
-    if (!bucket_take(&f->_tenant->bits, bits, now))
+    if (!tenant_take(f, bits, now))
         return RATELIMIT_DROP_TENANT;
     bucket_take(&f->_packets[dir], 1, now);
     bucket_take(&f->_bits[dir], bits, now);
@@ -198,14 +354,18 @@ void ratelimit_release(ratelimit_flow_t *f)
 {
     if (!f->_table)
         return;
+    ratelimit_table_t *o = owner_of(f->_table);
     ratelimit_tenant_t *e = f->_tenant;
+    lock(o);
     e->tunnels--;
     f->_user->tunnels--;
     user_drop_if_unused(e, f->_user);
-    tenant_drop_if_unused(f->_table, e);
+    tenant_drop_if_unused(o, e);
+    unlock(o);
     f->_table = NULL;
     f->_tenant = NULL;
     f->_user = NULL;
+    f->_lease = NULL;
 }
 
 void ratelimit_move(ratelimit_flow_t *to, ratelimit_flow_t *from)
@@ -214,8 +374,20 @@ void ratelimit_move(ratelimit_flow_t *to, ratelimit_flow_t *from)
     memset(from, 0, sizeof *from);
 }
 
+void ratelimit_rehome(ratelimit_flow_t *f, ratelimit_table_t *tb)
+{
+    if (!f->_table)
+        return;
+    f->_table = tb;
+    f->_lease = slots_of(tb) > 1 ? &f->_tenant->lease[tb->_slot] : NULL;
+}
+
 uint64_t ratelimit_tenant_tunnels(const ratelimit_table_t *tb, const char *id)
 {
-    const ratelimit_tenant_t *e = tenant_find(tb, id);
-    return e ? e->tunnels : 0;
+    const ratelimit_table_t *o = owner_of(tb);
+    lock(o);
+    const ratelimit_tenant_t *e = tenant_find(o, id);
+    uint64_t n = e ? e->tunnels : 0;
+    unlock(o);
+    return n;
 }

@@ -15,6 +15,7 @@
 #include "notify.h"
 #include "tls.h"
 #include "util.h"
+#include "worker.h"
 
 #define ACCEPTS_PER_EVENT 64
 #define LISTEN_BACKLOG 511
@@ -150,7 +151,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             return; /* EAGAIN, or a connection that died in the backlog */
         }
         const cfg_limits_t *lim = &s->cfg->limits;
-        if (s->counters.conns_active >= lim->max_connections) {
+        if (s->counters.conns_active >= tunnel_env_share(&s->env, lim->max_connections)) {
             s->counters.conns_refused++;
             close(fd);
             continue;
@@ -191,11 +192,19 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
     }
 }
 
-static int listener_open(server_t *s, listener_t *l, const cfg_addr_t *a, char *err,
+/* Opens listener i of cfg: at its configured address, or for a follower at
+ * the address the lead's listener i is bound to (its port 0 resolved), so
+ * that every worker's socket joins one SO_REUSEPORT group. */
+static int listener_open(server_t *s, listener_t *l, const cfg_addr_t *a, size_t i, char *err,
                          size_t errlen)
 {
     char name[64];
     const struct sockaddr *sa = (const struct sockaddr *)&a->sa;
+    socklen_t salen = a->len;
+    if (s->lead) {
+        sa = (const struct sockaddr *)&s->lead->listeners[i].addr;
+        salen = s->lead->listeners[i].addrlen;
+    }
     config_addr_str(sa, name, sizeof name);
     l->srv = s;
     l->fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -203,10 +212,14 @@ static int listener_open(server_t *s, listener_t *l, const cfg_addr_t *a, char *
         goto fail;
     int one = 1;
     setsockopt(l->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    /* Every worker's socket for this address: the kernel hashes each new
+     * connection to one of them (socket(7), SO_REUSEPORT). */
+    if (s->reuseport && setsockopt(l->fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
+        goto fail;
     if (sa->sa_family == AF_INET6)
         setsockopt(l->fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
     l->addrlen = sizeof l->addr;
-    if (bind(l->fd, sa, a->len) < 0 || listen(l->fd, LISTEN_BACKLOG) < 0 ||
+    if (bind(l->fd, sa, salen) < 0 || listen(l->fd, LISTEN_BACKLOG) < 0 ||
         getsockname(l->fd, (struct sockaddr *)&l->addr, &l->addrlen) < 0)
         goto fail;
     ev_io_init(&l->io, accept_cb, l->fd, EV_READ);
@@ -217,13 +230,18 @@ fail:
     return -1;
 }
 
-int server_init(server_t *s, struct ev_loop *loop, config_t *cfg, char *err, size_t errlen)
+/* server_init and server_init_follower: lead is NULL for the former. */
+static int server_setup(server_t *s, struct ev_loop *loop, config_t *cfg, server_t *lead,
+                        unsigned index, char *err, size_t errlen)
 {
     memset(s, 0, sizeof *s);
     list_init(&s->conns);
     s->loop = loop;
     s->cfg = config_ref(cfg);
     s->echo.fd = -1;
+    s->lead = lead;
+    s->worker = index;
+    s->reuseport = lead ? 1u : cfg->workers > 1;
     ev_init(&s->accept_pause, accept_resume_cb);
     ev_prepare_init(&s->prepare, prepare_cb);
     ev_prepare_start(loop, &s->prepare);
@@ -237,13 +255,26 @@ int server_init(server_t *s, struct ev_loop *loop, config_t *cfg, char *err, siz
                             .stats = &s->stats, .cfg = cfg};
     pool_init(&s->env.readers, 0, TUNNEL_READERS_KEPT);
     session_table_init(&s->sessions, &s->env);
-    if (srclimit_init(&s->sources, SRCLIMIT_DEFAULT_ENTRIES) < 0) {
-        snprintf(err, errlen, "per-source table: %s", strerror(errno));
-        goto fail;
+    if (lead) {
+        /* One per-source table and one tenant count for the process. */
+        srclimit_view(&s->sources, &lead->sources);
+        ratelimit_table_view(&s->env.rl, &lead->env.rl, index);
+        SSL_CTX_up_ref(lead->ssl_ctx); /* shared: OpenSSL locks what SSL_new touches */
+        s->ssl_ctx = lead->ssl_ctx;
+    } else {
+        if (srclimit_init(&s->sources, SRCLIMIT_DEFAULT_ENTRIES) < 0 ||
+            (cfg->workers > 1 && srclimit_lock_init(&s->sources) < 0)) {
+            snprintf(err, errlen, "per-source table: %s", strerror(errno));
+            goto fail;
+        }
+        if (cfg->workers > 1 && ratelimit_table_lock_init(&s->env.rl, cfg->workers) < 0) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+        s->ssl_ctx = tls_server_ctx(cfg->cert_file, cfg->key_file, err, errlen);
+        if (!s->ssl_ctx)
+            goto fail;
     }
-    s->ssl_ctx = tls_server_ctx(cfg->cert_file, cfg->key_file, err, errlen);
-    if (!s->ssl_ctx)
-        goto fail;
     if (conn_h2_setup(&s->h2_cbs, &s->h2_opt) < 0 ||
         !(s->env.udp_buf = malloc((size_t)TUNNEL_UDP_BATCH * TUNNEL_UDP_BUF))) {
         snprintf(err, errlen, "out of memory");
@@ -258,9 +289,15 @@ int server_init(server_t *s, struct ev_loop *loop, config_t *cfg, char *err, siz
         s->listeners[i].fd = -1;
     s->nlisteners = cfg->nlisten;
     for (size_t i = 0; i < cfg->nlisten; i++)
-        if (listener_open(s, &s->listeners[i], &cfg->listen[i], err, errlen) < 0)
+        if (listener_open(s, &s->listeners[i], &cfg->listen[i], i, err, errlen) < 0)
             goto fail;
-    if (cfg->has_echo &&
+    if (lead && lead->echo.fd >= 0) { /* one echo socket, the lead's: its address only */
+        s->echo.addr = lead->echo.addr;
+        s->echo.addrlen = lead->echo.addrlen;
+        s->env.echo = (const struct sockaddr *)&s->echo.addr;
+        s->env.echo_len = s->echo.addrlen;
+    }
+    if (!lead && cfg->has_echo &&
         echo_start(&s->echo, loop, (const struct sockaddr *)&cfg->echo.sa, cfg->echo.len, err,
                    errlen) < 0)
         goto fail;
@@ -277,6 +314,17 @@ int server_init(server_t *s, struct ev_loop *loop, config_t *cfg, char *err, siz
 fail:
     server_dispose(s);
     return -1;
+}
+
+int server_init(server_t *s, struct ev_loop *loop, config_t *cfg, char *err, size_t errlen)
+{
+    return server_setup(s, loop, cfg, NULL, 0, err, errlen);
+}
+
+int server_init_follower(server_t *s, struct ev_loop *loop, config_t *cfg, server_t *lead,
+                         unsigned index, char *err, size_t errlen)
+{
+    return server_setup(s, loop, cfg, lead, index, err, errlen);
 }
 
 /* ---- reload ---------------------------------------------------------------- */
@@ -359,15 +407,24 @@ size_t server_tenants_apply(server_t *s)
 void server_share_set(server_t *s, uint32_t n)
 {
     uint32_t was = ratelimit_get_share(&s->env.rl);
-    ratelimit_set_share(&s->env.rl, n);
+    ratelimit_set_share(&s->env.rl, n); /* the lead's table: every worker's views see it */
     if (ratelimit_get_share(&s->env.rl) == was)
         return;
     server_tenants_apply(s); /* s->cfg is unchanged: it only re-applies the figures */
+    if (s->group)
+        workers_tenants_apply(s->group);
     log_msg(LOG_INFO, "fleet: %u live gateways in region %s: tenant limits shared %u ways",
             ratelimit_get_share(&s->env.rl), s->cfg->region, ratelimit_get_share(&s->env.rl));
 }
 
-static int reload_swap(server_t *s, config_t *cfg, char *err, size_t errlen)
+/* What a reload changed, for its log line. */
+typedef struct reload_note {
+    size_t kept, opened, removed; /* listeners */
+    size_t closed;                /* tunnels closed by server_tenants_apply */
+} reload_note_t;
+
+static int reload_swap(server_t *s, config_t *cfg, reload_note_t *note, char *err,
+                       size_t errlen)
 {
     if (s->draining) {
         snprintf(err, errlen, "shutting down: reload refused");
@@ -376,14 +433,22 @@ static int reload_swap(server_t *s, config_t *cfg, char *err, size_t errlen)
     const config_t *old = s->cfg;
     listener_t *ls = NULL;
     int echo_started = 0;
-    SSL_CTX *ctx = tls_server_ctx(cfg->cert_file, cfg->key_file, err, errlen);
-    if (!ctx)
+    SSL_CTX *ctx = NULL;
+    if (s->lead) { /* the lead's new context, loaded a moment ago */
+        SSL_CTX_up_ref(s->lead->ssl_ctx);
+        ctx = s->lead->ssl_ctx;
+    } else if (!(ctx = tls_server_ctx(cfg->cert_file, cfg->key_file, err, errlen))) {
         return -1;
-    if (cfg->has_echo && s->echo.fd < 0) {
+    }
+    if (!s->lead && cfg->has_echo && s->echo.fd < 0) {
         if (echo_start(&s->echo, s->loop, (const struct sockaddr *)&cfg->echo.sa, cfg->echo.len,
                        err, errlen) < 0)
             goto fail;
         echo_started = 1;
+    }
+    if (s->lead && s->lead->echo.fd >= 0 && !s->echo.addrlen) {
+        s->echo.addr = s->lead->echo.addr; /* the lead started the echo for this snapshot */
+        s->echo.addrlen = s->lead->echo.addrlen;
     }
     /* New listeners are bound before anything changes; an unchanged one is
      * matched to its old socket (taken[j] marks it). */
@@ -412,7 +477,7 @@ static int reload_swap(server_t *s, config_t *cfg, char *err, size_t errlen)
     for (size_t i = 0; i < cfg->nlisten; i++) {
         if (from[i] != SIZE_MAX)
             continue;
-        if (listener_open(s, &ls[i], &cfg->listen[i], err, errlen) < 0) {
+        if (listener_open(s, &ls[i], &cfg->listen[i], i, err, errlen) < 0) {
             free(taken);
             free(from);
             goto fail;
@@ -460,10 +525,14 @@ static int reload_swap(server_t *s, config_t *cfg, char *err, size_t errlen)
     if (!ev_is_active(&s->accept_pause))
         listeners_set(s, 1);
 
-    if (echo_started) {
+    if (s->lead && !s->env.echo && s->echo.addrlen) {
         s->env.echo = (const struct sockaddr *)&s->echo.addr;
         s->env.echo_len = s->echo.addrlen;
-    } else if (cfg->has_echo && old->has_echo && !listen_addr_equal(&cfg->echo, &old->echo)) {
+    } else if (echo_started) {
+        s->env.echo = (const struct sockaddr *)&s->echo.addr;
+        s->env.echo_len = s->echo.addrlen;
+    } else if (!s->lead && cfg->has_echo && old->has_echo &&
+               !listen_addr_equal(&cfg->echo, &old->echo)) {
         log_msg(LOG_WARN, "reload: the built-in echo address does not change until a restart");
     }
     SSL_CTX_free(s->ssl_ctx);
@@ -472,27 +541,8 @@ static int reload_swap(server_t *s, config_t *cfg, char *err, size_t errlen)
     s->cfg = config_ref(cfg);
     s->env.cfg = s->cfg;
     config_unref(prev); /* connections that started under it hold their own */
-    size_t closed = server_tenants_apply(s);
-
-    char list[RELOAD_LOG_CAP], name[64];
-    size_t off = 0;
-    list[0] = '\0';
-    for (size_t i = 0; i < s->nlisteners && off < sizeof list; i++)
-        off += (size_t)snprintf(list + off, sizeof list - off, "%s%s", i ? " " : "",
-                                config_addr_str((const struct sockaddr *)&s->listeners[i].addr,
-                                                name, sizeof name));
-    log_line_t l;
-    if (log_begin(&l, LOG_INFO, "config.reloaded")) {
-        log_str(&l, "region", s->cfg->region);
-        log_u64(&l, "tenants", s->cfg->ntenants);
-        log_u64(&l, "revision", s->cfg->tenants_revision);
-        log_str(&l, "listen", list);
-        log_u64(&l, "listeners_kept", kept);
-        log_u64(&l, "listeners_opened", opened);
-        log_u64(&l, "listeners_closed", removed);
-        log_u64(&l, "tunnels_closed", closed);
-        log_end(&l);
-    }
+    *note = (reload_note_t){.kept = kept, .opened = opened, .removed = removed,
+                            .closed = server_tenants_apply(s)};
     return 0;
 fail:
     if (ls) {
@@ -507,14 +557,53 @@ fail:
     return -1;
 }
 
+/* One line for the whole process: the listeners as the lead has them, the
+ * tunnels closed on every loop. */
+static void reload_log(const server_t *s, const reload_note_t *n)
+{
+    char list[RELOAD_LOG_CAP], name[64];
+    size_t off = 0;
+    list[0] = '\0';
+    for (size_t i = 0; i < s->nlisteners && off < sizeof list; i++)
+        off += (size_t)snprintf(list + off, sizeof list - off, "%s%s", i ? " " : "",
+                                config_addr_str((const struct sockaddr *)&s->listeners[i].addr,
+                                                name, sizeof name));
+    log_line_t l;
+    if (log_begin(&l, LOG_INFO, "config.reloaded")) {
+        log_str(&l, "region", s->cfg->region);
+        log_u64(&l, "tenants", s->cfg->ntenants);
+        log_u64(&l, "revision", s->cfg->tenants_revision);
+        log_str(&l, "listen", list);
+        log_u64(&l, "listeners_kept", n->kept);
+        log_u64(&l, "listeners_opened", n->opened);
+        log_u64(&l, "listeners_closed", n->removed);
+        log_u64(&l, "tunnels_closed", n->closed);
+        log_end(&l);
+    }
+}
+
 int server_reload(server_t *s, config_t *cfg, char *err, size_t errlen)
 {
-    if (reload_swap(s, cfg, err, errlen) < 0) {
+    reload_note_t note;
+    size_t closed_elsewhere = 0;
+    if (reload_swap(s, cfg, &note, err, errlen) < 0 ||
+        (s->group && workers_reload(s->group, cfg, &closed_elsewhere, err, errlen) < 0)) {
         s->counters.reloads_failed++;
         return -1;
     }
+    note.closed += closed_elsewhere;
+    reload_log(s, &note);
     s->counters.reloads_ok++;
     s->counters.reload_last_ok = (uint64_t)time(NULL);
+    return 0;
+}
+
+int server_reload_follow(server_t *s, config_t *cfg, size_t *closed, char *err, size_t errlen)
+{
+    reload_note_t note;
+    if (reload_swap(s, cfg, &note, err, errlen) < 0)
+        return -1;
+    *closed = note.closed;
     return 0;
 }
 
@@ -557,6 +646,60 @@ void server_print_ready(const server_t *s, FILE *out)
 
 static void drain_enter(server_t *s, enum drain_phase phase);
 
+/* No connection left in the whole process (the lead's view). */
+static int all_idle(const server_t *s)
+{
+    return list_empty(&s->conns) && (!s->group || workers_followers_idle(s->group));
+}
+
+/* What a phase does to this loop's listeners and connections, lead and
+ * followers alike. */
+static void drain_step(server_t *s, enum drain_phase phase)
+{
+    list_t *pos, *tmp;
+    if (phase < DRAIN_GOAWAY)
+        return;
+    listeners_close(s);
+    ev_timer_stop(s->loop, &s->accept_pause);
+    /* GOAWAY: nothing can resume here once the listeners are closed; CLOSE:
+     * every tunnel gets CLOSE(shutting down), nothing to resume. */
+    s->sessions.closed = 1;
+    list_for_each_safe(pos, tmp, &s->conns) {
+        conn_t *c = LIST_ENTRY(pos, conn_t, _link);
+        if (phase == DRAIN_GOAWAY && c->state == CONN_H2)
+            conn_refuse_new(c); /* one in its handshake hears GOAWAY when it ends */
+        else if (phase == DRAIN_CLOSE && c->state == CONN_H2)
+            conn_drain(c);
+        else if (phase == DRAIN_CLOSE)
+            conn_close(c, CONN_END_SHUTDOWN); /* in the TLS handshake: nothing to say goodbye on */
+    }
+}
+
+/* A follower with no connection left tells the lead, once. */
+static void follower_idle_check(server_t *s)
+{
+    if (s->lead && !s->idle_told && s->drain_phase >= DRAIN_GOAWAY && list_empty(&s->conns)) {
+        s->idle_told = 1;
+        workers_idle(s->group, s->worker);
+    }
+}
+
+void server_drain_follow(server_t *s, enum drain_phase phase)
+{
+    s->draining = 1;
+    if (phase <= s->drain_phase)
+        return;
+    s->drain_phase = phase;
+    drain_step(s, phase);
+    follower_idle_check(s);
+}
+
+void server_followers_idle(server_t *s)
+{
+    if (s->drain_phase >= DRAIN_GOAWAY && all_idle(s))
+        ev_break(s->loop, EVBREAK_ALL);
+}
+
 static void drain_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     server_t *s = container_of(w, server_t, drain_timer);
@@ -589,13 +732,15 @@ static void drain_status(const server_t *s, const char *what)
 static void drain_enter(server_t *s, enum drain_phase phase)
 {
     const cfg_limits_t *lim = &s->cfg->limits;
-    list_t *pos, *tmp;
     ev_timer_stop(s->loop, &s->drain_timer);
     if (phase == DRAIN_DEREGISTER && lim->deregister_ms == 0)
         phase = DRAIN_GOAWAY;
-    if (phase == DRAIN_GOAWAY && (lim->drain_ms == 0 || list_empty(&s->conns)))
+    if (phase == DRAIN_GOAWAY && (lim->drain_ms == 0 || all_idle(s)))
         phase = DRAIN_CLOSE;
     s->drain_phase = phase;
+    drain_step(s, phase);
+    if (s->group)
+        workers_drain_phase(s->group, phase); /* every worker takes the same step */
     uint32_t ms = 0;
     switch (phase) {
     case DRAIN_NONE:
@@ -605,30 +750,12 @@ static void drain_enter(server_t *s, enum drain_phase phase)
         ms = lim->deregister_ms;
         break;
     case DRAIN_GOAWAY:
-        listeners_close(s);
-        ev_timer_stop(s->loop, &s->accept_pause);
-        s->sessions.closed = 1; /* nothing can resume here once the listeners are closed */
-        list_for_each_safe(pos, tmp, &s->conns) {
-            conn_t *c = LIST_ENTRY(pos, conn_t, _link);
-            if (c->state == CONN_H2)
-                conn_refuse_new(c); /* one in its handshake hears GOAWAY when it ends */
-        }
         drain_status(s, "GOAWAY sent, tunnels run on");
         ms = lim->drain_ms;
         break;
     case DRAIN_CLOSE:
-        listeners_close(s);
-        ev_timer_stop(s->loop, &s->accept_pause);
-        s->sessions.closed = 1; /* every tunnel gets CLOSE(shutting down): nothing to resume */
-        list_for_each_safe(pos, tmp, &s->conns) {
-            conn_t *c = LIST_ENTRY(pos, conn_t, _link);
-            if (c->state == CONN_H2)
-                conn_drain(c);
-            else
-                conn_close(c, CONN_END_SHUTDOWN); /* in the TLS handshake: nothing to say goodbye on */
-        }
         drain_status(s, "CLOSE(shutting down) sent");
-        if (list_empty(&s->conns)) {
+        if (all_idle(s)) {
             ev_break(s->loop, EVBREAK_ALL);
             return;
         }
@@ -654,7 +781,9 @@ void server_conn_gone(server_t *s, struct conn *c)
 {
     /* No connection left: the GOAWAY phase has nothing to wait for, the
      * CLOSE phase nothing to flush. */
-    if (s->drain_phase >= DRAIN_GOAWAY && list_empty(&s->conns))
+    if (s->lead)
+        follower_idle_check(s);
+    else if (s->drain_phase >= DRAIN_GOAWAY && all_idle(s))
         ev_break(s->loop, EVBREAK_ALL);
 }
 
@@ -698,6 +827,7 @@ void server_dispose(server_t *s)
     SSL_CTX_free(s->ssl_ctx);
     s->ssl_ctx = NULL;
     srclimit_dispose(&s->sources);
+    ratelimit_table_dispose(&s->env.rl);
     config_unref(s->cfg);
     s->cfg = NULL;
 }

@@ -13,6 +13,18 @@
  * Once per loop iteration, just before the loop blocks, the server's prepare
  * watcher flushes every connection that asked to write and frees every
  * connection that was closed during the iteration.
+ *
+ * Workers (worker.h, docs/architecture.md "Workers"): with $.workers > 1 the
+ * process runs one server_t per event loop. The first, the lead, runs on the
+ * main loop beside signals, the admin API and the tenant store, and is the
+ * one main.c and admin.c talk to: server_reload, server_share_set and
+ * server_drain on the lead reach every worker (s->group), and the lead's
+ * srclimit and ratelimit tables are the process's (the others use views of
+ * them). Each follower (server_init_follower) runs on its own thread and
+ * loop with its own listeners bound to the lead's addresses (SO_REUSEPORT:
+ * the kernel spreads connections over the group), connections, tunnels,
+ * counters, stats, sessions and backend probes; nothing of it is touched
+ * by another thread except through worker.h's messages.
  */
 #ifndef SLUICE_SERVER_H
 #define SLUICE_SERVER_H
@@ -32,6 +44,7 @@
 #include "tunnel.h"
 
 struct conn;
+struct workers;
 
 typedef struct listener {
     int fd;
@@ -81,11 +94,40 @@ typedef struct server {
     uint64_t trim_peak;     /* the highest load (connections + tunnels) since the last trim */
     uint32_t trim_released; /* idle connections' buffer releases since the last trim */
     uint64_t trim_last;     /* monotonic ns of the last trim; 0: none yet */
+    struct workers *group;  /* the process's workers (worker.h); NULL: this loop alone */
+    const struct server *lead; /* a follower's lead (read only while the lead waits on
+                                * a call to it, or at init); NULL: this is the lead */
+    unsigned worker;        /* index in group: 0 for the lead */
+    unsigned reuseport : 1; /* listeners bound with SO_REUSEPORT ($.workers > 1) */
+    unsigned idle_told : 1; /* a draining follower told the lead it has no connection */
 } server_t;
 
 /* Builds the TLS context, binds listeners and the echo backend. Takes a
  * reference on cfg. Returns 0, or -1 with err filled (nothing left open). */
 int server_init(server_t *s, struct ev_loop *loop, config_t *cfg, char *err, size_t errlen);
+
+/* A follower for worker index (1..) of lead's group, on loop (not running
+ * yet): listeners on the lead's bound addresses (SO_REUSEPORT), the lead's
+ * TLS context (a reference), views of the lead's per-source and tenant
+ * tables, the lead's built-in echo address, and backend probes of its own.
+ * Takes a reference on cfg. Returns 0, or -1 with err filled (nothing left
+ * open). Call on the main thread before the follower's thread starts. */
+int server_init_follower(server_t *s, struct ev_loop *loop, config_t *cfg, server_t *lead,
+                         unsigned index, char *err, size_t errlen);
+
+/* On a follower's thread, after its lead's reload_swap succeeded with cfg:
+ * the same swap with the lead's new TLS context and bound addresses. Returns
+ * 0 with *closed the tunnels server_tenants_apply closed here, or -1 with
+ * err filled (a listener that could not join its group). */
+int server_reload_follow(server_t *s, config_t *cfg, size_t *closed, char *err,
+                         size_t errlen);
+
+/* On a follower's thread: the lead entered drain phase (worker.h posts it):
+ * the same step without timers of its own (the lead's decide). */
+void server_drain_follow(server_t *s, enum drain_phase phase);
+
+/* On the lead: a follower reported it has no connection left while draining. */
+void server_followers_idle(server_t *s);
 
 /* Applies a new snapshot: the one entry point for SIGHUP (main.c) and, later,
  * the admin API and an etcd watch. Everything that can fail comes first: a
@@ -96,7 +138,12 @@ int server_init(server_t *s, struct ev_loop *loop, config_t *cfg, char *err, siz
  * address is unchanged keep their socket, removed ones close, new ones
  * accept; new connections get the new TLS context and snapshot (a reference
  * is taken on cfg); and server_tenants_apply runs. Returns 0 and logs
- * "config reloaded" with a summary. Refused (-1) while draining. Counted in
+ * "config reloaded" with a summary. On a lead with followers, each follower
+ * first applies the same snapshot on its own thread (server_reload_follow),
+ * the lead waiting, and the line counts every loop's closed tunnels; a
+ * follower that fails is logged and makes the call return -1 (the lead and
+ * the others run the new snapshot).
+ * Refused (-1) while draining. Counted in
  * reloads_ok / reloads_failed (a caller that fails before it counts its own). The echo
  * backend's address is not changed by a reload (a change is logged). */
 int server_reload(server_t *s, config_t *cfg, char *err, size_t errlen);

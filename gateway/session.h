@@ -19,6 +19,18 @@
  * Moving the flow between tunnels is tunnel_take_flow (tunnel.h); this module
  * only decides where it goes and keeps the table.
  *
+ * Several workers (worker.h): a client's resume may reach a loop other than
+ * the one holding its flow. Each worker's table then has a router
+ * (session_router_t, set by worker.c): a process-wide directory of which
+ * worker holds each token, and a way to run a function on another worker's
+ * loop. A resume that misses here but is held by another worker is handed
+ * off (session_fetch): the owner detaches the flow (parked, or taken over
+ * from its stream, which gets CLOSE(taken over)), stops its watchers and
+ * posts it back; this worker adopts it (tunnel_resume_adopt: watchers on
+ * this loop, this worker's stats and rate-limit slot) and only then
+ * answers the stream. If the stream is gone meanwhile, the flow is parked
+ * here instead.
+ *
  * Sessions are bounded by limits.max_tunnels: each holds a socket, and a
  * parked tunnel counts as an open one. Lookups hash the random token; the
  * comparison is constant-time.
@@ -43,10 +55,31 @@
  * fleet_peer_address). Valid until the loop runs again. */
 typedef const char *(*session_peer_fn)(void *ud, uint32_t tag);
 
+struct session_table;
+struct session_handoff;
+
+/* How a worker's table reaches the others (worker.c fills it in). */
+typedef struct session_router {
+    void *ud;
+    unsigned worker;  /* this table's worker */
+    /* The worker holding token, or -1. */
+    int (*owner)(void *ud, const uint8_t *token);
+    /* Records (worker >= 0) or forgets (-1, only if held by expect) token. */
+    void (*set_owner)(void *ud, const uint8_t *token, int worker, int expect);
+    /* Runs fn(table of worker, arg) on worker's loop, later. Returns 0, or
+     * -1 (out of memory: fn will not run). */
+    int (*post)(void *ud, unsigned worker, void (*fn)(struct session_table *, void *),
+                void *arg);
+} session_router_t;
+
 typedef struct session_table {
     tunnel_env_t *env;
-    session_peer_fn peer;     /* NULL: no fleet, every miss is a 410 (set by main.c) */
+    const session_router_t *router; /* NULL: this table is the process's */
+    session_peer_fn peer;     /* NULL: no fleet, every miss is a 410 (set by main.c on
+                               * the lead's table: only the main thread reads the fleet) */
     void *peer_ud;
+    unsigned peer_fleet : 1;  /* a follower's: the lead's table has peer (a miss is asked
+                               * of the lead, which may answer 421) */
     list_t buckets[SESSION_BUCKETS];
     size_t count;             /* sessions with a flow (resumable) */
     unsigned closed : 1;      /* shutting down: nothing parks any more */
@@ -91,6 +124,16 @@ session_t *session_find(session_table_t *st, const req_target_t *target);
  * cfg is the snapshot the request was checked with (its $.node.id). */
 const char *session_redirect(const session_table_t *st, const config_t *cfg,
                              const req_target_t *target);
+
+/* A resume that session_find missed: when another worker holds the token,
+ * asks it for the flow and returns 0; t waits (t->handoff set, no answer
+ * yet) until tunnel_resume_adopt answers it on this loop. expiry: the
+ * resume credential's (unix seconds). -1: no other worker has it (410). */
+int session_fetch(session_table_t *st, tunnel_t *t, const req_target_t *target,
+                  uint64_t expiry);
+
+/* t is freed while its fetch is out: the flow, when it comes, parks here. */
+void session_fetch_cancel(tunnel_t *t);
 
 /* Moves s's flow off its attached tunnel into a parked one, for
  * limits.resume_grace_ms. Returns 0, or -1 (table closed, out of memory: the

@@ -264,16 +264,42 @@ err:;
     return -1;
 }
 
+int srclimit_lock_init(srclimit_t *s)
+{
+    if (s->_lock)
+        return 0;
+    pthread_mutex_t *m = malloc(sizeof *m);
+    if (!m || pthread_mutex_init(m, NULL) != 0) {
+        free(m);
+        errno = ENOMEM;
+        return -1;
+    }
+    s->_lock = m;
+    return 0;
+}
+
+void srclimit_view(srclimit_t *v, srclimit_t *owner)
+{
+    memset(v, 0, sizeof *v);
+    v->_owner = owner;
+}
+
 void srclimit_dispose(srclimit_t *s)
 {
-    free(s->_pool);
-    free(s->_buckets);
+    if (!s->_owner) {
+        free(s->_pool);
+        free(s->_buckets);
+        if (s->_lock) {
+            pthread_mutex_destroy(s->_lock);
+            free(s->_lock);
+        }
+    }
     memset(s, 0, sizeof *s);
 }
 
-int srclimit_admit(srclimit_t *s, const struct sockaddr *sa, socklen_t salen,
-                   uint32_t max_pending, uint32_t rate_per_s, uint64_t now_ns,
-                   srclimit_key_t *key)
+static int admit_locked(srclimit_t *s, const struct sockaddr *sa, socklen_t salen,
+                        uint32_t max_pending, uint32_t rate_per_s, uint64_t now_ns,
+                        srclimit_key_t *key)
 {
     uint64_t src;
     unsigned v6;
@@ -338,16 +364,41 @@ int srclimit_admit(srclimit_t *s, const struct sockaddr *sa, socklen_t salen,
     return SRCLIMIT_OK;
 }
 
+/* The table a call acts on: the owner for a view. */
+static srclimit_t *table_of(srclimit_t *s)
+{
+    return s->_owner ? s->_owner : s;
+}
+
+int srclimit_admit(srclimit_t *s, const struct sockaddr *sa, socklen_t salen,
+                   uint32_t max_pending, uint32_t rate_per_s, uint64_t now_ns,
+                   srclimit_key_t *key)
+{
+    s = table_of(s);
+    if (s->_lock)
+        pthread_mutex_lock(s->_lock);
+    int rc = admit_locked(s, sa, salen, max_pending, rate_per_s, now_ns, key);
+    if (s->_lock)
+        pthread_mutex_unlock(s->_lock);
+    return rc;
+}
+
 void srclimit_release(srclimit_t *s, srclimit_key_t *key)
 {
     int held = key->_pending;
     uint32_t idx = key->_idx;
 
     memset(key, 0, sizeof *key);
-    if (!held || s->_pool == NULL || idx >= s->_max || s->_pool[idx].pending == 0)
+    if (!held)
         return;
-    if (--s->_pool[idx].pending == 0)
+    s = table_of(s);
+    if (s->_lock)
+        pthread_mutex_lock(s->_lock);
+    if (s->_pool != NULL && idx < s->_max && s->_pool[idx].pending != 0 &&
+        --s->_pool[idx].pending == 0)
         idle_push(s, idx);
+    if (s->_lock)
+        pthread_mutex_unlock(s->_lock);
 }
 
 size_t srclimit_entries(const srclimit_t *s)

@@ -23,13 +23,19 @@
  * Sources are hashed with SipHash-2-4 under a key drawn from getrandom(2) at
  * init, so a client cannot pick addresses that share a chain.
  *
- * Pure data structure: no I/O, no clock (time is an argument), no globals,
- * no locking (one table per server, used from its loop). Limits are
- * arguments too, so a reload that changes them needs no rebuild.
+ * Pure data structure: no I/O, no clock (time is an argument), no globals.
+ * Limits are arguments too, so a reload that changes them needs no rebuild.
+ * One table serves the whole process: with several workers (worker.h) the
+ * first worker's table is the process's, made lockable (srclimit_lock_init),
+ * and every other worker's srclimit_t is a view of it (srclimit_view): each
+ * call then takes the owner's mutex, once per accepted connection and once
+ * when it stops being pending, never per packet. A source's limits are
+ * therefore the same whichever worker's listener the kernel hands it to.
  */
 #ifndef SLUICE_SRCLIMIT_H
 #define SLUICE_SRCLIMIT_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -64,6 +70,8 @@ typedef struct srclimit {
     uint32_t _idle_head;     /* entries with no pending connection, oldest first */
     uint32_t _idle_tail;
     uint64_t _k0, _k1;       /* SipHash key */
+    struct srclimit *_owner; /* a view (srclimit_view): every call goes to the owner */
+    pthread_mutex_t *_lock;  /* the owner's mutex once srclimit_lock_init ran; NULL: none */
 } srclimit_t;
 
 /* What a connection keeps after an admit, to release its pending count later.
@@ -78,6 +86,15 @@ typedef struct srclimit_key {
  * its hash key. Returns 0, or -1 with errno EINVAL (bad max_entries), ENOMEM,
  * or getrandom's error; s is then disposed (safe to dispose again). */
 int srclimit_init(srclimit_t *s, size_t max_entries);
+
+/* Gives an initialised table a mutex, so that views (srclimit_view) may use
+ * it from other threads. Returns 0 or -1 (ENOMEM). */
+int srclimit_lock_init(srclimit_t *s);
+
+/* Makes v (zeroed, never initialised) a view of owner, which must be
+ * lockable and outlive v: admit and release on v act on owner under its
+ * mutex. srclimit_dispose on a view only forgets the owner. */
+void srclimit_view(srclimit_t *v, srclimit_t *owner);
 
 /* Frees the table; idempotent, and safe on a zeroed srclimit_t. Keys still held
  * must not be used with a table initialised again afterwards. */

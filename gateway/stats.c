@@ -91,3 +91,55 @@ void stats_dispose(stats_table_t *t)
     t->v = NULL;
     t->n = 0;
 }
+
+void stats_traffic_add(tunnel_counters_t *dst, const tunnel_counters_t *src)
+{
+    uint64_t last = src->rtt_last_us ? src->rtt_last_us : dst->rtt_last_us;
+    uint64_t min = dst->rtt_min_us;
+    if (src->rtt_min_us && (!min || src->rtt_min_us < min))
+        min = src->rtt_min_us;
+    /* Every field is a uint64_t (counters.h): add them all, then fix the
+     * two that are not sums. */
+    _Static_assert(sizeof(tunnel_counters_t) % sizeof(uint64_t) == 0,
+                   "tunnel_counters_t: uint64_t fields only");
+    uint64_t *d = (uint64_t *)dst;
+    const uint64_t *s = (const uint64_t *)src;
+    for (size_t i = 0; i < sizeof *dst / sizeof(uint64_t); i++)
+        d[i] += s[i];
+    dst->rtt_last_us = last;
+    dst->rtt_min_us = min;
+}
+
+void stats_entry_add(stats_entry_t *dst, const stats_entry_t *src)
+{
+    dst->refs += src->refs;
+    dst->opened += src->opened;
+    for (size_t i = 0; i < STATS_CLOSE_SLOTS; i++)
+        dst->closed[i] += src->closed[i];
+    for (size_t i = 0; i < FALLBACK_COUNT; i++)
+        dst->by_fallback[i] += src->by_fallback[i];
+    for (size_t i = 0; i < ROUTE_COUNT; i++)
+        dst->by_route[i] += src->by_route[i];
+    stats_traffic_add(&dst->traffic, &src->traffic);
+}
+
+static int merge_cmp(const void *a, const void *b)
+{
+    const stats_entry_t *x = a, *y = b;
+    return entry_cmp(x, y->tenant, y->kind);
+}
+
+size_t stats_merge(stats_entry_t *v, size_t n)
+{
+    if (n < 2)
+        return n;
+    qsort(v, n, sizeof *v, merge_cmp);
+    size_t out = 0;
+    for (size_t i = 1; i < n; i++) {
+        if (merge_cmp(&v[out], &v[i]) == 0)
+            stats_entry_add(&v[out], &v[i]);
+        else if (++out != i)
+            v[out] = v[i];
+    }
+    return out + 1;
+}

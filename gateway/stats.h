@@ -60,4 +60,16 @@ void stats_prune(stats_table_t *t, const config_t *cfg);
 /* Frees everything; idempotent. */
 void stats_dispose(stats_table_t *t);
 
+/* dst += src, counter by counter (per-worker totals summed at scrape time,
+ * worker.h); rtt_last_us takes src's when set, rtt_min_us the smaller. */
+void stats_traffic_add(tunnel_counters_t *dst, const tunnel_counters_t *src);
+
+/* dst += src for two entries of the same tenant and kind (refs included). */
+void stats_entry_add(stats_entry_t *dst, const stats_entry_t *src);
+
+/* Sorts n entry copies by (tenant, kind) and folds those of the same tenant
+ * and kind into one (stats_entry_add): several workers' tables into one.
+ * Returns the new count. */
+size_t stats_merge(stats_entry_t *v, size_t n);
+
 #endif

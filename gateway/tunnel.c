@@ -697,6 +697,31 @@ static int open_flow(tunnel_t *t, const req_target_t *target, int *rc)
     return 0; /* without a session, the tunnel simply cannot be resumed */
 }
 
+/* The common end of a new and a resumed tunnel: its reader, expiry, PING
+ * and timers, the log line and the 200. */
+static int open_finish(tunnel_t *t, int resumed, uint64_t expiry, uint64_t wall_now,
+                       const char *region)
+{
+    capsule_reader_init(&t->reader, NULL, 0, limits_of(t)->max_capsule); /* a buffer per chunk */
+    uint64_t now = compat_mono_ns();
+    /* A resume brings a fresh credential: its expiry is the one that counts. */
+    t->expires = expiry_deadline(expiry, wall_now, now);
+    ping_start(t, now);
+    timer_arm_open(t);
+    t->host->ops->opened(t);
+    log_line_t l;
+    if (log_begin(&l, LOG_INFO, resumed ? "tunnel.resume" : "tunnel.open")) {
+        log_str(&l, "conn", t->host->peer);
+        log_i64(&l, "stream", t->stream_id);
+        log_str(&l, "tenant", t->tenant);
+        log_str(&l, "kind", config_kind_name(t->kind));
+        log_str(&l, "region", region);
+        log_str(&l, "backend", t->backend);
+        log_end(&l);
+    }
+    return t->host->ops->respond(t, 200);
+}
+
 int tunnel_start(tunnel_t *t)
 {
     if (t->state != TUNNEL_REQUEST)
@@ -729,6 +754,13 @@ int tunnel_start(tunnel_t *t)
     if (target.resume) {
         /* One answer for unknown, expired and foreign tokens: no oracle. */
         s = env->sessions && lim->resume_grace_ms ? session_find(env->sessions, &target) : NULL;
+        /* Held by another worker of this process: t waits for the flow
+         * (tunnel_resume_adopt answers it). */
+        if (!s && env->sessions && lim->resume_grace_ms &&
+            session_fetch(env->sessions, t, &target, target.expiry) == 0) {
+            free(req);
+            return 0;
+        }
         if (!s) {
             /* Issue 8 §4: another node's session; tell the client where. */
             const char *node = env->sessions
@@ -744,7 +776,7 @@ int tunnel_start(tunnel_t *t)
             }
             return reject(t, 410, "session unknown or expired");
         }
-    } else if (env->counters->tunnels_active >= lim->max_tunnels) {
+    } else if (env->counters->tunnels_active >= tunnel_env_share(env, lim->max_tunnels)) {
         /* Parked tunnels count: each holds a socket. A resume adds none. */
         free(req);
         return reject(t, 503, "gateway at its tunnel capacity; try another");
@@ -769,25 +801,35 @@ int tunnel_start(tunnel_t *t)
         free(req);
         return rc;
     }
-    capsule_reader_init(&t->reader, NULL, 0, lim->max_capsule); /* a buffer per chunk */
-    uint64_t now = compat_mono_ns();
-    /* A resume brings a fresh credential: its expiry is the one that counts. */
-    t->expires = expiry_deadline(target.expiry, wall_now, now);
-    ping_start(t, now);
-    timer_arm_open(t);
-    t->host->ops->opened(t);
-    log_line_t l;
-    if (log_begin(&l, LOG_INFO, s ? "tunnel.resume" : "tunnel.open")) {
-        log_str(&l, "conn", t->host->peer);
-        log_i64(&l, "stream", t->stream_id);
-        log_str(&l, "tenant", t->tenant);
-        log_str(&l, "kind", config_kind_name(t->kind));
-        log_str(&l, "region", target.region->name);
-        log_str(&l, "backend", t->backend);
-        log_end(&l);
-    }
     free(req);
-    return t->host->ops->respond(t, 200);
+    return open_finish(t, s != NULL, target.expiry, wall_now, target.region->name);
+}
+
+void tunnel_resume_adopt(tunnel_t *t, tunnel_t *parcel, uint64_t expiry, int taken_over,
+                         const char *node)
+{
+    t->handoff = NULL;
+    int rc;
+    if (!parcel && node) {
+        t->redirect = node; /* read by respond, within reject */
+        rc = reject(t, 421, "session held by another node");
+        t->redirect = NULL;
+    } else if (!parcel) {
+        rc = reject(t, 410, "session unknown or expired");
+    } else {
+        tunnel_take_flow(t, parcel, 0);
+        if (taken_over)
+            env_of(t)->counters->sessions_taken_over++;
+        else
+            env_of(t)->counters->sessions_resumed++;
+        tunnel_free(parcel); /* no socket and nothing queued any more */
+        char region[sizeof t->session->region];
+        snprintf(region, sizeof region, "%s", t->session ? t->session->region : "");
+        rc = open_finish(t, 1, expiry, (uint64_t)time(NULL), region);
+    }
+    if (rc < 0) /* the host's own error: its connection ends it */
+        log_msg(LOG_WARN, "conn %s stream %d: resume answer: %d", t->host->peer, t->stream_id, rc);
+    t->host->ops->wake(t); /* not within the transport's callbacks: it must flush */
 }
 
 void tunnel_take_flow(tunnel_t *t, tunnel_t *from, uint64_t park_until)
@@ -1012,6 +1054,7 @@ void tunnel_free(tunnel_t *t)
 {
     if (t->host->env->up.t == t)
         tunnel_uplink_flush(t->host->env);
+    session_fetch_cancel(t); /* a resume still waiting: its flow parks when it comes */
     /* The stream went away without CLOSE or END_STREAM (reset, connection
      * lost): the flow waits for a resume. */
     if (t->state == TUNNEL_OPEN && t->session && !t->host->parking)

@@ -110,7 +110,18 @@ typedef struct tunnel_env {
                                     * tenants and regions (a reload applies at once); NULL:
                                     * the host's own */
     tunnel_upbatch_t up;           /* uplink packets waiting for one sendmmsg */
+    uint32_t loops;                /* event loops sharing limits.max_connections and
+                                    * max_tunnels evenly (worker.h); 0: 1 */
 } tunnel_env_t;
+
+/* This loop's share of a process-wide cap: ceil(max / loops), so that the
+ * loops together hold at most max + loops - 1 (and the descriptor limit
+ * main.c checks for max holds within that slack). */
+static inline uint64_t tunnel_env_share(const tunnel_env_t *env, uint64_t max)
+{
+    uint64_t n = env->loops ? env->loops : 1;
+    return (max + n - 1) / n;
+}
 
 /* Operations a transport provides to the tunnels it carries. */
 typedef struct tunnel_host_ops {
@@ -190,6 +201,8 @@ struct tunnel {
     unsigned rst_after_close : 1; /* protocol error: reset once CLOSE is sent */
     unsigned handed_over : 1;     /* its flow moved to another tunnel (session.h) */
     struct session *session;      /* resumable flow (owned by the server's table), or NULL */
+    struct session_handoff *handoff; /* a resume waiting for another worker's flow
+                                   * (session_fetch), or NULL */
     ratelimit_flow_t rl;          /* the tenant's limits on this flow; moves with it */
     stats_entry_t *stats;         /* its tenant's traffic totals (a reference), or NULL;
                                    * moves with the flow */
@@ -252,6 +265,17 @@ uint64_t tunnel_waiting_since(const tunnel_t *t);
  * park_until: t is parked until then (its host is a parking host); 0: t is on
  * a stream, and its idle and expiry timer starts now. */
 void tunnel_take_flow(tunnel_t *t, tunnel_t *from, uint64_t park_until);
+
+/* Answers a resume that waited for another worker's flow (session_fetch),
+ * on this loop: parcel (the flow, its watchers stopped, already counted
+ * and held here) moves into t, which opens and answers 200 as a resume on
+ * this loop would; parcel is freed. taken_over: the flow was on a live
+ * stream (counted as sessions_taken_over, else sessions_resumed). NULL
+ * parcel: the session was gone, 410, or with node (another node of the
+ * fleet holds it) 421 naming it. expiry: the resume credential's (unix
+ * seconds). Called outside the transport's callbacks: it wakes the host. */
+void tunnel_resume_adopt(tunnel_t *t, tunnel_t *parcel, uint64_t expiry, int taken_over,
+                         const char *node);
 
 /* The tunnel's session token (the tunnel-session header), or NULL. */
 const char *tunnel_session_token(const tunnel_t *t);

@@ -8,6 +8,7 @@
  * unchanged; a resumed tunnel keeps its hold on the cap.
  */
 #include <criterion/criterion.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -289,4 +290,56 @@ Test(ratelimit, resume_keeps_its_place_under_the_cap)
     cr_assert_eq(h.streams[r].status, 200);
     cr_assert_eq(ratelimit_tenant_tunnels(&h.srv.env.rl, "acme"), 1u);
     h_fini(&h);
+}
+
+/* ---- several workers (worker.h) ------------------------------------------------- */
+
+/* Two workers' tables (the owner, slot 0, and a view, slot 1) share a
+ * tenant's aggregate in simulated time: both flows busy, the two together
+ * pass the bucket's figure (burst + rate x T), not twice it, each a fair
+ * part; then one flow alone passes the whole rate, not half. */
+Test(ratelimit, tenant_aggregate_is_one_for_every_worker)
+{
+    ratelimit_table_t owner = {0}, view;
+    cr_assert_eq(ratelimit_table_lock_init(&owner, 2), 0);
+    ratelimit_table_view(&view, &owner, 1);
+    char id[] = "acme";
+    cfg_tenant_t t = {.id = id};
+    t.limits.bits_s = 1000000;
+    t.limits.bits_burst = 100000;
+    ratelimit_flow_t fa, fb;
+    const char *why;
+    uint64_t now = 1000000000ull, ms = 1000000ull;
+    cr_assert_eq(ratelimit_admit(&owner, &t, "", 0, &fa, now, &why), RATELIMIT_OK);
+    cr_assert_eq(ratelimit_admit(&view, &t, "", 0, &fb, now, &why), RATELIMIT_OK);
+    /* 1,000 B packets (8,000 bits), each flow 2 Mbit/s for 2 s: 4x the rate. */
+    uint64_t passed[2] = {0, 0};
+    unsigned seed = 9;
+    for (int i = 0; i < 500; i++, now += 4 * ms) {
+        int x = rand_r(&seed) % 2; /* arrivals interleave: either worker first */
+        ratelimit_flow_t *first = x ? &fb : &fa, *second = x ? &fa : &fb;
+        passed[x] += ratelimit_pass(first, RATELIMIT_UP, 1000, 0, now) == RATELIMIT_PASS;
+        passed[1 - x] += ratelimit_pass(second, RATELIMIT_UP, 1000, 0, now) == RATELIMIT_PASS;
+    }
+    uint64_t bits = (passed[0] + passed[1]) * 8000u, allowed = 100000u + 2000000u;
+    cr_assert_leq(bits, allowed, "%llu bits passed, %llu allowed", (unsigned long long)bits,
+                  (unsigned long long)allowed);
+    cr_assert_geq(bits, allowed - 50000u - 8000u, "%llu bits passed, %llu allowed",
+                  (unsigned long long)bits, (unsigned long long)allowed);
+    cr_assert_gt(passed[0], passed[1] / 2);
+    cr_assert_gt(passed[1], passed[0] / 2);
+    /* fb idle: fa alone gets the whole rate (1 Mbit/s over 2 s), less what
+     * fb's lease still holds. */
+    uint64_t alone = 0;
+    for (int i = 0; i < 500; i++, now += 4 * ms)
+        alone += ratelimit_pass(&fa, RATELIMIT_UP, 1000, 0, now) == RATELIMIT_PASS;
+    cr_assert_geq(alone * 8000u, 2000000u - 50000u - 8000u, "%llu bits alone",
+                  (unsigned long long)(alone * 8000u));
+    cr_assert_leq(alone * 8000u, 2000000u + 100000u);
+    cr_assert_eq(ratelimit_tenant_tunnels(&view, "acme"), 2u);
+    ratelimit_release(&fa);
+    ratelimit_release(&fb);
+    cr_assert_eq(ratelimit_tenant_tunnels(&owner, "acme"), 0u);
+    ratelimit_table_dispose(&view);
+    ratelimit_table_dispose(&owner);
 }

@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -108,6 +109,12 @@ int ts_config_render(const ts_config_t *c, char *out, size_t cap)
     if (ts_appendf(out, cap, &pos, "]") < 0)
         return -1;
     if (c->limits_json && ts_appendf(out, cap, &pos, ",\"limits\":%s", c->limits_json) < 0)
+        return -1;
+    unsigned workers = c->workers;
+    const char *env = getenv("TS_WORKERS");
+    if (!workers && env && *env)
+        workers = (unsigned)strtoul(env, NULL, 10); /* the gateway validates it */
+    if (ts_appendf(out, cap, &pos, ",\"workers\":%u", workers ? workers : 1u) < 0)
         return -1;
     if (ts_appendf(out, cap, &pos, "}\n") < 0)
         return -1;

@@ -54,6 +54,10 @@ typedef struct ts_config {
     ts_tenant_t tenants[TS_CFG_MAX];
     const char *limits_json;          /* a JSON object, written as is; NULL: omitted */
     const char *build;                /* NULL: $SLUICE_BUILD */
+    unsigned workers;                 /* $.workers; 0: $TS_WORKERS if set (a benchmark
+                                       * run with more loops: docs/benchmarks.md), else
+                                       * 1, so that a test runs one loop unless it asks
+                                       * for more (test_workers.c) */
 } ts_config_t;
 
 /* The tenant and secret of ts_config_turn's config. */
