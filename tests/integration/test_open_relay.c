@@ -231,8 +231,7 @@ static void nv_add(req_t *r, const char *name, const char *value)
 static req_t *req(req_t *r, const char *secret, const char *method, const char *path)
 {
     *r = (req_t){0};
-    enum cred_hash hash = CRED_SHA1;
-    cr_assert_eq(ts_cred_mint(hash, secret, 600, "u1", r->user, sizeof r->user, r->cred,
+    cr_assert_eq(ts_cred_mint(CRED_SHA1, secret, 600, "u1", r->user, sizeof r->user, r->cred,
                               sizeof r->cred),
                  0);
     nv_add(r, ":method", method);
@@ -702,6 +701,7 @@ Test(open_relay, capsules_and_resume_tokens_reach_only_the_echo, .fini = teardow
     uint8_t more[128];
     size_t ml = rtp_capsule(more, sizeof more, 99);
     const ts_h2raw_stream_t *s = ts_h2raw_stream(&h, 1);
+    cr_assert_not_null(s);
     size_t before = 0, nc = 0, after = 0;
     uint64_t code;
     ts_walk_capsules(s->body, s->body_len, &before, &nc, &code);
