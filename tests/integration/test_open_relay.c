@@ -62,7 +62,8 @@ static ts_h2raw_t h;
 static decoy_t decoys[MAX_DECOYS];
 static size_t ndecoys;
 static char dir[PATH_MAX - 32], conf[PATH_MAX], admin_addr[64];
-static char named[8][64];     /* what the attacker names: 127.0.0.2:D, [::1]:D, ... */
+#define NAMED 12
+static char named[NAMED][64]; /* what the attacker names: 127.0.0.2:D, [::1]:D, ... */
 static uint16_t dport;        /* D */
 static int opened, refused;   /* attempts answered 200 / an error */
 
@@ -206,6 +207,11 @@ static void start(void)
     snprintf(named[5], sizeof named[5], "127.0.0.1:%u", (unsigned)gp);
     snprintf(named[6], sizeof named[6], "169.254.169.254:%u", (unsigned)dport);
     snprintf(named[7], sizeof named[7], "[fe80::1]:%u", (unsigned)dport);
+    /* Other spellings of 127.0.0.2 that a lax address parser would take. */
+    snprintf(named[8], sizeof named[8], "[::ffff:127.0.0.2]:%u", (unsigned)dport);
+    snprintf(named[9], sizeof named[9], "2130706434:%u", (unsigned)dport);
+    snprintf(named[10], sizeof named[10], "0x7f.0.0.2:%u", (unsigned)dport);
+    snprintf(named[11], sizeof named[11], "127.2:%u", (unsigned)dport);
     opened = refused = 0;
 }
 
@@ -501,7 +507,7 @@ Test(open_relay, paths_queries_regions_and_kinds_reach_only_the_echo, .fini = te
         attempt(label, req(&r, "s1", "POST", paths[i]), 0);
     }
     /* Addresses and ports in the path and the query. */
-    for (size_t k = 0; k < 8; k++) {
+    for (size_t k = 0; k < NAMED; k++) {
         np = 0;
         const char *t = named[k];
         const char *variants[] = {
@@ -542,7 +548,7 @@ Test(open_relay, headers_and_connect_methods_reach_only_the_echo, .fini = teardo
                              "x-sluice-backend", "proxy-authorization", "capsule-protocol"};
     /* Headers naming decoys: the gateway reads none of them for routing, so
      * the request stays legitimate and its datagrams go to the echo. */
-    for (size_t k = 0; k < 8; k++) {
+    for (size_t k = 0; k < NAMED; k++) {
         for (size_t i = 0; i < sizeof ignored / sizeof ignored[0]; i++) {
             char label[256], fwd[160];
             req(&r, "s1", "POST", "/v1/tunnel/acme/sfu");
@@ -576,7 +582,7 @@ Test(open_relay, headers_and_connect_methods_reach_only_the_echo, .fini = teardo
     attempt("POST with :protocol connect-udp", &r, 0);
 
     /* CONNECT (RFC 9113 §8.5): only :method and :authority. */
-    for (size_t k = 0; k < 8; k++) {
+    for (size_t k = 0; k < NAMED; k++) {
         char label[256];
         r = (req_t){0};
         ts_cred_mint(CRED_SHA1, "s1", 600, "u1", r.user, sizeof r.user, r.cred, sizeof r.cred);
