@@ -7,6 +7,8 @@
 #   make bench      measure sluiced (memory per idle connection and tunnel, accuracy of the
 #                   tenant limits, tenant isolation, RTT and CPU per packet under load side
 #                   by side with a plain UDP forwarder and coturn); reports in $(BUILD)/bench
+#   make fuzz       build the libFuzzer targets (clang, ASan + UBSan, $(BUILD)/fuzz) and
+#                   run each over its seed corpus for FUZZ_SECONDS (docs/fuzzing.md)
 #   make install    install the programs, man pages, systemd unit and example config
 #                   under $(DESTDIR)$(PREFIX) (docs/operations.md, "Installing")
 #
@@ -53,7 +55,7 @@ DEMO        := $(BUILD)/sluice-demo
 TESTS       := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 DEVCERT     := $(BUILD)/dev/cert.pem
 
-.PHONY: all tests run test test-plain test-asan demo devcert clean install
+.PHONY: all tests run test test-plain test-asan test-fuzz fuzz fuzzers demo devcert clean install
 all: $(SLUICED) $(SHIM) $(SLUICECTL) $(LIB_SHIM) $(LIB_PROTO) $(if $(DEMO_SRC),$(DEMO))
 tests: all $(TESTS)
 
@@ -165,21 +167,29 @@ bench: all $(BENCHES) $(FWD) $(DEVCERT)
 	$(BUILD)/bench/bench_load --build $(BUILD) --out $(BUILD)/bench/load.md
 
 # The suite runs twice: a plain -O2 build, then an ASan + UBSan build in which
-# any error or leak fails the run (skipped when the plain run fails). Each run
-# ends with its own "tests (BUILD): N passed, N failed"; the last line is the
-# sum of both, "tests: N passed, N failed" (.ci/test-total).
+# any error or leak fails the run (skipped when the plain run fails); then
+# every fuzz target runs for FUZZ_SECONDS (also skipped when the plain run
+# fails). Each run ends with its own "tests (BUILD): N passed, N failed" (for
+# the fuzz run, N targets); the last line is the sum of all three,
+# "tests: N passed, N failed" (.ci/test-total).
 test:
-	@mkdir -p $(BUILD) && rm -f $(BUILD)/test-plain.rc $(BUILD)/test-asan.rc; \
+	@mkdir -p $(BUILD) && rm -f $(BUILD)/test-plain.rc $(BUILD)/test-asan.rc $(BUILD)/test-fuzz.rc; \
 	( $(MAKE) --no-print-directory test-plain; echo $$? >$(BUILD)/test-plain.rc ) 2>&1 \
 	    | tee $(BUILD)/test-plain.log; \
 	if [ "$$(cat $(BUILD)/test-plain.rc)" = 0 ]; then \
 	    ( $(MAKE) --no-print-directory test-asan; echo $$? >$(BUILD)/test-asan.rc ) 2>&1 \
 	        | tee $(BUILD)/test-asan.log; \
+	    ( $(MAKE) --no-print-directory test-fuzz; echo $$? >$(BUILD)/test-fuzz.rc ) 2>&1 \
+	        | tee $(BUILD)/test-fuzz.log; \
 	fi; \
-	sh .ci/test-total $(BUILD)/test-plain $(BUILD)/test-asan
+	sh .ci/test-total $(BUILD)/test-plain $(BUILD)/test-asan $(BUILD)/test-fuzz
 
 test-plain: tests $(DEVCERT)
 	sh tests/run.sh $(BUILD)
+
+# The third run of `make test`: every fuzz target for a few seconds (below).
+test-fuzz:
+	$(MAKE) --no-print-directory fuzz
 
 test-asan:
 	$(MAKE) --no-print-directory BUILD=$(BUILD)/asan SAN=1 CFLAGS="-O1 -g" tests $(BUILD)/asan/dev/cert.pem
@@ -187,6 +197,50 @@ test-asan:
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	sh tests/run.sh $(BUILD)/asan
+
+# Fuzzing (docs/fuzzing.md): libFuzzer targets tests/fuzz/fuzz_<name>.c, built
+# with Debian's clang under ASan + UBSan against the project's libraries
+# rebuilt the same way in $(FUZZ_BUILD) (never the gcc objects: the fuzzer's
+# coverage comes from -fsanitize=fuzzer-no-link on every object). `make fuzz`
+# runs each target for FUZZ_SECONDS over a temporary copy of
+# tests/fuzz/corpus/<name>/ with tests/fuzz/dict/<name>.dict; any crash, leak
+# or sanitizer report fails it (tests/fuzz/run.sh).
+FUZZ_BUILD   := $(BUILD)/fuzz
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 5
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+# -Wno-format-nonliteral: clang also warns on a vsnprintf whose format is a
+# callback's parameter (proxy_pac.c's error hook, fixed by pacparser's API).
+FUZZ_CFLAGS  := -O1 -g -std=c11 -D_GNU_SOURCE -fno-strict-aliasing $(WARN) -Wno-format-nonliteral \
+                -MMD -MP -fsanitize=fuzzer-no-link $(FUZZ_SAN)
+FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZERS      := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/%,$(FUZZ_SRC))
+fobj = $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(1))
+FUZZ_LIB_PROTO := $(FUZZ_BUILD)/libsluice-proto.a
+FUZZ_LIB_GW    := $(FUZZ_BUILD)/libsluiced.a
+FUZZ_LIB_SHIM  := $(FUZZ_BUILD)/libsluice-shim.a
+
+$(FUZZ_BUILD)/obj/%.o: %.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Iclient-shim/include -c $< -o $@
+$(FUZZ_LIB_PROTO): $(call fobj,$(PROTO_SRC))
+$(FUZZ_LIB_GW): $(call fobj,$(GW_SRC))
+$(FUZZ_LIB_SHIM): $(call fobj,$(SHIM_SRC))
+.SECONDARY: $(call fobj,$(FUZZ_SRC))
+# A target links the gateway's library and the codecs (the linker takes only
+# what it uses); fuzz_shim_* targets link the shim's library instead.
+FUZZ_LINK = $(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) $^ $(LDLIBS) -o $@
+$(FUZZ_BUILD)/fuzz_shim_%: $(call fobj,tests/fuzz/fuzz_shim_%.c) $(FUZZ_LIB_SHIM) $(FUZZ_LIB_PROTO)
+	$(FUZZ_LINK)
+$(FUZZ_BUILD)/fuzz_%: $(call fobj,tests/fuzz/fuzz_%.c) $(FUZZ_LIB_GW) $(FUZZ_LIB_PROTO)
+	$(FUZZ_LINK)
+
+fuzzers: $(FUZZERS)
+fuzz: $(FUZZERS)
+	ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=0:fast_unwind_on_malloc=0 \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	sh tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
 # Installing (docs/operations.md, "Installing"): the three programs, their
 # man pages, the systemd unit, an example config and the operators' files. PREFIX is where they
@@ -221,4 +275,4 @@ install: all
 clean:
 	rm -rf $(BUILD)
 
--include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(BUILD)/fuzz/obj -name '*.d' 2>/dev/null)

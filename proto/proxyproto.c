@@ -88,6 +88,10 @@ static int decode_v1(const uint8_t *buf, size_t len, proxyproto_t *out, const ch
         return PROTO_INCOMPLETE;
     }
     size_t n = (size_t)(cr - buf);
+    /* A bare LF before the first CR is refused here as it is above when no CR
+     * has arrived yet: the answer must not depend on how the bytes were cut. */
+    if (memchr(buf, '\n', n))
+        return fail(why, "v1: LF without CR", PROTO_ERR_MALFORMED);
     if (n + 1 >= len)
         return PROTO_INCOMPLETE;
     if (buf[n + 1] != '\n')

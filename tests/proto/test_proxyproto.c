@@ -157,6 +157,23 @@ Test(proxyproto, v1_refusals)
                      PROTO_ERR_MALFORMED, "%s", bad[i]);
         cr_assert_neq(why[0], '\0');
     }
+    /* A bare LF then a CR (found by fuzz_proxyproto): refused as soon as the
+     * LF is there, and still refused once the CR and more have arrived, not
+     * taken as the start of a line still incomplete, nor as an UNKNOWN line. */
+    static const char *const lf_then_cr[] = {
+        "PROXY TCP4 1.2.3.4\n",
+        "PROXY TCP4 1.2.3.4\n1.2.3.4 1 2\r",
+        "PROXY TCP4 1.2.3.4\n1.2.3.4 1 2\r\n",
+        "PROXY UNKNOWN\nx\r\n",
+    };
+    for (size_t i = 0; i < sizeof lf_then_cr / sizeof lf_then_cr[0]; i++) {
+        proxyproto_t q;
+        const char *w = "";
+        cr_assert_eq(proxyproto_decode((const uint8_t *)lf_then_cr[i], strlen(lf_then_cr[i]),
+                                       &q, &w),
+                     PROTO_ERR_MALFORMED, "%s", lf_then_cr[i]);
+        cr_assert_str_eq(w, "v1: LF without CR");
+    }
     /* No CRLF within 107 bytes. */
     char longline[PROXYPROTO_V1_MAX + 1];
     memset(longline, 'x', sizeof longline);
