@@ -711,20 +711,46 @@ static void drain_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     drain_enter(s, s->drain_phase + 1);
 }
 
+/* The process's live connections and tunnels: the lead's, plus every
+ * follower's as a scrape collects them (a drain phase is rare enough to wait
+ * for the loops' answers). */
+static void drain_counts(const server_t *s, uint64_t *conns, uint64_t *tunnels)
+{
+    *conns = s->counters.conns_active;
+    *tunnels = s->counters.tunnels_active;
+    if (!s->group)
+        return;
+    size_t nw = workers_count(s->group);
+    server_counters_t *sum = calloc(1, sizeof *sum); /* large: not on the stack */
+    uint64_t *accepted = calloc(nw, sizeof *accepted), *open = calloc(nw, sizeof *open);
+    stats_entry_t *v = NULL;
+    size_t n = 0, cap = 0;
+    if (sum && accepted && open &&
+        workers_collect(s->group, sum, &v, &n, &cap, accepted, open) == 0) {
+        *conns += sum->conns_active;
+        *tunnels += sum->tunnels_active;
+    }
+    free(v);
+    free(open);
+    free(accepted);
+    free(sum);
+}
+
 static void drain_status(const server_t *s, const char *what)
 {
     static const char *const phases[] = {"none", "deregister", "goaway", "close"};
+    uint64_t conns, tunnels;
+    drain_counts(s, &conns, &tunnels);
     log_line_t l;
     if (log_begin(&l, LOG_INFO, "drain")) {
         log_str(&l, "phase", phases[s->drain_phase]);
-        log_u64(&l, "connections", s->counters.conns_active);
-        log_u64(&l, "tunnels", s->counters.tunnels_active);
+        log_u64(&l, "connections", conns);
+        log_u64(&l, "tunnels", tunnels);
         log_str(&l, "msg", what);
         log_end(&l);
     }
     notify_send(NOTIFY_STATUS, "draining: %s (%llu connections, %llu tunnels)", what,
-                (unsigned long long)s->counters.conns_active,
-                (unsigned long long)s->counters.tunnels_active);
+                (unsigned long long)conns, (unsigned long long)tunnels);
 }
 
 /* Enters phase, or the first later one that has time to run (a phase of

@@ -297,6 +297,12 @@ Test(workers, a_drain_reaches_every_loop_and_exits_0, .fini = teardown, .timeout
         cr_assert(conns[i].goaway, "connection %zu: no GOAWAY", i);
     }
     cr_assert_eq(ts_log_count(gw.proc.err_path, "event=drain phase=close"), 1);
+    /* The drain line counts every loop's connections and tunnels. */
+    char line[1024], want[64];
+    cr_assert_eq(ts_log_line(gw.proc.err_path, "event=drain phase=goaway", 1, line, sizeof line),
+                 0);
+    snprintf(want, sizeof want, " connections=%zu tunnels=%zu ", n, n);
+    cr_assert(strstr(line, want), "the drain line counts one loop only: %s", line);
 }
 
 /* Resume on another loop: the flow moves there, parked (its connection
