@@ -78,13 +78,8 @@ static void start(void)
     cr_assert_not_null(ts_build_dir(), "SLUICE_BUILD is not set (tests/run.sh sets it)");
     cr_assert_eq(ts_gateway_start(&gw, NULL, conf, ts_deadline(ts_ms(10000))), 0,
                  "sluiced did not start (its output is above)");
-    char line[TS_PROC_LINE_MAX];
-    cr_assert_eq(ts_proc_wait_line(&gw.proc, "sluiced admin listen=", ts_deadline(ts_ms(5000)),
-                                   line, sizeof line),
-                 0, "no admin line");
-    const char *addr = line + strlen("sluiced admin listen=");
-    cr_assert_lt(strlen(addr), sizeof admin_addr);
-    memcpy(admin_addr, addr, strlen(addr) + 1);
+    cr_assert_eq(ts_gateway_admin_addr(&gw, admin_addr, sizeof admin_addr, ts_deadline(ts_ms(5000))), 0,
+                 "no admin line");
 }
 
 typedef ts_curl_reply_t reply_t;

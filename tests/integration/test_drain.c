@@ -77,15 +77,10 @@ static void start_gw(ts_gateway_t *g, int d_ms, int t_ms, char *admin, size_t ad
     cr_assert_eq(ts_config_write_raw(text, conf, sizeof conf), 0);
     cr_assert_eq(ts_gateway_start(g, NULL, conf, ts_deadline(ts_ms(10000))), 0,
                  "sluiced did not start (its output is above)");
-    char line[TS_PROC_LINE_MAX];
-    cr_assert_eq(ts_proc_wait_line(&g->proc, "sluiced admin listen=", ts_deadline(ts_ms(5000)),
-                                   line, sizeof line),
+    char addr[128];
+    cr_assert_eq(ts_gateway_admin_addr(g, admin ? admin : addr, admin ? admin_cap : sizeof addr,
+                                       ts_deadline(ts_ms(5000))),
                  0, "no admin line");
-    const char *addr = line + strlen("sluiced admin listen=");
-    if (admin) {
-        cr_assert_lt(strlen(addr), admin_cap);
-        memcpy(admin, addr, strlen(addr) + 1);
-    }
 }
 
 static void start(void)

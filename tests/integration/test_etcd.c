@@ -303,11 +303,9 @@ static void start_with_admin(char addr[2][TS_PROC_LINE_MAX])
     for (size_t i = 0; i < 2; i++) {
         cr_assert_eq(ts_gateway_start(&gw[i], NULL, config, ts_deadline(ts_ms(10000))), 0,
                      "gateway %zu did not start", i);
-        char line[TS_PROC_LINE_MAX];
-        cr_assert_eq(ts_proc_wait_line(&gw[i].proc, "sluiced admin listen=",
-                                       ts_deadline(ts_ms(5000)), line, sizeof line),
+        cr_assert_eq(ts_gateway_admin_addr(&gw[i], addr[i], TS_PROC_LINE_MAX,
+                                           ts_deadline(ts_ms(5000))),
                      0, "no admin line from gateway %zu", i);
-        snprintf(addr[i], TS_PROC_LINE_MAX, "%s", line + strlen("sluiced admin listen="));
     }
 }
 

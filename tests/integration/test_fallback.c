@@ -83,13 +83,9 @@ static void start_gateway(void)
     fx.gw_started = 1;
     cr_assert_eq(ts_gateway_start(&fx.gw, NULL, fx.config, ts_deadline(ts_ms(START_MS))), 0,
                  "sluiced did not start");
-    char line[TS_PROC_LINE_MAX];
-    cr_assert_eq(ts_proc_wait_line(&fx.gw.proc, "sluiced admin listen=",
-                                   ts_deadline(ts_ms(5000)), line, sizeof line),
+    cr_assert_eq(ts_gateway_admin_addr(&fx.gw, admin_addr, sizeof admin_addr,
+                                       ts_deadline(ts_ms(5000))),
                  0, "no admin line");
-    const char *addr = line + strlen("sluiced admin listen=");
-    cr_assert_lt(strlen(addr), sizeof admin_addr);
-    memcpy(admin_addr, addr, strlen(addr) + 1);
 }
 
 /* The gateway's count of tunnels for acme/sfu with this tunnel-fallback

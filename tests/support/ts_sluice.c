@@ -87,6 +87,20 @@ int ts_gateway_url(const ts_gateway_t *gw, size_t i, const char *path, char *out
     return (n < 0 || (size_t)n >= cap) ? -1 : 0;
 }
 
+int ts_gateway_admin_addr(ts_gateway_t *gw, char *out, size_t cap, int64_t deadline)
+{
+    static const char prefix[] = "sluiced admin listen=";
+    char line[TS_PROC_LINE_MAX];
+    if (ts_proc_wait_line(&gw->proc, prefix, deadline, line, sizeof line) < 0)
+        return -1;
+    const char *addr = line + sizeof prefix - 1;
+    size_t len = strlen(addr);
+    if (len >= cap)
+        return -1;
+    memcpy(out, addr, len + 1);
+    return 0;
+}
+
 int ts_gateway_stop(ts_gateway_t *gw, int64_t deadline)
 {
     return ts_proc_stop(&gw->proc, deadline);

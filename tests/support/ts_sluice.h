@@ -40,6 +40,11 @@ typedef struct ts_gateway {
 int ts_gateway_start(ts_gateway_t *gw, const char *build, const char *config_path,
                      int64_t deadline);
 
+/* Waits for the "sluiced admin listen=ADDR" line that follows the ready line
+ * when the config has an admin listener, and copies ADDR into out. Returns 0;
+ * or -1 (no such line before deadline, or ADDR does not fit in cap). */
+int ts_gateway_admin_addr(ts_gateway_t *gw, char *out, size_t cap, int64_t deadline);
+
 /* "https://<listen[i]><path>" into out. Returns 0 or -1. */
 int ts_gateway_url(const ts_gateway_t *gw, size_t i, const char *path, char *out, size_t cap);
 
