@@ -188,17 +188,27 @@ int ts_tcp_connect(const ts_addr_t *to, int64_t deadline)
         if (errno != EINPROGRESS)
             goto err;
         struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-        if (poll(&pfd, 1, ts_remaining_ms(deadline)) != 1)
+        int ready = poll(&pfd, 1, ts_remaining_ms(deadline));
+        if (ready != 1) {
+            errno = ready == 0 ? ETIMEDOUT : errno;
             goto err;
+        }
         int soerr = 0;
         socklen_t sl = sizeof soerr;
-        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr != 0)
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
             goto err;
+        if (soerr != 0) {
+            errno = soerr;
+            goto err;
+        }
     }
     return fd;
-err:
+err: {
+    int e = errno;
     close(fd);
+    errno = e;
     return -1;
+}
 }
 
 int ts_tcp_send_all(int fd, const void *buf, size_t len)

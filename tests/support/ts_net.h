@@ -47,7 +47,8 @@ int ts_udp_send(int fd, const ts_addr_t *to, const void *buf, size_t len);
 ssize_t ts_udp_recv(int fd, void *buf, size_t cap, int64_t deadline, ts_addr_t *from);
 
 /* A blocking TCP connection to a (loopback) address, made before deadline.
- * Returns the fd or -1. */
+ * Returns the fd, or -1 with errno (ETIMEDOUT at the deadline; ECONNRESET
+ * when the peer accepted and reset before the connect was seen complete). */
 int ts_tcp_connect(const ts_addr_t *to, int64_t deadline);
 
 /* Writes all of buf. Returns 0 or -1. */
