@@ -85,15 +85,8 @@ static int request_on(ts_h2raw_t *h, int32_t id, const char *path, const char *r
     cr_assert_eq(ts_cred_mint(beta ? CRED_SHA256 : CRED_SHA1, beta ? TS_FX_SECRET_B : TS_FX_SECRET,
                               600, NULL, username, sizeof username, cred, sizeof cred),
                  0);
-#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), strlen(n), strlen(v), NGHTTP2_NV_FLAG_NONE}
-    nghttp2_nv nva[] = {
-        NV(":method", "POST"),           NV(":scheme", "https"),
-        NV(":authority", "sluice"),      NV(":path", path),
-        NV("tunnel-username", username), NV("tunnel-credential", cred),
-        NV("tunnel-resume", resume ? resume : ""),
-    };
-#undef NV
-    cr_assert_eq(ts_h2raw_headers(h, id, nva, resume ? 7 : 6, 0), 0, "%s", h->err);
+    cr_assert_eq(ts_h2raw_request_resume(h, id, path, username, cred, resume, 0), 0, "%s",
+                 h->err);
     return ts_h2raw_wait_status(h, id, ts_deadline(ts_ms(10000)));
 }
 

@@ -56,15 +56,8 @@ static int request_path(ts_h2raw_t *c, const char *path, const char *token)
     cr_assert_eq(ts_cred_mint(beta ? CRED_SHA256 : CRED_SHA1, beta ? TS_FX_SECRET_B : TS_FX_SECRET,
                               600, NULL, username, sizeof username, cred, sizeof cred),
                  0);
-#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), strlen(n), strlen(v), NGHTTP2_NV_FLAG_NONE}
-    nghttp2_nv nva[] = {
-        NV(":method", "POST"),         NV(":scheme", "https"),
-        NV(":authority", "sluice"),    NV(":path", path),
-        NV("tunnel-username", username), NV("tunnel-credential", cred),
-        NV("tunnel-resume", token ? token : ""),
-    };
-#undef NV
-    cr_assert_eq(ts_h2raw_headers(c, 1, nva, token ? 7 : 6, 0), 0, "%s", c->err);
+    cr_assert_eq(ts_h2raw_request_resume(c, 1, path, username, cred, token, 0), 0, "%s",
+                 c->err);
     return ts_h2raw_wait_status(c, 1, ts_deadline(ts_ms(10000)));
 }
 

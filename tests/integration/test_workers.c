@@ -123,15 +123,8 @@ static int request(ts_h2raw_t *c, int32_t id, const char *tenant, const char *to
                               sizeof cred),
                  0);
     snprintf(path, sizeof path, "/v1/tunnel/%s/sfu", tenant);
-#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), strlen(n), strlen(v), NGHTTP2_NV_FLAG_NONE}
-    nghttp2_nv nva[] = {
-        NV(":method", "POST"),           NV(":scheme", "https"),
-        NV(":authority", "sluice"),      NV(":path", path),
-        NV("tunnel-username", username), NV("tunnel-credential", cred),
-        NV("tunnel-resume", token ? token : ""),
-    };
-#undef NV
-    cr_assert_eq(ts_h2raw_headers(c, id, nva, token ? 7 : 6, 0), 0, "%s", c->err);
+    cr_assert_eq(ts_h2raw_request_resume(c, id, path, username, cred, token, 0), 0, "%s",
+                 c->err);
     return ts_h2raw_wait_status(c, id, ts_deadline(ts_ms(10000)));
 }
 

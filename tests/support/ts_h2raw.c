@@ -272,8 +272,8 @@ int ts_h2raw_headers(ts_h2raw_t *c, int32_t stream_id, const nghttp2_nv *nva, si
 }
 
 static int request_impl(ts_h2raw_t *c, int32_t stream_id, const char *path,
-                        const char *username, const char *credential, unsigned flags,
-                        int flush)
+                        const char *username, const char *credential, const char *resume,
+                        unsigned flags, int flush)
 {
 #define NV(n, v)                                                                          \
     {(uint8_t *)(n), (uint8_t *)(v), strlen(n), strlen(v), NGHTTP2_NV_FLAG_NONE}
@@ -284,21 +284,30 @@ static int request_impl(ts_h2raw_t *c, int32_t stream_id, const char *path,
         NV(":path", path),
         NV("tunnel-username", username),
         NV("tunnel-credential", credential),
+        NV("tunnel-resume", resume ? resume : ""),
     };
 #undef NV
-    return headers_impl(c, stream_id, nva, sizeof nva / sizeof nva[0], flags, flush);
+    size_t n = sizeof nva / sizeof nva[0] - (resume ? 0 : 1);
+    return headers_impl(c, stream_id, nva, n, flags, flush);
 }
 
 int ts_h2raw_request(ts_h2raw_t *c, int32_t stream_id, const char *path, const char *username,
                      const char *credential, unsigned flags)
 {
-    return request_impl(c, stream_id, path, username, credential, flags, 1);
+    return request_impl(c, stream_id, path, username, credential, NULL, flags, 1);
+}
+
+int ts_h2raw_request_resume(ts_h2raw_t *c, int32_t stream_id, const char *path,
+                            const char *username, const char *credential, const char *resume,
+                            unsigned flags)
+{
+    return request_impl(c, stream_id, path, username, credential, resume, flags, 1);
 }
 
 int ts_h2raw_queue_request(ts_h2raw_t *c, int32_t stream_id, const char *path,
                            const char *username, const char *credential, unsigned flags)
 {
-    return request_impl(c, stream_id, path, username, credential, flags, 0);
+    return request_impl(c, stream_id, path, username, credential, NULL, flags, 0);
 }
 
 /* ---- reading ----------------------------------------------------------------- */

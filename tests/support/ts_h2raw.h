@@ -142,6 +142,10 @@ int ts_h2raw_request(ts_h2raw_t *c, int32_t stream_id, const char *path, const c
                      const char *credential, unsigned flags);
 int ts_h2raw_queue_request(ts_h2raw_t *c, int32_t stream_id, const char *path,
                            const char *username, const char *credential, unsigned flags);
+/* ts_h2raw_request with a tunnel-resume header carrying resume (NULL: none). */
+int ts_h2raw_request_resume(ts_h2raw_t *c, int32_t stream_id, const char *path,
+                            const char *username, const char *credential, const char *resume,
+                            unsigned flags);
 
 /* Reads and processes what has arrived, waiting at most until deadline for
  * the first bytes. Returns 0, or -1 once the connection has closed. */
