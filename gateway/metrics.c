@@ -325,26 +325,29 @@ struct metrics_scrape {
     size_t i;    /* the next entry of the family being written */
 };
 
+/* One series per event loop, labelled with its index. */
+static void per_worker(prom_buf_t *b, const char *name, enum prom_type type, const char *help,
+                       const uint64_t *v, size_t n)
+{
+    prom_family(b, name, type, help);
+    for (size_t i = 0; i < n; i++) {
+        char id[24];
+        snprintf(id, sizeof id, "%zu", i);
+        prom_label_t l[] = {{"worker", id}};
+        prom_u64(b, name, l, 1, v[i]);
+    }
+}
+
 /* How the kernel spread connections over the loops (SO_REUSEPORT): every
  * other family is their sum. */
 static void render_workers(prom_buf_t *b, const struct metrics_scrape *m)
 {
-    prom_family(b, "sluice_worker_connections_accepted_total", PROM_COUNTER,
-                "Client connections accepted, per event loop ($.workers).");
-    for (size_t i = 0; i < m->nworkers; i++) {
-        char id[24];
-        snprintf(id, sizeof id, "%zu", i);
-        prom_label_t l[] = {{"worker", id}};
-        prom_u64(b, "sluice_worker_connections_accepted_total", l, 1, m->worker_accepted[i]);
-    }
-    prom_family(b, "sluice_worker_connections_open", PROM_GAUGE,
-                "Client connections open now, per event loop ($.workers).");
-    for (size_t i = 0; i < m->nworkers; i++) {
-        char id[24];
-        snprintf(id, sizeof id, "%zu", i);
-        prom_label_t l[] = {{"worker", id}};
-        prom_u64(b, "sluice_worker_connections_open", l, 1, m->worker_open[i]);
-    }
+    per_worker(b, "sluice_worker_connections_accepted_total", PROM_COUNTER,
+               "Client connections accepted, per event loop ($.workers).", m->worker_accepted,
+               m->nworkers);
+    per_worker(b, "sluice_worker_connections_open", PROM_GAUGE,
+               "Client connections open now, per event loop ($.workers).", m->worker_open,
+               m->nworkers);
 }
 
 metrics_scrape_t *metrics_scrape_new(const server_t *s, const metrics_info_t *info)
