@@ -39,6 +39,7 @@
 #include <errno.h>
 #include <ev.h>
 #include <inttypes.h>
+#include <linux/sock_diag.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,7 +94,10 @@ typedef struct cli {
     int stopping;      /* a signal asked us to stop */
     int done;
     int exit_code;
-    uint64_t flows_full, udp_send_drops;
+    /* Packets dropped outside the tunnels' own queues, by reason (and the
+     * queues' drops of tunnels that ended), told at exit (cli_tell_drops). */
+    uint64_t flows_full, udp_send_drops, oversize_drops, backoff_drops, queue_drops;
+    uint32_t rxq_drops; /* the app socket's kernel receive queue overflowed (SO_RXQ_OVFL) */
     /* Read pause while a tunnel's queue is over its bound (bursts). */
     ev_check drain_w;
     ev_timer pause_w;
@@ -204,8 +208,9 @@ static void tun_on_close(sluice_tunnel_t *t, int status, uint64_t code, const ch
 
     flow_name(f, a, sizeof(a));
     tun_outcome(status, code, reason, what, sizeof(what));
+    sluice_tunnel_stats(t, &st);
+    cli->queue_drops += st.dropped_media + st.dropped_signal;
     if (cli->o->verbose) {
-        sluice_tunnel_stats(t, &st);
         fprintf(stderr, "sluice-shim: tunnel for %s %s; tx %" PRIu64 " rx %" PRIu64
                         " dropped %" PRIu64 " rtt %" PRIu32 " us (min %" PRIu32 ")\n",
                 a, what, st.tx_packets, st.rx_packets, st.dropped_media + st.dropped_signal,
@@ -299,6 +304,38 @@ static void direct_to_app(void *ctx, shim_flow_t *f, const uint8_t *p, size_t le
 
 /* ---------------------------------------------------------------- UDP */
 
+/* One line at exit with every packet the shim did not deliver, by reason
+ * (docs/shim.md, "Drops"); nothing when there were none, unless -v. */
+static void cli_tell_drops(cli_t *cli)
+{
+    /* SO_RXQ_OVFL tells the count only with a datagram that came after the
+     * drops; the socket's own count (SO_MEMINFO) is final. */
+    uint32_t mi[SK_MEMINFO_VARS];
+    socklen_t milen = sizeof(mi);
+    if (getsockopt(cli->udp, SOL_SOCKET, SO_MEMINFO, mi, &milen) == 0 &&
+        milen > SK_MEMINFO_DROPS * sizeof(mi[0]))
+        cli->rxq_drops = mi[SK_MEMINFO_DROPS];
+    /* Tunnels whose end the loop did not get round to reporting. */
+    for (size_t i = 0; i < shim_flowtab_cap(&cli->flows); i++) {
+        shim_flow_t *f = shim_flowtab_at(&cli->flows, i);
+        if (f->state != SHIM_FLOW_FREE && f->tunnel) {
+            sluice_tunnel_stats_t st;
+            sluice_tunnel_stats(f->tunnel, &st);
+            cli->queue_drops += st.dropped_media + st.dropped_signal;
+        }
+    }
+    uint64_t total = cli->queue_drops + cli->rxq_drops + cli->udp_send_drops +
+                     cli->flows_full + cli->oversize_drops + cli->backoff_drops;
+    if (!total && !cli->o->verbose)
+        return;
+    fprintf(stderr,
+            "sluice-shim: dropped %" PRIu64 " packets: tunnel queues %" PRIu64
+            ", app socket receive queue %" PRIu32 ", to the app %" PRIu64
+            ", flow table full %" PRIu64 ", oversize %" PRIu64 ", refused flow %" PRIu64 "\n",
+            total, cli->queue_drops, cli->rxq_drops, cli->udp_send_drops, cli->flows_full,
+            cli->oversize_drops, cli->backoff_drops);
+}
+
 /* Queued payload bytes of f's tunnel against the thresholds: pause above
  * half the bound (a read batch still fits), resume below a quarter. */
 static uint64_t cli_queued(const shim_flow_t *f)
@@ -360,10 +397,17 @@ static void cli_on_udp(struct ev_loop *loop, ev_io *w, int revents)
 
     for (int i = 0; i < UDP_BATCH; i++) {
         struct sockaddr_storage ss;
-        socklen_t slen = sizeof(ss);
-        ssize_t n = recvfrom(cli->udp, cli->buf, sizeof(cli->buf), MSG_TRUNC,
-                             (struct sockaddr *)&ss, &slen);
+        union {
+            struct cmsghdr align;
+            char buf[CMSG_SPACE(sizeof(uint32_t))];
+        } ctl;
+        struct iovec iov = {.iov_base = cli->buf, .iov_len = sizeof(cli->buf)};
+        struct msghdr mh = {.msg_name = &ss, .msg_namelen = sizeof(ss), .msg_iov = &iov,
+                            .msg_iovlen = 1, .msg_control = ctl.buf,
+                            .msg_controllen = sizeof(ctl.buf)};
+        ssize_t n = recvmsg(cli->udp, &mh, MSG_TRUNC);
         const struct sockaddr *sa = (const struct sockaddr *)&ss;
+        socklen_t slen = mh.msg_namelen;
         uint64_t now = cli_now_ms(cli);
         shim_flow_t *f;
 
@@ -372,12 +416,23 @@ static void cli_on_udp(struct ev_loop *loop, ev_io *w, int revents)
                 continue;
             break; /* EAGAIN, or an ICMP error reported on the socket */
         }
-        if ((size_t)n > sizeof(cli->buf) || cli->stopping)
+        /* SO_RXQ_OVFL: the kernel's running count of datagrams it dropped
+         * because the socket was full (while a pause held reading back). */
+        for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
+            if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SO_RXQ_OVFL)
+                memcpy(&cli->rxq_drops, CMSG_DATA(cm), sizeof(cli->rxq_drops));
+        if (cli->stopping)
             continue;
+        if ((size_t)n > sizeof(cli->buf)) {
+            cli->oversize_drops++;
+            continue;
+        }
         f = shim_flowtab_find(&cli->flows, sa, slen);
         if (f && f->state == SHIM_FLOW_BACKOFF) {
-            if (now < f->retry_ms)
+            if (now < f->retry_ms) {
+                cli->backoff_drops++; /* its tunnel was refused: retried after the back-off */
                 continue;
+            }
             f->state = SHIM_FLOW_ACTIVE;
             if (flow_open_tunnel(cli, f) < 0) {
                 shim_flowtab_remove(&cli->flows, f);
@@ -565,7 +620,7 @@ static int cli_bind(cli_t *cli)
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
     char a[SHIM_ADDRSTR_MAX];
-    int bufsz = SOCKBUF_BYTES;
+    int bufsz = SOCKBUF_BYTES, one = 1;
 
     cli->udp = socket(o->listen.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (cli->udp < 0 || bind(cli->udp, (const struct sockaddr *)&o->listen, o->listen_len) < 0 ||
@@ -577,6 +632,7 @@ static int cli_bind(cli_t *cli)
     /* Media arrives in bursts; a larger buffer rides them out. Best effort. */
     setsockopt(cli->udp, SOL_SOCKET, SO_RCVBUF, &bufsz, sizeof(bufsz));
     setsockopt(cli->udp, SOL_SOCKET, SO_SNDBUF, &bufsz, sizeof(bufsz));
+    setsockopt(cli->udp, SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof(one));
     printf("sluice-shim listening %s\n", shim_addr_format((struct sockaddr *)&ss, a, sizeof(a)));
     fflush(stdout);
     return 0;
@@ -838,6 +894,7 @@ static int cli_run(cli_t *cli)
     }
 
     ev_run(cli->loop, 0);
+    cli_tell_drops(cli);
     return cli->exit_code;
 }
 

@@ -110,6 +110,8 @@ int ts_config_render(const ts_config_t *c, char *out, size_t cap)
         return -1;
     if (c->limits_json && ts_appendf(out, cap, &pos, ",\"limits\":%s", c->limits_json) < 0)
         return -1;
+    if (c->admin_json && ts_appendf(out, cap, &pos, ",\"admin\":%s", c->admin_json) < 0)
+        return -1;
     unsigned workers = c->workers;
     const char *env = getenv("TS_WORKERS");
     if (!workers && env && *env)

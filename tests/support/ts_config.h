@@ -53,6 +53,7 @@ typedef struct ts_config {
     ts_region_t regions[TS_CFG_MAX];
     ts_tenant_t tenants[TS_CFG_MAX];
     const char *limits_json;          /* a JSON object, written as is; NULL: omitted */
+    const char *admin_json;           /* $.admin, a JSON object written as is; NULL: omitted */
     const char *build;                /* NULL: $SLUICE_BUILD */
     unsigned workers;                 /* $.workers; 0: $TS_WORKERS if set (a benchmark
                                        * run with more loops: docs/benchmarks.md), else
