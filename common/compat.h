@@ -27,4 +27,13 @@ static inline uint64_t compat_mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* CLOCK_REALTIME in nanoseconds: only to compare with the kernel's own wall
+ * clock stamps (SO_TIMESTAMPNS); it steps when the clock is set. */
+static inline int64_t compat_real_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + (int64_t)ts.tv_nsec;
+}
+
 #endif

@@ -498,6 +498,8 @@ static const struct limit_spec {
     L(max_control_frames_s, LIMIT_U32, 1000, 10, 1000000),
     L(resume_grace_ms, LIMIT_U32, 30000, 0, 3600000),
     L(capsule_ping_ms, LIMIT_U32, 20000, 0, 600000),
+    L(tcp_rcvbuf_bytes, LIMIT_SIZE, 131072, 0, 16777216),
+    L(tcp_notsent_lowat_bytes, LIMIT_SIZE, 16384, 0, 16777216),
 #undef L
 };
 #define NLIMITS (sizeof limit_specs / sizeof limit_specs[0])

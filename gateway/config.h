@@ -121,6 +121,8 @@ typedef struct cfg_limits {
     uint32_t max_control_frames_s; /* frames with no tunnel data, per connection a second (1000) */
     uint32_t resume_grace_ms;      /* a detached tunnel is kept this long for resume; 0: no resume (30000) */
     uint32_t capsule_ping_ms;      /* PING capsule on every open tunnel this often; 0: none (20000) */
+    size_t tcp_rcvbuf_bytes;       /* client socket SO_RCVBUF; 0: kernel autotuning (131072) */
+    size_t tcp_notsent_lowat_bytes; /* client socket TCP_NOTSENT_LOWAT; 0: not set (16384) */
 } cfg_limits_t;
 
 /* One admin API token ("admin.tokens[i]", docs/admin.md). */

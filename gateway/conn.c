@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include "../proto/proxyproto.h"
 #include "log.h"
 #include "server.h"
+#include "rxtime.h"
 #include "tls.h"
 #include "tunnel.h"
 #include "util.h"
@@ -417,6 +419,60 @@ static conn_t *conn_alloc(struct server *srv, int fd)
     return c;
 }
 
+/* ---- where the backlog waits (docs/architecture.md, "Overload") ----------- */
+
+/* Not in the kernel, where nobody drops the oldest media. When the gateway
+ * cannot keep up, a client's uplink waits in its receive queue for as long
+ * as the queue holds at the rate the gateway gets round to it: bytes, not
+ * time, are what a buffer bounds. So the receive buffer follows the delay
+ * the connection's reads see (rxtime.h): halved while bytes read are older
+ * than a quarter of media_queue_age_ms, doubled back up to tcp_rcvbuf_bytes
+ * after a second without. TCP's back-pressure then moves the excess into the
+ * client's own queue, which drops the oldest media and keeps signaling
+ * (docs/shim.md). A connection the gateway keeps up with never sees its
+ * buffer shrink. TCP_NOTSENT_LOWAT does the same for the downlink: the socket
+ * stays unwritable while this much is unsent, so what waits, waits in the
+ * tunnels' age-bounded queues. */
+#define RCVBUF_MIN 4096u
+#define RCVBUF_GROW_NS (1000ull * UTIL_MS_NS)
+
+static void conn_tune_socket(conn_t *c)
+{
+    const cfg_limits_t *lim = &c->cfg->limits;
+    if (lim->tcp_rcvbuf_bytes) {
+        int v = (int)lim->tcp_rcvbuf_bytes;
+        if (setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof v) == 0)
+            c->rcvbuf = (uint32_t)v;
+    }
+    if (lim->tcp_notsent_lowat_bytes) {
+        int v = (int)lim->tcp_notsent_lowat_bytes;
+        setsockopt(c->fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &v, sizeof v);
+    }
+}
+
+/* After a read event: shrink the receive buffer when the reads were late,
+ * grow it back when they have not been for a while. At most one change per
+ * RX_LATE period, so each sees the effect of the last. */
+static void conn_rcvbuf_adapt(conn_t *c, uint64_t now)
+{
+    uint64_t late_ns = (uint64_t)c->cfg->limits.media_queue_age_ms * UTIL_MS_NS / 4;
+    uint32_t max = (uint32_t)c->cfg->limits.tcp_rcvbuf_bytes, v = c->rcvbuf;
+    if (!v || now - c->rcvbuf_at < late_ns)
+        return;
+    if (c->rx_late_at && now - c->rx_late_at < late_ns)
+        v = v / 2 > RCVBUF_MIN ? v / 2 : RCVBUF_MIN;
+    else if (now - c->rcvbuf_at >= RCVBUF_GROW_NS && (!c->rx_late_at ||
+                                                      now - c->rx_late_at >= RCVBUF_GROW_NS))
+        v = v < max / 2 ? v * 2 : max;
+    if (v == c->rcvbuf)
+        return;
+    int iv = (int)v;
+    if (setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &iv, sizeof iv) == 0) {
+        c->rcvbuf = v;
+        c->rcvbuf_at = now;
+    }
+}
+
 conn_t *conn_new(struct server *srv, int fd, const struct sockaddr *peer, socklen_t peerlen,
                  srclimit_key_t source)
 {
@@ -424,7 +480,15 @@ conn_t *conn_new(struct server *srv, int fd, const struct sockaddr *peer, sockle
     conn_t *c = ssl ? conn_alloc(srv, fd) : NULL;
     if (c)
         c->source = source;
-    if (!c || SSL_set_fd(ssl, fd) != 1) {
+    /* Reads through rxtime (when the bytes arrived), writes through a plain
+     * socket BIO; neither closes fd, conn_free does. */
+    BIO *rb = c ? rxtime_bio_new(fd) : NULL;
+    BIO *wb = rb ? BIO_new_socket(fd, BIO_NOCLOSE) : NULL;
+    if (wb)
+        SSL_set_bio(ssl, rb, wb); /* the SSL owns both from here */
+    else
+        BIO_free(rb);
+    if (!wb) {
         SSL_free(ssl);
         if (c) {
             conn_free(c);
@@ -436,6 +500,7 @@ conn_t *conn_new(struct server *srv, int fd, const struct sockaddr *peer, sockle
     }
     SSL_set_accept_state(ssl);
     c->ssl = ssl;
+    conn_tune_socket(c);
     config_addr_str(peer, c->peer, sizeof c->peer);
     struct ev_loop *loop = srv->loop;
     ev_io_init(&c->io, conn_io_cb, fd, EV_READ);
@@ -892,7 +957,14 @@ static int conn_read(conn_t *c)
             }
         }
         c->last_rx = now;
-        c->srv->env.rx_ns = compat_mono_ns(); /* when this record left the kernel */
+        /* When the bytes reached the kernel, as far as is known: the uplink
+         * media they carry is dropped once older than its age limit
+         * (tunnel.c, up_packet), however long it waited in the receive queue. */
+        uint64_t mono = compat_mono_ns();
+        int64_t age = rxtime_age_ns(SSL_get_rbio(c->ssl), compat_real_ns());
+        c->srv->env.rx_ns = age > 0 && (uint64_t)age < mono ? mono - (uint64_t)age : mono;
+        if (age > 0 && (uint64_t)age > (uint64_t)c->cfg->limits.media_queue_age_ms * UTIL_MS_NS / 4)
+            c->rx_late_at = mono;
         ssize_t rv = nghttp2_session_mem_recv(c->h2, buf, (size_t)n);
         tunnel_uplink_flush(&c->srv->env); /* this record's packets, one sendmmsg per tunnel */
         if (rv < 0) {
@@ -1029,6 +1101,8 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
         conn_close(c, CONN_END_PEER); /* unless the read said why */
         return;
     }
+    if ((revents & EV_READ) && c->rcvbuf)
+        conn_rcvbuf_adapt(c, compat_mono_ns());
     if (revents & EV_WRITE)
         conn_flush(c); /* the socket took more: go on now */
     else

@@ -68,6 +68,9 @@ typedef struct conn {
     uint32_t header_offences;   /* header blocks over the advertised limits */
     uint32_t hdr_count;         /* the header block being received: fields ... */
     size_t hdr_bytes;           /* ... and RFC 7541 §4.1 size (name + value + 32 each) */
+    uint64_t rx_late_at;        /* monotonic ns a read last found bytes older than RX_LATE */
+    uint64_t rcvbuf_at;         /* monotonic ns rcvbuf last changed */
+    uint32_t rcvbuf;            /* SO_RCVBUF we set (conn_rcvbuf_adapt); 0: the kernel's */
     uint64_t since;             /* monotonic ns: accept, or last moment with no tunnels */
     uint64_t accepted;          /* monotonic ns: accept */
     unsigned ever_opened : 1;   /* a tunnel has opened on this connection */

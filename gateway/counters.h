@@ -27,6 +27,8 @@ enum drop_reason {
     DROP_RATE_TUNNEL,       /* media over the tunnel's packets/s or bits/s (tenants[i].limits) */
     DROP_RATE_TENANT,       /* media over the tenant's aggregate bits/s */
     DROP_RATE_SIGNAL,       /* signaling over its own budget under a media limit */
+    DROP_UPLINK_EXPIRED,    /* uplink media older than its age limit when read (it waited in the
+                               connection's kernel receive queue) */
     DROP_REASON_COUNT
 };
 
@@ -36,7 +38,7 @@ static inline const char *drop_reason_name(enum drop_reason r)
         "media_evicted", "media_expired", "signal_full",  "oversize",
         "context_id",    "uplink_send",   "backend_error", "closing",
         "pong_full",     "nomem",         "backend_rxq",  "rate_tunnel",
-        "rate_tenant",   "rate_signal",
+        "rate_tenant",   "rate_signal",  "uplink_expired",
     };
     return (unsigned)r < DROP_REASON_COUNT ? names[r] : "unknown";
 }

@@ -25,6 +25,8 @@
 #define BACKEND_ERRORS_MAX 8
 /* Bytes of a client's CLOSE reason that reach the log (escaped). */
 #define CLOSE_REASON_LOGGED 200
+/* A kernel arrival stamp further back than this is a wall-clock step. */
+#define ARRIVAL_AGE_MAX_NS (60ll * 1000000000ll)
 
 static tunnel_env_t *env_of(const tunnel_t *t)
 {
@@ -304,20 +306,33 @@ static void backend_error(tunnel_t *t, int err)
     }
 }
 
-/* SO_RXQ_OVFL: the kernel reports, with each datagram, how many it has
- * dropped on this socket so far because the receive buffer was full. */
-static void count_rxq_overflow(tunnel_t *t, struct msghdr *mh)
+/* What the kernel says with each datagram: SO_RXQ_OVFL, how many it has
+ * dropped on this socket so far because the receive buffer was full (counted
+ * here), and SO_TIMESTAMPNS, when the datagram arrived. Returns the arrival
+ * on the monotonic clock, given now on both clocks; now when unknown (no
+ * stamp, or one a wall-clock step has made meaningless). */
+static uint64_t read_cmsgs(tunnel_t *t, struct msghdr *mh, uint64_t now, int64_t now_real)
 {
+    uint64_t arrived = now;
     for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
-        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SO_RXQ_OVFL)
+        if (cm->cmsg_level != SOL_SOCKET)
             continue;
-        uint32_t total;
-        memcpy(&total, CMSG_DATA(cm), sizeof total);
-        if (total != t->rxq_dropped) {
-            count_drop(t, DROP_BACKEND_RXQ, (uint32_t)(total - t->rxq_dropped));
-            t->rxq_dropped = total;
+        if (cm->cmsg_type == SO_RXQ_OVFL) {
+            uint32_t total;
+            memcpy(&total, CMSG_DATA(cm), sizeof total);
+            if (total != t->rxq_dropped) {
+                count_drop(t, DROP_BACKEND_RXQ, (uint32_t)(total - t->rxq_dropped));
+                t->rxq_dropped = total;
+            }
+        } else if (cm->cmsg_type == SCM_TIMESTAMPNS) {
+            struct timespec ts;
+            memcpy(&ts, CMSG_DATA(cm), sizeof ts);
+            int64_t age = now_real - ((int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec);
+            if (age > 0 && age <= ARRIVAL_AGE_MAX_NS && (uint64_t)age < now)
+                arrived = now - (uint64_t)age;
         }
     }
+    return arrived;
 }
 
 /* The tenant's limits (ratelimit.h): returns 1 when the packet is dropped
@@ -336,8 +351,12 @@ static int rate_drop(tunnel_t *t, enum ratelimit_dir dir, size_t len, int is_sig
     return 1;
 }
 
-/* One backend datagram, as udp_cb takes it from the socket. */
-static void udp_datagram(tunnel_t *t, const uint8_t *p, size_t len, uint64_t now)
+/* One backend datagram, as udp_cb takes it from the socket; it arrived in
+ * the kernel at arrived: its age in the queue counts from there, so a
+ * datagram that waited in the socket while the loop was busy expires as
+ * soon as one that waited in the queue. */
+static void udp_datagram(tunnel_t *t, const uint8_t *p, size_t len, uint64_t now,
+                         uint64_t arrived)
 {
     int is_signal = classify_packet(p, len) == PKT_SIGNAL;
     if (is_signal) {
@@ -346,7 +365,7 @@ static void udp_datagram(tunnel_t *t, const uint8_t *p, size_t len, uint64_t now
     }
     if (rate_drop(t, RATELIMIT_DOWN, len, is_signal, now))
         return;
-    sendq_push(&t->down, p, len, now); /* drops are counted by the hook */
+    sendq_push(&t->down, p, len, arrived); /* drops are counted by the hook */
 }
 
 /* Takes up to TUNNEL_UDP_BATCH datagrams per recvmmsg. A short batch means
@@ -357,10 +376,11 @@ static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
     tunnel_t *t = container_of(w, tunnel_t, udp_io);
     uint8_t *area = env_of(t)->udp_buf;
     uint64_t now = compat_mono_ns();
+    int64_t now_real = compat_real_ns();
     int got = 0;
     union {
         struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(uint32_t))];
+        char buf[CMSG_SPACE(sizeof(uint32_t)) + CMSG_SPACE(sizeof(struct timespec))];
     } ctl[TUNNEL_UDP_BATCH];
     struct iovec iov[TUNNEL_UDP_BATCH];
     struct mmsghdr mm[TUNNEL_UDP_BATCH];
@@ -381,8 +401,8 @@ static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
             continue;
         }
         for (int k = 0; k < n && t->state == TUNNEL_OPEN; k++) {
-            count_rxq_overflow(t, &mm[k].msg_hdr);
-            udp_datagram(t, iov[k].iov_base, mm[k].msg_len, now);
+            uint64_t arrived = read_cmsgs(t, &mm[k].msg_hdr, now, now_real);
+            udp_datagram(t, iov[k].iov_base, mm[k].msg_len, now, arrived);
         }
         if (n > 0) {
             got = 1;
@@ -530,6 +550,7 @@ static int backend_open(tunnel_t *t, const cfg_pool_t *pool, uint64_t key)
     int rcvbuf = (int)(2 * (lim->media_queue_bytes + lim->signal_queue_bytes));
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     setsockopt(fd, SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
     if (connect(fd, sa, len) < 0) {
         int e = errno;
         close(fd);
@@ -903,8 +924,16 @@ static int up_packet(void *ud, const uint8_t *p, size_t len, int is_signal)
     tunnel_t *t = ud;
     uint64_t now = compat_mono_ns();
     tunnel_touch(t, now);
+    tunnel_env_t *env = env_of(t);
+    /* A late packet is worse than a lost one: media that waited in the
+     * kernel's receive queue longer than the age limit (the gateway was
+     * busy) goes no further; signaling always does. */
+    if (!is_signal && now > env->rx_ns &&
+        now - env->rx_ns > (uint64_t)limits_of(t)->media_queue_age_ms * UTIL_MS_NS) {
+        count_drop(t, DROP_UPLINK_EXPIRED, 1);
+        return t->state != TUNNEL_OPEN;
+    }
     if (!rate_drop(t, RATELIMIT_UP, len, is_signal, now)) {
-        tunnel_env_t *env = env_of(t);
         to_backend(t, p, len, is_signal);
         /* From the read of the bytes that carried it to its send. */
         prom_hist_observe(&env->counters->up_residence, &counters_residence_bounds,

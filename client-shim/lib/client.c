@@ -633,8 +633,10 @@ static void client_on_pipe(shim_pipe_t *p, int events)
 
     if (events & SHIM_PIPE_READ)
         client_on_readable(c);
-    if (events & SHIM_PIPE_WRITE)
+    if (events & SHIM_PIPE_WRITE) {
+        c->_kbudget = SHIM_NOTSENT_LOWAT; /* the kernel holds under that much unsent */
         shim_client__kick(c);
+    }
 }
 
 static void client_on_handshake_timeout(struct ev_loop *loop, ev_timer *w, int revents)
@@ -695,6 +697,7 @@ static void client_on_dialed(shim_dial_t *d, shim_pipe_t *pipe, sluice_fail_t fa
         return;
     }
     c->_pipe = pipe;
+    c->_kbudget = SHIM_NOTSENT_LOWAT;
     pipe->on_ready = client_on_pipe;
     pipe->ud = c;
     c->phase = SHIM_PHASE_TLS;

@@ -63,21 +63,27 @@ static void dial_set_err(shim_dial_t *d, const struct addrinfo *ai, int err)
     d->_fail = SLUICE_FAIL_CONNECT;
 }
 
+void shim_dial_tune(int fd)
+{
+    int one = 1, lowat = SHIM_NOTSENT_LOWAT;
+    /* Real-time media: never wait to coalesce small writes. */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat));
+}
+
 /* Starts a connect to d->_cur or a later address. Returns 0 when one is in
  * progress, -1 when none is left (d->_err says why the last one failed). */
 static int dial_next(shim_dial_t *d)
 {
     for (; d->_cur; d->_cur = d->_cur->ai_next) {
         const struct addrinfo *ai = d->_cur;
-        int one = 1;
         int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
                         ai->ai_protocol);
         if (fd < 0) {
             dial_set_err(d, ai, errno);
             continue;
         }
-        /* Real-time media: never wait to coalesce small writes. */
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        shim_dial_tune(fd);
         if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 || errno == EINPROGRESS) {
             /* Even an immediate success is reported from the loop. */
             d->_fd = fd;

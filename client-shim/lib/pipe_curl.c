@@ -241,6 +241,7 @@ static void curl_done(pipe_curl_t *k, CURLcode rc)
     }
     k->connected = 1;
     k->fd = fd;
+    shim_dial_tune(fd); /* curl set TCP_NODELAY already; the rest is ours */
     k->cb = NULL;
     ev_io_init(&k->io, curl_pipe_on_io, fd, 0);
     cb(&k->base, SLUICE_FAIL_NONE, NULL, ud);

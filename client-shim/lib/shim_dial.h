@@ -25,6 +25,15 @@
 
 typedef struct shim_dial shim_dial_t;
 
+/* Unsent bytes the kernel may hold on the gateway connection (TCP_NOTSENT_LOWAT). */
+#define SHIM_NOTSENT_LOWAT 4096
+
+/* Socket options of the gateway connection, direct or through a proxy:
+ * TCP_NODELAY, and TCP_NOTSENT_LOWAT so that when the gateway (or the path)
+ * cannot keep up the backlog waits in the tunnels' age-bounded queues, which
+ * drop the oldest media, rather than in the kernel's send buffer. */
+void shim_dial_tune(int fd);
+
 /* Success: pipe is connected and now owned by the callee, fail is
  * SLUICE_FAIL_NONE and err NULL. Failure (every route failed): pipe is
  * NULL, fail classifies the last route's failure and err names the route,

@@ -54,7 +54,7 @@
 #define SHIM_AUTHORITY_MAX 300u  /* "server-name:port", bracketed IPv6 */
 #define SHIM_IO_CHUNK 16384u      /* one read(2) / SSL_read / coalesced SSL_write */
 #define SHIM_READS_PER_EVENT 8    /* fairness: other watchers get a turn */
-#define SHIM_TLS_OUT_HIGH 65536u  /* stop pulling HTTP/2 frames above this backlog */
+#define SHIM_TLS_OUT_HIGH 4096u   /* stop pulling HTTP/2 frames above this backlog */
 #define SHIM_STREAM_WINDOW (256u * 1024u)
 #define SHIM_CONN_WINDOW (4u * 1024u * 1024u)
 #define SHIM_TOKEN_MAX TOKEN_TEXT_LEN /* a tunnel-session token (proto/token.h) */
@@ -140,6 +140,7 @@ struct st_sluice_client_t {
     shim_dial_t _dial;
     shim_pipe_t *_pipe;   /* the transport, once dialed */
     int _want_write;      /* TLS output waits for the pipe */
+    size_t _kbudget;      /* bytes the pipe may take before we wait for it to be writable */
     ev_timer _timer;      /* TLS handshake deadline */
     ev_timer _keepalive;
     ev_timer _retry;      /* reconnect back-off */

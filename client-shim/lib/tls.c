@@ -288,6 +288,12 @@ ssize_t shim_tls__pull(sluice_client_t *c)
     return n;
 }
 
+/* The kernel takes at most _kbudget bytes between two signs that it is
+ * writable: with TCP_NOTSENT_LOWAT a socket is writable only while little is
+ * unsent, but a write still appends to the last segment, so without the
+ * budget a busy path would let tens of KiB wait unsent in the kernel, where
+ * nobody drops the oldest media. What does not go waits in the tunnels'
+ * age-bounded queues (shim_dial_tune). */
 int shim_tls__push(sluice_client_t *c)
 {
     for (;;) {
@@ -297,11 +303,16 @@ int shim_tls__push(sluice_client_t *c)
 
         if (pending <= 0)
             return 0;
+        if (c->_kbudget == 0)
+            return 1;
+        if ((size_t)pending > c->_kbudget)
+            pending = (long)c->_kbudget;
         w = shim_pipe_write(c->_pipe, (const uint8_t *)p, (size_t)pending);
         if (w == SHIM_PIPE_AGAIN)
             return 1;
         if (w < 0)
             return -1;
+        c->_kbudget -= (size_t)w;
         /* Consume what went out; _buf is free scratch outside a pull. */
         while (w > 0) {
             int k = BIO_read(c->_wbio, c->_buf,

@@ -187,6 +187,8 @@ Test(config, defaults)
     cr_assert_eq(config_idle_ms(l, TUNNEL_KIND_TURN), 900000);
     cr_assert_eq(l->resume_grace_ms, 30000);
     cr_assert_eq(l->capsule_ping_ms, 20000);
+    cr_assert_eq(l->tcp_rcvbuf_bytes, 131072);
+    cr_assert_eq(l->tcp_notsent_lowat_bytes, 16384);
     cr_assert_eq(l->handshake_timeout_ms, 10000);
     cr_assert_eq(l->header_timeout_ms, 10000);
     cr_assert_eq(l->conn_idle_ms, 60000);
@@ -449,7 +451,8 @@ Test(config, error_every_limit_bound)
         {"max_auth_failures", 1, 1000},       {"max_pending_per_source", 1, 1000000},
         {"handshakes_per_source_s", 1, 1000000}, {"max_control_frames_s", 10, 1000000},
         {"turn_idle_ms", 1, 86400000},        {"resume_grace_ms", 0, 3600000},
-        {"capsule_ping_ms", 0, 600000},
+        {"capsule_ping_ms", 0, 600000},       {"tcp_rcvbuf_bytes", 0, 16777216},
+        {"tcp_notsent_lowat_bytes", 0, 16777216},
     };
     for (size_t i = 0; i < sizeof L / sizeof L[0]; i++) {
         unsigned long bad[2] = {L[i].min - 1, L[i].max + 1};
