@@ -21,6 +21,7 @@
 
 #include "../../proto/capsule.h"
 #include "../support/ts_config.h"
+#include "../support/ts_cutter.h"
 #include "../support/ts_fault.h"
 #include "../support/ts_fixture.h"
 #include "../support/ts_flow.h"
@@ -39,6 +40,8 @@ static ts_fixture_t fx;
 static ts_h2raw_t cl[NCLIENTS];
 static int app_fd = -1;
 static int extra_fd[4] = {-1, -1, -1, -1};
+static ts_cutter_t *cutter;
+static ts_shim_t own_shim;
 
 static void teardown(void)
 {
@@ -53,6 +56,10 @@ static void teardown(void)
             close(extra_fd[i]);
         extra_fd[i] = -1;
     }
+    ts_shim_dispose(&own_shim);
+    memset(&own_shim, 0, sizeof own_shim);
+    ts_cutter_stop(cutter);
+    cutter = NULL;
     ts_fixture_teardown(&fx);
 }
 
@@ -452,6 +459,103 @@ Test(faults, clock_steps_expire_credentials_on_wall_time_and_leave_timers_alone)
                 "the idle CLOSE came %lld ms after the last packet (tunnel_idle_ms %d)",
                 STEP_S, (long long)took, IDLE_MS);
     ts_h2raw_close(c);
+    const char *what;
+    int code;
+    cr_assert_eq(ts_fixture_stop(&fx, &what, &code), 0, "%s exited with %d", what, code);
+}
+
+/* ---- 3. a client whose address changes mid-call ---------------------------- */
+
+/* The shim reaches the gateway through ts_cutter (the network path). Mid-call
+ * the path is cut (both sides reset) and from then on connects from
+ * 127.0.0.2: the gateway sees the same client come back from another
+ * address. The shim reconnects and resumes its session (proto/README.md
+ * §8.1): the backend sees one source for the whole call, and the gateway
+ * logs the new peer. May be lost: the packets of the gap, between the cut
+ * and the resume (reported); none sent 500 ms after the cut. */
+Test(faults, a_client_whose_address_changes_resumes_its_call)
+{
+    enum { N = 400, CUT_AT = 100, PACE_MS = 5, LATE = CUT_AT + 100 };
+    static int64_t back_at[N];
+    memset(back_at, 0, sizeof back_at);
+    start_gateway(NULL);
+    cr_assert_not_null(cutter = ts_cutter_start(&fx.gw.listen[0]));
+    char url[128];
+    snprintf(url, sizeof url, "https://%s", ts_cutter_addr_str(cutter));
+    ts_shim_opts_t o = {.gateway = url, .tenant = TS_FX_TENANT, .secret = TS_FX_SECRET,
+                        .extra = {"--reconnect-min-ms", "50", "--reconnect-max-ms", "400"}};
+    cr_assert_eq(ts_shim_start(&own_shim, &o, ts_deadline(ts_ms(15000))), 0);
+    cr_assert_geq(app_fd = ts_udp_bind(AF_INET, NULL), 0);
+    cr_assert_eq(ts_flow_prime(app_fd, &own_shim.listen, 50, ts_deadline(ts_ms(5000))), 0);
+    ts_addr_t moved;
+    cr_assert_eq(ts_addr_parse("127.0.0.2:0", &moved), 0);
+
+    uint8_t pkt[64] = {0x80, 0x00}, buf[256];
+    pkt[4] = 0xc7;
+    int cut = -1, n_back = 0;
+    int64_t deadline = ts_deadline(ts_ms(20000));
+    for (int i = 0; i < N && ts_remaining_ms(deadline) > 0; i++) {
+        if (i == CUT_AT) {
+            ts_cutter_set_source(cutter, &moved);
+            cut = ts_cutter_cut_all(cutter);
+        }
+        pkt[2] = (uint8_t)(i >> 8);
+        pkt[3] = (uint8_t)i;
+        cr_assert_eq(ts_udp_send(app_fd, &own_shim.listen, pkt, sizeof pkt), 0);
+        int64_t until = ts_deadline(ts_ms(PACE_MS)); /* the call's pace */
+        do {
+            struct pollfd p = {.fd = app_fd, .events = POLLIN};
+            if (poll(&p, 1, (int)ts_remaining_ms(until)) <= 0)
+                break;
+            ssize_t k;
+            while ((k = recv(app_fd, buf, sizeof buf, MSG_DONTWAIT)) > 0) {
+                int j = buf[2] << 8 | buf[3];
+                if (k == (ssize_t)sizeof pkt && buf[4] == 0xc7 && j < N && !back_at[j]) {
+                    back_at[j] = ts_now_ms();
+                    n_back++;
+                }
+            }
+        } while (ts_remaining_ms(until) > 0);
+    }
+    /* Echoes of the last packets may still be on their way. */
+    for (int64_t end = ts_deadline(ts_ms(1000)); n_back < N && ts_remaining_ms(end) > 0;) {
+        struct pollfd p = {.fd = app_fd, .events = POLLIN};
+        if (poll(&p, 1, (int)ts_remaining_ms(end)) <= 0)
+            break;
+        ssize_t k;
+        while ((k = recv(app_fd, buf, sizeof buf, MSG_DONTWAIT)) > 0) {
+            int j = buf[2] << 8 | buf[3];
+            if (k == (ssize_t)sizeof pkt && buf[4] == 0xc7 && j < N && !back_at[j]) {
+                back_at[j] = ts_now_ms();
+                n_back++;
+            }
+        }
+    }
+    cr_assert_eq(cut, 1, "the shim's connection was not live at the cut");
+    int64_t gap = 0, prev = 0;
+    int lost = 0, lost_before = 0, lost_late = 0;
+    for (int i = 0; i < N; i++) {
+        if (!back_at[i]) {
+            lost++;
+            lost_before += i < CUT_AT;
+            lost_late += i >= LATE;
+            continue;
+        }
+        if (prev && back_at[i] - prev > gap)
+            gap = back_at[i] - prev;
+        prev = back_at[i];
+    }
+    cr_log_info("address change: %d of %d back, %d lost, media gap %lld ms", n_back, N, lost,
+                (long long)gap);
+    cr_expect_eq(lost_before, 0, "%d packets lost before the cut", lost_before);
+    cr_expect_eq(lost_late, 0, "%d packets lost 500 ms or more after the cut", lost_late);
+    cr_expect_gt(ts_log_count(gw_log(), "peer=127.0.0.2:"), 0,
+                 "the gateway never saw the client from 127.0.0.2");
+    ts_addr_t src[4];
+    cr_expect_eq(ts_echo_sources(fx.echo, src, 4), 1,
+                 "the backend saw more than one source: the session was not resumed");
+    cr_expect_eq(ts_log_count(own_shim.proc.err_path, "reopens 1)"), 0, "the tunnel was re-opened");
+    cr_expect_eq(ts_shim_stop(&own_shim, ts_deadline(ts_ms(10000))), 0);
     const char *what;
     int code;
     cr_assert_eq(ts_fixture_stop(&fx, &what, &code), 0, "%s exited with %d", what, code);
