@@ -270,11 +270,13 @@ Test(faults, backend_that_stays_dead_closes_the_tunnel_with_the_reason)
 
 /* sluiced refuses to start when max_connections + max_tunnels do not fit its
  * limit (docs/configuration.md "File descriptors"), so the limit is lowered
- * under the running process (prlimit(2), as `prlimit --pid` does) to exactly
- * the descriptors it holds: the next accept() or socket() fails with EMFILE.
+ * under the running process (prlimit(2), as `prlimit --pid` does) to its
+ * lowest free descriptor number: the next accept() or socket() fails with
+ * EMFILE.
  * Then: no busy loop (CPU over 1.5 s), a running call loses nothing, a new
- * tunnel gets 503 naming the cause, new connections wait in the backlog, and
- * everything resumes when the limit is raised. May be lost: nothing. */
+ * tunnel gets 503 naming the cause, new connections wait in the backlog
+ * (not served, not closed), and everything resumes when the limit is raised:
+ * the waiting connections are served. May be lost: nothing. */
 Test(faults, at_the_fd_limit_no_busy_loop_no_loss_and_a_clear_refusal)
 {
     start_gateway(NULL);
@@ -284,16 +286,21 @@ Test(faults, at_the_fd_limit_no_busy_loop_no_loss_and_a_clear_refusal)
     ts_h2raw_t *c = &cl[0];
     connect_client(c);
     pid_t pid = fx.gw.proc.pid;
-    int used = ts_fault_fd_count(pid);
-    cr_assert_gt(used, 0);
+    /* A new descriptor takes the lowest free number, and fails (EMFILE)
+     * when that is at or above the soft limit. */
+    int used = ts_fault_fd_count(pid), lowest = ts_fault_fd_lowest_free(pid);
+    cr_assert_gt(lowest, 0);
     uint64_t old_soft = 0;
-    cr_assert_eq(ts_fault_nofile(pid, (uint64_t)used, &old_soft), 0, "prlimit: %s",
+    cr_assert_eq(ts_fault_nofile(pid, (uint64_t)lowest, &old_soft), 0, "prlimit: %s",
                  strerror(errno));
 
     /* New connections: the kernel completes them; sluiced cannot accept. */
     for (int i = 0; i < 4; i++) {
         extra_fd[i] = ts_tcp_connect(&fx.gw.listen[0], ts_deadline(ts_ms(5000)));
         cr_assert_geq(extra_fd[i], 0, "connection %d was not even queued", i);
+        /* Cleartext: once accepted, the gateway answers 400 and hangs up. */
+        static const char req[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        cr_assert_eq(ts_tcp_send_all(extra_fd[i], req, sizeof req - 1), 0);
     }
     wait_log("accept: Too many open files; pausing accepts", 1, 5000);
     ts_pstat_t p0, p1;
@@ -302,10 +309,14 @@ Test(faults, at_the_fd_limit_no_busy_loop_no_loss_and_a_clear_refusal)
     poll(NULL, 0, 1500); /* the measuring window, not synchronisation */
     cr_assert_eq(ts_pstat_read(pid, &p1), 0);
     int64_t wall = ts_now_ms() - t0;
+    for (int i = 0; i < 4; i++) {
+        struct pollfd p = {.fd = extra_fd[i], .events = POLLIN};
+        cr_assert_eq(poll(&p, 1, 0), 0, "connection %d was served at the fd limit", i);
+    }
     uint64_t cpu_ms = (p1.utime_ns + p1.stime_ns - p0.utime_ns - p0.stime_ns) / 1000000u;
     size_t pauses = ts_log_count(gw_log(), "pausing accepts");
-    cr_log_info("at the fd limit (%d): %llu ms CPU in %lld ms with 4 connections waiting; "
-                "%zu \"pausing accepts\" lines", used, (unsigned long long)cpu_ms,
+    cr_log_info("at the fd limit (%d, %d open): %llu ms CPU in %lld ms with 4 connections "
+                "waiting; %zu \"pausing accepts\" lines", lowest, used, (unsigned long long)cpu_ms,
                 (long long)wall, pauses);
     /* One pause per 100 ms (ACCEPT_PAUSE_S): the log line is rate-limited
      * (the conn limiter: 10 per 10 s window) so the log stays bounded. */
@@ -320,6 +331,17 @@ Test(faults, at_the_fd_limit_no_busy_loop_no_loss_and_a_clear_refusal)
     cr_expect_gt(ts_log_count(gw_log(), "Too many open files"), 1);
 
     cr_assert_eq(ts_fault_nofile(pid, old_soft, NULL), 0);
+    /* The connections that waited in the backlog are served now. */
+    for (int i = 0; i < 4; i++) {
+        char reply[512];
+        int closed = 0;
+        size_t n = ts_tcp_read_until_close(extra_fd[i], reply, sizeof reply - 1,
+                                           ts_deadline(ts_ms(5000)), &closed);
+        reply[n] = 0;
+        cr_assert(closed && strstr(reply, "TLS required"),
+                  "connection %d that waited in the backlog: \"%s\" (closed %d)", i, reply,
+                  closed);
+    }
     cr_assert_eq(request_tunnel(c, 3, 600), 200, "no new tunnel once fds were free again");
     cr_assert(round_trip(c, 3, 1, 5000), "the new tunnel carries nothing");
     ts_shim_t *shim2;

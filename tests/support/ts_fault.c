@@ -26,6 +26,29 @@ int ts_fault_fd_count(pid_t pid)
     return n;
 }
 
+int ts_fault_fd_lowest_free(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    /* Small numbers are enough: a test process holds a few dozen. */
+    unsigned char used[4096] = {0};
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char *end;
+        long fd = strtol(e->d_name, &end, 10);
+        if (e->d_name[0] != '.' && !*end && fd >= 0 && fd < (long)sizeof used)
+            used[fd] = 1;
+    }
+    closedir(d);
+    for (int i = 0; i < (int)sizeof used; i++)
+        if (!used[i])
+            return i;
+    return -1;
+}
+
 int ts_fault_nofile(pid_t pid, uint64_t soft, uint64_t *old_soft)
 {
     struct rlimit old, rl;
