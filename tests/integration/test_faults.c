@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -421,6 +422,74 @@ Test(faults, drain_deadline_holds_with_a_dead_peer)
     close_seen_t cs = {1, UINT64_MAX};
     cr_expect_eq(ts_h2raw_wait(deaf, has_close, &cs, ts_deadline(ts_ms(3000))), 0);
     cr_expect_eq(cs.code, CLOSE_SHUTTING_DOWN);
+}
+
+/* Runs a shell command to completion; returns its exit code or -1, and its
+ * stderr in *err (static; "" when none). */
+static int sh(const char *cmd, const char **err)
+{
+    static ts_run_t run;
+    static char msg[256];
+    char *argv[] = {"/bin/sh", "-c", (char *)cmd, NULL};
+    ts_run_free(&run);
+    int rc = ts_run(argv, NULL, ts_deadline(ts_ms(10000)), &run) < 0 ? -1 : run.code;
+    snprintf(msg, sizeof msg, "%s", run.err ? run.err : "");
+    *err = msg;
+    return rc;
+}
+
+/* The same with a peer that never ACKs: in a network namespace of the test's
+ * own (criterion runs each test in its own process), nftables drops every
+ * packet the client sends once its tunnel is open, so the gateway's PING
+ * capsules, then its GOAWAY and CLOSE, are never acknowledged. The drain
+ * deadline holds and sluiced exits 0 on time. May be lost: what the dead
+ * client was sent (nothing reaches it any more). */
+Test(faults, drain_deadline_holds_with_a_peer_that_never_acks)
+{
+    enum { DRAIN_MS = 400, TIMEOUT_MS = 300 };
+    cr_assert_not_null(ts_build_dir(), "SLUICE_BUILD is not set (tests/run.sh sets it)");
+    const char *err;
+    if (unshare(CLONE_NEWNET) < 0)
+        cr_skip_test("cannot make a network namespace (unshare: %s)", strerror(errno));
+    if (sh("ip link set lo up", &err) != 0)
+        cr_skip_test("cannot bring lo up in the namespace: %s", err);
+    char limits[256];
+    snprintf(limits, sizeof limits,
+             "{\"capsule_ping_ms\": 100, \"drain_ms\": %d, \"drain_timeout_ms\": %d}",
+             DRAIN_MS, TIMEOUT_MS);
+    start_gateway(limits);
+    ts_h2raw_t *dead = &cl[0];
+    connect_client(dead);
+    cr_assert_eq(request_tunnel(dead, 1, 600), 200);
+    cr_assert(round_trip(dead, 1, 0, 5000), "no echo before the peer went dead");
+
+    uint16_t gport = ts_addr_port(&fx.gw.listen[0]), cport = local_port(dead->fd);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd,
+             "nft add table inet t && "
+             "nft add chain inet t o '{ type filter hook output priority 0; }' && "
+             "nft add rule inet t o tcp sport %u drop",
+             cport);
+    if (sh(cmd, &err) != 0)
+        cr_skip_test("nft is not usable here: %s", err);
+    /* The PING capsules (every 100 ms) now stay unacknowledged. */
+    long txq = 0;
+    for (int64_t d = ts_deadline(ts_ms(3000)); ts_remaining_ms(d) > 0 && txq <= 0;) {
+        txq = ts_fault_tcp_txq(gport, cport);
+        poll(NULL, 0, 20); /* bounded polling of /proc for the condition */
+    }
+    cr_assert_gt(txq, 0, "the gateway's send queue to the dead peer stayed empty");
+
+    int64_t t_term = ts_now_ms();
+    cr_assert_eq(ts_proc_signal(&fx.gw.proc, SIGTERM), 0);
+    int code = ts_proc_wait_exit(&fx.gw.proc, ts_deadline(ts_ms(10000)));
+    int64_t took = ts_now_ms() - t_term;
+    cr_assert_eq(code, 0, "sluiced after SIGTERM: exit %d (-1: still running 10 s later)", code);
+    cr_log_info("drain with a peer that never ACKs (%ld bytes unacknowledged): exited %lld ms "
+                "after SIGTERM (drain_ms %d + drain_timeout_ms %d)",
+                txq, (long long)took, DRAIN_MS, TIMEOUT_MS);
+    cr_expect_leq(took, DRAIN_MS + TIMEOUT_MS + 2000, "the drain deadline did not hold");
+    cr_expect_gt(ts_log_count(gw_log(), "drain timeout"), 0, "sluiced did not say why it stopped");
 }
 
 /* ---- 6. clock steps ----------------------------------------------------- */
