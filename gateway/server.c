@@ -143,7 +143,9 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         int fd = accept4(l->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                log_msg(LOG_WARN, "accept: %s; pausing accepts", strerror(errno));
+                /* Rate-limited: at the limit this repeats every pause. */
+                log_limited(&s->logs.conn, compat_mono_ns(), LOG_WARN,
+                            "accept: %s; pausing accepts", strerror(errno));
                 listeners_set(s, 0);
                 ev_timer_set(&s->accept_pause, ACCEPT_PAUSE_S, 0.);
                 ev_timer_start(loop, &s->accept_pause);

@@ -695,7 +695,10 @@ static int open_flow(tunnel_t *t, const req_target_t *target, int *rc)
         log_limited(&env->logs->refused, compat_mono_ns(), LOG_WARN,
                     "conn %s stream %d: backend socket: %s", t->host->peer, t->stream_id,
                     e == EHOSTDOWN ? "no healthy backend in the pool" : strerror(e));
-        *rc = reject(t, 503, e == EHOSTDOWN ? "no healthy backend" : "backend unavailable");
+        /* EMFILE / ENFILE: our own limit, not the backend's fault; say so. */
+        *rc = reject(t, 503, e == EHOSTDOWN                 ? "no healthy backend"
+                             : e == EMFILE || e == ENFILE ? "gateway out of file descriptors"
+                                                          : "backend unavailable");
         return -1;
     }
     /* A DATAGRAM value is the context id and the payload: max_capsule - 1. */

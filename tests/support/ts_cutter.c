@@ -51,6 +51,7 @@ struct ts_cutter {
     conn_t conns[TS_CUTTER_MAX_CONNS];
     pthread_mutex_t lock;     /* guards the fields below */
     ts_addr_t target;         /* where new connections go (ts_cutter_retarget) */
+    ts_addr_t source;         /* bound before connecting when len != 0 (ts_cutter_set_source) */
     pthread_cond_t cut_done_cv;
     uint64_t accepted, bytes_up, bytes_down;
     size_t live;
@@ -111,7 +112,7 @@ static void accept_some(ts_cutter_t *c)
             return;
         pthread_mutex_lock(&c->lock);
         c->accepted++;
-        ts_addr_t target = c->target;
+        ts_addr_t target = c->target, source = c->source;
         pthread_mutex_unlock(&c->lock);
         conn_t *k = NULL;
         for (size_t j = 0; j < TS_CUTTER_MAX_CONNS && !k; j++)
@@ -121,6 +122,11 @@ static void accept_some(ts_cutter_t *c)
                     : -1;
         if (tfd < 0) {
             reset_fd(cfd); /* full, or no socket: refuse as a dead proxy would */
+            continue;
+        }
+        if (source.len && bind(tfd, (const struct sockaddr *)&source.sa, source.len) < 0) {
+            reset_fd(tfd);
+            reset_fd(cfd);
             continue;
         }
         int r = connect(tfd, (const struct sockaddr *)&target.sa, target.len);
@@ -405,5 +411,15 @@ void ts_cutter_retarget(ts_cutter_t *c, const ts_addr_t *target)
 {
     pthread_mutex_lock(&c->lock);
     c->target = *target;
+    pthread_mutex_unlock(&c->lock);
+}
+
+void ts_cutter_set_source(ts_cutter_t *c, const ts_addr_t *source)
+{
+    pthread_mutex_lock(&c->lock);
+    if (source)
+        c->source = *source;
+    else
+        memset(&c->source, 0, sizeof c->source);
     pthread_mutex_unlock(&c->lock);
 }

@@ -58,6 +58,11 @@ int ts_cutter_cut_all(ts_cutter_t *c);
  * backend out); live ones stay where they are. */
 void ts_cutter_retarget(ts_cutter_t *c, const ts_addr_t *target);
 
+/* New connections to the target are made from source (an address, port 0 for
+ * any, e.g. 127.0.0.2 on the loopback: a client whose address changed); NULL:
+ * the kernel's choice again. Live ones stay as they are. */
+void ts_cutter_set_source(ts_cutter_t *c, const ts_addr_t *source);
+
 /* Stops the thread, resets what is still live, closes the listener and frees
  * c. NULL is a no-op. */
 void ts_cutter_stop(ts_cutter_t *c);
