@@ -79,8 +79,10 @@ static void teardown(void)
     ndecoys = 0;
 }
 
-/* A UDP listener on "addr:port" (numeric); port 0 picks one. */
-static decoy_t *decoy_add(const char *host, int ipv6, uint16_t port, const char *why)
+/* A UDP listener on "addr:port" (numeric); port 0 picks one. NULL when the
+ * port is in use on that address (errno EADDRINUSE); any other failure fails
+ * the test. */
+static decoy_t *decoy_bind(const char *host, int ipv6, uint16_t port, const char *why)
 {
     cr_assert_lt(ndecoys, MAX_DECOYS);
     decoy_t *d = &decoys[ndecoys];
@@ -91,8 +93,14 @@ static decoy_t *decoy_add(const char *host, int ipv6, uint16_t port, const char 
     cr_assert_geq(d->fd, 0);
     if (ipv6)
         setsockopt(d->fd, IPPROTO_IPV6, IPV6_V6ONLY, &(int){1}, sizeof(int));
-    cr_assert_eq(bind(d->fd, (struct sockaddr *)&d->addr.sa, d->addr.len), 0,
-                 "cannot bind the decoy %s: %s", text, strerror(errno));
+    if (bind(d->fd, (struct sockaddr *)&d->addr.sa, d->addr.len) < 0) {
+        int e = errno;
+        close(d->fd);
+        d->fd = -1;
+        cr_assert_eq(e, EADDRINUSE, "cannot bind the decoy %s: %s", text, strerror(e));
+        errno = e;
+        return NULL;
+    }
     socklen_t len = sizeof d->addr.sa;
     cr_assert_eq(getsockname(d->fd, (struct sockaddr *)&d->addr.sa, &len), 0);
     d->addr.len = len;
@@ -100,6 +108,55 @@ static decoy_t *decoy_add(const char *host, int ipv6, uint16_t port, const char 
     snprintf(d->label, sizeof d->label, "%s (%s)", ts_addr_str(&d->addr, s, sizeof s), why);
     ndecoys++;
     return d;
+}
+
+static decoy_t *decoy_add(const char *host, int ipv6, uint16_t port, const char *why)
+{
+    decoy_t *d = decoy_bind(host, ipv6, port, why);
+    cr_assert_not_null(d, "cannot bind the decoy %s:%u: %s", host, (unsigned)port,
+                       strerror(errno));
+    return d;
+}
+
+/* A decoy on a port another component chose (the echo's, the gateway's): the
+ * same number may be held on that address by another test's socket. Then
+ * there is no decoy there, and the check of sluiced's sockets in /proc
+ * (gateway_udp_peers_are_the_echo) still covers it. */
+static void decoy_try_add(const char *host, int ipv6, uint16_t port, const char *why)
+{
+    if (!decoy_bind(host, ipv6, port, why))
+        fprintf(stderr, "test_open_relay: no decoy on %s port %u (%s): in use elsewhere\n", host,
+                (unsigned)port, why);
+}
+
+/* The port D the attacker names: free on 127.0.0.1 and on the four other
+ * loopback addresses the decoys take it on (another test's socket may hold
+ * it there: pick again). */
+static void named_decoys(void)
+{
+    static const struct {
+        const char *host;
+        int ipv6;
+        const char *why;
+    } at[] = {
+        {"127.0.0.2", 0, "named port, other loopback"},
+        {"127.1.2.3", 0, "named port, other loopback"},
+        {"127.255.255.254", 0, "named port, last of 127/8"},
+        {"::1", 1, "named port, IPv6 loopback"},
+    };
+    for (int attempt = 0; attempt < 64; attempt++) {
+        size_t mark = ndecoys;
+        decoy_t *d = decoy_add("127.0.0.1", 0, 0, "the port the attacker names");
+        dport = ts_addr_port(&d->addr);
+        size_t i = 0;
+        while (i < sizeof at / sizeof at[0] && decoy_bind(at[i].host, at[i].ipv6, dport, at[i].why))
+            i++;
+        if (i == sizeof at / sizeof at[0])
+            return;
+        while (ndecoys > mark)
+            close(decoys[--ndecoys].fd);
+    }
+    cr_assert_fail("no port free on every loopback address in 64 tries");
 }
 
 /* Reads what each decoy holds, until deadline; returns the total ever received. */
@@ -172,15 +229,10 @@ static void start(void)
     echo = ts_echo_start(AF_INET);
     cr_assert_not_null(echo);
     uint16_t p = ts_addr_port(ts_echo_addr(echo));
-    decoy_t *d = decoy_add("127.0.0.1", 0, 0, "the port the attacker names");
-    dport = ts_addr_port(&d->addr);
-    decoy_add("127.0.0.2", 0, dport, "named port, other loopback");
-    decoy_add("127.1.2.3", 0, dport, "named port, other loopback");
-    decoy_add("127.255.255.254", 0, dport, "named port, last of 127/8");
-    decoy_add("::1", 1, dport, "named port, IPv6 loopback");
-    decoy_add("127.0.0.2", 0, p, "echo's port, other loopback");
-    decoy_add("127.1.2.3", 0, p, "echo's port, other loopback");
-    decoy_add("::1", 1, p, "echo's port, IPv6 loopback");
+    named_decoys();
+    decoy_try_add("127.0.0.2", 0, p, "echo's port, other loopback");
+    decoy_try_add("127.1.2.3", 0, p, "echo's port, other loopback");
+    decoy_try_add("::1", 1, p, "echo's port, IPv6 loopback");
     decoy_add("::1", 1, 0, "IPv6 loopback, another port");
     write_config();
     cr_assert_eq(ts_gateway_start(&gw, NULL, conf, ts_deadline(ts_ms(10000))), 0,
@@ -190,10 +242,10 @@ static void start(void)
     ts_addr_t admin;
     cr_assert_eq(ts_addr_parse(admin_addr, &admin), 0);
     uint16_t gp = ts_addr_port(&gw.listen[0]), ap = ts_addr_port(&admin);
-    decoy_add("127.0.0.1", 0, gp, "the gateway's TLS port");
-    decoy_add("127.0.0.2", 0, gp, "the gateway's TLS port, other loopback");
-    decoy_add("::1", 1, gp, "the gateway's TLS port, IPv6");
-    decoy_add("127.0.0.1", 0, ap, "the admin API's port");
+    decoy_try_add("127.0.0.1", 0, gp, "the gateway's TLS port");
+    decoy_try_add("127.0.0.2", 0, gp, "the gateway's TLS port, other loopback");
+    decoy_try_add("::1", 1, gp, "the gateway's TLS port, IPv6");
+    decoy_try_add("127.0.0.1", 0, ap, "the admin API's port");
     snprintf(named[0], sizeof named[0], "127.0.0.2:%u", (unsigned)dport);
     snprintf(named[1], sizeof named[1], "127.0.0.1:%u", (unsigned)dport);
     snprintf(named[2], sizeof named[2], "[::1]:%u", (unsigned)dport);
