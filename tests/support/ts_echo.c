@@ -24,6 +24,7 @@ struct ts_echo {
     int stop_pipe[2];
     pthread_t thread;
     int started;
+    int64_t life_ms;      /* the thread serves this long at most */
     ts_addr_t addr;
     char addr_str[64];
     pthread_mutex_t lock; /* guards the fields below */
@@ -58,7 +59,7 @@ static void *echo_main(void *arg)
 {
     ts_echo_t *e = arg;
     uint8_t buf[65536];
-    int64_t end = ts_deadline(TS_ECHO_MAX_LIFE_MS);
+    int64_t end = ts_deadline(e->life_ms);
     for (;;) {
         int left = ts_remaining_ms(end);
         if (left == 0)
@@ -101,9 +102,16 @@ ts_echo_t *ts_echo_start_hooked(int family, ts_echo_hook_t hook, void *ud)
 
 ts_echo_t *ts_echo_start_at(int family, uint16_t port, ts_echo_hook_t hook, void *ud)
 {
+    return ts_echo_start_for(family, port, hook, ud, TS_ECHO_MAX_LIFE_MS);
+}
+
+ts_echo_t *ts_echo_start_for(int family, uint16_t port, ts_echo_hook_t hook, void *ud,
+                             int64_t life_ms)
+{
     ts_echo_t *e = calloc(1, sizeof *e);
     if (!e)
         return NULL;
+    e->life_ms = life_ms;
     e->hook = hook;
     e->hook_ud = ud;
     e->stop_pipe[0] = e->stop_pipe[1] = -1;

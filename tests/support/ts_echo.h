@@ -4,7 +4,8 @@
  * distinct source addresses it saw, so a test can tell how many gateway-side
  * tunnel sockets reached it.
  *
- * Bounded: it serves at most TS_ECHO_MAX_LIFE_MS and remembers at most
+ * Bounded: it serves at most TS_ECHO_MAX_LIFE_MS (a benchmark that runs
+ * longer says how long: ts_echo_start_for) and remembers at most
  * TS_ECHO_MAX_SOURCES sources (further ones are counted, not stored).
  */
 #ifndef SLUICE_TS_ECHO_H
@@ -36,6 +37,11 @@ ts_echo_t *ts_echo_start_hooked(int family, ts_echo_hook_t hook, void *ud);
 /* ts_echo_start_hooked on a given loopback port (0: any), for a backend that
  * restarts where it was. */
 ts_echo_t *ts_echo_start_at(int family, uint16_t port, ts_echo_hook_t hook, void *ud);
+
+/* ts_echo_start_at serving for life_ms instead of TS_ECHO_MAX_LIFE_MS; after
+ * that the thread stops answering (a bound, never a way to stop it). */
+ts_echo_t *ts_echo_start_for(int family, uint16_t port, ts_echo_hook_t hook, void *ud,
+                             int64_t life_ms);
 
 /* Where it listens, as an address and as "127.0.0.1:PORT" / "[::1]:PORT". */
 const ts_addr_t *ts_echo_addr(const ts_echo_t *e);
