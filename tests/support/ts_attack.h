@@ -63,6 +63,7 @@ typedef struct ts_attack_env {
     const char *username, *credential;  /* valid credentials */
     uint32_t max_streams;        /* the gateway's limits.max_streams */
     size_t conns;                /* slowloris / bare TCP: connections to hold */
+    unsigned open_per_s;         /* their opening rate (0: as fast as they go) */
     int duration_ms;             /* how long a paced attack (churn, brute force) lasts */
 } ts_attack_env_t;
 
@@ -106,11 +107,21 @@ const char *ts_attack_h2_error(uint32_t code);
  * an attack cut by a timeout fits in a few seconds. */
 #define TS_ATTACK_LIMITS \
     "{\"handshake_timeout_ms\":2000,\"header_timeout_ms\":2000,\"write_stall_ms\":2000}"
+/* For slowloris at full scale: 30 s handshake and header timeouts (and a
+ * 30 s PING interval, whose dead-peer check would otherwise cut a silent
+ * HTTP/2 connection at 5 + 10 s), so that 10,000 connections opened at the
+ * rate this machine manages are all held at once before the first is cut. */
+#define TS_ATTACK_LIMITS_SLOW                                                    \
+    "{\"handshake_timeout_ms\":30000,\"header_timeout_ms\":30000,"              \
+    "\"ping_interval_ms\":30000,\"write_stall_ms\":2000}"
 
 typedef struct ts_attack_row {
     ts_attack_result_t res;
     ts_acall_stats_t base, during;   /* the call before and during the attack */
     long rss_before_kb, rss_after_kb;
+    long hwm_after_kb;               /* VmHWM after the attack: its peak, if above before */
+    uint64_t cpu_ns;                 /* sluiced's CPU time (user + system) during the attack */
+    int64_t window_ms;               /* the call's attack window */
     size_t log_lines;                /* sluiced's stderr lines during the attack */
     int gw_ok;                       /* sluiced exited 0 after SIGTERM */
     int ran;                         /* everything up to the attack worked */
@@ -121,9 +132,10 @@ typedef struct ts_attack_row {
  * $SLUICE_BUILD) with one live shim: the legitimate call (200 B at 50 pps)
  * runs alone for base_ms, then during the attack (at least min_attack_ms,
  * the call's window staying open that long), then sluiced is stopped.
- * conns and duration_ms go to the attack's env. Returns 0 when the row was
+ * limits_json NULL: TS_ATTACK_LIMITS. conns, open_per_s and duration_ms of
+ * opts (may be NULL) go to the attack's env. Returns 0 when the row was
  * measured (row->ran), -1 with row->why. Not thread-safe. */
-int ts_attack_measure(const ts_attack_t *a, size_t conns, int duration_ms, int base_ms,
-                      int min_attack_ms, ts_attack_row_t *row);
+int ts_attack_measure(const ts_attack_t *a, const char *limits_json, const ts_attack_env_t *opts,
+                      int base_ms, int min_attack_ms, ts_attack_row_t *row);
 
 #endif
