@@ -662,6 +662,7 @@ typedef struct many_conn {
     enum conn_state st;
     SSL *ssl;
     int was_held;        /* reached C_HOLD */
+    int tcp_failed;      /* the TCP connect itself failed */
     int64_t start_ns, closed_ns;
 } many_conn_t;
 
@@ -773,6 +774,7 @@ static int attack_many(const ts_attack_env_t *env, ts_attack_result_t *res, enum
             started++;
             if (c->fd < 0) {
                 c->st = C_CLOSED;
+                c->tcp_failed = 1;
                 failed++;
                 continue;
             }
@@ -792,6 +794,7 @@ static int attack_many(const ts_attack_env_t *env, ts_attack_result_t *res, enum
                 getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
                 if (err || (evs[j].events & (EPOLLHUP | EPOLLERR))) {
                     many_close(c, now);
+                    c->tcp_failed = 1;
                     failed++;
                     pending--;
                     continue;
@@ -899,21 +902,23 @@ static int attack_many(const ts_attack_env_t *env, ts_attack_result_t *res, enum
     }
     /* Closed within a second of its start: refused at accept (max_connections,
      * a source's limits); later: held until a timeout. */
-    size_t at_once = 0, timed = 0, open_left = 0;
+    size_t at_once = 0, timed = 0, open_left = 0, tcp_failed = 0;
     int64_t tmin = INT64_MAX, tmax = 0, last = 0;
     for (size_t i = 0; i < started; i++) {
         many_conn_t *c = &cs[i];
-        if (c->fd < 0)
-            continue;
         if (c->st != C_CLOSED) {
             open_left++;
             continue;
         }
-        if (!c->closed_ns)
-            continue; /* failed to connect */
+        if (c->tcp_failed) {
+            tcp_failed++;
+            continue;
+        }
         int64_t life = c->closed_ns - c->start_ns;
         last = c->closed_ns - t0 > last ? c->closed_ns - t0 : last;
-        if (life < 1000000000) {
+        /* Closed before it was held (TLS: the gateway hung up during the
+         * handshake) or within a second: refused. */
+        if (!c->was_held || life < 1000000000) {
             at_once++;
         } else {
             timed++;
@@ -927,7 +932,9 @@ static int attack_many(const ts_attack_env_t *env, ts_attack_result_t *res, enum
         int64_t *ev = malloc(2 * started * sizeof *ev);
         size_t ne = 0;
         for (size_t i = 0; ev && i < started; i++) {
-            if (cs[i].fd < 0 || !cs[i].closed_ns || !cs[i].was_held)
+            /* held: in C_HOLD, and not refused within a second */
+            if (cs[i].fd < 0 || !cs[i].closed_ns || !cs[i].was_held ||
+                cs[i].closed_ns - cs[i].start_ns < 1000000000)
                 continue;
             ev[ne++] = cs[i].start_ns * 2 + 1;   /* odd: an open */
             ev[ne++] = cs[i].closed_ns * 2;      /* even: a close, first on a tie */
@@ -952,10 +959,10 @@ static int attack_many(const ts_attack_env_t *env, ts_attack_result_t *res, enum
         snprintf(rate, sizeof rate, "at %u/s", env->open_per_s);
     snprintf(res->how, sizeof res->how,
              "%zu connections (%s) opened %s in %.1f s: %zu closed at once (limits), %zu at "
-             "a timeout %.1f-%.1f s after opening, %zu still open, %zu failed to connect; "
+             "a timeout %.1f-%.1f s after opening, %zu still open, %zu TCP connects failed; "
              "at most %zu held at once",
              started, what[mode], rate, open_ms / 1000.0, at_once, timed,
-             tmin == INT64_MAX ? 0.0 : tmin / 1e9, tmax / 1e9, open_left, failed, peak);
+             tmin == INT64_MAX ? 0.0 : tmin / 1e9, tmax / 1e9, open_left, tcp_failed, peak);
     for (size_t i = 0; i < started; i++) {
         SSL_free(cs[i].ssl);
         if (cs[i].fd >= 0)
