@@ -170,7 +170,7 @@ bench: all $(BENCHES) $(FWD) $(DEVCERT)
 
 # `make attack` runs every attack of issue 10 §3 on a fresh sluiced while a
 # legitimate call is measured, slowloris with ATTACK_CONNS connections
-# ($(BUILD)/bench/attack.md, about 4 minutes; docs/attacks.md).
+# ($(BUILD)/bench/attack.md, about 4-5 minutes; docs/attacks.md).
 ATTACK_CONNS ?= 10000
 .PHONY: attack
 attack: all $(BUILD)/bench/bench_attack $(DEVCERT)

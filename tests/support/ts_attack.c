@@ -992,8 +992,8 @@ static int attack_slowloris_headers(const ts_attack_env_t *e, ts_attack_result_t
 const ts_attack_t ts_attacks[] = {
     {"rapid_reset", "HEADERS + RST_STREAM pairs, valid credentials", attack_rapid_reset},
     {"rapid_reset_badcred", "HEADERS + RST_STREAM pairs, wrong credentials", attack_rapid_reset_badcred},
-    {"made_you_reset", "streams the server must reset (WINDOW_UPDATE 0, DATA after "
-                       "END_STREAM, DATA over the window)", attack_made_you_reset},
+    {"made_you_reset", "malformed requests the server must reset itself (a connection "
+                       "header, a content-length with no body)", attack_made_you_reset},
     {"continuation", "one header block of endless empty CONTINUATIONs", attack_continuation},
     {"ping", "PING flood, never reading the ACKs", attack_ping},
     {"settings", "SETTINGS flood", attack_settings},
