@@ -97,6 +97,11 @@ const ts_attack_t *ts_attack_find(const char *name);
  * when it could not be set up (res->why). */
 int ts_attack_run(const ts_attack_t *a, const ts_attack_env_t *env, ts_attack_result_t *res);
 
+/* Internal (ts_attack_conns.c), reached through ts_attacks[]. */
+int ts_attack__slowloris_tls(const ts_attack_env_t *env, ts_attack_result_t *res);
+int ts_attack__slowloris_headers(const ts_attack_env_t *env, ts_attack_result_t *res);
+int ts_attack__bare_tcp(const ts_attack_env_t *env, ts_attack_result_t *res);
+
 /* The name of an HTTP/2 error code (RFC 9113 §7). */
 const char *ts_attack_h2_error(uint32_t code);
 
