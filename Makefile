@@ -7,6 +7,8 @@
 #   make bench      measure sluiced (memory per idle connection and tunnel, accuracy of the
 #                   tenant limits, tenant isolation, RTT and CPU per packet under load side
 #                   by side with a plain UDP forwarder and coturn); reports in $(BUILD)/bench
+#   make attack     every attack of issue 10 §3 against sluiced while a legitimate call is
+#                   measured; report in $(BUILD)/bench/attack.md (docs/attacks.md)
 #   make fuzz       build the libFuzzer targets (clang, ASan + UBSan, $(BUILD)/fuzz) and
 #                   run each over its seed corpus for FUZZ_SECONDS (docs/fuzzing.md)
 #   make install    install the programs, man pages, systemd unit and example config
@@ -165,6 +167,14 @@ bench: all $(BENCHES) $(FWD) $(DEVCERT)
 	$(BUILD)/bench/bench_limits --build $(BUILD) --out $(BUILD)/bench/limits.md
 	$(BUILD)/bench/bench_scrape --out $(BUILD)/bench/scrape.md
 	$(BUILD)/bench/bench_load --build $(BUILD) --out $(BUILD)/bench/load.md
+
+# `make attack` runs every attack of issue 10 §3 on a fresh sluiced while a
+# legitimate call is measured, slowloris with ATTACK_CONNS connections
+# ($(BUILD)/bench/attack.md, about 4-5 minutes; docs/attacks.md).
+ATTACK_CONNS ?= 10000
+.PHONY: attack
+attack: all $(BUILD)/bench/bench_attack $(DEVCERT)
+	$(BUILD)/bench/bench_attack --build $(BUILD) --conns $(ATTACK_CONNS) --out $(BUILD)/bench/attack.md
 
 # The suite runs twice: a plain -O2 build, then an ASan + UBSan build in which
 # any error or leak fails the run (skipped when the plain run fails); then

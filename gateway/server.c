@@ -56,10 +56,11 @@ static void accept_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* Once per iteration, before the loop blocks: write what every connection
  * produced (one write per connection however many packets it queued), then
- * free what was closed. */
+ * free what was closed, and give the next iteration its handshake budget. */
 static void prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 {
     server_t *s = container_of(w, server_t, prepare);
+    s->hs_steps = 0;
     while (s->flush) {
         conn_t *c = s->flush;
         s->flush = c->_flush_next;

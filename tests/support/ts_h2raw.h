@@ -81,6 +81,7 @@ typedef struct ts_h2raw {
     int goaway;              /* a GOAWAY arrived */
     uint32_t goaway_code;    /* its error code (RFC 9113 §7) */
     int32_t goaway_last_id;
+    char goaway_debug[128];  /* its debug data (the reason), NUL-terminated, truncated */
     int bad_frame;           /* a frame we could not parse (e.g. HPACK error) */
     uint64_t auto_skipped;   /* automatic answers not sent (header block open, buffer full) */
     uint64_t frames_in[11];  /* by type 0..9; [10]: unknown types */
