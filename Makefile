@@ -7,6 +7,8 @@
 #   make bench      measure sluiced (memory per idle connection and tunnel, accuracy of the
 #                   tenant limits, tenant isolation, RTT and CPU per packet under load side
 #                   by side with a plain UDP forwarder and coturn); reports in $(BUILD)/bench
+#   make soak       sluiced under 1,000 tunnels x 50 pkt/s with churn for SOAK_SECONDS
+#                   (default 3600): RSS, descriptor and latency drift (docs/soak.md)
 #   make fuzz       build the libFuzzer targets (clang, ASan + UBSan, $(BUILD)/fuzz) and
 #                   run each over its seed corpus for FUZZ_SECONDS (docs/fuzzing.md)
 #   make install    install the programs, man pages, systemd unit and example config
@@ -165,6 +167,14 @@ bench: all $(BENCHES) $(FWD) $(DEVCERT)
 	$(BUILD)/bench/bench_limits --build $(BUILD) --out $(BUILD)/bench/limits.md
 	$(BUILD)/bench/bench_scrape --out $(BUILD)/bench/scrape.md
 	$(BUILD)/bench/bench_load --build $(BUILD) --out $(BUILD)/bench/load.md
+
+# `make soak` runs sluiced for SOAK_SECONDS (default one hour) at 1,000
+# tunnels x 50 pkt/s with 1 % of the tunnels replaced per second, sampling its
+# RSS, descriptors and RTT every minute (docs/soak.md; $(BUILD)/bench/soak.md).
+SOAK_SECONDS ?= 3600
+.PHONY: soak
+soak: all $(BUILD)/bench/bench_soak $(DEVCERT)
+	SOAK_SECONDS=$(SOAK_SECONDS) $(BUILD)/bench/bench_soak --build $(BUILD) --out $(BUILD)/bench/soak.md
 
 # The suite runs twice: a plain -O2 build, then an ASan + UBSan build in which
 # any error or leak fails the run (skipped when the plain run fails); then
