@@ -15,6 +15,8 @@
 #define CHURN_S 0.1            /* churn and retirement checks */
 #define DEFAULT_CRED_TTL_S 3600
 #define DEFAULT_LINGER_MS 1000
+#define CLIENT_QUEUE (1u << 20)
+#define CLIENT_MAX_AGE_MS 10000
 
 typedef enum inst_state { I_OPENING, I_OPEN, I_RETIRING, I_CLOSING } inst_state_t;
 
@@ -85,8 +87,11 @@ static void inst_end(inst_t *i)
 
 static void on_state(sluice_client_t *c, sluice_state_t state, const char *detail, void *ud)
 {
-    if (state == SLUICE_FAILED || state == SLUICE_CLOSED)
-        note(ud, sluice_state_name(state), detail);
+    ts_soak_t *s = ud;
+    if (state == SLUICE_FAILED || state == SLUICE_CLOSED) {
+        note(s, sluice_state_name(state), detail);
+        s->w.unexpected++;
+    }
 }
 
 static void on_open(sluice_tunnel_t *t, void *ud)
@@ -144,6 +149,7 @@ static void on_close(sluice_tunnel_t *t, int status, uint64_t code, const char *
         snprintf(what, sizeof what, "tunnel %u ended, status %d (%s)", i->serial, status,
                  sluice_close_name(code));
         note(s, what, reason);
+        s->w.unexpected++;
         for (size_t k = 0; k < s->o.tunnels; k++)
             if (s->slot[k] == i)
                 s->slot[k] = NULL; /* reopened on the next churn tick */
@@ -166,8 +172,12 @@ static int slot_open(ts_soak_t *s, size_t k)
         free(i);
         return -1;
     }
+    /* Client queues that never drop what is offered (as in bench_load): a
+     * loss is the gateway's or the kernel's, not the generator's when it
+     * waits for a CPU. */
     sluice_tunnel_opts_t to = {.tenant = s->o.tenant, .kind = "sfu", .username = username,
-                               .credential = credential, .on_open = on_open,
+                               .credential = credential, .media_queue_bytes = CLIENT_QUEUE,
+                               .media_max_age_ms = CLIENT_MAX_AGE_MS, .on_open = on_open,
                                .on_packet = on_packet, .on_close = on_close, .ud = i};
     i->next = s->all;
     if (s->all)

@@ -19,6 +19,11 @@
  * the same way, so at the end every packet ever sent is either received or
  * counted lost, tunnel by tunnel.
  *
+ * The clients' queues are large (1 MiB, 10 s) so that the generator never
+ * drops what it offers: a loss is the gateway's or the kernel's. A tunnel
+ * that ends unasked is counted and its slot opened afresh on the next tick
+ * (a connection that ends is counted; its slots keep failing to open).
+ *
  * Single-threaded: everything runs on the caller's loop. Bounded: at most
  * TS_SOAK_MAX_TUNNELS slots, TS_SOAK_MAX_CLIENTS connections, and retiring
  * tunnels are capped (beyond the cap a replacement waits for the next tick).
@@ -59,6 +64,7 @@ typedef struct ts_soak_window {
     uint64_t sent, rx, bad, skipped;
     uint64_t opened, closed;     /* tunnels answered 200; retired tunnels that ended */
     uint64_t lost;               /* packets retired tunnels sent and never got back */
+    uint64_t unexpected;         /* tunnels or connections that ended unasked */
     ts_hist_t rtt;               /* ns, of the packets received */
 } ts_soak_window_t;
 
