@@ -396,7 +396,7 @@ void conn_close(conn_t *c, enum conn_end why)
 
 static conn_t *conn_alloc(struct server *srv, int fd)
 {
-    conn_t *c = slab_alloc(&srv->conn_slab, sizeof *c);
+    conn_t *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
     c->srv = srv;
@@ -503,7 +503,7 @@ void conn_free(conn_t *c)
     }
     config_unref(c->cfg);
     server_conn_gone(srv, c);
-    slab_free(&srv->conn_slab, c);
+    free(c);
 }
 
 /* RFC 9113 §6.8: a GOAWAY with 2^31-1 first, so that requests already in

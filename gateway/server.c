@@ -105,11 +105,8 @@ static void trim_cb(struct ev_loop *loop, ev_timer *w, int revents)
                   (s->trim_last && t0 - s->trim_last < TRIM_RELEASED_GAP_NS)))
         return;
     s->trim_last = t0;
-    if (fell) {
+    if (fell)
         pool_trim(&s->env.readers);
-        slab_trim(&s->env.tunnels);
-        slab_trim(&s->conn_slab);
-    }
     malloc_trim(0);
     log_line_t l;
     if (log_begin(&l, LOG_DEBUG, "memory.trim")) {
@@ -257,8 +254,6 @@ static int server_setup(server_t *s, struct ev_loop *loop, config_t *cfg, server
     s->env = (tunnel_env_t){.loop = loop, .counters = &s->counters, .logs = &s->logs,
                             .stats = &s->stats, .cfg = cfg};
     pool_init(&s->env.readers, 0, TUNNEL_READERS_KEPT);
-    slab_init(&s->env.tunnels, sizeof(tunnel_t), TUNNEL_SLABS_KEPT);
-    slab_init(&s->conn_slab, sizeof(conn_t), SERVER_CONN_SLABS_KEPT);
     session_table_init(&s->sessions, &s->env);
     if (lead) {
         /* One per-source table and one tenant count for the process. */
@@ -849,8 +844,6 @@ void server_dispose(server_t *s)
     free(s->env.udp_buf);
     s->env.udp_buf = NULL;
     pool_dispose(&s->env.readers);
-    slab_dispose(&s->env.tunnels);
-    slab_dispose(&s->conn_slab);
     if (s->h2_cbs)
         nghttp2_session_callbacks_del(s->h2_cbs);
     if (s->h2_opt)

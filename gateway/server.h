@@ -64,9 +64,6 @@ enum drain_phase {
     DRAIN_CLOSE,        /* CLOSE(shutting down) sent; flushing for limits.drain_timeout_ms */
 };
 
-/* Empty slabs of connections (server_t.conn_slab, 64 KiB each) kept for reuse. */
-#define SERVER_CONN_SLABS_KEPT 2
-
 typedef struct server {
     struct ev_loop *loop;
     config_t *cfg;
@@ -81,7 +78,6 @@ typedef struct server {
     list_t conns;           /* live connections (conn_t._link) */
     struct conn *flush;     /* connections with output to write this iteration */
     struct conn *dead;      /* connections closed this iteration, to free */
-    slab_t conn_slab;       /* where conn_t's come from (slab.h) */
     ev_prepare prepare;     /* flush, then free, once per loop iteration */
     uint64_t next_conn_id;
     server_counters_t counters;

@@ -102,12 +102,12 @@ static void down_dropped(void *ctx, enum sendq_drop why, uint64_t n)
 
 tunnel_t *tunnel_new(tunnel_host_t *host, int32_t stream_id)
 {
-    tunnel_t *t = slab_alloc(&host->env->tunnels, sizeof *t);
+    tunnel_t *t = calloc(1, sizeof *t);
     if (!t)
         return NULL;
     t->req = calloc(1, sizeof *t->req);
     if (!t->req) {
-        slab_free(&host->env->tunnels, t);
+        free(t);
         return NULL;
     }
     t->host = host;
@@ -1079,5 +1079,5 @@ void tunnel_free(tunnel_t *t)
     free(t->req);
     list_remove(&t->_link);
     host->ops->gone(t, was_open);
-    slab_free(&env->tunnels, t);
+    free(t);
 }

@@ -54,7 +54,6 @@
 #include "log.h"
 #include "pool.h"
 #include "ratelimit.h"
-#include "slab.h"
 #include "request.h"
 #include "stats.h"
 
@@ -72,8 +71,6 @@
 /* Capsule reassembly buffers the loop keeps for reuse (tunnel_env_t.readers):
  * at max_capsule 65535, up to 4 MiB, given back by the server's trim. */
 #define TUNNEL_READERS_KEPT 64
-/* Empty slabs of tunnels (tunnel_env_t.tunnels, 64 KiB each) kept for reuse. */
-#define TUNNEL_SLABS_KEPT 2
 
 typedef struct tunnel tunnel_t;
 struct session;
@@ -100,7 +97,6 @@ typedef struct tunnel_env {
     pool_t readers;                /* capsule reader buffers, lent per DATA chunk and kept
                                     * by a tunnel only while a capsule is split (a zeroed
                                     * pool keeps none; server_init keeps TUNNEL_READERS_KEPT) */
-    slab_t tunnels;                /* where tunnel_t's come from (a zeroed slab: calloc) */
     const struct sockaddr *echo;   /* where "builtin:echo" is bound, or NULL */
     socklen_t echo_len;
     struct backend_table *backends; /* health and choice (backend.h); NULL: round-robin */
