@@ -42,6 +42,7 @@
 #define FINISH_MS 10000
 #define FD_MS 10000
 #define CRED_TTL_S 600
+#define LINGER_MS 3000  /* a retired tunnel waits this long for its last echoes */
 
 static ts_fixture_t fx;
 
@@ -80,7 +81,7 @@ Test(soak, tunnels_open_and_close_under_traffic_and_nothing_is_lost_or_leaked,
     ts_soak_opts_t o = {.port = ts_addr_port(&fx.gw.listen[0]), .ca_file = ca,
                         .tenant = TS_FX_TENANT, .secret = TS_FX_SECRET, .tunnels = TUNNELS,
                         .clients = CLIENTS, .pps = PPS, .size = 200, .churn = CHURN,
-                        .cred_ttl_s = CRED_TTL_S};
+                        .linger_ms = LINGER_MS, .cred_ttl_s = CRED_TTL_S};
     char why[256] = "";
     ts_soak_t *s = ts_soak_open(loop, &o, ts_deadline(OPEN_MS), why, sizeof why);
     cr_assert_not_null(s, "soak did not open: %s", why);
