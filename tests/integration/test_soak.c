@@ -19,13 +19,18 @@
  * for 10 s: a test machine short of CPU may delay packets, and only a packet
  * the gateway loses fails the test.
  *
+ * PPS is 20, not 50: at 50 the ASan build of sluiced on a busy two-core
+ * machine lost a few datagrams in the kernel in two runs of four.
+ *
  * RSS drift is a benchmark figure (make soak), not asserted here: a few
  * seconds say nothing about it on a shared machine.
  */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <ev.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -35,7 +40,7 @@
 
 #define TUNNELS 40
 #define CLIENTS 4
-#define PPS 50
+#define PPS 20
 #define CHURN 0.1       /* 4 tunnels replaced a second */
 #define RUN_MS 6000
 #define OPEN_MS 15000
@@ -61,6 +66,25 @@ static long fds_settle(pid_t pid, long want, int64_t deadline)
     return n;
 }
 
+/* What pid's descriptors point at, for a failure message. */
+static void fds_log(pid_t pid, const char *when)
+{
+    char dir[64], path[384], link[256];
+    snprintf(dir, sizeof dir, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    for (struct dirent *de; (de = readdir(d)) != NULL;) {
+        if (de->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        ssize_t n = readlink(path, link, sizeof link - 1);
+        link[n > 0 ? n : 0] = 0;
+        cr_log_info("%s: fd %s -> %s", when, de->d_name, link);
+    }
+    closedir(d);
+}
+
 Test(soak, tunnels_open_and_close_under_traffic_and_nothing_is_lost_or_leaked,
      .fini = teardown, .timeout = 60)
 {
@@ -75,6 +99,8 @@ Test(soak, tunnels_open_and_close_under_traffic_and_nothing_is_lost_or_leaked,
     cr_assert_eq(ts_build_path(NULL, "dev/cert.pem", ca, sizeof ca), 0);
     long before = ts_soak_fd_count(pid);
     cr_assert_gt(before, 0);
+    if (getenv("TS_SOAK_FDS"))
+        fds_log(pid, "before");
 
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     cr_assert_not_null(loop);
@@ -112,7 +138,7 @@ Test(soak, tunnels_open_and_close_under_traffic_and_nothing_is_lost_or_leaked,
                   (unsigned long long)t.sent);
     cr_expect_geq(t.opened, (uint64_t)(TUNNELS + CHURN * TUNNELS * RUN_MS / 1000 / 2),
                   "%llu opened", (unsigned long long)t.opened);
-    cr_expect_geq(t.closed, t.opened, "every tunnel opened was closed on request");
+    cr_expect_eq(t.closed, t.opened, "every tunnel opened was closed on request");
     /* Every tunnel got back every packet it sent. */
     cr_expect_eq(t.short_tunnels, 0, "%llu tunnels lost %llu packets",
                  (unsigned long long)t.short_tunnels, (unsigned long long)t.lost);
@@ -127,6 +153,8 @@ Test(soak, tunnels_open_and_close_under_traffic_and_nothing_is_lost_or_leaked,
     ts_soak_free(s);
     ev_loop_destroy(loop);
     long after = fds_settle(pid, before, ts_deadline(FD_MS));
+    if (after != before || getenv("TS_SOAK_FDS"))
+        fds_log(pid, "after");
     cr_expect_eq(after, before, "%ld fds after the load, %ld before", after, before);
 
     const char *what = NULL;

@@ -85,6 +85,8 @@ static void inst_end(inst_t *i)
     free(i);
 }
 
+static void retire(ts_soak_t *s, inst_t *i);
+
 static void on_state(sluice_client_t *c, sluice_state_t state, const char *detail, void *ud)
 {
     ts_soak_t *s = ud;
@@ -101,6 +103,8 @@ static void on_open(sluice_tunnel_t *t, void *ud)
         i->state = I_OPEN;
         i->s->tot.opened++;
         i->s->w.opened++;
+        if (i->s->finishing)
+            retire(i->s, i); /* closed by the next retire_check */
     }
 }
 
@@ -380,10 +384,11 @@ int ts_soak_finish(ts_soak_t *s, int64_t deadline)
         s->slot[k] = NULL;
         if (!i)
             continue;
+        /* One still opening is retired once open (on_open): cancelling it
+         * could leave the gateway a stream reset after its 200, which it
+         * parks for a resume (resume_grace_ms) with its backend socket. */
         if (i->state == I_OPEN)
             retire(s, i);
-        else if (i->state == I_OPENING)
-            close_inst(s, i);
     }
     retire_check(s);
     while (s->all && ts_now_ms() < deadline)
