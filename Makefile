@@ -9,6 +9,8 @@
 #                   by side with a plain UDP forwarder and coturn); reports in $(BUILD)/bench
 #   make attack     every attack of issue 10 §3 against sluiced while a legitimate call is
 #                   measured; report in $(BUILD)/bench/attack.md (docs/attacks.md)
+#   make soak       sluiced under 1,000 tunnels x 50 pkt/s with churn for SOAK_SECONDS
+#                   (default 3600): RSS, descriptor and latency drift (docs/soak.md)
 #   make fuzz       build the libFuzzer targets (clang, ASan + UBSan, $(BUILD)/fuzz) and
 #                   run each over its seed corpus for FUZZ_SECONDS (docs/fuzzing.md)
 #   make install    install the programs, man pages, systemd unit and example config
@@ -175,6 +177,14 @@ ATTACK_CONNS ?= 10000
 .PHONY: attack
 attack: all $(BUILD)/bench/bench_attack $(DEVCERT)
 	$(BUILD)/bench/bench_attack --build $(BUILD) --conns $(ATTACK_CONNS) --out $(BUILD)/bench/attack.md
+
+# `make soak` runs sluiced for SOAK_SECONDS (default one hour) at 1,000
+# tunnels x 50 pkt/s with 1 % of the tunnels replaced per second, sampling its
+# RSS, descriptors and RTT every minute (docs/soak.md; $(BUILD)/bench/soak.md).
+SOAK_SECONDS ?= 3600
+.PHONY: soak
+soak: all $(BUILD)/bench/bench_soak $(DEVCERT)
+	SOAK_SECONDS=$(SOAK_SECONDS) $(BUILD)/bench/bench_soak --build $(BUILD) --out $(BUILD)/bench/soak.md
 
 # The suite runs twice: a plain -O2 build, then an ASan + UBSan build in which
 # any error or leak fails the run (skipped when the plain run fails); then
