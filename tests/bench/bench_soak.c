@@ -368,7 +368,10 @@ int main(int argc, char **argv)
         return 1;
     for (size_t i = 0; i < sizeof raw; i++)
         snprintf(secret + 2 * i, 3, "%02x", raw[i]);
-    ts_echo_t *echo = ts_echo_start_hooked(AF_INET, echo_hook, NULL);
+    /* The echo serves the whole run (its default bound is 10 minutes), with
+     * room for opening, the drain and stopping. */
+    ts_echo_t *echo = ts_echo_start_for(AF_INET, 0, echo_hook, NULL,
+                                        (b.seconds + 300) * 1000);
     if (!echo) {
         fprintf(stderr, "bench_soak: cannot start the echo\n");
         return 1;
