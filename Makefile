@@ -11,6 +11,8 @@
 #                   measured; report in $(BUILD)/bench/attack.md (docs/attacks.md)
 #   make soak       sluiced under 1,000 tunnels x 50 pkt/s with churn for SOAK_SECONDS
 #                   (default 3600): RSS, descriptor and latency drift (docs/soak.md)
+#   make overload   sluiced at 2x and 6x its saturation rate (CPU-capped): RTT and loss by
+#                   reason (root; $(BUILD)/bench/overload.md)
 #   make fuzz       build the libFuzzer targets (clang, ASan + UBSan, $(BUILD)/fuzz) and
 #                   run each over its seed corpus for FUZZ_SECONDS (docs/fuzzing.md)
 #   make install    install the programs, man pages, systemd unit and example config
@@ -185,6 +187,18 @@ SOAK_SECONDS ?= 3600
 .PHONY: soak
 soak: all $(BUILD)/bench/bench_soak $(DEVCERT)
 	SOAK_SECONDS=$(SOAK_SECONDS) $(BUILD)/bench/bench_soak --build $(BUILD) --out $(BUILD)/bench/soak.md
+
+# `make overload` (root: a CPU cgroup caps sluiced at OVERLOAD_CPU % of one
+# CPU, so that one generator can offer it six times what it relays): each
+# sluice system's saturation rate, then 2x and 6x it, with RTT and loss by
+# reason ($(BUILD)/bench/overload.md, about 2 minutes; docs/benchmarks.md,
+# "Overload").
+OVERLOAD_CPU ?= 20
+.PHONY: overload
+overload: all $(BUILD)/bench/bench_load $(DEVCERT)
+	$(BUILD)/bench/bench_load --build $(BUILD) --system sluice,sluice10 --rates 5000 \
+	    --cpu-quota $(OVERLOAD_CPU) --age 100 --overload 2,6 --seconds 5 \
+	    --out $(BUILD)/bench/overload.md
 
 # The suite runs twice: a plain -O2 build, then an ASan + UBSan build in which
 # any error or leak fails the run (skipped when the plain run fails); then

@@ -94,6 +94,7 @@
 #include "../support/ts_proc.h"
 #include "../support/ts_pstat.h"
 #include "../support/ts_report.h"
+#include "../support/ts_scrape.h"
 #include "../support/ts_sluice.h"
 #include "../support/ts_util.h"
 #include "sluice_shim.h"
@@ -121,6 +122,8 @@
 #define SAT_P99_MS 100.0        /* a relay that queues instead of dropping (TLS) */
 #define COTURN_RELAY_PORTS 1024u
 #define FWD_REL "bench/fwd/udp_fwd"
+#define MAX_REASONS 24
+#define ADMIN_JSON "{\"listen\":\"127.0.0.1:0\",\"tokens\":[{\"token\":\"bench-token-0123456789\"}]}"
 
 typedef enum sys { SYS_FWD, SYS_SLUICE, SYS_SLUICE10, SYS_TURN_TLS, SYS_TURN_UDP, SYS_N } sys_t;
 static const char *const sys_names[SYS_N] = {"fwd", "sluice", "sluice10", "turn-tls",
@@ -136,11 +139,17 @@ typedef struct row {
     long size;                  /* payload bytes */
     long keyframe_ms, burst;    /* 0: no bursts */
     long seconds;
+    long overload;              /* this many times the rate of row of_sat (0: not overload) */
+    size_t of_sat;
+    char label_buf[16];
     /* results */
     int done;
     char why[256];
     double paced_s;
     uint64_t sent, rx, reordered, bad, client_dropped, backend_rx;
+    uint64_t client_media_dropped;   /* sluice rows: the clients' queues (age or bytes) */
+    ts_scrape_sum_t gw_drops[MAX_REASONS]; /* sluice rows: sluice_drops_total by reason */
+    int ngw_drops;
     long rcvbuf_drops;          /* host-wide UDP RcvbufErrors during the load; -1: unknown */
     ts_hist_t rtt;              /* ns */
     ts_pstat_t srv_open, srv_after;
@@ -341,7 +350,8 @@ static int run_init(run_t *r)
 }
 
 /* sluice: M clients and N tunnels. Returns 0 once all are open. */
-static int run_open_sluice(run_t *r, const char *ca_file, uint16_t port, const char *secret)
+static int run_open_sluice(run_t *r, const char *ca_file, uint16_t port, const char *secret,
+                           long age_ms)
 {
     row_t *row = r->row;
     r->clients = calloc((size_t)row->conns, sizeof *r->clients);
@@ -382,7 +392,7 @@ static int run_open_sluice(run_t *r, const char *ca_file, uint16_t port, const c
         sluice_tunnel_opts_t to = {.tenant = TENANT, .kind = "sfu", .username = username,
                                    .credential = credential,
                                    .media_queue_bytes = 4u << 20,
-                                   .media_max_age_ms = 10000,
+                                   .media_max_age_ms = age_ms ? (uint32_t)age_ms : 10000,
                                    .ping_interval_ms = UINT32_MAX,
                                    .on_open = on_open, .on_packet = on_packet,
                                    .on_close = on_close, .ud = lt};
@@ -435,6 +445,19 @@ static uint64_t client_dropped(const run_t *r)
     return n;
 }
 
+static uint64_t client_media_dropped(const run_t *r)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < r->ntun && !r->ml; i++) {
+        sluice_tunnel_stats_t st;
+        if (r->tun[i].t) {
+            sluice_tunnel_stats(r->tun[i].t, &st);
+            n += st.dropped_media;
+        }
+    }
+    return n;
+}
+
 /* ---------------------------------------------------------------- relays */
 
 typedef struct bench {
@@ -443,6 +466,8 @@ typedef struct bench {
     char secret[64];
     long seconds;
     long pin;                   /* the relay's CPU; -1: nothing pinned */
+    long cpu_quota;             /* the relay's CPU cap in % of one CPU; 0: none */
+    long age_ms;                /* sluice rows: media age limit, gateway and clients; 0: defaults */
     ts_echo_t *echo;
     int failed;
 } bench_t;
@@ -455,18 +480,22 @@ typedef struct server {
     ts_proc_t fwd;
     ts_addr_t addr;             /* where clients go (fwd, turn-*) */
     uint16_t port;              /* sluiced's */
+    char admin[64];             /* sluiced's admin listener (its /metrics) */
+    char cgroup[256];           /* --cpu-quota: the relay's cgroup */
 } server_t;
 
 static int start_sluiced(bench_t *b, const row_t *row, server_t *s, char *why, size_t cap)
 {
     long per_conn = (row->users + row->conns - 1) / row->conns;
-    char limits[1024];
+    char limits[1024], age[64] = "";
+    if (b->age_ms)
+        snprintf(age, sizeof age, ",\"media_queue_age_ms\":%ld", b->age_ms);
     snprintf(limits, sizeof limits,
              "{\"max_connections\":%ld,\"max_tunnels\":%ld,\"max_streams\":%ld,"
              "\"max_pending_per_source\":100000,\"handshakes_per_source_s\":1000000,"
              "\"max_control_frames_s\":1000000,"
-             "\"conn_idle_ms\":600000,\"tunnel_idle_ms\":600000}",
-             row->conns + 64, row->users + 64, per_conn + 1);
+             "\"conn_idle_ms\":600000,\"tunnel_idle_ms\":600000%s}",
+             row->conns + 64, row->users + 64, per_conn + 1, age);
     ts_config_t c = {
         .build = b->build,
         .listen = {"127.0.0.1:0"},
@@ -476,6 +505,7 @@ static int start_sluiced(bench_t *b, const row_t *row, server_t *s, char *why, s
         .tenants = {{.id = TENANT, .secrets = {b->secret}, .hash = "sha1", .max_ttl = 7200,
                      .regions = {"local"}, .kinds = {"sfu"}}},
         .limits_json = limits,
+        .admin_json = ADMIN_JSON,
     };
     char config[PATH_MAX];
     if (ts_config_write(&c, config, sizeof config) < 0) {
@@ -488,6 +518,10 @@ static int start_sluiced(bench_t *b, const row_t *row, server_t *s, char *why, s
     }
     s->pid = s->gw.proc.pid;
     s->port = ts_addr_port(&s->gw.listen[0]);
+    if (ts_gateway_admin_addr(&s->gw, s->admin, sizeof s->admin, ts_deadline(START_MS)) < 0) {
+        snprintf(why, cap, "sluiced printed no admin listener");
+        return -1;
+    }
     return 0;
 }
 
@@ -543,6 +577,9 @@ static int server_start(bench_t *b, const row_t *row, server_t *s, char *why, si
     }
     if (rc == 0 && b->pin >= 0)
         rc = ts_host_pin_threads(s->pid, b->pin, why, cap);
+    if (rc == 0 && b->cpu_quota)
+        rc = ts_host_cpu_quota(s->pid, (unsigned)b->cpu_quota, s->cgroup, sizeof s->cgroup, why,
+                               cap);
     return rc;
 }
 
@@ -567,6 +604,8 @@ static int server_stop(server_t *s)
             code = ts_coturn_stop(&s->turn, ts_deadline(STOP_MS));
         ts_coturn_dispose(&s->turn);
     }
+    ts_host_cpu_quota_remove(s->cgroup);
+    s->cgroup[0] = '\0';
     return code;
 }
 
@@ -596,7 +635,7 @@ static void run_row(bench_t *b, row_t *row)
                             &srv.addr, ts_echo_addr(b->echo), b->ca_file);
         break;
     default:
-        rc = run_open_sluice(&r, b->ca_file, srv.port, b->secret);
+        rc = run_open_sluice(&r, b->ca_file, srv.port, b->secret, b->age_ms);
     }
     if (rc < 0) {
         snprintf(row->why, sizeof row->why, "%s", r.why);
@@ -643,6 +682,16 @@ static void run_row(bench_t *b, row_t *row)
     long rcvbuf1 = ts_host_udp_rcvbuf_errors();
     row->rcvbuf_drops = rcvbuf0 < 0 || rcvbuf1 < 0 ? -1 : rcvbuf1 - rcvbuf0;
     row->client_dropped = client_dropped(&r);
+    row->client_media_dropped = client_media_dropped(&r);
+    row->ngw_drops = 0;
+    if (srv.admin[0]) {
+        char url[128], why[256];
+        snprintf(url, sizeof url, "http://%s/metrics", srv.admin);
+        row->ngw_drops = ts_scrape_sum_by(url, "sluice_drops_total", "reason", row->gw_drops,
+                                          MAX_REASONS, 5000, why, sizeof why);
+        if (row->ngw_drops < 0)
+            fprintf(stderr, "bench_load: %s\n", why);
+    }
     if (r.ml)
         row->bad += ts_mload_bad(r.ml);
     row->srv_cpu_s = (double)(row->srv_after.utime_ns + row->srv_after.stime_ns -
@@ -726,6 +775,48 @@ static double row_target(const row_t *w)
     return t;
 }
 
+/* Where the packets of each sluice row that lost any went: the clients'
+ * queues, each of sluiced's drop reasons (its /metrics), and what no counter
+ * explains (sent - echoed - counted; kernel drops on the way show up there
+ * and in the host's RcvbufErrors). */
+static void loss_by_reason(char *out, size_t cap, size_t *pos, const row_t *rows, size_t nrows)
+{
+    int head = 0;
+    for (size_t i = 0; i < nrows; i++) {
+        const row_t *w = &rows[i];
+        if (!w->done || (w->sys != SYS_SLUICE && w->sys != SYS_SLUICE10) || w->rx >= w->sent)
+            continue;
+        if (!head) {
+            ts_appendf(out, cap, pos,
+                       "\nLoss by reason (sluice rows that lost packets; sluiced's counts are "
+                       "`sluice_drops_total` by reason, both directions):\n\n"
+                       "| system | offered msg/s | sent | echoed | client queue | sluiced "
+                       "drops | host UDP RcvbufErrors | not counted |\n|---|---|---|---|---|---|"
+                       "---|---|\n");
+            head = 1;
+        }
+        char gw[512] = "";
+        size_t gp = 0;
+        double counted = (double)w->client_media_dropped;
+        for (int k = 0; k < w->ngw_drops; k++) {
+            if (w->gw_drops[k].sum <= 0)
+                continue;
+            ts_appendf(gw, sizeof gw, &gp, "%s%s %.0f", gp ? ", " : "", w->gw_drops[k].value,
+                       w->gw_drops[k].sum);
+            counted += w->gw_drops[k].sum;
+        }
+        double lost = (double)(w->sent - w->rx);
+        char name[64];
+        snprintf(name, sizeof name, "%s%s%s", sys_names[w->sys], w->label[0] ? ", " : "",
+                 w->label);
+        ts_appendf(out, cap, pos,
+                   "| %s | %.0f | %" PRIu64 " | %" PRIu64 " | %" PRIu64 " | %s | %ld | %.0f |\n",
+                   name, (double)w->sent / w->paced_s, w->sent, w->rx, w->client_media_dropped,
+                   gp ? gw : (w->ngw_drops < 0 ? "(no scrape)" : "none"), w->rcvbuf_drops,
+                   lost > counted ? lost - counted : 0);
+    }
+}
+
 static void report(const bench_t *b, const row_t *rows, size_t nrows, const char *path)
 {
     static char out[65536];
@@ -743,6 +834,17 @@ static void report(const bench_t *b, const row_t *rows, size_t nrows, const char
                    b->pin, b->pin == 0 ? 1 : 0);
     else
         ts_appendf(out, cap, &pos, "- pinning: none\n");
+    if (b->cpu_quota)
+        ts_appendf(out, cap, &pos,
+                   "- the relay capped at %ld %% of one CPU (a CPU cgroup: 1 ms of CPU in "
+                   "every %.1f ms), so that the generator can offer it several times what it "
+                   "can relay\n",
+                   b->cpu_quota, b->cpu_quota >= 100 ? 1.0 : 100.0 / (double)b->cpu_quota);
+    if (b->age_ms)
+        ts_appendf(out, cap, &pos,
+                   "- media age limit %ld ms: sluiced's `limits.media_queue_age_ms` and each "
+                   "client tunnel's `media_max_age_ms`\n",
+                   b->age_ms);
     ts_appendf(out, cap, &pos,
                "- method: each row a fresh relay on loopback, N users each sending at "
                "(offered / N) pkt/s to a UDP echo thread through it, %ld s open loop then a "
@@ -801,6 +903,7 @@ static void report(const bench_t *b, const row_t *rows, size_t nrows, const char
                    w->srv_open.rss_kb / 1024.0, w->srv_after.rss_kb / 1024.0,
                    w->srv_after.hwm_kb / 1024.0, 100.0 * w->gen_cpu_s / w->paced_s);
     }
+    loss_by_reason(out, cap, &pos, rows, nrows);
     for (size_t i = 0; i < nrows; i++) {
         const row_t *w = &rows[i];
         const char *n = sys_names[w->sys];
@@ -834,7 +937,8 @@ static void usage(FILE *f)
             "usage: bench_load --build DIR [--seconds S] [--out FILE] [--pin CPU|none]\n"
             "                  [--system LIST] [--users N] [--rates LIST] [--sizes LIST]\n"
             "                  [--profile audio|video] [--video-rate PPS] [--keyframe MS]\n"
-            "                  [--burst N] [--saturate] [--full]\n"
+            "                  [--burst N] [--saturate] [--full] [--cpu-quota PCT]\n"
+            "                  [--age MS] [--overload LIST]\n"
             "  --seconds S      load time of each row, 1..60 (3)\n"
             "  --out FILE       report file (DIR/bench/load.md)\n"
             "  --pin CPU|none   the relay's CPU; the generator takes another (0 with >= 2 CPUs)\n"
@@ -847,7 +951,11 @@ static void usage(FILE *f)
             "  --keyframe MS    on 1200 B rows, a burst every MS ms per user (off)\n"
             "  --burst N        packets in a burst, 1..1000 (150)\n"
             "  --saturate       add one saturation row per system (<= %.1f %% loss, p99 <= 100 ms)\n"
-            "  --full           rates 5000,20000,50000, sizes 200,1200, and --saturate\n",
+            "  --full           rates 5000,20000,50000, sizes 200,1200, and --saturate\n"
+            "  --cpu-quota PCT  cap the relay at PCT %% of one CPU (a CPU cgroup; root)\n"
+            "  --age MS         sluice rows: media age limit of sluiced and the clients\n"
+            "  --overload LIST  sluice rows: after each saturation row, rows at these\n"
+            "                   multiples of its rate (e.g. 2,6; implies --saturate)\n",
             MAX_USERS, HDR_LEN, MAX_SIZE, SAT_LOSS);
 }
 
@@ -947,6 +1055,9 @@ int main(int argc, char **argv)
         {"burst", required_argument, NULL, 'u'},
         {"saturate", no_argument, NULL, 'S'},
         {"full", no_argument, NULL, 'F'},
+        {"cpu-quota", required_argument, NULL, 'Q'},
+        {"age", required_argument, NULL, 'A'},
+        {"overload", required_argument, NULL, 'O'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -955,7 +1066,9 @@ int main(int argc, char **argv)
     const char *out = NULL, *profile = NULL;
     long users = 100, rates[MAX_LIST] = {5000, 20000}, sizes[MAX_LIST] = {200};
     long video_rate = 100, keyframe = 0, burst = 150;
+    long overload[MAX_LIST];
     int nrates = 2, nsizes = 1, sat = 0, full = 0, given_rates = 0, given_sizes = 0, c;
+    int noverload = 0;
     int on[SYS_N] = {1, 1, 1, 1, 1};
     b.pin = sysconf(_SC_NPROCESSORS_ONLN) >= 2 ? 0 : -1;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -1008,6 +1121,16 @@ int main(int argc, char **argv)
             break;
         case 'F':
             full = sat = 1;
+            break;
+        case 'Q':
+            bad = ts_parse_long(optarg, 1, 1000, &b.cpu_quota);
+            break;
+        case 'A':
+            bad = ts_parse_long(optarg, 1, 60000, &b.age_ms);
+            break;
+        case 'O':
+            bad = (noverload = parse_list(optarg, 1, 20, overload)) < 0;
+            sat = 1;
             break;
         case 'h':
             usage(stdout);
@@ -1063,6 +1186,23 @@ int main(int argc, char **argv)
                 .sys = (sys_t)si, .label = "sat", .users = users,
                 .conns = si == SYS_SLUICE10 ? (users + 9) / 10 : users, .size = sizes[0],
                 .seconds = b.seconds < 3 ? b.seconds : 3};
+    /* Overload rows: after the saturation rows, each sluice system at
+     * multiples of its saturation rate, for the full S seconds. */
+    size_t nsat = nrows;
+    for (size_t si = first_sat; si < nsat; si++) {
+        if (rows[si].sys != SYS_SLUICE && rows[si].sys != SYS_SLUICE10)
+            continue;
+        for (int k = 0; k < noverload && nrows < MAX_ROWS; k++) {
+            row_t *w = &rows[nrows++];
+            *w = rows[si];
+            w->overload = overload[k];
+            w->of_sat = si;
+            w->seconds = b.seconds;
+            snprintf(w->label_buf, sizeof w->label_buf, "%ldx sat", overload[k]);
+        }
+    }
+    for (size_t i = nsat; i < nrows; i++)
+        rows[i].label = rows[i].label_buf; /* rows[] is static: the pointers stay */
     setvbuf(stdout, NULL, _IOLBF, 0);
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
@@ -1101,7 +1241,15 @@ int main(int argc, char **argv)
             b.failed = 1;
             continue;
         }
-        if (i >= first_sat) {
+        if (w->overload) {
+            const row_t *s = &rows[w->of_sat];
+            if (!s->done) {
+                snprintf(w->why, sizeof w->why, "no saturation rate to overload");
+                b.failed = 1;
+                continue;
+            }
+            w->rate = s->rate * (double)w->overload;
+        } else if (i >= first_sat) {
             saturate(&b, w);
             continue;
         }
