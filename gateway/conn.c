@@ -32,7 +32,7 @@
 #define H2_MAX_HEADER_LIST 16384  /* advertised, and enforced by on_header */
 #define H2_MAX_HEADERS 64         /* header fields per block */
 #define H2_MAX_HEADER_OFFENCES 3  /* header blocks over the limits before GOAWAY */
-#define HANDSHAKE_STEPS_PER_ITERATION 8 /* TLS handshake steps per loop iteration */
+#define HANDSHAKE_NS_PER_ITERATION 2000000 /* time in TLS handshakes per loop iteration */
 /* A connection that has neither read nor written for this long gives its
  * buffers back at its next health tick (conn_release_idle). */
 #define CONN_QUIET_NS (1000ull * UTIL_MS_NS)
@@ -1093,16 +1093,21 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     conn_t *c = container_of(w, conn_t, io);
     if (c->state == CONN_HANDSHAKE) {
-        /* A handshake step is CPU work (key exchange, a signature: about
-         * half a millisecond); a burst of new connections must not hold
+        /* A handshake step is CPU work (key exchange, a signature: a few
+         * hundred microseconds with a P-256 key, milliseconds with RSA-4096
+         * or on a slow core); a burst of new connections must not hold
          * every live call's packets behind it for the whole burst. The
-         * socket stays ready and libev's epoll backend is level-triggered:
-         * the steps over the budget are reported again next iteration,
-         * after the live connections have had their turn. */
-        if (c->srv->hs_steps >= HANDSHAKE_STEPS_PER_ITERATION)
+         * budget is time, not steps, so that it holds whatever a step
+         * costs; at least one step runs per iteration. The socket stays
+         * ready and libev's epoll backend is level-triggered: the steps
+         * over the budget are reported again next iteration, after the
+         * live connections have had their turn. */
+        if (c->srv->hs_ns >= HANDSHAKE_NS_PER_ITERATION)
             return;
-        c->srv->hs_steps++;
-        if (conn_handshake(c) < 0) {
+        uint64_t t0 = compat_mono_ns();
+        int hs = conn_handshake(c);
+        c->srv->hs_ns += compat_mono_ns() - t0;
+        if (hs < 0) {
             conn_close(c, CONN_END_PEER); /* unless the handshake said why */
             return;
         }

@@ -60,7 +60,7 @@ static void accept_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 {
     server_t *s = container_of(w, server_t, prepare);
-    s->hs_steps = 0;
+    s->hs_ns = 0;
     while (s->flush) {
         conn_t *c = s->flush;
         s->flush = c->_flush_next;

@@ -79,7 +79,7 @@ typedef struct server {
     struct conn *flush;     /* connections with output to write this iteration */
     struct conn *dead;      /* connections closed this iteration, to free */
     ev_prepare prepare;     /* flush, then free, once per loop iteration */
-    unsigned hs_steps;      /* TLS handshake steps taken this loop iteration (conn.c) */
+    uint64_t hs_ns;         /* time in TLS handshake steps this loop iteration (conn.c) */
     uint64_t next_conn_id;
     server_counters_t counters;
     stats_table_t stats;    /* traffic per tenant and kind (stats.h) */
