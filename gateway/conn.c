@@ -659,6 +659,30 @@ static void conn_calm(conn_t *c, const char *why)
     nghttp2_session_terminate_session(c->h2, NGHTTP2_ENHANCE_YOUR_CALM);
 }
 
+/* nghttp2_session_mem_recv failed with rv: RFC 9113 §5.4.1, say why before
+ * closing. nghttp2 queues no GOAWAY for its fatal errors, its flood limits
+ * among them (queued acknowledgements, CONTINUATIONs, SETTINGS entries:
+ * which of those or the control-frame budget binds first depends on how
+ * fast the frames are read); our own callback failures have queued theirs
+ * already. */
+static void conn_h2_failed(conn_t *c, int rv)
+{
+    const char *flood = rv == NGHTTP2_ERR_FLOODED              ? "too many frames to acknowledge"
+                        : rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS ? "too many CONTINUATION frames"
+                        : rv == NGHTTP2_ERR_TOO_MANY_SETTINGS      ? "too many SETTINGS entries"
+                                                                   : NULL;
+    if (flood) {
+        conn_calm(c, flood);
+        return;
+    }
+    conn_log(c, "HTTP/2 error: %s", nghttp2_strerror(rv));
+    conn_end_as(c, CONN_END_PROTOCOL);
+    if (rv == NGHTTP2_ERR_CALLBACK_FAILURE)
+        return;
+    conn_goaway(c, NGHTTP2_PROTOCOL_ERROR, nghttp2_strerror(rv));
+    nghttp2_session_terminate_session(c->h2, NGHTTP2_PROTOCOL_ERROR);
+}
+
 /* ---- I/O ------------------------------------------------------------------- */
 
 /* RFC 8446 §5.1: a TLS connection starts with a handshake record (type 22).
@@ -974,16 +998,7 @@ static int conn_read(conn_t *c)
         ssize_t rv = nghttp2_session_mem_recv(c->h2, buf, (size_t)n);
         tunnel_uplink_flush(&c->srv->env); /* this record's packets, one sendmmsg per tunnel */
         if (rv < 0) {
-            conn_log(c, "HTTP/2 error: %s", nghttp2_strerror((int)rv));
-            /* RFC 9113 §5.4.1: say why before closing. nghttp2 queues no
-             * GOAWAY for its flood errors (CONTINUATION, acks, SETTINGS);
-             * our own callback failures have queued theirs already. */
-            int flood = rv == NGHTTP2_ERR_FLOODED || rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS ||
-                        rv == NGHTTP2_ERR_TOO_MANY_SETTINGS;
-            if (rv != NGHTTP2_ERR_CALLBACK_FAILURE)
-                nghttp2_session_terminate_session(
-                    c->h2, flood ? NGHTTP2_ENHANCE_YOUR_CALM : NGHTTP2_PROTOCOL_ERROR);
-            conn_end_as(c, flood ? CONN_END_CALM : CONN_END_PROTOCOL);
+            conn_h2_failed(c, (int)rv);
             return -1;
         }
         if (!SSL_has_pending(c->ssl))
