@@ -409,8 +409,7 @@ static conn_t *conn_alloc(struct server *srv, int fd)
         return NULL;
     c->srv = srv;
     c->cfg = config_ref(srv->cfg);
-    c->host = (tunnel_host_t){.ops = &h2_host_ops, .env = &srv->env, .cfg = c->cfg,
-                              .peer = c->peer};
+    c->host = (tunnel_host_t)TUNNEL_HOST_INIT(&h2_host_ops, &srv->env, c->cfg, c->peer);
     c->id = srv->next_conn_id++;
     c->fd = fd;
     c->state = CONN_HANDSHAKE;
@@ -548,6 +547,7 @@ void conn_free(conn_t *c)
     tunnel_t *t;
     while ((t = tunnel_first(&c->host)))
         tunnel_free(t);
+    tunnel_host_done(&c->host);
     ev_io_stop(srv->loop, &c->io);
     ev_timer_stop(srv->loop, &c->timer);
     ev_timer_stop(srv->loop, &c->health);

@@ -192,7 +192,8 @@ void log_msg(enum log_level level, const char *fmt, ...)
 static void limit_roll(log_limit_t *lim, uint64_t now)
 {
     if (lim->_suppressed)
-        log_msg(lim->_level, "%s: %llu similar lines suppressed in %llu ms", lim->what,
+        log_msg(lim->_level, "%s%s%s: %llu similar lines suppressed in %llu ms", lim->what,
+                lim->who ? " of " : "", lim->who ? lim->who : "",
                 (unsigned long long)lim->_suppressed,
                 (unsigned long long)(lim->interval_ns / 1000000u));
     lim->_start = now;

@@ -90,6 +90,10 @@ void log_end(log_line_t *l);
  *
  *   ... sluiced info: auth failure: 1234 similar lines suppressed in 10000 ms
  *
+ * or, for a limiter with `who` set (one connection's events):
+ *
+ *   ... tunnel open/close of 192.0.2.7:40312: 880 similar lines suppressed in 10000 ms
+ *
  * Windows are fixed: a window starts with the first event after the previous
  * one ended, and allows `burst` lines.
  *
@@ -126,6 +130,8 @@ void log_end(log_line_t *l);
  */
 typedef struct log_limit {
     const char *what;     /* the kind of event, named in the summary line (static) */
+    const char *who;      /* NULL, or whose events (a peer), named in the summary line too;
+                           * must outlive the limiter's last flush */
     uint32_t burst;       /* lines allowed per window (0 mutes the kind, still counting) */
     uint64_t interval_ns; /* window length */
     uint64_t _start;      /* start of the current window */

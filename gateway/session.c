@@ -29,6 +29,7 @@ void session_table_init(session_table_t *st, tunnel_env_t *env)
 
 static void session_free(session_t *s)
 {
+    tunnel_host_done(&s->park);
     config_unref(s->_cfg);
     free(s);
 }
@@ -101,7 +102,8 @@ session_t *session_new(session_table_t *st, tunnel_t *t, const req_target_t *tar
     snprintf(s->region, sizeof s->region, "%s", target->region->name);
     memcpy(s->user, target->user, target->user_len);
     s->user[target->user_len] = '\0';
-    s->park = (tunnel_host_t){.ops = &park_ops, .env = st->env, .peer = "parked", .parking = 1};
+    s->park = (tunnel_host_t)TUNNEL_HOST_INIT(&park_ops, st->env, NULL, "parked");
+    s->park.parking = 1;
     list_init(&s->park.tunnels);
     list_push(bucket_of(st, s->token), &s->_link);
     st->count++;

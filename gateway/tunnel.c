@@ -568,10 +568,11 @@ static int backend_open(tunnel_t *t, const cfg_pool_t *pool, uint64_t key)
 
 /* tunnel.close (the flow ended: its whole story) or tunnel.detach (the
  * stream went, the flow lives on in another tunnel: parked or resumed). */
-static void log_closed(const tunnel_t *t)
+static void log_closed(tunnel_t *t)
 {
     log_line_t l;
-    if (!log_begin(&l, LOG_INFO, t->handed_over ? "tunnel.detach" : "tunnel.close"))
+    if (!log_limit_take(&t->host->flow_log, compat_mono_ns(), LOG_INFO) ||
+        !log_begin(&l, LOG_INFO, t->handed_over ? "tunnel.detach" : "tunnel.close"))
         return;
     const tunnel_counters_t *k = &t->counters;
     log_str(&l, "conn", t->host->peer);
@@ -734,7 +735,8 @@ static int open_finish(tunnel_t *t, int resumed, uint64_t expiry, uint64_t wall_
     timer_arm_open(t);
     t->host->ops->opened(t);
     log_line_t l;
-    if (log_begin(&l, LOG_INFO, resumed ? "tunnel.resume" : "tunnel.open")) {
+    if (log_limit_take(&t->host->flow_log, now, LOG_INFO) &&
+        log_begin(&l, LOG_INFO, resumed ? "tunnel.resume" : "tunnel.open")) {
         log_str(&l, "conn", t->host->peer);
         log_i64(&l, "stream", t->stream_id);
         log_str(&l, "tenant", t->tenant);
@@ -1112,4 +1114,9 @@ void tunnel_free(tunnel_t *t)
     list_remove(&t->_link);
     host->ops->gone(t, was_open);
     free(t);
+}
+
+void tunnel_host_done(tunnel_host_t *host)
+{
+    log_limit_flush(&host->flow_log, UINT64_MAX);
 }

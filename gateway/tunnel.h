@@ -148,9 +148,23 @@ typedef struct tunnel_host {
     const config_t *cfg;   /* the snapshot the connection started with */
     const char *peer;      /* for logs */
     list_t tunnels;        /* every tunnel of this host (tunnel_t._link) */
+    log_limit_t flow_log;  /* its tunnel.open/resume/close/detach lines (TUNNEL_HOST_INIT) */
     unsigned refusing : 1; /* shutting down: new requests get 503 */
     unsigned parking : 1;  /* a session's parking host (session.h): no stream */
 } tunnel_host_t;
+
+/* A host's tunnel lines are its own business until it churns: a client with
+ * valid credentials can open and close tunnels as fast as the control-frame
+ * budget lets it, one line each. TUNNEL_LOG_BURST lines per host per
+ * LOG_LIMITS_WINDOW_S, then a summary naming the peer (when the host next
+ * logs one after the window, or when it goes: tunnel_host_done). */
+#define TUNNEL_LOG_BURST 20
+#define TUNNEL_HOST_INIT(ops_, env_, cfg_, peer_)                                             \
+    {                                                                                          \
+        .ops = (ops_), .env = (env_), .cfg = (cfg_), .peer = (peer_),                          \
+        .flow_log = {.what = "tunnel open/close", .who = (peer_), .burst = TUNNEL_LOG_BURST,   \
+                     .interval_ns = (uint64_t)LOG_LIMITS_WINDOW_S * 1000000000u},              \
+    }
 
 enum tunnel_state {
     TUNNEL_REQUEST = 0, /* collecting request headers */
@@ -284,5 +298,9 @@ const char *tunnel_session_token(const tunnel_t *t);
  * tunnel with a session that is not already parked parks its flow first
  * (session_park), unless resume is off or the server is shutting down. */
 void tunnel_free(tunnel_t *t);
+
+/* The host is going (its tunnels freed): the summary of its suppressed
+ * tunnel lines, if any, is written now. */
+void tunnel_host_done(tunnel_host_t *host);
 
 #endif

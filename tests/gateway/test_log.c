@@ -134,6 +134,21 @@ Test(log, burst_then_one_summary_when_the_kind_is_next_logged)
     cr_assert_eq(count(out, "suppressed"), 1, "%s", out);
 }
 
+/* One connection's limiter names the connection in its summary. */
+Test(log, a_summary_names_whose_events_it_counted)
+{
+    log_limit_t lim = {.what = "tunnel open/close", .who = "192.0.2.7:40312", .burst = 2,
+                       .interval_ns = 1000 * MS};
+    for (int i = 0; i < 7; i++)
+        log_limited(&lim, T0 + (uint64_t)i * MS, LOG_INFO, "tunnel.open %d", i);
+    log_limit_flush(&lim, UINT64_MAX);
+    size_t lines;
+    const char *out = output(&lines);
+    cr_assert_eq(lines, 3, "%s", out);
+    cr_assert(strstr(out, "tunnel open/close of 192.0.2.7:40312: 5 similar lines suppressed"),
+              "%s", out);
+}
+
 Test(log, every_window_allows_its_burst)
 {
     log_limit_t lim = LOG_LIMIT_INIT("bad request", 2, 100);
