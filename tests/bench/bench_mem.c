@@ -44,7 +44,6 @@
  * Exit status: 0 when every step reached its condition and sluiced exited 0;
  * 1 otherwise; 2 for bad arguments.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <ev.h>
 #include <getopt.h>
@@ -70,6 +69,7 @@
 #include "../../gateway/tunnel.h"
 #include "../support/ts_config.h"
 #include "../support/ts_net.h"
+#include "../support/ts_pstat.h"
 #include "../support/ts_sluice.h"
 #include "../support/ts_util.h"
 #include "sluice_shim.h"
@@ -209,23 +209,6 @@ static long file_kb(const char *path, const char *key)
     return v;
 }
 
-/* Open descriptors of pid, or -1. Bounded by the process's own fd limit. */
-static long proc_fds(pid_t pid)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
-    DIR *d = opendir(path);
-    if (!d)
-        return -1;
-    long n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n;
-}
-
 static int mem_sample(pid_t pid, mem_sample_t *s)
 {
     char status[64], rollup[64];
@@ -234,7 +217,7 @@ static int mem_sample(pid_t pid, mem_sample_t *s)
     s->rss_kb = file_kb(status, "VmRSS");
     s->anon_kb = file_kb(status, "RssAnon");
     s->dirty_kb = file_kb(rollup, "Private_Dirty");
-    s->fds = proc_fds(pid);
+    s->fds = ts_pstat_fds(pid);
     return s->rss_kb < 0 || s->anon_kb < 0 || s->fds < 0 ? -1 : 0;
 }
 
@@ -243,7 +226,7 @@ static int mem_sample(pid_t pid, mem_sample_t *s)
 static int wait_fds(pid_t pid, long want, int more, int64_t deadline)
 {
     for (;;) {
-        long n = proc_fds(pid);
+        long n = ts_pstat_fds(pid);
         if (n < 0)
             return -1;
         if (more ? n >= want : n <= want)

@@ -208,7 +208,7 @@ static int run(soak_bench_t *b, ts_gateway_t *gw, const char *ca_file, const cha
         snprintf(b->why, sizeof b->why, "no event loop");
         return -1;
     }
-    b->fds_before = ts_soak_fd_count(pid);
+    b->fds_before = ts_pstat_fds(pid);
     ts_soak_opts_t o = {.port = ts_addr_port(&gw->listen[0]), .ca_file = ca_file,
                         .tenant = TENANT, .secret = secret, .tunnels = (size_t)b->tunnels,
                         .clients = (size_t)b->clients, .pps = (double)b->pps,
@@ -246,7 +246,7 @@ static int run(soak_bench_t *b, ts_gateway_t *gw, const char *ca_file, const cha
         sm->gen_pct = now > prev_ms ? (double)(gen - prev_gen) / 1e6 * 100.0 / (double)(now - prev_ms) : 0;
         prev_gen = gen;
         prev_ms = now;
-        sm->fds = ts_soak_fd_count(pid);
+        sm->fds = ts_pstat_fds(pid);
         sm->t_s = (double)(now - t0) / 1000.0;
         fprintf(stderr, "bench_soak: t=%.0fs rss=%ld kB fds=%ld sent=%" PRIu64 " rx=%" PRIu64
                         " p99=%.2f ms\n",
@@ -267,7 +267,7 @@ out:
      * before the load once it has noticed the closes. */
     int64_t deadline = ts_deadline(STOP_FD_MS);
     do {
-        b->fds_after = ts_soak_fd_count(pid);
+        b->fds_after = ts_pstat_fds(pid);
         if (b->fds_after <= b->fds_before)
             break;
         usleep(10000); /* polling /proc for a condition, with a deadline */

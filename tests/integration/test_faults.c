@@ -289,7 +289,7 @@ Test(faults, at_the_fd_limit_no_busy_loop_no_loss_and_a_clear_refusal)
     pid_t pid = fx.gw.proc.pid;
     /* A new descriptor takes the lowest free number, and fails (EMFILE)
      * when that is at or above the soft limit. */
-    int used = ts_fault_fd_count(pid), lowest = ts_fault_fd_lowest_free(pid);
+    int used = (int)ts_pstat_fds(pid), lowest = ts_fault_fd_lowest_free(pid);
     cr_assert_gt(lowest, 0);
     uint64_t old_soft = 0;
     cr_assert_eq(ts_fault_nofile(pid, (uint64_t)lowest, &old_soft), 0, "prlimit: %s",
@@ -575,6 +575,29 @@ Test(faults, clock_steps_expire_credentials_on_wall_time_and_leave_timers_alone)
 
 /* ---- 3. a client whose address changes mid-call ---------------------------- */
 
+/* The call of the address-change test: ECHO_LEN-byte packets marked
+ * ECHO_MARK, numbered in bytes 2-3. Records when each of the n packets first
+ * came back (back_at[seq], ms) until all have or until passes. */
+#define ECHO_LEN 64
+#define ECHO_MARK 0xc7
+static void collect_echoes(int fd, int64_t *back_at, int n, int *n_back, int64_t until)
+{
+    uint8_t buf[256];
+    while (*n_back < n && ts_remaining_ms(until) > 0) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, (int)ts_remaining_ms(until)) <= 0)
+            return;
+        ssize_t k;
+        while ((k = recv(fd, buf, sizeof buf, MSG_DONTWAIT)) > 0) {
+            int j = buf[2] << 8 | buf[3];
+            if (k == ECHO_LEN && buf[4] == ECHO_MARK && j < n && !back_at[j]) {
+                back_at[j] = ts_now_ms();
+                (*n_back)++;
+            }
+        }
+    }
+}
+
 /* The shim reaches the gateway through ts_cutter (the network path). Mid-call
  * the path is cut (both sides reset) and from then on connects from
  * 127.0.0.2: the gateway sees the same client come back from another
@@ -600,8 +623,8 @@ Test(faults, a_client_whose_address_changes_resumes_its_call)
     ts_addr_t moved;
     cr_assert_eq(ts_addr_parse("127.0.0.2:0", &moved), 0);
 
-    uint8_t pkt[64] = {0x80, 0x00}, buf[256];
-    pkt[4] = 0xc7;
+    uint8_t pkt[ECHO_LEN] = {0x80, 0x00};
+    pkt[4] = ECHO_MARK;
     int cut = -1, n_back = 0;
     int64_t deadline = ts_deadline(ts_ms(20000));
     for (int i = 0; i < N && ts_remaining_ms(deadline) > 0; i++) {
@@ -612,35 +635,10 @@ Test(faults, a_client_whose_address_changes_resumes_its_call)
         pkt[2] = (uint8_t)(i >> 8);
         pkt[3] = (uint8_t)i;
         cr_assert_eq(ts_udp_send(app_fd, &own_shim.listen, pkt, sizeof pkt), 0);
-        int64_t until = ts_deadline(ts_ms(PACE_MS)); /* the call's pace */
-        do {
-            struct pollfd p = {.fd = app_fd, .events = POLLIN};
-            if (poll(&p, 1, (int)ts_remaining_ms(until)) <= 0)
-                break;
-            ssize_t k;
-            while ((k = recv(app_fd, buf, sizeof buf, MSG_DONTWAIT)) > 0) {
-                int j = buf[2] << 8 | buf[3];
-                if (k == (ssize_t)sizeof pkt && buf[4] == 0xc7 && j < N && !back_at[j]) {
-                    back_at[j] = ts_now_ms();
-                    n_back++;
-                }
-            }
-        } while (ts_remaining_ms(until) > 0);
+        collect_echoes(app_fd, back_at, N, &n_back, ts_deadline(ts_ms(PACE_MS))); /* the pace */
     }
     /* Echoes of the last packets may still be on their way. */
-    for (int64_t end = ts_deadline(ts_ms(1000)); n_back < N && ts_remaining_ms(end) > 0;) {
-        struct pollfd p = {.fd = app_fd, .events = POLLIN};
-        if (poll(&p, 1, (int)ts_remaining_ms(end)) <= 0)
-            break;
-        ssize_t k;
-        while ((k = recv(app_fd, buf, sizeof buf, MSG_DONTWAIT)) > 0) {
-            int j = buf[2] << 8 | buf[3];
-            if (k == (ssize_t)sizeof pkt && buf[4] == 0xc7 && j < N && !back_at[j]) {
-                back_at[j] = ts_now_ms();
-                n_back++;
-            }
-        }
-    }
+    collect_echoes(app_fd, back_at, N, &n_back, ts_deadline(ts_ms(1000)));
     cr_assert_eq(cut, 1, "the shim's connection was not live at the cut");
     int64_t gap = 0, prev = 0;
     int lost = 0, lost_before = 0, lost_late = 0;

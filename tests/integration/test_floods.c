@@ -189,45 +189,11 @@ Test(floods, hpack_bomb_is_cut_at_the_advertised_header_list_size, .fini = teard
     ts_shim_t *shim = start_with_bystander();
     cr_assert_eq(ts_h2raw_connect(&attacker, &fx.gw.listen[0], NULL, ts_deadline(ts_ms(10000))),
                  0, "%s", attacker.err);
-    static uint8_t block[3 + 4000 + 256 + REFS];
+    static uint8_t block[TS_H2RAW_BOMB_CAP(REFS)];
     for (int b = 0; b < BOMBS; b++) {
-        /* Written by hand (RFC 7541): nghttp2's deflater would never index a
-         * field this large, which is exactly what an attacker does. */
-        size_t n = 0;
-        block[n++] = 0x80 | 3; /* :method POST, static index 3 (§6.1) */
-        block[n++] = 0x80 | 7; /* :scheme https, static index 7 */
-        block[n++] = 0x04;     /* :path, literal without indexing, name index 4 (§6.2.2) */
-        block[n++] = (uint8_t)strlen(TUNNEL_PATH);
-        memcpy(block + n, TUNNEL_PATH, strlen(TUNNEL_PATH));
-        n += strlen(TUNNEL_PATH);
-        if (b == 0) {
-            /* x-bomb: 4,000 bytes, literal with incremental indexing, new
-             * name (§6.2.1): it becomes dynamic index 62 (§2.3.3). */
-            block[n++] = 0x40;
-            block[n++] = 6;
-            memcpy(block + n, "x-bomb", 6);
-            n += 6;
-            block[n++] = 0x7f; /* 4000 = 127 + 3873 (§5.1) */
-            block[n++] = 0x80 | (3873 & 0x7f);
-            block[n++] = 3873 >> 7;
-            memset(block + n, 'x', 4000);
-            n += 4000;
-        }
-        for (int i = 0; i < REFS; i++)
-            block[n++] = 0x80 | 62; /* one byte, 4,038 bytes of header list each */
-        int32_t id = 2 * b + 1;
-        /* HEADERS and CONTINUATIONs of at most 16 KiB, END_HEADERS on the last. */
-        size_t off = 0;
-        int first = 1;
-        while (off < n) {
-            size_t k = n - off > 16384 ? 16384 : n - off;
-            uint8_t flags = off + k == n ? NGHTTP2_FLAG_END_HEADERS : 0;
-            if (ts_h2raw_queue_frame(&attacker, first ? NGHTTP2_HEADERS : NGHTTP2_CONTINUATION,
-                                     flags, id, block + off, k) < 0)
-                break;
-            first = 0;
-            off += k;
-        }
+        size_t n = ts_h2raw_hpack_bomb(block, TUNNEL_PATH, b == 0, REFS);
+        if (ts_h2raw_queue_block(&attacker, 2 * b + 1, block, n, 0) < 0)
+            break;
         if (ts_h2raw_flush(&attacker) < 0)
             break;
         /* The first bomb alone costs its stream, not the connection. (Later

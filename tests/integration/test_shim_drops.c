@@ -32,16 +32,12 @@ static char metrics_url[128];
 /* sluiced's uplink drops (sluice_drops_total of the uplink's reasons). */
 static double uplink_drops(void)
 {
-    ts_scrape_sum_t sums[32];
+    static const char *const uplink[] = {"uplink_expired", "uplink_send", "backend_error", NULL};
+    double total;
     char why[256];
-    int n = ts_scrape_sum_by(metrics_url, "sluice_drops_total", "reason", sums, 32, 5000, why,
-                             sizeof why);
-    cr_assert_geq(n, 0, "%s", why);
-    double total = 0;
-    for (int i = 0; i < n; i++)
-        if (!strcmp(sums[i].value, "uplink_expired") || !strcmp(sums[i].value, "uplink_send") ||
-            !strcmp(sums[i].value, "backend_error"))
-            total += sums[i].sum;
+    cr_assert_eq(ts_scrape_total(metrics_url, "sluice_drops_total", "reason", uplink, &total,
+                                 5000, why, sizeof why),
+                 0, "%s", why);
     return total;
 }
 

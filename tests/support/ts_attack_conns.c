@@ -109,6 +109,24 @@ static void many_close(many_conn_t *c, int64_t now)
     c->closed_ns = now;
 }
 
+/* Reads (and drops) what the gateway sent on c: through TLS when tls and c
+ * has finished its handshake, else the raw bytes. Returns 1 when the gateway
+ * has closed the connection (end of stream, or an error other than "try
+ * again"), 0 while it is still open. */
+static int many_gone(many_conn_t *c, int tls)
+{
+    uint8_t buf[4096];
+    if (tls && c->ssl) {
+        int r = SSL_read(c->ssl, buf, sizeof buf);
+        if (r > 0 || SSL_get_error(c->ssl, r) == SSL_ERROR_WANT_READ)
+            return 0;
+        ERR_clear_error();
+        return 1;
+    }
+    ssize_t r = recv(c->fd, buf, sizeof buf, MSG_DONTWAIT);
+    return r == 0 || (r < 0 && errno != EAGAIN);
+}
+
 static int attack_many(const ts_attack_env_t *env, ts_attack_result_t *res, enum many_mode mode)
 {
     enum { INFLIGHT = 1024, PER_SOURCE = 10 };
@@ -226,24 +244,10 @@ static int attack_many(const ts_attack_env_t *env, ts_attack_result_t *res, enum
                     continue;
                 }
             }
-            if (c->st == C_HOLD && (evs[j].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP))) {
-                uint8_t buf[4096];
-                ssize_t r;
-                if (c->ssl) {
-                    int sr = SSL_read(c->ssl, buf, sizeof buf);
-                    int e2 = sr > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, sr);
-                    r = sr > 0 ? sr : (e2 == SSL_ERROR_WANT_READ ? -1 : 0);
-                    if (r == 0)
-                        ERR_clear_error();
-                } else {
-                    r = recv(c->fd, buf, sizeof buf, MSG_DONTWAIT);
-                    if (r < 0 && errno != EAGAIN)
-                        r = 0;
-                }
-                if (r == 0) {
-                    many_close(c, now);
-                    closed++;
-                }
+            if (c->st == C_HOLD && (evs[j].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) &&
+                many_gone(c, 1)) {
+                many_close(c, now);
+                closed++;
             }
         }
     }
@@ -255,22 +259,7 @@ static int attack_many(const ts_attack_env_t *env, ts_attack_result_t *res, enum
         int64_t now = ts_now_ns();
         for (int j = 0; j < k; j++) {
             many_conn_t *c = &cs[evs[j].data.u64];
-            if (c->st != C_HOLD && c->st != C_TLS)
-                continue;
-            uint8_t buf[4096];
-            ssize_t r;
-            if (c->ssl && c->st == C_HOLD) {
-                int sr = SSL_read(c->ssl, buf, sizeof buf);
-                int e2 = sr > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, sr);
-                r = sr > 0 ? sr : (e2 == SSL_ERROR_WANT_READ ? -1 : 0);
-                if (r == 0)
-                    ERR_clear_error();
-            } else {
-                r = recv(c->fd, buf, sizeof buf, MSG_DONTWAIT);
-                if (r < 0 && errno != EAGAIN)
-                    r = 0;
-            }
-            if (r == 0) {
+            if ((c->st == C_HOLD || c->st == C_TLS) && many_gone(c, c->st == C_HOLD)) {
                 many_close(c, now);
                 closed++;
             }

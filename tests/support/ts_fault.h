@@ -11,9 +11,6 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* Open descriptors of pid (entries of /proc/PID/fd), or -1. */
-int ts_fault_fd_count(pid_t pid);
-
 /* The lowest descriptor number pid does not use (the one its next open,
  * socket or accept would get), or -1. */
 int ts_fault_fd_lowest_free(pid_t pid);

@@ -232,6 +232,57 @@ ssize_t ts_h2raw_hpack(ts_h2raw_t *c, const nghttp2_nv *nva, size_t nvlen, uint8
     return n;
 }
 
+int ts_h2raw_queue_block(ts_h2raw_t *c, int32_t stream_id, const uint8_t *block, size_t n,
+                         unsigned flags)
+{
+    /* RFC 9113 §6.10: a block larger than one frame continues in
+     * CONTINUATION frames; END_HEADERS marks its last frame. */
+    size_t off = 0;
+    int rc = 0;
+    for (int first = 1; rc == 0 && (first || off < n); first = 0) {
+        size_t k = n - off;
+        if (k > TS_H2RAW_FRAME_MAX)
+            k = TS_H2RAW_FRAME_MAX;
+        uint8_t f = 0;
+        if (first && (flags & TS_H2RAW_END_STREAM))
+            f |= NGHTTP2_FLAG_END_STREAM;
+        if (off + k == n && !(flags & TS_H2RAW_NO_END_HEADERS))
+            f |= NGHTTP2_FLAG_END_HEADERS;
+        rc = ts_h2raw_queue_frame(c, first ? NGHTTP2_HEADERS : NGHTTP2_CONTINUATION, f,
+                                  stream_id, block + off, k);
+        off += k;
+    }
+    return rc;
+}
+
+size_t ts_h2raw_hpack_bomb(uint8_t *out, const char *path, int define, size_t refs)
+{
+    size_t n = 0, plen = strlen(path);
+    if (plen > 126)
+        plen = 126; /* one length byte (RFC 7541 §5.1, 7-bit prefix) */
+    out[n++] = 0x80 | 3; /* :method POST, static index 3 (§6.1) */
+    out[n++] = 0x80 | 7; /* :scheme https, static index 7 */
+    out[n++] = 0x04;     /* :path, literal without indexing, name index 4 (§6.2.2) */
+    out[n++] = (uint8_t)plen;
+    memcpy(out + n, path, plen);
+    n += plen;
+    if (define) {
+        /* x-bomb: 4,000 bytes, literal with incremental indexing, new name
+         * (§6.2.1): it becomes dynamic index 62 (§2.3.3). */
+        out[n++] = 0x40;
+        out[n++] = 6;
+        memcpy(out + n, "x-bomb", 6);
+        n += 6;
+        out[n++] = 0x7f; /* 4000 = 127 + 3873 (§5.1) */
+        out[n++] = 0x80 | (3873 & 0x7f);
+        out[n++] = 3873 >> 7;
+        memset(out + n, 'x', 4000);
+        n += 4000;
+    }
+    memset(out + n, 0x80 | 62, refs); /* one byte, 4,038 bytes of header list each */
+    return n + refs;
+}
+
 static int headers_impl(ts_h2raw_t *c, int32_t stream_id, const nghttp2_nv *nva, size_t nvlen,
                         unsigned flags, int flush)
 {
@@ -242,23 +293,7 @@ static int headers_impl(ts_h2raw_t *c, int32_t stream_id, const nghttp2_nv *nva,
         return -1;
     }
     ssize_t n = ts_h2raw_hpack(c, nva, nvlen, block, cap);
-    int rc = n < 0 ? -1 : 0;
-    /* RFC 9113 §6.10: a block larger than one frame continues in
-     * CONTINUATION frames; END_HEADERS marks its last frame. */
-    size_t off = 0;
-    for (int first = 1; rc == 0 && (first || off < (size_t)n); first = 0) {
-        size_t k = (size_t)n - off;
-        if (k > TS_H2RAW_FRAME_MAX)
-            k = TS_H2RAW_FRAME_MAX;
-        uint8_t f = 0;
-        if (first && (flags & TS_H2RAW_END_STREAM))
-            f |= NGHTTP2_FLAG_END_STREAM;
-        if (off + k == (size_t)n && !(flags & TS_H2RAW_NO_END_HEADERS))
-            f |= NGHTTP2_FLAG_END_HEADERS;
-        rc = ts_h2raw_queue_frame(c, first ? NGHTTP2_HEADERS : NGHTTP2_CONTINUATION, f,
-                                  stream_id, block + off, k);
-        off += k;
-    }
+    int rc = n < 0 ? -1 : ts_h2raw_queue_block(c, stream_id, block, (size_t)n, flags);
     free(block);
     if (rc == 0 && flush)
         rc = ts_h2raw_flush(c);

@@ -129,6 +129,22 @@ int ts_h2raw_send_frame(ts_h2raw_t *c, uint8_t type, uint8_t flags, int32_t stre
 ssize_t ts_h2raw_hpack(ts_h2raw_t *c, const nghttp2_nv *nva, size_t nvlen, uint8_t *out,
                        size_t cap);
 
+/* Queues an encoded header block on stream_id as HEADERS, then CONTINUATION
+ * frames of at most TS_H2RAW_FRAME_MAX bytes (RFC 9113 §6.10). flags:
+ * TS_H2RAW_END_STREAM, TS_H2RAW_NO_END_HEADERS. Returns 0 or -1. */
+int ts_h2raw_queue_block(ts_h2raw_t *c, int32_t stream_id, const uint8_t *block, size_t n,
+                         unsigned flags);
+
+/* HPACK amplification (RFC 7541 §2.3.3), written by hand: nghttp2's deflater
+ * would never index a field this large, which is exactly what an attacker
+ * does. A POST request's block for path (at most 126 bytes of it) that, when
+ * define, first adds the 4,000-byte field x-bomb to the dynamic table (index
+ * 62), then refers to index 62 refs times, one byte each: each reference
+ * decodes to 4,038 bytes of header list. out holds TS_H2RAW_BOMB_CAP(refs)
+ * bytes. Returns the block's length. */
+#define TS_H2RAW_BOMB_CAP(refs) (4 + 126 + 9 + 4000 + (size_t)(refs))
+size_t ts_h2raw_hpack_bomb(uint8_t *out, const char *path, int define, size_t refs);
+
 /* Encodes nva and sends it as HEADERS on stream_id, split into CONTINUATION
  * frames when larger than TS_H2RAW_FRAME_MAX. flags: TS_H2RAW_END_STREAM,
  * TS_H2RAW_NO_END_HEADERS. Queues and flushes. Returns 0 or -1. */

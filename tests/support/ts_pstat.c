@@ -3,6 +3,7 @@
  */
 #include "ts_pstat.h"
 
+#include <dirent.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,4 +70,18 @@ int ts_pstat_read(pid_t pid, ts_pstat_t *out)
     free(stat);
     free(status);
     return rc;
+}
+
+long ts_pstat_fds(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    long n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
 }

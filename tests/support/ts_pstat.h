@@ -1,6 +1,6 @@
 /*
- * ts_pstat.h — another process's CPU time and memory from /proc, for the
- * benchmarks (proc(5)).
+ * ts_pstat.h — another process's CPU time, memory and open descriptors from
+ * /proc, for the benchmarks and the tests that watch them (proc(5)).
  */
 #ifndef SLUICE_TS_PSTAT_H
 #define SLUICE_TS_PSTAT_H
@@ -18,6 +18,9 @@ typedef struct ts_pstat {
 /* Reads pid's counters into *out. Returns 0, or -1 (no such process, or a
  * file that does not parse). */
 int ts_pstat_read(pid_t pid, ts_pstat_t *out);
+
+/* Open descriptors of pid (the entries of /proc/PID/fd), or -1. */
+long ts_pstat_fds(pid_t pid);
 
 /* Parses the contents of a /proc/PID/stat line: utime and stime in clock
  * ticks. The command name (field 2) may hold spaces and parentheses: fields

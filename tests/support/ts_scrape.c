@@ -106,3 +106,20 @@ int ts_scrape_sum_by(const char *url, const char *family, const char *label, ts_
     free(pg.p);
     return (int)n;
 }
+
+int ts_scrape_total(const char *url, const char *family, const char *label,
+                    const char *const *values, double *total, long timeout_ms, char *why,
+                    size_t cap)
+{
+    ts_scrape_sum_t sums[64];
+    int n = ts_scrape_sum_by(url, family, label, sums, sizeof sums / sizeof sums[0], timeout_ms,
+                             why, cap);
+    if (n < 0)
+        return -1;
+    *total = 0;
+    for (int i = 0; i < n; i++)
+        for (const char *const *v = values; *v; v++)
+            if (!strcmp(sums[i].value, *v))
+                *total += sums[i].sum;
+    return 0;
+}

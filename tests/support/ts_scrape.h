@@ -20,4 +20,11 @@ typedef struct ts_scrape_sum {
 int ts_scrape_sum_by(const char *url, const char *family, const char *label, ts_scrape_sum_t *out,
                      size_t max, long timeout_ms, char *why, size_t cap);
 
+/* The sum of family's samples whose label is one of values (NULL-terminated),
+ * in *total: ts_scrape_sum_by, then the values picked. Returns 0, or -1 with
+ * why. */
+int ts_scrape_total(const char *url, const char *family, const char *label,
+                    const char *const *values, double *total, long timeout_ms, char *why,
+                    size_t cap);
+
 #endif

@@ -1,7 +1,6 @@
 /* ts_soak.c — see ts_soak.h. */
 #include "ts_soak.h"
 
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -414,16 +413,3 @@ void ts_soak_free(ts_soak_t *s)
     free(s);
 }
 
-long ts_soak_fd_count(pid_t pid)
-{
-    char dir[64];
-    snprintf(dir, sizeof dir, "/proc/%d/fd", (int)pid);
-    DIR *d = opendir(dir);
-    if (!d)
-        return -1;
-    long n = 0;
-    for (struct dirent *de; (de = readdir(d)) != NULL;)
-        n += de->d_name[0] != '.';
-    closedir(d);
-    return n;
-}

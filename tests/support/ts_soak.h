@@ -103,9 +103,6 @@ void ts_soak_totals(const ts_soak_t *s, ts_soak_totals_t *t);
  * the deadline. */
 int ts_soak_finish(ts_soak_t *s, int64_t deadline);
 
-/* Open descriptors of process pid (/proc/PID/fd entries), or -1. */
-long ts_soak_fd_count(pid_t pid);
-
 /* Frees the clients (and with them any tunnel still open). NULL: no-op. */
 void ts_soak_free(ts_soak_t *s);
 
