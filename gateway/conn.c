@@ -966,7 +966,10 @@ static int tls_write(SSL *ssl, const void *buf, int len, int *err)
 static int conn_read(conn_t *c)
 {
     uint8_t buf[READ_CHUNK];
+    /* One reading of each clock per event: the records of one event are
+     * read within microseconds of each other. */
     uint64_t now = compat_mono_ns();
+    int64_t now_real = compat_real_ns();
     for (int i = 0; i < READS_PER_EVENT && !c->closing; i++) {
         int err;
         int n = tls_read(c->ssl, buf, sizeof buf, &err);
@@ -990,11 +993,10 @@ static int conn_read(conn_t *c)
         /* When the bytes reached the kernel, as far as is known: the uplink
          * media they carry is dropped once older than its age limit
          * (tunnel.c, up_packet), however long it waited in the receive queue. */
-        uint64_t mono = compat_mono_ns();
-        int64_t age = rxtime_age_ns(SSL_get_rbio(c->ssl), compat_real_ns());
-        c->srv->env.rx_ns = age > 0 && (uint64_t)age < mono ? mono - (uint64_t)age : mono;
+        int64_t age = rxtime_age_ns(SSL_get_rbio(c->ssl), now_real);
+        c->srv->env.rx_ns = age > 0 && (uint64_t)age < now ? now - (uint64_t)age : now;
         if (age > 0 && (uint64_t)age > (uint64_t)c->cfg->limits.media_queue_age_ms * UTIL_MS_NS / 4)
-            c->rx_late_at = mono;
+            c->rx_late_at = now;
         ssize_t rv = nghttp2_session_mem_recv(c->h2, buf, (size_t)n);
         tunnel_uplink_flush(&c->srv->env); /* this record's packets, one sendmmsg per tunnel */
         if (rv < 0) {
