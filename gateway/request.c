@@ -68,12 +68,13 @@ static int split_path(const char *path, span_t *tenant, span_t *kind, span_t *qu
     return 0;
 }
 
-/* The only query parameter is region=<name>. Returns 0 (region may stay empty)
- * or -1 when the query is malformed or names anything else. */
+/* The only query parameter is region=<name>. Returns 0 (region stays empty
+ * when there is no query) or -1 when the query is malformed or names
+ * anything else; a '?' with nothing after it is malformed too. */
 static int parse_query(span_t query, span_t *region)
 {
     *region = (span_t){NULL, 0};
-    if (query.len == 0)
+    if (!query.p)
         return 0;
     static const char key[] = "region=";
     if (query.len < sizeof key - 1 || memcmp(query.p, key, sizeof key - 1) != 0)

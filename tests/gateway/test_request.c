@@ -126,6 +126,8 @@ Test(request, statuses)
         {"POST", "/v1/tunnel//sfu", 400},
         {"POST", "/v1/tunnel/ac%20me/sfu", 400},
         {"POST", "/v1/tunnel/acme/sfu?colour=red", 400},
+        {"POST", "/v1/tunnel/acme/sfu?", 400},
+        {"POST", "/v1/tunnel/acme/sfu?region=eu&region=us", 400},
         {"POST", "/v1/tunnel/acme/sfu?region=", 400},
         {"POST", "/v1/tunnel/acme/sfu?region=e%75", 400},
         {"POST", "/v1/tunnel/sfuonly/turn", 403},
