@@ -541,6 +541,26 @@ ssize_t conn_pull(conn_t *c, const uint8_t **data)
     return nghttp2_session_mem_send(c->h2, data);
 }
 
+/* Whether a connection that ends this way may still have our last words
+ * (a GOAWAY with the reason, a 400) on their way while the client sends:
+ * those close through linger.h. Not when the client went or stopped taking
+ * bytes (nothing more would reach it), nor before TLS. */
+static int conn_end_lingers(enum conn_end end)
+{
+    switch (end) {
+    case CONN_END_NOT_TLS:
+    case CONN_END_PROTOCOL:
+    case CONN_END_CALM:
+    case CONN_END_AUTH:
+    case CONN_END_HEADER_TIMEOUT:
+    case CONN_END_IDLE:
+    case CONN_END_SHUTDOWN:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 void conn_free(conn_t *c)
 {
     server_t *srv = c->srv;
@@ -553,7 +573,9 @@ void conn_free(conn_t *c)
     ev_timer_stop(srv->loop, &c->health);
     nghttp2_session_del(c->h2);
     SSL_free(c->ssl);
-    if (c->fd >= 0)
+    if (c->fd >= 0 && conn_end_lingers(c->end))
+        linger_close(&srv->linger, c->fd);
+    else if (c->fd >= 0)
         close(c->fd);
     free(c->out);
     free(c->proxy_buf);

@@ -18,6 +18,11 @@
 #include "worker.h"
 
 #define ACCEPTS_PER_EVENT 64
+/* Connections we ended keep reading for up to LINGER_S so that our last
+ * bytes (the GOAWAY that says why) are not lost to a reset; at most
+ * LINGER_MAX per loop at once (linger.h). */
+#define LINGER_MAX 256
+#define LINGER_S 1.0
 #define LISTEN_BACKLOG 511
 #define ACCEPT_PAUSE_S 0.1 /* after EMFILE/ENFILE, so the loop does not spin */
 #define RELOAD_LOG_CAP 512  /* the listen= list of the "config reloaded" line */
@@ -257,6 +262,7 @@ static int server_setup(server_t *s, struct ev_loop *loop, config_t *cfg, server
     s->env = (tunnel_env_t){.loop = loop, .counters = &s->counters, .logs = &s->logs,
                             .stats = &s->stats, .cfg = cfg};
     pool_init(&s->env.readers, 0, TUNNEL_READERS_KEPT);
+    linger_init(&s->linger, loop, LINGER_MAX, LINGER_S);
     session_table_init(&s->sessions, &s->env);
     if (lead) {
         /* One per-source table and one tenant count for the process. */
@@ -823,6 +829,7 @@ void server_dispose(server_t *s)
     s->sessions.closed = 1;    /* ... and none of their tunnels parks */
     while (!list_empty(&s->conns))
         conn_free(LIST_ENTRY(s->conns.next, conn_t, _link));
+    linger_dispose(&s->linger);
     session_table_dispose(&s->sessions); /* parked tunnels close */
     stats_dispose(&s->stats);
     if (s->loop) {

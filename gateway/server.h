@@ -39,6 +39,7 @@
 #include "config.h"
 #include "counters.h"
 #include "echo.h"
+#include "linger.h"
 #include "session.h"
 #include "srclimit.h"
 #include "tunnel.h"
@@ -80,6 +81,7 @@ typedef struct server {
     struct conn *dead;      /* connections closed this iteration, to free */
     ev_prepare prepare;     /* flush, then free, once per loop iteration */
     uint64_t hs_ns;         /* time in TLS handshake steps this loop iteration (conn.c) */
+    linger_set_t linger;    /* sockets of connections we ended, closing (conn_free) */
     uint64_t next_conn_id;
     server_counters_t counters;
     stats_table_t stats;    /* traffic per tenant and kind (stats.h) */

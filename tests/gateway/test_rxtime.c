@@ -4,6 +4,7 @@
  * the kernel.
  */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <string.h>
@@ -21,19 +22,7 @@ static BIO *bio;
 /* A connected loopback TCP pair: peer writes, fd (non-blocking) is read. */
 static void setup(void)
 {
-    ts_addr_t at;
-    ts_addr_loopback(&at, AF_INET, 0);
-    int l = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert_geq(l, 0);
-    cr_assert_eq(bind(l, (struct sockaddr *)&at.sa, at.len), 0);
-    cr_assert_eq(listen(l, 1), 0);
-    at.len = sizeof at.sa;
-    cr_assert_eq(getsockname(l, (struct sockaddr *)&at.sa, &at.len), 0);
-    peer = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert_eq(connect(peer, (struct sockaddr *)&at.sa, at.len), 0);
-    fd = accept4(l, NULL, NULL, SOCK_NONBLOCK);
-    cr_assert_geq(fd, 0);
-    close(l);
+    cr_assert_eq(ts_tcp_pair(&peer, &fd, 0), 0, "%s", strerror(errno));
     bio = rxtime_bio_new(fd);
     cr_assert_not_null(bio);
 }

@@ -179,6 +179,39 @@ ssize_t ts_udp_recv(int fd, void *buf, size_t cap, int64_t deadline, ts_addr_t *
     }
 }
 
+int ts_tcp_pair(int *client, int *server, int client_rcvbuf)
+{
+    ts_addr_t at;
+    ts_addr_loopback(&at, AF_INET, 0);
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), c = -1, s = -1;
+    if (l < 0 || bind(l, (struct sockaddr *)&at.sa, at.len) < 0 || listen(l, 1) < 0)
+        goto err;
+    at.len = sizeof at.sa;
+    if (getsockname(l, (struct sockaddr *)&at.sa, &at.len) < 0)
+        goto err;
+    c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (c < 0 || (client_rcvbuf > 0 && setsockopt(c, SOL_SOCKET, SO_RCVBUF, &client_rcvbuf,
+                                                 sizeof client_rcvbuf) < 0) ||
+        connect(c, (struct sockaddr *)&at.sa, at.len) < 0)
+        goto err;
+    s = accept4(l, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (s < 0)
+        goto err;
+    close(l);
+    *client = c;
+    *server = s;
+    return 0;
+err: {
+    int e = errno;
+    if (l >= 0)
+        close(l);
+    if (c >= 0)
+        close(c);
+    errno = e;
+    return -1;
+}
+}
+
 int ts_tcp_connect(const ts_addr_t *to, int64_t deadline)
 {
     int fd = socket(to->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
