@@ -32,7 +32,7 @@
 #define H2_MAX_HEADER_LIST 16384  /* advertised, and enforced by on_header */
 #define H2_MAX_HEADERS 64         /* header fields per block */
 #define H2_MAX_HEADER_OFFENCES 3  /* header blocks over the limits before GOAWAY */
-#define HANDSHAKE_NS_PER_ITERATION 2000000 /* time in TLS handshakes per loop iteration */
+#define HANDSHAKE_NS_PER_ITERATION 500000 /* time in TLS handshakes per loop iteration */
 /* A connection that has neither read nor written for this long gives its
  * buffers back at its next health tick (conn_release_idle). */
 #define CONN_QUIET_NS (1000ull * UTIL_MS_NS)
