@@ -542,9 +542,10 @@ ssize_t conn_pull(conn_t *c, const uint8_t **data)
 }
 
 /* Whether a connection that ends this way may still have our last words
- * (a GOAWAY with the reason, a 400) on their way while the client sends:
- * those close through linger.h. Not when the client went or stopped taking
- * bytes (nothing more would reach it), nor before TLS. */
+ * (a GOAWAY with the reason, a 400 to cleartext) on their way while the
+ * client sends: those close through linger.h. Not when the client went,
+ * stalled or stopped answering (nothing more would reach it), nor when its
+ * TLS handshake failed or ran out of time (we have nothing to say). */
 static int conn_end_lingers(enum conn_end end)
 {
     switch (end) {
@@ -573,7 +574,11 @@ void conn_free(conn_t *c)
     ev_timer_stop(srv->loop, &c->health);
     nghttp2_session_del(c->h2);
     SSL_free(c->ssl);
-    if (c->fd >= 0 && conn_end_lingers(c->end))
+    /* Lingering sockets and live connections together stay within this
+     * loop's share of max_connections: the descriptors main() reserved. */
+    if (c->fd >= 0 && conn_end_lingers(c->end) &&
+        srv->counters.conns_active + srv->linger.count <=
+            tunnel_env_share(&srv->env, srv->cfg->limits.max_connections))
         linger_close(&srv->linger, c->fd);
     else if (c->fd >= 0)
         close(c->fd);

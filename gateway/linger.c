@@ -24,7 +24,7 @@ void linger_init(linger_set_t *set, struct ev_loop *loop, size_t max, double sec
  * failed), 0 while it is open. */
 static int drain(int fd)
 {
-    static uint8_t sink[16384]; /* never read back: any thread may share it */
+    uint8_t sink[16384];
     for (int i = 0; i < LINGER_READS_PER_EVENT; i++) {
         ssize_t n = recv(fd, sink, sizeof sink, MSG_DONTWAIT);
         if (n > 0)
