@@ -9,6 +9,9 @@
  * CONTINUATIONs per header block (CVE-2024-28182).
  */
 #include <criterion/criterion.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -264,5 +267,77 @@ Test(floods, empty_data_flood_gets_enhance_your_calm, .fini = teardown, .timeout
                  attacker.err);
     control_flood(NGHTTP2_DATA, 1, NULL, 0);
     expect_bystander_echoes(shim, 5);
+    stop_all_cleanly();
+}
+
+/* Writes count PING frames through attacker's TLS without reading a byte.
+ * Returns the frames written before the gateway stopped taking them, or
+ * count. */
+static size_t ping_flood_unread(size_t count, int64_t deadline)
+{
+    enum { PINGS_PER_RECORD = 16384 / 17 };
+    static uint8_t record[PINGS_PER_RECORD * 17];
+    for (size_t i = 0; i < PINGS_PER_RECORD; i++) {
+        uint8_t *f = record + i * 17;
+        memset(f, 0, 17);
+        f[2] = 8;                /* length 8 */
+        f[3] = NGHTTP2_PING;     /* type; flags 0; stream 0 */
+        memcpy(f + 9, &i, sizeof i < 8 ? sizeof i : 8);
+    }
+    SSL *ssl = attacker._ssl;
+    size_t sent = 0;
+    while (sent < count && ts_remaining_ms(deadline) > 0) {
+        size_t n = count - sent < PINGS_PER_RECORD ? count - sent : PINGS_PER_RECORD;
+        int w = SSL_write(ssl, record, (int)(n * 17));
+        if (w > 0) {
+            sent += (size_t)w / 17; /* SSL_write writes a whole record or nothing */
+            continue;
+        }
+        if (SSL_get_error(ssl, w) != SSL_ERROR_WANT_WRITE)
+            break; /* the gateway has closed (reset or EOF) */
+        struct pollfd p = {.fd = attacker.fd, .events = POLLOUT};
+        poll(&p, 1, (int)ts_remaining_ms(deadline));
+    }
+    ERR_clear_error();
+    return sent;
+}
+
+/* The GOAWAY that says why must reach the attacker, even one that reads
+ * nothing while it floods, keeps its receive window small, and sends again
+ * after the gateway has ended the connection: the PING acknowledgements and
+ * the GOAWAY behind them then wait in the gateway's send queue. A plain
+ * close() answers the bytes that arrive after it with a reset, which throws
+ * them away (and, on Linux, what the client had received but not read); the
+ * gateway's lingering close (gateway/linger.c) reads and discards instead
+ * until the client closes. */
+Test(floods, the_goaway_reaches_a_flooder_that_reads_nothing_until_it_is_done, .fini = teardown,
+     .timeout = 120)
+{
+    enum { PINGS = 60000 }; /* 1 MB: far beyond the control-frame budget */
+    start_with_bystander();
+    /* A small window: the gateway's acks cannot all be delivered. */
+    cr_assert_eq(ts_h2raw_connect_rcvbuf(&attacker, &fx.gw.listen[0], NULL, 4096,
+                                         ts_deadline(ts_ms(10000))),
+                 0, "%s", attacker.err);
+    size_t sent = ping_flood_unread(PINGS, ts_deadline(ts_ms(20000)));
+    cr_log_info("PING flood: %zu frames written before stopping to read", sent);
+    /* Once the gateway has ended the connection (it is no longer
+     * established on the gateway's side), one more record. */
+    ts_addr_t me = {.len = sizeof me.sa};
+    cr_assert_eq(getsockname(attacker.fd, (struct sockaddr *)&me.sa, &me.len), 0);
+    int64_t ended = ts_deadline(ts_ms(10000));
+    while (ts_tcp_count_conns(fx.gw.proc.pid, ts_addr_port(&me)) > 0 && ts_remaining_ms(ended) > 0)
+        poll(NULL, 0, 5); /* polls a condition, bounded by the deadline */
+    cr_assert_eq(ts_tcp_count_conns(fx.gw.proc.pid, ts_addr_port(&me)), 0,
+                 "the gateway did not end the flooder's connection");
+    ping_flood_unread(100, ts_deadline(ts_ms(2000)));
+    uint32_t code = 0;
+    cr_assert_eq(ts_h2raw_wait_goaway(&attacker, ts_deadline(ts_ms(15000)), &code), 0,
+                 "no GOAWAY reached the flooder (%s; %llu PING acks read)", attacker.err,
+                 (unsigned long long)attacker.frames_in[NGHTTP2_PING]);
+    cr_expect_eq(code, NGHTTP2_ENHANCE_YOUR_CALM);
+    cr_expect(attacker.goaway_debug[0], "the GOAWAY carried no reason");
+    cr_expect_eq(ts_h2raw_wait_closed(&attacker, ts_deadline(ts_ms(15000))), 0,
+                 "the attacker's connection stayed open");
     stop_all_cleanly();
 }

@@ -728,6 +728,12 @@ static int handshake(ts_h2raw_t *c, const ts_addr_t *to, const char *ca_file, in
 
 int ts_h2raw_connect(ts_h2raw_t *c, const ts_addr_t *to, const char *ca_file, int64_t deadline)
 {
+    return ts_h2raw_connect_rcvbuf(c, to, ca_file, 0, deadline);
+}
+
+int ts_h2raw_connect_rcvbuf(ts_h2raw_t *c, const ts_addr_t *to, const char *ca_file, int rcvbuf,
+                            int64_t deadline)
+{
     memset(c, 0, sizeof *c);
     c->fd = -1;
     c->_open = 1;
@@ -750,7 +756,7 @@ int ts_h2raw_connect(ts_h2raw_t *c, const ts_addr_t *to, const char *ca_file, in
         errno = ENOMEM;
         return -1;
     }
-    c->fd = ts_tcp_connect(to, deadline);
+    c->fd = ts_tcp_connect_rcvbuf(to, rcvbuf, deadline);
     if (c->fd < 0) {
         int e = ts_remaining_ms(deadline) == 0 ? ETIMEDOUT : (errno ? errno : ECONNREFUSED);
         set_err(c, "TCP connect: %s", strerror(e));

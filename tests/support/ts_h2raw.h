@@ -109,6 +109,11 @@ typedef struct ts_h2raw {
  * ts_h2raw_close in either case. */
 int ts_h2raw_connect(ts_h2raw_t *c, const ts_addr_t *to, const char *ca_file, int64_t deadline);
 
+/* ts_h2raw_connect with the socket's SO_RCVBUF set to rcvbuf before it
+ * connects: a client whose receive window stays small (0: the default). */
+int ts_h2raw_connect_rcvbuf(ts_h2raw_t *c, const ts_addr_t *to, const char *ca_file, int rcvbuf,
+                            int64_t deadline);
+
 /* Appends one frame (9-byte header + payload) to the output buffer, flushing
  * first when it does not fit. len may exceed TS_H2RAW_FRAME_MAX (for tests of
  * oversized frames) up to 2^24 - 1. Returns 0 or -1 (connection gone). */

@@ -214,9 +214,16 @@ err: {
 
 int ts_tcp_connect(const ts_addr_t *to, int64_t deadline)
 {
+    return ts_tcp_connect_rcvbuf(to, 0, deadline);
+}
+
+int ts_tcp_connect_rcvbuf(const ts_addr_t *to, int rcvbuf, int64_t deadline)
+{
     int fd = socket(to->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
+    if (rcvbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) < 0)
+        goto err;
     if (connect(fd, (const struct sockaddr *)&to->sa, to->len) < 0) {
         if (errno != EINPROGRESS)
             goto err;

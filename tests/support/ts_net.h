@@ -51,6 +51,10 @@ ssize_t ts_udp_recv(int fd, void *buf, size_t cap, int64_t deadline, ts_addr_t *
  * when the peer accepted and reset before the connect was seen complete). */
 int ts_tcp_connect(const ts_addr_t *to, int64_t deadline);
 
+/* ts_tcp_connect with SO_RCVBUF set to rcvbuf before connecting (the window
+ * the connection offers from its start); rcvbuf 0: the system default. */
+int ts_tcp_connect_rcvbuf(const ts_addr_t *to, int rcvbuf, int64_t deadline);
+
 /* A connected TCP pair on 127.0.0.1: *client blocking, *server (the accepted
  * side) non-blocking. client_rcvbuf > 0: the client's SO_RCVBUF, set before
  * connecting (the window it offers). Returns 0 or -1. */
