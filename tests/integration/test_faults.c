@@ -289,7 +289,7 @@ Test(faults, at_the_fd_limit_no_busy_loop_no_loss_and_a_clear_refusal)
     pid_t pid = fx.gw.proc.pid;
     /* A new descriptor takes the lowest free number, and fails (EMFILE)
      * when that is at or above the soft limit. */
-    int used = (int)ts_pstat_fds(pid), lowest = ts_fault_fd_lowest_free(pid);
+    int used = (int)ts_pstat_fds(pid), lowest = ts_pstat_fd_lowest_free(pid);
     cr_assert_gt(lowest, 0);
     uint64_t old_soft = 0;
     cr_assert_eq(ts_fault_nofile(pid, (uint64_t)lowest, &old_soft), 0, "prlimit: %s",

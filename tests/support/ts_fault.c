@@ -1,7 +1,6 @@
 /* ts_fault.c — see ts_fault.h. */
 #include "ts_fault.h"
 
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,29 +8,6 @@
 #include <unistd.h>
 
 #define LIBFAKETIME "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
-
-int ts_fault_fd_lowest_free(pid_t pid)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
-    DIR *d = opendir(path);
-    if (!d)
-        return -1;
-    /* Small numbers are enough: a test process holds a few dozen. */
-    unsigned char used[4096] = {0};
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        char *end;
-        long fd = strtol(e->d_name, &end, 10);
-        if (e->d_name[0] != '.' && !*end && fd >= 0 && fd < (long)sizeof used)
-            used[fd] = 1;
-    }
-    closedir(d);
-    for (int i = 0; i < (int)sizeof used; i++)
-        if (!used[i])
-            return i;
-    return -1;
-}
 
 int ts_fault_nofile(pid_t pid, uint64_t soft, uint64_t *old_soft)
 {

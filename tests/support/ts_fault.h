@@ -11,10 +11,6 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* The lowest descriptor number pid does not use (the one its next open,
- * socket or accept would get), or -1. */
-int ts_fault_fd_lowest_free(pid_t pid);
-
 /* Sets pid's soft RLIMIT_NOFILE to soft (prlimit(2)), leaving the hard limit;
  * *old_soft (may be NULL) gets the soft limit it had. Returns 0 or -1. */
 int ts_fault_nofile(pid_t pid, uint64_t soft, uint64_t *old_soft);

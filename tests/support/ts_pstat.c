@@ -72,16 +72,43 @@ int ts_pstat_read(pid_t pid, ts_pstat_t *out)
     return rc;
 }
 
-long ts_pstat_fds(pid_t pid)
+/* Counts pid's descriptors; with lowest, also finds the lowest number it
+ * does not use (below 4096: a test process holds a few dozen), or -1. */
+static long fd_scan(pid_t pid, int *lowest)
 {
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
     DIR *d = opendir(path);
     if (!d)
         return -1;
+    unsigned char used[4096] = {0};
     long n = 0;
-    for (struct dirent *e; (e = readdir(d)) != NULL;)
-        n += e->d_name[0] != '.';
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        char *end;
+        long fd = strtol(e->d_name, &end, 10);
+        if (e->d_name[0] == '.' || *end)
+            continue;
+        n++;
+        if (fd >= 0 && fd < (long)sizeof used)
+            used[fd] = 1;
+    }
     closedir(d);
+    if (lowest) {
+        *lowest = -1;
+        for (int i = 0; i < (int)sizeof used && *lowest < 0; i++)
+            if (!used[i])
+                *lowest = i;
+    }
     return n;
+}
+
+long ts_pstat_fds(pid_t pid)
+{
+    return fd_scan(pid, NULL);
+}
+
+int ts_pstat_fd_lowest_free(pid_t pid)
+{
+    int lowest;
+    return fd_scan(pid, &lowest) < 0 ? -1 : lowest;
 }

@@ -22,6 +22,10 @@ int ts_pstat_read(pid_t pid, ts_pstat_t *out);
 /* Open descriptors of pid (the entries of /proc/PID/fd), or -1. */
 long ts_pstat_fds(pid_t pid);
 
+/* The lowest descriptor number pid does not use (the one its next open,
+ * socket or accept would get), or -1. */
+int ts_pstat_fd_lowest_free(pid_t pid);
+
 /* Parses the contents of a /proc/PID/stat line: utime and stime in clock
  * ticks. The command name (field 2) may hold spaces and parentheses: fields
  * are counted after its last ')'. Returns 0 or -1. */
