@@ -3,6 +3,7 @@
  */
 #include "ts_etcd.h"
 
+#include <errno.h>
 #include <openssl/evp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -39,13 +40,21 @@ int ts_etcd_start(ts_etcd_t *e, int64_t deadline)
         const char *tmp = getenv("TMPDIR");
         snprintf(e->dir, sizeof e->dir, "%s/ts-etcd.XXXXXX", tmp && *tmp ? tmp : "/tmp");
         if (!mkdtemp(e->dir)) {
+            fprintf(stderr, "ts_etcd: mkdtemp %s: %s\n", e->dir, strerror(errno));
             e->dir[0] = '\0';
             return -1;
         }
+        /* Two distinct free ports: the kernel may hand the same one out
+         * twice in a row, once the first probe's socket is closed. */
         e->port = ts_free_tcp_port();
         e->peer_port = ts_free_tcp_port();
-        if (!e->port || !e->peer_port || e->port == e->peer_port)
+        for (int i = 0; i < 16 && e->peer_port == e->port; i++)
+            e->peer_port = ts_free_tcp_port();
+        if (!e->port || !e->peer_port || e->port == e->peer_port) {
+            fprintf(stderr, "ts_etcd: no two free loopback ports (%u, %u)\n", e->port,
+                    e->peer_port);
             return -1;
+        }
         snprintf(e->url, sizeof e->url, "http://127.0.0.1:%u", e->port);
     }
     char data[PATH_MAX + 8], client[64], peer[64], cluster[96];
@@ -58,8 +67,10 @@ int ts_etcd_start(ts_etcd_t *e, int64_t deadline)
                     "--initial-advertise-peer-urls", peer, "--initial-cluster", cluster,
                     "--log-level", "warn", NULL};
     memset(&e->proc, 0, sizeof e->proc);
-    if (ts_proc_spawn(&e->proc, "etcd", argv, 0) < 0)
+    if (ts_proc_spawn(&e->proc, "etcd", argv, 0) < 0) {
+        fprintf(stderr, "ts_etcd: cannot start %s: %s\n", TS_ETCD_BIN, strerror(errno));
         return -1;
+    }
     char url[96];
     snprintf(url, sizeof url, "%s/health", e->url);
     ts_curl_reply_t b;
