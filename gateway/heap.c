@@ -1,0 +1,69 @@
+/*
+ * heap.c — glibc's allocator set up for a long-running gateway (heap.h).
+ */
+#include "heap.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/auxv.h>
+#include <unistd.h>
+
+/* Whether a colon-separated tunables list names the tcache count. */
+static int names_tcache(const char *list)
+{
+    size_t n = strlen(HEAP_TCACHE_TUNABLE);
+    for (const char *p = list;; p++) {
+        if (strncmp(p, HEAP_TCACHE_TUNABLE, n) == 0 && p[n] == '=')
+            return 1;
+        if (!(p = strchr(p, ':')))
+            return 0;
+    }
+}
+
+int heap_tunables(const char *current, char *out, size_t outlen)
+{
+    if (current && names_tcache(current))
+        return 0;
+    int n = current && *current
+                ? snprintf(out, outlen, "%s:%s", current, HEAP_TCACHE_SETTING)
+                : snprintf(out, outlen, "%s", HEAP_TCACHE_SETTING);
+    return n > 0 && (size_t)n < outlen ? 1 : -1;
+}
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define HEAP_OWN_ALLOCATOR 1 /* the sanitizer's malloc, not glibc's */
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) ||                   \
+    __has_feature(memory_sanitizer)
+#define HEAP_OWN_ALLOCATOR 1
+#endif
+#endif
+
+int heap_tune(char **argv)
+{
+#if defined(__GLIBC__) && !defined(HEAP_OWN_ALLOCATOR)
+    const char *preload = getenv("LD_PRELOAD");
+    if ((preload && *preload) || getauxval(AT_SECURE))
+        return 0;
+    const char *current = getenv(HEAP_TUNABLES_VAR);
+    char value[1024], before[sizeof value];
+    if (heap_tunables(current, value, sizeof value) != 1)
+        return 0;
+    snprintf(before, sizeof before, "%s", current ? current : ""); /* fits: value does */
+    if (setenv(HEAP_TUNABLES_VAR, value, 1) < 0)
+        return -1;
+    execv("/proc/self/exe", argv);
+    int e = errno;
+    if (current)
+        setenv(HEAP_TUNABLES_VAR, before, 1);
+    else
+        unsetenv(HEAP_TUNABLES_VAR);
+    errno = e;
+    return -1;
+#else
+    (void)argv;
+    return 0;
+#endif
+}

@@ -1,0 +1,106 @@
+/*
+ * test_heap.c — gateway/heap.c: sluiced runs with glibc's per-thread cache
+ * turned off (GLIBC_TUNABLES), unless the operator chose a cache size.
+ * What it buys (the RSS after a load) is measured by bench_mem, not here.
+ */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "../../gateway/heap.h"
+#include "../support/ts_fixture.h"
+#include "../support/ts_util.h"
+
+Test(heap, tunables_add_the_cache_setting)
+{
+    char out[128];
+    cr_assert_eq(heap_tunables(NULL, out, sizeof out), 1);
+    cr_assert_str_eq(out, "glibc.malloc.tcache_count=0");
+    cr_assert_eq(heap_tunables("", out, sizeof out), 1);
+    cr_assert_str_eq(out, "glibc.malloc.tcache_count=0");
+    cr_assert_eq(heap_tunables("glibc.malloc.arena_max=2", out, sizeof out), 1);
+    cr_assert_str_eq(out, "glibc.malloc.arena_max=2:glibc.malloc.tcache_count=0");
+    /* A name that only begins like it is another tunable. */
+    cr_assert_eq(heap_tunables("glibc.malloc.tcache_count_x=1", out, sizeof out), 1);
+    cr_assert_str_eq(out, "glibc.malloc.tcache_count_x=1:glibc.malloc.tcache_count=0");
+}
+
+Test(heap, tunables_keep_a_cache_size_already_chosen)
+{
+    char out[128] = "untouched";
+    cr_assert_eq(heap_tunables("glibc.malloc.tcache_count=0", out, sizeof out), 0);
+    cr_assert_eq(heap_tunables("glibc.malloc.tcache_count=7", out, sizeof out), 0);
+    cr_assert_eq(heap_tunables("glibc.malloc.arena_max=2:glibc.malloc.tcache_count=3", out,
+                               sizeof out),
+                 0);
+    cr_assert_str_eq(out, "untouched");
+}
+
+Test(heap, tunables_that_do_not_fit_are_refused)
+{
+    char out[24];
+    cr_assert_eq(heap_tunables(NULL, out, sizeof out), -1);
+    char big[40];
+    cr_assert_eq(heap_tunables("glibc.malloc.arena_max=2", big, sizeof big), -1);
+}
+
+/* The GLIBC_TUNABLES a running process was started with ("" when unset). */
+static void environ_tunables(pid_t pid, char *out, size_t outlen)
+{
+    char path[64], env[65536];
+    snprintf(path, sizeof path, "/proc/%d/environ", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    cr_assert_geq(fd, 0, "%s: cannot open", path);
+    ssize_t n = read(fd, env, sizeof env - 1);
+    close(fd);
+    cr_assert_gt(n, 0);
+    env[n] = '\0';
+    out[0] = '\0';
+    for (char *p = env; p < env + n; p += strlen(p) + 1)
+        if (strncmp(p, "GLIBC_TUNABLES=", 15) == 0)
+            snprintf(out, outlen, "%s", p + 15);
+}
+
+static ts_fixture_t fx;
+
+static void teardown(void)
+{
+    ts_fixture_teardown(&fx);
+}
+
+static void start_gateway(void)
+{
+    cr_assert_not_null(ts_build_dir(), "SLUICE_BUILD is not set (tests/run.sh sets it)");
+    cr_assert_eq(ts_fixture_start(&fx, AF_INET, NULL), 0,
+                 "sluiced did not print its ready line (its output is above)");
+}
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SANITIZED 1 /* this build's sluiced uses the sanitizer's allocator */
+#else
+#define SANITIZED 0
+#endif
+
+Test(heap, sluiced_runs_without_the_cache, .fini = teardown, .timeout = 60)
+{
+    unsetenv("GLIBC_TUNABLES");
+    unsetenv("LD_PRELOAD");
+    start_gateway();
+    char t[256];
+    environ_tunables(fx.gw.proc.pid, t, sizeof t);
+    cr_assert_str_eq(t, SANITIZED ? "" : "glibc.malloc.tcache_count=0",
+                     "sluiced's GLIBC_TUNABLES: \"%s\"", t);
+}
+
+Test(heap, sluiced_keeps_the_operators_cache_size, .fini = teardown, .timeout = 60)
+{
+    cr_assert_eq(setenv("GLIBC_TUNABLES", "glibc.malloc.tcache_count=3", 1), 0);
+    start_gateway();
+    char t[256];
+    environ_tunables(fx.gw.proc.pid, t, sizeof t);
+    cr_assert_str_eq(t, "glibc.malloc.tcache_count=3");
+}
