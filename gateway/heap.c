@@ -52,9 +52,22 @@ int heap_tune(char **argv)
     if (heap_tunables(current, value, sizeof value) != 1)
         return 0;
     snprintf(before, sizeof before, "%s", current ? current : ""); /* fits: value does */
+    /* The program's own path, not /proc/self/exe: the kernel names the
+     * process after the file executed (ps, pgrep and systemd show "sluiced",
+     * not "exe"). A binary replaced since it started reads "... (deleted)":
+     * there is nothing to execute then. */
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0 || (size_t)n >= sizeof self - 1) {
+        errno = n < 0 ? errno : ENAMETOOLONG;
+        return -1;
+    }
+    self[n] = '\0';
+    if (access(self, X_OK) < 0)
+        return -1;
     if (setenv(HEAP_TUNABLES_VAR, value, 1) < 0)
         return -1;
-    execv("/proc/self/exe", argv);
+    execv(self, argv);
     int e = errno;
     if (current)
         setenv(HEAP_TUNABLES_VAR, before, 1);

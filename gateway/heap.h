@@ -26,7 +26,8 @@
  * the value would not fit in outlen bytes. */
 int heap_tunables(const char *current, char *out, size_t outlen);
 
-/* Executes /proc/self/exe again with argv and the tunables of heap_tunables,
+/* Executes the program's own file (the path /proc/self/exe names) again with
+ * argv and the tunables of heap_tunables,
  * when they change anything and glibc's allocator is the one in use: not in a
  * sanitizer build, not with LD_PRELOAD set (another allocator, or a tool such
  * as valgrind or heaptrack, is in charge), not in a set-user-ID process

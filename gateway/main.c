@@ -336,7 +336,7 @@ int main(int argc, char **argv)
     }
     /* Before anything is opened: returns only when it did not execute. */
     if (heap_tune(argv) < 0)
-        fprintf(stderr, "sluiced: cannot execute /proc/self/exe to turn off glibc's "
+        fprintf(stderr, "sluiced: cannot execute itself again to turn off glibc's "
                         "per-thread cache (%s): running with it; more memory stays after "
                         "a load\n",
                 strerror(errno));

@@ -94,6 +94,14 @@ Test(heap, sluiced_runs_without_the_cache, .fini = teardown, .timeout = 60)
     environ_tunables(fx.gw.proc.pid, t, sizeof t);
     cr_assert_str_eq(t, SANITIZED ? "" : "glibc.malloc.tcache_count=0",
                      "sluiced's GLIBC_TUNABLES: \"%s\"", t);
+    /* Executed again under its own name: ps, pgrep and systemd see sluiced. */
+    char path[64], comm[64] = "";
+    snprintf(path, sizeof path, "/proc/%d/comm", (int)fx.gw.proc.pid);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    cr_assert_not_null(fgets(comm, sizeof comm, f));
+    fclose(f);
+    cr_assert_str_eq(comm, "sluiced\n");
 }
 
 Test(heap, sluiced_keeps_the_operators_cache_size, .fini = teardown, .timeout = 60)
