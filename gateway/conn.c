@@ -749,7 +749,9 @@ static int conn_start_h2(conn_t *c)
         return -1;
     }
     server_t *srv = c->srv;
-    if (nghttp2_session_server_new2(&c->h2, srv->h2_cbs, c, srv->h2_opt) != 0)
+    nghttp2_mem mem;
+    h2mem_init(&c->h2mem, &mem);
+    if (nghttp2_session_server_new3(&c->h2, srv->h2_cbs, c, srv->h2_opt, &mem) != 0)
         return -1;
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, c->cfg->limits.max_streams},
@@ -1236,6 +1238,8 @@ static void conn_release_idle(conn_t *c, uint64_t now)
         return; /* nothing was read or written since the last release */
     free(c->out);
     c->out = NULL;
+    if (c->h2 && !nghttp2_session_want_write(c->h2))
+        h2mem_release(&c->h2mem); /* no frame in nghttp2's buffer */
     /* Refused (0) while a record is partly read or written: kept for the
      * next tick. Safe since OpenSSL 3.0.14 (CVE-2024-4741). */
     if (c->ssl && (SSL_has_pending(c->ssl) || !SSL_free_buffers(c->ssl)))

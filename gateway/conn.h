@@ -28,6 +28,7 @@
 #include <sys/socket.h>
 
 #include "config.h"
+#include "h2mem.h"
 #include "srclimit.h"
 #include "tunnel.h"
 
@@ -90,6 +91,7 @@ typedef struct conn {
     size_t out_off, out_len;
     uint8_t *out;               /* CONN_OUT_CAP bytes while there is output; NULL otherwise */
     uint8_t *proxy_buf;         /* PROXYPROTO_MAX bytes while proxy_wait; NULL otherwise */
+    h2mem_t h2mem;              /* h2's frame buffer, mapped (released when quiet) */
     size_t proxy_len;
 } conn_t;
 
