@@ -342,16 +342,23 @@ Test(conn, quiet_connection_releases_its_buffers_once)
     harness_t h;
     h_init(&h, "\"write_stall_ms\":40", 0); /* a health tick every 11 ms */
     int s = h_open(&h, PATH);
-    h_relay_up(&h, s, rtp, sizeof rtp);
+    struct sockaddr_storage from = h_relay_up(&h, s, rtp, sizeof rtp);
     uint64_t t0 = h.conn->last_rx > h.conn->last_drain ? h.conn->last_rx : h.conn->last_drain;
+    cr_assert_gt(h2mem_resident(&h.conn->h2mem), 0, "no frame went through nghttp2's buffer");
     cr_assert(h_until(&h, released, NULL, 3000), "a quiet connection kept its buffers");
     uint64_t at = h.conn->released_at;
     cr_assert_geq(at - t0, 1000000000u, "released %llu ms after the last I/O",
                   (unsigned long long)((at - t0) / 1000000));
+    cr_assert_not_null(h.conn->h2mem.block);
+    cr_assert_eq(h2mem_resident(&h.conn->h2mem), 0, "nghttp2's frame buffer was kept");
     h_until(&h, never, NULL, 200); /* about 18 more ticks, still quiet */
     cr_assert_eq(h.srv.trim_released, 1u, "released %u times while quiet",
                  h.srv.trim_released);
     cr_assert_eq(h.conn->released_at, at);
+    cr_assert_not(h.conn->closing);
+    /* Released is not gone: the next packet goes down the same tunnel. */
+    h_backend_send(&h, &from, rtp, sizeof rtp);
+    h_wait_capsules(&h, s, 1);
     cr_assert_not(h.conn->closing);
     h_fini(&h);
 }
