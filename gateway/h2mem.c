@@ -94,11 +94,16 @@ static void *mem_realloc(void *p, size_t n, void *ud)
         if (n <= m->cap)
             return p;
         size_t old_cap = m->cap;
-        if (!block_map(m, n))
-            return NULL; /* realloc's contract: p is left as it was (still the block) */
-        memcpy(m->block, p, old_cap);
+        void *q = block_map(m, n); /* m->block is q now, or still p */
+        if (!q) {
+            if (!(q = malloc(n)))
+                return NULL; /* realloc's contract: p is left as it was */
+            m->block = NULL;
+            m->cap = 0;
+        }
+        memcpy(q, p, old_cap);
         block_unmap(p, old_cap);
-        return m->block;
+        return q;
     }
     if (wants_block(m, n)) {
         size_t have = malloc_usable_size(p);

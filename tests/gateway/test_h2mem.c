@@ -108,6 +108,15 @@ Test(h2mem, beyond_the_process_cap_blocks_come_from_malloc)
     }
     cr_assert_eq(h2mem_mapped(), H2MEM_MAX_BLOCKS);
     cr_assert_null(many[n].block, "block %zu mapped beyond the cap", n);
+    /* At the cap a block that must grow moves to malloc, contents and all. */
+    memset(ptrs[0], 0x42, 16394);
+    uint8_t *grown = mems[0].realloc(ptrs[0], 40000, mems[0].mem_user_data);
+    cr_assert_not_null(grown);
+    cr_assert_null(many[0].block);
+    cr_assert_eq(grown[0], 0x42);
+    cr_assert_eq(grown[16393], 0x42);
+    cr_assert_eq(h2mem_mapped(), H2MEM_MAX_BLOCKS - 1, "the old block was not unmapped");
+    ptrs[0] = grown;
     mems[0].free(ptrs[0], mems[0].mem_user_data);
     h2mem_t again = {0};
     nghttp2_mem again_mem;
