@@ -1266,9 +1266,11 @@ static void conn_health_cb(struct ev_loop *loop, ev_timer *w, int revents)
     uint64_t since = (c->out_len || c->write_blocked) ? c->last_drain : 0;
     list_t *pos, *tmp;
     list_for_each_safe(pos, tmp, &c->host.tunnels) {
-        uint64_t ws = tunnel_waiting_since(LIST_ENTRY(pos, tunnel_t, _link));
+        tunnel_t *t = LIST_ENTRY(pos, tunnel_t, _link);
+        uint64_t ws = tunnel_waiting_since(t);
         if (ws && (!since || ws < since))
             since = ws;
+        tunnel_release_idle(t);
     }
     if (since && now - since >= stall) {
         c->srv->counters.write_stalls++;

@@ -12,6 +12,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "heap.h"
+
 static size_t page_size(void)
 {
     return (size_t)sysconf(_SC_PAGESIZE);
@@ -130,7 +132,7 @@ int h2mem_release(h2mem_t *m)
 {
     if (!m->block)
         return 0;
-    madvise(m->block, m->cap, MADV_DONTNEED);
+    heap_release_pages(m->block, m->cap);
     return 1;
 }
 

@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
 #include <sys/auxv.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 /* Whether a colon-separated tunables list names the tcache count. */
@@ -79,4 +81,14 @@ int heap_tune(char **argv)
     (void)argv;
     return 0;
 #endif
+}
+
+size_t heap_release_pages(void *p, size_t len)
+{
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t from = ((uintptr_t)p + page - 1) & ~(page - 1);
+    uintptr_t to = ((uintptr_t)p + len) & ~(page - 1);
+    if (to <= from || madvise((void *)from, to - from, MADV_DONTNEED) < 0)
+        return 0;
+    return to - from;
 }

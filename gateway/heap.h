@@ -1,5 +1,6 @@
 /*
- * heap.h — how sluiced sets up glibc's allocator before it starts.
+ * heap.h — how sluiced sets up glibc's allocator before it starts, and gives
+ * pages it keeps allocated but does not need back to the system.
  *
  * glibc keeps a cache of freed chunks per thread (the tcache: up to 7 chunks
  * of each size up to 1 KiB). After a load has come and gone, the chunks left
@@ -36,5 +37,12 @@ int heap_tunables(const char *current, char *out, size_t outlen);
  * change, -1 when the exec failed (errno; sluiced runs on with the cache, a
  * larger RSS after load the only cost). */
 int heap_tune(char **argv);
+
+/* Gives the whole pages inside [p, p + len) back to the system: they read as
+ * zeros afterwards and are resident again only once written. p may point
+ * anywhere into memory the caller owns and keeps (a malloc'd buffer: the
+ * allocator's own bytes around it lie outside those pages). Returns the bytes
+ * given back. */
+size_t heap_release_pages(void *p, size_t len);
 
 #endif

@@ -13,6 +13,7 @@
 #include "../proto/dispatch.h"
 #include "../proto/text.h"
 #include "backend.h"
+#include "heap.h"
 #include "hrw.h"
 #include "log.h"
 #include "session.h"
@@ -182,6 +183,19 @@ size_t tunnel_body_read(tunnel_t *t, uint8_t *buf, size_t cap, enum tunnel_body_
 uint64_t tunnel_waiting_since(const tunnel_t *t)
 {
     return t->down_wait;
+}
+
+size_t tunnel_release_idle(tunnel_t *t)
+{
+    pktq_t *qs[] = {&t->down.media, &t->down.signal};
+    size_t released = 0;
+    for (size_t i = 0; i < sizeof qs / sizeof qs[0]; i++) {
+        uint8_t *p;
+        size_t len;
+        if (pktq_idle_span(qs[i], TUNNEL_RING_KEEP, &p, &len))
+            released += heap_release_pages(p, len);
+    }
+    return released;
 }
 
 /* ---- timers: idle and credential expiry while open, linger while closing --- */

@@ -271,6 +271,17 @@ void tunnel_close(tunnel_t *t, uint64_t code, const char *reason, int rst);
  * queue does not end the wait: it was offered and not taken. */
 uint64_t tunnel_waiting_since(const tunnel_t *t);
 
+/* Ring bytes a downlink queue keeps resident when it is empty: a packet or
+ * two of the steady state. */
+#define TUNNEL_RING_KEEP 4096u
+
+/* From the connection's health tick, never per packet: a queue that a burst
+ * ran deep and that is empty again gives the pages the burst touched back to
+ * the system (pktq_idle_span, heap_release_pages). Without it they stay
+ * resident for the tunnel's life, and under churn the heap's resident part
+ * creeps up with every burst. Returns the bytes given back. */
+size_t tunnel_release_idle(tunnel_t *t);
+
 /* Moves from's backend flow into t, a fresh tunnel (TUNNEL_REQUEST), which
  * becomes TUNNEL_OPEN: socket and watcher, queued downlink packets, tenant,
  * kind, backend, counters, rate limits, credential expiry and session. What belongs to

@@ -53,7 +53,7 @@ void pktq_dispose(pktq_t *q)
 {
     free(q->_ring);
     q->_ring = NULL;
-    q->_head = q->_tail = q->_wrap = 0;
+    q->_head = q->_tail = q->_wrap = q->_reach = 0;
     q->bytes = q->count = 0;
 }
 
@@ -100,6 +100,8 @@ int pktq_push(pktq_t *q, const uint8_t *p, size_t len, uint64_t now_ns, size_t *
     if (q->count && off == 0 && !q->_wrap)
         q->_wrap = q->_tail;
     q->_tail = rec_end(q, off, len);
+    if (q->_tail > q->_reach)
+        q->_reach = q->_tail;
     q->bytes += len;
     q->count++;
     return PKTQ_OK;
@@ -146,4 +148,14 @@ size_t pktq_expire(pktq_t *q, uint64_t min_ns)
         n++;
     }
     return n;
+}
+
+int pktq_idle_span(pktq_t *q, size_t keep, uint8_t **p, size_t *len)
+{
+    if (q->count || !q->_ring || q->_reach <= keep)
+        return 0;
+    *p = q->_ring + keep;
+    *len = q->_cap - keep; /* all of it: the reach's last page is partly written too */
+    q->_reach = 0;
+    return 1;
 }

@@ -4,6 +4,8 @@
  */
 #include <criterion/criterion.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "../../gateway/tunnel.h"
 #include "../../proto/capsule.h"
@@ -359,6 +361,72 @@ Test(conn, quiet_connection_releases_its_buffers_once)
     /* Released is not gone: the next packet goes down the same tunnel. */
     h_backend_send(&h, &from, rtp, sizeof rtp);
     h_wait_capsules(&h, s, 1);
+    cr_assert_not(h.conn->closing);
+    h_fini(&h);
+}
+
+/* Resident pages wholly inside [from, to). */
+static size_t resident_pages(const uint8_t *from, const uint8_t *to)
+{
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)from + page - 1) & ~(page - 1), b = (uintptr_t)to & ~(page - 1);
+    size_t n = 0;
+    for (; a < b; a += page) {
+        unsigned char v;
+        cr_assert_eq(mincore((void *)a, page, &v), 0);
+        n += v & 1;
+    }
+    return n;
+}
+
+static tunnel_t *first_tunnel(harness_t *h)
+{
+    cr_assert_not(list_empty(&h->conn->host.tunnels));
+    return LIST_ENTRY(h->conn->host.tunnels.next, tunnel_t, _link);
+}
+
+static int media_queued(harness_t *h, void *arg)
+{
+    return first_tunnel(h)->down.media.count >= *(size_t *)arg;
+}
+
+static int burst_pages_given_back(harness_t *h, void *arg)
+{
+    const pktq_t *q = &first_tunnel(h)->down.media;
+    return resident_pages(q->_ring + TUNNEL_RING_KEEP, q->_ring + q->_cap) == 0;
+}
+
+/* A burst the client could not take at once runs the downlink ring deep;
+ * once it has drained, the connection's health tick gives the pages beyond
+ * the first packets back (tunnel_release_idle), and the tunnel carries on. */
+Test(conn, a_drained_burst_gives_its_ring_pages_back)
+{
+    harness_t h;
+    h_init(&h, "\"write_stall_ms\":2000", 0); /* a health tick every 0.5 s */
+    nghttp2_settings_entry shut[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 0}};
+    nghttp2_submit_settings(h.client, NGHTTP2_FLAG_NONE, shut, 1);
+    h_pump(&h);
+    int s = h_open(&h, PATH);
+    struct sockaddr_storage from = h_relay_up(&h, s, rtp, sizeof rtp);
+    uint8_t big[1000];
+    memset(big, 'v', sizeof big);
+    memcpy(big, rtp, 12); /* an RTP header: media */
+    size_t burst = 40;
+    for (size_t i = 0; i < burst; i++)
+        h_backend_send(&h, &from, big, sizeof big);
+    cr_assert(h_until(&h, media_queued, &burst, 3000), "the burst did not wait in the queue");
+    const pktq_t *q = &first_tunnel(&h)->down.media;
+    cr_assert_gt(resident_pages(q->_ring + TUNNEL_RING_KEEP, q->_ring + q->_cap), 4,
+                 "40 KB queued touched no page beyond the first");
+
+    nghttp2_settings_entry open[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20}};
+    nghttp2_submit_settings(h.client, NGHTTP2_FLAG_NONE, open, 1);
+    h_wait_capsules(&h, s, burst);
+    cr_assert(h_until(&h, burst_pages_given_back, NULL, 3000),
+              "the drained queue kept %zu pages of the burst",
+              resident_pages(q->_ring + TUNNEL_RING_KEEP, q->_ring + q->_cap));
+    h_backend_send(&h, &from, big, sizeof big);
+    h_wait_capsules(&h, s, burst + 1);
     cr_assert_not(h.conn->closing);
     h_fini(&h);
 }

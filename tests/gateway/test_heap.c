@@ -5,6 +5,7 @@
  */
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,28 @@ Test(heap, tunables_that_do_not_fit_are_refused)
     cr_assert_eq(heap_tunables(NULL, out, sizeof out), -1);
     char big[40];
     cr_assert_eq(heap_tunables("glibc.malloc.arena_max=2", big, sizeof big), -1);
+}
+
+/* Only whole pages inside the span go: the bytes around them, which may
+ * be the allocator's or the caller's, keep their values. */
+Test(heap, release_pages_gives_back_whole_pages_inside_the_span_only)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), size = 16 * page;
+    uint8_t *buf = malloc(size);
+    cr_assert_not_null(buf);
+    memset(buf, 0x5a, size);
+    uint8_t *from = buf + 100, *to = buf + size - 100;
+    size_t got = heap_release_pages(from, (size_t)(to - from));
+    uintptr_t first = ((uintptr_t)from + page - 1) & ~(uintptr_t)(page - 1);
+    uintptr_t last = (uintptr_t)to & ~(uintptr_t)(page - 1);
+    cr_assert_eq(got, last - first);
+    cr_assert_geq(got, 13 * page);
+    for (uint8_t *p = buf; p < buf + size; p++) {
+        int inside = (uintptr_t)p >= first && (uintptr_t)p < last;
+        cr_assert_eq(*p, inside ? 0 : 0x5a, "byte %td: %d", p - buf, *p);
+    }
+    cr_assert_eq(heap_release_pages(buf + 1, page - 2), 0, "less than a page");
+    free(buf);
 }
 
 /* The GLIBC_TUNABLES a running process was started with ("" when unset). */

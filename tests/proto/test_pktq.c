@@ -276,6 +276,46 @@ Test(pktq, dispose_is_idempotent)
     pktq_dispose(&q);
 }
 
+/* A burst runs the ring deep; once the queue is empty again, what lies
+ * beyond keep is named once, and the queue works on from offset 0 even when
+ * those bytes were overwritten (as pages given back read as zeros). */
+Test(pktq, idle_span_names_what_a_burst_reached_once_the_queue_is_empty)
+{
+    pktq_t q;
+    uint8_t *p;
+    size_t len;
+    pktq_init(&q, 4096, PKTQ_DROP_OLDEST);
+    cr_assert_eq(pktq_idle_span(&q, 256, &p, &len), 0, "no ring yet");
+    cr_assert_eq(push_id(&q, 1, 100, 0, NULL), PKTQ_OK);
+    pktq_pop(&q);
+    cr_assert_eq(pktq_idle_span(&q, 256, &p, &len), 0, "one record stays within keep");
+
+    for (uint32_t id = 0; id < 20; id++)
+        cr_assert_eq(push_id(&q, id, 100, 0, NULL), PKTQ_OK);
+    cr_assert_eq(pktq_idle_span(&q, 256, &p, &len), 0, "packets are queued");
+    while (q.count)
+        pktq_pop(&q);
+    cr_assert_eq(pktq_idle_span(&q, 256, &p, &len), 1);
+    cr_assert_eq(p, q._ring + 256);
+    cr_assert_eq(len, 4096u - 256, "not the ring's rest");
+    memset(p, 0, len);
+    cr_assert_eq(pktq_idle_span(&q, 256, &p, &len), 0, "the span was named twice");
+
+    for (uint32_t id = 100; id < 130; id++) /* 30 records of 120 B of the 4 KiB */
+        cr_assert_eq(push_id(&q, id, 100, 0, NULL), PKTQ_OK);
+    for (uint32_t id = 130; id < 140; id++) { /* one out, one in: the tail wraps */
+        expect_head(&q, id - 30, 100);
+        pktq_pop(&q);
+        cr_assert_eq(push_id(&q, id, 100, 0, NULL), PKTQ_OK);
+    }
+    while (q.count)
+        pktq_pop(&q);
+    cr_assert_eq(pktq_idle_span(&q, 256, &p, &len), 1);
+    cr_assert_eq(len, 4096u - 256);
+    pktq_dispose(&q);
+    cr_assert_eq(pktq_idle_span(&q, 256, &p, &len), 0, "disposed");
+}
+
 /* ---- model-based run ------------------------------------------------------ */
 
 typedef struct model_pkt {
