@@ -149,6 +149,23 @@ ssize_t capsule_encode_datagram(uint8_t *dst, size_t cap, const uint8_t *payload
     return hdr + 1 + (ssize_t)len;
 }
 
+ssize_t capsule_encode_stamped(uint8_t *dst, size_t cap, uint32_t sent_us, const uint8_t *payload,
+                               size_t len)
+{
+    const size_t extra = 1 + CAPSULE_STAMP_LEN;
+    if (len > (size_t)SSIZE_MAX - extra)
+        return PROTO_ERR_RANGE;
+    ssize_t hdr = check_encode(cap, CAPSULE_DATAGRAM, len + extra);
+    if (hdr < 0)
+        return hdr;
+    if (len > 0)
+        memmove(dst + hdr + extra, payload, len);
+    capsule_encode_header(dst, cap, CAPSULE_DATAGRAM, len + extra);
+    dst[hdr] = CAPSULE_CONTEXT_STAMPED;
+    capsule_put_stamp(dst + hdr + 1, sent_us);
+    return hdr + (ssize_t)extra + (ssize_t)len;
+}
+
 /* UTF-8 as RFC 3629 §4 defines it: shortest form only, no surrogates
  * (U+D800..U+DFFF), nothing above U+10FFFF. */
 static int utf8_valid(const uint8_t *s, size_t len)

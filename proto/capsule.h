@@ -8,7 +8,8 @@
  *   }
  *
  * Types (see proto/README.md for the full contract and test vectors):
- *   0x00   DATAGRAM  context-id (i) = 0, then one UDP payload (media class)
+ *   0x00   DATAGRAM  context-id (i) = 0, then one UDP payload (media class);
+ *                    or context-id 2, a 4-byte stamp, then the payload
  *   0x3510 SIGNAL    one UDP payload of the signaling class
  *   0x3511 PING      8 opaque bytes, answered by a PONG carrying the same bytes
  *   0x3512 PONG
@@ -51,8 +52,14 @@ enum close_code {
 #define CAPSULE_PING_LEN 8u
 /* Largest capsule header: two 8-byte varints. */
 #define CAPSULE_MAX_HEADER 16u
-/* Largest DATAGRAM/SIGNAL overhead: header plus the one-byte context id. */
-#define CAPSULE_MAX_OVERHEAD (CAPSULE_MAX_HEADER + 1u)
+/* DATAGRAM context ids (RFC 9298 §4): 0 is a bare UDP payload; 2 is a UDP
+ * payload after the sender's 4-byte stamp (proto/README.md §5.1.1), sent only
+ * once the peer accepted stamps. */
+#define CAPSULE_CONTEXT_UDP 0u
+#define CAPSULE_CONTEXT_STAMPED 2u
+#define CAPSULE_STAMP_LEN 4u
+/* Largest DATAGRAM/SIGNAL overhead: header, the one-byte context id, a stamp. */
+#define CAPSULE_MAX_OVERHEAD (CAPSULE_MAX_HEADER + 1u + CAPSULE_STAMP_LEN)
 
 typedef struct capsule {
     uint64_t type;
@@ -83,6 +90,25 @@ ssize_t capsule_encode(uint8_t *dst, size_t cap, uint64_t type, const uint8_t *v
 
 /* DATAGRAM with context id 0 around one UDP payload. */
 ssize_t capsule_encode_datagram(uint8_t *dst, size_t cap, const uint8_t *payload, size_t len);
+
+/* DATAGRAM with context id 2: the stamp (the sender's clock in microseconds,
+ * modulo 2^32, when the payload entered the sender), then the UDP payload. */
+ssize_t capsule_encode_stamped(uint8_t *dst, size_t cap, uint32_t sent_us, const uint8_t *payload,
+                               size_t len);
+
+/* Writes the 4-byte stamp of a context-2 DATAGRAM (network byte order). */
+static inline void capsule_put_stamp(uint8_t *dst, uint32_t sent_us)
+{
+    dst[0] = (uint8_t)(sent_us >> 24);
+    dst[1] = (uint8_t)(sent_us >> 16);
+    dst[2] = (uint8_t)(sent_us >> 8);
+    dst[3] = (uint8_t)sent_us;
+}
+
+static inline uint32_t capsule_get_stamp(const uint8_t *src)
+{
+    return (uint32_t)src[0] << 24 | (uint32_t)src[1] << 16 | (uint32_t)src[2] << 8 | src[3];
+}
 
 /* CLOSE with a code and a reason (reason may be NULL when reason_len is 0).
  * A reason that is not valid UTF-8 is refused with PROTO_ERR_MALFORMED, so we

@@ -9,19 +9,21 @@ static void skip(const dispatch_ops_t *ops, void *ud, enum dispatch_skip why)
         ops->on_skip(ud, why);
 }
 
-/* Hands one packet to on_packet unless muted. Returns 1 when the stream is
- * abandoned (see enum dispatch_verdict). */
-static int deliver(const dispatch_ops_t *ops, void *ud, const uint8_t *p, size_t len,
-                   int is_signal, int *muted)
+/* The verdict of a handler: 1 when the stream is abandoned (see enum
+ * dispatch_verdict). */
+static int verdict(int v, int *muted)
 {
-    int v;
-
-    if (*muted)
-        return 0;
-    v = ops->on_packet(ud, p, len, is_signal);
     if (v == DISPATCH_MUTE)
         *muted = 1;
     return v != DISPATCH_CONTINUE && v != DISPATCH_MUTE;
+}
+
+/* Hands one packet to on_packet unless muted. Returns 1 when the stream is
+ * abandoned. */
+static int deliver(const dispatch_ops_t *ops, void *ud, const uint8_t *p, size_t len,
+                   int is_signal, int *muted)
+{
+    return !*muted && verdict(ops->on_packet(ud, p, len, is_signal), muted);
 }
 
 int dispatch_feed(capsule_reader_t *r, const uint8_t *data, size_t len, const dispatch_ops_t *ops,
@@ -42,7 +44,17 @@ int dispatch_feed(capsule_reader_t *r, const uint8_t *data, size_t len, const di
                     *err_desc = "malformed DATAGRAM capsule";
                 return PROTO_ERR_MALFORMED;
             }
-            if (ctx != 0)
+            if (ctx == CAPSULE_CONTEXT_STAMPED && ops->on_stamped) {
+                if (n < CAPSULE_STAMP_LEN) {
+                    if (err_desc)
+                        *err_desc = "stamped DATAGRAM shorter than its stamp";
+                    return PROTO_ERR_MALFORMED;
+                }
+                if (!muted && verdict(ops->on_stamped(ud, p + CAPSULE_STAMP_LEN,
+                                                      n - CAPSULE_STAMP_LEN, capsule_get_stamp(p)),
+                                      &muted))
+                    return DISPATCH_STOPPED;
+            } else if (ctx != CAPSULE_CONTEXT_UDP)
                 skip(ops, ud, DISPATCH_SKIP_CONTEXT_ID);
             else if (deliver(ops, ud, p, n, 0, &muted))
                 return DISPATCH_STOPPED;

@@ -15,7 +15,8 @@
 
 /* Capsules read but not delivered, reported to on_skip so they can be counted. */
 enum dispatch_skip {
-    DISPATCH_SKIP_CONTEXT_ID = 0, /* DATAGRAM with a context id other than 0 (dropped) */
+    DISPATCH_SKIP_CONTEXT_ID = 0, /* DATAGRAM with a context id other than 0, or 2 when
+                                     on_stamped is NULL (dropped) */
     DISPATCH_SKIP_UNKNOWN = 1,    /* unknown type, skipped as RFC 9297 §3.2 requires */
 };
 
@@ -54,6 +55,11 @@ typedef struct dispatch_ops {
     /* A PONG answering one of our PINGs, with its 8 bytes (may be NULL: then
      * PONGs are ignored). A PONG value of another length is ignored. */
     void (*on_pong)(void *ud, const uint8_t *value);
+    /* A DATAGRAM with context id 2 (proto/README.md §5.1.1): a media payload
+     * and its sender's stamp. Returns a dispatch_verdict, as on_packet does.
+     * May be NULL: then such DATAGRAMs are skipped (DISPATCH_SKIP_CONTEXT_ID),
+     * as a peer that never accepted stamps must. */
+    int (*on_stamped)(void *ud, const uint8_t *p, size_t len, uint32_t sent_us);
 } dispatch_ops_t;
 
 enum dispatch_rc {
@@ -65,7 +71,8 @@ enum dispatch_rc {
 };
 
 /* Feeds data[0..len) to reader r and calls ops for each whole capsule. A
- * malformed DATAGRAM, PING or CLOSE value is a protocol error (also while
+ * malformed DATAGRAM (a context-2 value shorter than its stamp included, when
+ * on_stamped is set), PING or CLOSE value is a protocol error (also while
  * muted: the stream is read in full). Returns a dispatch_rc or a negative
  * proto_err. */
 int dispatch_feed(capsule_reader_t *r, const uint8_t *data, size_t len, const dispatch_ops_t *ops,

@@ -193,16 +193,23 @@ static size_t pack_packet(sendq_t *q, pktq_t *pq, uint64_t type, uint8_t *dst, s
     ssize_t h;
     if (!pktq_peek(pq, &p, &len))
         return 0;
+    uint64_t queued = pktq_peek_time(pq);
     if (type == CAPSULE_DATAGRAM) {
-        /* RFC 9297 §2.1: a DATAGRAM value is a context id, then the payload. */
-        h = capsule_encode_header(head, sizeof head - 1, type, (uint64_t)len + 1);
-        if (h > 0)
-            head[h++] = 0;
+        /* RFC 9297 §2.1: a DATAGRAM value is a context id, then the payload;
+         * stamped (context id 2), the time it was queued comes first. */
+        size_t extra = q->stamp_media ? 1 + CAPSULE_STAMP_LEN : 1;
+        h = capsule_encode_header(head, sizeof head - extra, type, (uint64_t)len + extra);
+        if (h > 0 && q->stamp_media) {
+            head[h++] = CAPSULE_CONTEXT_STAMPED;
+            capsule_put_stamp(head + h, (uint32_t)(queued / 1000u));
+            h += CAPSULE_STAMP_LEN;
+        } else if (h > 0) {
+            head[h++] = CAPSULE_CONTEXT_UDP;
+        }
     } else {
         h = capsule_encode_header(head, sizeof head, type, len);
     }
     size_t k = h > 0 ? emit(q, dst, room, head, (size_t)h, p, len) : EMIT_NOMEM;
-    uint64_t queued = pktq_peek_time(pq);
     pktq_pop(pq);
     if (k == EMIT_NOMEM) {
         drop(q, SENDQ_DROP_NOMEM, 1);

@@ -58,6 +58,10 @@ typedef struct sendq {
     pktq_t media, signal;
     size_t max_payload;        /* largest UDP payload accepted */
     uint64_t media_max_age_ns; /* 0: no age limit */
+    /* 1: media goes out as stamped DATAGRAMs (context id 2, proto/README.md
+     * §5.1.1) carrying the time it was queued, in microseconds of the
+     * caller's clock; set once the peer accepted stamps. */
+    unsigned stamp_media : 1;
     sendq_drop_cb on_drop;     /* may be NULL */
     sendq_sent_cb on_sent;     /* may be NULL; set after sendq_init (same ctx) */
     void *ctx;

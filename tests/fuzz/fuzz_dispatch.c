@@ -15,7 +15,8 @@
  * Asserts: the sendq's body is always a well-formed capsule stream (the
  * second reader never fails, and sees no CLOSE before the end); every packet in
  * it is no longer than max_payload and sits in the capsule its class calls for
- * (SIGNAL for STUN/DTLS, DATAGRAM with context id 0 for media); whenever
+ * (SIGNAL for STUN/DTLS, DATAGRAM with context id 0 for media, or 2 with a
+ * stamp while the sendq stamps media, which a restart toggles); whenever
  * nothing is staged, the peer has read exactly tx_packets packets of this body;
  * after eof, sendq_fill writes nothing; the queued byte counts never pass the
  * bounds; no leak (sendq_dispose).
@@ -55,6 +56,12 @@ static int up_packet(void *ud, const uint8_t *p, size_t len, int is_signal)
     return v < 200 ? DISPATCH_CONTINUE : v < 230 ? DISPATCH_MUTE : DISPATCH_ABANDON;
 }
 
+/* A stamped DATAGRAM (context id 2): echoed as any media. */
+static int up_stamped(void *ud, const uint8_t *p, size_t len, uint32_t sent_us)
+{
+    return up_packet(ud, p, len, 0);
+}
+
 static void up_ping(void *ud, const uint8_t *value)
 {
     ctx_t *c = ud;
@@ -77,6 +84,7 @@ static void up_close(void *ud, uint64_t code, const char *reason, size_t reason_
 typedef struct down {
     uint64_t packets; /* packets read from this body */
     int closed;
+    int stamped;      /* the sendq stamps media on this body */
 } down_t;
 
 static int down_packet(void *ud, const uint8_t *p, size_t len, int is_signal)
@@ -86,6 +94,14 @@ static int down_packet(void *ud, const uint8_t *p, size_t len, int is_signal)
     FUZZ_ASSERT((classify_packet(p, len) == PKT_SIGNAL) == (is_signal != 0));
     d->packets++;
     return DISPATCH_CONTINUE;
+}
+
+static int down_stamped(void *ud, const uint8_t *p, size_t len, uint32_t sent_us)
+{
+    down_t *d = ud;
+    FUZZ_ASSERT(d->stamped);
+    FUZZ_ASSERT(classify_packet(p, len) != PKT_SIGNAL);
+    return down_packet(ud, p, len, 0);
 }
 
 static void down_ping(void *ud, const uint8_t *value)
@@ -104,8 +120,11 @@ static void down_skip(void *ud, enum dispatch_skip why)
     FUZZ_ASSERT(!"sendq wrote a capsule its peer skips");
 }
 
-static const dispatch_ops_t UP = {up_packet, up_ping, up_close, NULL, NULL};
-static const dispatch_ops_t DOWN = {down_packet, down_ping, down_close, down_skip, NULL};
+static const dispatch_ops_t UP = {.on_packet = up_packet, .on_ping = up_ping,
+                                   .on_close = up_close, .on_stamped = up_stamped};
+static const dispatch_ops_t DOWN = {.on_packet = down_packet, .on_ping = down_ping,
+                                     .on_close = down_close, .on_skip = down_skip,
+                                     .on_stamped = down_stamped};
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -116,11 +135,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ctx_t c = {&in, &q, 1000000000u, 0};
 
     static uint8_t ubuf[CAPSULE_DEFAULT_MAX_VALUE + CAPSULE_MAX_HEADER];
-    static uint8_t dbuf[MAX_PAYLOAD + 1 + CAPSULE_MAX_HEADER + 8 + SENDQ_REASON_MAX];
+    static uint8_t dbuf[MAX_PAYLOAD + CAPSULE_MAX_OVERHEAD + 8 + SENDQ_REASON_MAX];
     capsule_reader_t up, dn;
     capsule_reader_init(&up, ubuf, sizeof ubuf, CAPSULE_DEFAULT_MAX_VALUE);
     capsule_reader_init(&dn, dbuf, sizeof dbuf, sizeof dbuf - CAPSULE_MAX_HEADER);
-    down_t d = {0, 0};
+    down_t d = {0, 0, 0};
     uint64_t base = 0; /* tx_packets when this body started */
     int up_dead = 0;   /* the uplink reader failed or was abandoned */
     uint8_t frame[4096];
@@ -190,16 +209,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case 9: /* closing: discard what waits */
             sendq_discard(&q);
             break;
-        case 10: /* resume on a new stream: the queues move, the body restarts */
-            if (fuzz_u8(&in) & 1) {
+        case 10: { /* resume on a new stream: the queues move, the body restarts,
+                      and the new peer may take stamps or not */
+            uint8_t how = fuzz_u8(&in);
+            if (how & 1) {
                 sendq_take_queues(&q2, &q);
                 sendq_take_queues(&q, &q2);
             }
             sendq_restart(&q);
+            q.stamp_media = (how >> 1) & 1;
             capsule_reader_init(&dn, dbuf, sizeof dbuf, sizeof dbuf - CAPSULE_MAX_HEADER);
-            d = (down_t){0, 0};
+            d = (down_t){0, 0, q.stamp_media};
             base = q.tx_packets;
             break;
+        }
         }
         FUZZ_ASSERT(q.media.bytes <= MEDIA_BYTES && q.signal.bytes <= SIGNAL_BYTES);
         FUZZ_ASSERT(sendq_queued(&q) <= MEDIA_BYTES + SIGNAL_BYTES);

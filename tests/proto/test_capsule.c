@@ -20,6 +20,11 @@
 /* README: DATAGRAM, context id 0, carrying a 12-byte RTP header. */
 static const uint8_t W_DATAGRAM_RTP[] = {0x00, 0x0d, 0x00, 0x80, 0x60, 0x00, 0x01, 0x00,
                                          0x00, 0x00, 0xa0, 0x12, 0x34, 0x56, 0x78};
+/* README: the same RTP header in a stamped DATAGRAM (context id 2), sent
+ * 123,456 us into the sender's clock. */
+static const uint8_t W_DATAGRAM_STAMPED[] = {0x00, 0x11, 0x02, 0x00, 0x01, 0xe2, 0x40,
+                                             0x80, 0x60, 0x00, 0x01, 0x00, 0x00, 0x00,
+                                             0xa0, 0x12, 0x34, 0x56, 0x78};
 /* README: SIGNAL carrying a 20-byte STUN Binding Request header (RFC 8489 §5). */
 static const uint8_t W_SIGNAL_STUN[] = {0x75, 0x10, 0x14, 0x00, 0x01, 0x00, 0x00, 0x21,
                                         0x12, 0xa4, 0x42, 0xb7, 0xe7, 0xa7, 0x01, 0xbc,
@@ -67,6 +72,7 @@ struct cvec {
 static const struct cvec VECTORS[] = {
     V("grease-empty", 0x17, W_GREASE_EMPTY, 2, 1),
     V("datagram-rtp", CAPSULE_DATAGRAM, W_DATAGRAM_RTP, 2, 1),
+    V("datagram-stamped", CAPSULE_DATAGRAM, W_DATAGRAM_STAMPED, 2, 1),
     V("signal-stun", CAPSULE_SIGNAL, W_SIGNAL_STUN, 3, 1),
     V("ping", CAPSULE_PING, W_PING, 3, 1),
     V("pong", CAPSULE_PONG, W_PONG, 3, 1),
@@ -226,6 +232,16 @@ static ssize_t enc_datagram(uint8_t *dst, size_t cap, const struct cvec *v)
     return capsule_encode_datagram(dst, cap, v->wire + v->hdr + 1, v->wlen - v->hdr - 1);
 }
 
+static ssize_t enc_stamped(uint8_t *dst, size_t cap, const struct cvec *v)
+{
+    /* wire = header, context id 2, stamp, payload */
+    const uint8_t *value = v->wire + v->hdr;
+    cr_assert_eq(value[0], CAPSULE_CONTEXT_STAMPED);
+    return capsule_encode_stamped(dst, cap, capsule_get_stamp(value + 1),
+                                  value + 1 + CAPSULE_STAMP_LEN,
+                                  v->wlen - v->hdr - 1 - CAPSULE_STAMP_LEN);
+}
+
 static ssize_t enc_close(uint8_t *dst, size_t cap, const struct cvec *v)
 {
     uint64_t code;
@@ -245,7 +261,8 @@ Test(capsule, encode_vectors)
         check_encoder(enc_generic, v);
         cr_assert_eq(capsule_header_size(v->type, v->wlen - v->hdr), v->hdr, "%s", v->name);
         if (v->type == CAPSULE_DATAGRAM)
-            check_encoder(enc_datagram, v);
+            check_encoder(v->wire[v->hdr] == CAPSULE_CONTEXT_STAMPED ? enc_stamped : enc_datagram,
+                          v);
         if (v->type == CAPSULE_CLOSE)
             check_encoder(enc_close, v);
     }
@@ -299,8 +316,9 @@ Test(capsule, encode_header)
     cr_assert_eq(capsule_header_size(CAPSULE_SIGNAL, 16383), 4);
     cr_assert_eq(capsule_header_size(CAPSULE_SIGNAL, 16384), 6);
     cr_assert_eq(capsule_header_size(CAPSULE_SIGNAL, CAPSULE_DEFAULT_MAX_VALUE), 6);
-    /* The documented worst case for a DATAGRAM fits CAPSULE_MAX_OVERHEAD. */
-    cr_assert_leq(capsule_header_size(CAPSULE_DATAGRAM, VARINT_MAX) + 1, CAPSULE_MAX_OVERHEAD);
+    /* The documented worst case for a DATAGRAM, stamped, fits CAPSULE_MAX_OVERHEAD. */
+    cr_assert_leq(capsule_header_size(CAPSULE_DATAGRAM, VARINT_MAX) + 1 + CAPSULE_STAMP_LEN,
+                  CAPSULE_MAX_OVERHEAD);
 }
 
 Test(capsule, encode_empty_values)

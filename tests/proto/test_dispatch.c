@@ -23,6 +23,9 @@ typedef struct rec {
     int muting;     /* set once mute_after is reached: every later call mutes */
     int muted_calls; /* calls made while muting (at most one per dispatch_feed) */
     int skipped_context_id, skipped_unknown;
+    int stamped;
+    uint32_t last_stamp;
+    size_t stamped_bytes;
 } rec_t;
 
 static int on_packet(void *ud, const uint8_t *p, size_t len, int is_signal)
@@ -76,7 +79,20 @@ static void on_skip(void *ud, enum dispatch_skip why)
         r->skipped_unknown++;
 }
 
-static const dispatch_ops_t ops = {on_packet, on_ping, on_close, on_skip, on_pong};
+static int on_stamped(void *ud, const uint8_t *p, size_t len, uint32_t sent_us)
+{
+    rec_t *r = ud;
+    r->stamped++;
+    r->last_stamp = sent_us;
+    r->stamped_bytes += len;
+    return DISPATCH_CONTINUE;
+}
+
+static const dispatch_ops_t ops = {.on_packet = on_packet, .on_ping = on_ping, .on_close = on_close,
+                                   .on_skip = on_skip, .on_pong = on_pong};
+static const dispatch_ops_t stamp_ops = {.on_packet = on_packet, .on_ping = on_ping,
+                                         .on_close = on_close,   .on_skip = on_skip,
+                                         .on_pong = on_pong,     .on_stamped = on_stamped};
 
 static uint8_t rbuf[CAPSULE_DEFAULT_MAX_VALUE + CAPSULE_MAX_HEADER];
 
@@ -294,4 +310,55 @@ Test(dispatch, largest_payload_arrives_whole_across_chunks)
     cr_expect_eq(rc, DISPATCH_OK);
     cr_expect_eq(rec.packets, 1);
     cr_expect_eq(rec.bytes, sizeof(payload));
+}
+
+/* proto/README.md §5.1.1: a context-2 DATAGRAM reaches on_stamped with its
+ * stamp; a receiver without on_stamped skips it as any unknown context id. */
+Test(dispatch, stamped_datagrams_reach_on_stamped_or_are_skipped)
+{
+    uint8_t buf[256], rb[256];
+    size_t n = 0;
+    ssize_t k = capsule_encode_stamped(buf, sizeof buf, 0x80a0b0c1u, (const uint8_t *)"hello", 5);
+    cr_assert_gt(k, 0);
+    n += (size_t)k;
+    k = capsule_encode_datagram(buf + n, sizeof buf - n, (const uint8_t *)"xy", 2);
+    n += (size_t)k;
+    /* A stamp alone: an empty payload, which is allowed. */
+    k = capsule_encode_stamped(buf + n, sizeof buf - n, 7, NULL, 0);
+    n += (size_t)k;
+
+    for (int with = 0; with < 2; with++) {
+        capsule_reader_t r;
+        rec_t rec = {0};
+        const char *err = NULL;
+        capsule_reader_init(&r, rb, sizeof rb, 64);
+        cr_assert_eq(dispatch_feed(&r, buf, n, with ? &stamp_ops : &ops, &rec, &err), DISPATCH_OK);
+        cr_assert_eq(rec.packets, 1, "the context-0 DATAGRAM in either case");
+        if (with) {
+            cr_assert_eq(rec.stamped, 2);
+            cr_assert_eq(rec.last_stamp, 7u);
+            cr_assert_eq(rec.stamped_bytes, 5u);
+            cr_assert_eq(rec.skipped_context_id, 0);
+        } else {
+            cr_assert_eq(rec.stamped, 0);
+            cr_assert_eq(rec.skipped_context_id, 2);
+        }
+    }
+}
+
+Test(dispatch, a_stamped_datagram_shorter_than_its_stamp_is_malformed)
+{
+    /* DATAGRAM, length 4: context id 2 and three bytes of a stamp. */
+    const uint8_t bad[] = {0x00, 0x04, 0x02, 0x01, 0x02, 0x03};
+    uint8_t rb[64];
+    capsule_reader_t r;
+    rec_t rec = {0};
+    const char *err = NULL;
+    capsule_reader_init(&r, rb, sizeof rb, 32);
+    cr_assert_eq(dispatch_feed(&r, bad, sizeof bad, &stamp_ops, &rec, &err), PROTO_ERR_MALFORMED);
+    cr_assert_str_eq(err, "stamped DATAGRAM shorter than its stamp");
+    /* Without stamps it is only an unknown context id. */
+    capsule_reader_init(&r, rb, sizeof rb, 32);
+    cr_assert_eq(dispatch_feed(&r, bad, sizeof bad, &ops, &rec, &err), DISPATCH_OK);
+    cr_assert_eq(rec.skipped_context_id, 1);
 }

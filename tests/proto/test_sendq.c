@@ -580,3 +580,42 @@ Test(sendq, each_sent_packet_reports_its_wait)
     decoded_free(&d);
     sendq_dispose(&u);
 }
+
+/* proto/README.md §5.1.1: with stamp_media, media goes as context-2 DATAGRAMs
+ * carrying the time it was queued (microseconds, modulo 2^32); signaling is
+ * never stamped; without the flag media stays context 0. */
+Test(sendq, stamped_media_carries_the_time_it_was_queued)
+{
+    sendq_t u;
+    uint8_t m[10], m3[3], s[10];
+    decoded_t d;
+
+    q_init(&u, 0, 0, 0);
+    u.stamp_media = 1;
+    const uint64_t t0 = (5ull << 32) * 1000u + MS(1); /* past a wrap of the stamp */
+    sendq_push(&u, m, mk(m, sizeof(m), 0x80, 1), t0);
+    sendq_push(&u, s, mk(s, sizeof(s), 0x00, 2), t0 + MS(5));
+    sendq_push(&u, m3, mk(m3, sizeof(m3), 0x80, 3), t0 + 7777);
+    drain(&u, 5, t0 + MS(20), &d); /* in 5-byte frames: the stamp is split too */
+    cr_assert_eq(d.n, 3);
+    expect_packet(&d, 0, CAPSULE_SIGNAL, s, sizeof(s));
+    for (size_t i = 1; i < 3; i++) {
+        cr_assert_eq(d.type[i], CAPSULE_DATAGRAM);
+        cr_assert_eq(d.val[i][0], CAPSULE_CONTEXT_STAMPED);
+    }
+    cr_assert_eq(d.len[1], 1 + CAPSULE_STAMP_LEN + sizeof(m));
+    cr_assert_eq(capsule_get_stamp(d.val[1] + 1), (uint32_t)(t0 / 1000u));
+    cr_assert_eq(capsule_get_stamp(d.val[1] + 1), 1000u, "1 ms past the wrap");
+    cr_assert(memcmp(d.val[1] + 1 + CAPSULE_STAMP_LEN, m, sizeof(m)) == 0);
+    cr_assert_eq(d.len[2], 1 + CAPSULE_STAMP_LEN + sizeof(m3));
+    cr_assert_eq(capsule_get_stamp(d.val[2] + 1), 1007u);
+    cr_assert(memcmp(d.val[2] + 1 + CAPSULE_STAMP_LEN, m3, sizeof(m3)) == 0);
+    decoded_free(&d);
+
+    u.stamp_media = 0;
+    sendq_push(&u, m, mk(m, sizeof(m), 0x80, 4), t0 + MS(30));
+    drain(&u, 16384, t0 + MS(30), &d);
+    expect_packet(&d, 0, CAPSULE_DATAGRAM, m, sizeof(m));
+    decoded_free(&d);
+    sendq_dispose(&u);
+}
