@@ -28,7 +28,8 @@ enum drop_reason {
     DROP_RATE_TENANT,       /* media over the tenant's aggregate bits/s */
     DROP_RATE_SIGNAL,       /* signaling over its own budget under a media limit */
     DROP_UPLINK_EXPIRED,    /* uplink media older than its age limit when read (it waited in the
-                               connection's kernel receive queue) */
+                               connection's kernel receive queue and, stamped, before it
+                               arrived: proto/README.md §5.1.1) */
     DROP_REASON_COUNT
 };
 

@@ -21,6 +21,7 @@ static const struct {
     [REQ_RESUME] = {"tunnel-resume", 13, offsetof(req_headers_t, resume), TOKEN_TEXT_LEN},
     [REQ_FALLBACK] = {"tunnel-fallback", 15, offsetof(req_headers_t, fallback), REQ_REPORT_MAX},
     [REQ_ROUTE] = {"tunnel-route", 12, offsetof(req_headers_t, route), REQ_REPORT_MAX},
+    [REQ_STAMPS] = {"tunnel-stamps", 13, offsetof(req_headers_t, stamps), REQ_STAMPS_MAX},
 };
 
 void request_add_header(req_headers_t *h, const uint8_t *name, size_t namelen,
@@ -140,8 +141,9 @@ int request_route(const config_t *cfg, const req_headers_t *h, uint64_t now,
                   req_target_t *target, const char **reason, enum auth_fail *auth)
 {
     static const char bad_cred[] = "invalid credentials";
-    /* Reports are counted, never judged: repeating them is not an error. */
-    const unsigned reports = (1u << REQ_FALLBACK) | (1u << REQ_ROUTE);
+    /* Reports are counted and offers taken or not, never judged: repeating
+     * them is not an error. */
+    const unsigned reports = (1u << REQ_FALLBACK) | (1u << REQ_ROUTE) | (1u << REQ_STAMPS);
     *auth = AUTH_FAIL_NONE;
     span_t tenant_id, kind_name, query, region_name;
 
@@ -228,6 +230,10 @@ int request_route(const config_t *cfg, const req_headers_t *h, uint64_t now,
                                              FALLBACK_OTHER, parse_fallback);
     target->route =
         (enum route)report(h, REQ_ROUTE, h->route, ROUTE_NONE, ROUTE_OTHER, parse_route);
+    /* An offer, not a demand: any other value, or a repeated field, is no
+     * offer (an RFC 8941 boolean true is "?1"). */
+    target->stamps = (h->present & 1u << REQ_STAMPS) && !(h->repeated & 1u << REQ_STAMPS) &&
+                     !(h->too_long & 1u << REQ_STAMPS) && strcmp(h->stamps, "?1") == 0;
     *reason = "ok";
     return 200;
 }

@@ -28,6 +28,7 @@
 #define REQ_USERNAME_MAX CRED_USERNAME_MAX
 #define REQ_CREDENTIAL_MAX 128u
 #define REQ_REPORT_MAX 24u /* tunnel-fallback, tunnel-route: longer is "other" */
+#define REQ_STAMPS_MAX 8u  /* tunnel-stamps: "?1"; anything else is no offer */
 
 enum req_field {
     REQ_METHOD = 0,
@@ -38,6 +39,7 @@ enum req_field {
     REQ_RESUME,          /* tunnel-resume: a session token (proto/README.md §8.1) */
     REQ_FALLBACK,        /* tunnel-fallback: why the client took the tunnel (§2.1) */
     REQ_ROUTE,           /* tunnel-route: direct or through a proxy (§2.1) */
+    REQ_STAMPS,          /* tunnel-stamps: ?1 offers stamped DATAGRAMs (§5.1.1) */
     REQ_FIELD_COUNT
 };
 
@@ -50,6 +52,7 @@ typedef struct req_headers {
     char resume[TOKEN_TEXT_LEN + 1];
     char fallback[REQ_REPORT_MAX + 1];
     char route[REQ_REPORT_MAX + 1];
+    char stamps[REQ_STAMPS_MAX + 1];
     unsigned present;   /* bit per req_field seen */
     unsigned too_long;  /* bit per req_field whose value did not fit */
     unsigned repeated;  /* bit per req_field seen more than once */
@@ -71,6 +74,7 @@ typedef struct req_target {
     uint8_t token[TOKEN_BYTES];
     enum fallback fallback;     /* the client's report, for counting only */
     enum route route;
+    int stamps;                 /* 1: the client offered stamps (tunnel-stamps: ?1) */
 } req_target_t;
 
 /* Returns the HTTP status: 200 with *target filled (its user points into h,

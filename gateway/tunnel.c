@@ -791,6 +791,7 @@ int tunnel_start(tunnel_t *t)
 
     const cfg_limits_t *lim = limits_of(t);
     session_t *s = NULL;
+    t->stamps = target.stamps != 0; /* this stream's: a resume asks afresh */
     if (target.resume) {
         /* One answer for unknown, expired and foreign tokens: no oracle. */
         s = env->sessions && lim->resume_grace_ms ? session_find(env->sessions, &target) : NULL;
@@ -938,17 +939,20 @@ static void protocol_error(tunnel_t *t, const char *why)
 
 /* ---- dispatch of uplink capsules (proto/dispatch.h) ---- */
 
-static int up_packet(void *ud, const uint8_t *p, size_t len, int is_signal)
+/* One uplink payload. before_ns is how long it had waited before it reached
+ * our kernel, as far as its stamp tells (0 when it has none). */
+static int up_payload(tunnel_t *t, const uint8_t *p, size_t len, int is_signal, uint64_t before_ns)
 {
-    tunnel_t *t = ud;
     uint64_t now = compat_mono_ns();
     tunnel_touch(t, now);
     tunnel_env_t *env = env_of(t);
-    /* A late packet is worse than a lost one: media that waited in the
-     * kernel's receive queue longer than the age limit (the gateway was
-     * busy) goes no further; signaling always does. */
-    if (!is_signal && now > env->rx_ns &&
-        now - env->rx_ns > (uint64_t)limits_of(t)->media_queue_age_ms * UTIL_MS_NS) {
+    /* A late packet is worse than a lost one: media that waited longer than
+     * the age limit goes no further; signaling always does. The wait counted
+     * is the kernel's receive queue (the gateway was busy) and, for stamped
+     * media, the time before it: the client's queue, its TLS and kernel
+     * buffers, the path (proto/README.md §5.1.1). */
+    uint64_t age = (now > env->rx_ns ? now - env->rx_ns : 0) + before_ns;
+    if (!is_signal && age > (uint64_t)limits_of(t)->media_queue_age_ms * UTIL_MS_NS) {
         count_drop(t, DROP_UPLINK_EXPIRED, 1);
         return t->state != TUNNEL_OPEN;
     }
@@ -959,6 +963,21 @@ static int up_packet(void *ud, const uint8_t *p, size_t len, int is_signal)
                           now > env->rx_ns ? now - env->rx_ns : 0);
     }
     return t->state != TUNNEL_OPEN; /* the backend may have been declared unreachable */
+}
+
+static int up_packet(void *ud, const uint8_t *p, size_t len, int is_signal)
+{
+    return up_payload(ud, p, len, is_signal, 0);
+}
+
+/* A stamped DATAGRAM: media whose stamp tells how long it waited before it
+ * arrived, beyond the fastest this stream has been (proto/owd.h). Taken on
+ * every stream, offered or not: only a client that read our acceptance
+ * sends them. */
+static int up_stamped(void *ud, const uint8_t *p, size_t len, uint32_t sent_us)
+{
+    tunnel_t *t = ud;
+    return up_payload(t, p, len, 0, owd_sample(&t->owd, sent_us, env_of(t)->rx_ns));
 }
 
 static void up_ping(void *ud, const uint8_t *value)
@@ -1017,6 +1036,7 @@ static const dispatch_ops_t up_ops = {
     .on_close = up_close,
     .on_skip = up_skip,
     .on_pong = up_pong,
+    .on_stamped = up_stamped,
 };
 
 /* The capsule reader needs a max_capsule + header buffer only for a capsule

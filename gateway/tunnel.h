@@ -48,6 +48,7 @@
 
 #include "../common/list.h"
 #include "../proto/capsule.h"
+#include "../proto/owd.h"
 #include "../proto/sendq.h"
 #include "config.h"
 #include "counters.h"
@@ -214,6 +215,8 @@ struct tunnel {
     unsigned body_ended : 1;      /* the response body is complete (CLOSE sent) */
     unsigned rst_after_close : 1; /* protocol error: reset once CLOSE is sent */
     unsigned handed_over : 1;     /* its flow moved to another tunnel (session.h) */
+    unsigned stamps : 1;          /* the client offered stamps: the 200 accepts them */
+    owd_t owd;                    /* this stream's stamps: the wait before arrival */
     struct session *session;      /* resumable flow (owned by the server's table), or NULL */
     struct session_handoff *handoff; /* a resume waiting for another worker's flow
                                    * (session_fetch), or NULL */

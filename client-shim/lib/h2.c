@@ -48,6 +48,8 @@ static int h2_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_
         t->_hdr_status = (value[0] - '0') * 100 + (value[1] - '0') * 10 + (value[2] - '0');
     else if (namelen == 14 && memcmp(name, "tunnel-session", 14) == 0)
         shim_session_token(value, valuelen, t->_hdr_token, sizeof(t->_hdr_token));
+    else if (namelen == 13 && memcmp(name, "tunnel-stamps", 13) == 0)
+        t->_hdr_stamps = valuelen == 2 && memcmp(value, "?1", 2) == 0;
     else if (namelen == 11 && memcmp(name, "tunnel-node", 11) == 0 &&
              valuelen < sizeof(t->_hdr_node)) /* checked by shim_client__redirect */
         snprintf(t->_hdr_node, sizeof(t->_hdr_node), "%.*s", (int)valuelen, (const char *)value);
@@ -243,7 +245,7 @@ int shim_h2__submit(sluice_tunnel_t *t)
     sluice_client_t *c = t->client;
     const char *fallback = fallback_token(t->_cb.fallback);
     const proxy_route_t *route = c->_dial.route;
-    nghttp2_nv nva[10] = {
+    nghttp2_nv nva[11] = {
         NV(":method", "POST", 0),
         NV(":scheme", "https", 0),
         NV(":authority", c->_authority, 0),
@@ -255,6 +257,9 @@ int shim_h2__submit(sluice_tunnel_t *t)
         NV("tunnel-credential", c->_cred ? c->_cred : t->_credential, NGHTTP2_NV_FLAG_NO_INDEX),
     };
     size_t nvlen = 7;
+    /* proto/README.md §5.1.1: offer stamped media, so that the gateway can
+     * drop what waited too long on this side of it. */
+    nva[nvlen++] = (nghttp2_nv)NV("tunnel-stamps", "?1", 0);
     /* proto/README.md §2.1: reports for the operator's relay share. */
     if (fallback)
         nva[nvlen++] = (nghttp2_nv)NV("tunnel-fallback", fallback, 0);

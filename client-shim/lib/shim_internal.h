@@ -102,6 +102,7 @@ struct st_sluice_tunnel_t {
     char _token[SHIM_TOKEN_MAX + 1]; /* "" until a 200 carried tunnel-session */
     char _hdr_token[SHIM_TOKEN_MAX + 1]; /* tunnel-session of the HEADERS being received */
     char _hdr_node[SHIM_AUTHORITY_MAX]; /* tunnel-node of the HEADERS being received (a 421) */
+    int _hdr_stamps;       /* the HEADERS being received accept stamps (tunnel-stamps: ?1) */
     int _resuming;         /* the current request carries tunnel-resume */
     int _opened;           /* a 200 was seen on some stream */
     int _detach;           /* the stream is being dropped: its end does not finish t */

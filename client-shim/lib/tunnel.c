@@ -150,6 +150,8 @@ void shim_tunnel__reset_stream(sluice_tunnel_t *t)
     t->_reason[0] = '\0';
     t->_hdr_token[0] = '\0';
     t->_hdr_node[0] = '\0';
+    t->_hdr_stamps = 0;
+    t->up.stamp_media = 0; /* until the next 200 accepts stamps */
     t->_rst_after_eof = 0;
     t->_detach = 0;
     t->_resuming = 0;
@@ -233,6 +235,8 @@ void shim_tunnel__opened(sluice_tunnel_t *t)
      * none when the gateway does not offer resume. */
     if (t->_hdr_token[0] || !t->_resuming)
         memcpy(t->_token, t->_hdr_token, sizeof(t->_token));
+    /* proto/README.md §5.1.1: media goes stamped once the gateway said so. */
+    t->up.stamp_media = t->_hdr_stamps != 0;
     if (t->_ping_interval_ms != UINT32_MAX) {
         double iv = t->_ping_interval_ms / 1000.0;
         ev_timer_stop(c->loop, &t->_ping);

@@ -32,6 +32,8 @@ static int h_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t
         st->status = atoi((const char *)value);
     if (st && namelen == 14 && memcmp(name, "tunnel-session", 14) == 0)
         snprintf(st->session, sizeof st->session, "%.*s", (int)valuelen, (const char *)value);
+    if (st && namelen == 13 && memcmp(name, "tunnel-stamps", 13) == 0)
+        snprintf(st->stamps, sizeof st->stamps, "%.*s", (int)valuelen, (const char *)value);
     if (st && namelen == 11 && memcmp(name, "tunnel-node", 11) == 0)
         snprintf(st->node, sizeof st->node, "%.*s", (int)valuelen, (const char *)value);
     if (st && namelen == 11 && memcmp(name, "retry-after", 11) == 0)
@@ -306,10 +308,18 @@ int h_open_as(harness_t *h, const char *path, int ttl_s, const char *user_part,
         NV(":authority", "harness"),   NV(":path", path),
         NV("tunnel-username", user),   NV("tunnel-credential", cred),
         NV("tunnel-resume", resume ? resume : ""),
+        NV("tunnel-stamps", h->offer_stamps ? h->offer_stamps : ""),
     };
 #undef NV
+    size_t nnv = 6;
+    if (resume)
+        nnv++;
+    else
+        nva[6] = nva[7];
+    if (h->offer_stamps)
+        nnv++;
     nghttp2_data_provider body = {.source.ptr = st, .read_callback = h_body};
-    st->id = nghttp2_submit_request(h->client, NULL, nva, resume ? 7 : 6, &body, NULL);
+    st->id = nghttp2_submit_request(h->client, NULL, nva, nnv, &body, NULL);
     cr_assert(st->id > 0);
     h_pump(h);
     return idx;

@@ -39,6 +39,7 @@ typedef struct h_stream {
     char session[64];        /* the tunnel-session response header, "" when absent */
     char retry_after[16];    /* the retry-after response header, "" when absent */
     char node[64];           /* the tunnel-node response header (a 421), "" when absent */
+    char stamps[8];          /* the tunnel-stamps response header, "" when absent */
 } h_stream_t;
 
 typedef struct harness {
@@ -50,6 +51,7 @@ typedef struct harness {
     h_stream_t streams[H_STREAMS];
     int nstreams;
     int got_goaway;
+    const char *offer_stamps;         /* tunnel-stamps value of the next h_open*, or NULL */
     uint32_t goaway_error;            /* error code of the last GOAWAY */
     int pings;                        /* PINGs received (not ACKs) */
     int backend_fd;                   /* the UDP backend the pools name */

@@ -344,6 +344,33 @@ Test(request, fallback_and_route_reports)
     cr_expect_str_eq(fallback_name(FALLBACK_NONE), "none");
 }
 
+/* tunnel-stamps (proto/README.md §5.1.1): "?1" is an offer the 200 takes;
+ * any other value, repeated or over-long, is no offer and never an error. */
+Test(request, stamps_offer)
+{
+    static const struct {
+        const char *value[2];
+        int want;
+    } cases[] = {
+        {{"?1", NULL}, 1},  {{"?0", NULL}, 0},  {{"1", NULL}, 0},
+        {{"", NULL}, 0},    {{"?1 ", NULL}, 0}, {{"?1", "?1"}, 0},
+        {{"?1?1?1?1?1", NULL}, 0},
+    };
+    req_headers_t h;
+    req_target_t t;
+    const char *why;
+    make(&h, "POST", "/v1/tunnel/acme/sfu", "new", CRED_SHA1, NOW + 60);
+    cr_assert_eq(route(&h, &why, &t), 200, "%s", why);
+    cr_expect_eq(t.stamps, 0, "no header, no offer");
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        make(&h, "POST", "/v1/tunnel/acme/sfu", "new", CRED_SHA1, NOW + 60);
+        for (int k = 0; k < 2 && cases[i].value[k]; k++)
+            hdr(&h, "tunnel-stamps", cases[i].value[k]);
+        cr_assert_eq(route(&h, &why, &t), 200, "case %zu: %s", i, why);
+        cr_expect_eq(t.stamps, cases[i].want, "case %zu ('%s')", i, cases[i].value[0]);
+    }
+}
+
 Test(request, repeated_or_oversized_headers)
 {
     req_headers_t h;

@@ -429,3 +429,59 @@ Test(tunnel, packets_just_before_a_close_still_reach_the_backend)
     expect_backend_ids(&h, 100, 5);
     h_fini(&h);
 }
+
+/* proto/README.md §5.1.1: the 200 accepts a client's offer of stamps; stamped
+ * media that waited longer than media_queue_age_ms before it reached the
+ * gateway (its stamp against the stream's fastest packet so far) is dropped
+ * as uplink_expired and never reaches the backend, while fresh stamped media
+ * does. A stream that made no offer gets no acceptance. */
+Test(tunnel, stamped_media_that_waited_before_it_arrived_is_dropped)
+{
+    harness_t h;
+    h_init(&h, "\"media_queue_age_ms\":100", 0);
+    int plain = h_open(&h, PATH);
+    cr_assert_eq(h.streams[plain].status, 200);
+    cr_assert_str_eq(h.streams[plain].stamps, "", "stamps accepted without an offer");
+    h.offer_stamps = "?1";
+    int s = h_open(&h, PATH);
+    cr_assert_eq(h.streams[s].status, 200);
+    cr_assert_str_eq(h.streams[s].stamps, "?1", "the offer was not accepted");
+
+    /* The sender's clock: ours, far off, as another host's would be. */
+    const uint32_t skew = 0x9e3779b9u;
+    uint8_t cap[128], got[256];
+    struct sockaddr_storage from;
+    const uint64_t *expired = &h.srv.counters.tunnel.drops[DROP_UPLINK_EXPIRED];
+    uint8_t pkt[sizeof rtp];
+    memcpy(pkt, rtp, sizeof rtp);
+
+    /* The first packet sets the base. */
+    pkt[sizeof pkt - 1] = '1';
+    ssize_t n = capsule_encode_stamped(cap, sizeof cap,
+                                       (uint32_t)(compat_mono_ns() / 1000u) + skew, pkt, sizeof pkt);
+    h_send(&h, s, cap, (size_t)n);
+    ssize_t r = h_backend_recv(&h, got, sizeof got, &from, 2000);
+    cr_assert_eq(r, (ssize_t)sizeof pkt);
+    cr_assert_eq(got[sizeof pkt - 1], '1');
+
+    /* Queued 300 ms ago at the client: 300 ms above the base. */
+    pkt[sizeof pkt - 1] = '2';
+    n = capsule_encode_stamped(cap, sizeof cap,
+                               (uint32_t)(compat_mono_ns() / 1000u) + skew - 300000u, pkt,
+                               sizeof pkt);
+    h_send(&h, s, cap, (size_t)n);
+    cr_assert_eq(*expired, 1u, "media that waited 300 ms was not dropped");
+
+    /* Queued 30 ms ago: within the limit, delivered. */
+    pkt[sizeof pkt - 1] = '3';
+    n = capsule_encode_stamped(cap, sizeof cap,
+                               (uint32_t)(compat_mono_ns() / 1000u) + skew - 30000u, pkt,
+                               sizeof pkt);
+    h_send(&h, s, cap, (size_t)n);
+    r = h_backend_recv(&h, got, sizeof got, &from, 2000);
+    cr_assert_eq(r, (ssize_t)sizeof pkt);
+    cr_assert_eq(got[sizeof pkt - 1], '3', "the backend got packet %c", got[sizeof pkt - 1]);
+    cr_assert_eq(*expired, 1u);
+    cr_assert_eq(h.srv.counters.tunnel.up_packets, 2u);
+    h_fini(&h);
+}

@@ -13,6 +13,11 @@
  * wait in its sockets for three times the age limit, then continued. What may
  * be lost: exactly the media that waited, no more (the counters say so);
  * every signaling packet and every packet sent after it continued arrive.
+ *
+ * Media may also have waited before it reached the gateway: in the client's
+ * queue, TLS output and unsent kernel bytes. A stamped DATAGRAM says so
+ * (proto/README.md §5.1.1): the last test sends media stamped three age
+ * limits before a fresh primer, and it is dropped as uplink_expired too.
  */
 #include <criterion/criterion.h>
 #include <netinet/in.h>
@@ -267,4 +272,43 @@ Test(overload, downlink_media_that_waited_in_the_backend_socket_is_dropped_signa
      .fini = teardown, .timeout = 60)
 {
     stale_while_stopped(downlink_arrives, "media_expired", "uplink_expired");
+}
+
+/* The client's clock, as another host's would be: ours, far off; ago_ms
+ * back. */
+static uint32_t client_us(int64_t ago_ms)
+{
+    return (uint32_t)(ts_now_ns() / 1000) + 0x5bd1e995u - (uint32_t)(ago_ms * 1000);
+}
+
+static void send_stamped(const uint8_t *pkt, size_t len, uint32_t sent_us)
+{
+    uint8_t cap[PAYLOAD + CAPSULE_MAX_OVERHEAD];
+    ssize_t n = capsule_encode_stamped(cap, sizeof cap, sent_us, pkt, len);
+    cr_assert_gt(n, 0);
+    cr_assert_eq(ts_h2raw_send_frame(&client, NGHTTP2_DATA, 0, 1, cap, (size_t)n), 0, "%s",
+                 client.err);
+}
+
+Test(overload, uplink_media_that_waited_before_it_reached_the_gateway_is_dropped_by_its_stamp,
+     .fini = teardown, .timeout = 60)
+{
+    start();
+    uint8_t pkt[PAYLOAD];
+    send_stamped(pkt, media(pkt, SEQ_PRIMER), client_us(0)); /* the stream's base */
+    wait_for(0, 1, 0, "the primer");
+    for (uint32_t i = 0; i < STALE_MEDIA; i++)
+        send_stamped(pkt, media(pkt, SEQ_STALE + i), client_us(3 * AGE_MS));
+    for (uint32_t i = 0; i < STALE_SIGNAL; i++)
+        send_capsule(pkt, ts_pkt_stun(pkt, sizeof pkt, i + 1));
+    wait_for(STALE_SIGNAL, 1, 0, "the signaling sent after the stale media");
+    send_stamped(pkt, media(pkt, SEQ_MARKER), client_us(AGE_MS / 2));
+    wait_for(STALE_SIGNAL, 1, 1, "media that waited half the age limit");
+
+    echoes_t e;
+    count_echoes(&client, &e);
+    cr_assert_eq(e.stale_media, 0, "%zu stale media packets were relayed", e.stale_media);
+    cr_assert_eq(drops("uplink_expired"), STALE_MEDIA, "every stale packet counted");
+    cr_assert_eq(drops("media_expired"), 0);
+    finish();
 }

@@ -64,6 +64,10 @@ static struct {
     /* What the server saw. */
     char path[256], username[128], credential[128], content_type[64];
     char fallback[64], route[64]; /* tunnel-fallback, tunnel-route; "" when absent */
+    char stamps[16];          /* tunnel-stamps; "" when absent */
+    int accept_stamps;        /* the 200 carries tunnel-stamps: ?1 */
+    int stamped;              /* stamped DATAGRAMs (context id 2) received */
+    uint32_t last_stamp;
     int requests, datagrams, signals, pongs, closes, up_ended, rsts, pings;
     int stream_closes;        /* streams nghttp2 closed on the server */
     uint32_t stream_close_code; /* the last one's error code */
@@ -139,12 +143,14 @@ static int srv_header(nghttp2_session *h, const nghttp2_frame *f, const uint8_t 
     KEEP("content-type", S.content_type)
     KEEP("tunnel-fallback", S.fallback)
     KEEP("tunnel-route", S.route)
+    KEEP("tunnel-stamps", S.stamps)
     return 0;
 }
 
 static void srv_respond(srv_stream_t *s)
 {
-    nghttp2_nv nv[] = {{(uint8_t *)":status", (uint8_t *)"200", 7, 3, 0}};
+    nghttp2_nv nv[] = {{(uint8_t *)":status", (uint8_t *)"200", 7, 3, 0},
+                       {(uint8_t *)"tunnel-stamps", (uint8_t *)"?1", 13, 2, 0}};
     nghttp2_data_provider dp = {.source.ptr = s, .read_callback = srv_read};
     uint8_t cap[64];
     ssize_t n;
@@ -188,7 +194,7 @@ static void srv_respond(srv_stream_t *s)
     case M_ECHO:
         break;
     }
-    nghttp2_submit_response(S.h2, s->id, nv, 1, &dp);
+    nghttp2_submit_response(S.h2, s->id, nv, S.accept_stamps && S.mode == M_ECHO ? 2 : 1, &dp);
 }
 
 static int srv_frame_recv(nghttp2_session *h, const nghttp2_frame *f, void *ud)
@@ -222,7 +228,16 @@ static int srv_data(nghttp2_session *h, uint8_t fl, int32_t id, const uint8_t *d
     uint8_t buf[2048];
 
     while (s && capsule_reader_next(&s->rd, &d, &len, &c, NULL) > 0) {
-        if (c.type == CAPSULE_DATAGRAM) {
+        if (c.type == CAPSULE_DATAGRAM && c.len > CAPSULE_STAMP_LEN &&
+            c.value[0] == CAPSULE_CONTEXT_STAMPED) {
+            /* Echoed unstamped: the shim takes no stamps on the downlink. */
+            S.stamped++;
+            S.last_stamp = capsule_get_stamp(c.value + 1);
+            ssize_t n = capsule_encode_datagram(buf, sizeof(buf), c.value + 1 + CAPSULE_STAMP_LEN,
+                                                c.len - 1 - CAPSULE_STAMP_LEN);
+            if (S.mode == M_ECHO && n > 0)
+                srv_append(s, buf, (size_t)n);
+        } else if (c.type == CAPSULE_DATAGRAM) {
             S.datagrams++;
             ssize_t n = capsule_encode(buf, sizeof(buf), CAPSULE_DATAGRAM, c.value, c.len);
             if (S.mode == M_ECHO && n > 0)
@@ -620,6 +635,43 @@ Test(client, fallback_reason_is_sent)
         cr_expect_str_eq(S.route, "direct");
     }
     sluice_client_free(a.c);
+}
+
+/* proto/README.md §5.1.1: every request offers stamps; once the 200 accepts
+ * them, media goes as stamped DATAGRAMs carrying the time it was queued,
+ * signaling never; a 200 without acceptance keeps media at context id 0. */
+Test(client, media_is_stamped_once_the_gateway_accepts)
+{
+    static const uint8_t rtp[] = {0x80, 0x60, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+    static const uint8_t stun[] = {0x00, 0x01, 0, 0, 0x21, 0x12, 0xa4, 0x42};
+
+    S.mode = M_ECHO;
+    for (int accept = 0; accept < 2; accept++) {
+        app_t a = {0};
+        S.accept_stamps = accept;
+        S.stamped = S.datagrams = S.signals = 0;
+        client(&a, "localhost", 0);
+        sluice_client_connect(a.c);
+        cr_assert_not_null(tunnel(&a, NULL));
+        RUN_UNTIL(a.opened || a.closed, WAIT_MS);
+        cr_assert_eq(a.opened, 1);
+        cr_expect_str_eq(S.stamps, "?1", "the request offers stamps");
+        uint32_t before = (uint32_t)(ts_now_ns() / 1000);
+        cr_assert_eq(sluice_tunnel_send(a.t, rtp, sizeof(rtp)), SLUICE_OK);
+        uint32_t after = (uint32_t)(ts_now_ns() / 1000);
+        cr_assert_eq(sluice_tunnel_send(a.t, stun, sizeof(stun)), SLUICE_OK);
+        RUN_UNTIL(a.packets + a.signals >= 2 || a.closed, WAIT_MS);
+        cr_expect_eq(a.packets, 1, "the media came back (accept %d)", accept);
+        cr_expect_eq(a.signals, 1);
+        cr_expect_eq(S.signals, 1, "signaling is never stamped");
+        cr_expect_eq(S.stamped, accept, "accept %d: %d stamped", accept, S.stamped);
+        cr_expect_eq(S.datagrams, !accept, "accept %d: %d unstamped", accept, S.datagrams);
+        if (accept)
+            cr_expect_leq(S.last_stamp - before, after - before,
+                          "stamp %u is not the time of the send (%u..%u)", S.last_stamp, before,
+                          after);
+        sluice_client_free(a.c);
+    }
 }
 
 Test(client, refusal_reports_status_and_body)
