@@ -102,6 +102,7 @@
 #define TENANT "bench"
 #define MARK 0x4c               /* byte 1 of every payload */
 #define HDR_LEN 18              /* 0x80, MARK, index u32, seq u32, time i64 */
+#define ECHO_AT HDR_LEN         /* then, written by the echo: its receive time, i64 */
 #define MAX_SIZE 8192
 #define MAX_USERS 1000
 #define MAX_TOTAL_PPS 200000.0  /* all users together */
@@ -152,6 +153,7 @@ typedef struct row {
     int ngw_drops;
     long rcvbuf_drops;          /* host-wide UDP RcvbufErrors during the load; -1: unknown */
     ts_hist_t rtt;              /* ns */
+    ts_hist_t up, down;         /* one way (ns): send to echo, echo to arrival */
     ts_pstat_t srv_open, srv_after;
     double srv_cpu_s;
     double gen_cpu_s;
@@ -236,6 +238,15 @@ static void record(lg_tunnel_t *lt, const uint8_t *p, size_t len)
     }
     row->rx++;
     ts_hist_add(&row->rtt, (uint64_t)(now - sent_ns));
+    /* The echo thread's clock is ours (CLOCK_MONOTONIC, one host). */
+    int64_t echo_ns;
+    if (len >= ECHO_AT + sizeof echo_ns) {
+        memcpy(&echo_ns, p + ECHO_AT, sizeof echo_ns);
+        if (echo_ns >= sent_ns && echo_ns <= now) {
+            ts_hist_add(&row->up, (uint64_t)(echo_ns - sent_ns));
+            ts_hist_add(&row->down, (uint64_t)(now - echo_ns));
+        }
+    }
     if (lt->have_rx && seq <= lt->max_rx_seq) {
         row->reordered++;
     } else {
@@ -616,6 +627,8 @@ static void run_row(bench_t *b, row_t *row)
     memset(&r, 0, sizeof r);
     r.row = row;
     ts_hist_init(&row->rtt);
+    ts_hist_init(&row->up);
+    ts_hist_init(&row->down);
     row->srv_exit = -1;
     row->done = 0;
     row->why[0] = 0;
@@ -779,6 +792,29 @@ static double row_target(const row_t *w)
  * queues, each of sluiced's drop reasons (its /metrics), and what no counter
  * explains (sent - echoed - counted; kernel drops on the way show up there
  * and in the host's RcvbufErrors). */
+/* Each direction's delay, from the echo's receive time (one host, one
+ * clock): where the packets waited. */
+static void one_way(char *out, size_t cap, size_t *pos, const row_t *rows, size_t nrows)
+{
+    ts_appendf(out, cap, pos,
+               "\nOne-way delay (ms) of the packets that came back: up = from the send call "
+               "to the echo, down = from the echo to arrival.\n\n"
+               "| system | size | offered msg/s | up p50 / p99 / max | down p50 / p99 / max |\n"
+               "|---|---|---|---|---|\n");
+    for (size_t i = 0; i < nrows; i++) {
+        const row_t *w = &rows[i];
+        if (!w->done || !w->up.count)
+            continue;
+        ts_appendf(out, cap, pos,
+                   "| %s%s%s | %ld B | %.0f | %.2f / %.2f / %.2f | %.2f / %.2f / %.2f |\n",
+                   sys_names[w->sys], w->label[0] ? ", " : "", w->label, w->size,
+                   (double)w->sent / w->paced_s, ms(ts_hist_percentile(&w->up, 50)),
+                   ms(ts_hist_percentile(&w->up, 99)), ms(w->up.max),
+                   ms(ts_hist_percentile(&w->down, 50)), ms(ts_hist_percentile(&w->down, 99)),
+                   ms(w->down.max));
+    }
+}
+
 static void loss_by_reason(char *out, size_t cap, size_t *pos, const row_t *rows, size_t nrows)
 {
     int head = 0;
@@ -903,6 +939,7 @@ static void report(const bench_t *b, const row_t *rows, size_t nrows, const char
                    w->srv_open.rss_kb / 1024.0, w->srv_after.rss_kb / 1024.0,
                    w->srv_after.hwm_kb / 1024.0, 100.0 * w->gen_cpu_s / w->paced_s);
     }
+    one_way(out, cap, &pos, rows, nrows);
     loss_by_reason(out, cap, &pos, rows, nrows);
     for (size_t i = 0; i < nrows; i++) {
         const row_t *w = &rows[i];
@@ -1002,7 +1039,9 @@ static int parse_systems(const char *s, int *on)
  * 208 KiB holds ~90 datagrams of 1,200 B: a burst, or the echo thread waiting
  * for its CPU, would overflow it and show as the relay's uplink loss). The
  * hook runs on the echo's own thread, at its first datagram (main sends one
- * before the first row); it never consumes a datagram. */
+ * before the first row). It echoes every load packet itself, with its receive
+ * time written after the header, so that each direction's delay is known;
+ * anything else it leaves to the echo. */
 #define ECHO_BUF (4 << 20)
 static int echo_hook(void *ud, int fd, const uint8_t *p, size_t len, const ts_addr_t *src)
 {
@@ -1013,7 +1052,14 @@ static int echo_hook(void *ud, int fd, const uint8_t *p, size_t len, const ts_ad
         setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof v);
         done = 1;
     }
-    return 0;
+    int64_t now = ts_now_ns();
+    uint8_t out[MAX_SIZE];
+    if (len < ECHO_AT + sizeof now || len > sizeof out || p[0] != 0x80 || p[1] != MARK)
+        return 0;
+    memcpy(out, p, len);
+    memcpy(out + ECHO_AT, &now, sizeof now);
+    (void)sendto(fd, out, len, 0, (const struct sockaddr *)&src->sa, src->len);
+    return 1;
 }
 
 static int echo_warm(ts_echo_t *e)
