@@ -106,7 +106,7 @@ static int host_respond(tunnel_t *t, int status)
     snprintf(code, sizeof code, "%03d", status);
     const char *ctype = status == 200 ? "application/octet-stream" : "text/plain; charset=utf-8";
 #define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NO_COPY_NAME}
-    nghttp2_nv nva[6] = { /* room for the most any status adds */
+    nghttp2_nv nva[7] = { /* room for the most any status adds */
         NV(":status", code),
         NV("content-type", ctype),
         NV("cache-control", "no-store"),
@@ -127,9 +127,14 @@ static int host_respond(tunnel_t *t, int status)
     const char *token = status == 200 ? tunnel_session_token(t) : NULL;
     if (token)
         nva[nnv++] = (nghttp2_nv)NV("tunnel-session", token);
-    /* proto/README.md §5.1.1: the client's offer of stamps, accepted. */
-    if (status == 200 && t->stamps)
+    /* proto/README.md §5.1.1: the client's offer of stamps, accepted, with
+     * the age past which its media is dropped here. */
+    char age[12];
+    if (status == 200 && t->stamps) {
+        snprintf(age, sizeof age, "%u", (unsigned)t->host->cfg->limits.media_queue_age_ms);
         nva[nnv++] = (nghttp2_nv)NV("tunnel-stamps", "?1");
+        nva[nnv++] = (nghttp2_nv)NV("tunnel-media-age", age);
+    }
 #undef NV
     nghttp2_data_provider body = {.source.ptr = t, .read_callback = body_read};
     return nghttp2_submit_response(conn_of(t)->h2, t->stream_id, nva, nnv, &body);

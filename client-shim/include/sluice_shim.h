@@ -272,7 +272,9 @@ typedef struct sluice_tunnel_opts {
      * packets when full; signaling refuses new packets when full. */
     size_t media_queue_bytes;
     size_t signal_queue_bytes;
-    /* Queued media older than this is dropped instead of sent (0: 500 ms). */
+    /* Queued media older than this is dropped instead of sent (0: 500 ms);
+     * lowered to the gateway's own limit when its 200 names a lower one
+     * (tunnel-media-age, proto/README.md §5.1.1). */
     uint32_t media_max_age_ms;
     /* Deadline for the response headers and for the gateway to end the stream
      * after sluice_tunnel_close (0: 10000 and 2000). */

@@ -32,6 +32,21 @@ static void shim_session_token(const uint8_t *v, size_t n, char *out, size_t cap
     out[n] = '\0';
 }
 
+/* A tunnel-media-age value: 1 to 60000 ms in plain digits; else 0 (ignored). */
+static uint32_t shim_media_age(const uint8_t *v, size_t n)
+{
+    uint32_t ms = 0;
+
+    if (n == 0 || n > 5)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return 0;
+        ms = ms * 10 + (uint32_t)(v[i] - '0');
+    }
+    return ms <= 60000 ? ms : 0;
+}
+
 static int h2_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
                         size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                         void *ud)
@@ -50,6 +65,8 @@ static int h2_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_
         shim_session_token(value, valuelen, t->_hdr_token, sizeof(t->_hdr_token));
     else if (namelen == 13 && memcmp(name, "tunnel-stamps", 13) == 0)
         t->_hdr_stamps = valuelen == 2 && memcmp(value, "?1", 2) == 0;
+    else if (namelen == 16 && memcmp(name, "tunnel-media-age", 16) == 0)
+        t->_hdr_media_age = shim_media_age(value, valuelen);
     else if (namelen == 11 && memcmp(name, "tunnel-node", 11) == 0 &&
              valuelen < sizeof(t->_hdr_node)) /* checked by shim_client__redirect */
         snprintf(t->_hdr_node, sizeof(t->_hdr_node), "%.*s", (int)valuelen, (const char *)value);

@@ -103,6 +103,8 @@ struct st_sluice_tunnel_t {
     char _hdr_token[SHIM_TOKEN_MAX + 1]; /* tunnel-session of the HEADERS being received */
     char _hdr_node[SHIM_AUTHORITY_MAX]; /* tunnel-node of the HEADERS being received (a 421) */
     int _hdr_stamps;       /* the HEADERS being received accept stamps (tunnel-stamps: ?1) */
+    uint32_t _hdr_media_age; /* their tunnel-media-age (ms); 0: absent or not a number */
+    uint64_t _media_age_ns;  /* the tunnel's own media age limit (options) */
     int _resuming;         /* the current request carries tunnel-resume */
     int _opened;           /* a 200 was seen on some stream */
     int _detach;           /* the stream is being dropped: its end does not finish t */

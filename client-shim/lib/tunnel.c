@@ -151,7 +151,9 @@ void shim_tunnel__reset_stream(sluice_tunnel_t *t)
     t->_hdr_token[0] = '\0';
     t->_hdr_node[0] = '\0';
     t->_hdr_stamps = 0;
+    t->_hdr_media_age = 0;
     t->up.stamp_media = 0; /* until the next 200 accepts stamps */
+    t->up.media_max_age_ns = t->_media_age_ns;
     t->_rst_after_eof = 0;
     t->_detach = 0;
     t->_resuming = 0;
@@ -235,8 +237,13 @@ void shim_tunnel__opened(sluice_tunnel_t *t)
      * none when the gateway does not offer resume. */
     if (t->_hdr_token[0] || !t->_resuming)
         memcpy(t->_token, t->_hdr_token, sizeof(t->_token));
-    /* proto/README.md §5.1.1: media goes stamped once the gateway said so. */
+    /* proto/README.md §5.1.1: media goes stamped once the gateway said so;
+     * and media older than the gateway's age limit is dropped here, before
+     * it costs the path and the gateway anything. */
     t->up.stamp_media = t->_hdr_stamps != 0;
+    uint64_t gw_age = (uint64_t)t->_hdr_media_age * 1000000u;
+    t->up.media_max_age_ns =
+        t->_hdr_stamps && gw_age && gw_age < t->_media_age_ns ? gw_age : t->_media_age_ns;
     if (t->_ping_interval_ms != UINT32_MAX) {
         double iv = t->_ping_interval_ms / 1000.0;
         ev_timer_stop(c->loop, &t->_ping);
@@ -528,11 +535,10 @@ sluice_tunnel_t *sluice_tunnel_open(sluice_client_t *c, const sluice_tunnel_opts
              region ? "?region=" : "", region ? region : "");
     capsule_reader_init(&t->_reader, t->_rbuf, CAPSULE_DEFAULT_MAX_VALUE + CAPSULE_MAX_HEADER,
                         CAPSULE_DEFAULT_MAX_VALUE);
+    t->_media_age_ns =
+        (uint64_t)(o->media_max_age_ms ? o->media_max_age_ms : DEFAULT_MEDIA_AGE_MS) * 1000000u;
     sendq_init(&t->up, queue_cap(o->media_queue_bytes), queue_cap(o->signal_queue_bytes),
-               SLUICE_MAX_PAYLOAD,
-               (uint64_t)(o->media_max_age_ms ? o->media_max_age_ms : DEFAULT_MEDIA_AGE_MS) *
-                   1000000u,
-               NULL, NULL);
+               SLUICE_MAX_PAYLOAD, t->_media_age_ns, NULL, NULL);
     t->_response_timeout_ms =
         o->response_timeout_ms ? o->response_timeout_ms : DEFAULT_RESPONSE_TIMEOUT_MS;
     t->_close_timeout_ms = o->close_timeout_ms ? o->close_timeout_ms : DEFAULT_CLOSE_TIMEOUT_MS;

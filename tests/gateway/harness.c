@@ -32,6 +32,9 @@ static int h_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t
         st->status = atoi((const char *)value);
     if (st && namelen == 14 && memcmp(name, "tunnel-session", 14) == 0)
         snprintf(st->session, sizeof st->session, "%.*s", (int)valuelen, (const char *)value);
+    if (st && namelen == 16 && memcmp(name, "tunnel-media-age", 16) == 0)
+        snprintf(st->media_age, sizeof st->media_age, "%.*s", (int)valuelen,
+                 (const char *)value);
     if (st && namelen == 13 && memcmp(name, "tunnel-stamps", 13) == 0)
         snprintf(st->stamps, sizeof st->stamps, "%.*s", (int)valuelen, (const char *)value);
     if (st && namelen == 11 && memcmp(name, "tunnel-node", 11) == 0)

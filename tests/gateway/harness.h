@@ -40,6 +40,7 @@ typedef struct h_stream {
     char retry_after[16];    /* the retry-after response header, "" when absent */
     char node[64];           /* the tunnel-node response header (a 421), "" when absent */
     char stamps[8];          /* the tunnel-stamps response header, "" when absent */
+    char media_age[12];      /* the tunnel-media-age response header, "" when absent */
 } h_stream_t;
 
 typedef struct harness {

@@ -430,7 +430,8 @@ Test(tunnel, packets_just_before_a_close_still_reach_the_backend)
     h_fini(&h);
 }
 
-/* proto/README.md §5.1.1: the 200 accepts a client's offer of stamps; stamped
+/* proto/README.md §5.1.1: the 200 accepts a client's offer of stamps (and
+ * names the age limit, tunnel-media-age); stamped
  * media that waited longer than media_queue_age_ms before it reached the
  * gateway (its stamp against the stream's fastest packet so far) is dropped
  * as uplink_expired and never reaches the backend, while fresh stamped media
@@ -442,10 +443,12 @@ Test(tunnel, stamped_media_that_waited_before_it_arrived_is_dropped)
     int plain = h_open(&h, PATH);
     cr_assert_eq(h.streams[plain].status, 200);
     cr_assert_str_eq(h.streams[plain].stamps, "", "stamps accepted without an offer");
+    cr_assert_str_eq(h.streams[plain].media_age, "");
     h.offer_stamps = "?1";
     int s = h_open(&h, PATH);
     cr_assert_eq(h.streams[s].status, 200);
     cr_assert_str_eq(h.streams[s].stamps, "?1", "the offer was not accepted");
+    cr_assert_str_eq(h.streams[s].media_age, "100", "the age limit goes with the acceptance");
 
     /* The sender's clock: ours, far off, as another host's would be. */
     const uint32_t skew = 0x9e3779b9u;

@@ -65,7 +65,8 @@ static struct {
     char path[256], username[128], credential[128], content_type[64];
     char fallback[64], route[64]; /* tunnel-fallback, tunnel-route; "" when absent */
     char stamps[16];          /* tunnel-stamps; "" when absent */
-    int accept_stamps;        /* the 200 carries tunnel-stamps: ?1 */
+    int accept_stamps;        /* the 200 carries tunnel-stamps: ?1 and tunnel-media-age: 50 */
+    int zero_window;          /* streams start with a send window of 0 */
     int stamped;              /* stamped DATAGRAMs (context id 2) received */
     uint32_t last_stamp;
     int requests, datagrams, signals, pongs, closes, up_ended, rsts, pings;
@@ -150,7 +151,8 @@ static int srv_header(nghttp2_session *h, const nghttp2_frame *f, const uint8_t 
 static void srv_respond(srv_stream_t *s)
 {
     nghttp2_nv nv[] = {{(uint8_t *)":status", (uint8_t *)"200", 7, 3, 0},
-                       {(uint8_t *)"tunnel-stamps", (uint8_t *)"?1", 13, 2, 0}};
+                       {(uint8_t *)"tunnel-stamps", (uint8_t *)"?1", 13, 2, 0},
+                       {(uint8_t *)"tunnel-media-age", (uint8_t *)"50", 16, 2, 0}};
     nghttp2_data_provider dp = {.source.ptr = s, .read_callback = srv_read};
     uint8_t cap[64];
     ssize_t n;
@@ -194,7 +196,7 @@ static void srv_respond(srv_stream_t *s)
     case M_ECHO:
         break;
     }
-    nghttp2_submit_response(S.h2, s->id, nv, S.accept_stamps && S.mode == M_ECHO ? 2 : 1, &dp);
+    nghttp2_submit_response(S.h2, s->id, nv, S.accept_stamps && S.mode == M_ECHO ? 3 : 1, &dp);
 }
 
 static int srv_frame_recv(nghttp2_session *h, const nghttp2_frame *f, void *ud)
@@ -301,7 +303,8 @@ static void srv_close_conn(void)
 static void srv_h2_start(void)
 {
     nghttp2_session_callbacks *cb;
-    nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 100}};
+    nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 100},
+                                   {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 0}};
 
     nghttp2_session_callbacks_new(&cb);
     nghttp2_session_callbacks_set_send_callback(cb, srv_send_cb);
@@ -312,7 +315,7 @@ static void srv_h2_start(void)
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, srv_stream_close);
     nghttp2_session_server_new(&S.h2, cb, NULL);
     nghttp2_session_callbacks_del(cb);
-    nghttp2_submit_settings(S.h2, NGHTTP2_FLAG_NONE, iv, 1);
+    nghttp2_submit_settings(S.h2, NGHTTP2_FLAG_NONE, iv, S.zero_window ? 2 : 1);
 }
 
 static void srv_io(struct ev_loop *loop, ev_io *w, int revents)
@@ -672,6 +675,40 @@ Test(client, media_is_stamped_once_the_gateway_accepts)
                           after);
         sluice_client_free(a.c);
     }
+}
+
+/* proto/README.md §5.1.1: the gateway's tunnel-media-age caps the tunnel's
+ * own media age limit (here 50 ms against the tunnel's WAIT_MS), so media
+ * the gateway would drop for its age is dropped in the client, before it is
+ * encrypted and sent. The server's window is shut while media waits. */
+Test(client, the_gateways_media_age_caps_the_tunnels_own)
+{
+    static const uint8_t rtp[] = {0x80, 0x60, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+    app_t a = {0};
+    sluice_tunnel_stats_t st;
+
+    S.mode = M_ECHO;
+    S.accept_stamps = 1;
+    S.zero_window = 1;
+    client(&a, "localhost", 0);
+    sluice_client_connect(a.c);
+    cr_assert_not_null(tunnel(&a, NULL));
+    RUN_UNTIL(a.opened || a.closed, WAIT_MS);
+    cr_assert_eq(a.opened, 1);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(sluice_tunnel_send(a.t, rtp, sizeof(rtp)), SLUICE_OK);
+    /* The wait is the experiment: three times the gateway's limit. */
+    int64_t until = ts_now_ms() + 150;
+    RUN_UNTIL(0, until - ts_now_ms());
+    cr_assert_eq(S.stamped + S.datagrams, 0, "media went through a shut window");
+    nghttp2_submit_window_update(S.h2, NGHTTP2_FLAG_NONE, S.streams[0]->id, 1 << 20);
+    srv_send();
+    cr_assert_eq(sluice_tunnel_send(a.t, rtp, sizeof(rtp)), SLUICE_OK);
+    RUN_UNTIL(S.stamped >= 1 || a.closed, WAIT_MS);
+    sluice_tunnel_stats(a.t, &st);
+    cr_expect_eq(S.stamped, 1, "only the fresh packet went");
+    cr_expect_eq(st.dropped_media, 3, "the three that waited 150 ms were not dropped");
+    sluice_client_free(a.c);
 }
 
 Test(client, refusal_reports_status_and_body)
