@@ -134,36 +134,36 @@ ssize_t capsule_encode(uint8_t *dst, size_t cap, uint64_t type, const uint8_t *v
     return hdr + (ssize_t)len;
 }
 
-ssize_t capsule_encode_datagram(uint8_t *dst, size_t cap, const uint8_t *payload, size_t len)
+/* RFC 9297 §2.1: a DATAGRAM value is the context id (with what that id puts
+ * before the payload: pre[0..n), at most 1 + CAPSULE_STAMP_LEN bytes), then
+ * the payload, which may already sit where it belongs (memmove). */
+static ssize_t encode_datagram(uint8_t *dst, size_t cap, const uint8_t *pre, size_t n,
+                               const uint8_t *payload, size_t len)
 {
-    /* RFC 9297 §2.1: value = Context ID (i) = 0, then the payload. */
-    if (len > (size_t)SSIZE_MAX - 1)
+    if (len > (size_t)SSIZE_MAX - n)
         return PROTO_ERR_RANGE;
-    ssize_t hdr = check_encode(cap, CAPSULE_DATAGRAM, len + 1);
+    ssize_t hdr = check_encode(cap, CAPSULE_DATAGRAM, len + n);
     if (hdr < 0)
         return hdr;
     if (len > 0)
-        memmove(dst + hdr + 1, payload, len);
-    capsule_encode_header(dst, cap, CAPSULE_DATAGRAM, len + 1);
-    dst[hdr] = 0x00;
-    return hdr + 1 + (ssize_t)len;
+        memmove(dst + hdr + n, payload, len);
+    capsule_encode_header(dst, cap, CAPSULE_DATAGRAM, len + n);
+    memcpy(dst + hdr, pre, n);
+    return hdr + (ssize_t)n + (ssize_t)len;
+}
+
+ssize_t capsule_encode_datagram(uint8_t *dst, size_t cap, const uint8_t *payload, size_t len)
+{
+    const uint8_t pre[1] = {CAPSULE_CONTEXT_UDP};
+    return encode_datagram(dst, cap, pre, sizeof pre, payload, len);
 }
 
 ssize_t capsule_encode_stamped(uint8_t *dst, size_t cap, uint32_t sent_us, const uint8_t *payload,
                                size_t len)
 {
-    const size_t extra = 1 + CAPSULE_STAMP_LEN;
-    if (len > (size_t)SSIZE_MAX - extra)
-        return PROTO_ERR_RANGE;
-    ssize_t hdr = check_encode(cap, CAPSULE_DATAGRAM, len + extra);
-    if (hdr < 0)
-        return hdr;
-    if (len > 0)
-        memmove(dst + hdr + extra, payload, len);
-    capsule_encode_header(dst, cap, CAPSULE_DATAGRAM, len + extra);
-    dst[hdr] = CAPSULE_CONTEXT_STAMPED;
-    capsule_put_stamp(dst + hdr + 1, sent_us);
-    return hdr + (ssize_t)extra + (ssize_t)len;
+    uint8_t pre[1 + CAPSULE_STAMP_LEN] = {CAPSULE_CONTEXT_STAMPED};
+    capsule_put_stamp(pre + 1, sent_us);
+    return encode_datagram(dst, cap, pre, sizeof pre, payload, len);
 }
 
 /* UTF-8 as RFC 3629 §4 defines it: shortest form only, no surrogates
