@@ -14,7 +14,7 @@ uint64_t owd_sample(owd_t *o, uint32_t sent_us, uint64_t arrival_ns)
 
     if (!o->used) {
         o->origin_us = diff;
-        o->min_us[0] = 0;
+        o->min_us[0] = o->base_us = 0;
         o->cur = 0;
         o->used = 1;
         o->bucket_start_ns = arrival_ns;
@@ -38,14 +38,17 @@ uint64_t owd_sample(owd_t *o, uint32_t sent_us, uint64_t arrival_ns)
                 o->min_us[(o->cur + OWD_BUCKETS - i) % OWD_BUCKETS] = INT32_MAX;
         }
         o->min_us[o->cur] = rel;
+        /* Once a minute, the base over the window as it now stands. */
+        o->base_us = INT32_MAX;
+        for (unsigned i = 0; i < o->used; i++) {
+            int32_t m = o->min_us[(o->cur + OWD_BUCKETS - i) % OWD_BUCKETS];
+            if (m < o->base_us)
+                o->base_us = m;
+        }
     } else if (rel < o->min_us[o->cur]) {
         o->min_us[o->cur] = rel;
+        if (rel < o->base_us)
+            o->base_us = rel;
     }
-    int32_t base = INT32_MAX;
-    for (unsigned i = 0; i < o->used; i++) {
-        int32_t m = o->min_us[(o->cur + OWD_BUCKETS - i) % OWD_BUCKETS];
-        if (m < base)
-            base = m;
-    }
-    return rel > base ? (uint64_t)((int64_t)rel - base) * 1000u : 0;
+    return rel > o->base_us ? (uint64_t)((int64_t)rel - o->base_us) * 1000u : 0;
 }

@@ -28,6 +28,7 @@
 
 typedef struct owd {
     int32_t min_us[OWD_BUCKETS]; /* smallest relative difference of each bucket */
+    int32_t base_us;             /* the smallest of the buckets in use */
     uint64_t bucket_start_ns;    /* arrival time the current bucket began */
     uint32_t origin_us;          /* the first packet's difference */
     uint8_t cur, used;           /* current bucket; buckets holding a minimum */
