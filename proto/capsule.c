@@ -135,11 +135,13 @@ ssize_t capsule_encode(uint8_t *dst, size_t cap, uint64_t type, const uint8_t *v
 }
 
 /* RFC 9297 §2.1: a DATAGRAM value is the context id (with what that id puts
- * before the payload: pre[0..n), at most 1 + CAPSULE_STAMP_LEN bytes), then
- * the payload, which may already sit where it belongs (memmove). */
-static ssize_t encode_datagram(uint8_t *dst, size_t cap, const uint8_t *pre, size_t n,
+ * before the payload: capsule_datagram_prefix), then the payload, which may
+ * already sit where it belongs (memmove). */
+static ssize_t encode_datagram(uint8_t *dst, size_t cap, int stamped, uint32_t sent_us,
                                const uint8_t *payload, size_t len)
 {
+    uint8_t pre[1 + CAPSULE_STAMP_LEN];
+    size_t n = capsule_datagram_prefix(pre, stamped, sent_us);
     if (len > (size_t)SSIZE_MAX - n)
         return PROTO_ERR_RANGE;
     ssize_t hdr = check_encode(cap, CAPSULE_DATAGRAM, len + n);
@@ -154,16 +156,13 @@ static ssize_t encode_datagram(uint8_t *dst, size_t cap, const uint8_t *pre, siz
 
 ssize_t capsule_encode_datagram(uint8_t *dst, size_t cap, const uint8_t *payload, size_t len)
 {
-    const uint8_t pre[1] = {CAPSULE_CONTEXT_UDP};
-    return encode_datagram(dst, cap, pre, sizeof pre, payload, len);
+    return encode_datagram(dst, cap, 0, 0, payload, len);
 }
 
 ssize_t capsule_encode_stamped(uint8_t *dst, size_t cap, uint32_t sent_us, const uint8_t *payload,
                                size_t len)
 {
-    uint8_t pre[1 + CAPSULE_STAMP_LEN] = {CAPSULE_CONTEXT_STAMPED};
-    capsule_put_stamp(pre + 1, sent_us);
-    return encode_datagram(dst, cap, pre, sizeof pre, payload, len);
+    return encode_datagram(dst, cap, 1, sent_us, payload, len);
 }
 
 /* UTF-8 as RFC 3629 §4 defines it: shortest form only, no surrogates

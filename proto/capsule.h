@@ -110,6 +110,20 @@ static inline uint32_t capsule_get_stamp(const uint8_t *src)
     return (uint32_t)src[0] << 24 | (uint32_t)src[1] << 16 | (uint32_t)src[2] << 8 | src[3];
 }
 
+/* What a DATAGRAM value holds before its payload: context id 0, or, stamped,
+ * context id 2 and the stamp. Writes it to pre and returns its length. */
+static inline size_t capsule_datagram_prefix(uint8_t pre[1 + CAPSULE_STAMP_LEN], int stamped,
+                                             uint32_t sent_us)
+{
+    if (!stamped) {
+        pre[0] = CAPSULE_CONTEXT_UDP;
+        return 1;
+    }
+    pre[0] = CAPSULE_CONTEXT_STAMPED;
+    capsule_put_stamp(pre + 1, sent_us);
+    return 1 + CAPSULE_STAMP_LEN;
+}
+
 /* CLOSE with a code and a reason (reason may be NULL when reason_len is 0).
  * A reason that is not valid UTF-8 is refused with PROTO_ERR_MALFORMED, so we
  * never send a CLOSE the peer must reject. */

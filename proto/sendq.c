@@ -197,14 +197,12 @@ static size_t pack_packet(sendq_t *q, pktq_t *pq, uint64_t type, uint8_t *dst, s
     if (type == CAPSULE_DATAGRAM) {
         /* RFC 9297 §2.1: a DATAGRAM value is a context id, then the payload;
          * stamped (context id 2), the time it was queued comes first. */
-        size_t extra = q->stamp_media ? 1 + CAPSULE_STAMP_LEN : 1;
-        h = capsule_encode_header(head, sizeof head - extra, type, (uint64_t)len + extra);
-        if (h > 0 && q->stamp_media) {
-            head[h++] = CAPSULE_CONTEXT_STAMPED;
-            capsule_put_stamp(head + h, (uint32_t)(queued / 1000u));
-            h += CAPSULE_STAMP_LEN;
-        } else if (h > 0) {
-            head[h++] = CAPSULE_CONTEXT_UDP;
+        uint8_t pre[1 + CAPSULE_STAMP_LEN];
+        size_t n = capsule_datagram_prefix(pre, q->stamp_media, (uint32_t)(queued / 1000u));
+        h = capsule_encode_header(head, sizeof head - n, type, (uint64_t)len + n);
+        if (h > 0) {
+            memcpy(head + h, pre, n);
+            h += (ssize_t)n;
         }
     } else {
         h = capsule_encode_header(head, sizeof head, type, len);
