@@ -306,21 +306,17 @@ int h_open_as(harness_t *h, const char *path, int ttl_s, const char *user_part,
     cr_assert(cred_sign(CRED_SHA1, (const uint8_t *)H_SECRET, strlen(H_SECRET), user,
                         strlen(user), cred, sizeof cred) > 0);
 #define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), strlen(n), strlen(v), NGHTTP2_NV_FLAG_NONE}
-    nghttp2_nv nva[] = {
+    nghttp2_nv nva[8] = {
         NV(":method", "POST"),         NV(":scheme", "https"),
         NV(":authority", "harness"),   NV(":path", path),
         NV("tunnel-username", user),   NV("tunnel-credential", cred),
-        NV("tunnel-resume", resume ? resume : ""),
-        NV("tunnel-stamps", h->offer_stamps ? h->offer_stamps : ""),
     };
-#undef NV
     size_t nnv = 6;
     if (resume)
-        nnv++;
-    else
-        nva[6] = nva[7];
+        nva[nnv++] = (nghttp2_nv)NV("tunnel-resume", resume);
     if (h->offer_stamps)
-        nnv++;
+        nva[nnv++] = (nghttp2_nv)NV("tunnel-stamps", h->offer_stamps);
+#undef NV
     nghttp2_data_provider body = {.source.ptr = st, .read_callback = h_body};
     st->id = nghttp2_submit_request(h->client, NULL, nva, nnv, &body, NULL);
     cr_assert(st->id > 0);
