@@ -100,7 +100,7 @@ typedef struct cfg_limits {
     uint32_t max_streams;          /* concurrent streams per connection (100) */
     uint32_t max_connections;      /* concurrent connections (8192) */
     size_t media_queue_bytes;      /* downlink media queue per tunnel (262144: a 200 x 1,200 B burst) */
-    uint32_t media_queue_age_ms;   /* drop media older than this (200) */
+    uint32_t media_queue_age_ms;   /* media waits at most this, both legs together (200) */
     size_t signal_queue_bytes;     /* downlink signaling queue per tunnel (65536) */
     uint32_t tunnel_idle_ms;       /* close an sfu tunnel after this silence (30000) */
     uint32_t turn_idle_ms;         /* close a turn tunnel after this silence (900000) */
@@ -124,6 +124,15 @@ typedef struct cfg_limits {
     size_t tcp_rcvbuf_bytes;       /* client socket SO_RCVBUF; 0: kernel autotuning (131072) */
     size_t tcp_notsent_lowat_bytes; /* client socket TCP_NOTSENT_LOWAT; 0: not set (16384) */
 } cfg_limits_t;
+
+/* The most media may wait in the gateway on one leg, to the backend or back
+ * from it (ms, at least 1): half of media_queue_age_ms, so that a packet that
+ * goes up and comes back down (an echo; an SFU forwarding it to another
+ * tunnel) waited at most media_queue_age_ms in all. */
+static inline uint32_t cfg_media_leg_ms(const cfg_limits_t *lim)
+{
+    return (lim->media_queue_age_ms + 1) / 2;
+}
 
 /* One admin API token ("admin.tokens[i]", docs/admin.md). */
 typedef struct cfg_admin_token {

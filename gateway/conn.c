@@ -128,10 +128,10 @@ static int host_respond(tunnel_t *t, int status)
     if (token)
         nva[nnv++] = (nghttp2_nv)NV("tunnel-session", token);
     /* proto/README.md §5.1.1: the client's offer of stamps, accepted, with
-     * the age past which its media is dropped here. */
+     * the age past which its media is dropped here: the uplink leg's share. */
     char age[12];
     if (status == 200 && t->stamps) {
-        snprintf(age, sizeof age, "%u", (unsigned)t->host->cfg->limits.media_queue_age_ms);
+        snprintf(age, sizeof age, "%u", (unsigned)cfg_media_leg_ms(&t->host->cfg->limits));
         nva[nnv++] = (nghttp2_nv)NV("tunnel-stamps", "?1");
         nva[nnv++] = (nghttp2_nv)NV("tunnel-media-age", age);
     }
@@ -439,11 +439,11 @@ static conn_t *conn_alloc(struct server *srv, int fd)
  * as the queue holds at the rate the gateway gets round to it: bytes, not
  * time, are what a buffer bounds. So the receive buffer follows the delay
  * the connection's reads see (rxtime.h): halved while bytes read are older
- * than a quarter of media_queue_age_ms, doubled back up to tcp_rcvbuf_bytes
- * after a second without. TCP's back-pressure then moves the excess into the
- * client's own queue, which drops the oldest media and keeps signaling
- * (docs/shim.md). A connection the gateway keeps up with never sees its
- * buffer shrink. TCP_NOTSENT_LOWAT does the same for the downlink: the socket
+ * than half the uplink leg's age limit (a quarter of media_queue_age_ms),
+ * doubled back up to tcp_rcvbuf_bytes after a second without. TCP's
+ * back-pressure then moves the excess into the client's own queue, which
+ * drops the oldest media and keeps signaling (docs/shim.md). A connection
+ * the gateway keeps up with never sees its buffer shrink. TCP_NOTSENT_LOWAT does the same for the downlink: the socket
  * stays unwritable while this much is unsent, so what waits, waits in the
  * tunnels' age-bounded queues. */
 #define RCVBUF_MIN 4096u
@@ -468,7 +468,7 @@ static void conn_tune_socket(conn_t *c)
  * RX_LATE period, so each sees the effect of the last. */
 static void conn_rcvbuf_adapt(conn_t *c, uint64_t now)
 {
-    uint64_t late_ns = (uint64_t)c->cfg->limits.media_queue_age_ms * UTIL_MS_NS / 4;
+    uint64_t late_ns = (uint64_t)cfg_media_leg_ms(&c->cfg->limits) * UTIL_MS_NS / 2;
     uint32_t max = (uint32_t)c->cfg->limits.tcp_rcvbuf_bytes, v = c->rcvbuf;
     if (!v || now - c->rcvbuf_at < late_ns)
         return;
@@ -1032,7 +1032,7 @@ static int conn_read(conn_t *c)
          * (tunnel.c, up_packet), however long it waited in the receive queue. */
         int64_t age = rxtime_age_ns(SSL_get_rbio(c->ssl), now_real);
         c->srv->env.rx_ns = age > 0 && (uint64_t)age < now ? now - (uint64_t)age : now;
-        if (age > 0 && (uint64_t)age > (uint64_t)c->cfg->limits.media_queue_age_ms * UTIL_MS_NS / 4)
+        if (age > 0 && (uint64_t)age > (uint64_t)cfg_media_leg_ms(&c->cfg->limits) * UTIL_MS_NS / 2)
             c->rx_late_at = now;
         ssize_t rv = nghttp2_session_mem_recv(c->h2, buf, (size_t)n);
         tunnel_uplink_flush(&c->srv->env); /* this record's packets, one sendmmsg per tunnel */

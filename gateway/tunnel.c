@@ -718,7 +718,7 @@ static int open_flow(tunnel_t *t, const req_target_t *target, int *rc)
     }
     /* A DATAGRAM value is the context id and the payload: max_capsule - 1. */
     sendq_init(&t->down, lim->media_queue_bytes, lim->signal_queue_bytes, lim->max_capsule - 1,
-               (uint64_t)lim->media_queue_age_ms * UTIL_MS_NS, down_dropped, t);
+               (uint64_t)cfg_media_leg_ms(lim) * UTIL_MS_NS, down_dropped, t);
     t->down.on_sent = down_sent;
     snprintf(t->tenant, sizeof t->tenant, "%s", target->tenant->id);
     t->kind = target->kind;
@@ -947,12 +947,12 @@ static int up_payload(tunnel_t *t, const uint8_t *p, size_t len, int is_signal, 
     tunnel_touch(t, now);
     tunnel_env_t *env = env_of(t);
     /* A late packet is worse than a lost one: media that waited longer than
-     * the age limit goes no further; signaling always does. The wait counted
-     * is the kernel's receive queue (the gateway was busy) and, for stamped
-     * media, the time before it: the client's queue, its TLS and kernel
-     * buffers, the path (proto/README.md §5.1.1). */
+     * its leg's share of the age limit goes no further; signaling always
+     * does. The wait counted is the kernel's receive queue (the gateway was
+     * busy) and, for stamped media, the time before it: the client's queue,
+     * its TLS and kernel buffers, the path (proto/README.md §5.1.1). */
     uint64_t age = (now > env->rx_ns ? now - env->rx_ns : 0) + before_ns;
-    if (!is_signal && age > (uint64_t)limits_of(t)->media_queue_age_ms * UTIL_MS_NS) {
+    if (!is_signal && age > (uint64_t)cfg_media_leg_ms(limits_of(t)) * UTIL_MS_NS) {
         count_drop(t, DROP_UPLINK_EXPIRED, 1);
         return t->state != TUNNEL_OPEN;
     }

@@ -109,15 +109,16 @@ static int has_datagram(harness_t *h, void *arg)
     return h_count_capsules(h, *(int *)arg, CAPSULE_DATAGRAM) > 0;
 }
 
-/* "queued media older than media_queue_age_ms is dropped; a late packet is
- * worse than a lost one": the client's window is closed, so backend media
- * waits in the gateway; when the window opens after the age limit, that media
- * is counted as expired and never delivered, while media that arrives after
- * the window opened is delivered. */
+/* "queued media older than the downlink's half of media_queue_age_ms is
+ * dropped; a late packet is worse than a lost one": the client's window is
+ * closed, so backend media waits in the gateway; when the window opens 400 ms
+ * later, past the leg's 250 ms (though within the whole 500), that media is
+ * counted as expired and never delivered, while media that arrives after the
+ * window opened is delivered. */
 Test(tunnel, media_older_than_the_age_limit_is_dropped_not_delivered)
 {
     harness_t h;
-    h_init(&h, "\"media_queue_age_ms\":50", 0);
+    h_init(&h, "\"media_queue_age_ms\":500", 0);
     int s = h_open(&h, PATH);
     struct sockaddr_storage from = h_relay_up(&h, s, rtp, sizeof rtp);
 
@@ -431,10 +432,10 @@ Test(tunnel, packets_just_before_a_close_still_reach_the_backend)
 }
 
 /* proto/README.md §5.1.1: the 200 accepts a client's offer of stamps (and
- * names the age limit, tunnel-media-age); stamped
- * media that waited longer than media_queue_age_ms before it reached the
- * gateway (its stamp against the stream's fastest packet so far) is dropped
- * as uplink_expired and never reaches the backend, while fresh stamped media
+ * names the uplink's age limit, tunnel-media-age: half of media_queue_age_ms);
+ * stamped media that waited longer than that before it reached the gateway
+ * (its stamp against the stream's fastest packet so far) is dropped as
+ * uplink_expired and never reaches the backend, while fresh stamped media
  * does. A stream that made no offer gets no acceptance. */
 Test(tunnel, stamped_media_that_waited_before_it_arrived_is_dropped)
 {
@@ -448,7 +449,7 @@ Test(tunnel, stamped_media_that_waited_before_it_arrived_is_dropped)
     int s = h_open(&h, PATH);
     cr_assert_eq(h.streams[s].status, 200);
     cr_assert_str_eq(h.streams[s].stamps, "?1", "the offer was not accepted");
-    cr_assert_str_eq(h.streams[s].media_age, "100", "the age limit goes with the acceptance");
+    cr_assert_str_eq(h.streams[s].media_age, "50", "the uplink's age limit goes with the acceptance");
 
     /* The sender's clock: ours, far off, as another host's would be. */
     const uint32_t skew = 0x9e3779b9u;
@@ -467,18 +468,19 @@ Test(tunnel, stamped_media_that_waited_before_it_arrived_is_dropped)
     cr_assert_eq(r, (ssize_t)sizeof pkt);
     cr_assert_eq(got[sizeof pkt - 1], '1');
 
-    /* Queued 300 ms ago at the client: 300 ms above the base. */
+    /* Queued 70 ms ago at the client: 70 ms above the base, within the
+     * whole limit but past the uplink's half of it. */
     pkt[sizeof pkt - 1] = '2';
     n = capsule_encode_stamped(cap, sizeof cap,
-                               (uint32_t)(compat_mono_ns() / 1000u) + skew - 300000u, pkt,
+                               (uint32_t)(compat_mono_ns() / 1000u) + skew - 70000u, pkt,
                                sizeof pkt);
     h_send(&h, s, cap, (size_t)n);
-    cr_assert_eq(*expired, 1u, "media that waited 300 ms was not dropped");
+    cr_assert_eq(*expired, 1u, "media that waited 70 ms was not dropped");
 
-    /* Queued 30 ms ago: within the limit, delivered. */
+    /* Queued 10 ms ago: within the limit, delivered. */
     pkt[sizeof pkt - 1] = '3';
     n = capsule_encode_stamped(cap, sizeof cap,
-                               (uint32_t)(compat_mono_ns() / 1000u) + skew - 30000u, pkt,
+                               (uint32_t)(compat_mono_ns() / 1000u) + skew - 10000u, pkt,
                                sizeof pkt);
     h_send(&h, s, cap, (size_t)n);
     r = h_backend_recv(&h, got, sizeof got, &from, 2000);

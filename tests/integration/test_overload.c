@@ -6,8 +6,8 @@
  * client connection's TCP receive queue, the downlink in the tunnel's UDP
  * socket. sluiced reads the kernel's arrival stamp with the bytes
  * (gateway/rxtime.c, SO_TIMESTAMPNS on both) and ages each packet from there:
- * media older than limits.media_queue_age_ms is dropped and counted
- * (uplink_expired, media_expired), signaling always goes on.
+ * media older than its leg's half of limits.media_queue_age_ms is dropped
+ * and counted (uplink_expired, media_expired), signaling always goes on.
  *
  * Here the gateway is stopped (SIGSTOP) while packets arrive for it, so they
  * wait in its sockets for three times the age limit, then continued. What may
@@ -16,8 +16,9 @@
  *
  * Media may also have waited before it reached the gateway: in the client's
  * queue, TLS output and unsent kernel bytes. A stamped DATAGRAM says so
- * (proto/README.md §5.1.1): the last test sends media stamped three age
- * limits before a fresh primer, and it is dropped as uplink_expired too.
+ * (proto/README.md §5.1.1): the last test sends media stamped three quarters
+ * of the age limit before a fresh primer (within the limit, past the uplink's
+ * half of it), and it is dropped as uplink_expired too.
  */
 #include <criterion/criterion.h>
 #include <netinet/in.h>
@@ -298,12 +299,12 @@ Test(overload, uplink_media_that_waited_before_it_reached_the_gateway_is_dropped
     send_stamped(pkt, media(pkt, SEQ_PRIMER), client_us(0)); /* the stream's base */
     wait_for(0, 1, 0, "the primer");
     for (uint32_t i = 0; i < STALE_MEDIA; i++)
-        send_stamped(pkt, media(pkt, SEQ_STALE + i), client_us(3 * AGE_MS));
+        send_stamped(pkt, media(pkt, SEQ_STALE + i), client_us(AGE_MS * 3 / 4));
     for (uint32_t i = 0; i < STALE_SIGNAL; i++)
         send_capsule(pkt, ts_pkt_stun(pkt, sizeof pkt, i + 1));
     wait_for(STALE_SIGNAL, 1, 0, "the signaling sent after the stale media");
-    send_stamped(pkt, media(pkt, SEQ_MARKER), client_us(AGE_MS / 2));
-    wait_for(STALE_SIGNAL, 1, 1, "media that waited half the age limit");
+    send_stamped(pkt, media(pkt, SEQ_MARKER), client_us(AGE_MS / 10));
+    wait_for(STALE_SIGNAL, 1, 1, "media that waited a tenth of the age limit");
 
     echoes_t e;
     count_echoes(&client, &e);
