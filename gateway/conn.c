@@ -443,9 +443,9 @@ static conn_t *conn_alloc(struct server *srv, int fd)
  * doubled back up to tcp_rcvbuf_bytes after a second without. TCP's
  * back-pressure then moves the excess into the client's own queue, which
  * drops the oldest media and keeps signaling (docs/shim.md). A connection
- * the gateway keeps up with never sees its buffer shrink. TCP_NOTSENT_LOWAT does the same for the downlink: the socket
- * stays unwritable while this much is unsent, so what waits, waits in the
- * tunnels' age-bounded queues. */
+ * the gateway keeps up with never sees its buffer shrink. TCP_NOTSENT_LOWAT
+ * does the same for the downlink: the socket stays unwritable while this
+ * much is unsent, so what waits, waits in the tunnels' age-bounded queues. */
 #define RCVBUF_MIN 4096u
 #define RCVBUF_GROW_NS (1000ull * UTIL_MS_NS)
 
