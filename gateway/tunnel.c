@@ -134,8 +134,10 @@ static void tunnel_wake(tunnel_t *t)
 }
 
 /* Downlink bytes were queued: the client is waited for from now, unless it
- * already was. Only the body moving ends or restarts the wait (media that
- * expires meanwhile does not: a client that took nothing is still stalled). */
+ * already was. Only the body being read ends or restarts the wait (media that
+ * expires in the queue meanwhile does not: a client that took nothing is still
+ * stalled); a read that finds nothing left to send ends it, since whatever
+ * was queued expired (tunnel_body_read). */
 static void down_queued(tunnel_t *t, uint64_t now)
 {
     if (!t->down_wait)
@@ -174,8 +176,10 @@ size_t tunnel_body_read(tunnel_t *t, uint8_t *buf, size_t cap, enum tunnel_body_
         t->body_ended = 1;
         t->down_wait = 0;
         *end = t->rst_after_close ? TUNNEL_BODY_END_RESET : TUNNEL_BODY_END;
+    } else if (!sendq_ready(&t->down, now)) {
+        t->down_wait = 0; /* all sent, or what was left expired: nothing waits */
     } else if (n) {
-        t->down_wait = sendq_ready(&t->down, now) ? now : 0;
+        t->down_wait = now;
     }
     return n;
 }

@@ -329,6 +329,34 @@ Test(conn, client_that_reads_is_not_a_write_stall)
     h_fini(&h);
 }
 
+/* A client that shut its window, then opened it after the media queued for
+ * it had expired, took nothing because nothing fresh was left: it is not
+ * stalled, and the empty queue is no wait (the gateway's own lateness, under
+ * load, expires media the same way). */
+Test(conn, client_whose_queued_media_expired_is_not_a_write_stall)
+{
+    harness_t h;
+    h_init(&h, "\"write_stall_ms\":200,\"media_queue_age_ms\":20,\"tunnel_idle_ms\":600000", 0);
+    nghttp2_settings_entry shut[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 0}};
+    nghttp2_submit_settings(h.client, NGHTTP2_FLAG_NONE, shut, 1);
+    h_pump(&h);
+    int s = h_open(&h, PATH);
+    struct sockaddr_storage from = h_relay_up(&h, s, rtp, sizeof rtp);
+    h_backend_send(&h, &from, rtp, sizeof rtp);
+    h_until(&h, never, NULL, 50); /* past the downlink's 10 ms */
+    nghttp2_submit_window_update(h.client, NGHTTP2_FLAG_NONE, h.streams[s].id, 1 << 20);
+    h_pump(&h);
+    cr_assert_eq(h.srv.counters.tunnel.drops[DROP_MEDIA_EXPIRED], 1u);
+    cr_assert_eq(h_count_capsules(&h, s, CAPSULE_DATAGRAM), 0);
+
+    h_until(&h, never, NULL, 500); /* two and a half write_stall_ms, nothing queued */
+    cr_assert_not(h.conn->closing, "closed as a write stall with nothing waiting");
+    cr_assert_eq(h.srv.counters.write_stalls, 0u);
+    h_backend_send(&h, &from, rtp, sizeof rtp);
+    h_wait_capsules(&h, s, 1);
+    h_fini(&h);
+}
+
 static int released(harness_t *h, void *arg)
 {
     return h->srv.trim_released > 0;
