@@ -1009,7 +1009,7 @@ static void up_skip(void *ud, enum dispatch_skip why)
     tunnel_t *t = ud;
     if (why == DISPATCH_SKIP_CONTEXT_ID) {
         count_drop(t, DROP_CONTEXT_ID, 1);
-    } else {
+    } else if (why == DISPATCH_SKIP_UNKNOWN) { /* (never muted: up_packet does not) */
         t->counters.unknown_capsules++;
         env_of(t)->counters->tunnel.unknown_capsules++;
     }

@@ -18,12 +18,20 @@ static int verdict(int v, int *muted)
     return v != DISPATCH_CONTINUE && v != DISPATCH_MUTE;
 }
 
+/* 1 when the input is muted; the packet not offered is reported. */
+static int muted_skip(const dispatch_ops_t *ops, void *ud, int muted)
+{
+    if (muted)
+        skip(ops, ud, DISPATCH_SKIP_MUTED);
+    return muted;
+}
+
 /* Hands one packet to on_packet unless muted. Returns 1 when the stream is
  * abandoned. */
 static int deliver(const dispatch_ops_t *ops, void *ud, const uint8_t *p, size_t len,
                    int is_signal, int *muted)
 {
-    return !*muted && verdict(ops->on_packet(ud, p, len, is_signal), muted);
+    return !muted_skip(ops, ud, *muted) && verdict(ops->on_packet(ud, p, len, is_signal), muted);
 }
 
 int dispatch_feed(capsule_reader_t *r, const uint8_t *data, size_t len, const dispatch_ops_t *ops,
@@ -50,7 +58,8 @@ int dispatch_feed(capsule_reader_t *r, const uint8_t *data, size_t len, const di
                         *err_desc = "stamped DATAGRAM shorter than its stamp";
                     return PROTO_ERR_MALFORMED;
                 }
-                if (!muted && verdict(ops->on_stamped(ud, p + CAPSULE_STAMP_LEN,
+                if (!muted_skip(ops, ud, muted) &&
+                    verdict(ops->on_stamped(ud, p + CAPSULE_STAMP_LEN,
                                                       n - CAPSULE_STAMP_LEN, capsule_get_stamp(p)),
                                       &muted))
                     return DISPATCH_STOPPED;

@@ -18,6 +18,7 @@ enum dispatch_skip {
     DISPATCH_SKIP_CONTEXT_ID = 0, /* DATAGRAM with a context id other than 0, or 2 when
                                      on_stamped is NULL (dropped) */
     DISPATCH_SKIP_UNKNOWN = 1,    /* unknown type, skipped as RFC 9297 §3.2 requires */
+    DISPATCH_SKIP_MUTED = 2,      /* a packet not offered: the handler muted this input */
 };
 
 /* What on_packet tells dispatch_feed to do next. A capsule stream can only be
@@ -35,9 +36,10 @@ enum dispatch_verdict {
     DISPATCH_ABANDON = 1,
     /* Deliver no more packets from this input but keep reading it, so the
      * reader stays in step with the stream: on_packet is not called again
-     * during this dispatch_feed call; PING, CLOSE and skips are still
-     * reported, and the return value is as if every packet had been
-     * delivered. Later calls deliver again: a handler that stays muted (say,
+     * during this dispatch_feed call (each packet it would have had is
+     * reported to on_skip as DISPATCH_SKIP_MUTED, so it can be counted);
+     * PING, CLOSE and other skips are still reported, and the return value
+     * is as if every packet had been delivered. Later calls deliver again: a handler that stays muted (say,
      * until the peer answers its CLOSE) returns DISPATCH_MUTE again. */
     DISPATCH_MUTE = 2,
 };
@@ -49,8 +51,7 @@ typedef struct dispatch_ops {
     void (*on_ping)(void *ud, const uint8_t *value);
     /* A CLOSE; nothing after it is read. reason is not NUL-terminated. */
     void (*on_close)(void *ud, uint64_t code, const char *reason, size_t reason_len);
-    /* A capsule not delivered (may be NULL). Packets muted by DISPATCH_MUTE
-     * are not reported. */
+    /* A capsule not delivered (may be NULL), muted packets included. */
     void (*on_skip)(void *ud, enum dispatch_skip why);
     /* A PONG answering one of our PINGs, with its 8 bytes (may be NULL: then
      * PONGs are ignored). A PONG value of another length is ignored. */

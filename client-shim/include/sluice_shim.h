@@ -327,8 +327,8 @@ int sluice_tunnel_send(sluice_tunnel_t *tunnel, const uint8_t *p, size_t len);
 /* Ends the tunnel: queued packets are sent, then CLOSE(normal) and the end of
  * the request body; on_close follows when the gateway has ended the stream or
  * close_timeout_ms passed. on_packet is not called after this: what the
- * gateway still sends is read (to keep the capsule stream in step) and
- * discarded. Before the gateway has answered, the request is cancelled
+ * gateway still sends is read (to keep the capsule stream in step),
+ * discarded and counted (rx_discarded). Before the gateway has answered, the request is cancelled
  * instead. No-op when already closing or ended. */
 void sluice_tunnel_close(sluice_tunnel_t *tunnel);
 
@@ -336,6 +336,7 @@ typedef struct sluice_tunnel_stats {
     uint64_t tx_packets, tx_bytes;   /* payloads handed to HTTP/2 */
     uint64_t rx_packets, rx_bytes;   /* payloads delivered to on_packet */
     uint64_t rx_dropped;             /* DATAGRAMs from the gateway with a context id other than 0 */
+    uint64_t rx_discarded;           /* payloads the gateway sent after sluice_tunnel_close */
     uint64_t dropped_media;          /* evicted (full) or expired (too old) */
     uint64_t dropped_signal;         /* refused because the signaling queue was full */
     uint64_t queued_bytes;           /* payload bytes waiting now */

@@ -96,7 +96,7 @@ struct st_sluice_tunnel_t {
     capsule_reader_t _reader;
     uint8_t *_rbuf;        /* reassembly buffer of _reader */
     ev_timer _timer;       /* response deadline, then close deadline */
-    uint64_t rx_packets, rx_bytes, rx_dropped;
+    uint64_t rx_packets, rx_bytes, rx_dropped, rx_discarded;
 
     /* Session resume and re-submission (see above). */
     char _token[SHIM_TOKEN_MAX + 1]; /* "" until a 200 carried tunnel-session */

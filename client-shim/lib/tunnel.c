@@ -284,6 +284,8 @@ static int dl_packet(void *ud, const uint8_t *p, size_t len, int is_signal)
     sluice_client_t *c = t->client;
     int v = dl_verdict(t);
 
+    if (v == DISPATCH_MUTE)
+        t->rx_discarded++; /* the first of a later input; dl_skip has the rest */
     if (v != DISPATCH_CONTINUE)
         return v;
     t->rx_packets++;
@@ -349,13 +351,16 @@ static void dl_close(void *ud, uint64_t code, const char *reason, size_t len)
 }
 
 /* Unknown capsule types are skipped silently; a DATAGRAM for a context we
- * never registered is a dropped packet, and counted. */
+ * never registered is a dropped packet, and counted; so is a packet that
+ * came after sluice_tunnel_close (muted). */
 static void dl_skip(void *ud, enum dispatch_skip why)
 {
     sluice_tunnel_t *t = ud;
 
     if (why == DISPATCH_SKIP_CONTEXT_ID)
         t->rx_dropped++;
+    else if (why == DISPATCH_SKIP_MUTED)
+        t->rx_discarded++;
 }
 
 static const dispatch_ops_t dl_ops = {
@@ -612,6 +617,7 @@ void sluice_tunnel_stats(const sluice_tunnel_t *t, sluice_tunnel_stats_t *out)
     out->rx_packets = t->rx_packets;
     out->rx_bytes = t->rx_bytes;
     out->rx_dropped = t->rx_dropped;
+    out->rx_discarded = t->rx_discarded;
     out->dropped_media = t->up.drops[SENDQ_DROP_MEDIA_EVICTED] + t->up.drops[SENDQ_DROP_MEDIA_EXPIRED];
     out->dropped_signal = t->up.drops[SENDQ_DROP_SIGNAL_FULL];
     out->queued_bytes = sendq_queued(&t->up);

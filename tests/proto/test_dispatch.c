@@ -22,7 +22,7 @@ typedef struct rec {
     int mute_after; /* on_packet mutes after this many (0: never) */
     int muting;     /* set once mute_after is reached: every later call mutes */
     int muted_calls; /* calls made while muting (at most one per dispatch_feed) */
-    int skipped_context_id, skipped_unknown;
+    int skipped_context_id, skipped_unknown, skipped_muted;
     int stamped;
     uint32_t last_stamp;
     size_t stamped_bytes;
@@ -75,6 +75,8 @@ static void on_skip(void *ud, enum dispatch_skip why)
     rec_t *r = ud;
     if (why == DISPATCH_SKIP_CONTEXT_ID)
         r->skipped_context_id++;
+    else if (why == DISPATCH_SKIP_MUTED)
+        r->skipped_muted++;
     else
         r->skipped_unknown++;
 }
@@ -248,7 +250,8 @@ static size_t build_long_stream(uint8_t *w, size_t cap)
 }
 
 /* DISPATCH_MUTE: the handler stops taking packets (its tunnel is closing) but
- * the stream is read on, in chunks of every size, to the peer's CLOSE. */
+ * the stream is read on, in chunks of every size, to the peer's CLOSE; every
+ * packet it did not take is reported, once. */
 Test(dispatch, mute_keeps_the_reader_in_step_to_the_close)
 {
     static uint8_t w[8192];
@@ -273,6 +276,10 @@ Test(dispatch, mute_keeps_the_reader_in_step_to_the_close)
         cr_expect_str_eq(rec.close_reason, "done");
         cr_expect_leq((size_t)rec.muted_calls, calls,
                       "chunks of %zu: at most one muted call per feed", chunk);
+        cr_expect_eq(rec.muted_calls + rec.skipped_muted, 10,
+                     "chunks of %zu: %d muted calls and %d muted skips for 10 packets", chunk,
+                     rec.muted_calls, rec.skipped_muted);
+        cr_expect_eq(rec.skipped_unknown + rec.skipped_context_id, 0);
     }
 }
 
@@ -288,6 +295,7 @@ Test(dispatch, mute_applies_to_the_rest_of_one_feed_only)
     cr_expect_eq(dispatch_feed(&r, w, n, &ops, &rec, NULL), DISPATCH_CLOSED);
     cr_expect_eq(rec.packets, 1);
     cr_expect_eq(rec.muted_calls, 0, "no packet is offered again in the same feed");
+    cr_expect_eq(rec.skipped_muted, 11, "each packet not offered is reported");
     cr_expect_eq(rec.closes, 1);
 }
 

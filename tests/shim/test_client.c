@@ -432,6 +432,7 @@ typedef struct app {
     int status;
     uint64_t code;
     char reason[600];
+    sluice_tunnel_stats_t at_close; /* the tunnel's counters in on_close */
     int free_in_packet;  /* free the client inside on_packet */
     int close_in_packet; /* close the tunnel inside on_packet */
     int close_in_open;   /* close the tunnel inside on_open */
@@ -472,6 +473,7 @@ static void on_close(sluice_tunnel_t *t, int status, uint64_t code, const char *
 {
     app_t *a = ud;
     a->closed++;
+    sluice_tunnel_stats(t, &a->at_close);
     a->status = status;
     a->code = code;
     snprintf(a->reason, sizeof(a->reason), "%s", reason);
@@ -931,6 +933,10 @@ Test(client, close_while_split_capsules_stream_in_ends_normally)
     RUN_UNTIL(a.closed, WAIT_MS);
     cr_assert_eq(a.closed, 1);
     cr_expect_eq(a.packets, 1, "nothing is delivered after sluice_tunnel_close");
+    cr_expect_eq(a.at_close.rx_packets, 1);
+    cr_expect_eq(a.at_close.rx_discarded, STREAM_CAPSULES - 1,
+                 "%llu of the %d packets after the close were counted",
+                 (unsigned long long)a.at_close.rx_discarded, STREAM_CAPSULES - 1);
     cr_expect_eq(a.status, 200);
     cr_expect_eq(a.code, SLUICE_CLOSE_NORMAL, "close code %llu: %s", (unsigned long long)a.code,
                  a.reason);
