@@ -499,15 +499,6 @@ static void run_once(int64_t deadline)
     ev_timer_stop(S.loop, &t);
 }
 
-/* Runs the loop until cond holds or ms (scaled by TS_TIMEOUT_SCALE) pass;
- * the caller asserts cond afterwards. */
-#define RUN_UNTIL(cond, ms)                                                   \
-    do {                                                                      \
-        int64_t dl_ = ts_deadline(ts_ms(ms));                                 \
-        while (!(cond) && ts_now_ms() < dl_)                                  \
-            run_once(dl_);                                                    \
-    } while (0)
-
 /* Runs what is ready now, deferred work included (libev runs prepare
  * watchers on every iteration), without blocking. */
 static void run_ready(void)
@@ -515,6 +506,20 @@ static void run_ready(void)
     for (int i = 0; i < 4; i++)
         ev_run(S.loop, EVRUN_NOWAIT);
 }
+
+/* Runs the loop until cond holds or ms (scaled by TS_TIMEOUT_SCALE) pass;
+ * the caller asserts cond afterwards. The shim delivers its callbacks from a
+ * prepare watcher, which runs before the loop blocks: after each blocking
+ * run, the work its events made is run at once, so that a condition it
+ * satisfies is seen before the next run blocks until the deadline. */
+#define RUN_UNTIL(cond, ms)                                                   \
+    do {                                                                      \
+        int64_t dl_ = ts_deadline(ts_ms(ms));                                 \
+        while (!(cond) && ts_now_ms() < dl_) {                                \
+            run_once(dl_);                                                    \
+            run_ready();                                                      \
+        }                                                                     \
+    } while (0)
 
 static uint32_t keepalive_ms; /* for the next client() */
 static uint32_t response_timeout_ms; /* for the next tunnel(); 0: WAIT_MS */
