@@ -59,9 +59,9 @@ int dispatch_feed(capsule_reader_t *r, const uint8_t *data, size_t len, const di
                     return PROTO_ERR_MALFORMED;
                 }
                 if (!muted_skip(ops, ud, muted) &&
-                    verdict(ops->on_stamped(ud, p + CAPSULE_STAMP_LEN,
-                                                      n - CAPSULE_STAMP_LEN, capsule_get_stamp(p)),
-                                      &muted))
+                    verdict(ops->on_stamped(ud, p + CAPSULE_STAMP_LEN, n - CAPSULE_STAMP_LEN,
+                                            capsule_get_stamp(p)),
+                            &muted))
                     return DISPATCH_STOPPED;
             } else if (ctx != CAPSULE_CONTEXT_UDP)
                 skip(ops, ud, DISPATCH_SKIP_CONTEXT_ID);

@@ -39,8 +39,9 @@ enum dispatch_verdict {
      * during this dispatch_feed call (each packet it would have had is
      * reported to on_skip as DISPATCH_SKIP_MUTED, so it can be counted);
      * PING, CLOSE and other skips are still reported, and the return value
-     * is as if every packet had been delivered. Later calls deliver again: a handler that stays muted (say,
-     * until the peer answers its CLOSE) returns DISPATCH_MUTE again. */
+     * is as if every packet had been delivered. Later calls deliver again: a
+     * handler that stays muted (say, until the peer answers its CLOSE)
+     * returns DISPATCH_MUTE again. */
     DISPATCH_MUTE = 2,
 };
 

@@ -328,8 +328,8 @@ int sluice_tunnel_send(sluice_tunnel_t *tunnel, const uint8_t *p, size_t len);
  * the request body; on_close follows when the gateway has ended the stream or
  * close_timeout_ms passed. on_packet is not called after this: what the
  * gateway still sends is read (to keep the capsule stream in step),
- * discarded and counted (rx_discarded). Before the gateway has answered, the request is cancelled
- * instead. No-op when already closing or ended. */
+ * discarded and counted (rx_discarded). Before the gateway has answered, the
+ * request is cancelled instead. No-op when already closing or ended. */
 void sluice_tunnel_close(sluice_tunnel_t *tunnel);
 
 typedef struct sluice_tunnel_stats {

@@ -299,6 +299,27 @@ Test(dispatch, mute_applies_to_the_rest_of_one_feed_only)
     cr_expect_eq(rec.closes, 1);
 }
 
+/* Stamped media after the mute is not offered either, and is reported. */
+Test(dispatch, mute_covers_stamped_media_too)
+{
+    uint8_t w[512], payload[40];
+    size_t n = 0;
+    capsule_reader_t r;
+    rec_t rec = {0};
+
+    memset(payload, 0, sizeof(payload));
+    payload[0] = 0x80;
+    n += (size_t)capsule_encode_datagram(w + n, sizeof(w) - n, payload, sizeof(payload));
+    for (int i = 0; i < 3; i++)
+        n += (size_t)capsule_encode_stamped(w + n, sizeof(w) - n, 7u, payload, sizeof(payload));
+    rec.mute_after = 1;
+    capsule_reader_init(&r, rbuf, sizeof(rbuf), CAPSULE_DEFAULT_MAX_VALUE);
+    cr_assert_eq(dispatch_feed(&r, w, n, &stamp_ops, &rec, NULL), DISPATCH_OK);
+    cr_expect_eq(rec.packets, 1);
+    cr_expect_eq(rec.stamped, 0, "stamped media was offered to a muted handler");
+    cr_expect_eq(rec.skipped_muted, 3);
+}
+
 Test(dispatch, largest_payload_arrives_whole_across_chunks)
 {
     static uint8_t payload[CAPSULE_DEFAULT_MAX_VALUE - 1], w[CAPSULE_DEFAULT_MAX_VALUE + 32];
