@@ -202,6 +202,13 @@ void h_fini(harness_t *h)
     ev_loop_destroy(h->loop);
 }
 
+void h_shut_windows(harness_t *h)
+{
+    nghttp2_settings_entry zero = {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 0};
+    cr_assert_eq(nghttp2_submit_settings(h->client, NGHTTP2_FLAG_NONE, &zero, 1), 0);
+    h_pump(h);
+}
+
 void h_pump(harness_t *h)
 {
     for (int round = 0; round < 10000; round++) {

@@ -76,6 +76,11 @@ void h_fini(harness_t *h);
  * moves (bounded). */
 void h_pump(harness_t *h);
 
+/* The client's SETTINGS_INITIAL_WINDOW_SIZE 0, sent and pumped: every stream's
+ * window is shut, those already open included (RFC 9113 §6.9.2), until the
+ * client sends WINDOW_UPDATE. */
+void h_shut_windows(harness_t *h);
+
 /* Pumps and runs the loop until cond(h, arg) holds or timeout_ms passes.
  * Returns 1 when it holds. */
 int h_until(harness_t *h, int (*cond)(harness_t *, void *), void *arg, int timeout_ms);

@@ -293,9 +293,7 @@ Test(conn, client_that_takes_nothing_is_closed_after_the_write_stall_limit)
     harness_t h;
     h_init(&h, "\"write_stall_ms\":100,\"tunnel_idle_ms\":600000,\"close_linger_ms\":600000",
            0);
-    nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 0}};
-    nghttp2_submit_settings(h.client, NGHTTP2_FLAG_NONE, iv, 1);
-    h_pump(&h);
+    h_shut_windows(&h);
     int s = h_open(&h, PATH);
     struct sockaddr_storage from = h_relay_up(&h, s, rtp, sizeof rtp);
     h_backend_send(&h, &from, rtp, sizeof rtp);
@@ -337,9 +335,7 @@ Test(conn, client_whose_queued_media_expired_is_not_a_write_stall)
 {
     harness_t h;
     h_init(&h, "\"write_stall_ms\":200,\"media_queue_age_ms\":20,\"tunnel_idle_ms\":600000", 0);
-    nghttp2_settings_entry shut[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 0}};
-    nghttp2_submit_settings(h.client, NGHTTP2_FLAG_NONE, shut, 1);
-    h_pump(&h);
+    h_shut_windows(&h);
     int s = h_open(&h, PATH);
     struct sockaddr_storage from = h_relay_up(&h, s, rtp, sizeof rtp);
     h_backend_send(&h, &from, rtp, sizeof rtp);
@@ -431,9 +427,7 @@ Test(conn, a_drained_burst_gives_its_ring_pages_back)
 {
     harness_t h;
     h_init(&h, "\"write_stall_ms\":2000", 0); /* a health tick every 0.5 s */
-    nghttp2_settings_entry shut[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 0}};
-    nghttp2_submit_settings(h.client, NGHTTP2_FLAG_NONE, shut, 1);
-    h_pump(&h);
+    h_shut_windows(&h);
     int s = h_open(&h, PATH);
     struct sockaddr_storage from = h_relay_up(&h, s, rtp, sizeof rtp);
     uint8_t big[1000];

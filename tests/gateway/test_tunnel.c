@@ -122,11 +122,7 @@ Test(tunnel, media_older_than_the_age_limit_is_dropped_not_delivered)
     int s = h_open(&h, PATH);
     struct sockaddr_storage from = h_relay_up(&h, s, rtp, sizeof rtp);
 
-    /* RFC 9113 §6.9.2: SETTINGS_INITIAL_WINDOW_SIZE 0 takes the window of the
-     * open stream (nothing sent on it yet) down to 0. */
-    nghttp2_settings_entry zero = {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 0};
-    cr_assert_eq(nghttp2_submit_settings(h.client, NGHTTP2_FLAG_NONE, &zero, 1), 0);
-    h_pump(&h);
+    h_shut_windows(&h); /* the open stream's too: nothing was sent on it yet */
 
     uint8_t stale[64], fresh[64];
     memset(stale, 's', sizeof stale);
@@ -211,9 +207,7 @@ Test(tunnel, closing_tunnel_of_a_client_not_reading_is_reset_after_the_linger)
 {
     harness_t h;
     h_init(&h, "\"tunnel_idle_ms\":20,\"close_linger_ms\":50", 0);
-    nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 0}};
-    nghttp2_submit_settings(h.client, NGHTTP2_FLAG_NONE, iv, 1);
-    h_pump(&h);
+    h_shut_windows(&h);
     int s = h_open(&h, PATH);
     cr_assert_eq(h.streams[s].status, 200);
     cr_assert(h_until(&h, stream_is_closed, &s, 3000), "the stream was never reset");
