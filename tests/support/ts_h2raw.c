@@ -519,12 +519,16 @@ static void on_frame(ts_h2raw_t *c, uint8_t type, uint8_t flags, int32_t sid, co
         return;
     case NGHTTP2_GOAWAY:
         if (len >= 8) {
-            c->goaway = 1;
             c->goaway_last_id = (int32_t)(get32(p) & 0x7fffffffu);
-            c->goaway_code = get32(p + 4);
-            /* Keep the first GOAWAY's reason: nghttp2 repeats it without one. */
-            size_t dl = len - 8 < sizeof c->goaway_debug - 1 ? len - 8 : sizeof c->goaway_debug - 1;
-            if (!c->goaway_debug[0] && dl) {
+            /* The first GOAWAY says why, code and reason together: a later
+             * one (nghttp2's own, without a reason, or a flood limit hit
+             * while the first was on its way) must not pair its code with
+             * the first one's reason. */
+            if (!c->goaway) {
+                c->goaway = 1;
+                c->goaway_code = get32(p + 4);
+                size_t dl = len - 8 < sizeof c->goaway_debug - 1 ? len - 8
+                                                                 : sizeof c->goaway_debug - 1;
                 memcpy(c->goaway_debug, p + 8, dl);
                 c->goaway_debug[dl] = '\0';
             }

@@ -79,9 +79,10 @@ typedef struct ts_h2raw {
     /* what the gateway sent */
     int closed;              /* EOF, reset or TLS error: nothing more will come */
     int goaway;              /* a GOAWAY arrived */
-    uint32_t goaway_code;    /* its error code (RFC 9113 §7) */
-    int32_t goaway_last_id;
-    char goaway_debug[128];  /* its debug data (the reason), NUL-terminated, truncated */
+    uint32_t goaway_code;    /* the first one's error code (RFC 9113 §7) */
+    int32_t goaway_last_id;  /* the latest one's last stream id */
+    char goaway_debug[128];  /* the first one's debug data (the reason), NUL-terminated,
+                                truncated */
     int bad_frame;           /* a frame we could not parse (e.g. HPACK error) */
     uint64_t auto_skipped;   /* automatic answers not sent (header block open, buffer full) */
     uint64_t frames_in[11];  /* by type 0..9; [10]: unknown types */
