@@ -81,6 +81,9 @@ int pktq_push(pktq_t *q, const uint8_t *p, size_t len, uint64_t now_ns, size_t *
         q->_ring = malloc(q->_cap);
         if (!q->_ring)
             return PKTQ_ERR_NOMEM;
+        /* malloc may hand back memory an earlier owner touched: as far as
+         * the owner's idle release knows, the whole ring is reached. */
+        q->_reach = q->_cap;
     }
     size_t need = HDR + len;
     size_t off = find_room(q, need);

@@ -40,7 +40,8 @@ typedef struct pktq {
     size_t _head;  /* offset of the oldest record */
     size_t _tail;  /* offset where the next record goes */
     size_t _wrap;  /* when the tail wrapped: end of valid data before offset 0, else 0 */
-    size_t _reach; /* furthest ring offset written since pktq_idle_span last answered */
+    size_t _reach; /* furthest ring offset written since pktq_idle_span last answered
+                      (all of a ring just allocated: its pages may be resident) */
     size_t bytes;  /* payload bytes queued */
     size_t count;  /* packets queued */
     enum pktq_policy policy;
@@ -73,10 +74,11 @@ void pktq_pop(pktq_t *q);
 /* The part of the ring an empty queue does not need. An empty queue writes
  * its next record at offset 0, so the ring beyond keep bytes holds nothing.
  * When the queue is empty and records have reached past keep since the last
- * call, returns 1 with *p and *len set to the ring from keep to its end, and
- * forgets the reach: the owner may give those pages back to the system (the
- * queue only reads what it wrote after). Otherwise (nothing went that far,
- * or packets are queued) returns 0. */
+ * call, or the ring was allocated since (malloc may reuse memory another
+ * owner made resident), returns 1 with *p and *len set to the ring from keep
+ * to its end, and forgets the reach: the owner may give those pages back to
+ * the system (the queue only reads what it wrote after). Otherwise (nothing
+ * went that far, or packets are queued) returns 0. */
 int pktq_idle_span(pktq_t *q, size_t keep, uint8_t **p, size_t *len);
 
 #endif

@@ -453,6 +453,39 @@ Test(conn, a_drained_burst_gives_its_ring_pages_back)
     h_fini(&h);
 }
 
+/* A ring is allocated where malloc finds room, and under churn that is
+ * often memory an earlier tunnel's burst made resident: without a burst of
+ * its own the new ring would keep those pages for its life, and the heap's
+ * resident part would creep up tunnel after tunnel. The first release that
+ * finds it empty gives them back. Here the earlier owner's writes are
+ * made by the test, after the ring was allocated and before any health tick
+ * (its interval is long), and the release is called as the tick calls it. */
+Test(conn, a_new_ring_gives_back_pages_an_earlier_owner_left_resident)
+{
+    harness_t h;
+    h_init(&h, "\"ping_interval_ms\":600000,\"write_stall_ms\":600000", 0);
+    int s = h_open(&h, PATH);
+    struct sockaddr_storage from = h_relay_up(&h, s, rtp, sizeof rtp);
+    h_backend_send(&h, &from, rtp, sizeof rtp);
+    h_wait_capsules(&h, s, 1);
+    tunnel_t *t = first_tunnel(&h);
+    pktq_t *q = &t->down.media;
+    cr_assert_not_null(q->_ring);
+    cr_assert_eq(q->count, 0);
+    memset(q->_ring + TUNNEL_RING_KEEP, 'e', q->_cap - TUNNEL_RING_KEEP);
+
+    size_t released = tunnel_release_idle(t);
+    cr_assert_geq(released, q->_cap - TUNNEL_RING_KEEP - (size_t)sysconf(_SC_PAGESIZE),
+                  "a new ring gave back %zu bytes", released);
+    cr_assert_eq(resident_pages(q->_ring + TUNNEL_RING_KEEP, q->_ring + q->_cap), 0,
+                 "the new ring kept pages resident that it never wrote");
+    cr_assert_eq(tunnel_release_idle(t), 0, "the same pages given back twice");
+    h_backend_send(&h, &from, rtp, sizeof rtp);
+    h_wait_capsules(&h, s, 2);
+    cr_assert_not(h.conn->closing);
+    h_fini(&h);
+}
+
 static int got_ping(harness_t *h, void *arg)
 {
     return h->pings > 0;

@@ -276,10 +276,11 @@ Test(pktq, dispose_is_idempotent)
     pktq_dispose(&q);
 }
 
-/* A burst runs the ring deep; once the queue is empty again, what lies
- * beyond keep is named once, and the queue works on from offset 0 even when
- * those bytes were overwritten (as pages given back read as zeros). */
-Test(pktq, idle_span_names_what_a_burst_reached_once_the_queue_is_empty)
+/* A new ring, or a burst that ran it deep: once the queue is empty again,
+ * what lies beyond keep is named once, and the queue works on from offset 0
+ * even when those bytes were overwritten (as pages given back read as
+ * zeros). */
+Test(pktq, idle_span_names_a_new_ring_and_what_a_burst_reached_once_the_queue_is_empty)
 {
     pktq_t q;
     uint8_t *p;
@@ -287,6 +288,14 @@ Test(pktq, idle_span_names_what_a_burst_reached_once_the_queue_is_empty)
     pktq_init(&q, 4096, PKTQ_DROP_OLDEST);
     cr_assert_eq(pktq_idle_span(&q, 256, &p, &len), 0, "no ring yet");
     cr_assert_eq(push_id(&q, 1, 100, 0, NULL), PKTQ_OK);
+    cr_assert_eq(pktq_idle_span(&q, 256, &p, &len), 0, "a packet is queued");
+    pktq_pop(&q);
+    cr_assert_eq(pktq_idle_span(&q, 256, &p, &len), 1,
+                 "a new ring's memory, perhaps resident from an earlier owner, not named");
+    cr_assert_eq(p, q._ring + 256);
+    cr_assert_eq(len, 4096u - 256);
+    memset(p, 0, len);
+    cr_assert_eq(push_id(&q, 2, 100, 0, NULL), PKTQ_OK);
     pktq_pop(&q);
     cr_assert_eq(pktq_idle_span(&q, 256, &p, &len), 0, "one record stays within keep");
 
