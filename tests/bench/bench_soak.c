@@ -26,7 +26,10 @@
  *
  * After the load every tunnel is retired (so every packet sent is either
  * received or counted lost), the clients close, and sluiced's descriptors
- * must return to their count before the load (within STOP_FD_MS).
+ * must return to their count before the load (within STOP_FD_MS). Where the
+ * lost packets went: sluiced's sluice_drops_total by reason (its /metrics,
+ * scraped once the load is over) and the host's UDP RcvbufErrors over the
+ * run.
  *
  * A tunnel or connection that ends unasked is counted (per window, and the
  * first reason in the totals) and the run goes on: its slot opens afresh.
@@ -53,8 +56,10 @@
 #include "../support/ts_config.h"
 #include "../support/ts_echo.h"
 #include "../support/ts_hist.h"
+#include "../support/ts_host.h"
 #include "../support/ts_pstat.h"
 #include "../support/ts_report.h"
+#include "../support/ts_scrape.h"
 #include "../support/ts_sluice.h"
 #include "../support/ts_soak.h"
 #include "../support/ts_util.h"
@@ -70,6 +75,8 @@
 #define ECHO_BUF (4 << 20)
 #define CRED_TTL_S 7200 /* the tenant's max_ttl */
 #define WARMUP_LONG_S 600
+#define MAX_REASONS 24
+#define ADMIN_TOKEN "soak-admin-token-0123"
 
 typedef struct sample {
     double t_s;                 /* end of the window, from the start of the load */
@@ -89,6 +96,13 @@ typedef struct soak_bench {
     sample_t *s;
     size_t ns;
     ts_soak_totals_t tot;
+    /* Where the lost packets went: sluiced's own counts, and the host's
+     * UDP receive-buffer overflows over the run (any socket: sluiced's
+     * tunnel sockets or the echo's). */
+    char metrics_url[128];
+    ts_scrape_sum_t drops[MAX_REASONS];
+    int ndrops;                 /* -1: not scraped */
+    long rcvbuf_errors;         /* -1: not read */
     int finished, gw_exit;
     char why[300];
 } soak_bench_t;
@@ -158,6 +172,20 @@ static void report(const soak_bench_t *b, const char *path)
                t->sent, t->rx, loss, t->lost, t->short_tunnels, t->bad, t->reordered,
                t->skipped, t->opened, t->closed, t->unexpected, t->why[0] ? ": " : "", t->why,
                b->fds_before, b->fds_after);
+    ts_appendf(out, sizeof out, &pos, "- sluiced's drops over the run (`sluice_drops_total`): ");
+    int shown = 0;
+    for (int i = 0; i < b->ndrops; i++)
+        if (b->drops[i].sum > 0)
+            ts_appendf(out, sizeof out, &pos, "%s%s %.0f", shown++ ? ", " : "", b->drops[i].value,
+                       b->drops[i].sum);
+    ts_appendf(out, sizeof out, &pos, "%s", b->ndrops < 0 ? "not read" : shown ? "" : "none");
+    if (b->rcvbuf_errors >= 0)
+        ts_appendf(out, sizeof out, &pos,
+                   "\n- the host's UDP receive-buffer overflows over the run (`RcvbufErrors`, "
+                   "any socket): %ld\n",
+                   b->rcvbuf_errors);
+    else
+        ts_appendf(out, sizeof out, &pos, "\n- the host's UDP receive-buffer overflows: not read\n");
     if ((long)b->ns > b->warmup) {
         const sample_t *f = &b->s[b->warmup], *l = &b->s[b->ns - 1];
         double p50f = ms(ts_hist_percentile(&f->w.rtt, 50)),
@@ -209,6 +237,7 @@ static int run(soak_bench_t *b, ts_gateway_t *gw, const char *ca_file, const cha
         return -1;
     }
     b->fds_before = ts_pstat_fds(pid);
+    long rcvbuf0 = ts_host_udp_rcvbuf_errors();
     ts_soak_opts_t o = {.port = ts_addr_port(&gw->listen[0]), .ca_file = ca_file,
                         .tenant = TENANT, .secret = secret, .tunnels = (size_t)b->tunnels,
                         .clients = (size_t)b->clients, .pps = (double)b->pps,
@@ -256,6 +285,15 @@ static int run(soak_bench_t *b, ts_gateway_t *gw, const char *ca_file, const cha
     if (ts_soak_finish(s, ts_deadline(FINISH_MS)) == 0)
         b->finished = 1;
     ts_soak_totals(s, &b->tot);
+    long rcvbuf1 = ts_host_udp_rcvbuf_errors();
+    b->rcvbuf_errors = rcvbuf0 < 0 || rcvbuf1 < 0 ? -1 : rcvbuf1 - rcvbuf0;
+    if (b->metrics_url[0]) {
+        char why[256];
+        b->ndrops = ts_scrape_sum_by(b->metrics_url, "sluice_drops_total", "reason", b->drops,
+                                     MAX_REASONS, 5000, why, sizeof why);
+        if (b->ndrops < 0)
+            fprintf(stderr, "bench_soak: %s\n", why);
+    }
     rc = b->finished && !b->tot.unexpected ? 0 : -1;
     if (!b->finished)
         snprintf(b->why, sizeof b->why, "tunnels still open %d s after the load",
@@ -298,7 +336,7 @@ int main(int argc, char **argv)
     };
     static soak_bench_t b = {.seconds = 3600, .warmup = -1, .tunnels = 1000, .clients = 100,
                              .pps = 50, .size = 200, .churn = 0.01, .workers = 2,
-                             .gw_exit = -1};
+                             .gw_exit = -1, .ndrops = -1, .rcvbuf_errors = -1};
     const char *out = NULL, *env = getenv("SOAK_SECONDS");
     long churn_pct100 = 100; /* hundredths of a percent */
     if (env && *env && ts_parse_long(env, 1, MAX_SECONDS, &b.seconds) != 0) {
@@ -394,6 +432,7 @@ int main(int argc, char **argv)
         .tenants = {{.id = TENANT, .secrets = {secrets[0]}, .hash = "sha1", .max_ttl = CRED_TTL_S,
                      .regions = {"local"}, .kinds = {"sfu"}}},
         .limits_json = limits,
+        .admin_json = "{\"listen\":\"127.0.0.1:0\",\"tokens\":[{\"token\":\"" ADMIN_TOKEN "\"}]}",
         .workers = (unsigned)b.workers,
     };
     if (ts_config_write(&cfg, config, sizeof config) < 0) {
@@ -405,10 +444,15 @@ int main(int argc, char **argv)
             b.seconds, b.tunnels, b.pps, b.window);
     ts_gateway_t gw;
     int rc = -1;
-    if (ts_gateway_start(&gw, b.build, config, ts_deadline(START_MS)) < 0)
+    char admin[64];
+    if (ts_gateway_start(&gw, b.build, config, ts_deadline(START_MS)) < 0) {
         snprintf(b.why, sizeof b.why, "sluiced did not get ready");
-    else
+    } else if (ts_gateway_admin_addr(&gw, admin, sizeof admin, ts_deadline(START_MS)) < 0) {
+        snprintf(b.why, sizeof b.why, "sluiced did not say where its admin listener is");
+    } else {
+        snprintf(b.metrics_url, sizeof b.metrics_url, "http://%s/metrics", admin);
         rc = run(&b, &gw, ca_file, secret);
+    }
     if (gw.proc.pid > 0)
         b.gw_exit = ts_gateway_stop(&gw, ts_deadline(STOP_MS));
     ts_gateway_dispose(&gw);
