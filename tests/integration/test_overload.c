@@ -179,9 +179,9 @@ static void wait_for(size_t signal, int primer, int marker, const char *what)
     echoes_t e;
     count_echoes(&client, &e);
     cr_assert_fail("%s did not come back (%zu signaling, %zu stale media, primer %d, marker %d; "
-            "dropped uplink_expired %.0f, media_expired %.0f): %s",
-            what, e.signal, e.stale_media, e.primer, e.marker, drops("uplink_expired"),
-            drops("media_expired"), client.err);
+                   "dropped uplink_expired %.0f, media_expired %.0f): %s",
+                   what, e.signal, e.stale_media, e.primer, e.marker, drops("uplink_expired"),
+                   drops("media_expired"), client.err);
 }
 
 /* The gateway stopped for three times the age limit: whatever reached its
