@@ -64,12 +64,14 @@ static void attack_with(const char *name, const char *limits, uint32_t code, siz
     cr_expect(r.gw_ok, "%s: sluiced did not exit 0 afterwards (its stderr is above)", name);
 }
 
-/* TS_ATTACK_LIMITS with 200 ms a leg for media (media_queue_age_ms 400): a
- * loss counted here is one the attack caused, not the latency of a sanitizer
- * build on a loaded two-core machine. `make attack` keeps the default. */
+/* TS_ATTACK_LIMITS with a second a leg for media (media_queue_age_ms 2000):
+ * a loss counted here is one the attack caused, not the latency of a
+ * sanitizer build on a loaded two-core machine (at 200 ms a leg, the CI's
+ * ASan pass once lost 7 of 117 packets under slowloris_tls, which loses none
+ * when run alone). Timing is for `make attack`, which keeps the default. */
 #define CALL_LIMITS                                                              \
     "{\"handshake_timeout_ms\":2000,\"header_timeout_ms\":2000,\"write_stall_ms\":2000," \
-    "\"media_queue_age_ms\":400}"
+    "\"media_queue_age_ms\":2000}"
 
 static void attack(const char *name, uint32_t code, size_t max_log)
 {
