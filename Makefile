@@ -161,11 +161,12 @@ $(BUILD)/bench/%: $(call obj,tests/bench/%.c) $(LIB_SUPPORT) $(LIB_SHIM) $(LIB_P
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 # udp_fwd, the floor in bench_load's table, is a helper program of its own
-# (tests/bench/fwd/, not a benchmark): plain C, no project library.
+# (tests/bench/fwd/, not a benchmark): plain C, no project library; its
+# --uring mode links liburing.
 FWD := $(BUILD)/bench/fwd/udp_fwd
 $(FWD): $(call obj,tests/bench/fwd/udp_fwd.c)
 	@mkdir -p $(@D)
-	$(CC) $(LDFLAGS) $^ -o $@
+	$(CC) $(LDFLAGS) $^ -luring -o $@
 bench: all $(BENCHES) $(FWD) $(DEVCERT)
 	$(BUILD)/bench/bench_mem --build $(BUILD) --out $(BUILD)/bench/report.txt
 	$(BUILD)/bench/bench_limits --build $(BUILD) --out $(BUILD)/bench/limits.md

@@ -5,6 +5,9 @@
  *
  *   fwd       tests/bench/fwd/udp_fwd: a plain C UDP forwarder (the floor;
  *             one client-facing socket, one upstream socket per user)
+ *   fwd-uring the same forwarder moving datagrams with io_uring instead of
+ *             epoll and recvmmsg/sendmmsg (udp_fwd --uring; only when
+ *             --system names it)
  *   sluice    sluiced, one TLS connection (libsluice-shim client) per user
  *   sluice10  sluiced, 10 tunnels per TLS connection
  *   turn-tls  Debian's coturn, TURN over TLS: one TLS connection and one
@@ -127,11 +130,13 @@
 #define MAX_REASONS 24
 #define ADMIN_JSON "{\"listen\":\"127.0.0.1:0\",\"tokens\":[{\"token\":\"bench-token-0123456789\"}]}"
 
-typedef enum sys { SYS_FWD, SYS_SLUICE, SYS_SLUICE10, SYS_TURN_TLS, SYS_TURN_UDP, SYS_N } sys_t;
-static const char *const sys_names[SYS_N] = {"fwd", "sluice", "sluice10", "turn-tls",
-                                             "turn-udp"};
-static const char *const relay_names[SYS_N] = {"udp_fwd", "sluiced", "sluiced", "turnserver",
-                                               "turnserver"};
+typedef enum sys {
+    SYS_FWD, SYS_FWD_URING, SYS_SLUICE, SYS_SLUICE10, SYS_TURN_TLS, SYS_TURN_UDP, SYS_N
+} sys_t;
+static const char *const sys_names[SYS_N] = {"fwd",      "fwd-uring", "sluice",
+                                             "sluice10", "turn-tls",  "turn-udp"};
+static const char *const relay_names[SYS_N] = {"udp_fwd", "udp_fwd",    "sluiced",
+                                               "sluiced", "turnserver", "turnserver"};
 
 typedef struct row {
     sys_t sys;
@@ -537,9 +542,11 @@ static int start_sluiced(bench_t *b, const row_t *row, server_t *s, char *why, s
     return 0;
 }
 
-static int start_fwd(bench_t *b, server_t *s, char *why, size_t cap)
+static int start_fwd(bench_t *b, server_t *s, int uring, char *why, size_t cap)
 {
-    char *argv[] = {b->fwd_bin, (char *)ts_echo_addr_str(b->echo), "900", NULL};
+    char *argv[] = {b->fwd_bin, "--uring", (char *)ts_echo_addr_str(b->echo), "900", NULL};
+    if (!uring) /* drop "--uring" */
+        memmove(&argv[1], &argv[2], 3 * sizeof *argv);
     char line[128];
     long port = 0;
     if (ts_proc_spawn(&s->fwd, "udp_fwd", argv, 0) < 0 ||
@@ -578,7 +585,8 @@ static int server_start(bench_t *b, const row_t *row, server_t *s, char *why, si
     int rc;
     switch (row->sys) {
     case SYS_FWD:
-        rc = start_fwd(b, s, why, cap);
+    case SYS_FWD_URING:
+        rc = start_fwd(b, s, row->sys == SYS_FWD_URING, why, cap);
         break;
     case SYS_SLUICE:
     case SYS_SLUICE10:
@@ -601,6 +609,7 @@ static int server_stop(server_t *s)
     int code = -1;
     switch (s->sys) {
     case SYS_FWD:
+    case SYS_FWD_URING:
         if (s->fwd.pid > 0)
             code = ts_proc_stop(&s->fwd, ts_deadline(STOP_MS));
         ts_proc_dispose(&s->fwd);
@@ -640,6 +649,7 @@ static void run_row(bench_t *b, row_t *row)
     int rc;
     switch (row->sys) {
     case SYS_FWD:
+    case SYS_FWD_URING:
         rc = run_open_mload(&r, TS_MLOAD_UDP, &srv.addr, NULL, NULL);
         break;
     case SYS_TURN_TLS:
@@ -1008,7 +1018,8 @@ static void usage(FILE *f)
             "  --seconds S      load time of each row, 1..60 (3)\n"
             "  --out FILE       report file (DIR/bench/load.md)\n"
             "  --pin CPU|none   the relay's CPU; the generator takes another (0 with >= 2 CPUs)\n"
-            "  --system LIST    of fwd,sluice,sluice10,turn-tls,turn-udp (all)\n"
+            "  --system LIST    of fwd,fwd-uring,sluice,sluice10,turn-tls,turn-udp\n"
+            "                   (all but fwd-uring)\n"
             "  --users N        1..%d (100)\n"
             "  --rates LIST     offered echoed msg/s, all users together (5000,20000)\n"
             "  --sizes LIST     payload bytes, %d..%d (200)\n"
@@ -1144,7 +1155,7 @@ int main(int argc, char **argv)
     long overload[MAX_LIST];
     int nrates = 2, nsizes = 1, sat = 0, full = 0, given_rates = 0, given_sizes = 0, c;
     int noverload = 0;
-    int on[SYS_N] = {1, 1, 1, 1, 1};
+    int on[SYS_N] = {1, 0, 1, 1, 1, 1}; /* fwd-uring only when asked for */
     b.pin = sysconf(_SC_NPROCESSORS_ONLN) >= 2 ? 0 : -1;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         int bad = 0;
