@@ -34,15 +34,6 @@ int heap_tunables(const char *current, char *out, size_t outlen)
     return n > 0 && (size_t)n < outlen ? 1 : -1;
 }
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define HEAP_OWN_ALLOCATOR 1 /* the sanitizer's malloc, not glibc's */
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) ||                   \
-    __has_feature(memory_sanitizer)
-#define HEAP_OWN_ALLOCATOR 1
-#endif
-#endif
-
 int heap_tune(char **argv)
 {
 #if defined(__GLIBC__) && !defined(HEAP_OWN_ALLOCATOR)

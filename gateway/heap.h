@@ -16,6 +16,16 @@
 
 #include <stddef.h>
 
+/* Defined when a sanitizer's malloc, not glibc's, serves the process. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define HEAP_OWN_ALLOCATOR 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) ||                   \
+    __has_feature(memory_sanitizer)
+#define HEAP_OWN_ALLOCATOR 1
+#endif
+#endif
+
 #define HEAP_TUNABLES_VAR "GLIBC_TUNABLES"
 #define HEAP_TCACHE_TUNABLE "glibc.malloc.tcache_count"
 #define HEAP_TCACHE_SETTING HEAP_TCACHE_TUNABLE "=0"

@@ -23,6 +23,7 @@
 #include "server.h"
 #include "store.h"
 #include "tls.h"
+#include "tlsmem.h"
 #include "util.h"
 #include "worker.h"
 
@@ -340,6 +341,9 @@ int main(int argc, char **argv)
                         "per-thread cache (%s): running with it; more memory stays after "
                         "a load\n",
                 strerror(errno));
+    /* Before anything uses OpenSSL: its small blocks from a list per thread,
+     * so that relaying a packet allocates nothing (tlsmem.h). */
+    tlsmem_install();
 
     char err[1024];
     config_t *cfg = config_load(config_path, err, sizeof err);
