@@ -544,9 +544,14 @@ static int start_sluiced(bench_t *b, const row_t *row, server_t *s, char *why, s
 
 static int start_fwd(bench_t *b, server_t *s, int uring, char *why, size_t cap)
 {
-    char *argv[] = {b->fwd_bin, "--uring", (char *)ts_echo_addr_str(b->echo), "900", NULL};
-    if (!uring) /* drop "--uring" */
-        memmove(&argv[1], &argv[2], 3 * sizeof *argv);
+    char *argv[5];
+    int n = 0;
+    argv[n++] = b->fwd_bin;
+    if (uring)
+        argv[n++] = "--uring";
+    argv[n++] = (char *)ts_echo_addr_str(b->echo);
+    argv[n++] = "900";
+    argv[n] = NULL;
     char line[128];
     long port = 0;
     if (ts_proc_spawn(&s->fwd, "udp_fwd", argv, 0) < 0 ||
