@@ -804,10 +804,13 @@ static double row_target(const row_t *w)
     return t;
 }
 
-/* Where the packets of each sluice row that lost any went: the clients'
- * queues, each of sluiced's drop reasons (its /metrics), and what no counter
- * explains (sent - echoed - counted; kernel drops on the way show up there
- * and in the host's RcvbufErrors). */
+/* A row's name in the report: the system, then its label ("sat", ...). */
+static const char *row_name(const row_t *w, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s%s%s", sys_names[w->sys], w->label[0] ? ", " : "", w->label);
+    return buf;
+}
+
 /* Each direction's delay, from the echo's receive time (one host, one
  * clock): where the packets waited. */
 static void one_way(char *out, size_t cap, size_t *pos, const row_t *rows, size_t nrows)
@@ -821,9 +824,10 @@ static void one_way(char *out, size_t cap, size_t *pos, const row_t *rows, size_
         const row_t *w = &rows[i];
         if (!w->done || !w->up.count)
             continue;
+        char name[64];
         ts_appendf(out, cap, pos,
-                   "| %s%s%s | %ld B | %.0f | %.2f / %.2f / %.2f | %.2f / %.2f / %.2f |\n",
-                   sys_names[w->sys], w->label[0] ? ", " : "", w->label, w->size,
+                   "| %s | %ld B | %.0f | %.2f / %.2f / %.2f | %.2f / %.2f / %.2f |\n",
+                   row_name(w, name, sizeof name), w->size,
                    (double)w->sent / w->paced_s, ms(ts_hist_percentile(&w->up, 50)),
                    ms(ts_hist_percentile(&w->up, 99)), ms(w->up.max),
                    ms(ts_hist_percentile(&w->down, 50)), ms(ts_hist_percentile(&w->down, 99)),
@@ -851,13 +855,18 @@ static void cpu_split(char *out, size_t cap, size_t *pos, const row_t *rows, siz
             continue;
         double user = (double)(w->srv_after.utime_ns - w->srv_open.utime_ns) / 1e3 / relayed;
         double kern = (double)(w->srv_after.stime_ns - w->srv_open.stime_ns) / 1e3 / relayed;
-        ts_appendf(out, cap, pos, "| %s%s%s | %ld B | %.0f | %.2f | %.2f | %.2f | %.0f %% |\n",
-                   sys_names[w->sys], w->label[0] ? ", " : "", w->label, w->size,
+        char name[64];
+        ts_appendf(out, cap, pos, "| %s | %ld B | %.0f | %.2f | %.2f | %.2f | %.0f %% |\n",
+                   row_name(w, name, sizeof name), w->size,
                    (double)w->sent / w->paced_s, user, kern, user + kern,
                    user + kern > 0 ? 100.0 * kern / (user + kern) : 0.0);
     }
 }
 
+/* Where the packets of each sluice row that lost any went: the clients'
+ * queues, each of sluiced's drop reasons (its /metrics), and what no counter
+ * explains (sent - echoed - counted; kernel drops on the way show up there
+ * and in the host's RcvbufErrors). */
 static void loss_by_reason(char *out, size_t cap, size_t *pos, const row_t *rows, size_t nrows)
 {
     int head = 0;
@@ -886,8 +895,7 @@ static void loss_by_reason(char *out, size_t cap, size_t *pos, const row_t *rows
         }
         double lost = (double)(w->sent - w->rx);
         char name[64];
-        snprintf(name, sizeof name, "%s%s%s", sys_names[w->sys], w->label[0] ? ", " : "",
-                 w->label);
+        row_name(w, name, sizeof name);
         ts_appendf(out, cap, pos,
                    "| %s | %.0f | %" PRIu64 " | %" PRIu64 " | %" PRIu64 " | %s | %ld | %.0f |\n",
                    name, (double)w->sent / w->paced_s, w->sent, w->rx, w->client_media_dropped,
@@ -946,8 +954,7 @@ static void report(const bench_t *b, const row_t *rows, size_t nrows, const char
         const row_t *w = &rows[i];
         double target = row_target(w);
         char name[64];
-        snprintf(name, sizeof name, "%s%s%s", sys_names[w->sys], w->label[0] ? ", " : "",
-                 w->label);
+        row_name(w, name, sizeof name);
         if (!w->done) {
             ts_appendf(out, cap, &pos, "| %s | %ld / %ld | %ld B | (%.0f) | failed: %s |\n",
                        name, w->users, w->conns, w->size, target, w->why);
